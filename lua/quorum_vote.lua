@@ -1,0 +1,94 @@
+-- quorum_vote.lua: record one vote, tally it, and fix the decision once quorum is met.
+--
+-- Runs atomically, so no two votes on one decision ever interleave, however many hubs race.
+-- Every decision key carries the decision's hash tag; the event stream is the one shared key.
+--
+-- KEYS[1] votes     sorted set  instanceId -> sequence number (1, 2, 3, ... in arrival order)
+-- KEYS[2] tally     hash        value -> count
+-- KEYS[3] result    hash        value, voteCount, decidedAt, eventId (written once, never changed)
+-- KEYS[4] metadata  hash        decision, totalInstances, quorum, openedAt
+-- KEYS[5] ballots   hash        instanceId -> value
+-- KEYS[6] stream    stream      decision events, capped
+-- ARGV[1] decision name, ARGV[2] instanceId, ARGV[3] value,
+-- ARGV[4] totalInstances stated by the caller ('' when omitted), ARGV[5] default totalInstances,
+-- ARGV[6] stream cap (approximate MAXLEN), ARGV[7] pub/sub channel for decision events.
+--
+-- Returns {outcome, voteCount, totalInstances, quorum, finalDecision or '', recordedValue or ''}
+-- where outcome is one of: recorded, decided_now, already_voted, decided, total_mismatch.
+
+local votes, tally, result, meta, ballots, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local decision, instance, value = ARGV[1], ARGV[2], ARGV[3]
+local stated_total, default_total = ARGV[4], ARGV[5]
+local stream_cap, channel = ARGV[6], ARGV[7]
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+end
+
+local opened = redis.call('HMGET', meta, 'totalInstances', 'quorum')
+local total, quorum = opened[1], opened[2]
+local final = redis.call('HMGET', result, 'value', 'voteCount')
+
+-- Rule: one vote per instance. A retry learns what its first attempt recorded.
+local recorded = redis.call('HGET', ballots, instance)
+if recorded then
+  return {'already_voted', redis.call('ZCARD', votes), total, quorum, final[1] or '', recorded}
+end
+
+if total then
+  -- Rule: the first vote fixed totalInstances; a different stated value is refused.
+  if stated_total ~= '' and stated_total ~= total then
+    return {'total_mismatch', redis.call('ZCARD', votes), total, quorum, final[1] or '', ''}
+  end
+else
+  total = stated_total ~= '' and stated_total or default_total
+  quorum = string.format('%d', math.floor(tonumber(total) / 2) + 1)
+  redis.call('HSET', meta, 'decision', decision, 'totalInstances', total, 'quorum', quorum,
+    'openedAt', now_ms())
+end
+
+-- Rule: the result is final. Later votes are not recorded.
+if final[1] then
+  return {'decided', tonumber(final[2]), total, quorum, final[1], ''}
+end
+
+local seq = redis.call('ZCARD', votes) + 1
+redis.call('HSET', ballots, instance, value)
+redis.call('ZADD', votes, seq, instance)
+redis.call('HINCRBY', tally, value, 1)
+
+if seq < tonumber(quorum) then
+  return {'recorded', seq, total, quorum, '', ''}
+end
+
+-- Quorum reached by this vote. Winner: most votes; on a tie, the value that reached
+-- that count first (the earliest sequence number at which it got its last vote).
+local voters = redis.call('ZRANGE', votes, 0, -1)
+local values = redis.call('HMGET', ballots, unpack(voters))
+local counts, reached_at = {}, {}
+for i, v in ipairs(values) do
+  counts[v] = (counts[v] or 0) + 1
+  reached_at[v] = i
+end
+local winner, best_count, best_at = nil, 0, 0
+for v, c in pairs(counts) do
+  if c > best_count or (c == best_count and reached_at[v] < best_at) then
+    winner, best_count, best_at = v, c, reached_at[v]
+  end
+end
+
+local decided_at = now_ms()
+local vote_count = string.format('%d', seq)
+local event_id = redis.call('XADD', stream, 'MAXLEN', '~', stream_cap, '*',
+  'decision', decision, 'value', winner, 'voteCount', vote_count, 'quorum', quorum,
+  'totalInstances', total, 'timestamp', decided_at)
+redis.call('HSET', result, 'value', winner, 'voteCount', vote_count, 'decidedAt', decided_at,
+  'eventId', event_id)
+
+local event = '{"decision":' .. cjson.encode(decision) .. ',"value":' .. cjson.encode(winner) ..
+  ',"voteCount":' .. vote_count .. ',"quorum":' .. quorum .. ',"totalInstances":' .. total ..
+  ',"eventId":"' .. event_id .. '","timestamp":' .. decided_at .. '}'
+redis.call('PUBLISH', channel, event)
+
+return {'decided_now', seq, total, quorum, winner, ''}

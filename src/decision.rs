@@ -1,0 +1,191 @@
+//! Decisions and ballots: validated names and values, the quorum rule, and vote outcomes.
+
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::instance::{InstanceId, check_name};
+
+/// Longest decision name, in characters.
+pub const MAX_DECISION_LEN: usize = 200;
+/// Longest vote value, in characters.
+pub const MAX_VALUE_LEN: usize = 256;
+/// Largest `totalInstances` a decision may expect.
+pub const MAX_TOTAL_INSTANCES: u64 = 10_000;
+/// `totalInstances` used when the first vote does not state one.
+pub const DEFAULT_TOTAL_INSTANCES: u64 = 3;
+
+/// Votes needed to decide among `total_instances`: a strict majority.
+pub fn quorum_for(total_instances: u64) -> u64 {
+    total_instances / 2 + 1
+}
+
+/// The name of a decision topic. It becomes part of Redis key names, so it has no
+/// whitespace, control characters or braces.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct DecisionName(String);
+
+impl DecisionName {
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, Error> {
+        check_name(field, raw, MAX_DECISION_LEN)?;
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What an instance votes for: any text of 1-256 characters without control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct VoteValue(String);
+
+impl VoteValue {
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, Error> {
+        let len = raw.chars().count();
+        if len == 0 || len > MAX_VALUE_LEN {
+            return Err(Error::invalid(
+                field,
+                format!("{field} must be 1-{MAX_VALUE_LEN} characters (got {len})"),
+            ));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                field,
+                format!("{field} must not contain control characters"),
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Checks a stated `totalInstances`.
+pub fn parse_total_instances(field: &'static str, raw: u64) -> Result<u64, Error> {
+    if (1..=MAX_TOTAL_INSTANCES).contains(&raw) {
+        Ok(raw)
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("{field} must be an integer from 1 to {MAX_TOTAL_INSTANCES} (got {raw})"),
+        ))
+    }
+}
+
+/// One instance's vote on one decision.
+#[derive(Debug, Clone)]
+pub struct Ballot {
+    pub instance: InstanceId,
+    pub decision: DecisionName,
+    pub value: VoteValue,
+    /// `None` when the caller left it to the decision (or to the default for a new one).
+    pub total_instances: Option<u64>,
+}
+
+/// What the vote script did with a ballot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VoteOutcome {
+    /// Recorded; the decision is still open.
+    Recorded { vote_count: u64 },
+    /// Recorded, and this vote reached the quorum and fixed the result.
+    DecidedNow {
+        vote_count: u64,
+        final_decision: String,
+    },
+    /// Not recorded: this instance already voted on the decision.
+    AlreadyVoted {
+        vote_count: u64,
+        recorded_value: String,
+        final_decision: Option<String>,
+    },
+    /// Not recorded: the decision was already made.
+    Decided {
+        vote_count: u64,
+        final_decision: String,
+    },
+    /// Not recorded: the decision was opened with another `totalInstances`.
+    TotalMismatch { opened_with: u64 },
+}
+
+/// The audit trail of one decision, as `system.quorum.status` reports it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionStatus {
+    pub decision: String,
+    pub total_instances: u64,
+    pub quorum: u64,
+    pub vote_count: u64,
+    /// Count per value, in the order each value first received a vote.
+    pub tally: serde_json::Map<String, serde_json::Value>,
+    pub votes: Vec<RecordedVote>,
+    pub quorum_reached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_decision: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<u64>,
+}
+
+/// One recorded vote in a decision's audit trail.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedVote {
+    pub instance_id: String,
+    pub value: String,
+    /// Arrival order within the decision, from 1.
+    pub seq: u64,
+}
+
+/// A decision as listed by `system.get_state`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionSummary {
+    pub decision: String,
+    pub total_instances: u64,
+    pub quorum: u64,
+    pub vote_count: u64,
+    pub quorum_reached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_decision: Option<String>,
+    pub opened_at: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<u64>,
+}
+
+/// The `quorum.decision.made` event, exactly as the vote script publishes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DecisionEvent {
+    pub decision: String,
+    pub value: String,
+    pub vote_count: u64,
+    pub quorum: u64,
+    pub total_instances: u64,
+    pub event_id: String,
+    pub timestamp: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_table_from_the_method_description() {
+        let table = [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (6, 4), (7, 4)];
+        for (total, quorum) in table {
+            assert_eq!(quorum_for(total), quorum, "totalInstances={total}");
+        }
+    }
+
+    #[test]
+    fn values_allow_any_text_but_control_characters() {
+        assert!(VoteValue::parse("value", "approve {x} ; -- \"'").is_ok());
+        assert!(VoteValue::parse("value", "a\nb").is_err());
+        assert!(VoteValue::parse("value", "").is_err());
+        assert!(VoteValue::parse("value", &"é".repeat(256)).is_ok());
+        assert!(VoteValue::parse("value", &"é".repeat(257)).is_err());
+    }
+}

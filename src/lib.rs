@@ -1,0 +1,32 @@
+//! quorum-hub: a WebSocket coordination hub. Agents hold a session, register an
+//! instance, and vote on named decisions; one Lua script in Redis records each vote and
+//! fixes the decision at quorum; every hub pushes `quorum.decision.made` to every session.
+//!
+//! # Layout
+//! - [`config`]: command-line and environment settings.
+//! - [`server`]: routes (`/ws`, `/rpc`, `/readyz`, `/healthz`, `/`), start-up and shutdown.
+//! - [`session`]: one WebSocket session: ordered calls, bounded outbound queue, close codes.
+//! - [`methods`]: the JSON-RPC methods, parameter checks and who may act as which instance.
+//! - [`rpc`]: the JSON-RPC 2.0 wire format; the only module that knows it.
+//! - [`hub`]: shared state of one hub process and the fan-out to its sessions.
+//! - [`events`]: the Redis pub/sub listener that feeds the fan-out.
+//! - [`keepalive`]: keeps the instances of open sessions registered.
+//! - [`store`]: Redis access; the only module that knows key names and scripts.
+//! - [`decision`], [`instance`]: domain types, validation and the quorum rule.
+//! - [`managed_redis`]: the private redis-server a hub starts without `--redis-url`.
+//! - [`error`]: the error type and its JSON-RPC codes.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod decision;
+pub mod error;
+pub mod events;
+pub mod hub;
+pub mod instance;
+pub mod keepalive;
+pub mod managed_redis;
+pub mod methods;
+pub mod rpc;
+pub mod server;
+pub mod session;
+pub mod store;

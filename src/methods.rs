@@ -1,0 +1,285 @@
+//! The hub's JSON-RPC methods: validate params, check who may act, call the store,
+//! and shape each result.
+
+use serde_json::{Value, json};
+
+use crate::decision::{Ballot, DecisionName, VoteOutcome, VoteValue, parse_total_instances};
+use crate::error::Error;
+use crate::hub::{Hub, SessionHandle};
+use crate::instance::{InstanceId, Registration};
+use crate::rpc::{self, Call, Entry, Frame, Params};
+use crate::store::{Claim, Standing, now_ms};
+
+/// Most calls one batch may hold.
+pub const MAX_BATCH_LEN: usize = 100;
+/// Most decisions `system.get_state` lists.
+pub const STATE_DECISIONS: usize = 100;
+/// Most instances `system.get_state` lists.
+pub const STATE_INSTANCES: usize = 1000;
+
+/// Who is calling: a WebSocket session (which can hold an instance) or a one-shot HTTP call.
+#[derive(Clone, Copy)]
+pub enum Caller<'a> {
+    Session(&'a SessionHandle),
+    Http,
+}
+
+/// Handles one frame (or HTTP body) and returns the text to send back, if any.
+pub async fn handle_frame(hub: &Hub, caller: Caller<'_>, text: &str) -> Option<String> {
+    match rpc::parse_frame(text) {
+        Frame::Single(entry) => {
+            let reply = handle_entry(hub, caller, entry).await;
+            rpc::encode_replies(false, reply.into_iter().collect())
+        }
+        Frame::Batch(entries) if entries.len() > MAX_BATCH_LEN => {
+            let error = Error::InvalidRequest(
+                format!(
+                    "a batch may hold at most {MAX_BATCH_LEN} calls (got {})",
+                    entries.len()
+                )
+                .into(),
+            );
+            Some(rpc::failure(&Value::Null, &error).to_string())
+        }
+        Frame::Batch(entries) => {
+            let mut replies = Vec::with_capacity(entries.len());
+            for entry in entries {
+                replies.extend(handle_entry(hub, caller, entry).await);
+            }
+            rpc::encode_replies(true, replies)
+        }
+    }
+}
+
+async fn handle_entry(hub: &Hub, caller: Caller<'_>, entry: Entry) -> Option<Value> {
+    match entry {
+        Entry::Invalid { id, error } => Some(rpc::failure(&id, &error)),
+        Entry::Call(call) => {
+            let id = call.id.clone();
+            let outcome = dispatch(hub, caller, call).await;
+            let id = id?; // notifications get no reply, even on error
+            Some(match outcome {
+                Ok(result) => rpc::success(&id, &result),
+                Err(error) => rpc::failure(&id, &error),
+            })
+        }
+    }
+}
+
+async fn dispatch(hub: &Hub, caller: Caller<'_>, call: Call) -> Result<Value, Error> {
+    let Call { method, params, .. } = call;
+    match method.as_str() {
+        "system.register" => register(hub, caller, params).await,
+        "system.heartbeat" => heartbeat(hub, caller, params).await,
+        "system.unregister" => unregister(hub, caller, params).await,
+        "system.quorum.vote" => vote(hub, caller, params).await,
+        "system.quorum.status" => status(hub, params).await,
+        "system.get_state" => state(hub, caller, params).await,
+        _ => Err(Error::MethodNotFound(format!(
+            "{method:?}; available: system.register, system.heartbeat, system.unregister, \
+             system.quorum.vote, system.quorum.status, system.get_state"
+        ))),
+    }
+}
+
+fn instance_param(params: &Params) -> Result<InstanceId, Error> {
+    InstanceId::parse("instanceId", params.str("instanceId")?)
+}
+
+fn bound_elsewhere(instance: &InstanceId, ttl: u64) -> Error {
+    Error::Unauthorized(format!(
+        "instance {instance} is bound to another open session; close that session first \
+         (a binding whose session vanished expires within {ttl}s)"
+    ))
+}
+
+async fn register(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Result<Value, Error> {
+    let params = Params::new(params, &["instanceId", "roles", "metadata"])?;
+    let instance = instance_param(&params)?;
+    let registration = Registration::new(
+        instance.clone(),
+        params.opt_strings("roles")?,
+        params.opt_object("metadata")?,
+    )?;
+    let ttl = hub.config.instance_ttl;
+    let owner = match caller {
+        Caller::Session(session) => {
+            if let Some(bound) = session.bound().filter(|bound| *bound != instance) {
+                return Err(Error::Unauthorized(format!(
+                    "this session is registered as {bound}; a session holds one instance \
+                     (unregister {bound} first, or open another session)"
+                )));
+            }
+            Some(session.token.as_str())
+        }
+        Caller::Http => None,
+    };
+    match hub
+        .store
+        .register(&registration, owner, hub.config.instance_ttl())
+        .await?
+    {
+        Claim::BoundElsewhere | Claim::Missing => return Err(bound_elsewhere(&instance, ttl)),
+        Claim::Done => {}
+    }
+    if let Caller::Session(session) = caller {
+        session.bind(registration);
+    }
+    Ok(json!({ "registered": true, "instanceId": instance, "ttlSeconds": ttl }))
+}
+
+async fn heartbeat(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Result<Value, Error> {
+    let params = Params::new(params, &["instanceId"])?;
+    let instance = instance_param(&params)?;
+    let owner = match caller {
+        Caller::Session(session) => session.owner_token_for(&instance),
+        Caller::Http => None,
+    };
+    match hub
+        .store
+        .heartbeat(&instance, owner, hub.config.instance_ttl())
+        .await?
+    {
+        Claim::Done => Ok(json!({ "alive": true })),
+        Claim::Missing => Ok(json!({ "alive": false })),
+        Claim::BoundElsewhere => Err(bound_elsewhere(&instance, hub.config.instance_ttl)),
+    }
+}
+
+async fn unregister(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Result<Value, Error> {
+    let params = Params::new(params, &["instanceId"])?;
+    let instance = instance_param(&params)?;
+    let owner = match caller {
+        Caller::Session(session) => session.owner_token_for(&instance),
+        Caller::Http => None,
+    };
+    let claim = hub.store.unregister(&instance, owner).await?;
+    if claim == Claim::BoundElsewhere {
+        return Err(bound_elsewhere(&instance, hub.config.instance_ttl));
+    }
+    if let Caller::Session(session) = caller
+        && owner.is_some()
+    {
+        session.unbind();
+    }
+    Ok(json!({ "unregistered": claim == Claim::Done }))
+}
+
+async fn vote(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Result<Value, Error> {
+    let params = Params::new(
+        params,
+        &["instanceId", "decision", "value", "totalInstances"],
+    )?;
+    let ballot = Ballot {
+        instance: instance_param(&params)?,
+        decision: DecisionName::parse("decision", params.str("decision")?)?,
+        value: VoteValue::parse("value", params.str("value")?)?,
+        total_instances: params
+            .opt_u64("totalInstances")?
+            .map(|n| parse_total_instances("totalInstances", n))
+            .transpose()?,
+    };
+    may_vote_as(hub, caller, &ballot.instance).await?;
+    let reply = match hub.store.vote(&ballot).await? {
+        VoteOutcome::Recorded { vote_count } => {
+            json!({ "voted": true, "quorumReached": false, "voteCount": vote_count })
+        }
+        VoteOutcome::DecidedNow {
+            vote_count,
+            final_decision,
+        } => json!({
+            "voted": true, "quorumReached": true, "finalDecision": final_decision, "voteCount": vote_count
+        }),
+        VoteOutcome::AlreadyVoted {
+            vote_count,
+            recorded_value,
+            final_decision,
+        } => {
+            let mut reply = json!({
+                "voted": false, "reason": "already_voted", "recordedValue": recorded_value,
+                "quorumReached": final_decision.is_some(), "voteCount": vote_count
+            });
+            if let Some(final_decision) = final_decision {
+                reply["finalDecision"] = final_decision.into();
+            }
+            reply
+        }
+        VoteOutcome::Decided {
+            vote_count,
+            final_decision,
+        } => json!({
+            "voted": false, "reason": "decided", "quorumReached": true,
+            "finalDecision": final_decision, "voteCount": vote_count
+        }),
+        VoteOutcome::TotalMismatch { opened_with } => {
+            return Err(Error::invalid(
+                "totalInstances",
+                format!(
+                    "decision {} was opened with totalInstances={opened_with}; omit totalInstances \
+                     or send {opened_with}",
+                    ballot.decision.as_str()
+                ),
+            ));
+        }
+    };
+    Ok(reply)
+}
+
+/// Rule 2: only a registered instance votes, and on a WebSocket only as the session's own.
+async fn may_vote_as(hub: &Hub, caller: Caller<'_>, instance: &InstanceId) -> Result<(), Error> {
+    match caller {
+        Caller::Session(session) => match session.bound() {
+            None => Err(Error::Unauthorized(format!(
+                "this session has not registered; call system.register with instanceId {instance} first"
+            ))),
+            Some(bound) if bound != *instance => Err(Error::Unauthorized(format!(
+                "this session is registered as {bound}; it cannot vote as {instance}"
+            ))),
+            Some(_) => Ok(()),
+        },
+        Caller::Http => match hub.store.standing(instance).await? {
+            Standing::Registered => Ok(()),
+            Standing::NotRegistered => Err(Error::Unauthorized(format!(
+                "instance {instance} is not registered; call system.register first"
+            ))),
+            Standing::BoundToSession => Err(Error::Unauthorized(format!(
+                "instance {instance} is bound to an open WebSocket session; only that session votes as it"
+            ))),
+        },
+    }
+}
+
+async fn status(hub: &Hub, params: Option<Value>) -> Result<Value, Error> {
+    let params = Params::new(params, &["decision"])?;
+    let decision = DecisionName::parse("decision", params.str("decision")?)?;
+    match hub.store.status(&decision).await? {
+        Some(status) => serde_json::to_value(status).map_err(|e| Error::Internal(e.to_string())),
+        None => Err(Error::NotFound(format!(
+            "decision {} has no votes",
+            decision.as_str()
+        ))),
+    }
+}
+
+async fn state(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Result<Value, Error> {
+    Params::new(params, &[])?;
+    let ttl_ms = hub.config.instance_ttl * 1000;
+    let stale_before = now_ms().saturating_sub(2 * ttl_ms);
+    let instances = hub.store.instances(STATE_INSTANCES, stale_before).await?;
+    let decisions = hub.store.recent_decisions(STATE_DECISIONS).await?;
+    let session = match caller {
+        Caller::Session(session) => json!({ "instanceId": session.bound() }),
+        Caller::Http => Value::Null,
+    };
+    Ok(json!({
+        "instances": instances,
+        "decisions": decisions,
+        "hub": {
+            "hubId": hub.id,
+            "sessions": hub.session_count(),
+            "uptimeSeconds": hub.uptime_seconds(),
+            "version": env!("CARGO_PKG_VERSION"),
+        },
+        "session": session,
+    }))
+}

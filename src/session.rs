@@ -1,0 +1,117 @@
+//! One WebSocket session: reads JSON-RPC frames in order, writes replies and pushed
+//! events from a bounded queue, and closes with a code that says why.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::hub::{Hub, Outbound, SessionHandle};
+use crate::methods::{self, Caller};
+
+/// Longest one write to a client may take before the session is dropped.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one upgraded socket until the client leaves, the hub stops, or the session is
+/// closed for cause. Calls on a session run one at a time, in the order they arrive.
+pub async fn serve(hub: Arc<Hub>, socket: WebSocket) {
+    let (session, outbound) = hub.open_session();
+    let span = tracing::info_span!("session", id = session.id);
+    async {
+        tracing::debug!("opened");
+        let (sink, stream) = socket.split();
+        let writer_done = CancellationToken::new();
+        tokio::join!(
+            read_calls(&hub, &session, stream, &writer_done),
+            write_outbound(&session, sink, outbound, &writer_done),
+        );
+        hub.close_session(&session).await;
+        tracing::debug!("closed");
+    }
+    .instrument(span)
+    .await
+}
+
+async fn read_calls(
+    hub: &Hub,
+    session: &SessionHandle,
+    mut stream: futures::stream::SplitStream<WebSocket>,
+    writer_done: &CancellationToken,
+) {
+    loop {
+        let frame = tokio::select! {
+            _ = hub.shutdown.cancelled() => {
+                session.send(Outbound::Close(close_code::AWAY, "hub shutting down")).await;
+                break;
+            }
+            _ = writer_done.cancelled() => break,
+            frame = stream.next() => frame,
+        };
+        let text = match frame {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(_))) => {
+                let reason = "binary frames are not supported; send JSON-RPC as text";
+                session
+                    .send(Outbound::Close(close_code::UNSUPPORTED, reason))
+                    .await;
+                break;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Err(err)) => {
+                tracing::debug!(%err, "read failed");
+                break;
+            }
+        };
+        if let Some(reply) =
+            methods::handle_frame(hub, Caller::Session(session), text.as_str()).await
+            && !session.send(Outbound::Text(reply.into())).await
+        {
+            break;
+        }
+    }
+}
+
+async fn write_outbound(
+    session: &SessionHandle,
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut outbound: mpsc::Receiver<Outbound>,
+    writer_done: &CancellationToken,
+) {
+    let close = |code: u16, reason: &'static str| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    };
+    loop {
+        let message = tokio::select! {
+            biased;
+            _ = session.evicted.notified() => close(close_code::POLICY, "slow consumer"),
+            next = outbound.recv() => match next {
+                Some(Outbound::Text(text)) => Message::Text(text),
+                Some(Outbound::Close(code, reason)) => close(code, reason),
+                None => break,
+            },
+        };
+        let closing = matches!(message, Message::Close(_));
+        match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {
+            Ok(Ok(())) if !closing => {}
+            Ok(Ok(())) => break,
+            Ok(Err(err)) => {
+                tracing::debug!(%err, "write failed");
+                break;
+            }
+            Err(_) => {
+                tracing::info!("client stopped reading for {WRITE_TIMEOUT:?}; dropping session");
+                break;
+            }
+        }
+    }
+    writer_done.cancel();
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.close()).await;
+}
