@@ -123,7 +123,7 @@ pub fn failure(id: &Value, error: &Error) -> Value {
         }
         Error::Backend(e) => {
             tracing::warn!(err = %e, "Redis call failed");
-            "backend unavailable: Redis did not answer; the call may be retried".to_owned()
+            "backend unavailable: the hub could not reach Redis; retry the call (a repeated vote is answered already_voted if the first one counted)".to_owned()
         }
         other => other.to_string(),
     };

@@ -67,11 +67,14 @@ async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     let store = Store::open(url)?;
-    if let Err(err) = store.load_scripts().await {
-        tracing::warn!(%err, "Redis is not reachable yet; /readyz answers 503 until it is");
-    }
     let web_dir = config.web_dir.clone();
     let hub = Arc::new(Hub::new(store, config, shutdown.clone()));
+    let loader = hub.store.clone();
+    hub.tracker.spawn(async move {
+        if let Err(err) = loader.load_scripts().await {
+            tracing::warn!(%err, "Redis is not reachable yet; /readyz answers 503 until it is");
+        }
+    });
     hub.tracker.spawn(events::listen(hub.clone()));
     hub.tracker.spawn(keepalive::run(hub.clone()));
 

@@ -24,10 +24,14 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket) {
     async {
         tracing::debug!("opened");
         let (sink, stream) = socket.split();
+        let reader_done = CancellationToken::new();
         let writer_done = CancellationToken::new();
         tokio::join!(
-            read_calls(&hub, &session, stream, &writer_done),
-            write_outbound(&session, sink, outbound, &writer_done),
+            async {
+                read_calls(&hub, &session, stream, &writer_done).await;
+                reader_done.cancel();
+            },
+            write_outbound(&session, sink, outbound, &reader_done, &writer_done),
         );
         hub.close_session(&session).await;
         tracing::debug!("closed");
@@ -80,6 +84,7 @@ async fn write_outbound(
     session: &SessionHandle,
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut outbound: mpsc::Receiver<Outbound>,
+    reader_done: &CancellationToken,
     writer_done: &CancellationToken,
 ) {
     let close = |code: u16, reason: &'static str| {
@@ -97,6 +102,8 @@ async fn write_outbound(
                 Some(Outbound::Close(code, reason)) => close(code, reason),
                 None => break,
             },
+            // Everything the reader queued has been written (the queue is polled first).
+            _ = reader_done.cancelled() => break,
         };
         let closing = matches!(message, Message::Close(_));
         match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {

@@ -20,6 +20,9 @@ pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest pause between reconnection attempts.
 pub const REDIS_MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
+/// Connection attempts a call makes before it fails. Kept low so that calls fail fast
+/// while Redis is down; the next call tries again.
+pub const REDIS_CONNECT_ATTEMPTS: usize = 1;
 /// Approximate number of decision events the stream keeps (`XADD MAXLEN ~`).
 pub const DECISION_STREAM_CAP: u64 = 100_000;
 /// Decisions the recent-decisions index keeps; older ones drop out of `system.get_state`
@@ -129,7 +132,8 @@ impl Store {
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
-            .set_max_delay(REDIS_MAX_RECONNECT_DELAY);
+            .set_max_delay(REDIS_MAX_RECONNECT_DELAY)
+            .set_number_of_retries(REDIS_CONNECT_ATTEMPTS);
         let conn = client.get_connection_manager_lazy(config)?;
         Ok(Self {
             client,

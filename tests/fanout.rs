@@ -1,0 +1,180 @@
+//! Fan-out of `quorum.decision.made` across hubs and sessions, and the concurrent-vote race.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{RedisServer, Rng, TestHub, WsClient};
+use futures::future::join_all;
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_session_on_every_hub_gets_each_decision_exactly_once() {
+    let redis = RedisServer::start();
+    let hubs = [TestHub::start(&redis).await, TestHub::start(&redis).await];
+    // On each hub: two registered voters and two sessions that never register.
+    let mut voters: Vec<(String, WsClient)> = Vec::new();
+    let mut watchers: Vec<WsClient> = Vec::new();
+    for (h, hub) in hubs.iter().enumerate() {
+        for i in 0..2 {
+            let id = format!("hub{h}-voter{i}");
+            let mut client = hub.client().await;
+            client.register(&id).await;
+            voters.push((id, client));
+            watchers.push(hub.client().await);
+        }
+    }
+    let decisions = ["deploy", "rollback", "leader"];
+    for (n, decision) in decisions.iter().enumerate() {
+        // Voters alternate hubs; totalInstances 4 means the third vote decides.
+        for (id, client) in voters.iter_mut().take(3) {
+            client.vote(id, decision, &format!("v{n}"), 4).await;
+        }
+    }
+    let mut payloads: Vec<Vec<Value>> = Vec::new();
+    let sessions = voters.iter_mut().map(|(_, c)| c).chain(watchers.iter_mut());
+    for client in sessions {
+        let mut got = Vec::new();
+        for _ in &decisions {
+            got.push(client.next_notification().await);
+        }
+        client.assert_no_more_notifications("deploy").await;
+        payloads.push(got);
+    }
+    assert_eq!(payloads.len(), 8);
+    for got in &payloads {
+        assert_eq!(got, &payloads[0], "sessions saw different events");
+    }
+    for (n, event) in payloads[0].iter().enumerate() {
+        assert_eq!(event["jsonrpc"], "2.0");
+        assert_eq!(event["method"], "quorum.decision.made");
+        assert!(event.get("id").is_none());
+        let p = &event["params"];
+        assert_eq!(p["decision"], decisions[n]);
+        assert_eq!(p["value"], format!("v{n}"));
+        assert_eq!(
+            (
+                p["voteCount"].clone(),
+                p["quorum"].clone(),
+                p["totalInstances"].clone()
+            ),
+            (json!(3), json!(3), json!(4))
+        );
+        assert!(p["eventId"].as_str().unwrap().contains('-'));
+        assert!(p["timestamp"].as_u64().unwrap() > 1_700_000_000_000);
+        let keys: Vec<&str> = p.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "decision",
+                "value",
+                "voteCount",
+                "quorum",
+                "totalInstances",
+                "eventId",
+                "timestamp"
+            ]
+        );
+    }
+}
+
+/// Rule 5 applied to votes in order: most votes at quorum; a tie goes to the value that
+/// reached that count first.
+fn expected_winner(ordered_values: &[String]) -> String {
+    let mut counts: HashMap<&str, (u64, usize)> = HashMap::new();
+    for (i, value) in ordered_values.iter().enumerate() {
+        let entry = counts.entry(value).or_default();
+        entry.0 += 1;
+        entry.1 = i;
+    }
+    let (winner, _) = counts
+        .into_iter()
+        .max_by(|a, b| a.1.0.cmp(&b.1.0).then(b.1.1.cmp(&a.1.1)))
+        .unwrap();
+    winner.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_instances_racing_on_two_hubs_decide_exactly_once() {
+    const INSTANCES: usize = 64;
+    const ROUNDS: usize = 12;
+    let redis = RedisServer::start();
+    let hubs = [TestHub::start(&redis).await, TestHub::start(&redis).await];
+    let mut clients = Vec::new();
+    for i in 0..INSTANCES {
+        let id = format!("racer-{i}");
+        let mut client = hubs[i % 2].client().await;
+        client.register(&id).await;
+        clients.push((id, client));
+    }
+    let mut rng = Rng::new(0x5eed_2026);
+    let mut conn = redis.connection().await;
+    for round in 0..ROUNDS {
+        let decision = format!("race-{round}");
+        let values: Vec<String> = (0..INSTANCES)
+            .map(|_| ["A", "B", "C"][rng.below(3) as usize].to_owned())
+            .collect();
+        let replies = join_all(
+            clients
+                .iter_mut()
+                .zip(&values)
+                .map(|((id, client), value)| client.vote(id, &decision, value, INSTANCES as u64)),
+        )
+        .await;
+
+        let recorded = replies.iter().filter(|r| r["voted"] == true).count();
+        let deciding: Vec<&Value> = replies
+            .iter()
+            .filter(|r| r["voted"] == true && r["quorumReached"] == true)
+            .collect();
+        let late = replies.iter().filter(|r| r["reason"] == "decided").count();
+        assert_eq!(
+            recorded, 33,
+            "round {round}: exactly the quorum is recorded"
+        );
+        assert_eq!(deciding.len(), 1, "round {round}: exactly one vote decides");
+        assert_eq!(late, INSTANCES - 33, "round {round}");
+
+        // Read the vote order back from Redis and apply rule 5 to it.
+        let order: Vec<String> = redis::cmd("ZRANGE")
+            .arg(format!("cb:quorum:{{{decision}}}:votes"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(order.len(), 33);
+        let ordered_values: Vec<String> = order
+            .iter()
+            .map(|id| values[id.trim_start_matches("racer-").parse::<usize>().unwrap()].clone())
+            .collect();
+        let winner = expected_winner(&ordered_values);
+        let stored: String = redis::cmd("HGET")
+            .arg(format!("cb:quorum:{{{decision}}}:result"))
+            .arg("value")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(stored, winner, "round {round}: order {ordered_values:?}");
+        assert_eq!(deciding[0]["finalDecision"], winner.as_str());
+        for reply in replies.iter().filter(|r| r["quorumReached"] == true) {
+            assert_eq!(reply["finalDecision"], winner.as_str());
+        }
+
+        // Every session gets exactly one event for this decision.
+        for (_, client) in clients.iter_mut() {
+            let event = client.next_notification().await;
+            assert_eq!(event["params"]["decision"], decision.as_str());
+            assert_eq!(event["params"]["value"], winner.as_str());
+        }
+    }
+    for (_, client) in clients.iter_mut() {
+        client.assert_no_more_notifications("race-0").await;
+    }
+    let events: u64 = redis::cmd("XLEN")
+        .arg("cb:stream:quorum.decision.made")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(events, ROUNDS as u64);
+}

@@ -1,0 +1,254 @@
+//! JSON-RPC 2.0 conformance over WebSocket and HTTP, close codes, health and readiness.
+
+mod common;
+
+use common::{RedisServer, TestHub, http, rpc};
+use quorum_hub::config::Config;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+fn request(id: Value, method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_get_the_right_error_and_the_session_stays_open() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    let mut c = hub.client().await;
+    let cases: [(&str, i64, Value); 9] = [
+        ("{not json", -32700, Value::Null),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"system.get_state""#,
+            -32700,
+            Value::Null,
+        ),
+        ("42", -32600, Value::Null),
+        (r#"{"id":2,"method":"system.get_state"}"#, -32600, json!(2)),
+        (
+            r#"{"jsonrpc":"1.0","id":3,"method":"system.get_state"}"#,
+            -32600,
+            json!(3),
+        ),
+        (r#"{"jsonrpc":"2.0","id":4,"method":7}"#, -32600, json!(4)),
+        (
+            r#"{"jsonrpc":"2.0","id":{"a":1},"method":"system.get_state"}"#,
+            -32600,
+            Value::Null,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":"s","method":"system.get_state","params":"x"}"#,
+            -32600,
+            json!("s"),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":5,"method":"system.nope"}"#,
+            -32601,
+            json!(5),
+        ),
+    ];
+    for (frame, code, id) in cases {
+        c.send_text(frame).await;
+        let reply = c.recv_reply().await;
+        assert_eq!(reply["jsonrpc"], "2.0", "{frame}: {reply}");
+        assert_eq!(reply["error"]["code"], code, "{frame}: {reply}");
+        assert_eq!(reply["id"], id, "{frame}: {reply}");
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    let state = c.result("system.get_state", json!({})).await;
+    assert!(state["hub"]["sessions"].as_u64().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_get_no_reply_and_requests_keep_their_id() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    let mut c = hub.client().await;
+    // A notification (even a failing one) is answered with nothing; the next frame's
+    // reply is the first thing the client receives.
+    c.send_text(r#"{"jsonrpc":"2.0","method":"system.register","params":{"instanceId":"n1"}}"#)
+        .await;
+    c.send_text(r#"{"jsonrpc":"2.0","method":"system.nope"}"#)
+        .await;
+    c.send_text(r#"{"jsonrpc":"2.0","id":"req-7","method":"system.heartbeat","params":{"instanceId":"n1"}}"#).await;
+    let reply = c.recv_reply().await;
+    assert_eq!(
+        reply,
+        json!({"jsonrpc": "2.0", "result": {"alive": true}, "id": "req-7"})
+    );
+    // A null id is a request and is echoed.
+    c.send_text(&request(Value::Null, "system.heartbeat", json!({"instanceId": "n1"})).to_string())
+        .await;
+    assert_eq!(c.recv_reply().await["id"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_answer_every_request_in_order_and_skip_notifications() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    let mut c = hub.client().await;
+    let batch = json!([
+        request(json!(1), "system.register", json!({"instanceId": "b1"})),
+        {"jsonrpc": "2.0", "method": "system.heartbeat", "params": {"instanceId": "b1"}},
+        request(json!(2), "system.quorum.vote", json!({"instanceId": "b1", "decision": "bd", "value": "v", "totalInstances": 1})),
+        "not a request",
+        request(json!(3), "system.nope", json!({})),
+    ]);
+    c.send_text(&batch.to_string()).await;
+    let reply = c.recv_reply().await;
+    let replies = reply.as_array().expect("a batch gets an array");
+    assert_eq!(replies.len(), 4, "{reply}");
+    assert_eq!(replies[0]["result"]["registered"], true);
+    assert_eq!(replies[1]["result"]["finalDecision"], "v");
+    assert_eq!(replies[2]["error"]["code"], -32600);
+    assert_eq!(replies[2]["id"], Value::Null);
+    assert_eq!(replies[3]["error"]["code"], -32601);
+    assert_eq!(replies[3]["id"], 3);
+
+    c.send_text("[]").await;
+    let reply = c.recv_reply().await;
+    assert_eq!(reply["error"]["code"], -32600, "empty batch: {reply}");
+    assert!(reply.is_object());
+
+    // A batch of only notifications gets nothing back; the next request's reply comes first.
+    c.send_text(&json!([{"jsonrpc": "2.0", "method": "system.get_state"}]).to_string())
+        .await;
+    let reply = c
+        .call("system.heartbeat", json!({"instanceId": "b1"}))
+        .await;
+    assert_eq!(reply["result"]["alive"], true);
+
+    let too_many: Vec<Value> = (0..101)
+        .map(|i| request(json!(i), "system.get_state", json!({})))
+        .collect();
+    c.send_text(&Value::Array(too_many).to_string()).await;
+    let reply = c.recv_reply().await;
+    assert_eq!(reply["error"]["code"], -32600);
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 100")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_rpc_speaks_the_same_protocol() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    let (status, reply) = rpc(hub.addr, &request(json!(1), "system.get_state", json!({}))).await;
+    assert_eq!(status, 200);
+    assert_eq!(reply["id"], 1);
+    assert!(reply["result"]["decisions"].is_array());
+
+    let (status, body) = http(hub.addr, "POST", "/rpc", "{oops").await.unwrap();
+    assert_eq!(status, 200);
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply["error"]["code"], -32700);
+
+    let (status, reply) = rpc(
+        hub.addr,
+        &json!({"jsonrpc": "2.0", "method": "system.get_state"}),
+    )
+    .await;
+    assert_eq!((status, reply), (204, Value::Null));
+
+    let batch = json!([
+        request(json!("a"), "system.nope", json!({})),
+        request(json!("b"), "system.get_state", json!({}))
+    ]);
+    let (_, reply) = rpc(hub.addr, &batch).await;
+    assert_eq!(reply[0]["error"]["code"], -32601);
+    assert_eq!(reply[1]["id"], "b");
+
+    let (_, reply) = rpc(hub.addr, &json!([])).await;
+    assert_eq!(reply["error"]["code"], -32600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_frame_closes_the_session_with_1003() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    let mut c = hub.client().await;
+    c.send_message(Message::binary(vec![1u8, 2, 3])).await;
+    assert_eq!(c.expect_close().await, 1003);
+    // The hub is unaffected.
+    let mut other = hub.client().await;
+    assert!(
+        other
+            .result("system.get_state", json!({}))
+            .await
+            .is_object()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_sessions_with_1001_and_releases_bindings() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    let mut c = hub.client().await;
+    c.register("leaving").await;
+    let shutdown = hub.shutdown.clone();
+    shutdown.cancel();
+    assert_eq!(c.expect_close().await, 1001);
+    hub.stop().await;
+    let mut conn = redis.connection().await;
+    let owner: Option<String> = redis::cmd("GET")
+        .arg("cb:instance:{leaving}:owner")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(owner, None, "binding kept after shutdown");
+    let status: String = redis::cmd("HGET")
+        .arg("cb:instance:{leaving}")
+        .arg("status")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(status, "disconnected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_the_dashboard_page() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    assert_eq!(http(hub.addr, "GET", "/healthz", "").await.unwrap().0, 200);
+    assert_eq!(http(hub.addr, "GET", "/readyz", "").await.unwrap().0, 200);
+    let (status, page) = http(hub.addr, "GET", "/", "").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>quorum-hub</title>"), "{page}");
+    assert_eq!(
+        http(hub.addr, "GET", "/no-such-page", "").await.unwrap().0,
+        404
+    );
+    hub.stop().await;
+
+    // A hub whose Redis is unreachable serves, but is not ready.
+    let dead = RedisServer::start();
+    let url = dead.url();
+    drop(dead);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(quorum_hub::server::run(
+        listener,
+        Config::with_redis(url),
+        shutdown.clone(),
+    ));
+    let (status, _) = common::eventually("healthz", || async {
+        http(addr, "GET", "/healthz", "").await.ok()
+    })
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = http(addr, "GET", "/readyz", "").await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("Redis"), "{body}");
+    let (_, reply) = rpc(addr, &request(json!(1), "system.get_state", json!({}))).await;
+    assert_eq!(reply["error"]["code"], -32005, "{reply}");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
