@@ -255,13 +255,12 @@ impl WsClient {
         if !self.notifications.is_empty() {
             return self.notifications.remove(0);
         }
-        loop {
-            let value = self.recv_value().await;
-            if is_notification(&value) {
-                return value;
-            }
-            panic!("unexpected reply while waiting for a notification: {value}");
-        }
+        let value = self.recv_value().await;
+        assert!(
+            is_notification(&value),
+            "unexpected reply while waiting for a notification: {value}"
+        );
+        value
     }
 
     /// Asserts that no notification arrives for a while: a round trip through the hub and
