@@ -1,0 +1,46 @@
+# quorum-hub: `make run` starts a hub with its own Redis; `make test` runs every test.
+# Both install what is missing first (redis-server, through the system's package manager).
+
+CARGO ?= cargo
+# Extra flags for the hub started by `make run`, e.g. make run HUB_ARGS="--listen 0.0.0.0:8080"
+HUB_ARGS ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test deps build lint fmt clean
+
+## run: install what is missing, build, and start a hub with its managed Redis on :8080
+run: deps
+	$(CARGO) build --release --locked
+	./target/release/quorum-hub $(HUB_ARGS)
+
+## test: install what is missing and run every test
+test: deps
+	$(CARGO) test --locked
+
+## deps: install redis-server if it is not on PATH
+deps:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server with apt-get"; \
+	    $(SUDO) apt-get update -qq && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null; \
+	  else \
+	    echo "redis-server is missing: install Redis 7 or newer with your package manager" >&2; exit 1; \
+	  fi; \
+	fi
+	@redis-server --version
+
+build:
+	$(CARGO) build --release --locked
+
+## lint: formatting and clippy, as CI runs them
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+clean:
+	$(CARGO) clean
+	rm -rf data

@@ -1,0 +1,140 @@
+//! The binary in managed mode: it starts its own redis-server, keeps votes across a
+//! restart, and stops cleanly on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{DEADLINE, bin_path, rpc, short_tempdir};
+use serde_json::{Value, json};
+
+/// A `quorum-hub` process and the address it logged.
+struct HubProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl HubProcess {
+    fn spawn(command: &mut Command) -> Self {
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn quorum-hub");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        // Keep draining the log so the hub never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some((_, addr)) = line.split_once("listening on ") {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(DEADLINE).expect("hub logged `listening on ADDR`");
+        Self { child, addr: addr.parse().expect("address") }
+    }
+
+    /// Sends SIGTERM and returns whether the process exited with status 0.
+    fn terminate(mut self) -> bool {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            assert!(Instant::now() < deadline, "hub did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+async fn call(addr: SocketAddr, method: &str, params: Value) -> Value {
+    let (_, reply) = rpc(addr, &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})).await;
+    reply
+}
+
+async fn wait_ready(addr: SocketAddr) {
+    common::eventually("ready", || async {
+        let (status, _) = common::http(addr, "GET", "/readyz", "").await.ok()?;
+        (status == 200).then_some(())
+    })
+    .await;
+}
+
+fn redis_answers(data_dir: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(data_dir.join("redis.sock")).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_redis_keeps_votes_across_a_restart_and_stops_with_the_hub() {
+    let data = short_tempdir();
+    let hub = HubProcess::spawn(
+        Command::new(bin_path()).args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(data.path()),
+    );
+    wait_ready(hub.addr).await;
+    assert!(redis_answers(data.path()));
+    for id in ["m1", "m2", "m3"] {
+        call(hub.addr, "system.register", json!({"instanceId": id})).await;
+    }
+    for (id, value) in [("m1", "keep"), ("m2", "drop")] {
+        let reply = call(hub.addr, "system.quorum.vote", json!({"instanceId": id, "decision": "persist", "value": value, "totalInstances": 3})).await;
+        assert_eq!(reply["result"]["voted"], true, "{reply}");
+    }
+    let before = call(hub.addr, "system.quorum.status", json!({"decision": "persist"})).await["result"].clone();
+    assert_eq!(before["finalDecision"], "keep");
+    assert!(hub.terminate(), "hub exits 0 on SIGTERM");
+    assert!(!redis_answers(data.path()), "managed redis-server still running after the hub stopped");
+
+    // Same data dir, settings from the environment this time.
+    let hub = HubProcess::spawn(
+        Command::new(bin_path()).env("QUORUM_LISTEN", "127.0.0.1:0").env("QUORUM_DATA_DIR", data.path()),
+    );
+    wait_ready(hub.addr).await;
+    let after = call(hub.addr, "system.quorum.status", json!({"decision": "persist"})).await["result"].clone();
+    assert_eq!(after, before, "votes changed across the restart");
+    call(hub.addr, "system.register", json!({"instanceId": "m1"})).await;
+    let retry = call(hub.addr, "system.quorum.vote", json!({"instanceId": "m1", "decision": "persist", "value": "other"})).await;
+    assert_eq!(retry["result"]["reason"], "already_voted");
+    assert_eq!(retry["result"]["recordedValue"], "keep");
+    assert!(hub.terminate());
+}
+
+#[test]
+fn without_redis_server_on_path_the_hub_says_how_to_get_it() {
+    let data = short_tempdir();
+    let empty_path = short_tempdir();
+    let output = Command::new(bin_path())
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .env("PATH", empty_path.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("redis-server was not found") && stderr.contains("--redis-url"), "{stderr}");
+}
+
+#[test]
+fn help_lists_every_flag_with_its_environment_variable() {
+    let output = Command::new(bin_path()).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for (flag, env) in [
+        ("--listen", "QUORUM_LISTEN"),
+        ("--redis-url", "QUORUM_REDIS_URL"),
+        ("--data-dir", "QUORUM_DATA_DIR"),
+        ("--web-dir", "QUORUM_WEB_DIR"),
+        ("--instance-ttl", "QUORUM_INSTANCE_TTL"),
+    ] {
+        assert!(help.contains(flag) && help.contains(env), "{flag} / {env} missing from:\n{help}");
+    }
+}
