@@ -21,7 +21,11 @@ struct HubProcess {
 
 impl HubProcess {
     fn spawn(command: &mut Command) -> Self {
-        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn quorum-hub");
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn quorum-hub");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         // Keep draining the log so the hub never blocks on a full pipe.
@@ -32,13 +36,21 @@ impl HubProcess {
                 }
             }
         });
-        let addr = rx.recv_timeout(DEADLINE).expect("hub logged `listening on ADDR`");
-        Self { child, addr: addr.parse().expect("address") }
+        let addr = rx
+            .recv_timeout(DEADLINE)
+            .expect("hub logged `listening on ADDR`");
+        Self {
+            child,
+            addr: addr.parse().expect("address"),
+        }
     }
 
     /// Sends SIGTERM and returns whether the process exited with status 0.
     fn terminate(mut self) -> bool {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
         let deadline = Instant::now() + DEADLINE;
         loop {
@@ -58,7 +70,11 @@ impl Drop for HubProcess {
 }
 
 async fn call(addr: SocketAddr, method: &str, params: Value) -> Value {
-    let (_, reply) = rpc(addr, &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})).await;
+    let (_, reply) = rpc(
+        addr,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
+    )
+    .await;
     reply
 }
 
@@ -78,7 +94,9 @@ fn redis_answers(data_dir: &Path) -> bool {
 async fn managed_redis_keeps_votes_across_a_restart_and_stops_with_the_hub() {
     let data = short_tempdir();
     let hub = HubProcess::spawn(
-        Command::new(bin_path()).args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(data.path()),
+        Command::new(bin_path())
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path()),
     );
     wait_ready(hub.addr).await;
     assert!(redis_answers(data.path()));
@@ -86,23 +104,50 @@ async fn managed_redis_keeps_votes_across_a_restart_and_stops_with_the_hub() {
         call(hub.addr, "system.register", json!({"instanceId": id})).await;
     }
     for (id, value) in [("m1", "keep"), ("m2", "drop")] {
-        let reply = call(hub.addr, "system.quorum.vote", json!({"instanceId": id, "decision": "persist", "value": value, "totalInstances": 3})).await;
+        let reply = call(
+            hub.addr,
+            "system.quorum.vote",
+            json!({"instanceId": id, "decision": "persist", "value": value, "totalInstances": 3}),
+        )
+        .await;
         assert_eq!(reply["result"]["voted"], true, "{reply}");
     }
-    let before = call(hub.addr, "system.quorum.status", json!({"decision": "persist"})).await["result"].clone();
+    let before = call(
+        hub.addr,
+        "system.quorum.status",
+        json!({"decision": "persist"}),
+    )
+    .await["result"]
+        .clone();
     assert_eq!(before["finalDecision"], "keep");
     assert!(hub.terminate(), "hub exits 0 on SIGTERM");
-    assert!(!redis_answers(data.path()), "managed redis-server still running after the hub stopped");
+    assert!(
+        !redis_answers(data.path()),
+        "managed redis-server still running after the hub stopped"
+    );
 
     // Same data dir, settings from the environment this time.
     let hub = HubProcess::spawn(
-        Command::new(bin_path()).env("QUORUM_LISTEN", "127.0.0.1:0").env("QUORUM_DATA_DIR", data.path()),
+        Command::new(bin_path())
+            .env("QUORUM_LISTEN", "127.0.0.1:0")
+            .env("QUORUM_DATA_DIR", data.path()),
     );
     wait_ready(hub.addr).await;
-    let after = call(hub.addr, "system.quorum.status", json!({"decision": "persist"})).await["result"].clone();
+    let after = call(
+        hub.addr,
+        "system.quorum.status",
+        json!({"decision": "persist"}),
+    )
+    .await["result"]
+        .clone();
     assert_eq!(after, before, "votes changed across the restart");
     call(hub.addr, "system.register", json!({"instanceId": "m1"})).await;
-    let retry = call(hub.addr, "system.quorum.vote", json!({"instanceId": "m1", "decision": "persist", "value": "other"})).await;
+    let retry = call(
+        hub.addr,
+        "system.quorum.vote",
+        json!({"instanceId": "m1", "decision": "persist", "value": "other"}),
+    )
+    .await;
     assert_eq!(retry["result"]["reason"], "already_voted");
     assert_eq!(retry["result"]["recordedValue"], "keep");
     assert!(hub.terminate());
@@ -121,7 +166,10 @@ fn without_redis_server_on_path_the_hub_says_how_to_get_it() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("redis-server was not found") && stderr.contains("--redis-url"), "{stderr}");
+    assert!(
+        stderr.contains("redis-server was not found") && stderr.contains("--redis-url"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -135,6 +183,9 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--web-dir", "QUORUM_WEB_DIR"),
         ("--instance-ttl", "QUORUM_INSTANCE_TTL"),
     ] {
-        assert!(help.contains(flag) && help.contains(env), "{flag} / {env} missing from:\n{help}");
+        assert!(
+            help.contains(flag) && help.contains(env),
+            "{flag} / {env} missing from:\n{help}"
+        );
     }
 }
