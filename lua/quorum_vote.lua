@@ -9,17 +9,25 @@
 -- KEYS[4] metadata  hash        decision, totalInstances, quorum, openedAt
 -- KEYS[5] ballots   hash        instanceId -> value
 -- KEYS[6] stream    stream      decision events, capped
+-- KEYS[7] rate      list        the voting instance's recent vote times (ms), newest first
 -- ARGV[1] decision name, ARGV[2] instanceId, ARGV[3] value,
 -- ARGV[4] totalInstances stated by the caller ('' when omitted), ARGV[5] default totalInstances,
--- ARGV[6] stream cap (approximate MAXLEN), ARGV[7] pub/sub channel for decision events.
+-- ARGV[6] stream cap (approximate MAXLEN), ARGV[7] pub/sub channel for decision events,
+-- ARGV[8] most votes per instance per window (0: no limit), ARGV[9] window in ms.
 --
 -- Returns {outcome, voteCount, totalInstances, quorum, finalDecision or '', recordedValue or ''}
--- where outcome is one of: recorded, decided_now, already_voted, decided, total_mismatch.
+-- where outcome is one of: recorded, decided_now, already_voted, decided, total_mismatch,
+-- rate_limited (then voteCount holds the milliseconds until a vote would be accepted).
+--
+-- Only a vote that would be recorded counts against the rate limit: a retry of a vote that
+-- already counted always learns so, and nothing is written for a refused vote.
 
-local votes, tally, result, meta, ballots, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local votes, tally, result, meta, ballots, stream, rate =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local decision, instance, value = ARGV[1], ARGV[2], ARGV[3]
 local stated_total, default_total = ARGV[4], ARGV[5]
 local stream_cap, channel = ARGV[6], ARGV[7]
+local rate_max, rate_window = tonumber(ARGV[8]), tonumber(ARGV[9])
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -36,21 +44,37 @@ if recorded then
   return {'already_voted', redis.call('ZCARD', votes), total, quorum, final[1] or '', recorded}
 end
 
-if total then
-  -- Rule: the first vote fixed totalInstances; a different stated value is refused.
-  if stated_total ~= '' and stated_total ~= total then
-    return {'total_mismatch', redis.call('ZCARD', votes), total, quorum, final[1] or '', ''}
-  end
-else
+local opening = not total
+if opening then
   total = stated_total ~= '' and stated_total or default_total
   quorum = string.format('%d', math.floor(tonumber(total) / 2) + 1)
-  redis.call('HSET', meta, 'decision', decision, 'totalInstances', total, 'quorum', quorum,
-    'openedAt', now_ms())
+elseif stated_total ~= '' and stated_total ~= total then
+  -- Rule: the first vote fixed totalInstances; a different stated value is refused.
+  return {'total_mismatch', redis.call('ZCARD', votes), total, quorum, final[1] or '', ''}
 end
 
 -- Rule: the result is final. Later votes are not recorded.
 if final[1] then
   return {'decided', tonumber(final[2]), total, quorum, final[1], ''}
+end
+
+-- Rate limit: a sliding window kept as the instance's last rate_max vote times.
+if rate_max > 0 then
+  local now = tonumber(now_ms())
+  if redis.call('LLEN', rate) >= rate_max then
+    local oldest = tonumber(redis.call('LINDEX', rate, rate_max - 1))
+    if oldest and oldest + rate_window > now then
+      return {'rate_limited', oldest + rate_window - now, total, quorum, '', ''}
+    end
+  end
+  redis.call('LPUSH', rate, string.format('%.0f', now))
+  redis.call('LTRIM', rate, 0, rate_max - 1)
+  redis.call('PEXPIRE', rate, rate_window)
+end
+
+if opening then
+  redis.call('HSET', meta, 'decision', decision, 'totalInstances', total, 'quorum', quorum,
+    'openedAt', now_ms())
 end
 
 local seq = redis.call('ZCARD', votes) + 1

@@ -30,6 +30,84 @@ pub struct Config {
     /// instance alive by itself.
     #[arg(long, env = "QUORUM_INSTANCE_TTL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub instance_ttl: u64,
+
+    /// Most votes one instance may cast per rolling window, across every hub, written
+    /// COUNT/WINDOW (e.g. 50/60s), or `off`.
+    #[arg(long, env = "QUORUM_VOTE_RATE_LIMIT", default_value = "50/60s")]
+    pub vote_rate_limit: RateLimit,
+
+    /// Longest a vote's Redis work may take before the caller is told its outcome is
+    /// unknown (e.g. 5s, 500ms).
+    #[arg(long, env = "QUORUM_VOTE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub vote_timeout: Duration,
+
+    /// Consecutive Redis failures (connection errors, timeouts) that open the circuit breaker.
+    #[arg(long, env = "QUORUM_BREAKER_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub breaker_failures: u32,
+
+    /// How long the open breaker answers without calling Redis before one trial call.
+    #[arg(long, env = "QUORUM_BREAKER_OPEN", default_value = "30s", value_parser = parse_duration)]
+    pub breaker_open: Duration,
+}
+
+/// A vote rate limit: at most `max` votes per instance in any `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// 0 means no limit.
+    pub max: u32,
+    pub window: Duration,
+}
+
+impl RateLimit {
+    pub const OFF: RateLimit = RateLimit {
+        max: 0,
+        window: Duration::ZERO,
+    };
+
+    pub fn is_off(&self) -> bool {
+        self.max == 0
+    }
+}
+
+impl std::str::FromStr for RateLimit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(RateLimit::OFF);
+        }
+        let (max, window) = s
+            .split_once('/')
+            .ok_or_else(|| format!("expected COUNT/WINDOW such as 50/60s, or off (got {s:?})"))?;
+        let max: u32 = max
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad vote count {max:?} in {s:?}"))?;
+        let window = parse_duration(window.trim())?;
+        if max == 0 || window.is_zero() {
+            return Err(format!(
+                "count and window must be above zero in {s:?} (use off to disable)"
+            ));
+        }
+        Ok(RateLimit { max, window })
+    }
+}
+
+/// Parses a duration written as a number and a unit: `500ms`, `30s`, `5m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration such as 500ms, 30s or 5m (got {s:?})"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use ms, s, m or h")),
+    };
+    Ok(duration)
 }
 
 impl Config {
@@ -42,10 +120,42 @@ impl Config {
             data_dir: PathBuf::from("./data"),
             web_dir: PathBuf::from("./web-demo"),
             instance_ttl: 30,
+            vote_rate_limit: RateLimit {
+                max: 50,
+                window: Duration::from_secs(60),
+            },
+            vote_timeout: Duration::from_secs(5),
+            breaker_failures: crate::breaker::DEFAULT_FAILURES,
+            breaker_open: crate::breaker::DEFAULT_OPEN_FOR,
         }
     }
 
     pub fn instance_ttl(&self) -> Duration {
         Duration::from_secs(self.instance_ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_rate_limits_parse_as_written() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("1.5s").is_err());
+        assert_eq!(
+            "50/60s".parse(),
+            Ok(RateLimit {
+                max: 50,
+                window: Duration::from_secs(60)
+            })
+        );
+        assert_eq!("off".parse(), Ok(RateLimit::OFF));
+        assert!("0/60s".parse::<RateLimit>().is_err());
+        assert!("50".parse::<RateLimit>().is_err());
     }
 }

@@ -109,6 +109,8 @@ pub enum VoteOutcome {
     },
     /// Not recorded: the decision was opened with another `totalInstances`.
     TotalMismatch { opened_with: u64 },
+    /// Not recorded: the instance used up its votes for the current window.
+    RateLimited { retry_after_ms: u64 },
 }
 
 /// The audit trail of one decision, as `system.quorum.status` reports it.
@@ -168,6 +170,55 @@ pub struct DecisionEvent {
     pub timestamp: u64,
 }
 
+/// The id of a decision event in the Redis stream, `<ms>-<seq>`; ordered as Redis orders it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl EventId {
+    pub const ZERO: EventId = EventId { ms: 0, seq: 0 };
+
+    /// The id just before this one, for inclusive ranges that must stop short of it.
+    pub fn predecessor(self) -> EventId {
+        match (self.ms, self.seq) {
+            (0, 0) => EventId::ZERO,
+            (ms, 0) => EventId {
+                ms: ms - 1,
+                seq: u64::MAX,
+            },
+            (ms, seq) => EventId { ms, seq: seq - 1 },
+        }
+    }
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+impl std::str::FromStr for EventId {
+    type Err = String;
+
+    /// Accepts `<ms>-<seq>` or a bare `<ms>` (as Redis does), nothing else.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
+        let number = |part: &str| {
+            (!part.is_empty() && part.len() <= 20 && part.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| part.parse::<u64>().ok())
+                .flatten()
+        };
+        match (number(ms), number(seq)) {
+            (Some(ms), Some(seq)) => Ok(EventId { ms, seq }),
+            _ => Err(format!(
+                "{s:?} is not an event id (expected <ms>-<seq>, e.g. 1764230000000-0)"
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +228,35 @@ mod tests {
         let table = [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (6, 4), (7, 4)];
         for (total, quorum) in table {
             assert_eq!(quorum_for(total), quorum, "totalInstances={total}");
+        }
+    }
+
+    #[test]
+    fn event_ids_order_like_redis_stream_ids() {
+        let a: EventId = "1764230000000-0".parse().unwrap();
+        let b: EventId = "1764230000000-1".parse().unwrap();
+        let c: EventId = "1764230000001".parse().unwrap();
+        assert!(a < b && b < c);
+        assert_eq!(b.predecessor(), a);
+        assert_eq!(
+            c.predecessor(),
+            EventId {
+                ms: 1764230000000,
+                seq: u64::MAX
+            }
+        );
+        assert_eq!(a.to_string(), "1764230000000-0");
+        for bad in [
+            "",
+            "-",
+            "1-",
+            "x-1",
+            "1-2-3",
+            "+",
+            "1 -2",
+            "99999999999999999999999-0",
+        ] {
+            assert!(bad.parse::<EventId>().is_err(), "{bad:?}");
         }
     }
 

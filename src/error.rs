@@ -1,6 +1,7 @@
 //! The hub's error type and its one mapping to JSON-RPC error codes.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 /// Everything a call can fail with. `rpc` turns each variant into a JSON-RPC error object.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,18 @@ pub enum Error {
     /// Redis could not be reached or did not answer.
     #[error("backend unavailable: {0}")]
     Backend(#[from] redis::RedisError),
+    /// The call's backend work took longer than its bound; its outcome is unknown.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The circuit breaker is open: Redis is not called for a while.
+    #[error("circuit open")]
+    CircuitOpen { retry_after: Duration },
+    /// The caller is over a rate limit.
+    #[error("{message}")]
+    RateLimited {
+        retry_after_ms: u64,
+        message: String,
+    },
     /// A bug or an unexpected reply; details are logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -43,6 +56,12 @@ impl Error {
         }
     }
 
+    /// Whether this is a failure of the backend itself (connection error, timeout), as the
+    /// circuit breaker counts them; bad input, duplicates and rate limits are not.
+    pub fn is_backend_failure(&self) -> bool {
+        matches!(self, Error::Backend(_) | Error::Timeout(_))
+    }
+
     /// The JSON-RPC error code for this error.
     pub fn code(&self) -> i64 {
         match self {
@@ -53,7 +72,9 @@ impl Error {
             Error::Internal(_) => -32603,
             Error::Unauthorized(_) => -32002,
             Error::NotFound(_) => -32004,
-            Error::Backend(_) => -32005,
+            Error::Backend(_) | Error::Timeout(_) => -32005,
+            Error::CircuitOpen { .. } => -32001,
+            Error::RateLimited { .. } => -32000,
         }
     }
 }

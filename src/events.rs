@@ -1,5 +1,5 @@
-//! The decision listener: one Redis pub/sub subscription per hub, pushing each
-//! `quorum.decision.made` event to every open session.
+//! Decision events: one Redis pub/sub subscription per hub feeding every session, gap
+//! recovery from the stream after a dropped link, and replays for resuming clients.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,8 +7,9 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
 
+use crate::decision::{DecisionEvent, EventId};
 use crate::error::Error;
-use crate::hub::Hub;
+use crate::hub::{Hub, Outbound, SessionHandle};
 use crate::rpc;
 use crate::store::{self, DECISION_EVENTS_CHANNEL};
 
@@ -34,9 +35,22 @@ pub async fn listen(hub: Arc<Hub>) {
     }
 }
 
+/// Subscribes, delivers what was missed while unsubscribed, then delivers live events.
 async fn forward(hub: &Hub) -> Result<(), Error> {
     let mut pubsub = hub.store.client().get_async_pubsub().await?;
     pubsub.subscribe(DECISION_EVENTS_CHANNEL).await?;
+    // Live events published from here on wait in the subscription while the gap is read;
+    // `Hub::deliver` drops the ones the gap read already delivered.
+    if hub.delivered().is_none() {
+        hub.start_delivery_at(hub.store.last_event_id().await?);
+    }
+    let caught_up = catch_up(hub).await?;
+    if caught_up > 0 {
+        tracing::info!(
+            events = caught_up,
+            "delivered decision events missed while the pub/sub link was down"
+        );
+    }
     hub.set_listening(true);
     tracing::info!(
         channel = DECISION_EVENTS_CHANNEL,
@@ -55,9 +69,70 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
         match store::parse_decision_event(message.get_payload_bytes()) {
             Ok(event) => {
                 tracing::info!(decision = %event.decision, value = %event.value, "decision made");
-                hub.broadcast(&Utf8Bytes::from(rpc::decision_notification(&event)));
+                deliver(hub, &event);
             }
             Err(err) => tracing::error!(%err, "ignoring a malformed decision event"),
         }
     }
+}
+
+/// Delivers every stream event after the hub's last delivered one. Returns how many.
+async fn catch_up(hub: &Hub) -> Result<usize, Error> {
+    let mut delivered = 0;
+    while let Some(after) = hub.delivered() {
+        let page = hub.store.events_after(after, None).await?;
+        for event in &page.events {
+            delivered += usize::from(deliver(hub, event));
+        }
+        if !page.more {
+            break;
+        }
+    }
+    Ok(delivered)
+}
+
+fn deliver(hub: &Hub, event: &DecisionEvent) -> bool {
+    match event.event_id.parse::<EventId>() {
+        Ok(id) => hub.deliver(id, &Utf8Bytes::from(rpc::decision_notification(event))),
+        Err(err) => {
+            tracing::error!(%err, "ignoring a decision event without a valid id");
+            false
+        }
+    }
+}
+
+/// Sends a session every decision event after `since` that it has not had, in order,
+/// before any live event that arrives meanwhile; first a notice if some of them are no
+/// longer kept. Returns how many events it replayed.
+pub async fn replay(hub: &Hub, session: &SessionHandle, since: EventId) -> Result<usize, Error> {
+    let plan = session.begin_replay(since);
+    let mut last = None;
+    let mut replayed = 0;
+    let result = async {
+        let Some(upto) = plan else { return Ok(()) };
+        if hub.store.events_trimmed_after(since).await? {
+            let notice = rpc::events_incomplete(since);
+            session.send(Outbound::Text(notice.into())).await;
+        }
+        let mut after = since;
+        loop {
+            let page = hub.store.events_after(after, upto).await?;
+            for event in &page.events {
+                let Ok(id) = event.event_id.parse::<EventId>() else {
+                    continue;
+                };
+                session
+                    .send(Outbound::Text(rpc::decision_notification(event).into()))
+                    .await;
+                (last, after) = (Some(id), id);
+                replayed += 1;
+            }
+            if !page.more {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    session.end_replay(since, last);
+    result.map(|()| replayed)
 }

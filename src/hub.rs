@@ -1,7 +1,8 @@
-//! Shared state of one hub process: the store, the open sessions, and fan-out to them.
+//! Shared state of one hub process: the store, the open sessions, and the in-order,
+//! exactly-once delivery of decision events to them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
@@ -11,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::decision::EventId;
 use crate::error::Error;
 use crate::instance::{InstanceId, Registration};
 use crate::store::Store;
@@ -27,6 +29,23 @@ pub enum Outbound {
     Close(u16, &'static str),
 }
 
+/// Locks a mutex whose data stays consistent even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Where a session stands in the decision event stream.
+#[derive(Debug)]
+struct EventCursor {
+    /// Every event after this id reaches the session live (or is held for it);
+    /// a replay covers what lies before. `None` until the hub knows its own position.
+    live_after: Option<EventId>,
+    /// While a replay runs, live events wait here so that they follow the replayed ones.
+    held: Option<Vec<(EventId, Utf8Bytes)>>,
+}
+
 /// The part of a session that the rest of the hub sees.
 pub struct SessionHandle {
     pub id: u64,
@@ -37,28 +56,31 @@ pub struct SessionHandle {
     pub evicted: Notify,
     /// The instance this session registered as, if any. One per session.
     binding: Mutex<Option<Registration>>,
+    events: Mutex<EventCursor>,
+    /// Event patterns this session asked for (beyond the decisions every session gets).
+    subscriptions: Mutex<Vec<String>>,
 }
 
 impl SessionHandle {
-    /// Queues a reply, waiting while the queue is full (the caller's own backpressure).
+    /// Queues a message, waiting while the queue is full (the caller's own backpressure).
     pub async fn send(&self, message: Outbound) -> bool {
         self.outbound.send(message).await.is_ok()
     }
 
     pub fn bound(&self) -> Option<InstanceId> {
-        self.lock_binding().as_ref().map(|r| r.instance.clone())
+        lock(&self.binding).as_ref().map(|r| r.instance.clone())
     }
 
     pub fn binding(&self) -> Option<Registration> {
-        self.lock_binding().clone()
+        lock(&self.binding).clone()
     }
 
     pub fn bind(&self, registration: Registration) {
-        *self.lock_binding() = Some(registration);
+        *lock(&self.binding) = Some(registration);
     }
 
     pub fn unbind(&self) -> Option<Registration> {
-        self.lock_binding().take()
+        lock(&self.binding).take()
     }
 
     /// The owner token to present for `instance`: this session's, if it holds it.
@@ -66,11 +88,83 @@ impl SessionHandle {
         (self.bound().as_ref() == Some(instance)).then_some(self.token.as_str())
     }
 
-    fn lock_binding(&self) -> std::sync::MutexGuard<'_, Option<Registration>> {
-        // A panic while holding this lock cannot leave the Option half-written.
-        self.binding
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Adds event patterns; returns everything the session is subscribed to.
+    pub fn subscribe(&self, patterns: Vec<String>) -> Vec<String> {
+        let mut subscriptions = lock(&self.subscriptions);
+        for pattern in patterns {
+            if !subscriptions.contains(&pattern) {
+                subscriptions.push(pattern);
+            }
+        }
+        subscriptions.clone()
+    }
+
+    /// Removes event patterns; returns what remains.
+    pub fn unsubscribe(&self, patterns: &[String]) -> Vec<String> {
+        let mut subscriptions = lock(&self.subscriptions);
+        subscriptions.retain(|p| !patterns.contains(p));
+        subscriptions.clone()
+    }
+
+    /// Queues a live event without waiting; a full queue marks the session a slow consumer.
+    fn push_live(&self, id: EventId, text: &Utf8Bytes) {
+        let mut cursor = lock(&self.events);
+        if cursor.live_after.is_none() {
+            cursor.live_after = Some(id.predecessor());
+        }
+        if let Some(held) = cursor.held.as_mut() {
+            if held.len() >= SESSION_QUEUE_LEN {
+                self.evict();
+            } else {
+                held.push((id, text.clone()));
+            }
+            return;
+        }
+        drop(cursor);
+        self.push_now(text);
+    }
+
+    fn push_now(&self, text: &Utf8Bytes) {
+        match self.outbound.try_send(Outbound::Text(text.clone())) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.evict(),
+        }
+    }
+
+    fn evict(&self) {
+        tracing::warn!(session = self.id, "slow consumer: closing session");
+        self.evicted.notify_one();
+    }
+
+    /// Starts holding live events for a replay of the events after `since` (they may be
+    /// held already, from the session's start) and returns the last id the replay must
+    /// cover: `Some(None)` means up to the newest, `None` means nothing to replay because
+    /// the session gets everything after `since` live. Always followed by `end_replay`.
+    pub fn begin_replay(&self, since: EventId) -> Option<Option<EventId>> {
+        let mut cursor = lock(&self.events);
+        cursor.held.get_or_insert_with(Vec::new);
+        match cursor.live_after {
+            Some(live_after) if since >= live_after => None,
+            live_after => Some(live_after),
+        }
+    }
+
+    /// Ends a replay that delivered events up to `last_replayed`: releases the held live
+    /// events that come after it, in order, and makes `since` the new start of what the
+    /// session has seen.
+    pub fn end_replay(&self, since: EventId, last_replayed: Option<EventId>) {
+        let mut cursor = lock(&self.events);
+        let held = cursor.held.take().unwrap_or_default();
+        cursor.live_after = Some(match cursor.live_after {
+            Some(live_after) => live_after.min(since),
+            None => since,
+        });
+        drop(cursor);
+        for (id, text) in held {
+            if last_replayed.is_none_or(|last| id > last) {
+                self.push_now(&text);
+            }
+        }
     }
 }
 
@@ -82,6 +176,9 @@ pub struct Hub {
     pub id: String,
     sessions: DashMap<u64, Arc<SessionHandle>>,
     next_session: AtomicU64,
+    /// The last decision event this hub delivered. Held while delivering and while
+    /// opening a session, so a new session gets each event either live or by replay.
+    delivered: Mutex<Option<EventId>>,
     /// True while the decision listener is subscribed; part of readiness.
     listening: AtomicBool,
     /// Cancelled when the hub stops: sessions close with 1001, background tasks end.
@@ -99,6 +196,7 @@ impl Hub {
             id: random_id(),
             sessions: DashMap::new(),
             next_session: AtomicU64::new(1),
+            delivered: Mutex::new(None),
             listening: AtomicBool::new(false),
             shutdown,
             tracker: TaskTracker::new(),
@@ -107,17 +205,25 @@ impl Hub {
     }
 
     /// Opens a session: returns its handle and the receiving end of its outbound queue.
-    pub fn open_session(&self) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
+    /// With `hold`, live events are held from the start, for a replay to follow.
+    pub fn open_session(&self, hold: bool) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(SESSION_QUEUE_LEN);
+        let delivered = lock(&self.delivered);
         let handle = Arc::new(SessionHandle {
             id,
             token: format!("{}:{id}", self.id),
             outbound: tx,
             evicted: Notify::new(),
             binding: Mutex::new(None),
+            events: Mutex::new(EventCursor {
+                live_after: *delivered,
+                held: hold.then(Vec::new),
+            }),
+            subscriptions: Mutex::new(Vec::new()),
         });
         self.sessions.insert(id, handle.clone());
+        drop(delivered);
         (handle, rx)
     }
 
@@ -135,19 +241,28 @@ impl Hub {
         }
     }
 
-    /// Queues `text` on every open session. A session whose queue is full is closed as a
-    /// slow consumer rather than silently missing a decision.
-    pub fn broadcast(&self, text: &Utf8Bytes) {
-        for session in self.sessions.iter() {
-            match session.outbound.try_send(Outbound::Text(text.clone())) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(session = session.id, "slow consumer: closing session");
-                    session.evicted.notify_one();
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
-            }
+    /// Where this hub stands in the event stream, if it knows yet.
+    pub fn delivered(&self) -> Option<EventId> {
+        *lock(&self.delivered)
+    }
+
+    /// Sets the hub's starting point in the event stream, unless it already has one.
+    pub fn start_delivery_at(&self, id: EventId) {
+        lock(&self.delivered).get_or_insert(id);
+    }
+
+    /// Delivers one decision event to every open session, unless it was delivered
+    /// before (events arrive both live and from gap reads). Returns whether it was new.
+    pub fn deliver(&self, id: EventId, text: &Utf8Bytes) -> bool {
+        let mut delivered = lock(&self.delivered);
+        if delivered.is_some_and(|last| id <= last) {
+            return false;
         }
+        *delivered = Some(id);
+        for session in self.sessions.iter() {
+            session.push_live(id, text);
+        }
+        true
     }
 
     pub fn session_count(&self) -> usize {
@@ -166,8 +281,12 @@ impl Hub {
         self.listening.store(listening, Ordering::Release);
     }
 
-    /// Ready: Redis answers, the scripts are loaded, and decision events are subscribed.
+    /// Ready: the breaker is closed, Redis answers, the scripts are loaded, and decision
+    /// events are subscribed.
     pub async fn check_ready(&self) -> Result<(), String> {
+        if self.store.breaker().state() == crate::breaker::BreakerState::Open {
+            return Err("circuit breaker open after repeated Redis failures".into());
+        }
         self.store
             .check_ready()
             .await

@@ -9,14 +9,16 @@
 //! - [`methods`]: the JSON-RPC methods, parameter checks and who may act as which instance.
 //! - [`rpc`]: the JSON-RPC 2.0 wire format; the only module that knows it.
 //! - [`hub`]: shared state of one hub process and the fan-out to its sessions.
-//! - [`events`]: the Redis pub/sub listener that feeds the fan-out.
+//! - [`events`]: decision events: the pub/sub listener, gap recovery, client replays.
 //! - [`keepalive`]: keeps the instances of open sessions registered.
 //! - [`store`]: Redis access; the only module that knows key names and scripts.
 //! - [`decision`], [`instance`]: domain types, validation and the quorum rule.
 //! - [`managed_redis`]: the private redis-server a hub starts without `--redis-url`.
+//! - [`breaker`]: the circuit breaker in front of Redis.
 //! - [`error`]: the error type and its JSON-RPC codes.
 #![forbid(unsafe_code)]
 
+pub mod breaker;
 pub mod config;
 pub mod decision;
 pub mod error;

@@ -3,8 +3,11 @@
 
 use serde_json::{Value, json};
 
-use crate::decision::{Ballot, DecisionName, VoteOutcome, VoteValue, parse_total_instances};
+use crate::decision::{
+    Ballot, DecisionName, EventId, VoteOutcome, VoteValue, parse_total_instances,
+};
 use crate::error::Error;
+use crate::events;
 use crate::hub::{Hub, SessionHandle};
 use crate::instance::{InstanceId, Registration};
 use crate::rpc::{self, Call, Entry, Frame, Params};
@@ -75,9 +78,12 @@ async fn dispatch(hub: &Hub, caller: Caller<'_>, call: Call) -> Result<Value, Er
         "system.quorum.vote" => vote(hub, caller, params).await,
         "system.quorum.status" => status(hub, params).await,
         "system.get_state" => state(hub, caller, params).await,
+        "system.subscribe" => subscribe(hub, caller, params).await,
+        "system.unsubscribe" => unsubscribe(caller, params),
         _ => Err(Error::MethodNotFound(format!(
             "{method:?}; available: system.register, system.heartbeat, system.unregister, \
-             system.quorum.vote, system.quorum.status, system.get_state"
+             system.quorum.vote, system.quorum.status, system.get_state, system.subscribe, \
+             system.unsubscribe"
         ))),
     }
 }
@@ -179,8 +185,20 @@ async fn vote(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Result<Va
             .map(|n| parse_total_instances("totalInstances", n))
             .transpose()?,
     };
-    may_vote_as(hub, caller, &ballot.instance).await?;
-    let reply = match hub.store.vote(&ballot).await? {
+    let limit = hub.config.vote_rate_limit;
+    let work = async {
+        may_vote_as(hub, caller, &ballot.instance).await?;
+        hub.store.vote(&ballot, limit).await
+    };
+    let outcome = match tokio::time::timeout(hub.config.vote_timeout, work).await {
+        Err(_) => return Err(Error::Timeout(hub.config.vote_timeout)),
+        // The seed's fallback: answered at once, without touching Redis.
+        Ok(Err(Error::CircuitOpen { .. })) => {
+            return Ok(json!({ "voted": false, "quorumReached": false, "reason": "circuit_open" }));
+        }
+        Ok(outcome) => outcome?,
+    };
+    let reply = match outcome {
         VoteOutcome::Recorded { vote_count } => {
             json!({ "voted": true, "quorumReached": false, "voteCount": vote_count })
         }
@@ -211,6 +229,15 @@ async fn vote(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Result<Va
             "voted": false, "reason": "decided", "quorumReached": true,
             "finalDecision": final_decision, "voteCount": vote_count
         }),
+        VoteOutcome::RateLimited { retry_after_ms } => {
+            return Err(Error::RateLimited {
+                retry_after_ms,
+                message: format!(
+                    "instance {} may record at most {} votes per {:?}; retry in {retry_after_ms} ms",
+                    ballot.instance, limit.max, limit.window
+                ),
+            });
+        }
         VoteOutcome::TotalMismatch { opened_with } => {
             return Err(Error::invalid(
                 "totalInstances",
@@ -278,8 +305,72 @@ async fn state(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Result<V
             "hubId": hub.id,
             "sessions": hub.session_count(),
             "uptimeSeconds": hub.uptime_seconds(),
+            "breaker": hub.store.breaker().state(),
+            "lastEventId": hub.delivered().map(|id| id.to_string()),
             "version": env!("CARGO_PKG_VERSION"),
         },
         "session": session,
     }))
+}
+
+/// Event names a session may subscribe to; `quorum.decision.made` reaches every session
+/// whether it subscribes or not.
+pub const EVENT_NAMES: [&str; 1] = [rpc::DECISION_MADE];
+
+fn session_only<'a>(caller: Caller<'a>, method: &str) -> Result<&'a SessionHandle, Error> {
+    match caller {
+        Caller::Session(session) => Ok(session),
+        Caller::Http => Err(Error::InvalidRequest(
+            format!(
+                "{method} needs a WebSocket session (GET /ws); it has no meaning over POST /rpc"
+            )
+            .into(),
+        )),
+    }
+}
+
+/// Checks event patterns: exact names, or a prefix followed by `.*`.
+fn event_patterns(params: &Params) -> Result<Vec<String>, Error> {
+    let patterns = params.opt_strings("events")?;
+    for pattern in &patterns {
+        let matches = |name: &&str| match pattern.strip_suffix(".*") {
+            Some(prefix) => name.starts_with(&format!("{prefix}.")),
+            None => name == pattern,
+        };
+        if !EVENT_NAMES.iter().any(matches) {
+            return Err(Error::invalid(
+                "events",
+                format!(
+                    "events: {pattern:?} matches no event; known events: {}",
+                    EVENT_NAMES.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(patterns)
+}
+
+async fn subscribe(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Result<Value, Error> {
+    let params = Params::new(params, &["events", "since"])?;
+    let session = session_only(caller, "system.subscribe")?;
+    let patterns = event_patterns(&params)?;
+    let since = match params.opt_str("since")? {
+        Some(raw) => Some(
+            raw.parse::<EventId>()
+                .map_err(|e| Error::invalid("since", format!("since: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut reply = json!({ "subscribed": session.subscribe(patterns) });
+    if let Some(since) = since {
+        reply["replayed"] = events::replay(hub, session, since).await?.into();
+    }
+    Ok(reply)
+}
+
+fn unsubscribe(caller: Caller<'_>, params: Option<Value>) -> Result<Value, Error> {
+    let params = Params::new(params, &["events"])?;
+    let session = session_only(caller, "system.unsubscribe")?;
+    let patterns = params.opt_strings("events")?;
+    Ok(json!({ "subscribed": session.unsubscribe(&patterns) }))
 }

@@ -9,6 +9,8 @@ use crate::error::Error;
 
 /// Method name of the decision notification pushed to every session.
 pub const DECISION_MADE: &str = "quorum.decision.made";
+/// Method name of the notice that a replay could not return every missed event.
+pub const EVENTS_INCOMPLETE: &str = "system.events.incomplete";
 
 /// One call taken from a frame: a request (with `id`) or a notification (without).
 #[derive(Debug)]
@@ -125,17 +127,36 @@ pub fn failure(id: &Value, error: &Error) -> Value {
             tracing::warn!(err = %e, "Redis call failed");
             "backend unavailable: the hub could not reach Redis; retry the call (a repeated vote is answered already_voted if the first one counted)".to_owned()
         }
+        Error::Timeout(after) => format!(
+            "the backend did not finish within {after:?}, so the outcome is unknown; retrying is safe \
+             (a vote that did count is answered already_voted with its recordedValue)"
+        ),
+        Error::CircuitOpen { retry_after } => format!(
+            "backend circuit open after repeated Redis failures; calls are refused without trying \
+             Redis for another {} ms",
+            retry_after.as_millis()
+        ),
         other => other.to_string(),
     };
     let mut body = Map::new();
     body.insert("code".into(), error.code().into());
     body.insert("message".into(), message.into());
-    if let Error::InvalidParams { field, unknown, .. } = error {
-        let mut data = Map::new();
-        if let Some(field) = unknown.as_deref().or(*field) {
-            data.insert("field".into(), field.into());
+    let data = match error {
+        Error::InvalidParams { field, unknown, .. } => unknown
+            .as_deref()
+            .or(*field)
+            .map(|field| json!({ "field": field })),
+        Error::Timeout(_) => Some(json!({ "reason": "timeout" })),
+        Error::CircuitOpen { retry_after } => Some(
+            json!({ "reason": "circuit_open", "retryAfterMs": retry_after.as_millis() as u64 }),
+        ),
+        Error::RateLimited { retry_after_ms, .. } => {
+            Some(json!({ "retryAfterMs": retry_after_ms }))
         }
-        body.insert("data".into(), data.into());
+        _ => None,
+    };
+    if let Some(data) = data {
+        body.insert("data".into(), data);
     }
     json!({ "jsonrpc": "2.0", "error": body, "id": id })
 }
@@ -143,6 +164,20 @@ pub fn failure(id: &Value, error: &Error) -> Value {
 /// The `quorum.decision.made` notification, serialized once and sent to every session.
 pub fn decision_notification(event: &DecisionEvent) -> String {
     json!({ "jsonrpc": "2.0", "method": DECISION_MADE, "params": event }).to_string()
+}
+
+/// The notice sent before a replay whose start is older than the events still kept.
+pub fn events_incomplete(since: crate::decision::EventId) -> String {
+    let message = format!(
+        "some decision events after {since} are no longer kept; the ones that follow are all that \
+         remain, so call system.get_state for the current state of every decision"
+    );
+    json!({
+        "jsonrpc": "2.0",
+        "method": EVENTS_INCOMPLETE,
+        "params": { "since": since.to_string(), "message": message },
+    })
+    .to_string()
 }
 
 /// Serializes what a frame produced: nothing (only notifications), one response, or an array.
@@ -196,6 +231,17 @@ impl Params {
                 format!("{field} must be a string (got {})", kind(other)),
             )),
             None => Err(Error::invalid(field, format!("{field} is required"))),
+        }
+    }
+
+    pub fn opt_str(&self, field: &'static str) -> Result<Option<&str>, Error> {
+        match self.fields.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(Error::invalid(
+                field,
+                format!("{field} must be a string (got {})", kind(other)),
+            )),
         }
     }
 

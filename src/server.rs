@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, Query, State, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -12,7 +12,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 
+use crate::breaker::Breaker;
 use crate::config::Config;
+use crate::decision::EventId;
 use crate::hub::Hub;
 use crate::managed_redis::{ManagedRedis, ManagedRedisError};
 use crate::methods::{self, Caller};
@@ -66,13 +68,17 @@ async fn serve(
     url: &str,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
-    let store = Store::open(url)?;
+    let breaker = Breaker::new(config.breaker_failures, config.breaker_open);
+    let store = Store::open(url, breaker, config.vote_timeout)?;
+    let external = config.redis_url.is_some();
     let web_dir = config.web_dir.clone();
     let hub = Arc::new(Hub::new(store, config, shutdown.clone()));
     let loader = hub.store.clone();
     hub.tracker.spawn(async move {
         if let Err(err) = loader.load_scripts().await {
             tracing::warn!(%err, "Redis is not reachable yet; /readyz answers 503 until it is");
+        } else if external && let Some(warning) = loader.durability_warning().await {
+            tracing::warn!("{warning}");
         }
     });
     hub.tracker.spawn(events::listen(hub.clone()));
@@ -111,15 +117,34 @@ fn router(hub: Arc<Hub>, web_dir: &std::path::Path) -> Router {
         .with_state(hub)
 }
 
-async fn upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Response {
+/// Query parameters of `GET /ws`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionQuery {
+    /// Resume after this decision event: replay what was missed, then go live.
+    last_event_id: Option<String>,
+}
+
+async fn upgrade(
+    State(hub): State<Arc<Hub>>,
+    Query(query): Query<SessionQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
     if hub.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "hub is shutting down\n").into_response();
     }
+    let resume_after = match query.last_event_id.as_deref().map(str::parse::<EventId>) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(err)) => {
+            return (StatusCode::BAD_REQUEST, format!("lastEventId: {err}\n")).into_response();
+        }
+    };
     let guard = hub.tracker.token();
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| async move {
-            session::serve(hub, socket).await;
+            session::serve(hub, socket, resume_after).await;
             drop(guard);
         })
 }

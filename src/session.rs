@@ -10,6 +10,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::decision::EventId;
+use crate::events;
 use crate::hub::{Hub, Outbound, SessionHandle};
 use crate::methods::{self, Caller};
 
@@ -18,8 +20,9 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves one upgraded socket until the client leaves, the hub stops, or the session is
 /// closed for cause. Calls on a session run one at a time, in the order they arrive.
-pub async fn serve(hub: Arc<Hub>, socket: WebSocket) {
-    let (session, outbound) = hub.open_session();
+/// With `resume_after`, the session first receives every decision event after that id.
+pub async fn serve(hub: Arc<Hub>, socket: WebSocket, resume_after: Option<EventId>) {
+    let (session, outbound) = hub.open_session(resume_after.is_some());
     let span = tracing::info_span!("session", id = session.id);
     async {
         tracing::debug!("opened");
@@ -28,6 +31,11 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket) {
         let writer_done = CancellationToken::new();
         tokio::join!(
             async {
+                if let Some(since) = resume_after
+                    && let Err(err) = events::replay(&hub, &session, since).await
+                {
+                    tracing::warn!(%err, "could not replay missed decision events");
+                }
                 read_calls(&hub, &session, stream, &writer_done).await;
                 reader_done.cancel();
             },

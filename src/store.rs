@@ -7,9 +7,11 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, Script, ServerErrorKind};
 
+use crate::breaker::{Admission, Breaker};
+use crate::config::RateLimit;
 use crate::decision::{
-    Ballot, DEFAULT_TOTAL_INSTANCES, DecisionName, DecisionStatus, DecisionSummary, RecordedVote,
-    VoteOutcome,
+    Ballot, DEFAULT_TOTAL_INSTANCES, DecisionEvent, DecisionName, DecisionStatus, DecisionSummary,
+    EventId, RecordedVote, VoteOutcome,
 };
 use crate::error::Error;
 use crate::instance::{InstanceId, InstanceInfo, Registration};
@@ -23,8 +25,11 @@ pub const REDIS_MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 /// Connection attempts a call makes before it fails. Kept low so that calls fail fast
 /// while Redis is down; the next call tries again.
 pub const REDIS_CONNECT_ATTEMPTS: usize = 1;
-/// Approximate number of decision events the stream keeps (`XADD MAXLEN ~`).
-pub const DECISION_STREAM_CAP: u64 = 100_000;
+/// Approximate number of decision events the stream keeps (`XADD MAXLEN ~`); a client
+/// resuming from an older event is told its recovery is incomplete.
+pub const DECISION_STREAM_CAP: u64 = 10_000;
+/// Events read from the stream per round trip when replaying a gap.
+pub const REPLAY_PAGE: usize = 500;
 /// Decisions the recent-decisions index keeps; older ones drop out of `system.get_state`
 /// (their keys and audit trail stay).
 pub const DECISION_INDEX_CAP: i64 = 10_000;
@@ -38,6 +43,11 @@ mod keys {
     pub const DECISIONS_INDEX: &str = "cb:decisions";
     /// Sorted set: instance id -> last time it was registered or refreshed (ms).
     pub const INSTANCES_INDEX: &str = "cb:instances";
+
+    /// List: an instance's most recent recorded vote times (ms), for the rate limit.
+    pub fn vote_rate(id: &str) -> String {
+        format!("cb:ratelimit:{{{id}}}:votes")
+    }
 
     pub fn decision(name: &str, part: &str) -> String {
         format!("cb:quorum:{{{name}}}:{part}")
@@ -115,22 +125,56 @@ pub enum Standing {
     Registered,
 }
 
-/// A cheap-to-clone handle on Redis: one multiplexed connection shared by every call.
+/// A cheap-to-clone handle on Redis: one multiplexed connection shared by every call,
+/// behind the hub's circuit breaker.
 #[derive(Clone)]
 pub struct Store {
     client: redis::Client,
     conn: ConnectionManager,
     scripts: Arc<Scripts>,
+    breaker: Arc<Breaker>,
+}
+
+/// Decision events read back from the stream, oldest first.
+#[derive(Debug, Default)]
+pub struct Replay {
+    pub events: Vec<DecisionEvent>,
+    /// A full page came back: more events may follow the last one.
+    pub more: bool,
+}
+
+/// Reports one admitted call to the breaker when dropped: as a failure unless
+/// [`Admitted::finish`] saw it succeed, so a call cancelled by a timeout counts as one.
+struct Admitted<'a> {
+    breaker: &'a Breaker,
+    failed: bool,
+}
+
+impl Admitted<'_> {
+    fn finish<T>(mut self, result: Result<T, RedisError>) -> Result<T, Error> {
+        self.failed = result.is_err();
+        result.map_err(Error::from)
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.breaker.record(self.failed);
+    }
 }
 
 impl Store {
     /// Prepares a store for `url`. Connects lazily and reconnects by itself, so a hub can
     /// start (and report not-ready) while Redis is still down.
-    pub fn open(url: &str) -> Result<Self, Error> {
+    ///
+    /// `longest_call` is the longest any caller waits for one reply (the vote timeout);
+    /// the client's own response timeout stays above it, so the caller's timeout decides.
+    pub fn open(url: &str, breaker: Breaker, longest_call: Duration) -> Result<Self, Error> {
         let client = redis::Client::open(url)
             .map_err(|e| Error::Internal(format!("invalid Redis URL {url:?}: {e}")))?;
+        let response_timeout = REDIS_RESPONSE_TIMEOUT.max(longest_call + Duration::from_secs(1));
         let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
+            .set_response_timeout(Some(response_timeout))
             .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
             .set_max_delay(REDIS_MAX_RECONNECT_DELAY)
             .set_number_of_retries(REDIS_CONNECT_ATTEMPTS);
@@ -139,6 +183,7 @@ impl Store {
             client,
             conn,
             scripts: Arc::new(Scripts::new()),
+            breaker: Arc::new(breaker),
         })
     }
 
@@ -147,24 +192,43 @@ impl Store {
         &self.client
     }
 
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// Asks the breaker for one call to Redis.
+    fn admit(&self) -> Result<Admitted<'_>, Error> {
+        match self.breaker.admit() {
+            Admission::Allowed => Ok(Admitted {
+                breaker: &self.breaker,
+                failed: true,
+            }),
+            Admission::Refused { retry_after } => Err(Error::CircuitOpen { retry_after }),
+        }
+    }
+
     /// Loads every script into Redis's script cache.
     pub async fn load_scripts(&self) -> Result<(), Error> {
         let mut conn = self.conn.clone();
+        let admitted = self.admit()?;
+        let mut result = Ok(());
         for script in self.scripts.all() {
-            script.prepare_invoke().load_async(&mut conn).await?;
+            if let Err(e) = script.prepare_invoke().load_async(&mut conn).await {
+                result = Err(e);
+                break;
+            }
         }
-        Ok(())
+        admitted.finish(result)
     }
 
     /// Ready means Redis answers and every script is in its cache (loaded again if not).
     pub async fn check_ready(&self) -> Result<(), Error> {
-        let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("SCRIPT");
         cmd.arg("EXISTS");
         for script in self.scripts.all() {
             cmd.arg(script.get_hash());
         }
-        let present: Vec<bool> = cmd.query_async(&mut conn).await?;
+        let present: Vec<bool> = self.query(&cmd).await?;
         if present.iter().all(|p| *p) {
             Ok(())
         } else {
@@ -174,20 +238,25 @@ impl Store {
 
     /// Sends one command.
     async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Error> {
-        Ok(cmd.query_async(&mut self.conn.clone()).await?)
+        let admitted = self.admit()?;
+        admitted.finish(cmd.query_async(&mut self.conn.clone()).await)
     }
 
     /// Sends a pipeline that may contain EVALSHA calls, loading the scripts and retrying
     /// once if Redis lost its script cache (a restart or `SCRIPT FLUSH`).
     async fn query_pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, Error> {
         let mut conn = self.conn.clone();
+        let admitted = self.admit()?;
         match pipe.query_async(&mut conn).await {
             Err(e) if is_noscript(&e) => {
+                // Redis answered, so this was no backend failure.
+                drop(admitted.finish(Ok(())));
                 tracing::info!("Redis lost its script cache; loading the scripts again");
                 self.load_scripts().await?;
-                Ok(pipe.query_async(&mut conn).await?)
+                let admitted = self.admit()?;
+                admitted.finish(pipe.query_async(&mut conn).await)
             }
-            other => Ok(other?),
+            other => admitted.finish(other),
         }
     }
 
@@ -207,7 +276,7 @@ impl Store {
     // ---- votes and decisions ----
 
     /// Runs the vote script for one ballot.
-    pub async fn vote(&self, ballot: &Ballot) -> Result<VoteOutcome, Error> {
+    pub async fn vote(&self, ballot: &Ballot, limit: RateLimit) -> Result<VoteOutcome, Error> {
         let name = ballot.decision.as_str();
         let keys = [
             keys::decision(name, "votes"),
@@ -216,7 +285,10 @@ impl Store {
             keys::decision(name, "metadata"),
             keys::decision(name, "ballots"),
             keys::DECISION_EVENTS_STREAM.to_owned(),
+            keys::vote_rate(ballot.instance.as_str()),
         ];
+        let rate_max = limit.max.to_string();
+        let rate_window = limit.window.as_millis().to_string();
         let stated = ballot
             .total_instances
             .map(|n| n.to_string())
@@ -232,6 +304,8 @@ impl Store {
             &default_total,
             &cap,
             keys::DECISION_EVENTS_CHANNEL,
+            &rate_max,
+            &rate_window,
         ];
         let (outcome, vote_count, total, _quorum, final_decision, recorded): (
             String,
@@ -257,6 +331,9 @@ impl Store {
                 final_decision,
             },
             "total_mismatch" => VoteOutcome::TotalMismatch { opened_with: total },
+            "rate_limited" => VoteOutcome::RateLimited {
+                retry_after_ms: vote_count.max(1),
+            },
             other => return Err(Error::Internal(format!("vote script returned {other:?}"))),
         };
         let opened = matches!(
@@ -383,6 +460,105 @@ impl Store {
             });
         }
         Ok(decisions)
+    }
+
+    // ---- decision events ----
+
+    /// The id of the newest decision event, or zero when there is none.
+    pub async fn last_event_id(&self) -> Result<EventId, Error> {
+        let mut cmd = redis::cmd("XREVRANGE");
+        cmd.arg(keys::DECISION_EVENTS_STREAM)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1);
+        let events = parse_stream_entries(self.query(&cmd).await?)?;
+        Ok(events
+            .first()
+            .and_then(|e| e.event_id.parse().ok())
+            .unwrap_or(EventId::ZERO))
+    }
+
+    /// Up to [`REPLAY_PAGE`] decision events after `after` and no later than `upto`.
+    pub async fn events_after(
+        &self,
+        after: EventId,
+        upto: Option<EventId>,
+    ) -> Result<Replay, Error> {
+        let end = upto.map_or_else(|| "+".to_owned(), |id| id.to_string());
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(keys::DECISION_EVENTS_STREAM)
+            .arg(format!("({after}"))
+            .arg(end)
+            .arg("COUNT")
+            .arg(REPLAY_PAGE);
+        let events = parse_stream_entries(self.query(&cmd).await?)?;
+        Ok(Replay {
+            more: events.len() == REPLAY_PAGE,
+            events,
+        })
+    }
+
+    /// Whether events after `after` were trimmed from the stream, so that a replay from
+    /// it cannot be complete.
+    pub async fn events_trimmed_after(&self, after: EventId) -> Result<bool, Error> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("EXISTS").arg(keys::DECISION_EVENTS_STREAM);
+        let (exists,): (bool,) = self.query_pipe(&pipe).await?;
+        if !exists {
+            return Ok(false);
+        }
+        let reply: redis::Value = self
+            .query(
+                redis::cmd("XINFO")
+                    .arg("STREAM")
+                    .arg(keys::DECISION_EVENTS_STREAM),
+            )
+            .await?;
+        let fields: Vec<redis::Value> = match reply {
+            redis::Value::Array(items) => items,
+            redis::Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            _ => Vec::new(),
+        };
+        for pair in fields.chunks(2) {
+            if let [name, value] = pair
+                && String::from_redis_value_ref(name).ok().as_deref()
+                    == Some("max-deleted-entry-id")
+            {
+                let deleted = String::from_redis_value_ref(value).map_err(internal)?;
+                return Ok(deleted
+                    .parse::<EventId>()
+                    .is_ok_and(|deleted| deleted > after));
+            }
+        }
+        Ok(false)
+    }
+
+    /// Reads the server's persistence settings and says what an acknowledged vote could
+    /// lose, if anything.
+    pub async fn durability_warning(&self) -> Option<String> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("CONFIG").arg("GET").arg("appendonly");
+        pipe.cmd("CONFIG").arg("GET").arg("appendfsync");
+        type Reply = (HashMap<String, String>, HashMap<String, String>);
+        let (aof, fsync): Reply = match self.query_pipe(&pipe).await {
+            Ok(reply) => reply,
+            Err(err) => {
+                return Some(format!(
+                    "could not read Redis persistence settings ({err}); acknowledged votes are only as durable as that server makes them"
+                ));
+            }
+        };
+        match (aof.get("appendonly").map(String::as_str), fsync.get("appendfsync").map(String::as_str)) {
+            (Some("yes"), Some("always")) => None,
+            (Some("yes"), Some(policy)) => Some(format!(
+                "Redis runs with appendfsync {policy}: a Redis crash can lose votes acknowledged in the last second; set appendfsync always"
+            )),
+            _ => Some(
+                "Redis runs without append-only persistence: a Redis restart loses acknowledged votes; set appendonly yes and appendfsync always"
+                    .to_owned(),
+            ),
+        }
     }
 
     // ---- instances ----
@@ -585,6 +761,27 @@ fn tally_in_vote_order(
         }
     }
     ordered
+}
+
+/// Parses an XRANGE / XREVRANGE reply into decision events.
+fn parse_stream_entries(reply: redis::Value) -> Result<Vec<DecisionEvent>, Error> {
+    type Entries = Vec<(String, Vec<(String, String)>)>;
+    let entries: Entries = FromRedisValue::from_redis_value(reply).map_err(internal)?;
+    Ok(entries
+        .into_iter()
+        .map(|(id, fields)| {
+            let fields: HashMap<String, String> = fields.into_iter().collect();
+            DecisionEvent {
+                decision: fields.get("decision").cloned().unwrap_or_default(),
+                value: fields.get("value").cloned().unwrap_or_default(),
+                vote_count: field_u64(&fields, "voteCount"),
+                quorum: field_u64(&fields, "quorum"),
+                total_instances: field_u64(&fields, "totalInstances"),
+                event_id: id,
+                timestamp: field_u64(&fields, "timestamp"),
+            }
+        })
+        .collect())
 }
 
 fn evalsha(script: &Script, keys: &[&str], args: &[&str]) -> Cmd {
