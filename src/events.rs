@@ -110,7 +110,7 @@ pub async fn replay(hub: &Hub, session: &SessionHandle, since: EventId) -> Resul
     let mut replayed = 0;
     let result = async {
         let Some(upto) = plan else { return Ok(()) };
-        if hub.store.events_trimmed_after(since).await? {
+        if hub.store.events_missing_after(since).await? {
             let notice = rpc::events_incomplete(since);
             session.send(Outbound::Text(notice.into())).await;
         }

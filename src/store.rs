@@ -499,9 +499,10 @@ impl Store {
         })
     }
 
-    /// Whether events after `after` were trimmed from the stream, so that a replay from
-    /// it cannot be complete.
-    pub async fn events_trimmed_after(&self, after: EventId) -> Result<bool, Error> {
+    /// Whether events after `after` may be missing from the stream (trimmed by its cap, or
+    /// deleted), so that a replay from `after` cannot be complete. Errs on the side of
+    /// "missing" when `after` is exactly the last trimmed event.
+    pub async fn events_missing_after(&self, after: EventId) -> Result<bool, Error> {
         let mut pipe = redis::pipe();
         pipe.cmd("EXISTS").arg(keys::DECISION_EVENTS_STREAM);
         let (exists,): (bool,) = self.query_pipe(&pipe).await?;
@@ -515,23 +516,35 @@ impl Store {
                     .arg(keys::DECISION_EVENTS_STREAM),
             )
             .await?;
-        let fields: Vec<redis::Value> = match reply {
+        let items: Vec<redis::Value> = match reply {
             redis::Value::Array(items) => items,
             redis::Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
             _ => Vec::new(),
         };
-        for pair in fields.chunks(2) {
+        let mut info: HashMap<String, String> = HashMap::new();
+        for pair in items.chunks(2) {
             if let [name, value] = pair
-                && String::from_redis_value_ref(name).ok().as_deref()
-                    == Some("max-deleted-entry-id")
+                && let (Ok(name), Ok(value)) = (
+                    String::from_redis_value_ref(name),
+                    String::from_redis_value_ref(value),
+                )
             {
-                let deleted = String::from_redis_value_ref(value).map_err(internal)?;
-                return Ok(deleted
-                    .parse::<EventId>()
-                    .is_ok_and(|deleted| deleted > after));
+                info.insert(name, value);
             }
         }
-        Ok(false)
+        let id = |name: &str| info.get(name).and_then(|v| v.parse::<EventId>().ok());
+        let number = |name: &str| {
+            info.get(name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or_default()
+        };
+        let deleted_after = id("max-deleted-entry-id").is_some_and(|deleted| deleted > after);
+        let trimmed = number("entries-added") > number("length");
+        let before_kept = match id("recorded-first-entry-id") {
+            Some(first) if number("length") > 0 => after < first,
+            _ => id("last-generated-id").is_some_and(|last| after < last),
+        };
+        Ok(deleted_after || (trimmed && before_kept))
     }
 
     /// Reads the server's persistence settings and says what an acknowledged vote could

@@ -182,6 +182,10 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--data-dir", "QUORUM_DATA_DIR"),
         ("--web-dir", "QUORUM_WEB_DIR"),
         ("--instance-ttl", "QUORUM_INSTANCE_TTL"),
+        ("--vote-rate-limit", "QUORUM_VOTE_RATE_LIMIT"),
+        ("--vote-timeout", "QUORUM_VOTE_TIMEOUT"),
+        ("--breaker-failures", "QUORUM_BREAKER_FAILURES"),
+        ("--breaker-open", "QUORUM_BREAKER_OPEN"),
     ] {
         assert!(
             help.contains(flag) && help.contains(env),

@@ -48,7 +48,13 @@ impl RedisServer {
             .prefix("qh-redis")
             .tempdir()
             .expect("tempdir");
-        let socket = dir.path().join("r.sock");
+        let child = Self::spawn(dir.path());
+        Self { child, dir }
+    }
+
+    fn spawn(dir: &Path) -> Child {
+        let socket = dir.join("r.sock");
+        let _ = std::fs::remove_file(&socket);
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -63,7 +69,7 @@ impl RedisServer {
             .arg("--unixsocket")
             .arg(&socket)
             .arg("--dir")
-            .arg(dir.path())
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -73,7 +79,19 @@ impl RedisServer {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(5));
         }
-        Self { child, dir }
+        child
+    }
+
+    /// Kills the server (its data is gone: tests run it without persistence).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a fresh server on the same socket.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.dir.path());
     }
 
     pub fn url(&self) -> String {

@@ -1,0 +1,591 @@
+//! Protection and recovery: the vote rate limit, timeout and circuit breaker, Redis
+//! outages and crashes, and decision events that must not be lost.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{DEADLINE, RedisServer, TestHub, WsClient, http, rpc};
+use quorum_hub::config::{Config, RateLimit};
+use serde_json::{Value, json};
+
+fn request(method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+}
+
+fn vote_params(id: &str, decision: &str, value: &str, total: u64) -> Value {
+    json!({"instanceId": id, "decision": decision, "value": value, "totalInstances": total})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_votes_per_instance_per_window_across_hubs() {
+    let redis = RedisServer::start();
+    let hubs = [TestHub::start(&redis).await, TestHub::start(&redis).await];
+    for id in ["spammer", "neighbour"] {
+        rpc(
+            hubs[0].addr,
+            &request("system.register", json!({"instanceId": id})),
+        )
+        .await;
+    }
+    // 50 votes on 50 decisions, split over both hubs, all recorded.
+    for n in 0..50 {
+        let (_, reply) = rpc(
+            hubs[n % 2].addr,
+            &request(
+                "system.quorum.vote",
+                vote_params("spammer", &format!("rl-{n}"), "y", 3),
+            ),
+        )
+        .await;
+        assert_eq!(reply["result"]["voted"], true, "vote {n}: {reply}");
+    }
+    // The 51st, on either hub, is refused and not recorded.
+    for hub in &hubs {
+        let (_, reply) = rpc(
+            hub.addr,
+            &request(
+                "system.quorum.vote",
+                vote_params("spammer", "rl-50", "y", 3),
+            ),
+        )
+        .await;
+        assert_eq!(reply["error"]["code"], -32000, "{reply}");
+        let retry_after = reply["error"]["data"]["retryAfterMs"]
+            .as_u64()
+            .expect("retryAfterMs");
+        assert!((1..=60_000).contains(&retry_after), "{retry_after}");
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("at most 50 votes")
+        );
+    }
+    let (_, reply) = rpc(
+        hubs[0].addr,
+        &request("system.quorum.status", json!({"decision": "rl-50"})),
+    )
+    .await;
+    assert_eq!(
+        reply["error"]["code"], -32004,
+        "a refused vote opened the decision: {reply}"
+    );
+    // A retry of a vote that counted still learns so.
+    let (_, reply) = rpc(
+        hubs[1].addr,
+        &request("system.quorum.vote", vote_params("spammer", "rl-7", "n", 3)),
+    )
+    .await;
+    assert_eq!(reply["result"]["reason"], "already_voted", "{reply}");
+    // Another instance is unaffected.
+    let (_, reply) = rpc(
+        hubs[1].addr,
+        &request(
+            "system.quorum.vote",
+            vote_params("neighbour", "rl-50", "y", 3),
+        ),
+    )
+    .await;
+    assert_eq!(reply["result"]["voted"], true, "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_window_rolls() {
+    let redis = RedisServer::start();
+    let mut config = Config::with_redis(redis.url());
+    config.vote_rate_limit = "3/400ms".parse::<RateLimit>().unwrap();
+    let hub = TestHub::start_with(config).await;
+    let mut c = hub.client().await;
+    c.register("roller").await;
+    for n in 0..3 {
+        assert_eq!(
+            c.vote("roller", &format!("roll-{n}"), "y", 3).await["voted"],
+            true
+        );
+    }
+    let error = c
+        .error(
+            "system.quorum.vote",
+            vote_params("roller", "roll-3", "y", 3),
+        )
+        .await;
+    assert_eq!(error["code"], -32000);
+    assert!(error["data"]["retryAfterMs"].as_u64().unwrap() <= 400);
+    // Once the oldest vote leaves the window, a vote is accepted again.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let reply = c
+            .call(
+                "system.quorum.vote",
+                vote_params("roller", "roll-3", "y", 3),
+            )
+            .await;
+        if reply["result"]["voted"] == true {
+            break;
+        }
+        assert_eq!(reply["error"]["code"], -32000, "{reply}");
+        assert!(Instant::now() < deadline, "the window never rolled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vote_slower_than_its_timeout_says_the_outcome_is_unknown_and_a_retry_is_truthful() {
+    let redis = RedisServer::start();
+    let mut config = Config::with_redis(redis.url());
+    config.vote_timeout = Duration::from_millis(200);
+    let hub = TestHub::start_with(config).await;
+    let mut c = hub.client().await;
+    c.register("slow").await;
+    // Hold every Redis client for a while: the vote is sent and lands after the timeout.
+    let mut conn = redis.connection().await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(800)
+        .arg("ALL")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let error = c
+        .error(
+            "system.quorum.vote",
+            vote_params("slow", "paused", "late", 3),
+        )
+        .await;
+    assert_eq!(error["code"], -32005, "{error}");
+    assert_eq!(error["data"]["reason"], "timeout");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("outcome is unknown") && message.contains("retrying is safe"),
+        "{message}"
+    );
+    // The retry tells the truth about the first attempt, whichever way it went.
+    let deadline = Instant::now() + DEADLINE;
+    let reply = loop {
+        let reply = c
+            .call(
+                "system.quorum.vote",
+                vote_params("slow", "paused", "late", 3),
+            )
+            .await;
+        if let Some(result) = reply.get("result") {
+            break result.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer after the pause: {reply}"
+        );
+    };
+    if reply["voted"] == false {
+        assert_eq!(reply["reason"], "already_voted");
+        assert_eq!(reply["recordedValue"], "late");
+    }
+    let status = c
+        .result("system.quorum.status", json!({"decision": "paused"}))
+        .await;
+    assert_eq!(status["voteCount"], 1, "counted twice: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_answers_the_fallback_while_redis_is_down_and_recovers() {
+    let mut redis = RedisServer::start();
+    let mut config = Config::with_redis(redis.url());
+    config.breaker_failures = 3;
+    config.breaker_open = Duration::from_millis(300);
+    let hub = TestHub::start_with(config).await;
+    let mut c = hub.client().await;
+    c.register("steady").await;
+
+    redis.kill();
+    for n in 0..3 {
+        let error = c
+            .error(
+                "system.quorum.vote",
+                vote_params("steady", &format!("down-{n}"), "y", 3),
+            )
+            .await;
+        assert_eq!(error["code"], -32005, "failure {n}: {error}");
+    }
+    // Open: the vote gets the seed's fallback, other methods -32001, readiness 503.
+    let reply = c
+        .result(
+            "system.quorum.vote",
+            vote_params("steady", "down-3", "y", 3),
+        )
+        .await;
+    assert_eq!(
+        reply,
+        json!({"voted": false, "quorumReached": false, "reason": "circuit_open"})
+    );
+    let error = c.error("system.get_state", json!({})).await;
+    assert_eq!(error["code"], -32001, "{error}");
+    assert!(error["data"]["retryAfterMs"].as_u64().is_some());
+    let (status, body) = http(hub.addr, "GET", "/readyz", "").await.unwrap();
+    assert_eq!(status, 503, "{body}");
+
+    // Redis comes back (empty, so the scripts must be loaded again); after the open
+    // period a trial call closes the breaker and the same session votes again.
+    redis.restart();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let reply = c
+            .call("system.quorum.vote", vote_params("steady", "back", "y", 1))
+            .await;
+        if reply["result"]["voted"] == true {
+            assert_eq!(reply["result"]["finalDecision"], "y");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {reply}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    common::eventually("ready again", || async {
+        let (status, _) = http(hub.addr, "GET", "/readyz", "").await.ok()?;
+        (status == 200).then_some(())
+    })
+    .await;
+    let state = c.result("system.get_state", json!({})).await;
+    assert_eq!(state["hub"]["breaker"], "closed");
+    // The listener resubscribed: the decision made after the outage was pushed.
+    let event = c.next_notification().await;
+    assert_eq!(event["params"]["decision"], "back");
+}
+
+/// Rule 5 applied to values in recorded order.
+fn rule5(values: &[String]) -> String {
+    let mut best: Option<(&str, usize, usize)> = None;
+    for value in values {
+        let count = values.iter().filter(|v| *v == value).count();
+        let reached = values.iter().rposition(|v| v == value).unwrap();
+        let better = match best {
+            None => true,
+            Some((_, c, r)) => count > c || (count == c && reached < r),
+        };
+        if better {
+            best = Some((value, count, reached));
+        }
+    }
+    best.unwrap().0.to_owned()
+}
+
+/// Every answer the hub gave one client for one vote, retries included.
+struct VoteLog {
+    instance: String,
+    decision: String,
+    value: String,
+    answers: Vec<Value>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_votes_survive_a_kill_9_of_the_managed_redis() {
+    const CLIENTS: usize = 6;
+    const DECISIONS: usize = 30;
+    let data = common::short_tempdir();
+    let mut config = Config::with_redis("unused");
+    config.redis_url = None;
+    config.data_dir = data.path().to_owned();
+    config.breaker_open = Duration::from_millis(100);
+    let hub = TestHub::start_with(config).await;
+
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..CLIENTS {
+        let mut c = hub.client().await;
+        let instance = format!("crash-{i}");
+        c.register(&instance).await;
+        let answered = answered.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut logs = Vec::new();
+            for d in 0..DECISIONS {
+                let decision = format!("crash-d{d}");
+                let value = ["A", "B", "C"][(i * 7 + d) % 3].to_owned();
+                let mut answers = Vec::new();
+                let deadline = Instant::now() + DEADLINE;
+                loop {
+                    let reply = c
+                        .call(
+                            "system.quorum.vote",
+                            vote_params(&instance, &decision, &value, CLIENTS as u64),
+                        )
+                        .await;
+                    let result = &reply["result"];
+                    let definitive = result["voted"] == true
+                        || result["reason"] == "already_voted"
+                        || result["reason"] == "decided";
+                    answers.push(reply);
+                    if definitive {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "no definitive answer: {answers:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                answered.fetch_add(1, Ordering::SeqCst);
+                logs.push(VoteLog {
+                    instance: instance.clone(),
+                    decision,
+                    value,
+                    answers,
+                });
+                // Pace the clients so that the crash lands in the middle of the run.
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            logs
+        }));
+    }
+    common::eventually("votes before the crash", || {
+        let answered = answered.clone();
+        async move { (answered.load(Ordering::SeqCst) >= CLIENTS * 3).then_some(()) }
+    })
+    .await;
+    let url = format!("unix://{}", data.path().join("redis.sock").display());
+    let pid_of_redis = || async {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .map(|pid| pid.trim().to_owned())
+    };
+    let pid = pid_of_redis().await.expect("managed redis pid");
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let answered_at_crash = answered.load(Ordering::SeqCst);
+
+    let mut logs = Vec::new();
+    for task in tasks {
+        logs.extend(task.await.expect("client task"));
+    }
+    assert!(
+        answered_at_crash < CLIENTS * DECISIONS,
+        "the crash came after the last vote"
+    );
+    let retried = logs.iter().filter(|l| l.answers.len() > 1).count();
+    assert!(retried > 0, "no vote was caught by the crash");
+    let new_pid = pid_of_redis().await.expect("redis-server was restarted");
+    assert_ne!(new_pid, pid);
+
+    let mut c = hub.client().await;
+    for d in 0..DECISIONS {
+        let decision = format!("crash-d{d}");
+        let status = c
+            .result("system.quorum.status", json!({"decision": decision}))
+            .await;
+        let votes = status["votes"].as_array().unwrap();
+        let voters: HashSet<&str> = votes
+            .iter()
+            .map(|v| v["instanceId"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            voters.len(),
+            votes.len(),
+            "{decision}: a vote counted twice: {status}"
+        );
+        let tally_sum: u64 = status["tally"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            tally_sum,
+            votes.len() as u64,
+            "{decision}: tally and votes disagree: {status}"
+        );
+        let ordered: Vec<String> = votes
+            .iter()
+            .map(|v| v["value"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            status["quorumReached"], true,
+            "{decision}: every instance voted, yet no decision"
+        );
+        assert_eq!(
+            status["finalDecision"],
+            rule5(&ordered).as_str(),
+            "{decision}: {status}"
+        );
+        for log in logs.iter().filter(|l| l.decision == decision) {
+            let recorded = votes
+                .iter()
+                .find(|v| v["instanceId"] == log.instance.as_str());
+            let last = &log.answers.last().unwrap()["result"];
+            if let Some(ack) = log.answers.iter().find(|a| a["result"]["voted"] == true) {
+                let vote = recorded.unwrap_or_else(|| {
+                    panic!(
+                        "{decision}: acknowledged vote of {} lost: {status}",
+                        log.instance
+                    )
+                });
+                assert_eq!(vote["value"], log.value.as_str());
+                assert_eq!(
+                    vote["seq"], ack["result"]["voteCount"],
+                    "{decision}: acknowledged at another position"
+                );
+            } else if last["reason"] == "already_voted" {
+                assert_eq!(
+                    last["recordedValue"],
+                    log.value.as_str(),
+                    "{decision}: untruthful retry answer"
+                );
+                assert_eq!(recorded.unwrap()["value"], log.value.as_str());
+            } else {
+                assert_eq!(last["reason"], "decided");
+                assert!(
+                    recorded.is_none(),
+                    "{decision}: told `decided` but the vote was recorded"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_get_every_decision_once_when_the_pubsub_link_is_killed() {
+    const DECISIONS: usize = 24;
+    let redis = RedisServer::start();
+    let watched = TestHub::start(&redis).await;
+    let deciding = TestHub::start(&redis).await;
+    let mut watchers: Vec<WsClient> = Vec::new();
+    for _ in 0..3 {
+        watchers.push(watched.client().await);
+    }
+    let mut voter = deciding.client().await;
+    voter.register("decider").await;
+    let mut conn = redis.connection().await;
+    for n in 0..DECISIONS {
+        if n % 8 == 2 {
+            // Drop every hub's subscription; the decisions right after are made while
+            // the watched hub is not subscribed.
+            let _: () = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("pubsub")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        voter.vote("decider", &format!("gap-{n}"), "go", 1).await;
+    }
+    for watcher in watchers.iter_mut() {
+        for n in 0..DECISIONS {
+            let event = watcher.next_notification().await;
+            assert_eq!(
+                event["params"]["decision"],
+                format!("gap-{n}"),
+                "out of order or missing"
+            );
+        }
+        watcher.assert_no_more_notifications("gap-0").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resuming_from_its_last_event_gets_exactly_what_it_missed() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    let mut voter = hub.client().await;
+    voter.register("v").await;
+    let mut watcher = hub.client().await;
+    voter.vote("v", "r-1", "a", 1).await;
+    let seen = watcher.next_notification().await["params"]["eventId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    watcher.close().await;
+    for n in 2..=4 {
+        voter.vote("v", &format!("r-{n}"), "a", 1).await;
+    }
+    let mut back = WsClient::connect(&format!("{}?lastEventId={seen}", hub.ws_url())).await;
+    for n in 2..=4 {
+        assert_eq!(
+            back.next_notification().await["params"]["decision"],
+            format!("r-{n}")
+        );
+    }
+    voter.vote("v", "r-5", "a", 1).await;
+    assert_eq!(back.next_notification().await["params"]["decision"], "r-5");
+    back.assert_no_more_notifications("r-1").await;
+
+    // The same through system.subscribe, for clients that cannot set the URL.
+    let mut late = hub.client().await;
+    let reply = late
+        .result("system.subscribe", json!({"since": seen}))
+        .await;
+    assert_eq!(reply["replayed"], 4);
+    for n in 2..=5 {
+        assert_eq!(
+            late.next_notification().await["params"]["decision"],
+            format!("r-{n}")
+        );
+    }
+    // Asking again replays nothing twice.
+    assert_eq!(
+        late.result("system.subscribe", json!({"since": seen}))
+            .await["replayed"],
+        0
+    );
+    late.assert_no_more_notifications("r-1").await;
+
+    let error = late
+        .error("system.subscribe", json!({"since": "yesterday"}))
+        .await;
+    assert_eq!(error["data"]["field"], "since");
+    let (status, _) = http(hub.addr, "GET", "/ws?lastEventId=bogus", "")
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_from_an_event_no_longer_kept_says_recovery_was_incomplete() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    let mut voter = hub.client().await;
+    voter.register("v").await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        voter.vote("v", &format!("old-{n}"), "a", 1).await;
+        ids.push(
+            voter.next_notification().await["params"]["eventId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let mut conn = redis.connection().await;
+    let _: () = redis::cmd("XTRIM")
+        .arg("cb:stream:quorum.decision.made")
+        .arg("MAXLEN")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut back = WsClient::connect(&format!("{}?lastEventId={}", hub.ws_url(), ids[0])).await;
+    let notice = back.next_notification().await;
+    assert_eq!(notice["method"], "system.events.incomplete", "{notice}");
+    assert_eq!(notice["params"]["since"], ids[0].as_str());
+    assert!(
+        notice["params"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("system.get_state")
+    );
+    let event = back.next_notification().await;
+    assert_eq!(event["params"]["eventId"], ids[2].as_str());
+    back.assert_no_more_notifications("old-0").await;
+}
