@@ -48,6 +48,47 @@ pub struct Config {
     /// How long the open breaker answers without calling Redis before one trial call.
     #[arg(long, env = "QUORUM_BREAKER_OPEN", default_value = "30s", value_parser = parse_duration)]
     pub breaker_open: Duration,
+
+    /// Secret for HS256 tokens (at least 16 bytes). When set, every WebSocket upgrade and
+    /// every /rpc call must carry a token (`Authorization: Bearer`, or `?token=` on /ws).
+    #[arg(long, env = "QUORUM_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+
+    /// Browser origins allowed to open a WebSocket or call /rpc, comma-separated: full
+    /// origins (https://dash.example.com), `loopback` (any port on localhost, 127.0.0.1,
+    /// [::1]) or `*`. The hub's own origin is always allowed; clients that send no Origin
+    /// (agents, curl) are not affected.
+    #[arg(
+        long,
+        env = "QUORUM_ALLOWED_ORIGINS",
+        default_value = "loopback",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Most concurrent WebSocket sessions on this hub; the next upgrade gets 503.
+    #[arg(long, env = "QUORUM_MAX_SESSIONS", default_value_t = 10_000)]
+    pub max_sessions: usize,
+
+    /// Largest JSON-RPC message in bytes (WebSocket message or HTTP body); a larger
+    /// WebSocket message closes the session with 1009.
+    #[arg(long, env = "QUORUM_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(1024..=16 * 1024 * 1024))]
+    pub max_message_bytes: u64,
+
+    /// Calls one session may make per window, all methods together (COUNT/WINDOW or off).
+    /// Calls beyond it get -32000; a session that sends twice as many is closed (1008).
+    #[arg(long, env = "QUORUM_SESSION_RATE_LIMIT", default_value = "200/1s")]
+    pub session_rate_limit: RateLimit,
+
+    /// Messages a session may have waiting to be written before it is closed as a slow
+    /// consumer (1008).
+    #[arg(long, env = "QUORUM_SESSION_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub session_queue: u64,
+
+    /// How often the hub pings each WebSocket; a session that leaves two pings unanswered
+    /// is closed and its instance released.
+    #[arg(long, env = "QUORUM_PING_INTERVAL", default_value = "20s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
 }
 
 /// A vote rate limit: at most `max` votes per instance in any `window`.
@@ -127,6 +168,16 @@ impl Config {
             vote_timeout: Duration::from_secs(5),
             breaker_failures: crate::breaker::DEFAULT_FAILURES,
             breaker_open: crate::breaker::DEFAULT_OPEN_FOR,
+            auth_secret: None,
+            allowed_origins: vec!["loopback".to_owned()],
+            max_sessions: 10_000,
+            max_message_bytes: 64 * 1024,
+            session_rate_limit: RateLimit {
+                max: 200,
+                window: Duration::from_secs(1),
+            },
+            session_queue: 1024,
+            ping_interval: Duration::from_secs(20),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Shared state of one hub process: the store, the open sessions, and the in-order,
 //! exactly-once delivery of decision events to them.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -11,15 +11,16 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::auth::{Authority, Grant};
+use crate::config::{Config, RateLimit};
 use crate::decision::EventId;
 use crate::error::Error;
 use crate::instance::{InstanceId, Registration};
 use crate::store::Store;
 
-/// Messages a session may have queued for its socket before it counts as a slow consumer
-/// and is closed (1008). Bounds the hub's memory however many clients stop reading.
-pub const SESSION_QUEUE_LEN: usize = 1024;
+/// A session that makes this many times its call allowance in one window is flooding,
+/// and is closed (1008).
+pub const FLOOD_FACTOR: u32 = 2;
 
 /// What a session's writer sends next.
 #[derive(Debug)]
@@ -46,9 +47,32 @@ struct EventCursor {
     held: Option<Vec<(EventId, Utf8Bytes)>>,
 }
 
+/// Whether a session may make one more call now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallAdmission {
+    Allowed,
+    /// Over the session's allowance; the call is refused.
+    Refused {
+        retry_after_ms: u64,
+    },
+    /// Far over it: refused, and the session is to be closed.
+    Flooding {
+        retry_after_ms: u64,
+    },
+}
+
+/// Calls counted in the current fixed window.
+#[derive(Debug)]
+struct CallWindow {
+    started: Instant,
+    calls: u32,
+}
+
 /// The part of a session that the rest of the hub sees.
 pub struct SessionHandle {
     pub id: u64,
+    /// What the session's token allows.
+    pub grant: Grant,
     /// Identifies this session in Redis as the owner of its bound instance.
     pub token: String,
     outbound: mpsc::Sender<Outbound>,
@@ -59,9 +83,49 @@ pub struct SessionHandle {
     events: Mutex<EventCursor>,
     /// Event patterns this session asked for (beyond the decisions every session gets).
     subscriptions: Mutex<Vec<String>>,
+    call_limit: RateLimit,
+    calls: Mutex<CallWindow>,
+    /// Set when the session floods; its reader closes it.
+    pub flooding: AtomicBool,
+    /// Pings sent since the peer last showed it is alive.
+    pub unanswered_pings: AtomicU32,
+    queue_len: usize,
+    /// Holds one of the hub's session slots while the session exists.
+    _slot: SessionSlot,
 }
 
 impl SessionHandle {
+    /// Counts one call against the session's allowance.
+    pub fn admit_call(&self) -> CallAdmission {
+        if self.call_limit.is_off() {
+            return CallAdmission::Allowed;
+        }
+        let mut window = lock(&self.calls);
+        let elapsed = window.started.elapsed();
+        if elapsed >= self.call_limit.window {
+            *window = CallWindow {
+                started: Instant::now(),
+                calls: 0,
+            };
+        }
+        window.calls = window.calls.saturating_add(1);
+        if window.calls <= self.call_limit.max {
+            return CallAdmission::Allowed;
+        }
+        let retry_after_ms = self
+            .call_limit
+            .window
+            .saturating_sub(window.started.elapsed())
+            .as_millis() as u64
+            + 1;
+        if window.calls > self.call_limit.max.saturating_mul(FLOOD_FACTOR) {
+            self.flooding.store(true, Ordering::Release);
+            CallAdmission::Flooding { retry_after_ms }
+        } else {
+            CallAdmission::Refused { retry_after_ms }
+        }
+    }
+
     /// Queues a message, waiting while the queue is full (the caller's own backpressure).
     pub async fn send(&self, message: Outbound) -> bool {
         self.outbound.send(message).await.is_ok()
@@ -113,7 +177,7 @@ impl SessionHandle {
             cursor.live_after = Some(id.predecessor());
         }
         if let Some(held) = cursor.held.as_mut() {
-            if held.len() >= SESSION_QUEUE_LEN {
+            if held.len() >= self.queue_len {
                 self.evict();
             } else {
                 held.push((id, text.clone()));
@@ -168,6 +232,15 @@ impl SessionHandle {
     }
 }
 
+/// One of the hub's limited session places, given back when dropped.
+pub struct SessionSlot(Arc<AtomicUsize>);
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// One hub process.
 pub struct Hub {
     pub store: Store,
@@ -175,7 +248,11 @@ pub struct Hub {
     /// Random id of this process, part of every session token.
     pub id: String,
     sessions: DashMap<u64, Arc<SessionHandle>>,
+    /// Session places taken, counted from the upgrade on (before a session exists).
+    session_slots: Arc<AtomicUsize>,
     next_session: AtomicU64,
+    /// Checks tokens when the hub runs with a secret.
+    pub authority: Option<Authority>,
     /// The last decision event this hub delivered. Held while delivering and while
     /// opening a session, so a new session gets each event either live or by replay.
     delivered: Mutex<Option<EventId>>,
@@ -189,12 +266,19 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(store: Store, config: Config, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        store: Store,
+        config: Config,
+        authority: Option<Authority>,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             store,
             config,
             id: random_id(),
             sessions: DashMap::new(),
+            session_slots: Arc::new(AtomicUsize::new(0)),
+            authority,
             next_session: AtomicU64::new(1),
             delivered: Mutex::new(None),
             listening: AtomicBool::new(false),
@@ -204,14 +288,28 @@ impl Hub {
         }
     }
 
+    /// Takes a session place, or `None` when the hub holds `--max-sessions` already.
+    pub fn reserve_session(&self) -> Option<SessionSlot> {
+        let taken = self.session_slots.fetch_add(1, Ordering::AcqRel);
+        let slot = SessionSlot(self.session_slots.clone());
+        (taken < self.config.max_sessions).then_some(slot)
+    }
+
     /// Opens a session: returns its handle and the receiving end of its outbound queue.
     /// With `hold`, live events are held from the start, for a replay to follow.
-    pub fn open_session(&self, hold: bool) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
+    pub fn open_session(
+        &self,
+        slot: SessionSlot,
+        grant: Grant,
+        hold: bool,
+    ) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(SESSION_QUEUE_LEN);
+        let queue_len = self.config.session_queue as usize;
+        let (tx, rx) = mpsc::channel(queue_len);
         let delivered = lock(&self.delivered);
         let handle = Arc::new(SessionHandle {
             id,
+            grant,
             token: format!("{}:{id}", self.id),
             outbound: tx,
             evicted: Notify::new(),
@@ -221,6 +319,15 @@ impl Hub {
                 held: hold.then(Vec::new),
             }),
             subscriptions: Mutex::new(Vec::new()),
+            call_limit: self.config.session_rate_limit,
+            calls: Mutex::new(CallWindow {
+                started: Instant::now(),
+                calls: 0,
+            }),
+            flooding: AtomicBool::new(false),
+            unanswered_pings: AtomicU32::new(0),
+            queue_len,
+            _slot: slot,
         });
         self.sessions.insert(id, handle.clone());
         drop(delivered);

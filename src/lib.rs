@@ -6,7 +6,9 @@
 //! - [`config`]: command-line and environment settings.
 //! - [`server`]: routes (`/ws`, `/rpc`, `/readyz`, `/healthz`, `/`), start-up and shutdown.
 //! - [`session`]: one WebSocket session: ordered calls, bounded outbound queue, close codes.
-//! - [`methods`]: the JSON-RPC methods, parameter checks and who may act as which instance.
+//! - [`request`]: a call's method and params validated into a typed request.
+//! - [`methods`]: the JSON-RPC methods and who may act as which instance.
+//! - [`auth`]: tokens (HS256 JWT) and what each allows.
 //! - [`rpc`]: the JSON-RPC 2.0 wire format; the only module that knows it.
 //! - [`hub`]: shared state of one hub process and the fan-out to its sessions.
 //! - [`events`]: decision events: the pub/sub listener, gap recovery, client replays.
@@ -18,6 +20,7 @@
 //! - [`error`]: the error type and its JSON-RPC codes.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod breaker;
 pub mod config;
 pub mod decision;
@@ -28,6 +31,7 @@ pub mod instance;
 pub mod keepalive;
 pub mod managed_redis;
 pub mod methods;
+pub mod request;
 pub mod rpc;
 pub mod server;
 pub mod session;

@@ -1,16 +1,16 @@
-//! The hub's JSON-RPC methods: validate params, check who may act, call the store,
-//! and shape each result.
+//! The hub's JSON-RPC methods: check who may act, call the store, and shape each result.
+//! Parameters arrive already validated as a [`Request`].
 
 use serde_json::{Value, json};
 
-use crate::decision::{
-    Ballot, DecisionName, EventId, VoteOutcome, VoteValue, parse_total_instances,
-};
+use crate::auth::Grant;
+use crate::decision::{Ballot, DecisionName, EventId, VoteOutcome};
 use crate::error::Error;
 use crate::events;
-use crate::hub::{Hub, SessionHandle};
+use crate::hub::{CallAdmission, Hub, SessionHandle};
 use crate::instance::{InstanceId, Registration};
-use crate::rpc::{self, Call, Entry, Frame, Params};
+use crate::request::Request;
+use crate::rpc::{self, Call, Entry, Frame};
 use crate::store::{Claim, Standing, now_ms};
 
 /// Most calls one batch may hold.
@@ -20,11 +20,21 @@ pub const STATE_DECISIONS: usize = 100;
 /// Most instances `system.get_state` lists.
 pub const STATE_INSTANCES: usize = 1000;
 
-/// Who is calling: a WebSocket session (which can hold an instance) or a one-shot HTTP call.
+/// Who is calling: a WebSocket session (which can hold an instance) or a one-shot HTTP
+/// call, each with what its token allows.
 #[derive(Clone, Copy)]
 pub enum Caller<'a> {
     Session(&'a SessionHandle),
-    Http,
+    Http(&'a Grant),
+}
+
+impl Caller<'_> {
+    fn grant(&self) -> &Grant {
+        match self {
+            Caller::Session(session) => &session.grant,
+            Caller::Http(grant) => grant,
+        }
+    }
 }
 
 /// Handles one frame (or HTTP body) and returns the text to send back, if any.
@@ -55,41 +65,48 @@ pub async fn handle_frame(hub: &Hub, caller: Caller<'_>, text: &str) -> Option<S
 }
 
 async fn handle_entry(hub: &Hub, caller: Caller<'_>, entry: Entry) -> Option<Value> {
-    match entry {
-        Entry::Invalid { id, error } => Some(rpc::failure(&id, &error)),
+    let (id, outcome) = match entry {
+        Entry::Invalid { id, error } => (Some(id), Err(error)),
         Entry::Call(call) => {
             let id = call.id.clone();
-            let outcome = dispatch(hub, caller, call).await;
-            let id = id?; // notifications get no reply, even on error
-            Some(match outcome {
-                Ok(result) => rpc::success(&id, &result),
-                Err(error) => rpc::failure(&id, &error),
-            })
+            (id, call_once(hub, caller, call).await)
+        }
+    };
+    let id = id?; // notifications get no reply, even on error
+    Some(match outcome {
+        Ok(result) => rpc::success(&id, &result),
+        Err(error) => rpc::failure(&id, &error),
+    })
+}
+
+async fn call_once(hub: &Hub, caller: Caller<'_>, call: Call) -> Result<Value, Error> {
+    if let Caller::Session(session) = caller {
+        match session.admit_call() {
+            CallAdmission::Allowed => {}
+            CallAdmission::Refused { retry_after_ms }
+            | CallAdmission::Flooding { retry_after_ms } => {
+                let limit = hub.config.session_rate_limit;
+                return Err(Error::RateLimited {
+                    retry_after_ms,
+                    message: format!(
+                        "this session sends too fast: at most {} calls per {:?}; retry in {retry_after_ms} ms",
+                        limit.max, limit.window
+                    ),
+                });
+            }
         }
     }
-}
-
-async fn dispatch(hub: &Hub, caller: Caller<'_>, call: Call) -> Result<Value, Error> {
     let Call { method, params, .. } = call;
-    match method.as_str() {
-        "system.register" => register(hub, caller, params).await,
-        "system.heartbeat" => heartbeat(hub, caller, params).await,
-        "system.unregister" => unregister(hub, caller, params).await,
-        "system.quorum.vote" => vote(hub, caller, params).await,
-        "system.quorum.status" => status(hub, params).await,
-        "system.get_state" => state(hub, caller, params).await,
-        "system.subscribe" => subscribe(hub, caller, params).await,
-        "system.unsubscribe" => unsubscribe(caller, params),
-        _ => Err(Error::MethodNotFound(format!(
-            "{method:?}; available: system.register, system.heartbeat, system.unregister, \
-             system.quorum.vote, system.quorum.status, system.get_state, system.subscribe, \
-             system.unsubscribe"
-        ))),
+    match Request::parse(&method, params)? {
+        Request::Register(registration) => register(hub, caller, registration).await,
+        Request::Heartbeat(instance) => heartbeat(hub, caller, instance).await,
+        Request::Unregister(instance) => unregister(hub, caller, instance).await,
+        Request::Vote(ballot) => vote(hub, caller, ballot).await,
+        Request::Status(decision) => status(hub, decision).await,
+        Request::State => state(hub, caller).await,
+        Request::Subscribe { events, since } => subscribe(hub, caller, events, since).await,
+        Request::Unsubscribe { events } => unsubscribe(caller, &events),
     }
-}
-
-fn instance_param(params: &Params) -> Result<InstanceId, Error> {
-    InstanceId::parse("instanceId", params.str("instanceId")?)
 }
 
 fn bound_elsewhere(instance: &InstanceId, ttl: u64) -> Error {
@@ -99,14 +116,13 @@ fn bound_elsewhere(instance: &InstanceId, ttl: u64) -> Error {
     ))
 }
 
-async fn register(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Result<Value, Error> {
-    let params = Params::new(params, &["instanceId", "roles", "metadata"])?;
-    let instance = instance_param(&params)?;
-    let registration = Registration::new(
-        instance.clone(),
-        params.opt_strings("roles")?,
-        params.opt_object("metadata")?,
-    )?;
+async fn register(
+    hub: &Hub,
+    caller: Caller<'_>,
+    registration: Registration,
+) -> Result<Value, Error> {
+    let instance = registration.instance.clone();
+    caller.grant().may_act_as(&instance)?;
     let ttl = hub.config.instance_ttl;
     let owner = match caller {
         Caller::Session(session) => {
@@ -118,7 +134,7 @@ async fn register(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Resul
             }
             Some(session.token.as_str())
         }
-        Caller::Http => None,
+        Caller::Http(_) => None,
     };
     match hub
         .store
@@ -134,13 +150,16 @@ async fn register(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Resul
     Ok(json!({ "registered": true, "instanceId": instance, "ttlSeconds": ttl }))
 }
 
-async fn heartbeat(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Result<Value, Error> {
-    let params = Params::new(params, &["instanceId"])?;
-    let instance = instance_param(&params)?;
-    let owner = match caller {
-        Caller::Session(session) => session.owner_token_for(&instance),
-        Caller::Http => None,
-    };
+fn owner_token<'a>(caller: Caller<'a>, instance: &InstanceId) -> Option<&'a str> {
+    match caller {
+        Caller::Session(session) => session.owner_token_for(instance),
+        Caller::Http(_) => None,
+    }
+}
+
+async fn heartbeat(hub: &Hub, caller: Caller<'_>, instance: InstanceId) -> Result<Value, Error> {
+    caller.grant().may_act_as(&instance)?;
+    let owner = owner_token(caller, &instance);
     match hub
         .store
         .heartbeat(&instance, owner, hub.config.instance_ttl())
@@ -152,13 +171,9 @@ async fn heartbeat(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Resu
     }
 }
 
-async fn unregister(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Result<Value, Error> {
-    let params = Params::new(params, &["instanceId"])?;
-    let instance = instance_param(&params)?;
-    let owner = match caller {
-        Caller::Session(session) => session.owner_token_for(&instance),
-        Caller::Http => None,
-    };
+async fn unregister(hub: &Hub, caller: Caller<'_>, instance: InstanceId) -> Result<Value, Error> {
+    caller.grant().may_act_as(&instance)?;
+    let owner = owner_token(caller, &instance);
     let claim = hub.store.unregister(&instance, owner).await?;
     if claim == Claim::BoundElsewhere {
         return Err(bound_elsewhere(&instance, hub.config.instance_ttl));
@@ -171,20 +186,8 @@ async fn unregister(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Res
     Ok(json!({ "unregistered": claim == Claim::Done }))
 }
 
-async fn vote(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Result<Value, Error> {
-    let params = Params::new(
-        params,
-        &["instanceId", "decision", "value", "totalInstances"],
-    )?;
-    let ballot = Ballot {
-        instance: instance_param(&params)?,
-        decision: DecisionName::parse("decision", params.str("decision")?)?,
-        value: VoteValue::parse("value", params.str("value")?)?,
-        total_instances: params
-            .opt_u64("totalInstances")?
-            .map(|n| parse_total_instances("totalInstances", n))
-            .transpose()?,
-    };
+async fn vote(hub: &Hub, caller: Caller<'_>, ballot: Ballot) -> Result<Value, Error> {
+    caller.grant().may_act_as(&ballot.instance)?;
     let limit = hub.config.vote_rate_limit;
     let work = async {
         may_vote_as(hub, caller, &ballot.instance).await?;
@@ -198,7 +201,7 @@ async fn vote(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Result<Va
         }
         Ok(outcome) => outcome?,
     };
-    let reply = match outcome {
+    Ok(match outcome {
         VoteOutcome::Recorded { vote_count } => {
             json!({ "voted": true, "quorumReached": false, "voteCount": vote_count })
         }
@@ -248,8 +251,7 @@ async fn vote(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Result<Va
                 ),
             ));
         }
-    };
-    Ok(reply)
+    })
 }
 
 /// Rule 2: only a registered instance votes, and on a WebSocket only as the session's own.
@@ -264,7 +266,7 @@ async fn may_vote_as(hub: &Hub, caller: Caller<'_>, instance: &InstanceId) -> Re
             ))),
             Some(_) => Ok(()),
         },
-        Caller::Http => match hub.store.standing(instance).await? {
+        Caller::Http(_) => match hub.store.standing(instance).await? {
             Standing::Registered => Ok(()),
             Standing::NotRegistered => Err(Error::Unauthorized(format!(
                 "instance {instance} is not registered; call system.register first"
@@ -276,9 +278,7 @@ async fn may_vote_as(hub: &Hub, caller: Caller<'_>, instance: &InstanceId) -> Re
     }
 }
 
-async fn status(hub: &Hub, params: Option<Value>) -> Result<Value, Error> {
-    let params = Params::new(params, &["decision"])?;
-    let decision = DecisionName::parse("decision", params.str("decision")?)?;
+async fn status(hub: &Hub, decision: DecisionName) -> Result<Value, Error> {
     match hub.store.status(&decision).await? {
         Some(status) => serde_json::to_value(status).map_err(|e| Error::Internal(e.to_string())),
         None => Err(Error::NotFound(format!(
@@ -288,15 +288,14 @@ async fn status(hub: &Hub, params: Option<Value>) -> Result<Value, Error> {
     }
 }
 
-async fn state(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Result<Value, Error> {
-    Params::new(params, &[])?;
+async fn state(hub: &Hub, caller: Caller<'_>) -> Result<Value, Error> {
     let ttl_ms = hub.config.instance_ttl * 1000;
     let stale_before = now_ms().saturating_sub(2 * ttl_ms);
     let instances = hub.store.instances(STATE_INSTANCES, stale_before).await?;
     let decisions = hub.store.recent_decisions(STATE_DECISIONS).await?;
     let session = match caller {
         Caller::Session(session) => json!({ "instanceId": session.bound() }),
-        Caller::Http => Value::Null,
+        Caller::Http(_) => Value::Null,
     };
     Ok(json!({
         "instances": instances,
@@ -313,14 +312,10 @@ async fn state(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Result<V
     }))
 }
 
-/// Event names a session may subscribe to; `quorum.decision.made` reaches every session
-/// whether it subscribes or not.
-pub const EVENT_NAMES: [&str; 1] = [rpc::DECISION_MADE];
-
 fn session_only<'a>(caller: Caller<'a>, method: &str) -> Result<&'a SessionHandle, Error> {
     match caller {
         Caller::Session(session) => Ok(session),
-        Caller::Http => Err(Error::InvalidRequest(
+        Caller::Http(_) => Err(Error::InvalidRequest(
             format!(
                 "{method} needs a WebSocket session (GET /ws); it has no meaning over POST /rpc"
             )
@@ -329,48 +324,21 @@ fn session_only<'a>(caller: Caller<'a>, method: &str) -> Result<&'a SessionHandl
     }
 }
 
-/// Checks event patterns: exact names, or a prefix followed by `.*`.
-fn event_patterns(params: &Params) -> Result<Vec<String>, Error> {
-    let patterns = params.opt_strings("events")?;
-    for pattern in &patterns {
-        let matches = |name: &&str| match pattern.strip_suffix(".*") {
-            Some(prefix) => name.starts_with(&format!("{prefix}.")),
-            None => name == pattern,
-        };
-        if !EVENT_NAMES.iter().any(matches) {
-            return Err(Error::invalid(
-                "events",
-                format!(
-                    "events: {pattern:?} matches no event; known events: {}",
-                    EVENT_NAMES.join(", ")
-                ),
-            ));
-        }
-    }
-    Ok(patterns)
-}
-
-async fn subscribe(hub: &Hub, caller: Caller<'_>, params: Option<Value>) -> Result<Value, Error> {
-    let params = Params::new(params, &["events", "since"])?;
+async fn subscribe(
+    hub: &Hub,
+    caller: Caller<'_>,
+    events: Vec<String>,
+    since: Option<EventId>,
+) -> Result<Value, Error> {
     let session = session_only(caller, "system.subscribe")?;
-    let patterns = event_patterns(&params)?;
-    let since = match params.opt_str("since")? {
-        Some(raw) => Some(
-            raw.parse::<EventId>()
-                .map_err(|e| Error::invalid("since", format!("since: {e}")))?,
-        ),
-        None => None,
-    };
-    let mut reply = json!({ "subscribed": session.subscribe(patterns) });
+    let mut reply = json!({ "subscribed": session.subscribe(events) });
     if let Some(since) = since {
         reply["replayed"] = events::replay(hub, session, since).await?.into();
     }
     Ok(reply)
 }
 
-fn unsubscribe(caller: Caller<'_>, params: Option<Value>) -> Result<Value, Error> {
-    let params = Params::new(params, &["events"])?;
+fn unsubscribe(caller: Caller<'_>, events: &[String]) -> Result<Value, Error> {
     let session = session_only(caller, "system.unsubscribe")?;
-    let patterns = params.opt_strings("events")?;
-    Ok(json!({ "subscribed": session.unsubscribe(&patterns) }))
+    Ok(json!({ "subscribed": session.unsubscribe(events) }))
 }

@@ -39,8 +39,50 @@ pub enum Frame {
     Batch(Vec<Entry>),
 }
 
+/// Deepest nesting of arrays and objects a message may have.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// How deeply `text` nests arrays and objects (strings are skipped), stopping early once
+/// past `limit`.
+fn nesting_depth(text: &str, limit: usize) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+                if deepest > limit {
+                    break;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Parses one text frame (or HTTP body) into calls.
 pub fn parse_frame(text: &str) -> Frame {
+    if nesting_depth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH {
+        return Frame::Single(Entry::Invalid {
+            id: Value::Null,
+            error: Error::InvalidRequest(
+                format!("JSON nests deeper than {MAX_JSON_DEPTH} levels").into(),
+            ),
+        });
+    }
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
@@ -315,6 +357,23 @@ mod tests {
             panic!()
         };
         assert_eq!(error.code(), -32600);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_invalid_request_but_brackets_in_strings_are_not_nesting() {
+        let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
+        let Frame::Single(Entry::Invalid { error, .. }) = parse_frame(&deep) else {
+            panic!()
+        };
+        assert_eq!(error.code(), -32600);
+        let quoted = format!(
+            r#"{{"jsonrpc":"2.0","method":"m","params":{{"v":"{}\""}},"id":1}}"#,
+            "[".repeat(100)
+        );
+        assert!(matches!(
+            parse_frame(&quoted),
+            Frame::Single(Entry::Call(_))
+        ));
     }
 
     #[test]

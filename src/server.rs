@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Query, State, WebSocketUpgrade};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 
+use crate::auth::{Authority, Grant};
 use crate::breaker::Breaker;
 use crate::config::Config;
 use crate::decision::EventId;
@@ -21,10 +22,10 @@ use crate::methods::{self, Caller};
 use crate::store::Store;
 use crate::{events, keepalive, session};
 
-/// Largest JSON-RPC message (WebSocket message or HTTP body) the hub reads.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Longest the hub waits, on shutdown, for sessions to finish their calls and close.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Initial read buffer of a WebSocket; it grows as large messages need.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Longest a readiness check waits for Redis.
 pub const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -36,6 +37,8 @@ pub enum StartError {
     Store(#[from] crate::error::Error),
     #[error("serving HTTP failed: {0}")]
     Serve(std::io::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Runs a hub on `listener` until `shutdown` is cancelled, then closes every session
@@ -68,11 +71,21 @@ async fn serve(
     url: &str,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
+    let authority = match &config.auth_secret {
+        Some(secret) => Some(Authority::new(secret).map_err(StartError::Config)?),
+        None => None,
+    };
+    let addr = listener.local_addr().map_err(StartError::Serve)?;
+    if authority.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            "listening on {addr} without --auth-secret: anyone who can reach this port can register any instance and vote as it"
+        );
+    }
     let breaker = Breaker::new(config.breaker_failures, config.breaker_open);
     let store = Store::open(url, breaker, config.vote_timeout)?;
     let external = config.redis_url.is_some();
     let web_dir = config.web_dir.clone();
-    let hub = Arc::new(Hub::new(store, config, shutdown.clone()));
+    let hub = Arc::new(Hub::new(store, config, authority, shutdown.clone()));
     let loader = hub.store.clone();
     hub.tracker.spawn(async move {
         if let Err(err) = loader.load_scripts().await {
@@ -85,7 +98,6 @@ async fn serve(
     hub.tracker.spawn(keepalive::run(hub.clone()));
 
     let app = router(hub.clone(), &web_dir);
-    let addr = listener.local_addr().map_err(StartError::Serve)?;
     tracing::info!("listening on {addr}");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
@@ -109,7 +121,7 @@ fn router(hub: Arc<Hub>, web_dir: &std::path::Path) -> Router {
         .route("/ws", get(upgrade))
         .route(
             "/rpc",
-            post(rpc).layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES)),
+            post(rpc).layer(DefaultBodyLimit::max(hub.config.max_message_bytes as usize)),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
@@ -123,34 +135,152 @@ fn router(hub: Arc<Hub>, web_dir: &std::path::Path) -> Router {
 struct SessionQuery {
     /// Resume after this decision event: replay what was missed, then go live.
     last_event_id: Option<String>,
+    /// A token, for browsers, which cannot set headers on a WebSocket.
+    token: Option<String>,
+}
+
+/// An HTTP refusal with a one-line reason.
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, format!("{}\n", self.1)).into_response()
+    }
+}
+
+fn refuse(status: StatusCode, message: impl std::fmt::Display) -> Refusal {
+    Refusal(status, message.to_string())
+}
+
+/// Checks the request's token, if the hub has a secret.
+fn authenticate(
+    hub: &Hub,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<Grant, Refusal> {
+    let Some(authority) = &hub.authority else {
+        return Ok(Grant::Open);
+    };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    authority
+        .verify(bearer.or(query_token))
+        .map_err(|err| refuse(StatusCode::UNAUTHORIZED, err))
+}
+
+/// Refuses a browser request from an origin that is not allowed (cross-site WebSocket
+/// hijacking, cross-site form posts). Requests without `Origin` are not from a page.
+fn check_origin(hub: &Hub, headers: &HeaderMap) -> Result<(), Refusal> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    if origin_allowed(origin, host, &hub.config.allowed_origins) {
+        Ok(())
+    } else {
+        Err(refuse(
+            StatusCode::FORBIDDEN,
+            format_args!("origin {origin} is not allowed; add it to --allowed-origins"),
+        ))
+    }
+}
+
+/// Same origin, a listed origin, `*`, or (with `loopback` listed) a page on this machine.
+pub fn origin_allowed(origin: &str, host: &str, allowed: &[String]) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    if !matches!(scheme, "http" | "https") {
+        return false;
+    }
+    if !host.is_empty() && authority.eq_ignore_ascii_case(host) {
+        return true;
+    }
+    let origin_host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    allowed.iter().any(|entry| match entry.trim() {
+        "*" => true,
+        "loopback" => matches!(origin_host, "localhost" | "127.0.0.1" | "[::1]"),
+        listed => listed.trim_end_matches('/').eq_ignore_ascii_case(origin),
+    })
 }
 
 async fn upgrade(
     State(hub): State<Arc<Hub>>,
     Query(query): Query<SessionQuery>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
     if hub.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "hub is shutting down\n").into_response();
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "hub is shutting down").into_response();
     }
+    if let Err(refused) = check_origin(&hub, &headers) {
+        return refused.into_response();
+    }
+    let grant = match authenticate(&hub, &headers, query.token.as_deref()) {
+        Ok(grant) => grant,
+        Err(refused) => return refused.into_response(),
+    };
     let resume_after = match query.last_event_id.as_deref().map(str::parse::<EventId>) {
         None => None,
         Some(Ok(id)) => Some(id),
         Some(Err(err)) => {
-            return (StatusCode::BAD_REQUEST, format!("lastEventId: {err}\n")).into_response();
+            return refuse(StatusCode::BAD_REQUEST, format_args!("lastEventId: {err}"))
+                .into_response();
         }
     };
+    let Some(slot) = hub.reserve_session() else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format_args!(
+                "this hub holds its maximum of {} sessions; try another hub or later",
+                hub.config.max_sessions
+            ),
+        )
+        .into_response();
+    };
     let guard = hub.tracker.token();
-    ws.max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_MESSAGE_BYTES)
+    let max = hub.config.max_message_bytes as usize;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        // Read buffers grow on demand; a small start keeps idle sessions cheap.
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| async move {
-            session::serve(hub, socket, resume_after).await;
+            session::serve(
+                hub,
+                socket,
+                session::Opening {
+                    slot,
+                    grant,
+                    resume_after,
+                },
+            )
+            .await;
             drop(guard);
         })
 }
 
-async fn rpc(State(hub): State<Arc<Hub>>, body: String) -> Response {
-    match methods::handle_frame(&hub, Caller::Http, &body).await {
+async fn rpc(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: String) -> Response {
+    if let Err(refused) = check_origin(&hub, &headers) {
+        return refused.into_response();
+    }
+    let grant = match authenticate(&hub, &headers, None) {
+        Ok(grant) => grant,
+        Err(refused) => return refused.into_response(),
+    };
+    match methods::handle_frame(&hub, Caller::Http(&grant), &body).await {
         Some(reply) => ([(header::CONTENT_TYPE, "application/json")], reply).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
     }

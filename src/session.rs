@@ -1,7 +1,9 @@
 //! One WebSocket session: reads JSON-RPC frames in order, writes replies and pushed
-//! events from a bounded queue, and closes with a code that says why.
+//! events from a bounded queue, keeps the peer alive with pings, and closes with a code
+//! that says why.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
@@ -10,19 +12,36 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::auth::Grant;
 use crate::decision::EventId;
 use crate::events;
-use crate::hub::{Hub, Outbound, SessionHandle};
+use crate::hub::{Hub, Outbound, SessionHandle, SessionSlot};
 use crate::methods::{self, Caller};
 
 /// Longest one write to a client may take before the session is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pings a peer may leave unanswered before its session is closed.
+pub const MAX_UNANSWERED_PINGS: u32 = 2;
+/// Close code for a message over the size limit.
+pub const CLOSE_TOO_BIG: u16 = 1009;
+
+/// Everything a new session starts with, decided at the upgrade.
+pub struct Opening {
+    pub slot: SessionSlot,
+    pub grant: Grant,
+    /// Replay the decision events after this id before going live.
+    pub resume_after: Option<EventId>,
+}
 
 /// Serves one upgraded socket until the client leaves, the hub stops, or the session is
 /// closed for cause. Calls on a session run one at a time, in the order they arrive.
-/// With `resume_after`, the session first receives every decision event after that id.
-pub async fn serve(hub: Arc<Hub>, socket: WebSocket, resume_after: Option<EventId>) {
-    let (session, outbound) = hub.open_session(resume_after.is_some());
+pub async fn serve(hub: Arc<Hub>, socket: WebSocket, opening: Opening) {
+    let Opening {
+        slot,
+        grant,
+        resume_after,
+    } = opening;
+    let (session, outbound) = hub.open_session(slot, grant, resume_after.is_some());
     let span = tracing::info_span!("session", id = session.id);
     async {
         tracing::debug!("opened");
@@ -39,7 +58,7 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, resume_after: Option<EventI
                 read_calls(&hub, &session, stream, &writer_done).await;
                 reader_done.cancel();
             },
-            write_outbound(&session, sink, outbound, &reader_done, &writer_done),
+            write_outbound(&hub, &session, sink, outbound, &reader_done, &writer_done),
         );
         hub.close_session(&session).await;
         tracing::debug!("closed");
@@ -63,6 +82,8 @@ async fn read_calls(
             _ = writer_done.cancelled() => break,
             frame = stream.next() => frame,
         };
+        // Any frame shows the peer is alive.
+        session.unanswered_pings.store(0, Ordering::Release);
         let text = match frame {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Binary(_))) => {
@@ -75,7 +96,14 @@ async fn read_calls(
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(Message::Close(_))) | None => break,
             Some(Err(err)) => {
-                tracing::debug!(%err, "read failed");
+                if err.to_string().contains("Message too long") {
+                    tracing::info!(%err, "message over the size limit");
+                    session
+                        .send(Outbound::Close(CLOSE_TOO_BIG, "message too big"))
+                        .await;
+                } else {
+                    tracing::debug!(%err, "read failed");
+                }
                 break;
             }
         };
@@ -85,10 +113,21 @@ async fn read_calls(
         {
             break;
         }
+        if session.flooding.load(Ordering::Acquire) {
+            tracing::info!("session keeps flooding; closing it");
+            session
+                .send(Outbound::Close(
+                    close_code::POLICY,
+                    "flooding: too many calls",
+                ))
+                .await;
+            break;
+        }
     }
 }
 
 async fn write_outbound(
+    hub: &Hub,
     session: &SessionHandle,
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut outbound: mpsc::Receiver<Outbound>,
@@ -101,6 +140,11 @@ async fn write_outbound(
             reason: reason.into(),
         }))
     };
+    // A zero interval turns pings off.
+    let ping_every = hub.config.ping_interval;
+    let mut pings = tokio::time::interval(ping_every.max(Duration::from_millis(1)));
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    pings.reset();
     loop {
         let message = tokio::select! {
             biased;
@@ -112,6 +156,14 @@ async fn write_outbound(
             },
             // Everything the reader queued has been written (the queue is polled first).
             _ = reader_done.cancelled() => break,
+            _ = pings.tick(), if !ping_every.is_zero() => {
+                if session.unanswered_pings.fetch_add(1, Ordering::AcqRel) >= MAX_UNANSWERED_PINGS {
+                    tracing::info!("peer left {MAX_UNANSWERED_PINGS} pings unanswered; closing");
+                    close(close_code::POLICY, "ping timeout")
+                } else {
+                    Message::Ping(Default::default())
+                }
+            }
         };
         let closing = matches!(message, Message::Close(_));
         match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {

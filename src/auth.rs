@@ -1,0 +1,176 @@
+//! Authentication: HS256 JWTs whose `sub` names the one instance the holder may act as,
+//! or whose `role` is `observer` (read and watch only).
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::instance::InstanceId;
+
+/// Shortest secret the hub accepts, in bytes.
+pub const MIN_SECRET_LEN: usize = 16;
+/// Clock difference tolerated when checking `exp`.
+pub const CLOCK_LEEWAY: Duration = Duration::from_secs(5);
+/// The `role` claim of a read-only token.
+pub const OBSERVER_ROLE: &str = "observer";
+
+/// The claims of a hub token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The instance the holder may register and vote as (absent for observers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// `observer` for a read-only token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    /// Issued at, seconds since the Unix epoch.
+    #[serde(default)]
+    pub iat: u64,
+}
+
+/// What a caller may do, decided once per session or HTTP call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// The hub runs without a secret: anyone may act as any instance.
+    Open,
+    /// May register, heartbeat, unregister and vote as this instance only.
+    Instance(String),
+    /// May read state and receive events; may not register or vote.
+    Observer,
+}
+
+impl Grant {
+    /// Checks that the holder may act as `instance`.
+    pub fn may_act_as(&self, instance: &InstanceId) -> Result<(), Error> {
+        match self {
+            Grant::Open => Ok(()),
+            Grant::Instance(sub) if sub == instance.as_str() => Ok(()),
+            Grant::Instance(sub) => Err(Error::Unauthorized(format!(
+                "this token is for instance {sub}; it may not act as {instance}"
+            ))),
+            Grant::Observer => Err(Error::Unauthorized(
+                "this is an observer token: it may read state and receive events, not register or vote".into(),
+            )),
+        }
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("a token is required: send `Authorization: Bearer <token>` (or ?token= on /ws)")]
+    Missing,
+    #[error("the token is expired")]
+    Expired,
+    #[error("the token is invalid: {0}")]
+    Invalid(String),
+}
+
+/// Checks tokens against the hub's secret, and mints them.
+pub struct Authority {
+    decoding: DecodingKey,
+    encoding: EncodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authority { .. }")
+    }
+}
+
+impl Authority {
+    pub fn new(secret: &str) -> Result<Self, String> {
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(format!(
+                "the auth secret must be at least {MIN_SECRET_LEN} bytes"
+            ));
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = CLOCK_LEEWAY.as_secs();
+        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_exp = true;
+        Ok(Self {
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            validation,
+        })
+    }
+
+    /// Checks a token (or its absence) and says what it allows.
+    pub fn verify(&self, token: Option<&str>) -> Result<Grant, AuthError> {
+        let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(e.to_string()),
+            })?;
+        let claims = data.claims;
+        match (claims.role.as_deref(), claims.sub) {
+            (Some(OBSERVER_ROLE), _) => Ok(Grant::Observer),
+            (Some(other), _) => Err(AuthError::Invalid(format!("unknown role {other:?}"))),
+            (None, Some(sub)) => {
+                InstanceId::parse("sub", &sub).map_err(|e| AuthError::Invalid(e.to_string()))?;
+                Ok(Grant::Instance(sub))
+            }
+            (None, None) => Err(AuthError::Invalid(
+                "the token names no instance (sub) and no role".into(),
+            )),
+        }
+    }
+
+    /// Mints a token for `sub` (or an observer token), valid for `ttl`.
+    pub fn mint(&self, sub: Option<&str>, observer: bool, ttl: Duration) -> Result<String, String> {
+        let now = crate::store::now_ms() / 1000;
+        let claims = Claims {
+            sub: sub.map(str::to_owned),
+            role: observer.then(|| OBSERVER_ROLE.to_owned()),
+            exp: now + ttl.as_secs(),
+            iat: now,
+        };
+        if !observer {
+            let sub =
+                sub.ok_or("a token needs --sub (the instance it may act as) or --observer")?;
+            InstanceId::parse("sub", sub).map_err(|e| e.to_string())?;
+        }
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "a-test-secret-of-enough-length";
+
+    #[test]
+    fn minted_tokens_verify_and_others_do_not() {
+        let authority = Authority::new(SECRET).unwrap();
+        let token = authority
+            .mint(Some("worker-1"), false, Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(
+            authority.verify(Some(&token)).unwrap(),
+            Grant::Instance("worker-1".into())
+        );
+        let observer = authority.mint(None, true, Duration::from_secs(60)).unwrap();
+        assert_eq!(authority.verify(Some(&observer)).unwrap(), Grant::Observer);
+
+        let other = Authority::new("another-secret-of-enough-length").unwrap();
+        assert!(matches!(
+            other.verify(Some(&token)),
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(matches!(authority.verify(None), Err(AuthError::Missing)));
+        assert!(matches!(
+            authority.verify(Some("not.a.jwt")),
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(Authority::new("short").is_err());
+    }
+}
