@@ -8,6 +8,7 @@ use axum::extract::{DefaultBodyLimit, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
@@ -24,6 +25,10 @@ use crate::{events, keepalive, session};
 
 /// Longest the hub waits, on shutdown, for sessions to finish their calls and close.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Kernel send buffer per connection. A fixed size (instead of the kernel's autotuning,
+/// up to megabytes) bounds what a client that stops reading costs; once it is full the
+/// session's own queue fills and the session is closed as a slow consumer.
+pub const SOCKET_SEND_BUFFER: usize = 64 * 1024;
 /// Initial read buffer of a WebSocket; it grows as large messages need.
 pub const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Longest a readiness check waits for Redis.
@@ -99,6 +104,7 @@ async fn serve(
 
     let app = router(hub.clone(), &web_dir);
     tracing::info!("listening on {addr}");
+    let listener = listener.tap_io(tune_socket);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
@@ -114,6 +120,17 @@ async fn serve(
     }
     tracing::info!("hub stopped");
     Ok(())
+}
+
+/// Replies and events are small frames that must leave at once, not wait for Nagle; and
+/// a client that stops reading may hold at most [`SOCKET_SEND_BUFFER`] of kernel memory.
+fn tune_socket(tcp: &mut tokio::net::TcpStream) {
+    if let Err(err) = tcp.set_nodelay(true) {
+        tracing::debug!(%err, "could not set TCP_NODELAY");
+    }
+    if let Err(err) = socket2::SockRef::from(&*tcp).set_send_buffer_size(SOCKET_SEND_BUFFER) {
+        tracing::debug!(%err, "could not set SO_SNDBUF");
+    }
 }
 
 fn router(hub: Arc<Hub>, web_dir: &std::path::Path) -> Router {

@@ -20,6 +20,8 @@ use crate::methods::{self, Caller};
 
 /// Longest one write to a client may take before the session is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest the hub tries to deliver a close frame before dropping the connection.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pings a peer may leave unanswered before its session is closed.
 pub const MAX_UNANSWERED_PINGS: u32 = 2;
 /// Close code for a message over the size limit.
@@ -166,7 +168,21 @@ async fn write_outbound(
             }
         };
         let closing = matches!(message, Message::Close(_));
-        match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {
+        let limit = if closing {
+            CLOSE_TIMEOUT
+        } else {
+            WRITE_TIMEOUT
+        };
+        let written = tokio::select! {
+            written = tokio::time::timeout(limit, sink.send(message)) => written,
+            // A client that stopped reading blocks the write; eviction must not wait for it.
+            _ = session.evicted.notified(), if !closing => {
+                let slow = close(close_code::POLICY, "slow consumer");
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(slow)).await;
+                break;
+            }
+        };
+        match written {
             Ok(Ok(())) if !closing => {}
             Ok(Ok(())) => break,
             Ok(Err(err)) => {
@@ -174,11 +190,11 @@ async fn write_outbound(
                 break;
             }
             Err(_) => {
-                tracing::info!("client stopped reading for {WRITE_TIMEOUT:?}; dropping session");
+                tracing::info!("client stopped reading for {limit:?}; dropping session");
                 break;
             }
         }
     }
     writer_done.cancel();
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.close()).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
 }

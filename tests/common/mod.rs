@@ -185,13 +185,59 @@ pub struct WsClient {
 
 impl WsClient {
     pub async fn connect(url: &str) -> Self {
-        let (socket, _) = tokio_tungstenite::connect_async(url)
+        Self::connect_with(url, &[])
+            .await
+            .unwrap_or_else(|status| panic!("upgrade refused with {status}"))
+    }
+
+    /// Connects with extra request headers; a refused upgrade returns its HTTP status.
+    pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Self, u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().expect("request");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                    .unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => Ok(Self {
+                socket,
+                next_id: 1,
+                notifications: Vec::new(),
+            }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(e) => panic!("websocket connect failed: {e}"),
+        }
+    }
+
+    /// Connects over a socket with a tiny receive buffer, for a client that stops reading.
+    pub async fn connect_small_buffer(addr: SocketAddr) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        let url = format!("ws://{addr}/ws");
+        let (socket, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
             .await
             .expect("websocket connect");
         Self {
             socket,
             next_id: 1,
             notifications: Vec::new(),
+        }
+    }
+
+    /// Next frame of any kind, or `None` once the connection has ended (closed or reset).
+    pub async fn next_frame(&mut self) -> Option<Message> {
+        match tokio::time::timeout(DEADLINE, self.socket.next())
+            .await
+            .expect("timed out waiting for a frame")
+        {
+            Some(Ok(message)) => Some(message),
+            _ => None,
         }
     }
 
@@ -215,16 +261,19 @@ impl WsClient {
         }
     }
 
-    /// Next text frame of any kind, parsed.
+    /// Next text frame of any kind, parsed (pings and pongs are skipped).
     pub async fn recv_value(&mut self) -> Value {
-        let frame = tokio::time::timeout(DEADLINE, self.socket.next())
-            .await
-            .expect("timed out waiting for a frame")
-            .expect("socket ended")
-            .expect("socket error");
-        match frame {
-            Message::Text(text) => serde_json::from_str(&text).expect("reply is JSON"),
-            other => panic!("expected a text frame, got {other:?}"),
+        loop {
+            let frame = tokio::time::timeout(DEADLINE, self.socket.next())
+                .await
+                .expect("timed out waiting for a frame")
+                .expect("socket ended")
+                .expect("socket error");
+            match frame {
+                Message::Text(text) => return serde_json::from_str(&text).expect("reply is JSON"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
         }
     }
 
