@@ -469,3 +469,87 @@ pub fn bin_path() -> PathBuf {
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// A `quorum-hub` process started from the built binary, with the address it logged and
+/// every log line that reports a panic.
+pub struct HubProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    panics: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl HubProcess {
+    pub fn spawn(command: &mut Command) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn quorum-hub");
+        let panics = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
+        let stderr: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
+        // Keep draining both streams so the hub never blocks on a full pipe.
+        for stream in [stdout, stderr] {
+            let (tx, panics) = (tx.clone(), panics.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if line.contains("panicked") {
+                        panics.lock().unwrap().push(line.clone());
+                    }
+                    if let Some((_, addr)) = line.split_once("listening on ") {
+                        let _ = tx.send(addr.trim().to_owned());
+                    }
+                }
+            });
+        }
+        let addr = rx
+            .recv_timeout(DEADLINE)
+            .expect("hub logged `listening on ADDR`");
+        Self {
+            child,
+            addr: addr.parse().expect("address"),
+            panics,
+        }
+    }
+
+    /// Log lines that reported a panic so far.
+    pub fn panics(&self) -> Vec<String> {
+        self.panics.lock().unwrap().clone()
+    }
+
+    /// Resident memory of the hub process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Sends SIGTERM and returns whether the process exited with status 0.
+    pub fn terminate(mut self) -> bool {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            assert!(Instant::now() < deadline, "hub did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
