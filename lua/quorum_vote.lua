@@ -13,7 +13,8 @@
 -- ARGV[1] decision name, ARGV[2] instanceId, ARGV[3] value,
 -- ARGV[4] totalInstances stated by the caller ('' when omitted), ARGV[5] default totalInstances,
 -- ARGV[6] stream cap (approximate MAXLEN), ARGV[7] pub/sub channel for decision events,
--- ARGV[8] most votes per instance per window (0: no limit), ARGV[9] window in ms.
+-- ARGV[8] most votes per instance per window (0: no limit), ARGV[9] window in ms,
+-- ARGV[10] pub/sub channel for recorded votes (quorum.vote.recorded, for dashboards).
 --
 -- Returns {outcome, voteCount, totalInstances, quorum, finalDecision or '', recordedValue or ''}
 -- where outcome is one of: recorded, decided_now, already_voted, decided, total_mismatch,
@@ -28,6 +29,7 @@ local decision, instance, value = ARGV[1], ARGV[2], ARGV[3]
 local stated_total, default_total = ARGV[4], ARGV[5]
 local stream_cap, channel = ARGV[6], ARGV[7]
 local rate_max, rate_window = tonumber(ARGV[8]), tonumber(ARGV[9])
+local vote_channel = ARGV[10]
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -81,6 +83,10 @@ local seq = redis.call('ZCARD', votes) + 1
 redis.call('HSET', ballots, instance, value)
 redis.call('ZADD', votes, seq, instance)
 redis.call('HINCRBY', tally, value, 1)
+redis.call('PUBLISH', vote_channel, '{"decision":' .. cjson.encode(decision) ..
+  ',"instanceId":' .. cjson.encode(instance) .. ',"value":' .. cjson.encode(value) ..
+  ',"voteCount":' .. string.format('%d', seq) .. ',"quorum":' .. quorum ..
+  ',"totalInstances":' .. total .. '}')
 
 if seq < tonumber(quorum) then
   return {'recorded', seq, total, quorum, '', ''}

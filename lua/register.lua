@@ -3,7 +3,8 @@
 -- KEYS[1] instance  hash    roles, metadata, status, lastSeen, registeredAt (expires after the TTL)
 -- KEYS[2] owner     string  token of the session the instance is bound to (expires after the TTL)
 -- ARGV[1] session token ('' for a caller without a session), ARGV[2] TTL in ms,
--- ARGV[3] now in ms, ARGV[4] roles as JSON, ARGV[5] metadata as JSON.
+-- ARGV[3] now in ms, ARGV[4] roles as JSON, ARGV[5] metadata as JSON,
+-- ARGV[6] instance id, ARGV[7] pub/sub channel for instance.registered.
 --
 -- Returns 1 when registered, -1 when the instance is bound to another session.
 
@@ -18,4 +19,6 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if ARGV[1] ~= '' then
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 end
+redis.call('PUBLISH', ARGV[7], '{"instanceId":' .. cjson.encode(ARGV[6]) .. ',"roles":' .. ARGV[4] ..
+  ',"metadata":' .. ARGV[5] .. ',"status":"online","lastSeen":' .. ARGV[3] .. '}')
 return 1

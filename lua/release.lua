@@ -4,7 +4,8 @@
 -- on a new session (this hub or another) at once.
 --
 -- KEYS[1] instance hash, KEYS[2] owner string (see register.lua)
--- ARGV[1] session token, ARGV[2] now in ms.
+-- ARGV[1] session token, ARGV[2] now in ms, ARGV[3] instance id,
+-- ARGV[4] pub/sub channel for instance.unregistered.
 --
 -- Returns 1 when the binding was this session's and is now released, 0 otherwise.
 
@@ -15,4 +16,5 @@ redis.call('DEL', KEYS[2])
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], 'status', 'disconnected', 'lastSeen', ARGV[2])
 end
+redis.call('PUBLISH', ARGV[4], '{"instanceId":' .. cjson.encode(ARGV[3]) .. ',"reason":"disconnected"}')
 return 1

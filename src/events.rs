@@ -38,7 +38,7 @@ pub async fn listen(hub: Arc<Hub>) {
 /// Subscribes, delivers what was missed while unsubscribed, then delivers live events.
 async fn forward(hub: &Hub) -> Result<(), Error> {
     let mut pubsub = hub.store.client().get_async_pubsub().await?;
-    pubsub.subscribe(DECISION_EVENTS_CHANNEL).await?;
+    pubsub.subscribe(&store::EVENT_CHANNELS[..]).await?;
     // Live events published from here on wait in the subscription while the gap is read;
     // `Hub::deliver` drops the ones the gap read already delivered.
     if hub.delivered().is_none() {
@@ -66,6 +66,11 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
             tracing::warn!("pub/sub link to Redis closed");
             return Ok(());
         };
+        let channel = message.get_channel_name();
+        if channel != DECISION_EVENTS_CHANNEL {
+            forward_subscribed(hub, channel, message.get_payload_bytes());
+            continue;
+        }
         match store::parse_decision_event(message.get_payload_bytes()) {
             Ok(event) => {
                 tracing::info!(decision = %event.decision, value = %event.value, "decision made");
@@ -73,6 +78,20 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
             }
             Err(err) => tracing::error!(%err, "ignoring a malformed decision event"),
         }
+    }
+}
+
+/// Passes a dashboard event (`quorum.vote.recorded`, `instance.*`) to the sessions that
+/// subscribed to it.
+fn forward_subscribed(hub: &Hub, channel: &str, payload: &[u8]) {
+    let Some(name) = channel.strip_prefix(store::EVENT_CHANNEL_PREFIX) else {
+        return;
+    };
+    match serde_json::from_slice::<serde_json::Value>(payload) {
+        Ok(params) => {
+            hub.broadcast_subscribed(name, &Utf8Bytes::from(rpc::notification(name, &params)))
+        }
+        Err(err) => tracing::error!(%err, channel, "ignoring a malformed event"),
     }
 }
 

@@ -16,6 +16,7 @@ use crate::config::{Config, RateLimit};
 use crate::decision::EventId;
 use crate::error::Error;
 use crate::instance::{InstanceId, Registration};
+use crate::request::pattern_matches;
 use crate::store::Store;
 
 /// A session that makes this many times its call allowance in one window is flooding,
@@ -152,22 +153,11 @@ impl SessionHandle {
         (self.bound().as_ref() == Some(instance)).then_some(self.token.as_str())
     }
 
-    /// Adds event patterns; returns everything the session is subscribed to.
-    pub fn subscribe(&self, patterns: Vec<String>) -> Vec<String> {
-        let mut subscriptions = lock(&self.subscriptions);
-        for pattern in patterns {
-            if !subscriptions.contains(&pattern) {
-                subscriptions.push(pattern);
-            }
-        }
-        subscriptions.clone()
-    }
-
-    /// Removes event patterns; returns what remains.
-    pub fn unsubscribe(&self, patterns: &[String]) -> Vec<String> {
-        let mut subscriptions = lock(&self.subscriptions);
-        subscriptions.retain(|p| !patterns.contains(p));
-        subscriptions.clone()
+    /// Whether the session subscribed to the event `name`.
+    fn wants(&self, name: &str) -> bool {
+        lock(&self.subscriptions)
+            .iter()
+            .any(|p| pattern_matches(p, name))
     }
 
     /// Queues a live event without waiting; a full queue marks the session a slow consumer.
@@ -248,6 +238,8 @@ pub struct Hub {
     /// Random id of this process, part of every session token.
     pub id: String,
     sessions: DashMap<u64, Arc<SessionHandle>>,
+    /// Sessions subscribed to any event beyond decisions; zero skips their fan-out.
+    watchers: AtomicUsize,
     /// Session places taken, counted from the upgrade on (before a session exists).
     session_slots: Arc<AtomicUsize>,
     next_session: AtomicU64,
@@ -278,6 +270,7 @@ impl Hub {
             id: random_id(),
             sessions: DashMap::new(),
             session_slots: Arc::new(AtomicUsize::new(0)),
+            watchers: AtomicUsize::new(0),
             authority,
             next_session: AtomicU64::new(1),
             delivered: Mutex::new(None),
@@ -337,6 +330,8 @@ impl Hub {
     /// Forgets a closed session and frees its instance binding in Redis.
     pub async fn close_session(&self, session: &SessionHandle) {
         self.sessions.remove(&session.id);
+        let subscribed = lock(&session.subscriptions).clone();
+        self.unsubscribe(session, &subscribed);
         if let Some(registration) = session.unbind()
             && let Err(err) = self
                 .store
@@ -345,6 +340,45 @@ impl Hub {
         {
             // The binding then lapses with its TTL.
             tracing::warn!(%err, instance = %registration.instance, "could not release binding");
+        }
+    }
+
+    /// Adds event patterns to a session; returns everything it is subscribed to.
+    pub fn subscribe(&self, session: &SessionHandle, patterns: Vec<String>) -> Vec<String> {
+        let mut subscriptions = lock(&session.subscriptions);
+        let was_empty = subscriptions.is_empty();
+        for pattern in patterns {
+            if !subscriptions.contains(&pattern) {
+                subscriptions.push(pattern);
+            }
+        }
+        if was_empty && !subscriptions.is_empty() {
+            self.watchers.fetch_add(1, Ordering::AcqRel);
+        }
+        subscriptions.clone()
+    }
+
+    /// Removes event patterns from a session; returns what remains.
+    pub fn unsubscribe(&self, session: &SessionHandle, patterns: &[String]) -> Vec<String> {
+        let mut subscriptions = lock(&session.subscriptions);
+        let was_empty = subscriptions.is_empty();
+        subscriptions.retain(|p| !patterns.contains(p));
+        if !was_empty && subscriptions.is_empty() {
+            self.watchers.fetch_sub(1, Ordering::AcqRel);
+        }
+        subscriptions.clone()
+    }
+
+    /// Sends a live event to the sessions subscribed to it (dashboards). These events are
+    /// not replayed: a client that missed some reads `system.get_state`.
+    pub fn broadcast_subscribed(&self, name: &str, text: &Utf8Bytes) {
+        if self.watchers.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        for session in self.sessions.iter() {
+            if session.wants(name) {
+                session.push_now(text);
+            }
         }
     }
 

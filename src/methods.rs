@@ -105,7 +105,7 @@ async fn call_once(hub: &Hub, caller: Caller<'_>, call: Call) -> Result<Value, E
         Request::Status(decision) => status(hub, decision).await,
         Request::State => state(hub, caller).await,
         Request::Subscribe { events, since } => subscribe(hub, caller, events, since).await,
-        Request::Unsubscribe { events } => unsubscribe(caller, &events),
+        Request::Unsubscribe { events } => unsubscribe(hub, caller, &events),
     }
 }
 
@@ -331,14 +331,14 @@ async fn subscribe(
     since: Option<EventId>,
 ) -> Result<Value, Error> {
     let session = session_only(caller, "system.subscribe")?;
-    let mut reply = json!({ "subscribed": session.subscribe(events) });
+    let mut reply = json!({ "subscribed": hub.subscribe(session, events) });
     if let Some(since) = since {
         reply["replayed"] = events::replay(hub, session, since).await?.into();
     }
     Ok(reply)
 }
 
-fn unsubscribe(caller: Caller<'_>, events: &[String]) -> Result<Value, Error> {
+fn unsubscribe(hub: &Hub, caller: Caller<'_>, events: &[String]) -> Result<Value, Error> {
     let session = session_only(caller, "system.unsubscribe")?;
-    Ok(json!({ "subscribed": session.unsubscribe(events) }))
+    Ok(json!({ "subscribed": hub.unsubscribe(session, events) }))
 }

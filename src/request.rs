@@ -10,7 +10,25 @@ use crate::rpc::{self, Params};
 
 /// Event names a session may subscribe to. `quorum.decision.made` reaches every session
 /// whether it subscribes or not.
-pub const EVENT_NAMES: [&str; 1] = [rpc::DECISION_MADE];
+pub const EVENT_NAMES: [&str; 4] = [
+    rpc::DECISION_MADE,
+    "quorum.vote.recorded",
+    "instance.registered",
+    "instance.unregistered",
+];
+
+/// Whether an event name matches a subscription pattern: the exact name, or a prefix
+/// followed by `.*`.
+pub fn pattern_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix(".*") {
+        Some(prefix) => {
+            name.len() > prefix.len() + 1
+                && name.starts_with(prefix)
+                && name.as_bytes()[prefix.len()] == b'.'
+        }
+        None => name == pattern,
+    }
+}
 
 /// Every method the hub serves.
 pub const METHODS: [&str; 8] = [
@@ -125,11 +143,10 @@ fn instance(params: &Params) -> Result<InstanceId, Error> {
 fn event_patterns(params: &Params) -> Result<Vec<String>, Error> {
     let patterns = params.opt_strings("events")?;
     for pattern in &patterns {
-        let matches = |name: &&str| match pattern.strip_suffix(".*") {
-            Some(prefix) => name.starts_with(&format!("{prefix}.")),
-            None => name == pattern,
-        };
-        if !EVENT_NAMES.iter().any(matches) {
+        if !EVENT_NAMES
+            .iter()
+            .any(|name| pattern_matches(pattern, name))
+        {
             return Err(Error::invalid(
                 "events",
                 format!(

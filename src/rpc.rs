@@ -208,6 +208,11 @@ pub fn decision_notification(event: &DecisionEvent) -> String {
     json!({ "jsonrpc": "2.0", "method": DECISION_MADE, "params": event }).to_string()
 }
 
+/// A notification with the given method and params.
+pub fn notification(method: &str, params: &Value) -> String {
+    json!({ "jsonrpc": "2.0", "method": method, "params": params }).to_string()
+}
+
 /// The notice sent before a replay whose start is older than the events still kept.
 pub fn events_incomplete(since: crate::decision::EventId) -> String {
     let message = format!(

@@ -39,6 +39,11 @@ pub const DECISION_INDEX_CAP: i64 = 10_000;
 mod keys {
     pub const DECISION_EVENTS_STREAM: &str = "cb:stream:quorum.decision.made";
     pub const DECISION_EVENTS_CHANNEL: &str = "cb:events:quorum.decision.made";
+    pub const VOTE_RECORDED_CHANNEL: &str = "cb:events:quorum.vote.recorded";
+    pub const INSTANCE_REGISTERED_CHANNEL: &str = "cb:events:instance.registered";
+    pub const INSTANCE_UNREGISTERED_CHANNEL: &str = "cb:events:instance.unregistered";
+    /// Prefix of every event channel; the rest of the name is the event's method name.
+    pub const EVENT_CHANNEL_PREFIX: &str = "cb:events:";
     /// Sorted set: decision name -> time its first vote was recorded (ms).
     pub const DECISIONS_INDEX: &str = "cb:decisions";
     /// Sorted set: instance id -> last time it was registered or refreshed (ms).
@@ -62,7 +67,15 @@ mod keys {
     }
 }
 
-pub use keys::DECISION_EVENTS_CHANNEL;
+pub use keys::{DECISION_EVENTS_CHANNEL, EVENT_CHANNEL_PREFIX};
+
+/// Every channel a hub listens on: decisions, plus the events sessions may subscribe to.
+pub const EVENT_CHANNELS: [&str; 4] = [
+    keys::DECISION_EVENTS_CHANNEL,
+    keys::VOTE_RECORDED_CHANNEL,
+    keys::INSTANCE_REGISTERED_CHANNEL,
+    keys::INSTANCE_UNREGISTERED_CHANNEL,
+];
 
 /// The Lua scripts, embedded at build time.
 struct Scripts {
@@ -306,6 +319,7 @@ impl Store {
             keys::DECISION_EVENTS_CHANNEL,
             &rate_max,
             &rate_window,
+            keys::VOTE_RECORDED_CHANNEL,
         ];
         let (outcome, vote_count, total, _quorum, final_decision, recorded): (
             String,
@@ -592,7 +606,15 @@ impl Store {
         pipe.add_command(evalsha(
             &self.scripts.register,
             &[&keys::instance(id), &keys::owner(id)],
-            &[owner.unwrap_or(""), &ttl_ms, &now, &roles, &metadata],
+            &[
+                owner.unwrap_or(""),
+                &ttl_ms,
+                &now,
+                &roles,
+                &metadata,
+                id,
+                keys::INSTANCE_REGISTERED_CHANNEL,
+            ],
         ));
         pipe.cmd("ZADD")
             .arg(keys::INSTANCES_INDEX)
@@ -661,7 +683,7 @@ impl Store {
         pipe.add_command(evalsha(
             &self.scripts.unregister,
             &[&keys::instance(id), &keys::owner(id)],
-            &[owner.unwrap_or("")],
+            &[owner.unwrap_or(""), id, keys::INSTANCE_UNREGISTERED_CHANNEL],
         ));
         let (code,): (i64,) = self.query_pipe(&pipe).await?;
         let claim = Claim::from_script(code);
@@ -679,7 +701,7 @@ impl Store {
         self.eval::<i64>(
             &self.scripts.release,
             &[&keys::instance(id), &keys::owner(id)],
-            &[owner, &now],
+            &[owner, &now, id, keys::INSTANCE_UNREGISTERED_CHANNEL],
         )
         .await?;
         Ok(())

@@ -178,3 +178,72 @@ async fn sixty_four_instances_racing_on_two_hubs_decide_exactly_once() {
         .unwrap();
     assert_eq!(events, ROUNDS as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboards_on_any_hub_see_votes_and_instances_they_subscribed_to() {
+    let redis = RedisServer::start();
+    let hubs = [TestHub::start(&redis).await, TestHub::start(&redis).await];
+    let mut dashboard = hubs[1].client().await;
+    let reply = dashboard
+        .result(
+            "system.subscribe",
+            json!({"events": ["quorum.vote.recorded", "instance.*"]}),
+        )
+        .await;
+    assert_eq!(
+        reply["subscribed"],
+        json!(["quorum.vote.recorded", "instance.*"])
+    );
+    let mut plain = hubs[1].client().await;
+
+    let mut agent = hubs[0].client().await;
+    agent
+        .result(
+            "system.register",
+            json!({"instanceId": "agent-x", "roles": ["voter"]}),
+        )
+        .await;
+    agent.vote("agent-x", "dash", "yes", 1).await;
+    agent.close().await;
+
+    let expected = [
+        (
+            "instance.registered",
+            json!({"instanceId": "agent-x", "roles": ["voter"], "status": "online"}),
+        ),
+        (
+            "quorum.vote.recorded",
+            json!({"decision": "dash", "instanceId": "agent-x", "value": "yes", "voteCount": 1, "quorum": 1, "totalInstances": 1}),
+        ),
+        (
+            "quorum.decision.made",
+            json!({"decision": "dash", "value": "yes"}),
+        ),
+        (
+            "instance.unregistered",
+            json!({"instanceId": "agent-x", "reason": "disconnected"}),
+        ),
+    ];
+    for (method, fields) in expected {
+        let event = dashboard.next_notification().await;
+        assert_eq!(event["method"], method, "{event}");
+        for (key, value) in fields.as_object().unwrap() {
+            assert_eq!(&event["params"][key], value, "{method}.{key}: {event}");
+        }
+    }
+    // A session that did not subscribe gets decisions only.
+    assert_eq!(
+        plain.next_notification().await["method"],
+        "quorum.decision.made"
+    );
+    plain.assert_no_more_notifications("dash").await;
+
+    let reply = dashboard
+        .result("system.unsubscribe", json!({"events": ["instance.*"]}))
+        .await;
+    assert_eq!(reply["subscribed"], json!(["quorum.vote.recorded"]));
+    let error = dashboard
+        .error("system.subscribe", json!({"events": ["nothing.*"]}))
+        .await;
+    assert_eq!(error["data"]["field"], "events");
+}
