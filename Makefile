@@ -6,15 +6,15 @@ CARGO ?= cargo
 HUB_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps build lint fmt clean
+.PHONY: run test deps browser-deps build lint fmt clean
 
 ## run: install what is missing, build, and start a hub with its managed Redis on :8080
 run: deps
 	$(CARGO) build --release --locked
 	./target/release/quorum-hub $(HUB_ARGS)
 
-## test: install what is missing and run every test
-test: deps
+## test: install what is missing and run every test (the dashboard tests drive Chromium)
+test: deps browser-deps
 	$(CARGO) test --locked
 
 ## deps: install redis-server if it is not on PATH
@@ -29,6 +29,19 @@ deps:
 	  fi; \
 	fi
 	@redis-server --version
+
+## browser-deps: install Chromium (headless, for the dashboard tests) if it is missing
+browser-deps:
+	@if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
+	    && ! command -v google-chrome >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium with apt-get"; \
+	    $(SUDO) apt-get update -qq && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; \
+	  else \
+	    echo "chromium is missing: install Chromium or Chrome with your package manager" >&2; exit 1; \
+	  fi; \
+	fi
 
 build:
 	$(CARGO) build --release --locked

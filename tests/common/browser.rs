@@ -1,0 +1,172 @@
+//! A headless Chromium driven over the DevTools protocol (a WebSocket), enough to load
+//! pages, run JavaScript in them, wait for conditions and take screenshots.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::DEADLINE;
+
+/// Flags a closed network and a root account need.
+const FLAGS: [&str; 10] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+    "--remote-debugging-port=0",
+    "--window-size=1280,900",
+];
+
+pub struct Browser {
+    child: Child,
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    _profile: tempfile::TempDir,
+}
+
+/// One tab, attached to the browser's connection.
+#[derive(Clone)]
+pub struct Page {
+    session: String,
+}
+
+fn chromium() -> String {
+    for candidate in ["chromium", "chromium-browser", "google-chrome"] {
+        if Command::new("sh").arg("-c").arg(format!("command -v {candidate}")).output().is_ok_and(|o| o.status.success()) {
+            return candidate.to_owned();
+        }
+    }
+    panic!("Chromium is not installed; `make test` installs it (make browser-deps)");
+}
+
+impl Browser {
+    pub async fn launch() -> Self {
+        let profile = tempfile::Builder::new().prefix("qh-chromium").tempdir().unwrap();
+        let child = Command::new(chromium())
+            .args(FLAGS)
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromium");
+        // Chromium writes its port and browser endpoint here once it listens.
+        let port_file = profile.path().join("DevToolsActivePort");
+        let deadline = Instant::now() + DEADLINE;
+        let endpoint = loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file) {
+                let mut lines = text.lines();
+                if let (Some(port), Some(path)) = (lines.next(), lines.next()) {
+                    break format!("ws://127.0.0.1:{port}{path}");
+                }
+            }
+            assert!(Instant::now() < deadline, "chromium did not start its DevTools endpoint");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let (socket, _) = tokio_tungstenite::connect_async(endpoint).await.expect("connect to DevTools");
+        Self { child, socket, next_id: 1, _profile: profile }
+    }
+
+    /// Sends one DevTools command (to a page's session, if given) and returns its result.
+    pub async fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut command = json!({"id": id, "method": method, "params": params});
+        if let Some(session) = session {
+            command["sessionId"] = json!(session);
+        }
+        self.socket.send(Message::text(command.to_string())).await.expect("send to DevTools");
+        loop {
+            let frame = tokio::time::timeout(DEADLINE, self.socket.next())
+                .await
+                .expect("DevTools did not answer")
+                .expect("DevTools closed")
+                .expect("DevTools error");
+            let Message::Text(text) = frame else { continue };
+            let reply: Value = serde_json::from_str(&text).unwrap();
+            if reply["id"] == json!(id) {
+                assert!(reply.get("error").is_none(), "{method} failed: {reply}");
+                return reply["result"].clone();
+            }
+        }
+    }
+
+    /// Opens a new tab at `url`.
+    pub async fn open(&mut self, url: &str) -> Page {
+        let target = self.call(None, "Target.createTarget", json!({"url": url})).await;
+        let attached = self
+            .call(None, "Target.attachToTarget", json!({"targetId": target["targetId"], "flatten": true}))
+            .await;
+        Page { session: attached["sessionId"].as_str().unwrap().to_owned() }
+    }
+
+    /// Evaluates `expression` in the page and returns its value (promises are awaited).
+    pub async fn eval(&mut self, page: &Page, expression: &str) -> Value {
+        let params = json!({"expression": expression, "returnByValue": true, "awaitPromise": true});
+        let result = self.call(Some(&page.session), "Runtime.evaluate", params).await;
+        assert!(result.get("exceptionDetails").is_none(), "{expression} threw: {result}");
+        result["result"]["value"].clone()
+    }
+
+    /// Polls `expression` until it is truthy; fails the test after the deadline.
+    pub async fn wait_for(&mut self, page: &Page, what: &str, expression: &str) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let value = self.eval(page, expression).await;
+            if !(value.is_null() || value == json!(false) || value == json!("") || value == json!(0)) {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what} ({expression})");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Saves a PNG of the page's viewport.
+    pub async fn screenshot(&mut self, page: &Page, path: &Path) {
+        let shot = self.call(Some(&page.session), "Page.captureScreenshot", json!({"format": "png", "captureBeyondViewport": true})).await;
+        let png = decode_base64(shot["data"].as_str().unwrap());
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(path, png).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn decode_base64(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let bytes: Vec<u8> = text.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()).collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut acc = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            acc |= u32::from(value(*c)) << (18 - 6 * i);
+        }
+        let n = chunk.len() * 6 / 8;
+        out.extend_from_slice(&acc.to_be_bytes()[1..1 + n]);
+    }
+    out
+}
