@@ -27,6 +27,7 @@ pub async fn listen(hub: Arc<Hub>) {
             Err(err) => tracing::warn!(%err, "decision listener failed; retrying in {delay:?}"),
         }
         hub.set_listening(false);
+        hub.metrics.redis_resubscribes.inc();
         tokio::select! {
             _ = hub.shutdown.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}

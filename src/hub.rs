@@ -16,6 +16,7 @@ use crate::config::{Config, RateLimit};
 use crate::decision::EventId;
 use crate::error::Error;
 use crate::instance::{InstanceId, Registration};
+use crate::metrics::Metrics;
 use crate::request::pattern_matches;
 use crate::store::Store;
 
@@ -91,6 +92,9 @@ pub struct SessionHandle {
     /// Pings sent since the peer last showed it is alive.
     pub unanswered_pings: AtomicU32,
     queue_len: usize,
+    metrics: Metrics,
+    /// Set once the session is marked a slow consumer (counted once).
+    slow: AtomicBool,
     /// Holds one of the hub's session slots while the session exists.
     _slot: SessionSlot,
 }
@@ -180,13 +184,20 @@ impl SessionHandle {
 
     fn push_now(&self, text: &Utf8Bytes) {
         match self.outbound.try_send(Outbound::Text(text.clone())) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Ok(()) => {
+                self.metrics.events_delivered.inc();
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
             Err(mpsc::error::TrySendError::Full(_)) => self.evict(),
         }
     }
 
     fn evict(&self) {
-        tracing::warn!(session = self.id, "slow consumer: closing session");
+        self.metrics.events_dropped.inc();
+        if !self.slow.swap(true, Ordering::AcqRel) {
+            tracing::warn!(session = self.id, "slow consumer: closing session");
+            self.metrics.slow_consumer_closes.inc();
+        }
         self.evicted.notify_one();
     }
 
@@ -245,6 +256,8 @@ pub struct Hub {
     next_session: AtomicU64,
     /// Checks tokens when the hub runs with a secret.
     pub authority: Option<Authority>,
+    pub metrics: Metrics,
+    registry: prometheus_client::registry::Registry,
     /// The last decision event this hub delivered. Held while delivering and while
     /// opening a session, so a new session gets each event either live or by replay.
     delivered: Mutex<Option<EventId>>,
@@ -262,9 +275,12 @@ impl Hub {
         store: Store,
         config: Config,
         authority: Option<Authority>,
+        metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            registry: metrics.registry(),
+            metrics,
             store,
             config,
             id: random_id(),
@@ -320,16 +336,21 @@ impl Hub {
             flooding: AtomicBool::new(false),
             unanswered_pings: AtomicU32::new(0),
             queue_len,
+            metrics: self.metrics.clone(),
+            slow: AtomicBool::new(false),
             _slot: slot,
         });
         self.sessions.insert(id, handle.clone());
         drop(delivered);
+        self.metrics.sessions_open.inc();
         (handle, rx)
     }
 
     /// Forgets a closed session and frees its instance binding in Redis.
     pub async fn close_session(&self, session: &SessionHandle) {
-        self.sessions.remove(&session.id);
+        if self.sessions.remove(&session.id).is_some() {
+            self.metrics.sessions_open.dec();
+        }
         let subscribed = lock(&session.subscriptions).clone();
         self.unsubscribe(session, &subscribed);
         if let Some(registration) = session.unbind()
@@ -436,6 +457,17 @@ impl Hub {
             return Err("decision listener is not subscribed yet".into());
         }
         Ok(())
+    }
+
+    /// The metrics as OpenMetrics text.
+    pub fn render_metrics(&self) -> String {
+        let state = match self.store.breaker().state() {
+            crate::breaker::BreakerState::Closed => 0,
+            crate::breaker::BreakerState::HalfOpen => 1,
+            crate::breaker::BreakerState::Open => 2,
+        };
+        self.metrics.breaker_state.set(state);
+        crate::metrics::encode(&self.registry)
     }
 
     pub fn uptime_seconds(&self) -> u64 {

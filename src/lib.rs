@@ -18,10 +18,16 @@
 //! - [`managed_redis`]: the private redis-server a hub starts without `--redis-url`.
 //! - [`breaker`]: the circuit breaker in front of Redis.
 //! - [`error`]: the error type and its JSON-RPC codes.
+//! - [`metrics`]: Prometheus metrics at `/metrics`.
+//! - [`client`]: an agent's reconnecting client (used by `vote` and `watch`).
+//! - [`bench`]: the load generator behind `quorum-hub bench`.
+//! - [`tools`]: the `vote`, `watch` and `bench suite` subcommands.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod bench;
 pub mod breaker;
+pub mod client;
 pub mod config;
 pub mod decision;
 pub mod error;
@@ -31,8 +37,10 @@ pub mod instance;
 pub mod keepalive;
 pub mod managed_redis;
 pub mod methods;
+pub mod metrics;
 pub mod request;
 pub mod rpc;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod tools;

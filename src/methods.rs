@@ -147,6 +147,7 @@ async fn register(
     if let Caller::Session(session) = caller {
         session.bind(registration);
     }
+    hub.metrics.registrations.inc();
     Ok(json!({ "registered": true, "instanceId": instance, "ttlSeconds": ttl }))
 }
 
@@ -187,6 +188,32 @@ async fn unregister(hub: &Hub, caller: Caller<'_>, instance: InstanceId) -> Resu
 }
 
 async fn vote(hub: &Hub, caller: Caller<'_>, ballot: Ballot) -> Result<Value, Error> {
+    let started = std::time::Instant::now();
+    let reply = vote_once(hub, caller, ballot).await;
+    hub.metrics
+        .vote_latency
+        .observe(started.elapsed().as_secs_f64());
+    let outcome = match &reply {
+        Ok(result) if result["voted"] == true => {
+            if result["quorumReached"] == true {
+                hub.metrics.decisions_made.inc();
+            }
+            "recorded"
+        }
+        Ok(result) => match result["reason"].as_str() {
+            Some("already_voted") => "already_voted",
+            Some("decided") => "decided",
+            Some("circuit_open") => "circuit_open",
+            _ => "error",
+        },
+        Err(Error::RateLimited { .. }) => "rate_limited",
+        Err(_) => "error",
+    };
+    hub.metrics.vote(outcome);
+    reply
+}
+
+async fn vote_once(hub: &Hub, caller: Caller<'_>, ballot: Ballot) -> Result<Value, Error> {
     caller.grant().may_act_as(&ballot.instance)?;
     let limit = hub.config.vote_rate_limit;
     let work = async {

@@ -20,6 +20,7 @@ use crate::decision::EventId;
 use crate::hub::Hub;
 use crate::managed_redis::{ManagedRedis, ManagedRedisError};
 use crate::methods::{self, Caller};
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::{events, keepalive, session};
 
@@ -87,10 +88,22 @@ async fn serve(
         );
     }
     let breaker = Breaker::new(config.breaker_failures, config.breaker_open);
-    let store = Store::open(url, breaker, config.vote_timeout)?;
+    let metrics = Metrics::new();
+    let store = Store::open(
+        url,
+        breaker,
+        config.vote_timeout,
+        metrics.redis_errors.clone(),
+    )?;
     let external = config.redis_url.is_some();
     let web_dir = config.web_dir.clone();
-    let hub = Arc::new(Hub::new(store, config, authority, shutdown.clone()));
+    let hub = Arc::new(Hub::new(
+        store,
+        config,
+        authority,
+        metrics,
+        shutdown.clone(),
+    ));
     let loader = hub.store.clone();
     hub.tracker.spawn(async move {
         if let Err(err) = loader.load_scripts().await {
@@ -142,6 +155,7 @@ fn router(hub: Arc<Hub>, web_dir: &std::path::Path) -> Router {
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics_text))
         .fallback_service(ServeDir::new(web_dir))
         .with_state(hub)
 }
@@ -301,6 +315,11 @@ async fn rpc(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: String) -> R
         Some(reply) => ([(header::CONTENT_TYPE, "application/json")], reply).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
     }
+}
+
+async fn metrics_text(State(hub): State<Arc<Hub>>) -> Response {
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], hub.render_metrics()).into_response()
 }
 
 async fn ready(State(hub): State<Arc<Hub>>) -> Response {

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, Script, ServerErrorKind};
 
@@ -146,6 +147,8 @@ pub struct Store {
     conn: ConnectionManager,
     scripts: Arc<Scripts>,
     breaker: Arc<Breaker>,
+    /// Counts failed Redis calls for `/metrics`.
+    errors: Counter,
 }
 
 /// Decision events read back from the stream, oldest first.
@@ -160,6 +163,7 @@ pub struct Replay {
 /// [`Admitted::finish`] saw it succeed, so a call cancelled by a timeout counts as one.
 struct Admitted<'a> {
     breaker: &'a Breaker,
+    errors: &'a Counter,
     failed: bool,
 }
 
@@ -172,6 +176,9 @@ impl Admitted<'_> {
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
+        if self.failed {
+            self.errors.inc();
+        }
         self.breaker.record(self.failed);
     }
 }
@@ -182,7 +189,12 @@ impl Store {
     ///
     /// `longest_call` is the longest any caller waits for one reply (the vote timeout);
     /// the client's own response timeout stays above it, so the caller's timeout decides.
-    pub fn open(url: &str, breaker: Breaker, longest_call: Duration) -> Result<Self, Error> {
+    pub fn open(
+        url: &str,
+        breaker: Breaker,
+        longest_call: Duration,
+        errors: Counter,
+    ) -> Result<Self, Error> {
         let client = redis::Client::open(url)
             .map_err(|e| Error::Internal(format!("invalid Redis URL {url:?}: {e}")))?;
         let response_timeout = REDIS_RESPONSE_TIMEOUT.max(longest_call + Duration::from_secs(1));
@@ -197,6 +209,7 @@ impl Store {
             conn,
             scripts: Arc::new(Scripts::new()),
             breaker: Arc::new(breaker),
+            errors,
         })
     }
 
@@ -214,6 +227,7 @@ impl Store {
         match self.breaker.admit() {
             Admission::Allowed => Ok(Admitted {
                 breaker: &self.breaker,
+                errors: &self.errors,
                 failed: true,
             }),
             Admission::Refused { retry_after } => Err(Error::CircuitOpen { retry_after }),

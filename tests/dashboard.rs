@@ -19,7 +19,11 @@ async fn dashboard_hub(redis: &RedisServer) -> TestHub {
 async fn open_dashboard(browser: &mut Browser, hub: &TestHub) -> Page {
     let page = browser.open(&format!("http://{}/", hub.addr)).await;
     browser
-        .wait_for(&page, "the page's socket to connect", "document.getElementById('conn-state')?.dataset.state === 'connected'")
+        .wait_for(
+            &page,
+            "the page's socket to connect",
+            "document.getElementById('conn-state')?.dataset.state === 'connected'",
+        )
         .await;
     page
 }
@@ -64,19 +68,37 @@ async fn a_simulation_and_an_outside_decision_land_on_every_open_page() {
              document.getElementById('sim-run').click(); true",
         )
         .await;
-    let value = browser.wait_for(&page, "the simulated decision in the feed", &feed_value("sim-deploy")).await;
+    let value = browser
+        .wait_for(
+            &page,
+            "the simulated decision in the feed",
+            &feed_value("sim-deploy"),
+        )
+        .await;
     assert_eq!(value, "approve");
     let shown = browser
         .wait_for(&page, "the decided card with its tally", &format!("(() => {{ const c = {}; return c && c.reached === 'true' && c.bars.reduce((n, b) => n + b.count, 0) >= 3 ? c : null; }})()", card("sim-deploy")))
         .await;
     assert_eq!(shown["final"], "approve");
     assert_eq!(shown["quorum"], 3);
-    let winner = shown["bars"].as_array().unwrap().iter().find(|b| b["winner"] == true).expect("a winning bar");
+    let winner = shown["bars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["winner"] == true)
+        .expect("a winning bar");
     assert_eq!(winner["value"], "approve");
     assert!(winner["count"].as_u64().unwrap() >= 2, "{shown}");
-    assert!(shown["total"].as_u64().unwrap() >= 3, "the votes bar reaches the quorum line: {shown}");
+    assert!(
+        shown["total"].as_u64().unwrap() >= 3,
+        "the votes bar reaches the quorum line: {shown}"
+    );
     let registered = browser
-        .wait_for(&page, "simulated instances listed", "document.querySelectorAll('#instances tr[data-instance^=\"sim-\"]').length")
+        .wait_for(
+            &page,
+            "simulated instances listed",
+            "document.querySelectorAll('#instances tr[data-instance^=\"sim-\"]').length",
+        )
         .await;
     assert!(registered.as_u64().unwrap() >= 1);
 
@@ -89,7 +111,12 @@ async fn a_simulation_and_an_outside_decision_land_on_every_open_page() {
         assert_eq!(value, "yes", "{name}");
     }
     // The second page saw the simulated decision too.
-    assert_eq!(browser.wait_for(&second, "second page", &feed_value("sim-deploy")).await, "approve");
+    assert_eq!(
+        browser
+            .wait_for(&second, "second page", &feed_value("sim-deploy"))
+            .await,
+        "approve"
+    );
 
     browser.eval(&page, "document.querySelector('#decisions .decision[data-decision=\"sim-deploy\"]').click(); true").await;
     let trail = browser
@@ -98,7 +125,10 @@ async fn a_simulation_and_an_outside_decision_land_on_every_open_page() {
     assert_eq!(trail, "sim-deploy");
     let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/dashboard.png");
     browser.screenshot(&page, &shot).await;
-    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "screenshot too small to show anything");
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "screenshot too small to show anything"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,11 +143,31 @@ async fn decision_names_and_values_are_shown_as_text_never_as_html() {
     let mut agent = hub.client().await;
     agent.register("xss-agent").await;
     agent.vote("xss-agent", name, value, 1).await;
-    assert_eq!(browser.wait_for(&page, "the hostile decision in the feed", &feed_value(name)).await, value);
-    let shown = browser.wait_for(&page, "the hostile card", &card(name)).await;
+    assert_eq!(
+        browser
+            .wait_for(&page, "the hostile decision in the feed", &feed_value(name))
+            .await,
+        value
+    );
+    let shown = browser
+        .wait_for(&page, "the hostile card", &card(name))
+        .await;
     assert_eq!(shown["title"], name);
-    assert_eq!(browser.eval(&page, "document.querySelectorAll('img, #decisions script, #feed script').length").await, 0);
-    assert_eq!(browser.eval(&page, "window.__xss === undefined").await, true);
-    let feed_text = browser.eval(&page, "document.getElementById('feed').textContent").await;
+    assert_eq!(
+        browser
+            .eval(
+                &page,
+                "document.querySelectorAll('img, #decisions script, #feed script').length"
+            )
+            .await,
+        0
+    );
+    assert_eq!(
+        browser.eval(&page, "window.__xss === undefined").await,
+        true
+    );
+    let feed_text = browser
+        .eval(&page, "document.getElementById('feed').textContent")
+        .await;
     assert!(feed_text.as_str().unwrap().contains(value), "{feed_text}");
 }

@@ -42,7 +42,12 @@ pub struct Page {
 
 fn chromium() -> String {
     for candidate in ["chromium", "chromium-browser", "google-chrome"] {
-        if Command::new("sh").arg("-c").arg(format!("command -v {candidate}")).output().is_ok_and(|o| o.status.success()) {
+        if Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {candidate}"))
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             return candidate.to_owned();
         }
     }
@@ -51,7 +56,10 @@ fn chromium() -> String {
 
 impl Browser {
     pub async fn launch() -> Self {
-        let profile = tempfile::Builder::new().prefix("qh-chromium").tempdir().unwrap();
+        let profile = tempfile::Builder::new()
+            .prefix("qh-chromium")
+            .tempdir()
+            .unwrap();
         let child = Command::new(chromium())
             .args(FLAGS)
             .arg(format!("--user-data-dir={}", profile.path().display()))
@@ -70,11 +78,21 @@ impl Browser {
                     break format!("ws://127.0.0.1:{port}{path}");
                 }
             }
-            assert!(Instant::now() < deadline, "chromium did not start its DevTools endpoint");
+            assert!(
+                Instant::now() < deadline,
+                "chromium did not start its DevTools endpoint"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let (socket, _) = tokio_tungstenite::connect_async(endpoint).await.expect("connect to DevTools");
-        Self { child, socket, next_id: 1, _profile: profile }
+        let (socket, _) = tokio_tungstenite::connect_async(endpoint)
+            .await
+            .expect("connect to DevTools");
+        Self {
+            child,
+            socket,
+            next_id: 1,
+            _profile: profile,
+        }
     }
 
     /// Sends one DevTools command (to a page's session, if given) and returns its result.
@@ -85,7 +103,10 @@ impl Browser {
         if let Some(session) = session {
             command["sessionId"] = json!(session);
         }
-        self.socket.send(Message::text(command.to_string())).await.expect("send to DevTools");
+        self.socket
+            .send(Message::text(command.to_string()))
+            .await
+            .expect("send to DevTools");
         loop {
             let frame = tokio::time::timeout(DEADLINE, self.socket.next())
                 .await
@@ -103,18 +124,31 @@ impl Browser {
 
     /// Opens a new tab at `url`.
     pub async fn open(&mut self, url: &str) -> Page {
-        let target = self.call(None, "Target.createTarget", json!({"url": url})).await;
-        let attached = self
-            .call(None, "Target.attachToTarget", json!({"targetId": target["targetId"], "flatten": true}))
+        let target = self
+            .call(None, "Target.createTarget", json!({"url": url}))
             .await;
-        Page { session: attached["sessionId"].as_str().unwrap().to_owned() }
+        let attached = self
+            .call(
+                None,
+                "Target.attachToTarget",
+                json!({"targetId": target["targetId"], "flatten": true}),
+            )
+            .await;
+        Page {
+            session: attached["sessionId"].as_str().unwrap().to_owned(),
+        }
     }
 
     /// Evaluates `expression` in the page and returns its value (promises are awaited).
     pub async fn eval(&mut self, page: &Page, expression: &str) -> Value {
         let params = json!({"expression": expression, "returnByValue": true, "awaitPromise": true});
-        let result = self.call(Some(&page.session), "Runtime.evaluate", params).await;
-        assert!(result.get("exceptionDetails").is_none(), "{expression} threw: {result}");
+        let result = self
+            .call(Some(&page.session), "Runtime.evaluate", params)
+            .await;
+        assert!(
+            result.get("exceptionDetails").is_none(),
+            "{expression} threw: {result}"
+        );
         result["result"]["value"].clone()
     }
 
@@ -123,17 +157,30 @@ impl Browser {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let value = self.eval(page, expression).await;
-            if !(value.is_null() || value == json!(false) || value == json!("") || value == json!(0)) {
+            if !(value.is_null()
+                || value == json!(false)
+                || value == json!("")
+                || value == json!(0))
+            {
                 return value;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what} ({expression})");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what} ({expression})"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// Saves a PNG of the page's viewport.
     pub async fn screenshot(&mut self, page: &Page, path: &Path) {
-        let shot = self.call(Some(&page.session), "Page.captureScreenshot", json!({"format": "png", "captureBeyondViewport": true})).await;
+        let shot = self
+            .call(
+                Some(&page.session),
+                "Page.captureScreenshot",
+                json!({"format": "png", "captureBeyondViewport": true}),
+            )
+            .await;
         let png = decode_base64(shot["data"].as_str().unwrap());
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).unwrap();
@@ -158,7 +205,10 @@ fn decode_base64(text: &str) -> Vec<u8> {
         b'/' => 63,
         _ => panic!("not base64: {c}"),
     };
-    let bytes: Vec<u8> = text.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()).collect();
+    let bytes: Vec<u8> = text
+        .bytes()
+        .filter(|c| *c != b'=' && !c.is_ascii_whitespace())
+        .collect();
     let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
     for chunk in bytes.chunks(4) {
         let mut acc = 0u32;
