@@ -4,9 +4,11 @@
 CARGO ?= cargo
 # Extra flags for the hub started by `make run`, e.g. make run HUB_ARGS="--listen 0.0.0.0:8080"
 HUB_ARGS ?=
+# Extra flags for `quorum-hub bench suite`, e.g. make bench BENCH_ARGS="--duration 30s"
+BENCH_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps browser-deps build lint fmt clean
+.PHONY: run test bench deps browser-deps build lint fmt clean
 
 ## run: install what is missing, build, and start a hub with its managed Redis on :8080
 run: deps
@@ -16,6 +18,10 @@ run: deps
 ## test: install what is missing and run every test (the dashboard tests drive Chromium)
 test: deps browser-deps
 	$(CARGO) test --locked
+
+## bench: a release hub with its managed Redis, the load scenarios and redis-benchmark, one table
+bench: deps
+	./bench/run.sh $(BENCH_ARGS)
 
 ## deps: install redis-server if it is not on PATH
 deps:

@@ -319,7 +319,14 @@ pub async fn fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError>
     let mut progress = Progress::new("connecting", options.sessions as u64);
     for start in (0..options.sessions).step_by(CONNECT_CONCURRENCY) {
         let chunk = start..(start + CONNECT_CONCURRENCY).min(options.sessions);
-        for socket in futures::future::join_all(chunk.map(|_| connect(&options.url))).await {
+        let opened = futures::future::join_all(chunk.map(|_| async {
+            let mut socket = connect(&options.url).await?;
+            // One round trip proves the hub has the session, so no decision precedes it.
+            call(&mut socket, 1, "system.unsubscribe", json!({"events": []})).await?;
+            Ok::<_, BenchError>(socket)
+        }))
+        .await;
+        for socket in opened {
             listeners.push(socket?);
         }
         progress.set(listeners.len() as u64);

@@ -129,7 +129,12 @@ impl TestHub {
     }
 
     pub async fn start_with(config: Config) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(config, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Starts a hub on a given address (to restart one where it was).
+    pub async fn start_on(config: Config, addr: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
