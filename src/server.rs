@@ -84,7 +84,7 @@ async fn serve(
     let addr = listener.local_addr().map_err(StartError::Serve)?;
     if authority.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(
-            "listening on {addr} without --auth-secret: anyone who can reach this port can register any instance and vote as it"
+            "serving {addr} without --auth-secret: anyone who can reach this port can register any instance and vote as it"
         );
     }
     let breaker = Breaker::new(config.breaker_failures, config.breaker_open);

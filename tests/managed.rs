@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
-use common::{HubProcess, bin_path, rpc, short_tempdir};
+use common::{HubProcess, RedisServer, bin_path, rpc, short_tempdir};
 use serde_json::{Value, json};
 
 async fn call(addr: SocketAddr, method: &str, params: Value) -> Value {
@@ -133,4 +133,30 @@ fn help_lists_every_flag_with_its_environment_variable() {
             "{flag} / {env} missing from:\n{help}"
         );
     }
+}
+
+#[test]
+fn a_redis_that_can_lose_acknowledged_votes_is_reported() {
+    let redis = RedisServer::start(); // runs without an append-only file
+    let hub = HubProcess::spawn(Command::new(bin_path()).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--redis-url",
+        &redis.url(),
+    ]));
+    let line = hub.wait_for_log("without append-only persistence");
+    assert!(line.contains("WARN"), "{line}");
+}
+
+#[test]
+fn an_open_hub_on_a_network_address_warns() {
+    let redis = RedisServer::start();
+    let hub = HubProcess::spawn(Command::new(bin_path()).args([
+        "--listen",
+        "0.0.0.0:0",
+        "--redis-url",
+        &redis.url(),
+    ]));
+    let line = hub.wait_for_log("without --auth-secret");
+    assert!(line.contains("WARN"), "{line}");
 }

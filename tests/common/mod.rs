@@ -483,6 +483,7 @@ pub struct HubProcess {
     pub child: Child,
     pub addr: SocketAddr,
     panics: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl HubProcess {
@@ -494,14 +495,16 @@ impl HubProcess {
             .spawn()
             .expect("spawn quorum-hub");
         let panics = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let stdout: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
         let stderr: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
         // Keep draining both streams so the hub never blocks on a full pipe.
         for stream in [stdout, stderr] {
-            let (tx, panics) = (tx.clone(), panics.clone());
+            let (tx, panics, all) = (tx.clone(), panics.clone(), lines.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    all.lock().unwrap().push(line.clone());
                     if line.contains("panicked") {
                         panics.lock().unwrap().push(line.clone());
                     }
@@ -518,6 +521,19 @@ impl HubProcess {
             child,
             addr: addr.parse().expect("address"),
             panics,
+            lines,
+        }
+    }
+
+    /// Waits until a log line contains `text`, and returns it.
+    pub fn wait_for_log(&self, text: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(line) = self.lines.lock().unwrap().iter().find(|l| l.contains(text)) {
+                return line.clone();
+            }
+            assert!(Instant::now() < deadline, "the hub never logged {text:?}");
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
