@@ -27,6 +27,7 @@ pub async fn listen(hub: Arc<Hub>) {
             Err(err) => tracing::warn!(%err, "decision listener failed; retrying in {delay:?}"),
         }
         hub.set_listening(false);
+        hub.set_dashboards_live(false);
         hub.metrics.redis_resubscribes.inc();
         tokio::select! {
             _ = hub.shutdown.cancelled() => break,
@@ -39,7 +40,7 @@ pub async fn listen(hub: Arc<Hub>) {
 /// Subscribes, delivers what was missed while unsubscribed, then delivers live events.
 async fn forward(hub: &Hub) -> Result<(), Error> {
     let mut pubsub = hub.store.client().get_async_pubsub().await?;
-    pubsub.subscribe(&store::EVENT_CHANNELS[..]).await?;
+    pubsub.subscribe(DECISION_EVENTS_CHANNEL).await?;
     // Live events published from here on wait in the subscription while the gap is read;
     // `Hub::deliver` drops the ones the gap read already delivered.
     if hub.delivered().is_none() {
@@ -57,10 +58,25 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
         channel = DECISION_EVENTS_CHANNEL,
         "decision listener subscribed"
     );
-    let mut messages = pubsub.on_message();
+    let (mut sink, mut messages) = pubsub.split();
+    // Dashboard events flow only while some session here wants them: every vote publishes
+    // one, and a hub without dashboards should not pay for reading them.
+    let mut watched = hub.watched();
+    let mut dashboards = false;
     loop {
+        let wanted = *watched.borrow_and_update();
+        if wanted != dashboards {
+            if wanted {
+                sink.subscribe(&store::DASHBOARD_CHANNELS[..]).await?;
+            } else {
+                sink.unsubscribe(&store::DASHBOARD_CHANNELS[..]).await?;
+            }
+            dashboards = wanted;
+            hub.set_dashboards_live(dashboards);
+        }
         let message = tokio::select! {
             _ = hub.shutdown.cancelled() => return Ok(()),
+            _ = watched.changed() => continue,
             message = messages.next() => message,
         };
         let Some(message) = message else {
@@ -88,6 +104,9 @@ fn forward_subscribed(hub: &Hub, channel: &str, payload: &[u8]) {
     let Some(name) = channel.strip_prefix(store::EVENT_CHANNEL_PREFIX) else {
         return;
     };
+    if !*hub.watched().borrow() {
+        return;
+    }
     match serde_json::from_slice::<serde_json::Value>(payload) {
         Ok(params) => {
             hub.broadcast_subscribed(name, &Utf8Bytes::from(rpc::notification(name, &params)))

@@ -249,8 +249,12 @@ pub struct Hub {
     /// Random id of this process, part of every session token.
     pub id: String,
     sessions: DashMap<u64, Arc<SessionHandle>>,
-    /// Sessions subscribed to any event beyond decisions; zero skips their fan-out.
+    /// Sessions subscribed to any event beyond decisions.
     watchers: AtomicUsize,
+    /// Whether any session is subscribed to dashboard events; the listener follows it.
+    watched: tokio::sync::watch::Sender<bool>,
+    /// Whether the listener is subscribed to the dashboard channels right now.
+    dashboards_live: tokio::sync::watch::Sender<bool>,
     /// Session places taken, counted from the upgrade on (before a session exists).
     session_slots: Arc<AtomicUsize>,
     next_session: AtomicU64,
@@ -287,6 +291,8 @@ impl Hub {
             sessions: DashMap::new(),
             session_slots: Arc::new(AtomicUsize::new(0)),
             watchers: AtomicUsize::new(0),
+            watched: tokio::sync::watch::Sender::new(false),
+            dashboards_live: tokio::sync::watch::Sender::new(false),
             authority,
             next_session: AtomicU64::new(1),
             delivered: Mutex::new(None),
@@ -373,8 +379,11 @@ impl Hub {
                 subscriptions.push(pattern);
             }
         }
-        if was_empty && !subscriptions.is_empty() {
-            self.watchers.fetch_add(1, Ordering::AcqRel);
+        if was_empty
+            && !subscriptions.is_empty()
+            && self.watchers.fetch_add(1, Ordering::AcqRel) == 0
+        {
+            self.watched.send_replace(true);
         }
         subscriptions.clone()
     }
@@ -384,10 +393,29 @@ impl Hub {
         let mut subscriptions = lock(&session.subscriptions);
         let was_empty = subscriptions.is_empty();
         subscriptions.retain(|p| !patterns.contains(p));
-        if !was_empty && subscriptions.is_empty() {
-            self.watchers.fetch_sub(1, Ordering::AcqRel);
+        if !was_empty
+            && subscriptions.is_empty()
+            && self.watchers.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            self.watched.send_replace(false);
         }
         subscriptions.clone()
+    }
+
+    /// Follows whether any session is subscribed to dashboard events.
+    pub fn watched(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.watched.subscribe()
+    }
+
+    /// Records whether the listener is subscribed to the dashboard channels.
+    pub fn set_dashboards_live(&self, live: bool) {
+        self.dashboards_live.send_replace(live);
+    }
+
+    /// Waits (at most `limit`) until dashboard events flow to this hub.
+    pub async fn dashboards_flowing(&self, limit: std::time::Duration) {
+        let mut live = self.dashboards_live.subscribe();
+        let _ = tokio::time::timeout(limit, live.wait_for(|live| *live)).await;
     }
 
     /// Sends a live event to the sessions subscribed to it (dashboards). These events are

@@ -17,6 +17,8 @@ use crate::store::{Claim, Standing, now_ms};
 pub const MAX_BATCH_LEN: usize = 100;
 /// Most decisions `system.get_state` lists.
 pub const STATE_DECISIONS: usize = 100;
+/// Longest `system.subscribe` waits for the hub to start receiving dashboard events.
+pub const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most instances `system.get_state` lists.
 pub const STATE_INSTANCES: usize = 1000;
 
@@ -358,7 +360,12 @@ async fn subscribe(
     since: Option<EventId>,
 ) -> Result<Value, Error> {
     let session = session_only(caller, "system.subscribe")?;
+    let wants_dashboard_events = !events.is_empty();
     let mut reply = json!({ "subscribed": hub.subscribe(session, events) });
+    if wants_dashboard_events {
+        // Once this returns, the events flow (unless Redis is down).
+        hub.dashboards_flowing(SUBSCRIBE_WAIT).await;
+    }
     if let Some(since) = since {
         reply["replayed"] = events::replay(hub, session, since).await?.into();
     }

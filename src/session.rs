@@ -109,8 +109,14 @@ async fn read_calls(
                 break;
             }
         };
-        if let Some(reply) =
-            methods::handle_frame(hub, Caller::Session(session), text.as_str()).await
+        // Boxed: a call's future is large and lives only while the call runs, so an idle
+        // session does not carry its space.
+        let call = Box::pin(methods::handle_frame(
+            hub,
+            Caller::Session(session),
+            text.as_str(),
+        ));
+        if let Some(reply) = call.await
             && !session.send(Outbound::Text(reply.into())).await
         {
             break;

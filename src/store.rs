@@ -70,9 +70,9 @@ mod keys {
 
 pub use keys::{DECISION_EVENTS_CHANNEL, EVENT_CHANNEL_PREFIX};
 
-/// Every channel a hub listens on: decisions, plus the events sessions may subscribe to.
-pub const EVENT_CHANNELS: [&str; 4] = [
-    keys::DECISION_EVENTS_CHANNEL,
+/// Channels of the events sessions may subscribe to (dashboards). A hub listens on them
+/// only while one of its sessions has subscribed.
+pub const DASHBOARD_CHANNELS: [&str; 3] = [
     keys::VOTE_RECORDED_CHANNEL,
     keys::INSTANCE_REGISTERED_CHANNEL,
     keys::INSTANCE_UNREGISTERED_CHANNEL,
