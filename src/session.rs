@@ -44,7 +44,9 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, opening: Opening) {
         resume_after,
     } = opening;
     let (session, outbound) = hub.open_session(slot, grant, resume_after.is_some());
-    let span = tracing::info_span!("session", id = session.id);
+    // A debug span costs nothing per session unless debug logging is on; the few
+    // info-level lines below name their session themselves.
+    let span = tracing::debug_span!("session", id = session.id);
     async {
         tracing::debug!("opened");
         let (sink, stream) = socket.split();
@@ -55,7 +57,7 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, opening: Opening) {
                 if let Some(since) = resume_after
                     && let Err(err) = events::replay(&hub, &session, since).await
                 {
-                    tracing::warn!(%err, "could not replay missed decision events");
+                    tracing::warn!(session = session.id, %err, "could not replay missed decision events");
                 }
                 read_calls(&hub, &session, stream, &writer_done).await;
                 reader_done.cancel();
@@ -99,7 +101,7 @@ async fn read_calls(
             Some(Ok(Message::Close(_))) | None => break,
             Some(Err(err)) => {
                 if err.to_string().contains("Message too long") {
-                    tracing::info!(%err, "message over the size limit");
+                    tracing::info!(session = session.id, %err, "message over the size limit");
                     session
                         .send(Outbound::Close(CLOSE_TOO_BIG, "message too big"))
                         .await;
@@ -122,7 +124,7 @@ async fn read_calls(
             break;
         }
         if session.flooding.load(Ordering::Acquire) {
-            tracing::info!("session keeps flooding; closing it");
+            tracing::info!(session = session.id, "session keeps flooding; closing it");
             session
                 .send(Outbound::Close(
                     close_code::POLICY,
@@ -166,7 +168,7 @@ async fn write_outbound(
             _ = reader_done.cancelled() => break,
             _ = pings.tick(), if !ping_every.is_zero() => {
                 if session.unanswered_pings.fetch_add(1, Ordering::AcqRel) >= MAX_UNANSWERED_PINGS {
-                    tracing::info!("peer left {MAX_UNANSWERED_PINGS} pings unanswered; closing");
+                    tracing::info!(session = session.id, "peer left {MAX_UNANSWERED_PINGS} pings unanswered; closing");
                     close(close_code::POLICY, "ping timeout")
                 } else {
                     Message::Ping(Default::default())
@@ -196,7 +198,10 @@ async fn write_outbound(
                 break;
             }
             Err(_) => {
-                tracing::info!("client stopped reading for {limit:?}; dropping session");
+                tracing::info!(
+                    session = session.id,
+                    "client stopped reading for {limit:?}; dropping session"
+                );
                 break;
             }
         }
