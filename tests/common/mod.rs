@@ -164,6 +164,16 @@ impl TestHub {
         WsClient::connect(&self.ws_url()).await
     }
 
+    /// Asserts that a fresh session is served normally.
+    pub async fn assert_serving(&self) {
+        let state = self
+            .client()
+            .await
+            .result("system.get_state", json!({}))
+            .await;
+        assert!(state["hub"].is_object(), "{state}");
+    }
+
     /// Stops the hub and waits until it has finished shutting down.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
