@@ -21,9 +21,10 @@ while [ -z "$addr" ]; do
   if [ "$tries" -gt 600 ]; then echo "the hub did not start:" >&2; cat "$dir/hub.log" >&2; exit 1; fi
   [ -n "$addr" ] || sleep 0.05
 done
-until curl -sf "http://$addr/readyz" >/dev/null; do
+# Ready once its decision listener is subscribed (the log says so).
+until grep -q "decision listener subscribed" "$dir/hub.log"; do
   tries=$((tries + 1))
-  if [ "$tries" -gt 1200 ]; then echo "the hub never became ready" >&2; exit 1; fi
+  if [ "$tries" -gt 1200 ]; then echo "the hub never became ready:" >&2; cat "$dir/hub.log" >&2; exit 1; fi
   sleep 0.05
 done
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); $(redis-server --version | cut -d' ' -f1-3)" >&2
