@@ -309,7 +309,7 @@ pub struct FanoutReport {
     pub last_delivery_us: Percentiles,
     /// Every delivery: from the deciding vote's reply to one session receiving it.
     pub delivery_us: Percentiles,
-    /// Deliveries that never came (sessions x decisions - received).
+    /// Deliveries that never came, the warm-up decision included.
     pub missed: u64,
 }
 
@@ -359,7 +359,9 @@ pub async fn fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError>
     let mut each = histogram();
     let mut missed = 0u64;
     let mut progress = Progress::new("deciding", options.decisions as u64);
-    for n in 0..options.decisions {
+    // Decision 0 warms up (every session's first write allocates its buffers); it is
+    // checked for misses but not timed.
+    for n in 0..=options.decisions {
         let decision = format!("bf{tag}-{n}");
         let params = json!({"instanceId": instance, "decision": decision, "value": "go", "totalInstances": 1});
         let reply = call(&mut voter, n as u64 + 1, "system.quorum.vote", params).await?;
@@ -374,7 +376,9 @@ pub async fn fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError>
             match tokio::time::timeout_at(wait_until, rx.recv()).await {
                 Ok(Some((name, at))) if name == decision => {
                     let delay = at.saturating_duration_since(replied);
-                    let _ = each.record(delay.as_micros() as u64);
+                    if n > 0 {
+                        let _ = each.record(delay.as_micros() as u64);
+                    }
                     latest = latest.max(delay);
                     received += 1;
                 }
@@ -383,8 +387,10 @@ pub async fn fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError>
             }
         }
         missed += (options.sessions - received) as u64;
-        let _ = last.record(latest.as_micros() as u64);
-        progress.set(n as u64 + 1);
+        if n > 0 {
+            let _ = last.record(latest.as_micros() as u64);
+        }
+        progress.set(n as u64);
     }
     progress.finish();
     for task in tasks {

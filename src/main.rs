@@ -159,7 +159,7 @@ enum BenchCommand {
         duration: Duration,
         #[arg(long, default_value_t = 10_000)]
         fanout_sessions: usize,
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 50)]
         fanout_decisions: usize,
         #[arg(long, default_value_t = 10_000)]
         connections: usize,

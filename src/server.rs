@@ -31,7 +31,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// session's own queue fills and the session is closed as a slow consumer.
 pub const SOCKET_SEND_BUFFER: usize = 64 * 1024;
 /// Initial read buffer of a WebSocket; it grows as large messages need.
-pub const READ_BUFFER_BYTES: usize = 1024;
+pub const READ_BUFFER_BYTES: usize = 512;
 /// Longest a readiness check waits for Redis.
 pub const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -55,7 +55,7 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, opening: Opening) {
         tokio::join!(
             async {
                 if let Some(since) = resume_after
-                    && let Err(err) = events::replay(&hub, &session, since).await
+                    && let Err(err) = Box::pin(events::replay(&hub, &session, since)).await
                 {
                     tracing::warn!(session = session.id, %err, "could not replay missed decision events");
                 }
@@ -64,7 +64,8 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, opening: Opening) {
             },
             write_outbound(&hub, &session, sink, outbound, &reader_done, &writer_done),
         );
-        hub.close_session(&session).await;
+        // Boxed like every Redis call here: the session's own future stays small while idle.
+        Box::pin(hub.close_session(&session)).await;
         tracing::debug!("closed");
     }
     .instrument(span)

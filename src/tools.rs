@@ -266,12 +266,15 @@ pub fn suite_table(s: &Suite) -> String {
     let f = &s.fanout;
     let l = &f.last_delivery_us;
     row(
-        &format!("fan-out to all of {} sessions (ms) p50/p99/max", f.sessions),
+        &format!(
+            "fan-out to all of {} sessions, {} decisions (ms) p50/p99/max",
+            f.sessions, f.decisions
+        ),
         format!("{}/{}/{}", ms(l.p50), ms(l.p99), ms(l.max)),
     );
     row(
         "fan-out deliveries missed",
-        format!("{} of {}", f.missed, f.sessions * f.decisions),
+        format!("{} of {}", f.missed, f.sessions * (f.decisions + 1)),
     );
     let c = &s.connections;
     row(
