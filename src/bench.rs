@@ -431,6 +431,26 @@ pub struct ConnectionsReport {
     pub bytes_per_session: Option<u64>,
 }
 
+/// Polls the hub until only the polling session is left, so that the next scenario does
+/// not overlap with the release of these sessions' instances.
+async fn wait_for_sessions_closed(url: &str) -> Result<(), BenchError> {
+    let mut socket = connect(url).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in 1.. {
+        let state = call(&mut socket, id, "system.get_state", json!({})).await?;
+        if state["result"]["hub"]["sessions"]
+            .as_u64()
+            .is_some_and(|n| n <= 1)
+            || Instant::now() > deadline
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = socket.close(None).await;
+    Ok(())
+}
+
 /// Resident memory of a process, in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -458,6 +478,7 @@ pub async fn connections(options: &ConnectionsOptions) -> Result<ConnectionsRepo
         _ => None,
     };
     drop(sessions);
+    wait_for_sessions_closed(&options.url).await?;
     Ok(ConnectionsReport {
         sessions: options.sessions,
         connect_seconds,

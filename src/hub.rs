@@ -353,10 +353,9 @@ impl Hub {
     }
 
     /// Forgets a closed session and frees its instance binding in Redis.
+    /// The session counts as open until its binding is released, so a session count that
+    /// has dropped means the instance is free again.
     pub async fn close_session(&self, session: &SessionHandle) {
-        if self.sessions.remove(&session.id).is_some() {
-            self.metrics.sessions_open.dec();
-        }
         let subscribed = lock(&session.subscriptions).clone();
         self.unsubscribe(session, &subscribed);
         if let Some(registration) = session.unbind()
@@ -367,6 +366,9 @@ impl Hub {
         {
             // The binding then lapses with its TTL.
             tracing::warn!(%err, instance = %registration.instance, "could not release binding");
+        }
+        if self.sessions.remove(&session.id).is_some() {
+            self.metrics.sessions_open.dec();
         }
     }
 

@@ -105,6 +105,14 @@ pub async fn suite(options: &SuiteOptions) -> Result<Suite, String> {
     let votes_half_rate = bench::votes(&votes(60, Some(half)))
         .await
         .map_err(|e| e.to_string())?;
+    eprintln!("connections: {}", options.connections);
+    let connections = bench::connections(&ConnectionsOptions {
+        url: options.url.clone(),
+        sessions: options.connections,
+        hub_pid: options.hub_pid,
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     eprintln!(
         "fan-out: {} sessions, {} decisions",
         options.fanout_sessions, options.fanout_decisions
@@ -113,14 +121,6 @@ pub async fn suite(options: &SuiteOptions) -> Result<Suite, String> {
         url: options.url.clone(),
         sessions: options.fanout_sessions,
         decisions: options.fanout_decisions,
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    eprintln!("connections: {}", options.connections);
-    let connections = bench::connections(&ConnectionsOptions {
-        url: options.url.clone(),
-        sessions: options.connections,
-        hub_pid: options.hub_pid,
     })
     .await
     .map_err(|e| e.to_string())?;
