@@ -4,12 +4,12 @@
 //!
 //! # Layout
 //! - [`config`]: command-line and environment settings.
-//! - [`server`]: routes (`/ws`, `/rpc`, `/readyz`, `/healthz`, `/`), start-up and shutdown.
+//! - [`server`]: routes (`/ws`, `/rpc`, `/metrics`, `/readyz`, `/healthz`, `/`), start-up and shutdown.
 //! - [`session`]: one WebSocket session: ordered calls, bounded outbound queue, close codes.
 //! - [`request`]: a call's method and params validated into a typed request.
 //! - [`methods`]: the JSON-RPC methods and who may act as which instance.
 //! - [`auth`]: tokens (HS256 JWT) and what each allows.
-//! - [`rpc`]: the JSON-RPC 2.0 wire format; the only module that knows it.
+//! - [`rpc`]: the JSON-RPC 2.0 wire format, the only place the hub itself builds it.
 //! - [`hub`]: shared state of one hub process and the fan-out to its sessions.
 //! - [`events`]: decision events: the pub/sub listener, gap recovery, client replays.
 //! - [`keepalive`]: keeps the instances of open sessions registered.
