@@ -90,7 +90,7 @@ struct Scripts {
 impl Scripts {
     fn new() -> Self {
         Self {
-            vote: Script::new(include_str!("../lua/quorum_vote.lua")),
+            vote: Script::new(VOTE_SCRIPT),
             register: Script::new(include_str!("../lua/register.lua")),
             heartbeat: Script::new(include_str!("../lua/heartbeat.lua")),
             unregister: Script::new(include_str!("../lua/unregister.lua")),
@@ -305,36 +305,19 @@ impl Store {
     /// Runs the vote script for one ballot.
     pub async fn vote(&self, ballot: &Ballot, limit: RateLimit) -> Result<VoteOutcome, Error> {
         let name = ballot.decision.as_str();
-        let keys = [
-            keys::decision(name, "votes"),
-            keys::decision(name, "tally"),
-            keys::decision(name, "result"),
-            keys::decision(name, "metadata"),
-            keys::decision(name, "ballots"),
-            keys::DECISION_EVENTS_STREAM.to_owned(),
-            keys::vote_rate(ballot.instance.as_str()),
-        ];
-        let rate_max = limit.max.to_string();
-        let rate_window = limit.window.as_millis().to_string();
         let stated = ballot
             .total_instances
             .map(|n| n.to_string())
             .unwrap_or_default();
-        let default_total = DEFAULT_TOTAL_INSTANCES.to_string();
-        let cap = DECISION_STREAM_CAP.to_string();
-        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let args = [
+        let (keys, args) = vote_invocation(
             name,
             ballot.instance.as_str(),
             ballot.value.as_str(),
             &stated,
-            &default_total,
-            &cap,
-            keys::DECISION_EVENTS_CHANNEL,
-            &rate_max,
-            &rate_window,
-            keys::VOTE_RECORDED_CHANNEL,
-        ];
+            limit,
+        );
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (outcome, vote_count, total, _quorum, final_decision, recorded): (
             String,
             u64,
@@ -810,6 +793,57 @@ fn tally_in_vote_order(
         }
     }
     ordered
+}
+
+/// KEYS and ARGV of one run of the vote script (see `lua/quorum_vote.lua`).
+fn vote_invocation(
+    decision: &str,
+    instance: &str,
+    value: &str,
+    stated_total: &str,
+    limit: RateLimit,
+) -> (Vec<String>, Vec<String>) {
+    let keys = vec![
+        keys::decision(decision, "votes"),
+        keys::decision(decision, "tally"),
+        keys::decision(decision, "result"),
+        keys::decision(decision, "metadata"),
+        keys::decision(decision, "ballots"),
+        keys::DECISION_EVENTS_STREAM.to_owned(),
+        keys::vote_rate(instance),
+    ];
+    let args = vec![
+        decision.to_owned(),
+        instance.to_owned(),
+        value.to_owned(),
+        stated_total.to_owned(),
+        DEFAULT_TOTAL_INSTANCES.to_string(),
+        DECISION_STREAM_CAP.to_string(),
+        keys::DECISION_EVENTS_CHANNEL.to_owned(),
+        limit.max.to_string(),
+        limit.window.as_millis().to_string(),
+        keys::VOTE_RECORDED_CHANNEL.to_owned(),
+    ];
+    (keys, args)
+}
+
+/// The vote script's source, for tools that load it themselves.
+pub const VOTE_SCRIPT: &str = include_str!("../lua/quorum_vote.lua");
+
+/// Arguments for `redis-benchmark` that run the vote script on random decisions and
+/// instances (`__rand_int__` is replaced by the benchmark), the way a hub calls it.
+pub fn vote_benchmark_command(sha: &str, total_instances: u64, limit: RateLimit) -> Vec<String> {
+    let (keys, args) = vote_invocation(
+        "rb__rand_int__",
+        "i__rand_int__",
+        "yes",
+        &total_instances.to_string(),
+        limit,
+    );
+    let mut command = vec!["EVALSHA".to_owned(), sha.to_owned(), keys.len().to_string()];
+    command.extend(keys);
+    command.extend(args);
+    command
 }
 
 /// Parses an XRANGE / XREVRANGE reply into decision events.

@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 
 use crate::bench::{self, ConnectionsOptions, FanoutOptions, VotesOptions};
 use crate::client::{Client, ClientConfig, ClientError};
+use crate::config::RateLimit;
 use crate::decision::EventId;
+use crate::store;
 
 /// Casts one vote and prints the hub's reply as JSON. Returns whether it succeeded.
 pub async fn vote(
@@ -160,7 +162,7 @@ async fn redis_benchmark(
         .map_err(|e| e.to_string())?;
     let sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
-        .arg(include_str!("../lua/quorum_vote.lua"))
+        .arg(store::VOTE_SCRIPT)
         .query_async(&mut conn)
         .await
         .map_err(|e| e.to_string())?;
@@ -169,23 +171,14 @@ async fn redis_benchmark(
     command
         .args(["-s", socket, "-q", "-r", "1000000", "-n", &requests])
         .args(["-c", &clients.to_string(), "-P", &pipeline.to_string()])
-        .args(["EVALSHA", &sha, "7"])
-        .args([
-            "cb:quorum:{rb__rand_int__}:votes",
-            "cb:quorum:{rb__rand_int__}:tally",
-            "cb:quorum:{rb__rand_int__}:result",
-            "cb:quorum:{rb__rand_int__}:metadata",
-            "cb:quorum:{rb__rand_int__}:ballots",
-            "cb:stream:quorum.decision.made",
-            "cb:ratelimit:{rb__rand_int__}:votes",
-        ])
-        .args(["rb-decision", "i__rand_int__", "yes", "60", "3", "10000"])
-        .args([
-            "cb:events:quorum.decision.made",
-            "1000000",
-            "60000",
-            "cb:events:quorum.vote.recorded",
-        ]);
+        .args(store::vote_benchmark_command(
+            &sha,
+            60,
+            RateLimit {
+                max: 1_000_000,
+                window: Duration::from_secs(60),
+            },
+        ));
     let output = match command.output().await {
         Ok(output) => output,
         Err(err) => {
