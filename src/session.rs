@@ -24,6 +24,8 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pings a peer may leave unanswered before its session is closed.
 pub const MAX_UNANSWERED_PINGS: u32 = 2;
+/// Most queued messages written with one flush.
+pub const WRITE_BATCH: usize = 64;
 /// Close code for a message over the size limit.
 pub const CLOSE_TOO_BIG: u16 = 1009;
 
@@ -78,13 +80,17 @@ async fn read_calls(
     mut stream: futures::stream::SplitStream<WebSocket>,
     writer_done: &CancellationToken,
 ) {
+    // Created once, not on every frame: a busy session is polled often.
+    let shutdown = hub.shutdown.cancelled();
+    let writer_gone = writer_done.cancelled();
+    tokio::pin!(shutdown, writer_gone);
     loop {
         let frame = tokio::select! {
-            _ = hub.shutdown.cancelled() => {
+            _ = &mut shutdown => {
                 session.send(Outbound::Close(close_code::AWAY, "hub shutting down")).await;
                 break;
             }
-            _ = writer_done.cancelled() => break,
+            _ = &mut writer_gone => break,
             frame = stream.next() => frame,
         };
         // Any frame shows the peer is alive.
@@ -156,25 +162,33 @@ async fn write_outbound(
     let mut pings = tokio::time::interval(ping_every.max(Duration::from_millis(1)));
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     pings.reset();
+    // Created once, not per message; the session ends when either fires.
+    let evicted = session.evicted.notified();
+    let reader_gone = reader_done.cancelled();
+    tokio::pin!(evicted, reader_gone);
+    let mut pending_close = None;
     loop {
-        let message = tokio::select! {
-            biased;
-            _ = session.evicted.notified() => close(close_code::POLICY, "slow consumer"),
-            next = outbound.recv() => match next {
-                Some(Outbound::Text(text)) => Message::Text(text),
-                Some(Outbound::Close(code, reason)) => close(code, reason),
-                None => break,
-            },
-            // Everything the reader queued has been written (the queue is polled first).
-            _ = reader_done.cancelled() => break,
-            _ = pings.tick(), if !ping_every.is_zero() => {
-                if session.unanswered_pings.fetch_add(1, Ordering::AcqRel) >= MAX_UNANSWERED_PINGS {
-                    tracing::info!(session = session.id, "peer left {MAX_UNANSWERED_PINGS} pings unanswered; closing");
-                    close(close_code::POLICY, "ping timeout")
-                } else {
-                    Message::Ping(Default::default())
+        let message = match pending_close.take() {
+            Some(message) => message,
+            None => tokio::select! {
+                biased;
+                _ = &mut evicted => close(close_code::POLICY, "slow consumer"),
+                next = outbound.recv() => match next {
+                    Some(Outbound::Text(text)) => Message::Text(text),
+                    Some(Outbound::Close(code, reason)) => close(code, reason),
+                    None => break,
+                },
+                // Everything the reader queued has been written (the queue is polled first).
+                _ = &mut reader_gone => break,
+                _ = pings.tick(), if !ping_every.is_zero() => {
+                    if session.unanswered_pings.fetch_add(1, Ordering::AcqRel) >= MAX_UNANSWERED_PINGS {
+                        tracing::info!(session = session.id, "peer left {MAX_UNANSWERED_PINGS} pings unanswered; closing");
+                        close(close_code::POLICY, "ping timeout")
+                    } else {
+                        Message::Ping(Default::default())
+                    }
                 }
-            }
+            },
         };
         let closing = matches!(message, Message::Close(_));
         let limit = if closing {
@@ -182,14 +196,32 @@ async fn write_outbound(
         } else {
             WRITE_TIMEOUT
         };
-        let written = tokio::select! {
-            written = tokio::time::timeout(limit, sink.send(message)) => written,
-            // A client that stopped reading blocks the write; eviction must not wait for it.
-            _ = session.evicted.notified(), if !closing => {
-                let slow = close(close_code::POLICY, "slow consumer");
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(slow)).await;
-                break;
+        // Whatever else is already queued goes out in the same write.
+        let write = async {
+            sink.feed(message).await?;
+            if !closing {
+                for _ in 1..WRITE_BATCH {
+                    match outbound.try_recv() {
+                        Ok(Outbound::Text(text)) => sink.feed(Message::Text(text)).await?,
+                        Ok(Outbound::Close(code, reason)) => {
+                            pending_close = Some(close(code, reason));
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
             }
+            sink.flush().await
+        };
+        let written = tokio::select! {
+            written = tokio::time::timeout(limit, write) => Some(written),
+            // A client that stopped reading blocks the write; eviction must not wait for it.
+            _ = &mut evicted, if !closing => None,
+        };
+        let Some(written) = written else {
+            let slow = close(close_code::POLICY, "slow consumer");
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(slow)).await;
+            break;
         };
         match written {
             Ok(Ok(())) if !closing => {}
