@@ -526,10 +526,17 @@ impl HubProcess {
         }
         let addr = rx
             .recv_timeout(DEADLINE)
-            .expect("hub logged `listening on ADDR`");
+            .ok()
+            .and_then(|a| a.parse::<SocketAddr>().ok());
+        let Some(addr) = addr else {
+            // Do not leave the process behind when the test fails here.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the hub did not log `listening on ADDR`");
+        };
         Self {
             child,
-            addr: addr.parse().expect("address"),
+            addr,
             panics,
             lines,
         }
