@@ -97,7 +97,7 @@ async fn fifty_votes_per_instance_per_window_across_hubs() {
 async fn the_rate_limit_window_rolls() {
     let redis = RedisServer::start();
     let mut config = Config::with_redis(redis.url());
-    config.vote_rate_limit = "3/400ms".parse::<RateLimit>().unwrap();
+    config.vote_rate_limit = "3/2s".parse::<RateLimit>().unwrap();
     let hub = TestHub::start_with(config).await;
     let mut c = hub.client().await;
     c.register("roller").await;
@@ -114,7 +114,7 @@ async fn the_rate_limit_window_rolls() {
         )
         .await;
     assert_eq!(error["code"], -32000);
-    assert!(error["data"]["retryAfterMs"].as_u64().unwrap() <= 400);
+    assert!(error["data"]["retryAfterMs"].as_u64().unwrap() <= 2000);
     // Once the oldest vote leaves the window, a vote is accepted again.
     let deadline = Instant::now() + DEADLINE;
     loop {
@@ -195,7 +195,7 @@ async fn the_breaker_answers_the_fallback_while_redis_is_down_and_recovers() {
     let mut redis = RedisServer::start();
     let mut config = Config::with_redis(redis.url());
     config.breaker_failures = 3;
-    config.breaker_open = Duration::from_millis(300);
+    config.breaker_open = Duration::from_secs(2);
     let hub = TestHub::start_with(config).await;
     let mut c = hub.client().await;
     c.register("steady").await;
