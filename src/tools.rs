@@ -11,7 +11,8 @@ use crate::config::RateLimit;
 use crate::decision::EventId;
 use crate::store;
 
-/// Casts one vote and prints the hub's reply as JSON. Returns whether it succeeded.
+/// Registers (through the client) and casts one vote; returns the hub's result, or the
+/// JSON-RPC error as JSON text.
 pub async fn vote(
     config: ClientConfig,
     instance: &str,
