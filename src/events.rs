@@ -104,7 +104,8 @@ fn forward_subscribed(hub: &Hub, channel: &str, payload: &[u8]) {
     let Some(name) = channel.strip_prefix(store::EVENT_CHANNEL_PREFIX) else {
         return;
     };
-    if !*hub.watched().borrow() {
+    // Checked before parsing: the subscription may outlive the last dashboard briefly.
+    if !hub.has_watchers() {
         return;
     }
     match serde_json::from_slice::<serde_json::Value>(payload) {

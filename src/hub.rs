@@ -152,9 +152,16 @@ impl SessionHandle {
         lock(&self.binding).take()
     }
 
+    /// Whether this session holds `instance` (checked without copying the binding).
+    pub fn holds(&self, instance: &InstanceId) -> bool {
+        lock(&self.binding)
+            .as_ref()
+            .is_some_and(|r| r.instance == *instance)
+    }
+
     /// The owner token to present for `instance`: this session's, if it holds it.
     pub fn owner_token_for(&self, instance: &InstanceId) -> Option<&str> {
-        (self.bound().as_ref() == Some(instance)).then_some(self.token.as_str())
+        self.holds(instance).then_some(self.token.as_str())
     }
 
     /// Whether the session subscribed to the event `name`.
@@ -404,6 +411,11 @@ impl Hub {
         subscriptions.clone()
     }
 
+    /// Whether any session is subscribed to dashboard events right now.
+    pub fn has_watchers(&self) -> bool {
+        self.watchers.load(Ordering::Acquire) > 0
+    }
+
     /// Follows whether any session is subscribed to dashboard events.
     pub fn watched(&self) -> tokio::sync::watch::Receiver<bool> {
         self.watched.subscribe()
@@ -423,9 +435,6 @@ impl Hub {
     /// Sends a live event to the sessions subscribed to it (dashboards). These events are
     /// not replayed: a client that missed some reads `system.get_state`.
     pub fn broadcast_subscribed(&self, name: &str, text: &Utf8Bytes) {
-        if self.watchers.load(Ordering::Acquire) == 0 {
-            return;
-        }
         for session in self.sessions.iter() {
             if session.wants(name) {
                 session.push_now(text);

@@ -191,45 +191,52 @@ async fn unregister(hub: &Hub, caller: Caller<'_>, instance: InstanceId) -> Resu
 
 async fn vote(hub: &Hub, caller: Caller<'_>, ballot: Ballot) -> Result<Value, Error> {
     let started = std::time::Instant::now();
-    let reply = vote_once(hub, caller, ballot).await;
+    let outcome = vote_once(hub, caller, &ballot).await;
     hub.metrics
         .vote_latency
         .observe(started.elapsed().as_secs_f64());
-    let outcome = match &reply {
-        Ok(result) if result["voted"] == true => {
-            if result["quorumReached"] == true {
-                hub.metrics.decisions_made.inc();
-            }
+    let label = match &outcome {
+        // The seed's fallback while the breaker is open.
+        Ok(None) => "circuit_open",
+        Ok(Some(VoteOutcome::Recorded { .. })) => "recorded",
+        Ok(Some(VoteOutcome::DecidedNow { .. })) => {
+            hub.metrics.decisions_made.inc();
             "recorded"
         }
-        Ok(result) => match result["reason"].as_str() {
-            Some("already_voted") => "already_voted",
-            Some("decided") => "decided",
-            Some("circuit_open") => "circuit_open",
-            _ => "error",
-        },
-        Err(Error::RateLimited { .. }) => "rate_limited",
-        Err(_) => "error",
+        Ok(Some(VoteOutcome::AlreadyVoted { .. })) => "already_voted",
+        Ok(Some(VoteOutcome::Decided { .. })) => "decided",
+        Ok(Some(VoteOutcome::RateLimited { .. })) => "rate_limited",
+        Ok(Some(VoteOutcome::TotalMismatch { .. })) | Err(_) => "error",
     };
-    hub.metrics.vote(outcome);
-    reply
+    hub.metrics.vote(label);
+    match outcome? {
+        None => Ok(json!({ "voted": false, "quorumReached": false, "reason": "circuit_open" })),
+        Some(outcome) => vote_reply(hub, &ballot, outcome),
+    }
 }
 
-async fn vote_once(hub: &Hub, caller: Caller<'_>, ballot: Ballot) -> Result<Value, Error> {
+/// Checks the caller and runs the vote script, bounded by the vote timeout. `None` when the
+/// circuit breaker is open: then Redis was not touched.
+async fn vote_once(
+    hub: &Hub,
+    caller: Caller<'_>,
+    ballot: &Ballot,
+) -> Result<Option<VoteOutcome>, Error> {
     caller.grant().may_act_as(&ballot.instance)?;
-    let limit = hub.config.vote_rate_limit;
     let work = async {
         may_vote_as(hub, caller, &ballot.instance).await?;
-        hub.store.vote(&ballot, limit).await
+        hub.store.vote(ballot, hub.config.vote_rate_limit).await
     };
-    let outcome = match tokio::time::timeout(hub.config.vote_timeout, work).await {
-        Err(_) => return Err(Error::Timeout(hub.config.vote_timeout)),
-        // The seed's fallback: answered at once, without touching Redis.
-        Ok(Err(Error::CircuitOpen { .. })) => {
-            return Ok(json!({ "voted": false, "quorumReached": false, "reason": "circuit_open" }));
-        }
-        Ok(outcome) => outcome?,
-    };
+    match tokio::time::timeout(hub.config.vote_timeout, work).await {
+        Err(_) => Err(Error::Timeout(hub.config.vote_timeout)),
+        Ok(Err(Error::CircuitOpen { .. })) => Ok(None),
+        Ok(outcome) => outcome.map(Some),
+    }
+}
+
+/// The reply to a vote the script answered.
+fn vote_reply(hub: &Hub, ballot: &Ballot, outcome: VoteOutcome) -> Result<Value, Error> {
+    let limit = hub.config.vote_rate_limit;
     Ok(match outcome {
         VoteOutcome::Recorded { vote_count } => {
             json!({ "voted": true, "quorumReached": false, "voteCount": vote_count })
@@ -286,14 +293,15 @@ async fn vote_once(hub: &Hub, caller: Caller<'_>, ballot: Ballot) -> Result<Valu
 /// Rule 2: only a registered instance votes, and on a WebSocket only as the session's own.
 async fn may_vote_as(hub: &Hub, caller: Caller<'_>, instance: &InstanceId) -> Result<(), Error> {
     match caller {
+        // The common case is checked without copying the binding.
+        Caller::Session(session) if session.holds(instance) => Ok(()),
         Caller::Session(session) => match session.bound() {
             None => Err(Error::Unauthorized(format!(
                 "this session has not registered; call system.register with instanceId {instance} first"
             ))),
-            Some(bound) if bound != *instance => Err(Error::Unauthorized(format!(
+            Some(bound) => Err(Error::Unauthorized(format!(
                 "this session is registered as {bound}; it cannot vote as {instance}"
             ))),
-            Some(_) => Ok(()),
         },
         Caller::Http(_) => match hub.store.standing(instance).await? {
             Standing::Registered => Ok(()),
