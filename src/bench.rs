@@ -470,8 +470,7 @@ pub async fn connections(options: &ConnectionsOptions) -> Result<ConnectionsRepo
     let sessions =
         open_sessions(&options.url, &format!("bc{}", run_tag()), options.sessions).await?;
     let connect_seconds = started.elapsed().as_secs_f64();
-    // Let the hub settle (its keep-alive round, allocator) before reading its memory.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every registration was acknowledged: the hub holds all the sessions now.
     let after = options.hub_pid.and_then(rss_kib);
     let per_session = match (before, after) {
         (Some(b), Some(a)) => Some(a.saturating_sub(b) * 1024 / options.sessions.max(1) as u64),

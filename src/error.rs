@@ -56,12 +56,6 @@ impl Error {
         }
     }
 
-    /// Whether this is a failure of the backend itself (connection error, timeout), as the
-    /// circuit breaker counts them; bad input, duplicates and rate limits are not.
-    pub fn is_backend_failure(&self) -> bool {
-        matches!(self, Error::Backend(_) | Error::Timeout(_))
-    }
-
     /// The JSON-RPC error code for this error.
     pub fn code(&self) -> i64 {
         match self {

@@ -101,7 +101,7 @@ struct WatchArgs {
     #[command(flatten)]
     connection: Connection,
     /// Also print the decisions made after this event id (resume).
-    #[arg(long, value_parser = tools::event_id)]
+    #[arg(long, value_parser = clap::value_parser!(quorum_hub::decision::EventId))]
     since: Option<quorum_hub::decision::EventId>,
 }
 

@@ -205,7 +205,7 @@ pub fn failure(id: &Value, error: &Error) -> Value {
 
 /// The `quorum.decision.made` notification, serialized once and sent to every session.
 pub fn decision_notification(event: &DecisionEvent) -> String {
-    json!({ "jsonrpc": "2.0", "method": DECISION_MADE, "params": event }).to_string()
+    notification(DECISION_MADE, &json!(event))
 }
 
 /// A notification with the given method and params.

@@ -8,7 +8,6 @@ use serde_json::{Value, json};
 use crate::bench::{self, ConnectionsOptions, FanoutOptions, VotesOptions};
 use crate::client::{Client, ClientConfig, ClientError};
 use crate::config::RateLimit;
-use crate::decision::EventId;
 use crate::store;
 
 /// Registers (through the client) and casts one vote; returns the hub's result, or the
@@ -47,11 +46,6 @@ pub async fn watch(config: ClientConfig, mut out: impl std::io::Write) -> Result
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
-}
-
-/// Parses `--since`.
-pub fn event_id(raw: &str) -> Result<EventId, String> {
-    raw.parse()
 }
 
 /// Everything `bench suite` measures, for one table.

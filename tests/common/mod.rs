@@ -483,10 +483,6 @@ pub fn bin_path() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_quorum-hub"))
 }
 
-pub fn path_exists(p: &Path) -> bool {
-    p.exists()
-}
-
 /// A `quorum-hub` process started from the built binary, with the address it logged and
 /// every log line that reports a panic.
 pub struct HubProcess {
