@@ -426,6 +426,14 @@ async fn a_client_that_never_reads_is_closed_as_a_slow_consumer() {
     if let Some((code, reason)) = close {
         assert_eq!((code, reason.as_str()), (1008, "slow consumer"));
     }
+    // Closed by the slow-consumer rule, not by the write timeout that backs it up.
+    let (_, metrics) = http(hub.addr, "GET", "/metrics", "").await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "quorum_slow_consumer_closes_total 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
