@@ -4,6 +4,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::protocol::BreakerState;
+
 /// Default number of consecutive backend failures that opens the breaker.
 pub const DEFAULT_FAILURES: u32 = 5;
 /// Default time the breaker stays open before a trial call.
@@ -29,15 +31,6 @@ pub enum Admission {
     Refused {
         retry_after: Duration,
     },
-}
-
-/// Breaker state as `system.get_state` and `/readyz` report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum BreakerState {
-    Closed,
-    Open,
-    HalfOpen,
 }
 
 #[derive(Debug)]

@@ -6,12 +6,18 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::decision::{DecisionEvent, EventId};
+use crate::protocol::peer::{self, CallError, Incoming, RpcError, Socket};
+use crate::protocol::{
+    DecisionEvent, DecisionStatus, EventId, NoParams, Notification, RegisterParams, Registered,
+    State, StatusParams, SubscribeParams, Subscribed, VoteParams, VoteReply, method,
+};
 
 /// First pause before reconnecting.
 pub const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
@@ -26,18 +32,27 @@ const CALL_QUEUE: usize = 256;
 pub enum ClientError {
     #[error("invalid hub URL: {0}")]
     Url(String),
-    #[error("the hub answered with error {code}: {message}")]
-    Rpc {
-        code: i64,
-        message: String,
-        data: Option<Value>,
-    },
+    /// The hub answered with a JSON-RPC error.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
     /// The connection dropped before the reply came; the call may or may not have taken
     /// effect (a repeated vote is answered truthfully).
     #[error("the connection to the hub dropped before the reply")]
     Disconnected,
+    #[error("the hub's reply did not parse: {0}")]
+    Malformed(String),
     #[error("the client is closed")]
     Closed,
+}
+
+impl From<CallError> for ClientError {
+    fn from(err: CallError) -> Self {
+        match err {
+            CallError::Rpc(err) => ClientError::Rpc(err),
+            CallError::Closed => ClientError::Disconnected,
+            CallError::Malformed(why) => ClientError::Malformed(why),
+        }
+    }
 }
 
 /// How to reach the hub and who to be there.
@@ -66,10 +81,13 @@ impl ClientConfig {
     }
 }
 
+/// A reply on its way back to the caller.
+type Reply = oneshot::Sender<Result<Value, ClientError>>;
+
 struct Call {
-    method: String,
+    method: &'static str,
     params: Value,
-    reply: oneshot::Sender<Result<Value, ClientError>>,
+    reply: Reply,
 }
 
 /// A connected client. Cloning is cheap; every clone shares the one connection.
@@ -88,21 +106,26 @@ impl Client {
         let (calls_tx, calls_rx) = mpsc::channel(CALL_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
         let mut driver = Driver {
+            last_event: config.since,
             config,
-            last_event: None,
             events: events_tx,
         };
-        driver.last_event = driver.config.since;
         let link = driver.open().await?;
         tokio::spawn(driver.run(link, calls_rx));
         Ok((Client { calls: calls_tx }, events_rx))
     }
 
     /// Sends one request and waits for its result.
-    pub async fn call(&self, method: &str, params: Value) -> Result<Value, ClientError> {
+    pub async fn call<R: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        params: &impl Serialize,
+    ) -> Result<R, ClientError> {
+        let params =
+            serde_json::to_value(params).map_err(|e| ClientError::Malformed(e.to_string()))?;
         let (reply, answer) = oneshot::channel();
         let call = Call {
-            method: method.to_owned(),
+            method,
             params,
             reply,
         };
@@ -110,12 +133,16 @@ impl Client {
             .send(call)
             .await
             .map_err(|_| ClientError::Closed)?;
-        answer.await.map_err(|_| ClientError::Closed)?
+        let result = answer.await.map_err(|_| ClientError::Closed)??;
+        serde_json::from_value(result).map_err(|e| ClientError::Malformed(e.to_string()))
     }
 
-    pub async fn register(&self, instance: &str) -> Result<Value, ClientError> {
-        self.call("system.register", json!({ "instanceId": instance }))
-            .await
+    pub async fn register(&self, instance: &str) -> Result<Registered, ClientError> {
+        let params = RegisterParams {
+            instance_id: instance,
+            roles: &[],
+        };
+        self.call(method::REGISTER, &params).await
     }
 
     pub async fn vote(
@@ -123,32 +150,33 @@ impl Client {
         instance: &str,
         decision: &str,
         value: &str,
-        total: Option<u64>,
-    ) -> Result<Value, ClientError> {
-        let mut params = json!({ "instanceId": instance, "decision": decision, "value": value });
-        if let Some(total) = total {
-            params["totalInstances"] = total.into();
-        }
-        self.call("system.quorum.vote", params).await
+        total_instances: Option<u64>,
+    ) -> Result<VoteReply, ClientError> {
+        let params = VoteParams {
+            instance_id: instance,
+            decision,
+            value,
+            total_instances,
+        };
+        self.call(method::VOTE, &params).await
     }
 
-    pub async fn status(&self, decision: &str) -> Result<Value, ClientError> {
-        self.call("system.quorum.status", json!({ "decision": decision }))
-            .await
+    pub async fn status(&self, decision: &str) -> Result<DecisionStatus, ClientError> {
+        self.call(method::STATUS, &StatusParams { decision }).await
     }
 
-    pub async fn state(&self) -> Result<Value, ClientError> {
-        self.call("system.get_state", json!({})).await
+    pub async fn state(&self) -> Result<State, ClientError> {
+        self.call(method::GET_STATE, &NoParams {}).await
     }
 
-    pub async fn subscribe(&self, events: &[&str]) -> Result<Value, ClientError> {
-        self.call("system.subscribe", json!({ "events": events }))
-            .await
+    pub async fn subscribe(&self, events: &[&str]) -> Result<Subscribed, ClientError> {
+        let params = SubscribeParams {
+            events,
+            since: None,
+        };
+        self.call(method::SUBSCRIBE, &params).await
     }
 }
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Owns the socket; runs in its own task.
 struct Driver {
@@ -184,58 +212,33 @@ impl Driver {
                     }
                     _ => ClientError::Disconnected,
                 })?;
-        if let Some(instance) = self.config.instance.clone() {
-            let params = json!({ "instanceId": instance, "roles": self.config.roles });
-            self.request_now(&mut socket, "system.register", params)
-                .await?;
+        if let Some(instance) = &self.config.instance {
+            let params = RegisterParams {
+                instance_id: instance,
+                roles: &self.config.roles,
+            };
+            // A resumed session replays what it missed before it reads this call, so the
+            // replayed events arrive first; they are passed on after the reply.
+            let mut early = Vec::new();
+            let registered: Result<Registered, CallError> =
+                peer::call(&mut socket, 0, method::REGISTER, &params, |n| early.push(n)).await;
+            for notification in early {
+                self.pass_on(notification).await;
+            }
+            registered?;
         }
         Ok(socket)
     }
 
-    /// Sends one request on a socket no one else uses yet and waits for its reply,
-    /// passing on any decision events that arrive first.
-    async fn request_now(
-        &mut self,
-        socket: &mut Socket,
-        method: &str,
-        params: Value,
-    ) -> Result<Value, ClientError> {
-        let request = json!({ "jsonrpc": "2.0", "id": 0, "method": method, "params": params });
-        socket
-            .send(Message::text(request.to_string()))
-            .await
-            .map_err(|_| ClientError::Disconnected)?;
-        while let Some(frame) = socket.next().await {
-            let Ok(Message::Text(text)) = frame else {
-                continue;
-            };
-            let Ok(message) = serde_json::from_str::<Value>(&text) else {
-                continue;
-            };
-            if message.get("method").is_some() {
-                self.pass_on(&message).await;
-            } else if message["id"] == json!(0) {
-                return reply_result(message);
-            }
-        }
-        Err(ClientError::Disconnected)
-    }
-
     /// Passes a decision notification to the caller, once per event.
-    async fn pass_on(&mut self, message: &Value) {
-        if message["method"] != crate::rpc::DECISION_MADE {
-            return;
-        }
-        let Ok(event) = serde_json::from_value::<DecisionEvent>(message["params"].clone()) else {
+    async fn pass_on(&mut self, notification: Notification) {
+        let Notification::DecisionMade(event) = notification else {
             return;
         };
-        let Ok(id) = event.event_id.parse::<EventId>() else {
-            return;
-        };
-        if self.last_event.is_some_and(|last| id <= last) {
+        if self.last_event.is_some_and(|last| event.event_id <= last) {
             return;
         }
-        self.last_event = Some(id);
+        self.last_event = Some(event.event_id);
         // Backpressure: while the caller does not read, the socket is not read either.
         let _ = self.events.send(event).await;
     }
@@ -272,7 +275,7 @@ impl Driver {
     /// Serves calls on one connection. Returns true when the client was closed, false
     /// when the connection dropped.
     async fn serve(&mut self, socket: &mut Socket, calls: &mut mpsc::Receiver<Call>) -> bool {
-        let mut pending: HashMap<u64, oneshot::Sender<Result<Value, ClientError>>> = HashMap::new();
+        let mut pending: HashMap<u64, Reply> = HashMap::new();
         let mut next_id = 1u64;
         let dropped = loop {
             tokio::select! {
@@ -280,8 +283,8 @@ impl Driver {
                     let Some(call) = call else { break false };
                     let id = next_id;
                     next_id += 1;
-                    let request = json!({ "jsonrpc": "2.0", "id": id, "method": call.method, "params": call.params });
-                    if socket.send(Message::text(request.to_string())).await.is_err() {
+                    let request = peer::request(id, call.method, &call.params);
+                    if socket.send(Message::text(request)).await.is_err() {
                         let _ = call.reply.send(Err(ClientError::Disconnected));
                         break true;
                     }
@@ -293,11 +296,14 @@ impl Driver {
                         Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break true,
                         Some(Ok(_)) => continue,
                     };
-                    let Ok(message) = serde_json::from_str::<Value>(&text) else { continue };
-                    if message.get("method").is_some() {
-                        self.pass_on(&message).await;
-                    } else if let Some(reply) = message["id"].as_u64().and_then(|id| pending.remove(&id)) {
-                        let _ = reply.send(reply_result(message));
+                    match Incoming::parse(&text) {
+                        Some(Incoming::Notification(notification)) => self.pass_on(notification).await,
+                        Some(Incoming::Reply { id: Some(id), outcome }) => {
+                            if let Some(reply) = pending.remove(&id) {
+                                let _ = reply.send(outcome.map_err(ClientError::Rpc));
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -307,15 +313,4 @@ impl Driver {
         }
         !dropped
     }
-}
-
-fn reply_result(message: Value) -> Result<Value, ClientError> {
-    if let Some(error) = message.get("error") {
-        return Err(ClientError::Rpc {
-            code: error["code"].as_i64().unwrap_or_default(),
-            message: error["message"].as_str().unwrap_or_default().to_owned(),
-            data: error.get("data").cloned(),
-        });
-    }
-    Ok(message["result"].clone())
 }

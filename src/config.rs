@@ -28,8 +28,8 @@ pub struct Config {
 
     /// Seconds a registration lives without a heartbeat; an open session keeps its own
     /// instance alive by itself.
-    #[arg(long, env = "QUORUM_INSTANCE_TTL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub instance_ttl: u64,
+    #[arg(long, env = "QUORUM_INSTANCE_TTL", default_value = "30", value_parser = parse_ttl_seconds)]
+    pub instance_ttl: Duration,
 
     /// Most votes one instance may cast per rolling window, across every hub, written
     /// COUNT/WINDOW (e.g. 50/60s), or `off`.
@@ -151,6 +151,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// Longest `--instance-ttl`, in seconds (one day).
+pub const MAX_INSTANCE_TTL_SECS: u64 = 86_400;
+
+/// Parses `--instance-ttl`: whole seconds from 1 to [`MAX_INSTANCE_TTL_SECS`].
+fn parse_ttl_seconds(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(secs) if (1..=MAX_INSTANCE_TTL_SECS).contains(&secs) => Ok(Duration::from_secs(secs)),
+        _ => Err(format!(
+            "expected whole seconds from 1 to {MAX_INSTANCE_TTL_SECS} (got {s:?})"
+        )),
+    }
+}
+
 impl Config {
     /// A configuration for `redis_url` with every other setting at its default;
     /// handy for embedding and tests.
@@ -160,7 +173,7 @@ impl Config {
             redis_url: Some(redis_url.into()),
             data_dir: PathBuf::from("./data"),
             web_dir: PathBuf::from("./web-demo"),
-            instance_ttl: 30,
+            instance_ttl: Duration::from_secs(30),
             vote_rate_limit: RateLimit {
                 max: 50,
                 window: Duration::from_secs(60),
@@ -179,10 +192,6 @@ impl Config {
             session_queue: 1024,
             ping_interval: Duration::from_secs(20),
         }
-    }
-
-    pub fn instance_ttl(&self) -> Duration {
-        Duration::from_secs(self.instance_ttl)
     }
 }
 

@@ -1,9 +1,9 @@
-//! The hub's error type and its one mapping to JSON-RPC error codes.
+//! The hub's error type: its JSON-RPC code, the message a caller reads, and its `data`.
 
 use std::borrow::Cow;
 use std::time::Duration;
 
-/// Everything a call can fail with. `rpc` turns each variant into a JSON-RPC error object.
+/// Everything a call can fail with. [`crate::protocol::frame::failure`] puts one on the wire.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The frame is not JSON.
@@ -69,6 +69,57 @@ impl Error {
             Error::Backend(_) | Error::Timeout(_) => -32005,
             Error::CircuitOpen { .. } => -32001,
             Error::RateLimited { .. } => -32000,
+        }
+    }
+
+    /// The message the caller reads. Internal and Redis details stay in the log (see
+    /// [`Error::log_detail`]); the rest says what to do next.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Internal(_) => "internal error".to_owned(),
+            Error::Backend(_) => {
+                "backend unavailable: the hub could not reach Redis; retry the call \
+                 (a repeated vote is answered already_voted if the first one counted)"
+                    .to_owned()
+            }
+            Error::Timeout(after) => format!(
+                "the backend did not finish within {after:?}, so the outcome is unknown; retrying \
+                 is safe (a vote that did count is answered already_voted with its recordedValue)"
+            ),
+            Error::CircuitOpen { retry_after } => format!(
+                "backend circuit open after repeated Redis failures; calls are refused without \
+                 trying Redis for another {} ms",
+                retry_after.as_millis()
+            ),
+            other => other.to_string(),
+        }
+    }
+
+    /// The error's `data` member, for the errors a caller can act on by field or reason.
+    pub fn data(&self) -> Option<serde_json::Value> {
+        use serde_json::json;
+        match self {
+            Error::InvalidParams { field, unknown, .. } => unknown
+                .as_deref()
+                .or(*field)
+                .map(|field| json!({ "field": field })),
+            Error::Timeout(_) => Some(json!({ "reason": "timeout" })),
+            Error::CircuitOpen { retry_after } => Some(
+                json!({ "reason": "circuit_open", "retryAfterMs": retry_after.as_millis() as u64 }),
+            ),
+            Error::RateLimited { retry_after_ms, .. } => {
+                Some(json!({ "retryAfterMs": retry_after_ms }))
+            }
+            _ => None,
+        }
+    }
+
+    /// Logs what [`Error::public_message`] leaves out.
+    pub fn log_detail(&self) {
+        match self {
+            Error::Internal(detail) => tracing::error!(%detail, "internal error"),
+            Error::Backend(err) => tracing::warn!(%err, "Redis call failed"),
+            _ => {}
         }
     }
 }

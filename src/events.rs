@@ -1,5 +1,6 @@
-//! Decision events: one Redis pub/sub subscription per hub feeding every session, gap
-//! recovery from the stream after a dropped link, and replays for resuming clients.
+//! Decision events: one Redis pub/sub subscription per hub feeding every session, and gap
+//! recovery from the stream after a dropped link. (Replays for resuming clients are the
+//! session's: [`crate::session::replay`].)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,10 +8,11 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
 
-use crate::decision::{DecisionEvent, EventId};
 use crate::error::Error;
-use crate::hub::{Hub, Outbound, SessionHandle};
-use crate::rpc;
+use crate::hub::Hub;
+use crate::protocol::{
+    DecisionEvent, InstanceRegistered, InstanceUnregistered, VoteRecorded, event, frame,
+};
 use crate::store::{self, DECISION_EVENTS_CHANNEL};
 
 /// First pause before resubscribing after the pub/sub link failed.
@@ -61,7 +63,7 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
     let (mut sink, mut messages) = pubsub.split();
     // Dashboard events flow only while some session here wants them: every vote publishes
     // one, and a hub without dashboards should not pay for reading them.
-    let mut watched = hub.watched();
+    let mut watched = hub.dashboards_wanted();
     let mut dashboards = false;
     loop {
         let wanted = *watched.borrow_and_update();
@@ -88,7 +90,7 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
             forward_subscribed(hub, channel, message.get_payload_bytes());
             continue;
         }
-        match store::parse_decision_event(message.get_payload_bytes()) {
+        match serde_json::from_slice::<DecisionEvent>(message.get_payload_bytes()) {
             Ok(event) => {
                 tracing::info!(decision = %event.decision, value = %event.value, "decision made");
                 deliver(hub, &event);
@@ -108,11 +110,30 @@ fn forward_subscribed(hub: &Hub, channel: &str, payload: &[u8]) {
     if !hub.has_watchers() {
         return;
     }
-    match serde_json::from_slice::<serde_json::Value>(payload) {
-        Ok(params) => {
-            hub.broadcast_subscribed(name, &Utf8Bytes::from(rpc::notification(name, &params)))
+    // Typed on the way through: a record the scripts publish in another shape is logged,
+    // never passed on.
+    let text = match name {
+        event::VOTE_RECORDED => typed::<VoteRecorded>(name, payload),
+        event::INSTANCE_REGISTERED => typed::<InstanceRegistered>(name, payload),
+        event::INSTANCE_UNREGISTERED => typed::<InstanceUnregistered>(name, payload),
+        _ => None,
+    };
+    if let Some(text) = text {
+        hub.broadcast_subscribed(name, &Utf8Bytes::from(text));
+    }
+}
+
+/// The notification for an event record published by a script, if it has the event's shape.
+fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(
+    name: &str,
+    payload: &[u8],
+) -> Option<String> {
+    match serde_json::from_slice::<T>(payload) {
+        Ok(params) => Some(frame::notification(name, &params)),
+        Err(err) => {
+            tracing::error!(%err, event = name, "ignoring a malformed event");
+            None
         }
-        Err(err) => tracing::error!(%err, channel, "ignoring a malformed event"),
     }
 }
 
@@ -132,47 +153,8 @@ async fn catch_up(hub: &Hub) -> Result<usize, Error> {
 }
 
 fn deliver(hub: &Hub, event: &DecisionEvent) -> bool {
-    match event.event_id.parse::<EventId>() {
-        Ok(id) => hub.deliver(id, &Utf8Bytes::from(rpc::decision_notification(event))),
-        Err(err) => {
-            tracing::error!(%err, "ignoring a decision event without a valid id");
-            false
-        }
-    }
-}
-
-/// Sends a session every decision event after `since` that it has not had, in order,
-/// before any live event that arrives meanwhile; first a notice if some of them are no
-/// longer kept. Returns how many events it replayed.
-pub async fn replay(hub: &Hub, session: &SessionHandle, since: EventId) -> Result<usize, Error> {
-    let plan = session.begin_replay(since);
-    let mut last = None;
-    let mut replayed = 0;
-    let result = async {
-        let Some(upto) = plan else { return Ok(()) };
-        if hub.store.events_missing_after(since).await? {
-            let notice = rpc::events_incomplete(since);
-            session.send(Outbound::Text(notice.into())).await;
-        }
-        let mut after = since;
-        loop {
-            let page = hub.store.events_after(after, upto).await?;
-            for event in &page.events {
-                let Ok(id) = event.event_id.parse::<EventId>() else {
-                    continue;
-                };
-                session
-                    .send(Outbound::Text(rpc::decision_notification(event).into()))
-                    .await;
-                (last, after) = (Some(id), id);
-                replayed += 1;
-            }
-            if !page.more {
-                return Ok(());
-            }
-        }
-    }
-    .await;
-    session.end_replay(since, last);
-    result.map(|()| replayed)
+    hub.deliver(
+        event.event_id,
+        &Utf8Bytes::from(frame::decision_made(event)),
+    )
 }

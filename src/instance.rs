@@ -108,19 +108,6 @@ impl Registration {
     }
 }
 
-/// A registered instance as listed by `system.get_state`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InstanceInfo {
-    pub instance_id: String,
-    pub roles: serde_json::Value,
-    pub metadata: serde_json::Value,
-    /// `online` while a session or heartbeats keep it alive, `disconnected` after its
-    /// session closed (until the TTL removes it).
-    pub status: String,
-    pub last_seen: u64,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

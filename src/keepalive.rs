@@ -15,7 +15,7 @@ pub fn period(ttl: Duration) -> Duration {
 
 /// Runs until the hub shuts down.
 pub async fn run(hub: Arc<Hub>) {
-    let ttl = hub.config.instance_ttl();
+    let ttl = hub.config.instance_ttl;
     let mut ticker = tokio::time::interval(period(ttl));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -33,7 +33,7 @@ async fn refresh(hub: &Hub, ttl: Duration) -> Result<(), crate::error::Error> {
     let bound = hub.bound_sessions();
     let pairs: Vec<_> = bound
         .iter()
-        .map(|(session, registration)| (&registration.instance, Some(session.token.as_str())))
+        .map(|(session, registration)| (&registration.instance, Some(session.owner_tag.as_str())))
         .collect();
     let claims = hub.store.heartbeat_many(&pairs, ttl).await?;
     for ((session, registration), claim) in bound.iter().zip(claims) {
@@ -43,7 +43,7 @@ async fn refresh(hub: &Hub, ttl: Duration) -> Result<(), crate::error::Error> {
             Claim::Missing => {
                 if hub
                     .store
-                    .register(registration, Some(&session.token), ttl)
+                    .register(registration, Some(&session.owner_tag), ttl)
                     .await?
                     == Claim::BoundElsewhere
                 {
@@ -56,7 +56,7 @@ async fn refresh(hub: &Hub, ttl: Duration) -> Result<(), crate::error::Error> {
     Ok(())
 }
 
-fn lost(session: &crate::hub::SessionHandle, registration: &crate::instance::Registration) {
+fn lost(session: &crate::session::SessionHandle, registration: &crate::instance::Registration) {
     tracing::warn!(
         session = session.id,
         instance = %registration.instance,

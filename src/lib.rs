@@ -2,45 +2,50 @@
 //! instance, and vote on named decisions; one Lua script in Redis records each vote and
 //! fixes the decision at quorum; every hub pushes `quorum.decision.made` to every session.
 //!
+//! The library's face is [`server::run`] (a hub), [`client`] (an agent's client) and
+//! [`protocol`] (the wire contract both speak); the rest is the hub's own machinery.
+//!
 //! # Layout
 //! - [`config`]: command-line and environment settings.
 //! - [`server`]: routes (`/ws`, `/rpc`, `/metrics`, `/readyz`, `/healthz`, `/`), start-up and shutdown.
-//! - [`session`]: one WebSocket session: ordered calls, bounded outbound queue, close codes.
-//! - [`request`]: a call's method and params validated into a typed request.
-//! - [`methods`]: the JSON-RPC methods and who may act as which instance.
+//! - [`protocol`]: the wire contract: names, typed params, results and events, JSON-RPC framing,
+//!   request validation, and the peers' request/response helper.
+//! - `session`: one WebSocket session: its loops, its state, replays for resuming clients.
+//! - `methods`: the JSON-RPC methods and who may act as which instance.
 //! - [`auth`]: tokens (HS256 JWT) and what each allows.
-//! - [`rpc`]: the JSON-RPC 2.0 wire format, the only place the hub itself builds it.
-//! - [`hub`]: shared state of one hub process and the fan-out to its sessions.
-//! - [`events`]: decision events: the pub/sub listener, gap recovery, client replays.
-//! - [`keepalive`]: keeps the instances of open sessions registered.
-//! - [`store`]: Redis access; the only module that knows key names and scripts.
+//! - `hub`: shared state of one hub process and the fan-out to its sessions.
+//! - `events`: the pub/sub listener and gap recovery after a dropped link.
+//! - `keepalive`: keeps the instances of open sessions registered.
+//! - `store`: Redis access; the only module that knows key names and scripts.
 //! - [`decision`], [`instance`]: domain types, validation and the quorum rule.
-//! - [`managed_redis`]: the private redis-server a hub starts without `--redis-url`.
-//! - [`breaker`]: the circuit breaker in front of Redis.
-//! - [`error`]: the error type and its JSON-RPC codes.
-//! - [`metrics`]: Prometheus metrics at `/metrics`.
+//! - [`clock`]: wall-clock time as the hub records it.
+//! - `managed_redis`: the private redis-server a hub starts without `--redis-url`.
+//! - `breaker`: the circuit breaker in front of Redis.
+//! - [`error`]: the error type, its JSON-RPC code, message and data.
+//! - `metrics`: Prometheus metrics at `/metrics`.
 //! - [`client`]: an agent's reconnecting client (used by `vote` and `watch`).
 //! - [`bench`]: the load generator behind `quorum-hub bench`.
-//! - [`tools`]: the `vote`, `watch` and `bench suite` subcommands.
+//! - [`tools`]: the `vote` and `watch` subcommands.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod bench;
-pub mod breaker;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod decision;
 pub mod error;
-pub mod events;
-pub mod hub;
 pub mod instance;
-pub mod keepalive;
-pub mod managed_redis;
-pub mod methods;
-pub mod metrics;
-pub mod request;
-pub mod rpc;
+pub mod protocol;
 pub mod server;
-pub mod session;
-pub mod store;
 pub mod tools;
+
+mod breaker;
+mod events;
+mod hub;
+mod keepalive;
+mod managed_redis;
+mod methods;
+mod metrics;
+mod session;
+mod store;

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use quorum_hub::auth::Authority;
-use quorum_hub::bench::{self, ConnectionsOptions, FanoutOptions, VotesOptions};
+use quorum_hub::bench::{self, BenchCommand};
 use quorum_hub::client::ClientConfig;
 use quorum_hub::config::{Config, parse_duration};
+use quorum_hub::protocol::EventId;
 use quorum_hub::tools;
 use tokio_util::sync::CancellationToken;
 
@@ -101,76 +102,8 @@ struct WatchArgs {
     #[command(flatten)]
     connection: Connection,
     /// Also print the decisions made after this event id (resume).
-    #[arg(long, value_parser = clap::value_parser!(quorum_hub::decision::EventId))]
-    since: Option<quorum_hub::decision::EventId>,
-}
-
-#[derive(Debug, Subcommand)]
-enum BenchCommand {
-    /// Vote throughput and latency: S sessions, G to a decision, one vote in flight each.
-    Votes {
-        #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
-        url: String,
-        #[arg(long, default_value_t = 100)]
-        sessions: usize,
-        #[arg(long, default_value_t = 60)]
-        group: usize,
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        duration: Duration,
-        /// Stop after this many votes.
-        #[arg(long)]
-        votes: Option<u64>,
-        /// Votes per second per session (default: as fast as replies come).
-        #[arg(long)]
-        rate: Option<f64>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Fan-out latency: K idle sessions and a voter making decisions.
-    Fanout {
-        #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
-        url: String,
-        #[arg(long, default_value_t = 10_000)]
-        sessions: usize,
-        #[arg(long, default_value_t = 20)]
-        decisions: usize,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Memory per session: open and register K sessions, read the hub's resident memory.
-    Connections {
-        #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
-        url: String,
-        #[arg(long, default_value_t = 10_000)]
-        sessions: usize,
-        /// The hub's process id (its memory is read from /proc).
-        #[arg(long)]
-        hub_pid: Option<u32>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Everything above plus redis-benchmark on the vote script, as one table.
-    Suite {
-        #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
-        url: String,
-        #[arg(long, default_value_t = 100)]
-        sessions: usize,
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        duration: Duration,
-        #[arg(long, default_value_t = 10_000)]
-        fanout_sessions: usize,
-        #[arg(long, default_value_t = 50)]
-        fanout_decisions: usize,
-        #[arg(long, default_value_t = 10_000)]
-        connections: usize,
-        #[arg(long)]
-        hub_pid: Option<u32>,
-        /// Unix socket of the hub's Redis, for redis-benchmark.
-        #[arg(long)]
-        redis_socket: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    #[arg(long, value_parser = clap::value_parser!(EventId))]
+    since: Option<EventId>,
 }
 
 fn main() -> ExitCode {
@@ -217,7 +150,7 @@ fn main() -> ExitCode {
                 &args.value,
                 args.total,
             ));
-            report(reply.map(|v| v.to_string()))
+            report(reply.map(|reply| serde_json::to_string(&reply).unwrap_or_default()))
         }
         Some(Command::Watch(args)) => {
             let config = client_config(&args.connection, None, args.since);
@@ -227,7 +160,11 @@ fn main() -> ExitCode {
                     .map(|()| String::new()),
             )
         }
-        Some(Command::Bench(command)) => report(runtime.block_on(run_bench(command))),
+        Some(Command::Bench(command)) => report(
+            runtime
+                .block_on(bench::run(command))
+                .map_err(|e| e.to_string()),
+        ),
         Some(Command::Token(_)) => unreachable!("handled above"),
     }
 }
@@ -251,7 +188,7 @@ fn report(result: Result<String, String>) -> ExitCode {
 fn client_config(
     connection: &Connection,
     instance: Option<String>,
-    since: Option<quorum_hub::decision::EventId>,
+    since: Option<EventId>,
 ) -> ClientConfig {
     ClientConfig {
         url: connection.url.clone(),
@@ -259,102 +196,6 @@ fn client_config(
         roles: Vec::new(),
         token: connection.token.clone(),
         since,
-    }
-}
-
-fn render<T: serde::Serialize>(
-    report: &T,
-    json: bool,
-    table: impl FnOnce(&T) -> String,
-) -> Result<String, String> {
-    if json {
-        serde_json::to_string_pretty(report).map_err(|e| e.to_string())
-    } else {
-        Ok(table(report))
-    }
-}
-
-fn pretty<T: serde::Serialize>(report: &T) -> String {
-    serde_json::to_string_pretty(report).unwrap_or_default()
-}
-
-async fn run_bench(command: BenchCommand) -> Result<String, String> {
-    match command {
-        BenchCommand::Votes {
-            url,
-            sessions,
-            group,
-            duration,
-            votes,
-            rate,
-            json,
-        } => {
-            let options = VotesOptions {
-                url,
-                sessions,
-                group,
-                duration,
-                max_votes: votes,
-                rate,
-            };
-            let report = bench::votes(&options).await.map_err(|e| e.to_string())?;
-            render(&report, json, pretty)
-        }
-        BenchCommand::Fanout {
-            url,
-            sessions,
-            decisions,
-            json,
-        } => {
-            let report = bench::fanout(&FanoutOptions {
-                url,
-                sessions,
-                decisions,
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-            render(&report, json, pretty)
-        }
-        BenchCommand::Connections {
-            url,
-            sessions,
-            hub_pid,
-            json,
-        } => {
-            let options = ConnectionsOptions {
-                url,
-                sessions,
-                hub_pid,
-            };
-            let report = bench::connections(&options)
-                .await
-                .map_err(|e| e.to_string())?;
-            render(&report, json, pretty)
-        }
-        BenchCommand::Suite {
-            url,
-            sessions,
-            duration,
-            fanout_sessions,
-            fanout_decisions,
-            connections,
-            hub_pid,
-            redis_socket,
-            json,
-        } => {
-            let options = tools::SuiteOptions {
-                url,
-                sessions,
-                duration,
-                fanout_sessions,
-                fanout_decisions,
-                connections,
-                hub_pid,
-                redis_socket,
-            };
-            let suite = tools::suite(&options).await?;
-            render(&suite, json, tools::suite_table)
-        }
     }
 }
 

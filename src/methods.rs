@@ -1,17 +1,22 @@
 //! The hub's JSON-RPC methods: check who may act, call the store, and shape each result.
 //! Parameters arrive already validated as a [`Request`].
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::auth::Grant;
-use crate::decision::{Ballot, DecisionName, EventId, VoteOutcome};
+use crate::clock::now_ms;
+use crate::decision::{Ballot, DecisionName, VoteOutcome};
 use crate::error::Error;
-use crate::events;
-use crate::hub::{CallAdmission, Hub, SessionHandle};
+use crate::hub::Hub;
 use crate::instance::{InstanceId, Registration};
-use crate::request::Request;
-use crate::rpc::{self, Call, Entry, Frame};
-use crate::store::{Claim, Standing, now_ms};
+use crate::protocol::frame::{self, Call, Entry, Frame};
+use crate::protocol::{
+    Alive, EventId, HubInfo, Registered, Request, SessionInfo, State, Subscribed, Unregistered,
+    VoteReply,
+};
+use crate::session::{self, CallAdmission, SessionHandle};
+use crate::store::{Claim, Standing};
 
 /// Most calls one batch may hold.
 pub const MAX_BATCH_LEN: usize = 100;
@@ -41,10 +46,10 @@ impl Caller<'_> {
 
 /// Handles one frame (or HTTP body) and returns the text to send back, if any.
 pub async fn handle_frame(hub: &Hub, caller: Caller<'_>, text: &str) -> Option<String> {
-    match rpc::parse_frame(text) {
+    match frame::parse_frame(text) {
         Frame::Single(entry) => {
             let reply = handle_entry(hub, caller, entry).await;
-            rpc::encode_replies(false, reply.into_iter().collect())
+            frame::encode_replies(false, reply.into_iter().collect())
         }
         Frame::Batch(entries) if entries.len() > MAX_BATCH_LEN => {
             let error = Error::InvalidRequest(
@@ -54,14 +59,14 @@ pub async fn handle_frame(hub: &Hub, caller: Caller<'_>, text: &str) -> Option<S
                 )
                 .into(),
             );
-            Some(rpc::failure(&Value::Null, &error).to_string())
+            Some(frame::failure(&Value::Null, &error).to_string())
         }
         Frame::Batch(entries) => {
             let mut replies = Vec::with_capacity(entries.len());
             for entry in entries {
                 replies.extend(handle_entry(hub, caller, entry).await);
             }
-            rpc::encode_replies(true, replies)
+            frame::encode_replies(true, replies)
         }
     }
 }
@@ -76,9 +81,14 @@ async fn handle_entry(hub: &Hub, caller: Caller<'_>, entry: Entry) -> Option<Val
     };
     let id = id?; // notifications get no reply, even on error
     Some(match outcome {
-        Ok(result) => rpc::success(&id, &result),
-        Err(error) => rpc::failure(&id, &error),
+        Ok(result) => frame::success(&id, &result),
+        Err(error) => frame::failure(&id, &error),
     })
+}
+
+/// A method's result, serialized for the reply.
+fn reply(result: impl Serialize) -> Result<Value, Error> {
+    serde_json::to_value(result).map_err(|e| Error::Internal(e.to_string()))
 }
 
 async fn call_once(hub: &Hub, caller: Caller<'_>, call: Call) -> Result<Value, Error> {
@@ -100,21 +110,22 @@ async fn call_once(hub: &Hub, caller: Caller<'_>, call: Call) -> Result<Value, E
     }
     let Call { method, params, .. } = call;
     match Request::parse(&method, params)? {
-        Request::Register(registration) => register(hub, caller, registration).await,
-        Request::Heartbeat(instance) => heartbeat(hub, caller, instance).await,
-        Request::Unregister(instance) => unregister(hub, caller, instance).await,
-        Request::Vote(ballot) => vote(hub, caller, ballot).await,
+        Request::Register(registration) => reply(register(hub, caller, registration).await?),
+        Request::Heartbeat(instance) => reply(heartbeat(hub, caller, instance).await?),
+        Request::Unregister(instance) => reply(unregister(hub, caller, instance).await?),
+        Request::Vote(ballot) => reply(vote(hub, caller, ballot).await?),
         Request::Status(decision) => status(hub, decision).await,
-        Request::State => state(hub, caller).await,
-        Request::Subscribe { events, since } => subscribe(hub, caller, events, since).await,
-        Request::Unsubscribe { events } => unsubscribe(hub, caller, &events),
+        Request::State => reply(state(hub, caller).await?),
+        Request::Subscribe { events, since } => reply(subscribe(hub, caller, events, since).await?),
+        Request::Unsubscribe { events } => reply(unsubscribe(hub, caller, &events)?),
     }
 }
 
-fn bound_elsewhere(instance: &InstanceId, ttl: u64) -> Error {
+fn bound_elsewhere(instance: &InstanceId, ttl: std::time::Duration) -> Error {
     Error::Unauthorized(format!(
         "instance {instance} is bound to another open session; close that session first \
-         (a binding whose session vanished expires within {ttl}s)"
+         (a binding whose session vanished expires within {}s)",
+        ttl.as_secs()
     ))
 }
 
@@ -122,7 +133,7 @@ async fn register(
     hub: &Hub,
     caller: Caller<'_>,
     registration: Registration,
-) -> Result<Value, Error> {
+) -> Result<Registered, Error> {
     let instance = registration.instance.clone();
     caller.grant().may_act_as(&instance)?;
     let ttl = hub.config.instance_ttl;
@@ -134,15 +145,11 @@ async fn register(
                      (unregister {bound} first, or open another session)"
                 )));
             }
-            Some(session.token.as_str())
+            Some(session.owner_tag.as_str())
         }
         Caller::Http(_) => None,
     };
-    match hub
-        .store
-        .register(&registration, owner, hub.config.instance_ttl())
-        .await?
-    {
+    match hub.store.register(&registration, owner, ttl).await? {
         Claim::BoundElsewhere | Claim::Missing => return Err(bound_elsewhere(&instance, ttl)),
         Claim::Done => {}
     }
@@ -150,33 +157,42 @@ async fn register(
         session.bind(registration);
     }
     hub.metrics.registrations.inc();
-    Ok(json!({ "registered": true, "instanceId": instance, "ttlSeconds": ttl }))
+    Ok(Registered {
+        registered: true,
+        instance_id: instance.to_string(),
+        ttl_seconds: ttl.as_secs(),
+    })
 }
 
-fn owner_token<'a>(caller: Caller<'a>, instance: &InstanceId) -> Option<&'a str> {
+/// The owner tag a caller presents for `instance`: its session's, if that holds it.
+fn owner_tag<'a>(caller: Caller<'a>, instance: &InstanceId) -> Option<&'a str> {
     match caller {
-        Caller::Session(session) => session.owner_token_for(instance),
+        Caller::Session(session) => session.owner_tag_for(instance),
         Caller::Http(_) => None,
     }
 }
 
-async fn heartbeat(hub: &Hub, caller: Caller<'_>, instance: InstanceId) -> Result<Value, Error> {
+async fn heartbeat(hub: &Hub, caller: Caller<'_>, instance: InstanceId) -> Result<Alive, Error> {
     caller.grant().may_act_as(&instance)?;
-    let owner = owner_token(caller, &instance);
+    let owner = owner_tag(caller, &instance);
     match hub
         .store
-        .heartbeat(&instance, owner, hub.config.instance_ttl())
+        .heartbeat(&instance, owner, hub.config.instance_ttl)
         .await?
     {
-        Claim::Done => Ok(json!({ "alive": true })),
-        Claim::Missing => Ok(json!({ "alive": false })),
+        Claim::Done => Ok(Alive { alive: true }),
+        Claim::Missing => Ok(Alive { alive: false }),
         Claim::BoundElsewhere => Err(bound_elsewhere(&instance, hub.config.instance_ttl)),
     }
 }
 
-async fn unregister(hub: &Hub, caller: Caller<'_>, instance: InstanceId) -> Result<Value, Error> {
+async fn unregister(
+    hub: &Hub,
+    caller: Caller<'_>,
+    instance: InstanceId,
+) -> Result<Unregistered, Error> {
     caller.grant().may_act_as(&instance)?;
-    let owner = owner_token(caller, &instance);
+    let owner = owner_tag(caller, &instance);
     let claim = hub.store.unregister(&instance, owner).await?;
     if claim == Claim::BoundElsewhere {
         return Err(bound_elsewhere(&instance, hub.config.instance_ttl));
@@ -186,10 +202,12 @@ async fn unregister(hub: &Hub, caller: Caller<'_>, instance: InstanceId) -> Resu
     {
         session.unbind();
     }
-    Ok(json!({ "unregistered": claim == Claim::Done }))
+    Ok(Unregistered {
+        unregistered: claim == Claim::Done,
+    })
 }
 
-async fn vote(hub: &Hub, caller: Caller<'_>, ballot: Ballot) -> Result<Value, Error> {
+async fn vote(hub: &Hub, caller: Caller<'_>, ballot: Ballot) -> Result<VoteReply, Error> {
     let started = std::time::Instant::now();
     let outcome = vote_once(hub, caller, &ballot).await;
     hub.metrics
@@ -210,7 +228,7 @@ async fn vote(hub: &Hub, caller: Caller<'_>, ballot: Ballot) -> Result<Value, Er
     };
     hub.metrics.vote(label);
     match outcome? {
-        None => Ok(json!({ "voted": false, "quorumReached": false, "reason": "circuit_open" })),
+        None => Ok(VoteReply::circuit_open()),
         Some(outcome) => vote_reply(hub, &ballot, outcome),
     }
 }
@@ -235,39 +253,23 @@ async fn vote_once(
 }
 
 /// The reply to a vote the script answered.
-fn vote_reply(hub: &Hub, ballot: &Ballot, outcome: VoteOutcome) -> Result<Value, Error> {
+fn vote_reply(hub: &Hub, ballot: &Ballot, outcome: VoteOutcome) -> Result<VoteReply, Error> {
     let limit = hub.config.vote_rate_limit;
     Ok(match outcome {
-        VoteOutcome::Recorded { vote_count } => {
-            json!({ "voted": true, "quorumReached": false, "voteCount": vote_count })
-        }
+        VoteOutcome::Recorded { vote_count } => VoteReply::recorded(vote_count),
         VoteOutcome::DecidedNow {
             vote_count,
             final_decision,
-        } => json!({
-            "voted": true, "quorumReached": true, "finalDecision": final_decision, "voteCount": vote_count
-        }),
+        } => VoteReply::decided_now(vote_count, final_decision),
         VoteOutcome::AlreadyVoted {
             vote_count,
             recorded_value,
             final_decision,
-        } => {
-            let mut reply = json!({
-                "voted": false, "reason": "already_voted", "recordedValue": recorded_value,
-                "quorumReached": final_decision.is_some(), "voteCount": vote_count
-            });
-            if let Some(final_decision) = final_decision {
-                reply["finalDecision"] = final_decision.into();
-            }
-            reply
-        }
+        } => VoteReply::already_voted(vote_count, recorded_value, final_decision),
         VoteOutcome::Decided {
             vote_count,
             final_decision,
-        } => json!({
-            "voted": false, "reason": "decided", "quorumReached": true,
-            "finalDecision": final_decision, "voteCount": vote_count
-        }),
+        } => VoteReply::decided(vote_count, final_decision),
         VoteOutcome::RateLimited { retry_after_ms } => {
             return Err(Error::RateLimited {
                 retry_after_ms,
@@ -317,7 +319,7 @@ async fn may_vote_as(hub: &Hub, caller: Caller<'_>, instance: &InstanceId) -> Re
 
 async fn status(hub: &Hub, decision: DecisionName) -> Result<Value, Error> {
     match hub.store.status(&decision).await? {
-        Some(status) => serde_json::to_value(status).map_err(|e| Error::Internal(e.to_string())),
+        Some(status) => reply(status),
         None => Err(Error::NotFound(format!(
             "decision {} has no votes",
             decision.as_str()
@@ -325,28 +327,31 @@ async fn status(hub: &Hub, decision: DecisionName) -> Result<Value, Error> {
     }
 }
 
-async fn state(hub: &Hub, caller: Caller<'_>) -> Result<Value, Error> {
-    let ttl_ms = hub.config.instance_ttl * 1000;
+async fn state(hub: &Hub, caller: Caller<'_>) -> Result<State, Error> {
+    // An index entry outlives its registration by at most two TTLs before it is pruned.
+    let ttl_ms = hub.config.instance_ttl.as_millis() as u64;
     let stale_before = now_ms().saturating_sub(2 * ttl_ms);
     let instances = hub.store.instances(STATE_INSTANCES, stale_before).await?;
     let decisions = hub.store.recent_decisions(STATE_DECISIONS).await?;
     let session = match caller {
-        Caller::Session(session) => json!({ "instanceId": session.bound() }),
-        Caller::Http(_) => Value::Null,
+        Caller::Session(session) => Some(SessionInfo {
+            instance_id: session.bound().map(|id| id.to_string()),
+        }),
+        Caller::Http(_) => None,
     };
-    Ok(json!({
-        "instances": instances,
-        "decisions": decisions,
-        "hub": {
-            "hubId": hub.id,
-            "sessions": hub.session_count(),
-            "uptimeSeconds": hub.uptime_seconds(),
-            "breaker": hub.store.breaker().state(),
-            "lastEventId": hub.delivered().map(|id| id.to_string()),
-            "version": env!("CARGO_PKG_VERSION"),
+    Ok(State {
+        instances,
+        decisions,
+        hub: HubInfo {
+            hub_id: hub.id.clone(),
+            sessions: hub.session_count(),
+            uptime_seconds: hub.uptime_seconds(),
+            breaker: hub.store.breaker().state(),
+            last_event_id: hub.delivered(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
         },
-        "session": session,
-    }))
+        session,
+    })
 }
 
 fn session_only<'a>(caller: Caller<'a>, method: &str) -> Result<&'a SessionHandle, Error> {
@@ -366,21 +371,28 @@ async fn subscribe(
     caller: Caller<'_>,
     events: Vec<String>,
     since: Option<EventId>,
-) -> Result<Value, Error> {
+) -> Result<Subscribed, Error> {
     let session = session_only(caller, "system.subscribe")?;
     let wants_dashboard_events = !events.is_empty();
-    let mut reply = json!({ "subscribed": hub.subscribe(session, events) });
+    let subscribed = hub.subscribe(session, events);
     if wants_dashboard_events {
         // Once this returns, the events flow (unless Redis is down).
         hub.dashboards_flowing(SUBSCRIBE_WAIT).await;
     }
-    if let Some(since) = since {
-        reply["replayed"] = events::replay(hub, session, since).await?.into();
-    }
-    Ok(reply)
+    let replayed = match since {
+        Some(since) => Some(session::replay(hub, session, since).await?),
+        None => None,
+    };
+    Ok(Subscribed {
+        subscribed,
+        replayed,
+    })
 }
 
-fn unsubscribe(hub: &Hub, caller: Caller<'_>, events: &[String]) -> Result<Value, Error> {
+fn unsubscribe(hub: &Hub, caller: Caller<'_>, events: &[String]) -> Result<Subscribed, Error> {
     let session = session_only(caller, "system.unsubscribe")?;
-    Ok(json!({ "subscribed": hub.unsubscribe(session, events) }))
+    Ok(Subscribed {
+        subscribed: hub.unsubscribe(session, Some(events)),
+        replayed: None,
+    })
 }

@@ -16,11 +16,12 @@ use tower_http::services::ServeDir;
 use crate::auth::{Authority, Grant};
 use crate::breaker::Breaker;
 use crate::config::Config;
-use crate::decision::EventId;
 use crate::hub::Hub;
-use crate::managed_redis::{ManagedRedis, ManagedRedisError};
+use crate::managed_redis::ManagedRedis;
+pub use crate::managed_redis::ManagedRedisError;
 use crate::methods::{self, Caller};
 use crate::metrics::Metrics;
+use crate::protocol::EventId;
 use crate::store::Store;
 use crate::{events, keepalive, session};
 

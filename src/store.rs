@@ -10,12 +10,12 @@ use redis::{Cmd, FromRedisValue, Pipeline, RedisError, Script, ServerErrorKind};
 
 use crate::breaker::{Admission, Breaker};
 use crate::config::RateLimit;
-use crate::decision::{
-    Ballot, DEFAULT_TOTAL_INSTANCES, DecisionEvent, DecisionName, DecisionStatus, DecisionSummary,
-    EventId, RecordedVote, VoteOutcome,
-};
+use crate::decision::{Ballot, DEFAULT_TOTAL_INSTANCES, DecisionName, VoteOutcome};
 use crate::error::Error;
-use crate::instance::{InstanceId, InstanceInfo, Registration};
+use crate::instance::{InstanceId, Registration};
+use crate::protocol::{
+    DecisionEvent, DecisionStatus, DecisionSummary, EventId, InstanceInfo, RecordedVote,
+};
 
 /// Longest the hub waits for one Redis reply before the call fails.
 pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -484,10 +484,7 @@ impl Store {
             .arg("COUNT")
             .arg(1);
         let events = parse_stream_entries(self.query(&cmd).await?)?;
-        Ok(events
-            .first()
-            .and_then(|e| e.event_id.parse().ok())
-            .unwrap_or(EventId::ZERO))
+        Ok(events.first().map(|e| e.event_id).unwrap_or(EventId::ZERO))
     }
 
     /// Up to [`REPLAY_PAGE`] decision events after `after` and no later than `upto`.
@@ -775,11 +772,6 @@ impl Store {
     }
 }
 
-/// The decision event published by the vote script, parsed.
-pub fn parse_decision_event(payload: &[u8]) -> Result<crate::decision::DecisionEvent, Error> {
-    serde_json::from_slice(payload).map_err(|e| Error::Internal(format!("bad decision event: {e}")))
-}
-
 /// The tally hash, keyed in the order each value first received a vote.
 fn tally_in_vote_order(
     votes: &[RecordedVote],
@@ -852,9 +844,16 @@ fn parse_stream_entries(reply: redis::Value) -> Result<Vec<DecisionEvent>, Error
     let entries: Entries = FromRedisValue::from_redis_value(reply).map_err(internal)?;
     Ok(entries
         .into_iter()
-        .map(|(id, fields)| {
+        .filter_map(|(id, fields)| {
+            // The same rule as live delivery: an event without a valid id is logged, not sent.
+            let id = id
+                .parse::<EventId>()
+                .inspect_err(
+                    |err| tracing::error!(%err, "ignoring a decision event without a valid id"),
+                )
+                .ok()?;
             let fields: HashMap<String, String> = fields.into_iter().collect();
-            DecisionEvent {
+            Some(DecisionEvent {
                 decision: fields.get("decision").cloned().unwrap_or_default(),
                 value: fields.get("value").cloned().unwrap_or_default(),
                 vote_count: field_u64(&fields, "voteCount"),
@@ -862,7 +861,7 @@ fn parse_stream_entries(reply: redis::Value) -> Result<Vec<DecisionEvent>, Error
                 total_instances: field_u64(&fields, "totalInstances"),
                 event_id: id,
                 timestamp: field_u64(&fields, "timestamp"),
-            }
+            })
         })
         .collect())
 }

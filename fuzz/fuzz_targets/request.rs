@@ -4,14 +4,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use quorum_hub::request::Request;
-use quorum_hub::rpc::{self, Entry, Frame};
+use quorum_hub::protocol::Request;
+use quorum_hub::protocol::frame::{self, Entry, Frame};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let entries = match rpc::parse_frame(text) {
+    let entries = match frame::parse_frame(text) {
         Frame::Single(entry) => vec![entry],
         Frame::Batch(entries) => entries,
     };
@@ -22,12 +22,12 @@ fuzz_target!(|data: &[u8]| {
                 match Request::parse(&call.method, call.params) {
                     Ok(_) => {}
                     Err(error) => {
-                        let _ = rpc::failure(&id, &error).to_string();
+                        let _ = frame::failure(&id, &error).to_string();
                     }
                 }
             }
             Entry::Invalid { id, error } => {
-                let _ = rpc::failure(&id, &error).to_string();
+                let _ = frame::failure(&id, &error).to_string();
             }
         }
     }

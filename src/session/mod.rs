@@ -1,22 +1,33 @@
 //! One WebSocket session: reads JSON-RPC frames in order, writes replies and pushed
 //! events from a bounded queue, keeps the peer alive with pings, and closes with a code
 //! that says why.
+//!
+//! - [`state`]: what the rest of the hub sees of a session ([`SessionHandle`]).
+//! - [`replay`]: live events held while a resuming session replays what it missed.
+//! - [`writer`]: the half that writes the outbound queue to the socket.
+
+mod replay;
+mod state;
+mod writer;
+
+pub use replay::replay;
+pub(crate) use state::lock;
+pub use state::{CallAdmission, Outbound, SessionHandle, SessionSettings, SessionSlot};
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
-use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use axum::extract::ws::{Message, WebSocket, close_code};
+use futures::StreamExt;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::auth::Grant;
-use crate::decision::EventId;
-use crate::events;
-use crate::hub::{Hub, Outbound, SessionHandle, SessionSlot};
+use crate::hub::Hub;
 use crate::methods::{self, Caller};
+use crate::protocol::EventId;
 
 /// Longest one write to a client may take before the session is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,14 +68,14 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, opening: Opening) {
         tokio::join!(
             async {
                 if let Some(since) = resume_after
-                    && let Err(err) = Box::pin(events::replay(&hub, &session, since)).await
+                    && let Err(err) = Box::pin(replay(&hub, &session, since)).await
                 {
                     tracing::warn!(session = session.id, %err, "could not replay missed decision events");
                 }
                 read_calls(&hub, &session, stream, &writer_done).await;
                 reader_done.cancel();
             },
-            write_outbound(&hub, &session, sink, outbound, &reader_done, &writer_done),
+            writer::write_outbound(&hub, &session, sink, outbound, &reader_done, &writer_done),
         );
         // Boxed like every Redis call here: the session's own future stays small while idle.
         Box::pin(hub.close_session(&session)).await;
@@ -107,13 +118,11 @@ async fn read_calls(
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(Message::Close(_))) | None => break,
             Some(Err(err)) => {
-                if err.to_string().contains("Message too long") {
-                    tracing::info!(session = session.id, %err, "message over the size limit");
+                if is_too_long(err) {
+                    tracing::info!(session = session.id, "message over the size limit");
                     session
                         .send(Outbound::Close(CLOSE_TOO_BIG, "message too big"))
                         .await;
-                } else {
-                    tracing::debug!(%err, "read failed");
                 }
                 break;
             }
@@ -143,102 +152,15 @@ async fn read_calls(
     }
 }
 
-async fn write_outbound(
-    hub: &Hub,
-    session: &SessionHandle,
-    mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    mut outbound: mpsc::Receiver<Outbound>,
-    reader_done: &CancellationToken,
-    writer_done: &CancellationToken,
-) {
-    let close = |code: u16, reason: &'static str| {
-        Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        }))
-    };
-    // A zero interval turns pings off.
-    let ping_every = hub.config.ping_interval;
-    let mut pings = tokio::time::interval(ping_every.max(Duration::from_millis(1)));
-    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    pings.reset();
-    // Created once, not per message; the session ends when either fires.
-    let evicted = session.evicted.notified();
-    let reader_gone = reader_done.cancelled();
-    tokio::pin!(evicted, reader_gone);
-    let mut pending_close = None;
-    loop {
-        let message = match pending_close.take() {
-            Some(message) => message,
-            None => tokio::select! {
-                biased;
-                _ = &mut evicted => close(close_code::POLICY, "slow consumer"),
-                next = outbound.recv() => match next {
-                    Some(Outbound::Text(text)) => Message::Text(text),
-                    Some(Outbound::Close(code, reason)) => close(code, reason),
-                    None => break,
-                },
-                // Everything the reader queued has been written (the queue is polled first).
-                _ = &mut reader_gone => break,
-                _ = pings.tick(), if !ping_every.is_zero() => {
-                    if session.unanswered_pings.fetch_add(1, Ordering::AcqRel) >= MAX_UNANSWERED_PINGS {
-                        tracing::info!(session = session.id, "peer left {MAX_UNANSWERED_PINGS} pings unanswered; closing");
-                        close(close_code::POLICY, "ping timeout")
-                    } else {
-                        Message::Ping(Default::default())
-                    }
-                }
-            },
-        };
-        let closing = matches!(message, Message::Close(_));
-        let limit = if closing {
-            CLOSE_TIMEOUT
-        } else {
-            WRITE_TIMEOUT
-        };
-        // Whatever else is already queued goes out in the same write.
-        let write = async {
-            sink.feed(message).await?;
-            if !closing {
-                for _ in 1..WRITE_BATCH {
-                    match outbound.try_recv() {
-                        Ok(Outbound::Text(text)) => sink.feed(Message::Text(text)).await?,
-                        Ok(Outbound::Close(code, reason)) => {
-                            pending_close = Some(close(code, reason));
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-            }
-            sink.flush().await
-        };
-        let written = tokio::select! {
-            written = tokio::time::timeout(limit, write) => Some(written),
-            // A client that stopped reading blocks the write; eviction must not wait for it.
-            _ = &mut evicted, if !closing => None,
-        };
-        let Some(written) = written else {
-            let slow = close(close_code::POLICY, "slow consumer");
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(slow)).await;
-            break;
-        };
-        match written {
-            Ok(Ok(())) if !closing => {}
-            Ok(Ok(())) => break,
-            Ok(Err(err)) => {
-                tracing::debug!(%err, "write failed");
-                break;
-            }
-            Err(_) => {
-                tracing::info!(
-                    session = session.id,
-                    "client stopped reading for {limit:?}; dropping session"
-                );
-                break;
-            }
-        }
+/// Whether a read failed because the message is over the size limit (closed with 1009).
+fn is_too_long(err: axum::Error) -> bool {
+    let err = err.into_inner();
+    let too_long = matches!(
+        err.downcast_ref::<WsError>(),
+        Some(WsError::Capacity(CapacityError::MessageTooLong { .. }))
+    );
+    if !too_long {
+        tracing::debug!(%err, "read failed");
     }
-    writer_done.cancel();
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+    too_long
 }

@@ -1,0 +1,299 @@
+//! The load generator behind `quorum-hub bench`, against a running hub.
+//!
+//! - [`votes`]: vote throughput and latency.
+//! - [`fanout`]: time until every idle session has a decision.
+//! - [`connections`]: memory per registered session.
+//! - [`suite`]: all of them plus `redis-benchmark` on the vote script, as one table.
+
+pub mod connections;
+pub mod fanout;
+pub mod suite;
+pub mod votes;
+
+use std::io::IsTerminal;
+
+use clap::{Args, Subcommand};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::protocol::peer::{self, CallError, Socket};
+use crate::protocol::{RegisterParams, Registered, method};
+
+/// Sessions opened at once while setting up a scenario.
+const CONNECT_CONCURRENCY: usize = 200;
+/// The hub `bench` talks to unless told otherwise.
+const DEFAULT_URL: &str = "ws://127.0.0.1:8080/ws";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("connecting to {0}: {1}")]
+    Connect(String, String),
+    #[error("the hub refused a call: {0}")]
+    Refused(String),
+    #[error("the hub closed a session")]
+    Closed,
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<CallError> for BenchError {
+    fn from(err: CallError) -> Self {
+        match err {
+            CallError::Rpc(err) => BenchError::Refused(err.to_string()),
+            CallError::Closed => BenchError::Closed,
+            CallError::Malformed(why) => BenchError::Other(why),
+        }
+    }
+}
+
+/// `quorum-hub bench` and its scenarios.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Vote throughput and latency: S sessions, G to a decision, one vote in flight each.
+    Votes {
+        #[command(flatten)]
+        options: votes::VotesOptions,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Fan-out latency: K idle sessions and a voter making decisions.
+    Fanout {
+        #[command(flatten)]
+        options: fanout::FanoutOptions,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Memory per session: open and register K sessions, read the hub's resident memory.
+    Connections {
+        #[command(flatten)]
+        options: connections::ConnectionsOptions,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Everything above plus redis-benchmark on the vote script, as one table.
+    Suite {
+        #[command(flatten)]
+        options: suite::SuiteOptions,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+/// How a report is printed.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Output {
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Output {
+    fn render<T: Serialize>(self, report: &T, table: impl FnOnce(&T) -> String) -> String {
+        if self.json {
+            serde_json::to_string_pretty(report).unwrap_or_default()
+        } else {
+            table(report)
+        }
+    }
+}
+
+/// Runs one bench command and returns what to print.
+pub async fn run(command: BenchCommand) -> Result<String, BenchError> {
+    Ok(match command {
+        BenchCommand::Votes { options, output } => {
+            output.render(&votes::run(&options).await?, votes::table)
+        }
+        BenchCommand::Fanout { options, output } => {
+            output.render(&fanout::run(&options).await?, fanout::table)
+        }
+        BenchCommand::Connections { options, output } => {
+            output.render(&connections::run(&options).await?, connections::table)
+        }
+        BenchCommand::Suite { options, output } => {
+            output.render(&suite::run(&options).await?, suite::table)
+        }
+    })
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        Self {
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+
+    /// `p50/p99/max` in milliseconds.
+    fn short_ms(&self) -> String {
+        format!("{}/{}/{}", ms(self.p50), ms(self.p99), ms(self.max))
+    }
+
+    /// `p50/p90/p99/p99.9/max` in milliseconds.
+    fn long_ms(&self) -> String {
+        format!(
+            "{}/{}/{}/{}/{}",
+            ms(self.p50),
+            ms(self.p90),
+            ms(self.p99),
+            ms(self.p999),
+            ms(self.max)
+        )
+    }
+}
+
+/// Microseconds as milliseconds with two decimals.
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+/// A two-column Markdown table, built row by row.
+struct Table(String);
+
+impl Table {
+    fn new() -> Self {
+        Self("| measure | value |\n| --- | --- |\n".to_owned())
+    }
+
+    fn row(&mut self, measure: impl std::fmt::Display, value: impl std::fmt::Display) {
+        self.0.push_str(&format!("| {measure} | {value} |\n"));
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+}
+
+/// A short random tag so that repeated runs use fresh instances and decisions.
+fn run_tag() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{:x}{:x}", nanos, std::process::id() & 0xfff)
+}
+
+async fn connect(url: &str) -> Result<Socket, BenchError> {
+    tokio_tungstenite::connect_async(url)
+        .await
+        .map(|(socket, _)| socket)
+        .map_err(|e| BenchError::Connect(url.to_owned(), e.to_string()))
+}
+
+/// One request on a bench socket; notifications that arrive first are skipped.
+async fn call<R: serde::de::DeserializeOwned>(
+    socket: &mut Socket,
+    id: u64,
+    method: &str,
+    params: &impl Serialize,
+) -> Result<R, CallError> {
+    peer::call(socket, id, method, params, |_| {}).await
+}
+
+async fn register(socket: &mut Socket, instance: &str) -> Result<(), BenchError> {
+    let params = RegisterParams {
+        instance_id: instance,
+        roles: &[],
+    };
+    call::<Registered>(socket, 0, method::REGISTER, &params).await?;
+    Ok(())
+}
+
+/// Opens `count` sessions a few at a time, each prepared by `prepare(socket, i)`.
+async fn open_sessions<F, Fut>(
+    url: &str,
+    count: usize,
+    prepare: F,
+) -> Result<Vec<Socket>, BenchError>
+where
+    F: Fn(Socket, usize) -> Fut,
+    Fut: Future<Output = Result<Socket, BenchError>>,
+{
+    let mut sessions = Vec::with_capacity(count);
+    let mut progress = Progress::new("connecting", count as u64);
+    for chunk_start in (0..count).step_by(CONNECT_CONCURRENCY) {
+        let chunk = chunk_start..(chunk_start + CONNECT_CONCURRENCY).min(count);
+        let opened = futures::future::join_all(chunk.map(|i| {
+            let prepare = &prepare;
+            async move { prepare(connect(url).await?, i).await }
+        }))
+        .await;
+        for socket in opened {
+            sessions.push(socket?);
+        }
+        progress.set(sessions.len() as u64);
+    }
+    progress.finish();
+    Ok(sessions)
+}
+
+/// Opens `count` registered sessions (instances `{prefix}-{i}`), a few at a time.
+async fn open_registered(url: &str, prefix: &str, count: usize) -> Result<Vec<Socket>, BenchError> {
+    open_sessions(url, count, |mut socket, i| async move {
+        register(&mut socket, &format!("{prefix}-{i}")).await?;
+        Ok(socket)
+    })
+    .await
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal.
+struct Progress {
+    label: &'static str,
+    total: u64,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(label: &'static str, total: u64) -> Self {
+        Self {
+            label,
+            total: total.max(1),
+            shown: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn set(&mut self, done: u64) {
+        if self.shown {
+            let width = 30;
+            let filled = (done.min(self.total) * width / self.total) as usize;
+            eprint!(
+                "\r{:<12} [{}{}] {done}/{}",
+                self.label,
+                "#".repeat(filled),
+                ".".repeat(width as usize - filled),
+                self.total
+            );
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.shown {
+            eprintln!();
+        }
+    }
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}

@@ -1,0 +1,218 @@
+//! `bench suite`: every scenario in turn, and `redis-benchmark` running the same vote
+//! script on the hub's Redis, as one table.
+
+use std::time::Duration;
+
+use clap::Args;
+use serde::Serialize;
+
+use super::connections::{self, ConnectionsOptions, ConnectionsReport};
+use super::fanout::{self, FanoutOptions, FanoutReport};
+use super::votes::{self, VotesOptions, VotesReport};
+use super::{BenchError, DEFAULT_URL, Table};
+use crate::config::{RateLimit, parse_duration};
+use crate::store;
+
+/// Requests `redis-benchmark` sends without pipelining (more with it).
+const REDIS_BENCHMARK_REQUESTS: usize = 100_000;
+/// Sessions per decision in the throughput runs (and in redis-benchmark's votes).
+const GROUP: usize = 60;
+
+#[derive(Debug, Clone, Args)]
+pub struct SuiteOptions {
+    /// The hub's WebSocket endpoint.
+    #[arg(long, default_value = DEFAULT_URL)]
+    pub url: String,
+    /// Voting sessions in the throughput runs.
+    #[arg(long, default_value_t = 100)]
+    pub sessions: usize,
+    /// Length of each throughput run.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    #[arg(long, default_value_t = 10_000)]
+    pub fanout_sessions: usize,
+    #[arg(long, default_value_t = 50)]
+    pub fanout_decisions: usize,
+    /// Sessions opened to measure memory per session.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// The hub's process id (its memory is read from /proc).
+    #[arg(long)]
+    pub hub_pid: Option<u32>,
+    /// Unix socket of the hub's Redis, for redis-benchmark.
+    #[arg(long)]
+    pub redis_socket: Option<String>,
+}
+
+/// Everything `bench suite` measures, for one table.
+#[derive(Debug, Serialize)]
+pub struct Suite {
+    pub votes_g60: VotesReport,
+    pub votes_g3: VotesReport,
+    pub votes_half_rate: VotesReport,
+    pub fanout: FanoutReport,
+    pub connections: ConnectionsReport,
+    pub redis_script_limit: Option<f64>,
+    pub redis_script_limit_pipelined: Option<f64>,
+}
+
+pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
+    let votes = |group: usize, rate: Option<f64>| VotesOptions {
+        url: options.url.clone(),
+        sessions: options.sessions,
+        group,
+        duration: options.duration,
+        max_votes: None,
+        rate,
+    };
+    eprintln!(
+        "votes, G={GROUP}, {} sessions, {:?}",
+        options.sessions, options.duration
+    );
+    let votes_g60 = votes::run(&votes(GROUP, None)).await?;
+    eprintln!("votes, G=3");
+    let votes_g3 = votes::run(&votes(3, None)).await?;
+    let half = votes_g60.votes_per_second / 2.0 / options.sessions as f64;
+    eprintln!(
+        "votes, G={GROUP} at half the maximum rate ({:.0} votes/s)",
+        votes_g60.votes_per_second / 2.0
+    );
+    let votes_half_rate = votes::run(&votes(GROUP, Some(half))).await?;
+    eprintln!("connections: {}", options.connections);
+    let connections = connections::run(&ConnectionsOptions {
+        url: options.url.clone(),
+        sessions: options.connections,
+        hub_pid: options.hub_pid,
+    })
+    .await?;
+    eprintln!(
+        "fan-out: {} sessions, {} decisions",
+        options.fanout_sessions, options.fanout_decisions
+    );
+    let fanout = fanout::run(&FanoutOptions {
+        url: options.url.clone(),
+        sessions: options.fanout_sessions,
+        decisions: options.fanout_decisions,
+    })
+    .await?;
+    let (limit, pipelined) = match &options.redis_socket {
+        Some(socket) => {
+            eprintln!("redis-benchmark: the vote script without and with pipelining");
+            (
+                redis_benchmark(socket, options.sessions, 1).await?,
+                redis_benchmark(socket, options.sessions, 16).await?,
+            )
+        }
+        None => (None, None),
+    };
+    Ok(Suite {
+        votes_g60,
+        votes_g3,
+        votes_half_rate,
+        fanout,
+        connections,
+        redis_script_limit: limit,
+        redis_script_limit_pipelined: pipelined,
+    })
+}
+
+/// Runs `redis-benchmark` with EVALSHA of the vote script on random decisions and
+/// instances, and returns its requests per second.
+async fn redis_benchmark(
+    socket: &str,
+    clients: usize,
+    pipeline: usize,
+) -> Result<Option<f64>, BenchError> {
+    let other = |e: redis::RedisError| BenchError::Other(format!("redis-benchmark setup: {e}"));
+    let client = redis::Client::open(format!("unix://{socket}").as_str()).map_err(other)?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(other)?;
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(store::VOTE_SCRIPT)
+        .query_async(&mut conn)
+        .await
+        .map_err(other)?;
+    let requests = (REDIS_BENCHMARK_REQUESTS * pipeline.min(4)).to_string();
+    let mut command = tokio::process::Command::new("redis-benchmark");
+    command
+        .args(["-s", socket, "-q", "-r", "1000000", "-n", &requests])
+        .args(["-c", &clients.to_string(), "-P", &pipeline.to_string()])
+        .args(store::vote_benchmark_command(
+            &sha,
+            GROUP as u64,
+            RateLimit {
+                max: 1_000_000,
+                window: Duration::from_secs(60),
+            },
+        ));
+    let output = match command.output().await {
+        Ok(output) => output,
+        Err(err) => {
+            eprintln!("redis-benchmark not available ({err}); skipping the script limit");
+            return Ok(None);
+        }
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    // "EVALSHA ...: 12345.67 requests per second, p50=..." (after progress lines ending in \r).
+    let rate = text
+        .split(['\r', '\n'])
+        .filter_map(|line| {
+            line.split_once(" requests per second")
+                .map(|(head, _)| head)
+        })
+        .filter_map(|head| head.rsplit(' ').next()?.parse::<f64>().ok())
+        .next_back();
+    Ok(rate)
+}
+
+/// The suite as one table.
+pub fn table(s: &Suite) -> String {
+    let mut t = Table::new();
+    let v = &s.votes_g60;
+    t.row(
+        format!("hub votes/s, G={GROUP} ({} sessions)", v.sessions),
+        format!("{:.0}", v.votes_per_second),
+    );
+    t.row(
+        "hub votes/s, G=3",
+        format!("{:.0}", s.votes_g3.votes_per_second),
+    );
+    let limits = [
+        ("no pipelining", "script limit", s.redis_script_limit),
+        (
+            "pipeline 16",
+            "pipelined limit",
+            s.redis_script_limit_pipelined,
+        ),
+    ];
+    for (how, name, limit) in limits {
+        if let Some(limit) = limit {
+            t.row(
+                format!("redis-benchmark, vote script, {how}"),
+                format!("{limit:.0}"),
+            );
+            t.row(
+                format!("hub G={GROUP} / {name}"),
+                format!("{:.2}", v.votes_per_second / limit),
+            );
+        }
+    }
+    t.row(
+        format!("vote latency at full load, G={GROUP} (ms) p50/p90/p99/p99.9/max"),
+        v.latency_us.long_ms(),
+    );
+    let h = &s.votes_half_rate;
+    t.row(
+        format!(
+            "vote latency at half rate ({:.0} votes/s) (ms) p50/p99/max",
+            h.votes_per_second
+        ),
+        h.latency_us.short_ms(),
+    );
+    fanout::rows(&mut t, &s.fanout);
+    connections::rows(&mut t, &s.connections);
+    t.0
+}

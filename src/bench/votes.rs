@@ -1,0 +1,164 @@
+//! Vote throughput and latency: sessions, each its own instance with one vote in flight,
+//! grouped `group` to a decision.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde::Serialize;
+
+use super::{BenchError, DEFAULT_URL, Percentiles, Progress, Table, call, histogram, run_tag};
+use crate::config::parse_duration;
+use crate::protocol::peer::CallError;
+use crate::protocol::{VoteParams, VoteReply, method};
+
+/// How often the progress bar is redrawn while the votes run.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone, Args)]
+pub struct VotesOptions {
+    /// The hub's WebSocket endpoint.
+    #[arg(long, default_value = DEFAULT_URL)]
+    pub url: String,
+    /// Sessions, each its own instance, each with one vote in flight.
+    #[arg(long, default_value_t = 100)]
+    pub sessions: usize,
+    /// Sessions per decision (`totalInstances`).
+    #[arg(long, default_value_t = 60)]
+    pub group: usize,
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Stop after this many votes, if sooner.
+    #[arg(long = "votes")]
+    pub max_votes: Option<u64>,
+    /// Votes per second per session (default: as fast as replies come).
+    #[arg(long)]
+    pub rate: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VotesReport {
+    pub sessions: usize,
+    pub group: usize,
+    pub votes: u64,
+    pub seconds: f64,
+    pub votes_per_second: f64,
+    pub latency_us: Percentiles,
+    /// Replies by outcome: recorded, decided_now, already_voted, decided, circuit_open,
+    /// or the error code.
+    pub outcomes: BTreeMap<String, u64>,
+}
+
+pub async fn run(options: &VotesOptions) -> Result<VotesReport, BenchError> {
+    let prefix = format!("bv{}", run_tag());
+    let sessions = super::open_registered(&options.url, &prefix, options.sessions).await?;
+    let group = options.group.max(1);
+    let cast = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + options.duration;
+    let mut tasks = Vec::new();
+    for (i, mut socket) in sessions.into_iter().enumerate() {
+        let (cast, options, prefix) = (cast.clone(), options.clone(), prefix.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latency = histogram();
+            let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+            let instance = format!("{prefix}-{i}");
+            let pace = options
+                .rate
+                .map(|r| Duration::from_secs_f64(1.0 / r.max(0.001)));
+            let mut next_at = Instant::now();
+            // Each session stops by itself at the deadline or when the vote budget is spent.
+            for round in 0u64.. {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                if let Some(max) = options.max_votes
+                    && cast.fetch_add(1, Ordering::Relaxed) >= max
+                {
+                    break;
+                }
+                if let Some(pace) = pace {
+                    tokio::time::sleep_until(next_at.into()).await;
+                    next_at += pace;
+                }
+                let decision = format!("{prefix}-g{}-{round}", i / group);
+                let params = VoteParams {
+                    instance_id: &instance,
+                    decision: &decision,
+                    value: if round % 2 == 0 { "yes" } else { "no" },
+                    total_instances: Some(group as u64),
+                };
+                let sent = Instant::now();
+                let reply = call::<VoteReply>(&mut socket, round + 1, method::VOTE, &params).await;
+                let outcome = match reply {
+                    Ok(reply) => reply.outcome().to_owned(),
+                    Err(CallError::Rpc(error)) => error.code.to_string(),
+                    Err(CallError::Malformed(_)) => "malformed".to_owned(),
+                    Err(CallError::Closed) => {
+                        *outcomes.entry("closed".into()).or_default() += 1;
+                        break;
+                    }
+                };
+                let _ = latency.record(sent.elapsed().as_micros() as u64);
+                *outcomes.entry(outcome).or_default() += 1;
+                if options.max_votes.is_none() {
+                    cast.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let _ = socket.close(None).await;
+            (latency, outcomes)
+        }));
+    }
+    let mut progress = Progress::new("voting", options.duration.as_millis() as u64);
+    while !tasks.iter().all(|t| t.is_finished()) {
+        progress.set(started.elapsed().as_millis() as u64);
+        tokio::time::sleep(PROGRESS_EVERY).await;
+    }
+    progress.finish();
+    let mut latency = histogram();
+    let mut outcomes = BTreeMap::new();
+    for task in tasks {
+        let (h, o) = task.await.map_err(|e| BenchError::Other(e.to_string()))?;
+        latency
+            .add(&h)
+            .map_err(|e| BenchError::Other(e.to_string()))?;
+        for (k, v) in o {
+            *outcomes.entry(k).or_default() += v;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let votes = latency.len();
+    Ok(VotesReport {
+        sessions: options.sessions,
+        group,
+        votes,
+        seconds,
+        votes_per_second: votes as f64 / seconds,
+        latency_us: Percentiles::of(&latency),
+        outcomes,
+    })
+}
+
+/// The report as a table.
+pub fn table(report: &VotesReport) -> String {
+    let mut t = Table::new();
+    t.row(
+        "sessions, group",
+        format!("{}, {}", report.sessions, report.group),
+    );
+    t.row(
+        "votes in seconds",
+        format!("{} in {:.1}", report.votes, report.seconds),
+    );
+    t.row("votes/s", format!("{:.0}", report.votes_per_second));
+    t.row(
+        "latency (ms) p50/p90/p99/p99.9/max",
+        report.latency_us.long_ms(),
+    );
+    for (outcome, count) in &report.outcomes {
+        t.row(format!("replies: {outcome}"), count);
+    }
+    t.0
+}

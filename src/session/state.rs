@@ -1,0 +1,273 @@
+//! A session's own state, as the rest of the hub sees it: its outbound queue, its
+//! instance binding, its call allowance and its dashboard subscriptions.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::{Notify, mpsc};
+
+use super::replay::EventCursor;
+use crate::auth::Grant;
+use crate::config::RateLimit;
+use crate::instance::{InstanceId, Registration};
+use crate::metrics::Metrics;
+use crate::protocol::{EventId, event};
+
+/// A session that makes this many times its call allowance in one window is flooding,
+/// and is closed (1008).
+pub const FLOOD_FACTOR: u32 = 2;
+
+/// What a session's writer sends next.
+#[derive(Debug)]
+pub enum Outbound {
+    Text(Utf8Bytes),
+    /// Close the socket with this code and reason, after everything queued before it.
+    Close(u16, &'static str),
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether a session may make one more call now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallAdmission {
+    Allowed,
+    /// Over the session's allowance; the call is refused.
+    Refused {
+        retry_after_ms: u64,
+    },
+    /// Far over it: refused, and the session is to be closed.
+    Flooding {
+        retry_after_ms: u64,
+    },
+}
+
+/// Calls counted in the current fixed window.
+#[derive(Debug)]
+struct CallWindow {
+    started: Instant,
+    calls: u32,
+}
+
+/// One of the hub's limited session places, given back when dropped.
+pub struct SessionSlot(Arc<AtomicUsize>);
+
+impl SessionSlot {
+    /// Takes a place from `taken` if fewer than `max` are taken.
+    pub fn reserve(taken: &Arc<AtomicUsize>, max: usize) -> Option<SessionSlot> {
+        let before = taken.fetch_add(1, Ordering::AcqRel);
+        let slot = SessionSlot(taken.clone());
+        (before < max).then_some(slot)
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The part of a session that the rest of the hub sees.
+pub struct SessionHandle {
+    pub id: u64,
+    /// What the session's token allows.
+    pub grant: Grant,
+    /// Identifies this session in Redis as the owner of its bound instance
+    /// (`<hub id>:<session id>`).
+    pub owner_tag: String,
+    outbound: mpsc::Sender<Outbound>,
+    /// Raised when the session fell a full queue behind; its writer closes it.
+    pub evicted: Notify,
+    /// The instance this session registered as, if any. One per session.
+    binding: Mutex<Option<Registration>>,
+    /// Where the session stands in the decision event stream.
+    pub(super) events: Mutex<EventCursor>,
+    /// Event patterns this session asked for (beyond the decisions every session gets).
+    subscriptions: Mutex<Vec<String>>,
+    call_limit: RateLimit,
+    calls: Mutex<CallWindow>,
+    /// Set when the session floods; its reader closes it.
+    pub flooding: AtomicBool,
+    /// Pings sent since the peer last showed it is alive.
+    pub unanswered_pings: AtomicU32,
+    /// Messages the outbound queue holds at most.
+    pub(super) queue_len: usize,
+    metrics: Metrics,
+    /// Set once the session is marked a slow consumer (counted once).
+    slow: AtomicBool,
+    /// Holds one of the hub's session slots while the session exists.
+    _slot: SessionSlot,
+}
+
+/// What a new session starts with.
+pub struct SessionSettings {
+    pub id: u64,
+    pub grant: Grant,
+    pub owner_tag: String,
+    pub slot: SessionSlot,
+    pub queue_len: usize,
+    pub call_limit: RateLimit,
+    pub metrics: Metrics,
+    /// Every event after this id reaches the session live (`None`: not known yet).
+    pub live_after: Option<EventId>,
+    /// Hold live events from the start, for a replay to follow.
+    pub hold: bool,
+}
+
+impl SessionHandle {
+    /// A session and the receiving end of its outbound queue.
+    pub fn new(settings: SessionSettings) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(settings.queue_len);
+        let handle = Arc::new(SessionHandle {
+            id: settings.id,
+            grant: settings.grant,
+            owner_tag: settings.owner_tag,
+            outbound: tx,
+            evicted: Notify::new(),
+            binding: Mutex::new(None),
+            events: Mutex::new(EventCursor::new(settings.live_after, settings.hold)),
+            subscriptions: Mutex::new(Vec::new()),
+            call_limit: settings.call_limit,
+            calls: Mutex::new(CallWindow {
+                started: Instant::now(),
+                calls: 0,
+            }),
+            flooding: AtomicBool::new(false),
+            unanswered_pings: AtomicU32::new(0),
+            queue_len: settings.queue_len,
+            metrics: settings.metrics,
+            slow: AtomicBool::new(false),
+            _slot: settings.slot,
+        });
+        (handle, rx)
+    }
+
+    /// Counts one call against the session's allowance.
+    pub fn admit_call(&self) -> CallAdmission {
+        if self.call_limit.is_off() {
+            return CallAdmission::Allowed;
+        }
+        let mut window = lock(&self.calls);
+        let elapsed = window.started.elapsed();
+        if elapsed >= self.call_limit.window {
+            *window = CallWindow {
+                started: Instant::now(),
+                calls: 0,
+            };
+        }
+        window.calls = window.calls.saturating_add(1);
+        if window.calls <= self.call_limit.max {
+            return CallAdmission::Allowed;
+        }
+        let retry_after_ms = self
+            .call_limit
+            .window
+            .saturating_sub(window.started.elapsed())
+            .as_millis() as u64
+            + 1;
+        if window.calls > self.call_limit.max.saturating_mul(FLOOD_FACTOR) {
+            self.flooding.store(true, Ordering::Release);
+            CallAdmission::Flooding { retry_after_ms }
+        } else {
+            CallAdmission::Refused { retry_after_ms }
+        }
+    }
+
+    /// Queues a message, waiting while the queue is full (the caller's own backpressure).
+    pub async fn send(&self, message: Outbound) -> bool {
+        self.outbound.send(message).await.is_ok()
+    }
+
+    pub fn bound(&self) -> Option<InstanceId> {
+        lock(&self.binding).as_ref().map(|r| r.instance.clone())
+    }
+
+    pub fn binding(&self) -> Option<Registration> {
+        lock(&self.binding).clone()
+    }
+
+    pub fn bind(&self, registration: Registration) {
+        *lock(&self.binding) = Some(registration);
+    }
+
+    pub fn unbind(&self) -> Option<Registration> {
+        lock(&self.binding).take()
+    }
+
+    /// Whether this session holds `instance` (checked without copying the binding).
+    pub fn holds(&self, instance: &InstanceId) -> bool {
+        lock(&self.binding)
+            .as_ref()
+            .is_some_and(|r| r.instance == *instance)
+    }
+
+    /// The owner tag to present for `instance`: this session's, if it holds it.
+    pub fn owner_tag_for(&self, instance: &InstanceId) -> Option<&str> {
+        self.holds(instance).then_some(self.owner_tag.as_str())
+    }
+
+    /// Adds event patterns; returns whether the session had none before and everything
+    /// it is subscribed to now.
+    pub fn subscribe(&self, patterns: Vec<String>) -> (bool, Vec<String>) {
+        let mut subscriptions = lock(&self.subscriptions);
+        let was_empty = subscriptions.is_empty();
+        for pattern in patterns {
+            if !subscriptions.contains(&pattern) {
+                subscriptions.push(pattern);
+            }
+        }
+        (
+            was_empty && !subscriptions.is_empty(),
+            subscriptions.clone(),
+        )
+    }
+
+    /// Removes event patterns (`None`: all of them); returns whether that left the session
+    /// with none, having had some, and what remains.
+    pub fn unsubscribe(&self, patterns: Option<&[String]>) -> (bool, Vec<String>) {
+        let mut subscriptions = lock(&self.subscriptions);
+        let was_empty = subscriptions.is_empty();
+        match patterns {
+            Some(patterns) => subscriptions.retain(|p| !patterns.contains(p)),
+            None => subscriptions.clear(),
+        }
+        (
+            !was_empty && subscriptions.is_empty(),
+            subscriptions.clone(),
+        )
+    }
+
+    /// Whether the session subscribed to the event `name`.
+    pub fn wants(&self, name: &str) -> bool {
+        lock(&self.subscriptions)
+            .iter()
+            .any(|p| event::pattern_matches(p, name))
+    }
+
+    /// Queues a message without waiting; a full queue marks the session a slow consumer.
+    pub fn push_now(&self, text: &Utf8Bytes) {
+        match self.outbound.try_send(Outbound::Text(text.clone())) {
+            Ok(()) => {
+                self.metrics.events_delivered.inc();
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.evict(),
+        }
+    }
+
+    /// Marks the session a slow consumer; its writer closes it (1008).
+    pub(super) fn evict(&self) {
+        self.metrics.events_dropped.inc();
+        if !self.slow.swap(true, Ordering::AcqRel) {
+            tracing::warn!(session = self.id, "slow consumer: closing session");
+            self.metrics.slow_consumer_closes.inc();
+        }
+        self.evicted.notify_one();
+    }
+}

@@ -1,0 +1,114 @@
+//! The writing half of a session: drains the outbound queue to the socket in batches,
+//! pings the peer, and closes slow consumers and silent peers.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
+use futures::SinkExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::state::{Outbound, SessionHandle};
+use super::{CLOSE_TIMEOUT, MAX_UNANSWERED_PINGS, WRITE_BATCH, WRITE_TIMEOUT};
+use crate::hub::Hub;
+
+pub(super) async fn write_outbound(
+    hub: &Hub,
+    session: &SessionHandle,
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut outbound: mpsc::Receiver<Outbound>,
+    reader_done: &CancellationToken,
+    writer_done: &CancellationToken,
+) {
+    let close = |code: u16, reason: &'static str| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    };
+    // A zero interval turns pings off.
+    let ping_every = hub.config.ping_interval;
+    let mut pings = tokio::time::interval(ping_every.max(Duration::from_millis(1)));
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    pings.reset();
+    // Created once, not per message; the session ends when either fires.
+    let evicted = session.evicted.notified();
+    let reader_gone = reader_done.cancelled();
+    tokio::pin!(evicted, reader_gone);
+    let mut pending_close = None;
+    loop {
+        let message = match pending_close.take() {
+            Some(message) => message,
+            None => tokio::select! {
+                biased;
+                _ = &mut evicted => close(close_code::POLICY, "slow consumer"),
+                next = outbound.recv() => match next {
+                    Some(Outbound::Text(text)) => Message::Text(text),
+                    Some(Outbound::Close(code, reason)) => close(code, reason),
+                    None => break,
+                },
+                // Everything the reader queued has been written (the queue is polled first).
+                _ = &mut reader_gone => break,
+                _ = pings.tick(), if !ping_every.is_zero() => {
+                    if session.unanswered_pings.fetch_add(1, Ordering::AcqRel) >= MAX_UNANSWERED_PINGS {
+                        tracing::info!(session = session.id, "peer left {MAX_UNANSWERED_PINGS} pings unanswered; closing");
+                        close(close_code::POLICY, "ping timeout")
+                    } else {
+                        Message::Ping(Default::default())
+                    }
+                }
+            },
+        };
+        let closing = matches!(message, Message::Close(_));
+        let limit = if closing {
+            CLOSE_TIMEOUT
+        } else {
+            WRITE_TIMEOUT
+        };
+        // Whatever else is already queued goes out in the same write.
+        let write = async {
+            sink.feed(message).await?;
+            if !closing {
+                for _ in 1..WRITE_BATCH {
+                    match outbound.try_recv() {
+                        Ok(Outbound::Text(text)) => sink.feed(Message::Text(text)).await?,
+                        Ok(Outbound::Close(code, reason)) => {
+                            pending_close = Some(close(code, reason));
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            sink.flush().await
+        };
+        let written = tokio::select! {
+            written = tokio::time::timeout(limit, write) => Some(written),
+            // A client that stopped reading blocks the write; eviction must not wait for it.
+            _ = &mut evicted, if !closing => None,
+        };
+        let Some(written) = written else {
+            let slow = close(close_code::POLICY, "slow consumer");
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(slow)).await;
+            break;
+        };
+        match written {
+            Ok(Ok(())) if !closing => {}
+            Ok(Ok(())) => break,
+            Ok(Err(err)) => {
+                tracing::debug!(%err, "write failed");
+                break;
+            }
+            Err(_) => {
+                tracing::info!(
+                    session = session.id,
+                    "client stopped reading for {limit:?}; dropping session"
+                );
+                break;
+            }
+        }
+    }
+    writer_done.cancel();
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+}
