@@ -1,0 +1,118 @@
+//! The payloads of pushed notifications, and a notification typed by its method name.
+
+use serde::{Deserialize, Serialize};
+
+use super::{EventId, event};
+
+/// `quorum.decision.made`: a decision was fixed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DecisionEvent {
+    pub decision: String,
+    pub value: String,
+    pub vote_count: u64,
+    pub quorum: u64,
+    pub total_instances: u64,
+    /// Unique and identical for every observer; resume after it with `?lastEventId=`.
+    pub event_id: EventId,
+    pub timestamp: u64,
+}
+
+/// `quorum.vote.recorded`: one vote was recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VoteRecorded {
+    pub decision: String,
+    pub instance_id: String,
+    pub value: String,
+    pub vote_count: u64,
+    pub quorum: u64,
+    pub total_instances: u64,
+}
+
+/// `instance.registered`: an instance registered or refreshed its registration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InstanceRegistered {
+    pub instance_id: String,
+    pub roles: Vec<String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub status: String,
+    pub last_seen: u64,
+}
+
+/// `instance.unregistered`: an instance was removed, or its session closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InstanceUnregistered {
+    pub instance_id: String,
+    /// `unregistered` or `disconnected`.
+    pub reason: String,
+}
+
+/// `system.events.incomplete`: some decision events after `since` are no longer kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsIncomplete {
+    pub since: EventId,
+    pub message: String,
+}
+
+impl EventsIncomplete {
+    pub fn after(since: EventId) -> Self {
+        Self {
+            since,
+            message: format!(
+                "some decision events after {since} are no longer kept; the ones that follow \
+                 are all that remain, so call system.get_state for the current state of every \
+                 decision"
+            ),
+        }
+    }
+}
+
+/// A notification as a peer receives it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notification {
+    DecisionMade(DecisionEvent),
+    EventsIncomplete(EventsIncomplete),
+    VoteRecorded(VoteRecorded),
+    InstanceRegistered(InstanceRegistered),
+    InstanceUnregistered(InstanceUnregistered),
+    /// An event this version does not know, or one whose params did not parse.
+    Other {
+        method: String,
+        params: serde_json::Value,
+    },
+}
+
+impl Notification {
+    /// Types a notification by its method name.
+    pub fn parse(method: String, params: serde_json::Value) -> Self {
+        fn typed<T: serde::de::DeserializeOwned>(
+            params: &serde_json::Value,
+            wrap: fn(T) -> Notification,
+        ) -> Option<Notification> {
+            T::deserialize(params).ok().map(wrap)
+        }
+        let parsed = match method.as_str() {
+            event::DECISION_MADE => typed(&params, Notification::DecisionMade),
+            event::EVENTS_INCOMPLETE => typed(&params, Notification::EventsIncomplete),
+            event::VOTE_RECORDED => typed(&params, Notification::VoteRecorded),
+            event::INSTANCE_REGISTERED => typed(&params, Notification::InstanceRegistered),
+            event::INSTANCE_UNREGISTERED => typed(&params, Notification::InstanceUnregistered),
+            _ => None,
+        };
+        parsed.unwrap_or(Notification::Other { method, params })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_notifications_are_kept_not_dropped() {
+        let n = Notification::parse("future.event".into(), serde_json::json!({"x": 1}));
+        assert!(matches!(n, Notification::Other { ref method, .. } if method == "future.event"));
+    }
+}

@@ -1,0 +1,287 @@
+//! The results of the methods, as the hub sends them and peers read them.
+
+use serde::{Deserialize, Serialize};
+
+use super::EventId;
+
+/// Result of `system.register`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Registered {
+    pub registered: bool,
+    pub instance_id: String,
+    /// How long the registration lives without a heartbeat (an open session keeps its
+    /// own instance alive).
+    pub ttl_seconds: u64,
+}
+
+/// Result of `system.heartbeat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alive {
+    /// False when the instance is not registered (anymore).
+    pub alive: bool,
+}
+
+/// Result of `system.unregister`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unregistered {
+    /// False when there was no registration to remove.
+    pub unregistered: bool,
+}
+
+/// Why a vote was not recorded, when that is a result rather than an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotVoted {
+    /// This instance voted on the decision before; `recordedValue` says how.
+    AlreadyVoted,
+    /// The decision was made before this vote.
+    Decided,
+    /// The hub's circuit breaker is open: Redis was not called.
+    CircuitOpen,
+    /// A reason this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl NotVoted {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotVoted::AlreadyVoted => "already_voted",
+            NotVoted::Decided => "decided",
+            NotVoted::CircuitOpen => "circuit_open",
+            NotVoted::Unknown => "unknown",
+        }
+    }
+}
+
+/// Result of `system.quorum.vote`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VoteReply {
+    /// Whether this call recorded the vote.
+    pub voted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<NotVoted>,
+    /// The value this instance's earlier vote recorded (with `already_voted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_value: Option<String>,
+    pub quorum_reached: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_decision: Option<String>,
+    /// Votes recorded on the decision (absent when Redis was not asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vote_count: Option<u64>,
+}
+
+impl VoteReply {
+    /// Recorded; the decision is still open.
+    pub fn recorded(vote_count: u64) -> Self {
+        Self::voted(vote_count, None)
+    }
+
+    /// Recorded, and this vote fixed the decision.
+    pub fn decided_now(vote_count: u64, final_decision: String) -> Self {
+        Self::voted(vote_count, Some(final_decision))
+    }
+
+    fn voted(vote_count: u64, final_decision: Option<String>) -> Self {
+        Self {
+            voted: true,
+            reason: None,
+            recorded_value: None,
+            quorum_reached: final_decision.is_some(),
+            final_decision,
+            vote_count: Some(vote_count),
+        }
+    }
+
+    /// Not recorded: the instance voted before (and the decision may be made).
+    pub fn already_voted(
+        vote_count: u64,
+        recorded_value: String,
+        final_decision: Option<String>,
+    ) -> Self {
+        Self {
+            voted: false,
+            reason: Some(NotVoted::AlreadyVoted),
+            recorded_value: Some(recorded_value),
+            quorum_reached: final_decision.is_some(),
+            final_decision,
+            vote_count: Some(vote_count),
+        }
+    }
+
+    /// Not recorded: the decision was made before.
+    pub fn decided(vote_count: u64, final_decision: String) -> Self {
+        Self {
+            voted: false,
+            reason: Some(NotVoted::Decided),
+            recorded_value: None,
+            quorum_reached: true,
+            final_decision: Some(final_decision),
+            vote_count: Some(vote_count),
+        }
+    }
+
+    /// Not recorded: the circuit breaker is open, Redis was not called.
+    pub fn circuit_open() -> Self {
+        Self {
+            voted: false,
+            reason: Some(NotVoted::CircuitOpen),
+            recorded_value: None,
+            quorum_reached: false,
+            final_decision: None,
+            vote_count: None,
+        }
+    }
+
+    /// What happened, in one word: `recorded`, `decided_now`, or the reason it was not
+    /// recorded (`already_voted`, `decided`, `circuit_open`).
+    pub fn outcome(&self) -> &'static str {
+        match (self.voted, self.reason) {
+            (true, _) if self.quorum_reached => "decided_now",
+            (true, _) => "recorded",
+            (false, Some(reason)) => reason.as_str(),
+            (false, None) => "not_voted",
+        }
+    }
+}
+
+/// Result of `system.quorum.status`: a decision's audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionStatus {
+    pub decision: String,
+    pub total_instances: u64,
+    pub quorum: u64,
+    pub vote_count: u64,
+    /// Count per value, in the order each value first received a vote.
+    pub tally: serde_json::Map<String, serde_json::Value>,
+    pub votes: Vec<RecordedVote>,
+    pub quorum_reached: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_decision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<u64>,
+}
+
+/// One recorded vote in a decision's audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedVote {
+    pub instance_id: String,
+    pub value: String,
+    /// Arrival order within the decision, from 1.
+    pub seq: u64,
+}
+
+/// Result of `system.get_state`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Registered instances, most recently seen first.
+    pub instances: Vec<InstanceInfo>,
+    /// The most recently opened decisions, newest first.
+    pub decisions: Vec<DecisionSummary>,
+    pub hub: HubInfo,
+    /// The calling session; `null` over `POST /rpc`.
+    pub session: Option<SessionInfo>,
+}
+
+/// A registered instance as listed by `system.get_state`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceInfo {
+    pub instance_id: String,
+    pub roles: serde_json::Value,
+    pub metadata: serde_json::Value,
+    /// `online` while a session or heartbeats keep it alive, `disconnected` after its
+    /// session closed (until the TTL removes it).
+    pub status: String,
+    pub last_seen: u64,
+}
+
+/// A decision as listed by `system.get_state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionSummary {
+    pub decision: String,
+    pub total_instances: u64,
+    pub quorum: u64,
+    pub vote_count: u64,
+    pub quorum_reached: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_decision: Option<String>,
+    pub opened_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<u64>,
+}
+
+/// The answering hub, as `system.get_state` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HubInfo {
+    pub hub_id: String,
+    /// Open WebSocket sessions on this hub.
+    pub sessions: usize,
+    pub uptime_seconds: u64,
+    pub breaker: BreakerState,
+    /// The last decision event this hub delivered.
+    pub last_event_id: Option<EventId>,
+    pub version: String,
+}
+
+/// The calling session, as `system.get_state` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfo {
+    /// The instance this session registered as.
+    pub instance_id: Option<String>,
+}
+
+/// State of a hub's circuit breaker in front of Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+/// Result of `system.subscribe` and `system.unsubscribe`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscribed {
+    /// Every pattern the session is subscribed to now.
+    pub subscribed: Vec<String>,
+    /// With `since`: how many decision events were replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<usize>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vote_replies_name_their_outcome_and_keep_their_shape() {
+        let cases = [
+            (VoteReply::recorded(1), "recorded"),
+            (VoteReply::decided_now(2, "yes".into()), "decided_now"),
+            (
+                VoteReply::already_voted(2, "no".into(), None),
+                "already_voted",
+            ),
+            (VoteReply::decided(3, "yes".into()), "decided"),
+            (VoteReply::circuit_open(), "circuit_open"),
+        ];
+        for (reply, outcome) in cases {
+            assert_eq!(reply.outcome(), outcome);
+            let json = serde_json::to_value(&reply).unwrap();
+            assert_eq!(serde_json::from_value::<VoteReply>(json).unwrap(), reply);
+        }
+        assert_eq!(
+            serde_json::to_value(VoteReply::circuit_open()).unwrap(),
+            serde_json::json!({"voted": false, "quorumReached": false, "reason": "circuit_open"})
+        );
+    }
+}
