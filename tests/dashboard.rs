@@ -103,8 +103,7 @@ async fn a_simulation_and_an_outside_decision_land_on_every_open_page() {
     assert!(registered.as_u64().unwrap() >= 1);
 
     // A decision made by an agent over a plain WebSocket, not by the page.
-    let mut agent = hub.client().await;
-    agent.register("outside-agent").await;
+    let mut agent = hub.client_as("outside-agent").await;
     agent.vote("outside-agent", "made-outside", "yes", 1).await;
     for (name, p) in [("first page", &page), ("second page", &second)] {
         let value = browser.wait_for(p, name, &feed_value("made-outside")).await;
@@ -140,8 +139,7 @@ async fn decision_names_and_values_are_shown_as_text_never_as_html() {
     // Names may not contain spaces, so the name uses slashes; the value may.
     let name = "<img/src=x/onerror=window.__xss=1>";
     let value = "<img src=x onerror=window.__xss=1><script>window.__xss=2</script>";
-    let mut agent = hub.client().await;
-    agent.register("xss-agent").await;
+    let mut agent = hub.client_as("xss-agent").await;
     agent.vote("xss-agent", name, value, 1).await;
     assert_eq!(
         browser

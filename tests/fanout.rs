@@ -2,9 +2,7 @@
 
 mod common;
 
-use std::collections::HashMap;
-
-use common::{RedisServer, Rng, TestHub, WsClient};
+use common::{RedisServer, Rng, TestHub, WsClient, expected_winner};
 use futures::future::join_all;
 use serde_json::{Value, json};
 
@@ -18,9 +16,7 @@ async fn every_session_on_every_hub_gets_each_decision_exactly_once() {
     for (h, hub) in hubs.iter().enumerate() {
         for i in 0..2 {
             let id = format!("hub{h}-voter{i}");
-            let mut client = hub.client().await;
-            client.register(&id).await;
-            voters.push((id, client));
+            voters.push((id.clone(), hub.client_as(&id).await));
             watchers.push(hub.client().await);
         }
     }
@@ -78,22 +74,6 @@ async fn every_session_on_every_hub_gets_each_decision_exactly_once() {
     }
 }
 
-/// Rule 5 applied to votes in order: most votes at quorum; a tie goes to the value that
-/// reached that count first.
-fn expected_winner(ordered_values: &[String]) -> String {
-    let mut counts: HashMap<&str, (u64, usize)> = HashMap::new();
-    for (i, value) in ordered_values.iter().enumerate() {
-        let entry = counts.entry(value).or_default();
-        entry.0 += 1;
-        entry.1 = i;
-    }
-    let (winner, _) = counts
-        .into_iter()
-        .max_by(|a, b| a.1.0.cmp(&b.1.0).then(b.1.1.cmp(&a.1.1)))
-        .unwrap();
-    winner.to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_instances_racing_on_two_hubs_decide_exactly_once() {
     const INSTANCES: usize = 64;
@@ -103,12 +83,9 @@ async fn sixty_four_instances_racing_on_two_hubs_decide_exactly_once() {
     let mut clients = Vec::new();
     for i in 0..INSTANCES {
         let id = format!("racer-{i}");
-        let mut client = hubs[i % 2].client().await;
-        client.register(&id).await;
-        clients.push((id, client));
+        clients.push((id.clone(), hubs[i % 2].client_as(&id).await));
     }
     let mut rng = Rng::new(0x5eed_2026);
-    let mut conn = redis.connection().await;
     for round in 0..ROUNDS {
         let decision = format!("race-{round}");
         let values: Vec<String> = (0..INSTANCES)
@@ -136,25 +113,16 @@ async fn sixty_four_instances_racing_on_two_hubs_decide_exactly_once() {
         assert_eq!(late, INSTANCES - 33, "round {round}");
 
         // Read the vote order back from Redis and apply rule 5 to it.
-        let order: Vec<String> = redis::cmd("ZRANGE")
-            .arg(format!("cb:quorum:{{{decision}}}:votes"))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let votes = format!("cb:quorum:{{{decision}}}:votes");
+        let order: Vec<String> = redis.query(&["ZRANGE", &votes, "0", "-1"]).await;
         assert_eq!(order.len(), 33);
         let ordered_values: Vec<String> = order
             .iter()
             .map(|id| values[id.trim_start_matches("racer-").parse::<usize>().unwrap()].clone())
             .collect();
         let winner = expected_winner(&ordered_values);
-        let stored: String = redis::cmd("HGET")
-            .arg(format!("cb:quorum:{{{decision}}}:result"))
-            .arg("value")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let result = format!("cb:quorum:{{{decision}}}:result");
+        let stored: String = redis.query(&["HGET", &result, "value"]).await;
         assert_eq!(stored, winner, "round {round}: order {ordered_values:?}");
         assert_eq!(deciding[0]["finalDecision"], winner.as_str());
         for reply in replies.iter().filter(|r| r["quorumReached"] == true) {
@@ -171,11 +139,9 @@ async fn sixty_four_instances_racing_on_two_hubs_decide_exactly_once() {
     for (_, client) in clients.iter_mut() {
         client.assert_no_more_notifications("race-0").await;
     }
-    let events: u64 = redis::cmd("XLEN")
-        .arg("cb:stream:quorum.decision.made")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let events: u64 = redis
+        .query(&["XLEN", "cb:stream:quorum.decision.made"])
+        .await;
     assert_eq!(events, ROUNDS as u64);
 }
 

@@ -2,14 +2,10 @@
 
 mod common;
 
-use common::{RedisServer, TestHub, http, rpc};
+use common::{RedisServer, TestHub, assert_error, eventually, http, request, rpc, vote_params};
 use quorum_hub::config::Config;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-
-fn request(id: Value, method: &str, params: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_get_the_right_error_and_the_session_stays_open() {
@@ -92,11 +88,11 @@ async fn batches_answer_every_request_in_order_and_skip_notifications() {
     let hub = TestHub::start(&redis).await;
     let mut c = hub.client().await;
     let batch = json!([
-        request(json!(1), "system.register", json!({"instanceId": "b1"})),
+        request(1, "system.register", json!({"instanceId": "b1"})),
         {"jsonrpc": "2.0", "method": "system.heartbeat", "params": {"instanceId": "b1"}},
-        request(json!(2), "system.quorum.vote", json!({"instanceId": "b1", "decision": "bd", "value": "v", "totalInstances": 1})),
+        request(2, "system.quorum.vote", vote_params("b1", "bd", "v", Some(1))),
         "not a request",
-        request(json!(3), "system.nope", json!({})),
+        request(3, "system.nope", json!({})),
     ]);
     c.send_text(&batch.to_string()).await;
     let reply = c.recv_reply().await;
@@ -123,24 +119,18 @@ async fn batches_answer_every_request_in_order_and_skip_notifications() {
     assert_eq!(reply["result"]["alive"], true);
 
     let too_many: Vec<Value> = (0..101)
-        .map(|i| request(json!(i), "system.get_state", json!({})))
+        .map(|i| request(i, "system.get_state", json!({})))
         .collect();
     c.send_text(&Value::Array(too_many).to_string()).await;
     let reply = c.recv_reply().await;
-    assert_eq!(reply["error"]["code"], -32600);
-    assert!(
-        reply["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("at most 100")
-    );
+    assert_error(&reply["error"], -32600, "at most 100");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_rpc_speaks_the_same_protocol() {
     let redis = RedisServer::start();
     let hub = TestHub::start(&redis).await;
-    let (status, reply) = rpc(hub.addr, &request(json!(1), "system.get_state", json!({}))).await;
+    let (status, reply) = rpc(hub.addr, &request(1, "system.get_state", json!({}))).await;
     assert_eq!(status, 200);
     assert_eq!(reply["id"], 1);
     assert!(reply["result"]["decisions"].is_array());
@@ -158,8 +148,8 @@ async fn http_rpc_speaks_the_same_protocol() {
     assert_eq!((status, reply), (204, Value::Null));
 
     let batch = json!([
-        request(json!("a"), "system.nope", json!({})),
-        request(json!("b"), "system.get_state", json!({}))
+        request("a", "system.nope", json!({})),
+        request("b", "system.get_state", json!({}))
     ]);
     let (_, reply) = rpc(hub.addr, &batch).await;
     assert_eq!(reply[0]["error"]["code"], -32601);
@@ -184,25 +174,16 @@ async fn a_binary_frame_closes_the_session_with_1003() {
 async fn shutdown_closes_sessions_with_1001_and_releases_bindings() {
     let redis = RedisServer::start();
     let hub = TestHub::start(&redis).await;
-    let mut c = hub.client().await;
-    c.register("leaving").await;
+    let mut c = hub.client_as("leaving").await;
     let shutdown = hub.shutdown.clone();
     shutdown.cancel();
     assert_eq!(c.expect_close().await, 1001);
     hub.stop().await;
-    let mut conn = redis.connection().await;
-    let owner: Option<String> = redis::cmd("GET")
-        .arg("cb:instance:{leaving}:owner")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let owner: Option<String> = redis.query(&["GET", "cb:instance:{leaving}:owner"]).await;
     assert_eq!(owner, None, "binding kept after shutdown");
-    let status: String = redis::cmd("HGET")
-        .arg("cb:instance:{leaving}")
-        .arg("status")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let status: String = redis
+        .query(&["HGET", "cb:instance:{leaving}", "status"])
+        .await;
     assert_eq!(status, "disconnected");
 }
 
@@ -225,15 +206,9 @@ async fn health_readiness_and_the_dashboard_page() {
     let dead = RedisServer::start();
     let url = dead.url();
     drop(dead);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(quorum_hub::server::run(
-        listener,
-        Config::with_redis(url),
-        shutdown.clone(),
-    ));
-    let (status, _) = common::eventually("healthz", || async {
+    let hub = TestHub::start_unready(Config::with_redis(url)).await;
+    let addr = hub.addr;
+    let (status, _) = eventually("healthz", async || {
         http(addr, "GET", "/healthz", "").await.ok()
     })
     .await;
@@ -241,8 +216,7 @@ async fn health_readiness_and_the_dashboard_page() {
     let (status, body) = http(addr, "GET", "/readyz", "").await.unwrap();
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("Redis"), "{body}");
-    let (_, reply) = rpc(addr, &request(json!(1), "system.get_state", json!({}))).await;
+    let (_, reply) = rpc(addr, &request(1, "system.get_state", json!({}))).await;
     assert_eq!(reply["error"]["code"], -32005, "{reply}");
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    hub.stop().await;
 }

@@ -7,28 +7,29 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
-use common::{HubProcess, RedisServer, bin_path, rpc, short_tempdir};
+use common::{HubProcess, RedisServer, bin_path, rpc_call, short_tempdir, vote_params, wait_ready};
 use serde_json::{Value, json};
-
-async fn call(addr: SocketAddr, method: &str, params: Value) -> Value {
-    let (_, reply) = rpc(
-        addr,
-        &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
-    )
-    .await;
-    reply
-}
-
-async fn wait_ready(addr: SocketAddr) {
-    common::eventually("ready", || async {
-        let (status, _) = common::http(addr, "GET", "/readyz", "").await.ok()?;
-        (status == 200).then_some(())
-    })
-    .await;
-}
 
 fn redis_answers(data_dir: &Path) -> bool {
     std::os::unix::net::UnixStream::connect(data_dir.join("redis.sock")).is_ok()
+}
+
+/// The `system.quorum.status` result for `decision`.
+async fn status_of(addr: SocketAddr, decision: &str) -> Value {
+    rpc_call(addr, "system.quorum.status", json!({"decision": decision})).await["result"].clone()
+}
+
+/// Starts the binary on `listen` against a test Redis and returns the first log line
+/// that contains `text`.
+fn logged_line(listen: &str, text: &str) -> String {
+    let redis = RedisServer::start();
+    let hub = HubProcess::spawn(Command::new(bin_path()).args([
+        "--listen",
+        listen,
+        "--redis-url",
+        &redis.url(),
+    ]));
+    hub.wait_for_log(text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,24 +43,14 @@ async fn managed_redis_keeps_votes_across_a_restart_and_stops_with_the_hub() {
     wait_ready(hub.addr).await;
     assert!(redis_answers(data.path()));
     for id in ["m1", "m2", "m3"] {
-        call(hub.addr, "system.register", json!({"instanceId": id})).await;
+        rpc_call(hub.addr, "system.register", json!({"instanceId": id})).await;
     }
     for (id, value) in [("m1", "keep"), ("m2", "drop")] {
-        let reply = call(
-            hub.addr,
-            "system.quorum.vote",
-            json!({"instanceId": id, "decision": "persist", "value": value, "totalInstances": 3}),
-        )
-        .await;
+        let vote = vote_params(id, "persist", value, Some(3));
+        let reply = rpc_call(hub.addr, "system.quorum.vote", vote).await;
         assert_eq!(reply["result"]["voted"], true, "{reply}");
     }
-    let before = call(
-        hub.addr,
-        "system.quorum.status",
-        json!({"decision": "persist"}),
-    )
-    .await["result"]
-        .clone();
+    let before = status_of(hub.addr, "persist").await;
     assert_eq!(before["finalDecision"], "keep");
     assert!(hub.terminate(), "hub exits 0 on SIGTERM");
     assert!(
@@ -74,21 +65,11 @@ async fn managed_redis_keeps_votes_across_a_restart_and_stops_with_the_hub() {
             .env("QUORUM_DATA_DIR", data.path()),
     );
     wait_ready(hub.addr).await;
-    let after = call(
-        hub.addr,
-        "system.quorum.status",
-        json!({"decision": "persist"}),
-    )
-    .await["result"]
-        .clone();
+    let after = status_of(hub.addr, "persist").await;
     assert_eq!(after, before, "votes changed across the restart");
-    call(hub.addr, "system.register", json!({"instanceId": "m1"})).await;
-    let retry = call(
-        hub.addr,
-        "system.quorum.vote",
-        json!({"instanceId": "m1", "decision": "persist", "value": "other"}),
-    )
-    .await;
+    rpc_call(hub.addr, "system.register", json!({"instanceId": "m1"})).await;
+    let vote = vote_params("m1", "persist", "other", None);
+    let retry = rpc_call(hub.addr, "system.quorum.vote", vote).await;
     assert_eq!(retry["result"]["reason"], "already_voted");
     assert_eq!(retry["result"]["recordedValue"], "keep");
     assert!(hub.terminate());
@@ -137,26 +118,13 @@ fn help_lists_every_flag_with_its_environment_variable() {
 
 #[test]
 fn a_redis_that_can_lose_acknowledged_votes_is_reported() {
-    let redis = RedisServer::start(); // runs without an append-only file
-    let hub = HubProcess::spawn(Command::new(bin_path()).args([
-        "--listen",
-        "127.0.0.1:0",
-        "--redis-url",
-        &redis.url(),
-    ]));
-    let line = hub.wait_for_log("without append-only persistence");
+    // The test Redis runs without an append-only file.
+    let line = logged_line("127.0.0.1:0", "without append-only persistence");
     assert!(line.contains("WARN"), "{line}");
 }
 
 #[test]
 fn an_open_hub_on_a_network_address_warns() {
-    let redis = RedisServer::start();
-    let hub = HubProcess::spawn(Command::new(bin_path()).args([
-        "--listen",
-        "0.0.0.0:0",
-        "--redis-url",
-        &redis.url(),
-    ]));
-    let line = hub.wait_for_log("without --auth-secret");
+    let line = logged_line("0.0.0.0:0", "without --auth-secret");
     assert!(line.contains("WARN"), "{line}");
 }

@@ -4,70 +4,44 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{DEADLINE, RedisServer, TestHub, WsClient, http, rpc};
+use common::{
+    RedisServer, TestHub, WsClient, assert_error, eventually, expected_winner, http, rpc_call,
+    short_tempdir, vote_params, wait_ready,
+};
+use futures::future::join_all;
 use quorum_hub::config::{Config, RateLimit};
 use serde_json::{Value, json};
-
-fn request(method: &str, params: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
-}
-
-fn vote_params(id: &str, decision: &str, value: &str, total: u64) -> Value {
-    json!({"instanceId": id, "decision": decision, "value": value, "totalInstances": total})
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_votes_per_instance_per_window_across_hubs() {
     let redis = RedisServer::start();
     let hubs = [TestHub::start(&redis).await, TestHub::start(&redis).await];
     for id in ["spammer", "neighbour"] {
-        rpc(
-            hubs[0].addr,
-            &request("system.register", json!({"instanceId": id})),
-        )
-        .await;
+        rpc_call(hubs[0].addr, "system.register", json!({"instanceId": id})).await;
     }
     // 50 votes on 50 decisions, split over both hubs, all recorded.
     for n in 0..50 {
-        let (_, reply) = rpc(
-            hubs[n % 2].addr,
-            &request(
-                "system.quorum.vote",
-                vote_params("spammer", &format!("rl-{n}"), "y", 3),
-            ),
-        )
-        .await;
+        let vote = vote_params("spammer", &format!("rl-{n}"), "y", Some(3));
+        let reply = rpc_call(hubs[n % 2].addr, "system.quorum.vote", vote).await;
         assert_eq!(reply["result"]["voted"], true, "vote {n}: {reply}");
     }
     // The 51st, on either hub, is refused and not recorded.
     for hub in &hubs {
-        let (_, reply) = rpc(
-            hub.addr,
-            &request(
-                "system.quorum.vote",
-                vote_params("spammer", "rl-50", "y", 3),
-            ),
-        )
-        .await;
-        assert_eq!(reply["error"]["code"], -32000, "{reply}");
+        let vote = vote_params("spammer", "rl-50", "y", Some(3));
+        let reply = rpc_call(hub.addr, "system.quorum.vote", vote).await;
+        assert_error(&reply["error"], -32000, "at most 50 votes");
         let retry_after = reply["error"]["data"]["retryAfterMs"]
             .as_u64()
             .expect("retryAfterMs");
         assert!((1..=60_000).contains(&retry_after), "{retry_after}");
-        assert!(
-            reply["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("at most 50 votes")
-        );
     }
-    let (_, reply) = rpc(
+    let reply = rpc_call(
         hubs[0].addr,
-        &request("system.quorum.status", json!({"decision": "rl-50"})),
+        "system.quorum.status",
+        json!({"decision": "rl-50"}),
     )
     .await;
     assert_eq!(
@@ -75,21 +49,12 @@ async fn fifty_votes_per_instance_per_window_across_hubs() {
         "a refused vote opened the decision: {reply}"
     );
     // A retry of a vote that counted still learns so.
-    let (_, reply) = rpc(
-        hubs[1].addr,
-        &request("system.quorum.vote", vote_params("spammer", "rl-7", "n", 3)),
-    )
-    .await;
+    let vote = vote_params("spammer", "rl-7", "n", Some(3));
+    let reply = rpc_call(hubs[1].addr, "system.quorum.vote", vote).await;
     assert_eq!(reply["result"]["reason"], "already_voted", "{reply}");
     // Another instance is unaffected.
-    let (_, reply) = rpc(
-        hubs[1].addr,
-        &request(
-            "system.quorum.vote",
-            vote_params("neighbour", "rl-50", "y", 3),
-        ),
-    )
-    .await;
+    let vote = vote_params("neighbour", "rl-50", "y", Some(3));
+    let reply = rpc_call(hubs[1].addr, "system.quorum.vote", vote).await;
     assert_eq!(reply["result"]["voted"], true, "{reply}");
 }
 
@@ -99,38 +64,27 @@ async fn the_rate_limit_window_rolls() {
     let mut config = Config::with_redis(redis.url());
     config.vote_rate_limit = "3/2s".parse::<RateLimit>().unwrap();
     let hub = TestHub::start_with(config).await;
-    let mut c = hub.client().await;
-    c.register("roller").await;
+    let mut c = hub.client_as("roller").await;
     for n in 0..3 {
         assert_eq!(
             c.vote("roller", &format!("roll-{n}"), "y", 3).await["voted"],
             true
         );
     }
-    let error = c
-        .error(
-            "system.quorum.vote",
-            vote_params("roller", "roll-3", "y", 3),
-        )
-        .await;
+    let fourth = vote_params("roller", "roll-3", "y", Some(3));
+    let error = c.error("system.quorum.vote", fourth.clone()).await;
     assert_eq!(error["code"], -32000);
     assert!(error["data"]["retryAfterMs"].as_u64().unwrap() <= 2000);
     // Once the oldest vote leaves the window, a vote is accepted again.
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let reply = c
-            .call(
-                "system.quorum.vote",
-                vote_params("roller", "roll-3", "y", 3),
-            )
-            .await;
+    eventually("the window to roll", async || {
+        let reply = c.call("system.quorum.vote", fourth.clone()).await;
         if reply["result"]["voted"] == true {
-            break;
+            return Some(());
         }
         assert_eq!(reply["error"]["code"], -32000, "{reply}");
-        assert!(Instant::now() < deadline, "the window never rolled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        None
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,23 +93,11 @@ async fn a_vote_slower_than_its_timeout_says_the_outcome_is_unknown_and_a_retry_
     let mut config = Config::with_redis(redis.url());
     config.vote_timeout = Duration::from_millis(200);
     let hub = TestHub::start_with(config).await;
-    let mut c = hub.client().await;
-    c.register("slow").await;
+    let mut c = hub.client_as("slow").await;
     // Hold every Redis client for a while: the vote is sent and lands after the timeout.
-    let mut conn = redis.connection().await;
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(800)
-        .arg("ALL")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let error = c
-        .error(
-            "system.quorum.vote",
-            vote_params("slow", "paused", "late", 3),
-        )
-        .await;
+    let _: () = redis.query(&["CLIENT", "PAUSE", "800", "ALL"]).await;
+    let vote = vote_params("slow", "paused", "late", Some(3));
+    let error = c.error("system.quorum.vote", vote.clone()).await;
     assert_eq!(error["code"], -32005, "{error}");
     assert_eq!(error["data"]["reason"], "timeout");
     let message = error["message"].as_str().unwrap();
@@ -164,22 +106,11 @@ async fn a_vote_slower_than_its_timeout_says_the_outcome_is_unknown_and_a_retry_
         "{message}"
     );
     // The retry tells the truth about the first attempt, whichever way it went.
-    let deadline = Instant::now() + DEADLINE;
-    let reply = loop {
-        let reply = c
-            .call(
-                "system.quorum.vote",
-                vote_params("slow", "paused", "late", 3),
-            )
-            .await;
-        if let Some(result) = reply.get("result") {
-            break result.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no answer after the pause: {reply}"
-        );
-    };
+    let reply = eventually("an answer after the pause", async || {
+        let reply = c.call("system.quorum.vote", vote.clone()).await;
+        reply.get("result").cloned()
+    })
+    .await;
     if reply["voted"] == false {
         assert_eq!(reply["reason"], "already_voted");
         assert_eq!(reply["recordedValue"], "late");
@@ -197,15 +128,14 @@ async fn the_breaker_answers_the_fallback_while_redis_is_down_and_recovers() {
     config.breaker_failures = 3;
     config.breaker_open = Duration::from_secs(2);
     let hub = TestHub::start_with(config).await;
-    let mut c = hub.client().await;
-    c.register("steady").await;
+    let mut c = hub.client_as("steady").await;
 
     redis.kill();
     for n in 0..3 {
         let error = c
             .error(
                 "system.quorum.vote",
-                vote_params("steady", &format!("down-{n}"), "y", 3),
+                vote_params("steady", &format!("down-{n}"), "y", Some(3)),
             )
             .await;
         assert_eq!(error["code"], -32005, "failure {n}: {error}");
@@ -214,7 +144,7 @@ async fn the_breaker_answers_the_fallback_while_redis_is_down_and_recovers() {
     let reply = c
         .result(
             "system.quorum.vote",
-            vote_params("steady", "down-3", "y", 3),
+            vote_params("steady", "down-3", "y", Some(3)),
         )
         .await;
     assert_eq!(
@@ -230,45 +160,23 @@ async fn the_breaker_answers_the_fallback_while_redis_is_down_and_recovers() {
     // Redis comes back (empty, so the scripts must be loaded again); after the open
     // period a trial call closes the breaker and the same session votes again.
     redis.restart();
-    let deadline = Instant::now() + DEADLINE;
-    loop {
+    let reply = eventually("the breaker to close again", async || {
         let reply = c
-            .call("system.quorum.vote", vote_params("steady", "back", "y", 1))
+            .call(
+                "system.quorum.vote",
+                vote_params("steady", "back", "y", Some(1)),
+            )
             .await;
-        if reply["result"]["voted"] == true {
-            assert_eq!(reply["result"]["finalDecision"], "y");
-            break;
-        }
-        assert!(Instant::now() < deadline, "never recovered: {reply}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    common::eventually("ready again", || async {
-        let (status, _) = http(hub.addr, "GET", "/readyz", "").await.ok()?;
-        (status == 200).then_some(())
+        (reply["result"]["voted"] == true).then_some(reply)
     })
     .await;
+    assert_eq!(reply["result"]["finalDecision"], "y");
+    wait_ready(hub.addr).await;
     let state = c.result("system.get_state", json!({})).await;
     assert_eq!(state["hub"]["breaker"], "closed");
     // The listener resubscribed: the decision made after the outage was pushed.
     let event = c.next_notification().await;
     assert_eq!(event["params"]["decision"], "back");
-}
-
-/// Rule 5 applied to values in recorded order.
-fn rule5(values: &[String]) -> String {
-    let mut best: Option<(&str, usize, usize)> = None;
-    for value in values {
-        let count = values.iter().filter(|v| *v == value).count();
-        let reached = values.iter().rposition(|v| v == value).unwrap();
-        let better = match best {
-            None => true,
-            Some((_, c, r)) => count > c || (count == c && reached < r),
-        };
-        if better {
-            best = Some((value, count, reached));
-        }
-    }
-    best.unwrap().0.to_owned()
 }
 
 /// Every answer the hub gave one client for one vote, retries included.
@@ -283,48 +191,39 @@ struct VoteLog {
 async fn acknowledged_votes_survive_a_kill_9_of_the_managed_redis() {
     const CLIENTS: usize = 6;
     const DECISIONS: usize = 30;
-    let data = common::short_tempdir();
+    let data = short_tempdir();
     let mut config = Config::with_redis("unused");
     config.redis_url = None;
     config.data_dir = data.path().to_owned();
     config.breaker_open = Duration::from_millis(100);
     let hub = TestHub::start_with(config).await;
 
-    let answered = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
+    let mut clients = Vec::new();
     for i in 0..CLIENTS {
-        let mut c = hub.client().await;
         let instance = format!("crash-{i}");
-        c.register(&instance).await;
-        let answered = answered.clone();
-        tasks.push(tokio::spawn(async move {
+        clients.push((i, hub.client_as(&instance).await, instance));
+    }
+    let answered = AtomicUsize::new(0);
+    // Each client votes on every decision in turn, retrying until the answer is definitive.
+    let voting = join_all(clients.into_iter().map(|(i, mut c, instance)| {
+        let answered = &answered;
+        async move {
             let mut logs = Vec::new();
             for d in 0..DECISIONS {
                 let decision = format!("crash-d{d}");
                 let value = ["A", "B", "C"][(i * 7 + d) % 3].to_owned();
+                let vote = vote_params(&instance, &decision, &value, Some(CLIENTS as u64));
                 let mut answers = Vec::new();
-                let deadline = Instant::now() + DEADLINE;
-                loop {
-                    let reply = c
-                        .call(
-                            "system.quorum.vote",
-                            vote_params(&instance, &decision, &value, CLIENTS as u64),
-                        )
-                        .await;
+                eventually("a definitive answer", async || {
+                    let reply = c.call("system.quorum.vote", vote.clone()).await;
                     let result = &reply["result"];
                     let definitive = result["voted"] == true
                         || result["reason"] == "already_voted"
                         || result["reason"] == "decided";
                     answers.push(reply);
-                    if definitive {
-                        break;
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "no definitive answer: {answers:?}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
+                    definitive.then_some(())
+                })
+                .await;
                 answered.fetch_add(1, Ordering::SeqCst);
                 logs.push(VoteLog {
                     instance: instance.clone(),
@@ -336,13 +235,8 @@ async fn acknowledged_votes_survive_a_kill_9_of_the_managed_redis() {
                 tokio::time::sleep(Duration::from_millis(3)).await;
             }
             logs
-        }));
-    }
-    common::eventually("votes before the crash", || {
-        let answered = answered.clone();
-        async move { (answered.load(Ordering::SeqCst) >= CLIENTS * 3).then_some(()) }
-    })
-    .await;
+        }
+    }));
     let url = format!("unix://{}", data.path().join("redis.sock").display());
     let pid_of_redis = || async {
         let client = redis::Client::open(url.as_str()).unwrap();
@@ -356,20 +250,23 @@ async fn acknowledged_votes_survive_a_kill_9_of_the_managed_redis() {
             .find_map(|l| l.strip_prefix("process_id:"))
             .map(|pid| pid.trim().to_owned())
     };
-    let pid = pid_of_redis().await.expect("managed redis pid");
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-9", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let answered_at_crash = answered.load(Ordering::SeqCst);
-
-    let mut logs = Vec::new();
-    for task in tasks {
-        logs.extend(task.await.expect("client task"));
-    }
+    let crash = async {
+        eventually("votes before the crash", async || {
+            (answered.load(Ordering::SeqCst) >= CLIENTS * 3).then_some(())
+        })
+        .await;
+        let pid = pid_of_redis().await.expect("managed redis pid");
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-9", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        (pid, answered.load(Ordering::SeqCst))
+    };
+    let (logs, (pid, answered_at_crash)) = tokio::join!(voting, crash);
+    let logs: Vec<VoteLog> = logs.into_iter().flatten().collect();
     assert!(
         answered_at_crash < CLIENTS * DECISIONS,
         "the crash came after the last vote"
@@ -416,7 +313,7 @@ async fn acknowledged_votes_survive_a_kill_9_of_the_managed_redis() {
         );
         assert_eq!(
             status["finalDecision"],
-            rule5(&ordered).as_str(),
+            expected_winner(&ordered).as_str(),
             "{decision}: {status}"
         );
         for log in logs.iter().filter(|l| l.decision == decision) {
@@ -464,20 +361,12 @@ async fn sessions_get_every_decision_once_when_the_pubsub_link_is_killed() {
     for _ in 0..3 {
         watchers.push(watched.client().await);
     }
-    let mut voter = deciding.client().await;
-    voter.register("decider").await;
-    let mut conn = redis.connection().await;
+    let mut voter = deciding.client_as("decider").await;
     for n in 0..DECISIONS {
         if n % 8 == 2 {
             // Drop every hub's subscription; the decisions right after are made while
             // the watched hub is not subscribed.
-            let _: () = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("TYPE")
-                .arg("pubsub")
-                .query_async(&mut conn)
-                .await
-                .unwrap();
+            let _: () = redis.query(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
         }
         voter.vote("decider", &format!("gap-{n}"), "go", 1).await;
     }
@@ -498,8 +387,7 @@ async fn sessions_get_every_decision_once_when_the_pubsub_link_is_killed() {
 async fn a_client_resuming_from_its_last_event_gets_exactly_what_it_missed() {
     let redis = RedisServer::start();
     let hub = TestHub::start(&redis).await;
-    let mut voter = hub.client().await;
-    voter.register("v").await;
+    let mut voter = hub.client_as("v").await;
     let mut watcher = hub.client().await;
     voter.vote("v", "r-1", "a", 1).await;
     let seen = watcher.next_notification().await["params"]["eventId"]
@@ -555,8 +443,7 @@ async fn a_client_resuming_from_its_last_event_gets_exactly_what_it_missed() {
 async fn resuming_from_an_event_no_longer_kept_says_recovery_was_incomplete() {
     let redis = RedisServer::start();
     let hub = TestHub::start(&redis).await;
-    let mut voter = hub.client().await;
-    voter.register("v").await;
+    let mut voter = hub.client_as("v").await;
     let mut ids = Vec::new();
     for n in 0..3 {
         voter.vote("v", &format!("old-{n}"), "a", 1).await;
@@ -567,24 +454,15 @@ async fn resuming_from_an_event_no_longer_kept_says_recovery_was_incomplete() {
                 .to_owned(),
         );
     }
-    let mut conn = redis.connection().await;
-    let _: () = redis::cmd("XTRIM")
-        .arg("cb:stream:quorum.decision.made")
-        .arg("MAXLEN")
-        .arg(1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let _: () = redis
+        .query(&["XTRIM", "cb:stream:quorum.decision.made", "MAXLEN", "1"])
+        .await;
     let mut back = WsClient::connect(&format!("{}?lastEventId={}", hub.ws_url(), ids[0])).await;
     let notice = back.next_notification().await;
     assert_eq!(notice["method"], "system.events.incomplete", "{notice}");
     assert_eq!(notice["params"]["since"], ids[0].as_str());
-    assert!(
-        notice["params"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("system.get_state")
-    );
+    let message = notice["params"]["message"].as_str().unwrap();
+    assert!(message.contains("system.get_state"), "{notice}");
     let event = back.next_notification().await;
     assert_eq!(event["params"]["eventId"], ids[2].as_str());
     back.assert_no_more_notifications("old-0").await;

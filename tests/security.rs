@@ -3,9 +3,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
-use common::{DEADLINE, RedisServer, TestHub, WsClient, http};
+use common::{
+    RedisServer, TestHub, WsClient, assert_error, eventually, http, http_with, request, vote_params,
+};
 use quorum_hub::auth::Authority;
 use quorum_hub::config::{Config, RateLimit};
 use serde_json::{Value, json};
@@ -50,31 +53,11 @@ fn now_secs() -> u64 {
         .as_secs()
 }
 
-async fn post_rpc(
-    addr: std::net::SocketAddr,
-    headers: &[(&str, &str)],
-    body: &Value,
-) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let body = body.to_string();
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    let request = format!(
-        "POST /rpc HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+/// POSTs a JSON-RPC body to `/rpc` with extra headers; returns the status and raw body.
+async fn post_rpc(addr: SocketAddr, headers: &[(&str, &str)], body: &Value) -> (u16, String) {
+    http_with(addr, "POST", "/rpc", headers, &body.to_string())
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,17 +102,12 @@ async fn without_a_valid_token_there_is_no_session() {
         let (status, _) = post_rpc(
             hub.addr,
             &[("Authorization", &bearer)],
-            &json!({"jsonrpc": "2.0", "id": 1, "method": "system.get_state"}),
+            &request(1, "system.get_state", json!({})),
         )
         .await;
         assert_eq!(status, 401, "{what} over /rpc");
     }
-    let (status, body) = post_rpc(
-        hub.addr,
-        &[],
-        &json!({"jsonrpc": "2.0", "id": 1, "method": "system.get_state"}),
-    )
-    .await;
+    let (status, body) = post_rpc(hub.addr, &[], &request(1, "system.get_state", json!({}))).await;
     assert_eq!(status, 401);
     assert!(body.contains("Authorization: Bearer"), "{body}");
     // Health and the page stay public.
@@ -146,21 +124,11 @@ async fn a_token_lets_its_holder_act_only_as_its_own_instance() {
         .unwrap();
     for method in ["system.register", "system.heartbeat", "system.unregister"] {
         let error = c.error(method, json!({"instanceId": "w2"})).await;
-        assert_eq!(error["code"], -32002, "{method}: {error}");
-        assert!(
-            error["message"]
-                .as_str()
-                .unwrap()
-                .contains("token is for instance w1"),
-            "{error}"
-        );
+        assert_error(&error, -32002, "token is for instance w1");
     }
     c.register("w1").await;
     let error = c
-        .error(
-            "system.quorum.vote",
-            json!({"instanceId": "w2", "decision": "d", "value": "v"}),
-        )
+        .error("system.quorum.vote", vote_params("w2", "d", "v", None))
         .await;
     assert_eq!(error["code"], -32002);
     assert_eq!(c.vote("w1", "d", "v", 1).await["voted"], true);
@@ -170,7 +138,7 @@ async fn a_token_lets_its_holder_act_only_as_its_own_instance() {
     browser.register("w3").await;
 
     // The same rules over /rpc.
-    let call = |instance: &str| json!({"jsonrpc": "2.0", "id": 1, "method": "system.register", "params": {"instanceId": instance}});
+    let call = |instance: &str| request(1, "system.register", json!({"instanceId": instance}));
     let bearer4 = format!("Bearer {}", token("w4"));
     let (_, body) = post_rpc(hub.addr, &[("Authorization", &bearer4)], &call("w5")).await;
     assert_eq!(
@@ -197,13 +165,9 @@ async fn an_observer_watches_but_never_registers_or_votes() {
     let error = observer
         .error("system.register", json!({"instanceId": "obs"}))
         .await;
-    assert_eq!(error["code"], -32002);
-    assert!(error["message"].as_str().unwrap().contains("observer"));
+    assert_error(&error, -32002, "observer");
     let error = observer
-        .error(
-            "system.quorum.vote",
-            json!({"instanceId": "obs", "decision": "d", "value": "v"}),
-        )
+        .error("system.quorum.vote", vote_params("obs", "d", "v", None))
         .await;
     assert_eq!(error["code"], -32002);
     assert!(observer.result("system.get_state", json!({})).await["hub"].is_object());
@@ -251,7 +215,7 @@ async fn browser_origins_must_be_allowed() {
             .is_ok(),
         "loopback"
     );
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "system.get_state"});
+    let body = request(1, "system.get_state", json!({}));
     assert_eq!(
         post_rpc(hub.addr, &[("Origin", "https://evil.example")], &body)
             .await
@@ -286,12 +250,12 @@ async fn an_oversized_message_closes_the_session_with_1009() {
     let redis = RedisServer::start();
     let hub = TestHub::start(&redis).await;
     let mut c = hub.client().await;
-    let big = json!({"jsonrpc": "2.0", "id": 1, "method": "system.get_state", "params": {"pad": "x".repeat(70 * 1024)}});
+    let big = request(1, "system.get_state", json!({"pad": "x".repeat(70 * 1024)}));
     c.send_text(&big.to_string()).await;
     assert_eq!(c.expect_close().await, 1009);
     // Just under the limit is answered (here: refused by validation, not by size).
     let mut c = hub.client().await;
-    let near = json!({"jsonrpc": "2.0", "id": 1, "method": "system.get_state", "params": {"pad": "x".repeat(60 * 1024)}});
+    let near = request(1, "system.get_state", json!({"pad": "x".repeat(60 * 1024)}));
     c.send_text(&near.to_string()).await;
     assert_eq!(c.recv_reply().await["error"]["data"]["field"], "pad");
 }
@@ -311,14 +275,10 @@ async fn the_session_cap_refuses_the_next_upgrade_with_503() {
         Some(503)
     );
     open.pop().unwrap().close().await;
-    let deadline = Instant::now() + DEADLINE;
-    while WsClient::connect_with(&hub.ws_url(), &[]).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the freed place was never given back"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the freed place to be given back", async || {
+        WsClient::connect_with(&hub.ws_url(), &[]).await.ok()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,13 +293,7 @@ async fn deep_nesting_is_an_invalid_request() {
     );
     c.send_text(&deep).await;
     let reply = c.recv_reply().await;
-    assert_eq!(reply["error"]["code"], -32600, "{reply}");
-    assert!(
-        reply["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("deeper than 32")
-    );
+    assert_error(&reply["error"], -32600, "deeper than 32");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,7 +317,7 @@ async fn a_flooding_session_is_refused_then_closed() {
     assert!(error["data"]["retryAfterMs"].as_u64().unwrap() <= 30_000);
     // A batch counts each call.
     let batch: Vec<Value> = (0..30)
-        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "system.get_state"}))
+        .map(|i| request(i, "system.get_state", json!({})))
         .collect();
     c.send_text(&Value::Array(batch).to_string()).await;
     assert_eq!(c.expect_close().await, 1008);
@@ -381,8 +335,7 @@ async fn a_client_that_never_reads_is_closed_as_a_slow_consumer() {
     config.session_rate_limit = RateLimit::OFF;
     let hub = TestHub::start_with(config).await;
     let mut slow = WsClient::connect_small_buffer(hub.addr).await;
-    let mut voter = hub.client().await;
-    voter.register("pusher").await;
+    let mut voter = hub.client_as("pusher").await;
     assert_eq!(
         voter.result("system.get_state", json!({})).await["hub"]["sessions"],
         2
@@ -395,18 +348,11 @@ async fn a_client_that_never_reads_is_closed_as_a_slow_consumer() {
             .await;
         voter.notifications.clear();
     }
-    let deadline = Instant::now() + DEADLINE;
-    loop {
+    eventually("the slow session to be closed", async || {
         let state = voter.result("system.get_state", json!({})).await;
-        if state["hub"]["sessions"] == 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the slow session was never closed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (state["hub"]["sessions"] == 1).then_some(())
+    })
+    .await;
     // It got part of the stream, then a 1008 "slow consumer" close (or the connection
     // ended, if the close frame could not be delivered): never all events silently.
     let mut received = 0;
@@ -442,26 +388,21 @@ async fn a_peer_that_ignores_pings_is_closed_and_its_instance_released() {
     let mut config = Config::with_redis(redis.url());
     config.ping_interval = Duration::from_millis(100);
     let hub = TestHub::start_with(config).await;
-    let mut silent = hub.client().await;
-    silent.register("silent").await;
-    // `silent` stops reading, so it never answers a ping.
+    let silent = hub.client_as("silent").await;
+    // `silent` stops reading, so it never answers a ping. The successor reads, so it
+    // answers pings and stays.
     let mut successor = hub.client().await;
-    let deadline = Instant::now() + DEADLINE;
-    loop {
+    eventually("the silent peer to lose its instance", async || {
         let reply = successor
             .call("system.register", json!({"instanceId": "silent"}))
             .await;
         if reply.get("result").is_some() {
-            break;
+            return Some(());
         }
         assert_eq!(reply["error"]["code"], -32002);
-        assert!(
-            Instant::now() < deadline,
-            "the silent peer kept its instance"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        // The successor reads, so it answers pings and stays.
-    }
+        None
+    })
+    .await;
     drop(silent);
 }
 
@@ -469,8 +410,7 @@ async fn a_peer_that_ignores_pings_is_closed_and_its_instance_released() {
 async fn names_cannot_escape_their_keys_and_values_are_stored_verbatim() {
     let redis = RedisServer::start();
     let hub = TestHub::start(&redis).await;
-    let mut c = hub.client().await;
-    c.register("esc").await;
+    let mut c = hub.client_as("esc").await;
     for bad in [
         "a}:votes",
         "{x}",
@@ -480,10 +420,7 @@ async fn names_cannot_escape_their_keys_and_values_are_stored_verbatim() {
         &"d".repeat(50_000),
     ] {
         let error = c
-            .error(
-                "system.quorum.vote",
-                json!({"instanceId": "esc", "decision": bad, "value": "v"}),
-            )
+            .error("system.quorum.vote", vote_params("esc", bad, "v", None))
             .await;
         assert_eq!(error["code"], -32602, "{bad:?}");
         assert_eq!(error["data"]["field"], "decision");
@@ -501,16 +438,11 @@ async fn names_cannot_escape_their_keys_and_values_are_stored_verbatim() {
         .await;
     assert_eq!(status["votes"][0]["value"], nasty);
     assert_eq!(status["tally"][nasty], 1);
-    let mut conn = redis.connection().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("cb:quorum:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys: Vec<String> = redis.query(&["KEYS", "cb:quorum:*"]).await;
     assert!(
         keys.iter().all(|k| k.starts_with("cb:quorum:{*}:")),
         "{keys:?}"
     );
-    let dbsize: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    let dbsize: u64 = redis.query(&["DBSIZE"]).await;
     assert!(dbsize > 0, "the value ran as Lua");
 }

@@ -4,12 +4,20 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use common::{RedisServer, TestHub, bin_path, http};
+use common::{DEADLINE, RedisServer, TestHub, bin_path, eventually, http, rpc_call, vote_params};
 use quorum_hub::client::{Client, ClientConfig};
 use quorum_hub::config::{Config, RateLimit};
 use serde_json::{Value, json};
+use tokio::sync::mpsc::Receiver;
+
+/// The client's next decision event.
+async fn next_event<E>(events: &mut Receiver<E>) -> E {
+    tokio::time::timeout(DEADLINE, events.recv())
+        .await
+        .expect("timed out waiting for an event")
+        .expect("the client's event stream ended")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_survives_a_hub_restart_and_misses_nothing() {
@@ -20,11 +28,10 @@ async fn the_client_survives_a_hub_restart_and_misses_nothing() {
     let mut config = ClientConfig::new(format!("ws://{addr}/ws"));
     config.instance = Some("survivor".into());
     let (client, mut events) = Client::connect(config).await.unwrap();
-    let mut voter = other.client().await;
-    voter.register("maker").await;
+    let mut voter = other.client_as("maker").await;
 
     voter.vote("maker", "before", "a", 1).await;
-    assert_eq!(events.recv().await.unwrap().decision, "before");
+    assert_eq!(next_event(&mut events).await.decision, "before");
 
     // The hub goes away; decisions are made elsewhere meanwhile.
     hub.stop().await;
@@ -37,37 +44,19 @@ async fn the_client_survives_a_hub_restart_and_misses_nothing() {
 
     // The client comes back by itself, gets exactly what it missed, then live events.
     for n in 0..3 {
-        let event = tokio::time::timeout(common::DEADLINE, events.recv())
-            .await
-            .expect("missed event")
-            .unwrap();
+        let event = next_event(&mut events).await;
         assert_eq!(event.decision, format!("while-down-{n}"));
     }
     // It registered again: it can vote as its instance.
-    let deadline = std::time::Instant::now() + common::DEADLINE;
-    let reply = loop {
-        match client.vote("survivor", "after", "c", Some(1)).await {
-            Ok(reply) => break reply,
-            Err(err) => assert!(
-                std::time::Instant::now() < deadline,
-                "never voted again: {err}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let reply = eventually("the client to vote again", async || {
+        client.vote("survivor", "after", "c", Some(1)).await.ok()
+    })
+    .await;
     assert!(reply.voted, "{reply:?}");
-    let event = tokio::time::timeout(common::DEADLINE, events.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(event.decision, "after");
+    assert_eq!(next_event(&mut events).await.decision, "after");
     // Nothing arrives twice.
     voter.vote("maker", "last", "d", 1).await;
-    let event = tokio::time::timeout(common::DEADLINE, events.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(event.decision, "last");
+    assert_eq!(next_event(&mut events).await.decision, "last");
     drop(hub);
 }
 
@@ -90,13 +79,9 @@ async fn vote_and_watch_from_the_command_line() {
         }
     });
     // The watcher is connected once the hub counts its session.
-    common::eventually("watch connected", || async {
-        let (_, body) = common::rpc(
-            hub.addr,
-            &json!({"jsonrpc": "2.0", "id": 1, "method": "system.get_state"}),
-        )
-        .await;
-        (body["result"]["hub"]["sessions"] == 1).then_some(())
+    eventually("watch to connect", async || {
+        let reply = rpc_call(hub.addr, "system.get_state", json!({})).await;
+        (reply["result"]["hub"]["sessions"] == 1).then_some(())
     })
     .await;
     let vote = |instance: &str, value: &str| {
@@ -135,7 +120,7 @@ async fn vote_and_watch_from_the_command_line() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("whitespace"));
 
     let line = rx
-        .recv_timeout(common::DEADLINE)
+        .recv_timeout(DEADLINE)
         .expect("watch printed the decision");
     let event: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(
@@ -178,19 +163,16 @@ fn parse_metrics(text: &str) -> Vec<(String, f64)> {
 async fn metrics_count_the_votes_a_client_made() {
     let redis = RedisServer::start();
     let hub = TestHub::start(&redis).await;
-    let mut a = hub.client().await;
-    let mut b = hub.client().await;
-    let mut c = hub.client().await;
-    a.register("m-a").await;
-    b.register("m-b").await;
-    c.register("m-c").await;
+    let mut a = hub.client_as("m-a").await;
+    let mut b = hub.client_as("m-b").await;
+    let mut c = hub.client_as("m-c").await;
     a.vote("m-a", "metered", "x", 3).await; // recorded
     b.vote("m-b", "metered", "x", 3).await; // recorded, decides
     a.vote("m-a", "metered", "y", 3).await; // already_voted
     c.vote("m-c", "metered", "y", 3).await; // decided
     c.error(
         "system.quorum.vote",
-        json!({"instanceId": "m-a", "decision": "metered", "value": "z"}),
+        vote_params("m-a", "metered", "z", None),
     )
     .await; // error
 
@@ -216,16 +198,19 @@ async fn metrics_count_the_votes_a_client_made() {
     assert!(value("quorum_events_delivered_total") >= 3.0);
 }
 
-fn bench(args: &[&str]) -> Value {
-    let output = Command::new(bin_path())
-        .arg("bench")
+/// Runs `quorum-hub bench SCENARIO --url URL ARGS --json` against a hub in this process
+/// (so without blocking the runtime that serves it) and returns the parsed report.
+async fn bench(scenario: &str, url: &str, args: &[&str]) -> Value {
+    let output = tokio::process::Command::new(bin_path())
+        .args(["bench", scenario, "--url", url])
         .args(args)
         .arg("--json")
         .output()
+        .await
         .unwrap();
     assert!(
         output.status.success(),
-        "bench {args:?}: {}",
+        "bench {scenario} {args:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).unwrap()
@@ -239,26 +224,21 @@ async fn the_bench_runs_a_tiny_scenario_of_each_kind() {
     config.session_rate_limit = RateLimit::OFF;
     let hub = TestHub::start_with(config).await;
     let url = hub.ws_url();
-    let votes = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || {
-            bench(&[
-                "votes",
-                "--url",
-                &url,
-                "--sessions",
-                "12",
-                "--group",
-                "3",
-                "--votes",
-                "300",
-                "--duration",
-                "60s",
-            ])
-        }
-    })
-    .await
-    .unwrap();
+    let votes = bench(
+        "votes",
+        &url,
+        &[
+            "--sessions",
+            "12",
+            "--group",
+            "3",
+            "--votes",
+            "300",
+            "--duration",
+            "60s",
+        ],
+    )
+    .await;
     assert_eq!(votes["votes"], 300, "{votes}");
     let outcomes = votes["outcomes"].as_object().unwrap();
     assert_eq!(
@@ -274,38 +254,16 @@ async fn the_bench_runs_a_tiny_scenario_of_each_kind() {
     }
     assert!(votes["latency_us"]["p50"].as_u64().unwrap() > 0);
 
-    let fanout = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || {
-            bench(&[
-                "fanout",
-                "--url",
-                &url,
-                "--sessions",
-                "40",
-                "--decisions",
-                "5",
-            ])
-        }
-    })
-    .await
-    .unwrap();
+    let fanout = bench("fanout", &url, &["--sessions", "40", "--decisions", "5"]).await;
     assert_eq!(fanout["missed"], 0, "{fanout}");
 
     let pid = std::process::id().to_string();
-    let connections = tokio::task::spawn_blocking(move || {
-        bench(&[
-            "connections",
-            "--url",
-            &url,
-            "--sessions",
-            "40",
-            "--hub-pid",
-            &pid,
-        ])
-    })
-    .await
-    .unwrap();
+    let connections = bench(
+        "connections",
+        &url,
+        &["--sessions", "40", "--hub-pid", &pid],
+    )
+    .await;
     assert_eq!(connections["sessions"], 40);
     assert!(
         connections["hub_rss_after_kib"].as_u64().is_some(),

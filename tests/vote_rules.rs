@@ -2,7 +2,10 @@
 
 mod common;
 
-use common::{RedisServer, TestHub, WsClient, rpc};
+use common::{
+    RedisServer, TestHub, WsClient, assert_error, eventually, expected_winner, request, rpc,
+    rpc_call, vote_params,
+};
 use serde_json::{Value, json};
 
 /// Opens `n` sessions, each registered as `{prefix}-{i}`.
@@ -10,9 +13,7 @@ async fn voters(hub: &TestHub, prefix: &str, n: usize) -> Vec<(String, WsClient)
     let mut out = Vec::new();
     for i in 0..n {
         let id = format!("{prefix}-{i}");
-        let mut client = hub.client().await;
-        client.register(&id).await;
-        out.push((id, client));
+        out.push((id.clone(), hub.client_as(&id).await));
     }
     out
 }
@@ -82,6 +83,11 @@ async fn winner_is_the_most_voted_value_and_ties_go_to_the_first_to_reach_the_co
     ];
     for (n, (total, values, winner)) in cases.into_iter().enumerate() {
         let decision = format!("tie-{n}");
+        assert_eq!(
+            expected_winner(values),
+            winner,
+            "the oracle disagrees: {values:?}"
+        );
         let replies = cast(&hub, &decision, total, values).await;
         let last = replies.last().unwrap();
         assert_eq!(last["quorumReached"], true, "{decision}: {last}");
@@ -105,10 +111,7 @@ async fn first_vote_fixes_total_instances_and_a_different_one_is_refused() {
     // Omitting totalInstances uses the stored 5 (quorum 3), not the default 3 (quorum 2).
     let (id, c) = &mut sessions[1];
     let reply = c
-        .result(
-            "system.quorum.vote",
-            json!({"instanceId": id, "decision": "fix", "value": "A"}),
-        )
+        .result("system.quorum.vote", vote_params(id, "fix", "A", None))
         .await;
     assert_eq!(
         reply,
@@ -117,17 +120,15 @@ async fn first_vote_fixes_total_instances_and_a_different_one_is_refused() {
 
     // A different totalInstances is refused and not recorded.
     let (id, c) = &mut sessions[2];
-    let params = json!({"instanceId": id, "decision": "fix", "value": "A", "totalInstances": 4});
-    let error = c.error("system.quorum.vote", params).await;
-    assert_eq!(error["code"], -32602);
-    assert_eq!(error["data"]["field"], "totalInstances");
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("decision fix was opened with totalInstances=5"),
-        "{error}"
+    let error = c
+        .error("system.quorum.vote", vote_params(id, "fix", "A", Some(4)))
+        .await;
+    assert_error(
+        &error,
+        -32602,
+        "decision fix was opened with totalInstances=5",
     );
+    assert_eq!(error["data"]["field"], "totalInstances");
     let status = c
         .result("system.quorum.status", json!({"decision": "fix"}))
         .await;
@@ -142,7 +143,7 @@ async fn first_vote_fixes_total_instances_and_a_different_one_is_refused() {
     let (id, c) = &mut sessions[3];
     c.result(
         "system.quorum.vote",
-        json!({"instanceId": id, "decision": "fix-default", "value": "x"}),
+        vote_params(id, "fix-default", "x", None),
     )
     .await;
     let status = c
@@ -224,24 +225,15 @@ async fn every_key_carries_the_decision_hash_tag_and_the_event_is_in_the_stream(
     let mut observer = hub.client().await;
     cast(&hub, "tagged:1", 1, &["go"]).await;
     let event = observer.next_notification().await;
-    let mut conn = redis.connection().await;
     for part in ["votes", "tally", "result", "metadata"] {
         let key = format!("cb:quorum:{{tagged:1}}:{part}");
-        let exists: bool = redis::cmd("EXISTS")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let exists: bool = redis.query(&["EXISTS", &key]).await;
         assert!(exists, "{key} missing");
     }
     let entries: Vec<(String, Vec<(String, String)>)> = {
-        let reply: redis::Value = redis::cmd("XRANGE")
-            .arg("cb:stream:quorum.decision.made")
-            .arg("-")
-            .arg("+")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let reply: redis::Value = redis
+            .query(&["XRANGE", "cb:stream:quorum.decision.made", "-", "+"])
+            .await;
         redis::FromRedisValue::from_redis_value(reply).unwrap()
     };
     assert_eq!(entries.len(), 1);
@@ -263,9 +255,8 @@ async fn every_key_carries_the_decision_hash_tag_and_the_event_is_in_the_stream(
 async fn every_validation_error_names_the_field_and_the_rule() {
     let redis = RedisServer::start();
     let hub = TestHub::start(&redis).await;
-    let mut c = hub.client().await;
-    c.register("valid").await;
-    let ok = json!({"instanceId": "valid", "decision": "d", "value": "v", "totalInstances": 3});
+    let mut c = hub.client_as("valid").await;
+    let ok = vote_params("valid", "d", "v", Some(3));
     let long = |n: usize| "x".repeat(n);
     let cases: Vec<(&str, Value, &str)> = vec![
         ("instanceId", json!(""), "1-128 characters"),
@@ -334,30 +325,15 @@ async fn only_the_session_bound_to_an_instance_votes_as_it() {
     let redis = RedisServer::start();
     let hub = TestHub::start(&redis).await;
     let other_hub = TestHub::start(&redis).await;
-    let vote = |id: &str| json!({"instanceId": id, "decision": "auth", "value": "v"});
+    let vote = |id: &str| vote_params(id, "auth", "v", None);
 
     let mut anonymous = hub.client().await;
     let error = anonymous.error("system.quorum.vote", vote("a")).await;
-    assert_eq!(error["code"], -32002);
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("has not registered"),
-        "{error}"
-    );
+    assert_error(&error, -32002, "has not registered");
 
-    let mut a = hub.client().await;
-    a.register("a").await;
+    let mut a = hub.client_as("a").await;
     let error = a.error("system.quorum.vote", vote("b")).await;
-    assert_eq!(error["code"], -32002);
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("registered as a"),
-        "{error}"
-    );
+    assert_error(&error, -32002, "registered as a");
 
     // One instance per session; registering the same id again refreshes it.
     let error = a.error("system.register", json!({"instanceId": "b"})).await;
@@ -370,13 +346,7 @@ async fn only_the_session_bound_to_an_instance_votes_as_it() {
         let error = thief
             .error("system.register", json!({"instanceId": "a"}))
             .await;
-        assert_eq!(error["code"], -32002, "{error}");
-        assert!(
-            error["message"]
-                .as_str()
-                .unwrap()
-                .contains("bound to another open session")
-        );
+        assert_error(&error, -32002, "bound to another open session");
         assert_eq!(
             thief
                 .error("system.unregister", json!({"instanceId": "a"}))
@@ -385,29 +355,19 @@ async fn only_the_session_bound_to_an_instance_votes_as_it() {
         );
     }
     // Nor may a one-shot HTTP caller vote as it.
-    let (_, reply) = rpc(
-        hub.addr,
-        &json!({"jsonrpc": "2.0", "id": 1, "method": "system.quorum.vote", "params": vote("a")}),
-    )
-    .await;
+    let reply = rpc_call(hub.addr, "system.quorum.vote", vote("a")).await;
     assert_eq!(reply["error"]["code"], -32002, "{reply}");
 
     // Closing the session releases the binding; another session can then take the id.
     a.close().await;
     let mut successor = other_hub.client().await;
-    let deadline = std::time::Instant::now() + common::DEADLINE;
-    while successor
-        .call("system.register", json!({"instanceId": "a"}))
-        .await
-        .get("result")
-        .is_none()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "binding was not released"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    eventually("the binding to be released", async || {
+        let reply = successor
+            .call("system.register", json!({"instanceId": "a"}))
+            .await;
+        reply.get("result").is_some().then_some(())
+    })
+    .await;
     assert_eq!(
         successor.result("system.quorum.vote", vote("a")).await["voted"],
         true
@@ -430,19 +390,9 @@ async fn register_heartbeat_and_unregister() {
         json!({"registered": true, "instanceId": "w1", "ttlSeconds": 30})
     );
 
-    let mut conn = redis.connection().await;
-    let ttl: i64 = redis::cmd("TTL")
-        .arg("cb:instance:{w1}")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let ttl: i64 = redis.query(&["TTL", "cb:instance:{w1}"]).await;
     assert!((1..=30).contains(&ttl), "ttl {ttl}");
-    let roles: String = redis::cmd("HGET")
-        .arg("cb:instance:{w1}")
-        .arg("roles")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let roles: String = redis.query(&["HGET", "cb:instance:{w1}", "roles"]).await;
     assert_eq!(roles, r#"["voter"]"#);
 
     assert_eq!(
@@ -480,10 +430,7 @@ async fn register_heartbeat_and_unregister() {
     // Unregistered, the session may take another id, and can no longer vote as the old one.
     c.register("w2").await;
     let error = c
-        .error(
-            "system.quorum.vote",
-            json!({"instanceId": "w1", "decision": "d", "value": "v"}),
-        )
+        .error("system.quorum.vote", vote_params("w1", "d", "v", None))
         .await;
     assert_eq!(error["code"], -32002);
 
@@ -500,27 +447,16 @@ async fn register_heartbeat_and_unregister() {
 async fn one_shot_http_callers_register_and_vote() {
     let redis = RedisServer::start();
     let hub = TestHub::start(&redis).await;
-    let call = |id: u64, method: &str, params: Value| json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
     let (_, reply) = rpc(
         hub.addr,
-        &call(
-            1,
-            "system.quorum.vote",
-            json!({"instanceId": "h1", "decision": "h", "value": "y"}),
-        ),
+        &request(1, "system.quorum.vote", vote_params("h1", "h", "y", None)),
     )
     .await;
-    assert_eq!(reply["error"]["code"], -32002);
-    assert!(
-        reply["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not registered")
-    );
+    assert_error(&reply["error"], -32002, "not registered");
     for id in ["h1", "h2"] {
         let (status, reply) = rpc(
             hub.addr,
-            &call(1, "system.register", json!({"instanceId": id})),
+            &request(1, "system.register", json!({"instanceId": id})),
         )
         .await;
         assert_eq!(status, 200);
@@ -530,11 +466,7 @@ async fn one_shot_http_callers_register_and_vote() {
     for id in ["h1", "h2"] {
         let (_, reply) = rpc(
             hub.addr,
-            &call(
-                2,
-                "system.quorum.vote",
-                json!({"instanceId": id, "decision": "h", "value": "y"}),
-            ),
+            &request(2, "system.quorum.vote", vote_params(id, "h", "y", None)),
         )
         .await;
         last = reply;
@@ -576,21 +508,11 @@ async fn status_and_state_report_the_audit_trail_without_scanning_keys() {
     let error = c
         .error("system.quorum.status", json!({"decision": "never-voted"}))
         .await;
-    assert_eq!(error["code"], -32004);
-    assert!(error["message"].as_str().unwrap().contains("never-voted"));
+    assert_error(&error, -32004, "never-voted");
 
-    let mut conn = redis.connection().await;
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let _: () = redis.query(&["CONFIG", "RESETSTAT"]).await;
     let state = c.result("system.get_state", json!({})).await;
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let stats: String = redis.query(&["INFO", "commandstats"]).await;
     for scan in ["cmdstat_keys:", "cmdstat_scan:"] {
         assert!(!stats.contains(scan), "get_state used {scan}");
     }

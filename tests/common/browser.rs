@@ -3,15 +3,13 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::DEADLINE;
+use super::eventually;
+use super::ws::{Socket, next_text};
 
 /// Flags a closed network and a root account need.
 const FLAGS: [&str; 10] = [
@@ -29,7 +27,7 @@ const FLAGS: [&str; 10] = [
 
 pub struct Browser {
     child: Child,
-    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    socket: Socket,
     next_id: u64,
     _profile: tempfile::TempDir,
 }
@@ -70,20 +68,13 @@ impl Browser {
             .expect("start chromium");
         // Chromium writes its port and browser endpoint here once it listens.
         let port_file = profile.path().join("DevToolsActivePort");
-        let deadline = Instant::now() + DEADLINE;
-        let endpoint = loop {
-            if let Ok(text) = std::fs::read_to_string(&port_file) {
-                let mut lines = text.lines();
-                if let (Some(port), Some(path)) = (lines.next(), lines.next()) {
-                    break format!("ws://127.0.0.1:{port}{path}");
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "chromium did not start its DevTools endpoint"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let endpoint = eventually("chromium to start its DevTools endpoint", async || {
+            let text = std::fs::read_to_string(&port_file).ok()?;
+            let mut lines = text.lines();
+            let (port, path) = (lines.next()?, lines.next()?);
+            Some(format!("ws://127.0.0.1:{port}{path}"))
+        })
+        .await;
         let (socket, _) = tokio_tungstenite::connect_async(endpoint)
             .await
             .expect("connect to DevTools");
@@ -108,13 +99,7 @@ impl Browser {
             .await
             .expect("send to DevTools");
         loop {
-            let frame = tokio::time::timeout(DEADLINE, self.socket.next())
-                .await
-                .expect("DevTools did not answer")
-                .expect("DevTools closed")
-                .expect("DevTools error");
-            let Message::Text(text) = frame else { continue };
-            let reply: Value = serde_json::from_str(&text).unwrap();
+            let reply: Value = serde_json::from_str(&next_text(&mut self.socket).await).unwrap();
             if reply["id"] == json!(id) {
                 assert!(reply.get("error").is_none(), "{method} failed: {reply}");
                 return reply["result"].clone();
@@ -154,22 +139,13 @@ impl Browser {
 
     /// Polls `expression` until it is truthy; fails the test after the deadline.
     pub async fn wait_for(&mut self, page: &Page, what: &str, expression: &str) -> Value {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
+        eventually(&format!("{what} ({expression})"), async || {
             let value = self.eval(page, expression).await;
-            if !(value.is_null()
-                || value == json!(false)
-                || value == json!("")
-                || value == json!(0))
-            {
-                return value;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what} ({expression})"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            let falsy =
+                value.is_null() || value == json!(false) || value == json!("") || value == json!(0);
+            (!falsy).then_some(value)
+        })
+        .await
     }
 
     /// Saves a PNG of the page's viewport.
