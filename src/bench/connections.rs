@@ -74,14 +74,7 @@ async fn wait_for_sessions_closed(url: &str) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// The report as a table.
-pub fn table(report: &ConnectionsReport) -> String {
-    let mut t = Table::new();
-    rows(&mut t, report);
-    t.0
-}
-
-/// The report's rows, for this table and the suite's.
+/// The report's rows, for its own table and the suite's.
 pub(super) fn rows(t: &mut Table, report: &ConnectionsReport) {
     t.row(
         format!("connect + register {} sessions (s)", report.sessions),

@@ -144,14 +144,7 @@ fn decision_name(text: &str) -> Option<&str> {
     Some(&text[start..start + len])
 }
 
-/// The report as a table.
-pub fn table(report: &FanoutReport) -> String {
-    let mut t = Table::new();
-    rows(&mut t, report);
-    t.0
-}
-
-/// The report's rows, for this table and the suite's.
+/// The report's rows, for its own table and the suite's.
 pub(super) fn rows(t: &mut Table, report: &FanoutReport) {
     t.row(
         format!(

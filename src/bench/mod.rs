@@ -103,11 +103,13 @@ pub async fn run(command: BenchCommand) -> Result<String, BenchError> {
         BenchCommand::Votes { options, output } => {
             output.render(&votes::run(&options).await?, votes::table)
         }
-        BenchCommand::Fanout { options, output } => {
-            output.render(&fanout::run(&options).await?, fanout::table)
-        }
+        BenchCommand::Fanout { options, output } => output
+            .render(&fanout::run(&options).await?, |r| {
+                Table::of(r, fanout::rows)
+            }),
         BenchCommand::Connections { options, output } => {
-            output.render(&connections::run(&options).await?, connections::table)
+            let report = connections::run(&options).await?;
+            output.render(&report, |r| Table::of(r, connections::rows))
         }
         BenchCommand::Suite { options, output } => {
             output.render(&suite::run(&options).await?, suite::table)
@@ -165,6 +167,13 @@ struct Table(String);
 impl Table {
     fn new() -> Self {
         Self("| measure | value |\n| --- | --- |\n".to_owned())
+    }
+
+    /// A table of one report's rows.
+    fn of<R>(report: &R, rows: fn(&mut Table, &R)) -> String {
+        let mut t = Table::new();
+        rows(&mut t, report);
+        t.0
     }
 
     fn row(&mut self, measure: impl std::fmt::Display, value: impl std::fmt::Display) {
