@@ -125,7 +125,7 @@ impl Authority {
 
     /// Mints a token for `sub` (or an observer token), valid for `ttl`.
     pub fn mint(&self, sub: Option<&str>, observer: bool, ttl: Duration) -> Result<String, String> {
-        let now = crate::store::now_ms() / 1000;
+        let now = crate::clock::now_ms() / 1000;
         let claims = Claims {
             sub: sub.map(str::to_owned),
             role: observer.then(|| OBSERVER_ROLE.to_owned()),

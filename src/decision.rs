@@ -170,6 +170,11 @@ pub struct DecisionEvent {
     pub timestamp: u64,
 }
 
+/// The decision event published by the vote script, parsed.
+pub fn parse_decision_event(payload: &[u8]) -> Result<DecisionEvent, Error> {
+    serde_json::from_slice(payload).map_err(|e| Error::Internal(format!("bad decision event: {e}")))
+}
+
 /// The id of a decision event in the Redis stream, `<ms>-<seq>`; ordered as Redis orders it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventId {

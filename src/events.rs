@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
 
-use crate::decision::{DecisionEvent, EventId};
+use crate::decision::{DecisionEvent, EventId, parse_decision_event};
 use crate::error::Error;
 use crate::hub::{Hub, Outbound, SessionHandle};
 use crate::rpc;
@@ -88,7 +88,7 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
             forward_subscribed(hub, channel, message.get_payload_bytes());
             continue;
         }
-        match store::parse_decision_event(message.get_payload_bytes()) {
+        match parse_decision_event(message.get_payload_bytes()) {
             Ok(event) => {
                 tracing::info!(decision = %event.decision, value = %event.value, "decision made");
                 deliver(hub, &event);

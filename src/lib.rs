@@ -15,6 +15,7 @@
 //! - [`keepalive`]: keeps the instances of open sessions registered.
 //! - [`store`]: Redis access; the only module that knows key names and scripts.
 //! - [`decision`], [`instance`]: domain types, validation and the quorum rule.
+//! - `clock`: wall-clock time as the hub records it.
 //! - [`managed_redis`]: the private redis-server a hub starts without `--redis-url`.
 //! - [`breaker`]: the circuit breaker in front of Redis.
 //! - [`error`]: the error type and its JSON-RPC codes.
@@ -28,6 +29,7 @@ pub mod auth;
 pub mod bench;
 pub mod breaker;
 pub mod client;
+pub(crate) mod clock;
 pub mod config;
 pub mod decision;
 pub mod error;

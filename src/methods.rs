@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::auth::Grant;
+use crate::clock::now_ms;
 use crate::decision::{Ballot, DecisionName, EventId, VoteOutcome};
 use crate::error::Error;
 use crate::events;
@@ -11,7 +12,7 @@ use crate::hub::{CallAdmission, Hub, SessionHandle};
 use crate::instance::{InstanceId, Registration};
 use crate::request::Request;
 use crate::rpc::{self, Call, Entry, Frame};
-use crate::store::{Claim, Standing, now_ms};
+use crate::store::{Claim, Standing};
 
 /// Most calls one batch may hold.
 pub const MAX_BATCH_LEN: usize = 100;
