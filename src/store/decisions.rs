@@ -7,38 +7,33 @@ use redis::FromRedisValue;
 
 use super::stream::DECISION_STREAM_CAP;
 use super::{Store, field_u64, internal, keys};
-use crate::clock::now_ms;
 use crate::config::RateLimit;
 use crate::decision::{
     Ballot, DEFAULT_TOTAL_INSTANCES, DecisionName, DecisionStatus, DecisionSummary, RecordedVote,
-    VoteOutcome,
+    VoteOutcome, quorum_for,
 };
 use crate::error::Error;
 
 /// Decisions the recent-decisions index keeps; older ones drop out of `system.get_state`
 /// (their keys and audit trail stay).
-pub(crate) const DECISION_INDEX_CAP: i64 = 10_000;
+pub(crate) const DECISION_INDEX_CAP: u64 = 10_000;
 
 /// The vote script's source, for tools that load it themselves.
 pub(crate) const VOTE_SCRIPT: &str = include_str!("../../lua/quorum_vote.lua");
 
 impl Store {
-    /// Runs the vote script for one ballot.
+    /// Runs the vote script for one ballot. The script also indexes a decision it opens,
+    /// in the same atomic run, so a recorded vote's decision is always in `get_state`.
     pub(crate) async fn vote(
         &self,
         ballot: &Ballot,
         limit: RateLimit,
     ) -> Result<VoteOutcome, Error> {
-        let name = ballot.decision.as_str();
-        let stated = ballot
-            .total_instances
-            .map(|n| n.to_string())
-            .unwrap_or_default();
         let (keys, args) = vote_invocation(
-            name,
+            ballot.decision.as_str(),
             ballot.instance.as_str(),
             ballot.value.as_str(),
-            &stated,
+            ballot.total_instances,
             limit,
         );
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -51,7 +46,7 @@ impl Store {
             String,
             String,
         ) = self.eval(&self.scripts.vote, &key_refs, &args).await?;
-        let outcome = match outcome.as_str() {
+        Ok(match outcome.as_str() {
             "recorded" => VoteOutcome::Recorded { vote_count },
             "decided_now" => VoteOutcome::DecidedNow {
                 vote_count,
@@ -71,29 +66,7 @@ impl Store {
                 retry_after_ms: vote_count.max(1),
             },
             other => return Err(Error::Internal(format!("vote script returned {other:?}"))),
-        };
-        let opened = matches!(
-            outcome,
-            VoteOutcome::Recorded { vote_count: 1 } | VoteOutcome::DecidedNow { vote_count: 1, .. }
-        );
-        if opened {
-            // The index lives outside the decision's slot, so it is kept next to the
-            // script rather than inside it. It only feeds `system.get_state`.
-            let mut pipe = redis::pipe();
-            pipe.cmd("ZADD")
-                .arg(keys::DECISIONS_INDEX)
-                .arg("NX")
-                .arg(now_ms())
-                .arg(name)
-                .ignore()
-                .cmd("ZREMRANGEBYRANK")
-                .arg(keys::DECISIONS_INDEX)
-                .arg(0)
-                .arg(-DECISION_INDEX_CAP - 1)
-                .ignore();
-            self.query_pipe::<()>(&pipe).await?;
-        }
-        Ok(outcome)
+        })
     }
 
     /// The audit trail of one decision, or `None` when it has no votes.
@@ -220,14 +193,19 @@ fn tally_in_vote_order(
     ordered
 }
 
-/// KEYS and ARGV of one run of the vote script (see `lua/quorum_vote.lua`).
+/// KEYS and ARGV of one run of the vote script (see the contract in `lua/quorum_vote.lua`).
+///
+/// The quorum is computed here, by [`quorum_for`], and only stored by the script, so the
+/// rule has one source. `stated_total` still goes to the script as given (empty when
+/// omitted), since only a stated total can conflict with the one the decision opened with.
 fn vote_invocation(
     decision: &str,
     instance: &str,
     value: &str,
-    stated_total: &str,
+    stated_total: Option<u64>,
     limit: RateLimit,
 ) -> (Vec<String>, Vec<String>) {
+    let opening_total = stated_total.unwrap_or(DEFAULT_TOTAL_INSTANCES);
     let keys = vec![
         keys::decision(decision, "votes"),
         keys::decision(decision, "tally"),
@@ -236,18 +214,21 @@ fn vote_invocation(
         keys::decision(decision, "ballots"),
         keys::DECISION_EVENTS_STREAM.to_owned(),
         keys::vote_rate(instance),
+        keys::DECISIONS_INDEX.to_owned(),
     ];
     let args = vec![
         decision.to_owned(),
         instance.to_owned(),
         value.to_owned(),
-        stated_total.to_owned(),
-        DEFAULT_TOTAL_INSTANCES.to_string(),
+        stated_total.map(|n| n.to_string()).unwrap_or_default(),
+        opening_total.to_string(),
+        quorum_for(opening_total).to_string(),
         DECISION_STREAM_CAP.to_string(),
         keys::DECISION_EVENTS_CHANNEL.to_owned(),
         limit.max.to_string(),
         limit.window.as_millis().to_string(),
         keys::VOTE_RECORDED_CHANNEL.to_owned(),
+        DECISION_INDEX_CAP.to_string(),
     ];
     (keys, args)
 }
@@ -263,11 +244,49 @@ pub(crate) fn vote_benchmark_command(
         "rb__rand_int__",
         "i__rand_int__",
         "yes",
-        &total_instances.to_string(),
+        Some(total_instances),
         limit,
     );
     let mut command = vec!["EVALSHA".to_owned(), sha.to_owned(), keys.len().to_string()];
     command.extend(keys);
     command.extend(args);
     command
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const LIMIT: RateLimit = RateLimit {
+        max: 5,
+        window: Duration::from_secs(1),
+    };
+
+    #[test]
+    fn an_omitted_total_opens_with_the_default_and_its_quorum() {
+        let (keys, args) = vote_invocation("d", "i", "v", None, LIMIT);
+        assert_eq!(keys.len(), 8);
+        assert_eq!(keys[7], keys::DECISIONS_INDEX);
+        assert_eq!(args.len(), 12);
+        assert_eq!(args[3], "", "nothing stated, so nothing to mismatch");
+        assert_eq!(args[4], DEFAULT_TOTAL_INSTANCES.to_string());
+        assert_eq!(args[5], quorum_for(DEFAULT_TOTAL_INSTANCES).to_string());
+    }
+
+    #[test]
+    fn a_stated_total_opens_with_its_own_quorum() {
+        let (_, args) = vote_invocation("d", "i", "v", Some(6), LIMIT);
+        assert_eq!(args[3..6], ["6", "6", "4"]);
+    }
+
+    #[test]
+    fn the_benchmark_command_declares_every_key_it_passes() {
+        let command = vote_benchmark_command("sha", 60, LIMIT);
+        let (keys, args) = vote_invocation("x", "y", "z", Some(60), LIMIT);
+        assert_eq!(command[..3], ["EVALSHA", "sha", &keys.len().to_string()]);
+        assert_eq!(command.len(), 3 + keys.len() + args.len());
+        assert!(command[3..].iter().all(|part| !part.is_empty()));
+    }
 }
