@@ -1,7 +1,7 @@
 -- heartbeat.lua: keep a registration (and its session binding) alive for another TTL.
 --
 -- KEYS[1] instance hash, KEYS[2] owner string (see register.lua)
--- ARGV[1] session token ('' for a caller without a session), ARGV[2] TTL in ms, ARGV[3] now in ms.
+-- ARGV[1] owner tag of the calling session ('' for a caller without a session), ARGV[2] TTL in ms, ARGV[3] now in ms.
 --
 -- Returns 1 when refreshed, 0 when the instance is not registered,
 -- -1 when it is bound to another session.

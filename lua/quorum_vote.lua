@@ -1,7 +1,8 @@
 -- quorum_vote.lua: record one vote, tally it, and fix the decision once quorum is met.
 --
 -- Runs atomically, so no two votes on one decision ever interleave, however many hubs race.
--- Every decision key carries the decision's hash tag; the event stream is the one shared key.
+-- Every decision key carries the decision's hash tag; the event stream and the decisions
+-- index are the shared keys, the rate-limit list is the voter's.
 --
 -- KEYS[1] votes     sorted set  instanceId -> sequence number (1, 2, 3, ... in arrival order)
 -- KEYS[2] tally     hash        value -> count
@@ -10,11 +11,15 @@
 -- KEYS[5] ballots   hash        instanceId -> value
 -- KEYS[6] stream    stream      decision events, capped
 -- KEYS[7] rate      list        the voting instance's recent vote times (ms), newest first
+-- KEYS[8] index     sorted set  decision -> openedAt, capped (feeds system.get_state)
 -- ARGV[1] decision name, ARGV[2] instanceId, ARGV[3] value,
--- ARGV[4] totalInstances stated by the caller ('' when omitted), ARGV[5] default totalInstances,
--- ARGV[6] stream cap (approximate MAXLEN), ARGV[7] pub/sub channel for decision events,
--- ARGV[8] most votes per instance per window (0: no limit), ARGV[9] window in ms,
--- ARGV[10] pub/sub channel for recorded votes (quorum.vote.recorded, for dashboards).
+-- ARGV[4] totalInstances stated by the caller ('' when omitted; only a stated one can mismatch),
+-- ARGV[5] totalInstances and ARGV[6] quorum to open the decision with (the caller computes the
+-- quorum, so the rule has one source; the script only stores it),
+-- ARGV[7] stream cap (approximate MAXLEN), ARGV[8] pub/sub channel for decision events,
+-- ARGV[9] most votes per instance per window (0: no limit), ARGV[10] window in ms,
+-- ARGV[11] pub/sub channel for recorded votes (quorum.vote.recorded, for dashboards),
+-- ARGV[12] most decisions the index keeps (the oldest opened drop out).
 --
 -- Returns {outcome, voteCount, totalInstances, quorum, finalDecision or '', recordedValue or ''}
 -- where outcome is one of: recorded, decided_now, already_voted, decided, total_mismatch,
@@ -23,13 +28,14 @@
 -- Only a vote that would be recorded counts against the rate limit: a retry of a vote that
 -- already counted always learns so, and nothing is written for a refused vote.
 
-local votes, tally, result, meta, ballots, stream, rate =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local votes, tally, result, meta, ballots, stream, rate, index =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local decision, instance, value = ARGV[1], ARGV[2], ARGV[3]
-local stated_total, default_total = ARGV[4], ARGV[5]
-local stream_cap, channel = ARGV[6], ARGV[7]
-local rate_max, rate_window = tonumber(ARGV[8]), tonumber(ARGV[9])
-local vote_channel = ARGV[10]
+local stated_total, opening_total, opening_quorum = ARGV[4], ARGV[5], ARGV[6]
+local stream_cap, channel = ARGV[7], ARGV[8]
+local rate_max, rate_window = tonumber(ARGV[9]), tonumber(ARGV[10])
+local vote_channel = ARGV[11]
+local index_cap = tonumber(ARGV[12])
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -48,8 +54,7 @@ end
 
 local opening = not total
 if opening then
-  total = stated_total ~= '' and stated_total or default_total
-  quorum = string.format('%d', math.floor(tonumber(total) / 2) + 1)
+  total, quorum = opening_total, opening_quorum
 elseif stated_total ~= '' and stated_total ~= total then
   -- Rule: the first vote fixed totalInstances; a different stated value is refused.
   return {'total_mismatch', redis.call('ZCARD', votes), total, quorum, final[1] or '', ''}
@@ -75,8 +80,12 @@ if rate_max > 0 then
 end
 
 if opening then
+  local opened_at = now_ms()
   redis.call('HSET', meta, 'decision', decision, 'totalInstances', total, 'quorum', quorum,
-    'openedAt', now_ms())
+    'openedAt', opened_at)
+  -- Indexed in this same run, so a recorded decision is never missing from get_state.
+  redis.call('ZADD', index, 'NX', opened_at, decision)
+  redis.call('ZREMRANGEBYRANK', index, 0, -index_cap - 1)
 end
 
 local seq = redis.call('ZCARD', votes) + 1

@@ -1,8 +1,8 @@
 -- register.lua: write an instance's registration and, for a WebSocket session, bind it.
 --
 -- KEYS[1] instance  hash    roles, metadata, status, lastSeen, registeredAt (expires after the TTL)
--- KEYS[2] owner     string  token of the session the instance is bound to (expires after the TTL)
--- ARGV[1] session token ('' for a caller without a session), ARGV[2] TTL in ms,
+-- KEYS[2] owner     string  owner tag of the session the instance is bound to (expires after the TTL)
+-- ARGV[1] owner tag of the calling session ('' for a caller without a session), ARGV[2] TTL in ms,
 -- ARGV[3] now in ms, ARGV[4] roles as JSON, ARGV[5] metadata as JSON,
 -- ARGV[6] instance id, ARGV[7] pub/sub channel for instance.registered.
 --

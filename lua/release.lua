@@ -4,7 +4,7 @@
 -- on a new session (this hub or another) at once.
 --
 -- KEYS[1] instance hash, KEYS[2] owner string (see register.lua)
--- ARGV[1] session token, ARGV[2] now in ms, ARGV[3] instance id,
+-- ARGV[1] owner tag of the closed session, ARGV[2] now in ms, ARGV[3] instance id,
 -- ARGV[4] pub/sub channel for instance.unregistered.
 --
 -- Returns 1 when the binding was this session's and is now released, 0 otherwise.

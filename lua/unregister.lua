@@ -1,7 +1,7 @@
 -- unregister.lua: remove an instance's registration and binding.
 --
 -- KEYS[1] instance hash, KEYS[2] owner string (see register.lua)
--- ARGV[1] session token ('' for a caller without a session), ARGV[2] instance id,
+-- ARGV[1] owner tag of the calling session ('' for a caller without a session), ARGV[2] instance id,
 -- ARGV[3] pub/sub channel for instance.unregistered.
 --
 -- Returns 1 when a registration was removed, 0 when there was none,

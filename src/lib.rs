@@ -18,7 +18,7 @@
 //! - `keepalive`: keeps the instances of open sessions registered.
 //! - `store`: Redis access; the only module that knows key names and scripts.
 //! - [`decision`], [`instance`]: domain types, validation and the quorum rule.
-//! - [`clock`]: wall-clock time as the hub records it.
+//! - `clock`: wall-clock time as the hub records it.
 //! - `managed_redis`: the private redis-server a hub starts without `--redis-url`.
 //! - `breaker`: the circuit breaker in front of Redis.
 //! - [`error`]: the error type, its JSON-RPC code, message and data.
@@ -31,7 +31,7 @@
 pub mod auth;
 pub mod bench;
 pub mod client;
-pub mod clock;
+
 pub mod config;
 pub mod decision;
 pub mod error;
@@ -41,6 +41,7 @@ pub mod server;
 pub mod tools;
 
 mod breaker;
+mod clock;
 mod events;
 mod hub;
 mod keepalive;

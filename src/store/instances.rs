@@ -1,0 +1,229 @@
+//! Instances: registration, heartbeats, session bindings, and the instances index.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::{Store, evalsha, field_u64, internal, keys};
+use crate::clock::now_ms;
+use crate::error::Error;
+use crate::instance::{InstanceId, Registration};
+use crate::protocol::InstanceInfo;
+
+/// Result of claiming or touching an instance that may be bound to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// Done (registered, refreshed or removed).
+    Done,
+    /// The instance has no registration.
+    Missing,
+    /// The instance is bound to another open session; nothing was changed.
+    BoundElsewhere,
+}
+
+impl Claim {
+    fn from_script(code: i64) -> Self {
+        match code {
+            1 => Claim::Done,
+            0 => Claim::Missing,
+            _ => Claim::BoundElsewhere,
+        }
+    }
+}
+
+/// Whether an instance may vote through a caller without a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Standing {
+    NotRegistered,
+    /// Registered and bound to an open WebSocket session: only that session votes as it.
+    BoundToSession,
+    Registered,
+}
+
+impl Store {
+    /// Registers (or refreshes) an instance; with `owner`, also binds it to that session.
+    pub(crate) async fn register(
+        &self,
+        registration: &Registration,
+        owner: Option<&str>,
+        ttl: Duration,
+    ) -> Result<Claim, Error> {
+        let id = registration.instance.as_str();
+        let now = now_ms().to_string();
+        let roles = serde_json::to_string(&registration.roles).map_err(internal)?;
+        let metadata = serde_json::to_string(&registration.metadata).map_err(internal)?;
+        let ttl_ms = ttl.as_millis().to_string();
+        let mut pipe = redis::pipe();
+        pipe.add_command(evalsha(
+            &self.scripts.register,
+            &[&keys::instance(id), &keys::owner(id)],
+            &[
+                owner.unwrap_or(""),
+                &ttl_ms,
+                &now,
+                &roles,
+                &metadata,
+                id,
+                keys::INSTANCE_REGISTERED_CHANNEL,
+            ],
+        ));
+        pipe.cmd("ZADD")
+            .arg(keys::INSTANCES_INDEX)
+            .arg(&now)
+            .arg(id)
+            .ignore();
+        let (code,): (i64,) = self.query_pipe(&pipe).await?;
+        Ok(if code == 1 {
+            Claim::Done
+        } else {
+            Claim::BoundElsewhere
+        })
+    }
+
+    /// Refreshes the TTL of each `(instance, owner)` pair in one round trip.
+    pub(crate) async fn heartbeat_many(
+        &self,
+        pairs: &[(&InstanceId, Option<&str>)],
+        ttl: Duration,
+    ) -> Result<Vec<Claim>, Error> {
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms().to_string();
+        let ttl_ms = ttl.as_millis().to_string();
+        let mut pipe = redis::pipe();
+        for (instance, owner) in pairs {
+            let id = instance.as_str();
+            pipe.add_command(evalsha(
+                &self.scripts.heartbeat,
+                &[&keys::instance(id), &keys::owner(id)],
+                &[owner.unwrap_or(""), &ttl_ms, &now],
+            ));
+            pipe.cmd("ZADD")
+                .arg(keys::INSTANCES_INDEX)
+                .arg(&now)
+                .arg(id)
+                .ignore();
+        }
+        let codes: Vec<i64> = self.query_pipe(&pipe).await?;
+        Ok(codes.into_iter().map(Claim::from_script).collect())
+    }
+
+    /// Refreshes one instance's TTL.
+    pub(crate) async fn heartbeat(
+        &self,
+        instance: &InstanceId,
+        owner: Option<&str>,
+        ttl: Duration,
+    ) -> Result<Claim, Error> {
+        let claims = self.heartbeat_many(&[(instance, owner)], ttl).await?;
+        claims
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Internal("empty heartbeat reply".into()))
+    }
+
+    /// Removes an instance's registration (refused if another session holds it).
+    pub(crate) async fn unregister(
+        &self,
+        instance: &InstanceId,
+        owner: Option<&str>,
+    ) -> Result<Claim, Error> {
+        let id = instance.as_str();
+        let mut pipe = redis::pipe();
+        pipe.add_command(evalsha(
+            &self.scripts.unregister,
+            &[&keys::instance(id), &keys::owner(id)],
+            &[owner.unwrap_or(""), id, keys::INSTANCE_UNREGISTERED_CHANNEL],
+        ));
+        let (code,): (i64,) = self.query_pipe(&pipe).await?;
+        let claim = Claim::from_script(code);
+        if claim != Claim::BoundElsewhere {
+            self.query::<()>(redis::cmd("ZREM").arg(keys::INSTANCES_INDEX).arg(id))
+                .await?;
+        }
+        Ok(claim)
+    }
+
+    /// Frees a closed session's binding; the registration lives on until its TTL.
+    pub(crate) async fn release(&self, instance: &InstanceId, owner: &str) -> Result<(), Error> {
+        let id = instance.as_str();
+        let now = now_ms().to_string();
+        self.eval::<i64>(
+            &self.scripts.release,
+            &[&keys::instance(id), &keys::owner(id)],
+            &[owner, &now, id, keys::INSTANCE_UNREGISTERED_CHANNEL],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Whether an instance is registered, and whether a session holds it.
+    pub(crate) async fn standing(&self, instance: &InstanceId) -> Result<Standing, Error> {
+        let id = instance.as_str();
+        let mut pipe = redis::pipe();
+        pipe.cmd("EXISTS")
+            .arg(keys::instance(id))
+            .cmd("EXISTS")
+            .arg(keys::owner(id));
+        let (registered, bound): (bool, bool) = self.query_pipe(&pipe).await?;
+        Ok(match (registered, bound) {
+            (false, _) => Standing::NotRegistered,
+            (true, true) => Standing::BoundToSession,
+            (true, false) => Standing::Registered,
+        })
+    }
+
+    /// Registered instances, most recently seen first. Entries not refreshed since
+    /// `stale_before_ms` are dropped from the index first.
+    pub(crate) async fn instances(
+        &self,
+        limit: usize,
+        stale_before_ms: u64,
+    ) -> Result<Vec<InstanceInfo>, Error> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(keys::INSTANCES_INDEX)
+            .arg("-inf")
+            .arg(format!("({stale_before_ms}"))
+            .ignore()
+            .cmd("ZREVRANGE")
+            .arg(keys::INSTANCES_INDEX)
+            .arg(0)
+            .arg(limit as i64 - 1);
+        let (ids,): (Vec<String>,) = self.query_pipe(&pipe).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(keys::instance(id));
+        }
+        let hashes: Vec<HashMap<String, String>> = self.query_pipe(&pipe).await?;
+        let mut gone = Vec::new();
+        let mut instances = Vec::with_capacity(ids.len());
+        for (id, fields) in ids.into_iter().zip(hashes) {
+            if fields.is_empty() {
+                gone.push(id);
+                continue;
+            }
+            let json = |name: &str, empty: serde_json::Value| {
+                fields
+                    .get(name)
+                    .and_then(|s| serde_json::from_str(s).ok())
+                    .unwrap_or(empty)
+            };
+            instances.push(InstanceInfo {
+                roles: json("roles", serde_json::Value::Array(Vec::new())),
+                metadata: json("metadata", serde_json::Value::Object(Default::default())),
+                status: fields.get("status").cloned().unwrap_or_default(),
+                last_seen: field_u64(&fields, "lastSeen"),
+                instance_id: id,
+            });
+        }
+        if !gone.is_empty() {
+            self.query::<()>(redis::cmd("ZREM").arg(keys::INSTANCES_INDEX).arg(&gone))
+                .await?;
+        }
+        Ok(instances)
+    }
+}
