@@ -66,11 +66,7 @@ impl Store {
                 keys::INSTANCE_REGISTERED_CHANNEL,
             ],
         ));
-        pipe.cmd("ZADD")
-            .arg(keys::INSTANCES_INDEX)
-            .arg(&now)
-            .arg(id)
-            .ignore();
+        note_seen(&mut pipe, &now, id);
         let (code,): (i64,) = self.query_pipe(&pipe).await?;
         Ok(if code == 1 {
             Claim::Done
@@ -98,11 +94,7 @@ impl Store {
                 &[&keys::instance(id), &keys::owner(id)],
                 &[owner.unwrap_or(""), &ttl_ms, &now],
             ));
-            pipe.cmd("ZADD")
-                .arg(keys::INSTANCES_INDEX)
-                .arg(&now)
-                .arg(id)
-                .ignore();
+            note_seen(&mut pipe, &now, id);
         }
         let codes: Vec<i64> = self.query_pipe(&pipe).await?;
         Ok(codes.into_iter().map(Claim::from_script).collect())
@@ -226,4 +218,13 @@ impl Store {
         }
         Ok(instances)
     }
+}
+
+/// Adds to `pipe` the instances index entry that `system.get_state` lists `id` by.
+fn note_seen(pipe: &mut redis::Pipeline, now: &str, id: &str) {
+    pipe.cmd("ZADD")
+        .arg(keys::INSTANCES_INDEX)
+        .arg(now)
+        .arg(id)
+        .ignore();
 }
