@@ -52,17 +52,18 @@ if recorded then
   return {'already_voted', redis.call('ZCARD', votes), total, quorum, final[1] or '', recorded}
 end
 
+-- Rule: the result is final. Later votes are not recorded, whatever totalInstances they
+-- state: a decided decision answers every new voter the same way.
+if final[1] then
+  return {'decided', tonumber(final[2]), total, quorum, final[1], ''}
+end
+
 local opening = not total
 if opening then
   total, quorum = opening_total, opening_quorum
 elseif stated_total ~= '' and stated_total ~= total then
   -- Rule: the first vote fixed totalInstances; a different stated value is refused.
-  return {'total_mismatch', redis.call('ZCARD', votes), total, quorum, final[1] or '', ''}
-end
-
--- Rule: the result is final. Later votes are not recorded.
-if final[1] then
-  return {'decided', tonumber(final[2]), total, quorum, final[1], ''}
+  return {'total_mismatch', redis.call('ZCARD', votes), total, quorum, '', ''}
 end
 
 -- Rate limit: a sliding window kept as the instance's last rate_max vote times.

@@ -139,8 +139,19 @@ async fn first_vote_fixes_total_instances_and_a_different_one_is_refused() {
     // The same instance may still vote with the right (or no) totalInstances.
     assert_eq!(c.vote(id, "fix", "A", 5).await["quorumReached"], true);
 
-    // A decision opened without totalInstances uses the default 3.
+    // Once decided, a new voter stating another totalInstances gets the decided answer,
+    // as any later vote does, not a mismatch error.
     let (id, c) = &mut sessions[3];
+    let reply = c
+        .result("system.quorum.vote", vote_params(id, "fix", "B", Some(4)))
+        .await;
+    assert_eq!(
+        reply,
+        json!({"voted": false, "reason": "decided", "quorumReached": true,
+               "finalDecision": "A", "voteCount": 3})
+    );
+
+    // A decision opened without totalInstances uses the default 3.
     c.result(
         "system.quorum.vote",
         vote_params(id, "fix-default", "x", None),
