@@ -52,6 +52,9 @@ pub async fn handle_frame(hub: &Hub, caller: Caller<'_>, text: &str) -> Option<S
             frame::encode_replies(false, reply.into_iter().collect())
         }
         Frame::Batch(entries) if entries.len() > MAX_BATCH_LEN => {
+            if let Err(refused) = admit(hub, caller) {
+                return Some(frame::failure(&Value::Null, &refused).to_string());
+            }
             let error = Error::InvalidRequest(
                 format!(
                     "a batch may hold at most {MAX_BATCH_LEN} calls (got {})",
@@ -72,9 +75,12 @@ pub async fn handle_frame(hub: &Hub, caller: Caller<'_>, text: &str) -> Option<S
 }
 
 async fn handle_entry(hub: &Hub, caller: Caller<'_>, entry: Entry) -> Option<Value> {
-    let (id, outcome) = match entry {
-        Entry::Invalid { id, error } => (Some(id), Err(error)),
-        Entry::Call(call) => {
+    // Every entry counts against the session's budget, valid or not.
+    let (id, outcome) = match (admit(hub, caller), entry) {
+        (Err(refused), Entry::Invalid { id, .. }) => (Some(id), Err(refused)),
+        (Err(refused), Entry::Call(call)) => (call.id, Err(refused)),
+        (Ok(()), Entry::Invalid { id, error }) => (Some(id), Err(error)),
+        (Ok(()), Entry::Call(call)) => {
             let id = call.id.clone();
             (id, call_once(hub, caller, call).await)
         }
@@ -86,28 +92,32 @@ async fn handle_entry(hub: &Hub, caller: Caller<'_>, entry: Entry) -> Option<Val
     })
 }
 
+/// Counts one frame entry against a session's call budget (HTTP calls have none).
+pub(crate) fn admit(hub: &Hub, caller: Caller<'_>) -> Result<(), Error> {
+    let Caller::Session(session) = caller else {
+        return Ok(());
+    };
+    match session.admit_call() {
+        CallAdmission::Allowed => Ok(()),
+        CallAdmission::Refused { retry_after_ms } | CallAdmission::Flooding { retry_after_ms } => {
+            let limit = hub.config.session_rate_limit;
+            Err(Error::RateLimited {
+                retry_after_ms,
+                message: format!(
+                    "this session sends too fast: at most {} calls per {:?}; retry in {retry_after_ms} ms",
+                    limit.max, limit.window
+                ),
+            })
+        }
+    }
+}
+
 /// A method's result, serialized for the reply.
 fn reply(result: impl Serialize) -> Result<Value, Error> {
     serde_json::to_value(result).map_err(|e| Error::Internal(e.to_string()))
 }
 
 async fn call_once(hub: &Hub, caller: Caller<'_>, call: Call) -> Result<Value, Error> {
-    if let Caller::Session(session) = caller {
-        match session.admit_call() {
-            CallAdmission::Allowed => {}
-            CallAdmission::Refused { retry_after_ms }
-            | CallAdmission::Flooding { retry_after_ms } => {
-                let limit = hub.config.session_rate_limit;
-                return Err(Error::RateLimited {
-                    retry_after_ms,
-                    message: format!(
-                        "this session sends too fast: at most {} calls per {:?}; retry in {retry_after_ms} ms",
-                        limit.max, limit.window
-                    ),
-                });
-            }
-        }
-    }
     let Call { method, params, .. } = call;
     match Request::parse(&method, params)? {
         Request::Register(registration) => reply(register(hub, caller, registration).await?),

@@ -326,6 +326,37 @@ async fn a_flooding_session_is_refused_then_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_envelopes_and_pings_count_against_the_call_budget() {
+    let redis = RedisServer::start();
+    let mut config = Config::with_redis(redis.url());
+    config.session_rate_limit = "20/30s".parse::<RateLimit>().unwrap();
+    let hub = TestHub::start_with(config).await;
+
+    // Envelopes that are not requests are answered, and each one counts.
+    let mut c = hub.client().await;
+    for n in 0..20 {
+        c.send_text("{}").await;
+        let reply = c.recv_reply().await;
+        assert_eq!(reply["error"]["code"], -32600, "frame {n}: {reply}");
+    }
+    c.send_text("{}").await;
+    let reply = c.recv_reply().await;
+    assert_eq!(reply["error"]["code"], -32000, "over the budget: {reply}");
+    for _ in 0..20 {
+        c.send_text("{}").await;
+    }
+    assert_eq!(c.expect_close().await, 1008);
+
+    // So do pings: a session that only pings is closed once it floods.
+    let mut p = hub.client().await;
+    for _ in 0..41 {
+        p.send_message(Message::Ping(Default::default())).await;
+    }
+    assert_eq!(p.expect_close().await, 1008);
+    hub.assert_serving().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_closed_as_a_slow_consumer() {
     const DECISIONS: usize = 1500;
     let redis = RedisServer::start();

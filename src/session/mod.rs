@@ -115,7 +115,16 @@ async fn read_calls(
                     .await;
                 break;
             }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            // A ping is a frame like any other: it counts against the call budget (the
+            // WebSocket layer answers it).
+            Some(Ok(Message::Ping(_))) => {
+                session.admit_call();
+                if close_if_flooding(session).await {
+                    break;
+                }
+                continue;
+            }
+            Some(Ok(Message::Pong(_))) => continue,
             Some(Ok(Message::Close(_))) | None => break,
             Some(Err(err)) => {
                 if is_too_long(err) {
@@ -139,17 +148,25 @@ async fn read_calls(
         {
             break;
         }
-        if session.flooding.load(Ordering::Acquire) {
-            tracing::info!(session = session.id, "session keeps flooding; closing it");
-            session
-                .send(Outbound::Close(
-                    close_code::POLICY,
-                    "flooding: too many calls",
-                ))
-                .await;
+        if close_if_flooding(session).await {
             break;
         }
     }
+}
+
+/// Closes a session that made far more calls than its budget (1008); returns whether it did.
+async fn close_if_flooding(session: &SessionHandle) -> bool {
+    if !session.flooding.load(Ordering::Acquire) {
+        return false;
+    }
+    tracing::info!(session = session.id, "session keeps flooding; closing it");
+    session
+        .send(Outbound::Close(
+            close_code::POLICY,
+            "flooding: too many calls",
+        ))
+        .await;
+    true
 }
 
 /// Whether a read failed because the message is over the size limit (closed with 1009).
