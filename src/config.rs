@@ -66,6 +66,12 @@ pub struct Config {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// Without --auth-secret, the only Host names served besides loopback names and
+    /// addresses and the listen address, comma-separated (e.g. hub.internal), or `*`.
+    /// Other hosts get 403, so a page on a name rebound to this machine reaches nothing.
+    #[arg(long, env = "QUORUM_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+
     /// Most concurrent WebSocket sessions on this hub; the next upgrade gets 503.
     #[arg(long, env = "QUORUM_MAX_SESSIONS", default_value_t = 10_000)]
     pub max_sessions: usize,
@@ -184,6 +190,7 @@ impl Config {
             breaker_open: crate::breaker::DEFAULT_OPEN_FOR,
             auth_secret: None,
             allowed_origins: vec!["loopback".to_owned()],
+            allowed_hosts: Vec::new(),
             max_sessions: 10_000,
             max_message_bytes: 64 * 1024,
             session_rate_limit: RateLimit {

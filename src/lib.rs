@@ -13,6 +13,7 @@
 //! - `session`: one WebSocket session: its loops, its state, replays for resuming clients.
 //! - `methods`: the JSON-RPC methods and who may act as which instance.
 //! - [`auth`]: tokens (HS256 JWT) and what each allows.
+//! - `guards`: what a browser page may reach (the Origin and Host checks).
 //! - `hub`: shared state of one hub process and the fan-out to its sessions.
 //! - `events`: the pub/sub listener and gap recovery after a dropped link.
 //! - `keepalive`: keeps the instances of open sessions registered.
@@ -43,6 +44,7 @@ pub mod tools;
 mod breaker;
 mod clock;
 mod events;
+mod guards;
 mod hub;
 mod keepalive;
 mod managed_redis;

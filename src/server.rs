@@ -23,7 +23,7 @@ use crate::methods::{self, Caller};
 use crate::metrics::Metrics;
 use crate::protocol::EventId;
 use crate::store::Store;
-use crate::{events, keepalive, session};
+use crate::{events, guards, keepalive, session};
 
 /// Longest the hub waits, on shutdown, for sessions to finish their calls and close.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -74,7 +74,7 @@ pub async fn run(
 
 async fn serve(
     listener: TcpListener,
-    config: Config,
+    mut config: Config,
     url: &str,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
@@ -83,6 +83,8 @@ async fn serve(
         None => None,
     };
     let addr = listener.local_addr().map_err(StartError::Serve)?;
+    // The address actually bound (port 0 becomes a real port): the Host guard answers to it.
+    config.listen = addr;
     if authority.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(
             "serving {addr} without --auth-secret: anyone who can reach this port can register any instance and vote as it"
@@ -148,16 +150,23 @@ fn tune_socket(tcp: &mut tokio::net::TcpStream) {
 }
 
 fn router(hub: Arc<Hub>, web_dir: &std::path::Path) -> Router {
-    Router::new()
+    // What a browser page can reach sits behind the Host guard; health checks do not.
+    let pages = Router::new()
         .route("/ws", get(upgrade))
         .route(
             "/rpc",
             post(rpc).layer(DefaultBodyLimit::max(hub.config.max_message_bytes as usize)),
         )
+        .fallback_service(ServeDir::new(web_dir))
+        .layer(axum::middleware::from_fn_with_state(
+            hub.clone(),
+            guard_host,
+        ));
+    Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics_text))
-        .fallback_service(ServeDir::new(web_dir))
+        .merge(pages)
         .with_state(hub)
 }
 
@@ -217,7 +226,7 @@ fn check_origin(hub: &Hub, headers: &HeaderMap) -> Result<(), Refusal> {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default();
-    if origin_allowed(origin, host, &hub.config.allowed_origins) {
+    if guards::origin_allowed(origin, host, &hub.config.allowed_origins) {
         Ok(())
     } else {
         Err(refuse(
@@ -227,26 +236,29 @@ fn check_origin(hub: &Hub, headers: &HeaderMap) -> Result<(), Refusal> {
     }
 }
 
-/// Same origin, a listed origin, `*`, or (with `loopback` listed) a page on this machine.
-pub fn origin_allowed(origin: &str, host: &str, allowed: &[String]) -> bool {
-    let Some((scheme, authority)) = origin.split_once("://") else {
-        return false;
-    };
-    if !matches!(scheme, "http" | "https") {
-        return false;
+/// Without a secret, refuses a request whose `Host` this hub does not answer to, so a
+/// page on a name that an attacker points at this machine (DNS rebinding) reaches nothing.
+/// With a secret, the token is the guard.
+async fn guard_host(
+    State(hub): State<Arc<Hub>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if hub.authority.is_none()
+        && let Some(host) = request.headers().get(header::HOST)
+    {
+        let host = host.to_str().unwrap_or_default();
+        if !guards::host_allowed(host, hub.config.listen, &hub.config.allowed_hosts) {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                format_args!(
+                    "host {host:?} is not served without --auth-secret; add it to --allowed-hosts"
+                ),
+            )
+            .into_response();
+        }
     }
-    if !host.is_empty() && authority.eq_ignore_ascii_case(host) {
-        return true;
-    }
-    let origin_host = match authority.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => authority,
-    };
-    allowed.iter().any(|entry| match entry.trim() {
-        "*" => true,
-        "loopback" => matches!(origin_host, "localhost" | "127.0.0.1" | "[::1]"),
-        listed => listed.trim_end_matches('/').eq_ignore_ascii_case(origin),
-    })
+    next.run(request).await
 }
 
 async fn upgrade(

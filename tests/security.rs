@@ -185,6 +185,48 @@ async fn an_observer_watches_but_never_registers_or_votes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_secret_only_loopback_listed_or_listen_hosts_are_served() {
+    let redis = RedisServer::start();
+    let mut config = Config::with_redis(redis.url());
+    config.allowed_hosts = vec!["hub.internal".to_owned()];
+    let hub = TestHub::start_with(config).await;
+    let port = hub.addr.port();
+    let state = r#"{"jsonrpc":"2.0","id":1,"method":"system.get_state"}"#;
+    let status = |host: String, method: &'static str, path: &'static str| {
+        let addr = hub.addr;
+        async move {
+            let body = if method == "POST" { state } else { "" };
+            http_with(addr, method, path, &[("Host", &host)], body)
+                .await
+                .unwrap()
+                .0
+        }
+    };
+    // A name that resolves to this machine (DNS rebinding) is refused everywhere a page
+    // could reach: the dashboard, /rpc and /ws.
+    for host in [format!("evil.example:{port}"), "attacker.test".to_owned()] {
+        assert_eq!(status(host.clone(), "GET", "/").await, 403, "{host}");
+        assert_eq!(status(host.clone(), "POST", "/rpc").await, 403, "{host}");
+        assert_eq!(status(host.clone(), "GET", "/ws").await, 403, "{host}");
+    }
+    let refused = WsClient::connect_with(&hub.ws_url(), &[("Host", "evil.example")]).await;
+    assert_eq!(refused.err(), Some(403));
+    // Loopback names and addresses, the listen address and listed hosts are served.
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+        "HUB.internal".to_owned(),
+        format!("hub.internal:{port}"),
+    ] {
+        assert_eq!(status(host.clone(), "GET", "/").await, 200, "{host}");
+        assert_eq!(status(host.clone(), "POST", "/rpc").await, 200, "{host}");
+    }
+    // Health checks are not pages: they answer whatever the Host.
+    assert_eq!(status("evil.example".into(), "GET", "/healthz").await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_origins_must_be_allowed() {
     let redis = RedisServer::start();
     let hub = TestHub::start(&redis).await;

@@ -28,12 +28,18 @@ pub async fn http_with(
     body: &str,
 ) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr).await?;
+    // The hub's own address is the Host unless the caller names another.
+    let host = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+        .map_or_else(|| addr.to_string(), |(_, value)| value.to_string());
     let extra: String = headers
         .iter()
+        .filter(|(name, _)| !name.eq_ignore_ascii_case("host"))
         .map(|(name, value)| format!("{name}: {value}\r\n"))
         .collect();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
          {extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
