@@ -30,6 +30,9 @@ pub struct Claims {
     /// Issued at, seconds since the Unix epoch.
     #[serde(default)]
     pub iat: u64,
+    /// Not valid before, seconds since the Unix epoch (optional; checked when present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
 }
 
 /// What a caller may do, decided once per session or HTTP call.
@@ -66,6 +69,8 @@ pub enum AuthError {
     Missing,
     #[error("the token is expired")]
     Expired,
+    #[error("the token is not valid yet (nbf is in the future)")]
+    NotYetValid,
     #[error("the token is invalid: {0}")]
     Invalid(String),
 }
@@ -94,6 +99,8 @@ impl Authority {
         validation.leeway = CLOCK_LEEWAY.as_secs();
         validation.set_required_spec_claims(&["exp"]);
         validation.validate_exp = true;
+        // A token that is not valid yet is refused like an expired one.
+        validation.validate_nbf = true;
         Ok(Self {
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             encoding: EncodingKey::from_secret(secret.as_bytes()),
@@ -107,6 +114,7 @@ impl Authority {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 _ => AuthError::Invalid(e.to_string()),
             })?;
         let claims = data.claims;
@@ -131,6 +139,7 @@ impl Authority {
             role: observer.then(|| OBSERVER_ROLE.to_owned()),
             exp: now + ttl.as_secs(),
             iat: now,
+            nbf: None,
         };
         if !observer {
             let sub =
@@ -172,5 +181,30 @@ mod tests {
             Err(AuthError::Invalid(_))
         ));
         assert!(Authority::new("short").is_err());
+    }
+
+    #[test]
+    fn a_token_that_is_not_valid_yet_is_refused() {
+        let authority = Authority::new(SECRET).unwrap();
+        let now = crate::clock::now_ms() / 1000;
+        let token = |nbf: u64| {
+            let claims = Claims {
+                sub: Some("worker-1".into()),
+                role: None,
+                exp: now + 3600,
+                iat: now,
+                nbf: Some(nbf),
+            };
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &authority.encoding)
+                .unwrap()
+        };
+        assert!(matches!(
+            authority.verify(Some(&token(now + 600))),
+            Err(AuthError::NotYetValid)
+        ));
+        assert_eq!(
+            authority.verify(Some(&token(now - 1))).unwrap(),
+            Grant::Instance("worker-1".into())
+        );
     }
 }
