@@ -1,6 +1,8 @@
 //! An agent's client: one WebSocket to a hub that survives drops. It reconnects with
 //! backoff, registers its instance again, and resumes decision events from the last
-//! `eventId` it saw, so a caller sees every decision once and in order.
+//! `eventId` it saw, so a caller sees every decision once and in order. Everything else
+//! the hub pushes (`system.events.incomplete`, subscribed dashboard events) is passed on
+//! too, never dropped.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,15 +17,15 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::protocol::peer::{self, CallError, Incoming, RpcError, Socket};
 use crate::protocol::{
-    DecisionEvent, DecisionStatus, EventId, NoParams, Notification, RegisterParams, Registered,
-    State, StatusParams, SubscribeParams, Subscribed, VoteParams, VoteReply, method,
+    DecisionStatus, EventId, NoParams, Notification, RegisterParams, Registered, State,
+    StatusParams, SubscribeParams, Subscribed, VoteParams, VoteReply, method,
 };
 
 /// First pause before reconnecting.
 pub const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
 /// Longest pause between reconnection attempts.
 pub const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
-/// Decision events the client buffers for a caller that is not reading them.
+/// Notifications the client buffers for a caller that is not reading them.
 pub const EVENT_BUFFER: usize = 1024;
 /// Calls waiting to be sent.
 const CALL_QUEUE: usize = 256;
@@ -98,11 +100,12 @@ pub struct Client {
 
 impl Client {
     /// Connects (and registers, if an instance is configured) and returns the client with
-    /// the stream of decision events. Fails only if the first connection cannot be made;
-    /// after that the client reconnects by itself.
+    /// the stream of what the hub pushes: each decision once, in order, and every other
+    /// notification as it came. Fails only if the first connection cannot be made; after
+    /// that the client reconnects by itself.
     pub async fn connect(
         config: ClientConfig,
-    ) -> Result<(Client, mpsc::Receiver<DecisionEvent>), ClientError> {
+    ) -> Result<(Client, mpsc::Receiver<Notification>), ClientError> {
         let (calls_tx, calls_rx) = mpsc::channel(CALL_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
         let mut driver = Driver {
@@ -183,7 +186,7 @@ struct Driver {
     config: ClientConfig,
     /// The newest decision event passed to the caller.
     last_event: Option<EventId>,
-    events: mpsc::Sender<DecisionEvent>,
+    events: mpsc::Sender<Notification>,
 }
 
 impl Driver {
@@ -230,17 +233,16 @@ impl Driver {
         Ok(socket)
     }
 
-    /// Passes a decision notification to the caller, once per event.
+    /// Passes a notification to the caller; a decision only once per event.
     async fn pass_on(&mut self, notification: Notification) {
-        let Notification::DecisionMade(event) = notification else {
-            return;
-        };
-        if self.last_event.is_some_and(|last| event.event_id <= last) {
-            return;
+        if let Notification::DecisionMade(event) = &notification {
+            if self.last_event.is_some_and(|last| event.event_id <= last) {
+                return;
+            }
+            self.last_event = Some(event.event_id);
         }
-        self.last_event = Some(event.event_id);
         // Backpressure: while the caller does not read, the socket is not read either.
-        let _ = self.events.send(event).await;
+        let _ = self.events.send(notification).await;
     }
 
     async fn run(mut self, mut socket: Socket, mut calls: mpsc::Receiver<Call>) {

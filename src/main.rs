@@ -156,7 +156,11 @@ fn main() -> ExitCode {
             let config = client_config(&args.connection, None, args.since);
             report(
                 runtime
-                    .block_on(tools::watch(config, std::io::stdout().lock()))
+                    .block_on(tools::watch(
+                        config,
+                        std::io::stdout().lock(),
+                        std::io::stderr(),
+                    ))
                     .map(|()| String::new()),
             )
         }

@@ -1,7 +1,7 @@
 //! The command-line tools built on the client: `vote` and `watch`.
 
 use crate::client::{Client, ClientConfig, ClientError};
-use crate::protocol::VoteReply;
+use crate::protocol::{Notification, VoteReply};
 
 /// Registers (through the client) and casts one vote; returns the hub's result, or the
 /// JSON-RPC error object as JSON text.
@@ -23,13 +23,26 @@ pub async fn vote(
     }
 }
 
-/// Prints each decision event as one JSON line until interrupted.
-pub async fn watch(config: ClientConfig, mut out: impl std::io::Write) -> Result<(), String> {
+/// Prints each decision event as one JSON line until interrupted. A notice that some
+/// events are no longer kept goes to `notices` (stderr), so `out` stays one event per line.
+pub async fn watch(
+    config: ClientConfig,
+    mut out: impl std::io::Write,
+    mut notices: impl std::io::Write,
+) -> Result<(), String> {
     let (_client, mut events) = Client::connect(config).await.map_err(|e| e.to_string())?;
     loop {
         tokio::select! {
-            event = events.recv() => {
-                let Some(event) = event else { return Ok(()) };
+            notification = events.recv() => {
+                let event = match notification {
+                    None => return Ok(()),
+                    Some(Notification::DecisionMade(event)) => event,
+                    Some(Notification::EventsIncomplete(notice)) => {
+                        let _ = writeln!(notices, "events incomplete: {}", notice.message);
+                        continue;
+                    }
+                    Some(_) => continue,
+                };
                 let line = serde_json::to_string(&event).map_err(|e| e.to_string())?;
                 if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
                     return Ok(()); // the reader went away (a closed pipe)

@@ -8,15 +8,25 @@ use std::process::{Command, Stdio};
 use common::{DEADLINE, RedisServer, TestHub, bin_path, eventually, http, rpc_call, vote_params};
 use quorum_hub::client::{Client, ClientConfig};
 use quorum_hub::config::{Config, RateLimit};
+use quorum_hub::protocol::{DecisionEvent, Notification};
 use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc::Receiver;
 
-/// The client's next decision event.
-async fn next_event<E>(events: &mut Receiver<E>) -> E {
+/// The client's next notification.
+async fn next_notification(events: &mut Receiver<Notification>) -> Notification {
     tokio::time::timeout(DEADLINE, events.recv())
         .await
         .expect("timed out waiting for an event")
         .expect("the client's event stream ended")
+}
+
+/// The client's next notification, which must be a decision.
+async fn next_event(events: &mut Receiver<Notification>) -> DecisionEvent {
+    match next_notification(events).await {
+        Notification::DecisionMade(event) => event,
+        other => panic!("expected a decision, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,6 +68,69 @@ async fn the_client_survives_a_hub_restart_and_misses_nothing() {
     voter.vote("maker", "last", "d", 1).await;
     assert_eq!(next_event(&mut events).await.decision, "last");
     drop(hub);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_and_watch_pass_on_that_missed_events_are_gone() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    let mut voter = hub.client_as("maker").await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        voter.vote("maker", &format!("gone-{n}"), "a", 1).await;
+        let status = voter
+            .result(
+                "system.quorum.status",
+                json!({"decision": format!("gone-{n}")}),
+            )
+            .await;
+        assert_eq!(status["quorumReached"], true);
+        let id: String = redis
+            .query(&["HGET", &format!("cb:quorum:{{gone-{n}}}:result"), "eventId"])
+            .await;
+        ids.push(id);
+    }
+    // The second event is no longer kept: a client resuming after the first cannot get
+    // everything it missed, and must be told so before what remains.
+    let _: i64 = redis
+        .query(&["XDEL", "cb:stream:quorum.decision.made", &ids[1]])
+        .await;
+    let mut config = ClientConfig::new(hub.ws_url());
+    config.since = Some(ids[0].parse().unwrap());
+    let (_client, mut events) = Client::connect(config).await.unwrap();
+    match next_notification(&mut events).await {
+        Notification::EventsIncomplete(notice) => assert_eq!(notice.since.to_string(), ids[0]),
+        other => panic!("expected system.events.incomplete, got {other:?}"),
+    }
+    assert_eq!(next_event(&mut events).await.decision, "gone-2");
+
+    // `watch` prints the notice on stderr; stdout stays one decision per line.
+    let watch = tokio::process::Command::new(bin_path())
+        .args(["watch", "--url", &hub.ws_url(), "--since", &ids[0]])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut watch = watch;
+    let mut stdout = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut stderr = tokio::io::BufReader::new(watch.stderr.take().unwrap()).lines();
+    let line = tokio::time::timeout(DEADLINE, stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("watch printed a decision");
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["decision"], "gone-2");
+    let notice = tokio::time::timeout(DEADLINE, stderr.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("watch printed the notice");
+    assert!(
+        notice.starts_with("events incomplete:") && notice.contains(&ids[0]),
+        "{notice}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
