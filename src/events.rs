@@ -41,13 +41,16 @@ pub async fn listen(hub: Arc<Hub>) {
 
 /// Subscribes, delivers what was missed while unsubscribed, then delivers live events.
 async fn forward(hub: &Hub) -> Result<(), Error> {
+    // The starting point is read before subscribing: an event decided between the two is
+    // then after it, and the gap read below delivers it (read after subscribing, it would
+    // count as delivered without ever being pushed).
+    if hub.delivered().is_none() {
+        hub.start_delivery_at(hub.store.last_event_id().await?);
+    }
     let mut pubsub = hub.store.client().get_async_pubsub().await?;
     pubsub.subscribe(DECISION_EVENTS_CHANNEL).await?;
     // Live events published from here on wait in the subscription while the gap is read;
     // `Hub::deliver` drops the ones the gap read already delivered.
-    if hub.delivered().is_none() {
-        hub.start_delivery_at(hub.store.last_event_id().await?);
-    }
     let caught_up = catch_up(hub).await?;
     if caught_up > 0 {
         tracing::info!(
