@@ -13,6 +13,11 @@ pub struct Config {
     #[arg(long, env = "QUORUM_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Serve `GET /metrics` on this address instead of --listen (e.g. a private
+    /// interface), so that whoever reaches the main port does not read the metrics.
+    #[arg(long, env = "QUORUM_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Redis to use, e.g. redis://127.0.0.1:6379 or unix:///run/redis.sock. Without it the
     /// hub starts its own redis-server (append-only persistence) inside --data-dir.
     #[arg(long, env = "QUORUM_REDIS_URL")]
@@ -177,6 +182,7 @@ impl Config {
     pub fn with_redis(redis_url: impl Into<String>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_listen: None,
             redis_url: Some(redis_url.into()),
             data_dir: PathBuf::from("./data"),
             web_dir: PathBuf::from("./web-demo"),

@@ -119,6 +119,25 @@ async fn serve(
     hub.tracker.spawn(keepalive::run(hub.clone()));
 
     let app = router(hub.clone(), &web_dir);
+    if let Some(metrics_addr) = hub.config.metrics_listen {
+        let metrics = TcpListener::bind(metrics_addr).await.map_err(|e| {
+            StartError::Config(format!("cannot listen on {metrics_addr} for metrics: {e}"))
+        })?;
+        let metrics_addr = metrics.local_addr().map_err(StartError::Serve)?;
+        let routes = Router::new()
+            .route("/metrics", get(metrics_text))
+            .with_state(hub.clone());
+        let stop = shutdown.clone();
+        hub.tracker.spawn(async move {
+            let served = axum::serve(metrics, routes)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(err) = served {
+                tracing::error!(%err, "serving metrics failed");
+            }
+        });
+        tracing::info!("metrics on {metrics_addr}");
+    }
     tracing::info!("listening on {addr}");
     let listener = listener.tap_io(tune_socket);
     axum::serve(listener, app)
@@ -162,12 +181,13 @@ fn router(hub: Arc<Hub>, web_dir: &std::path::Path) -> Router {
             hub.clone(),
             guard_host,
         ));
-    Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics_text))
-        .merge(pages)
-        .with_state(hub)
+        .route("/readyz", get(ready));
+    if hub.config.metrics_listen.is_none() {
+        app = app.route("/metrics", get(metrics_text));
+    }
+    app.merge(pages).with_state(hub)
 }
 
 /// Query parameters of `GET /ws`.

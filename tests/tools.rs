@@ -205,6 +205,31 @@ async fn vote_and_watch_from_the_command_line() {
     let _ = watch.wait();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_move_to_their_own_address() {
+    let redis = RedisServer::start();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics_addr = free.local_addr().unwrap();
+    drop(free);
+    let mut config = Config::with_redis(redis.url());
+    config.metrics_listen = Some(metrics_addr);
+    let hub = TestHub::start_with(config).await;
+    // The main port no longer serves them (the dashboard's files answer 404 instead)...
+    let (status, text) = http(hub.addr, "GET", "/metrics", "").await.unwrap();
+    assert_eq!(status, 404, "{text}");
+    // ...the metrics address does, and nothing else.
+    let (status, text) = http(metrics_addr, "GET", "/metrics", "").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        parse_metrics(&text)
+            .iter()
+            .any(|(series, _)| series == "quorum_sessions_open")
+    );
+    let (status, _) = http(metrics_addr, "POST", "/rpc", "{}").await.unwrap();
+    assert_eq!(status, 404);
+    hub.stop().await;
+}
+
 /// Parses OpenMetrics text into (series, value) pairs, failing on malformed lines.
 fn parse_metrics(text: &str) -> Vec<(String, f64)> {
     assert!(text.trim_end().ends_with("# EOF"), "no # EOF");
