@@ -27,6 +27,12 @@ pub struct Config {
     #[arg(long, env = "QUORUM_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// Longest the managed redis-server may take to answer when it starts, not counting
+    /// the time it reports loading its data (a large append-only file loads for as long
+    /// as it takes).
+    #[arg(long, env = "QUORUM_REDIS_START_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub redis_start_timeout: Duration,
+
     /// Directory served at / (the dashboard).
     #[arg(long, env = "QUORUM_WEB_DIR", default_value = "./web-demo")]
     pub web_dir: PathBuf,
@@ -185,6 +191,7 @@ impl Config {
             metrics_listen: None,
             redis_url: Some(redis_url.into()),
             data_dir: PathBuf::from("./data"),
+            redis_start_timeout: crate::managed_redis::START_TIMEOUT,
             web_dir: PathBuf::from("./web-demo"),
             instance_ttl: Duration::from_secs(30),
             vote_rate_limit: RateLimit {

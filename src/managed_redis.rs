@@ -1,19 +1,28 @@
 //! The managed Redis: a private `redis-server` child on a unix socket inside the data
-//! directory, with append-only persistence, stopped when the hub stops.
+//! directory, with append-only persistence, stopped when the hub stops. The directory is
+//! the hub's alone: locked against a second hub, and readable by no other user.
 
+use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use redis::{ErrorKind, ServerErrorKind};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-/// Longest the hub waits for its redis-server to accept connections.
+/// Default for how long the hub waits for its redis-server to answer, not counting the
+/// time it reports loading its data (`--redis-start-timeout`).
 pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest the hub waits for its redis-server to exit after SHUTDOWN.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest unix socket path the kernel accepts (`sun_path` minus its NUL).
 const MAX_SOCKET_PATH: usize = 107;
+/// Mode of the data directory: the votes in it are the hub's alone.
+const DATA_DIR_MODE: u32 = 0o700;
+/// The file a hub holds locked while it uses a data directory.
+const LOCK_FILE: &str = "hub.lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagedRedisError {
@@ -28,6 +37,10 @@ pub enum ManagedRedisError {
     SocketPathTooLong(PathBuf),
     #[error("a redis-server already answers on {0}; another hub may be using this --data-dir")]
     InUse(PathBuf),
+    #[error(
+        "another hub is using --data-dir {0} (it holds {LOCK_FILE}); stop it or choose another directory"
+    )]
+    Locked(PathBuf),
     #[error("could not start redis-server: {0}")]
     Spawn(std::io::Error),
     #[error("redis-server did not become ready: {0} (see {1})")]
@@ -40,6 +53,8 @@ pub const RESTART_MAX_DELAY: Duration = Duration::from_secs(5);
 /// How to start the redis-server: its socket, data directory and log.
 #[derive(Debug, Clone)]
 struct Launch {
+    /// Longest a start may go without an answer (loading the data does not count).
+    start_timeout: Duration,
     socket: PathBuf,
     dir: PathBuf,
     log: PathBuf,
@@ -51,8 +66,13 @@ impl Launch {
             // Left behind by a redis-server that did not exit cleanly.
             let _ = std::fs::remove_file(&self.socket);
         }
-        let mut command = Command::new("redis-server");
+        let server = find_on_path("redis-server").ok_or(ManagedRedisError::NotInstalled)?;
+        // Through a shell only to set umask 077, so every file redis-server creates (the
+        // append-only files, its log, the socket) is readable by this user alone.
+        let mut command = Command::new("/bin/sh");
         command
+            .args(["-c", "umask 077 && exec \"$0\" \"$@\""])
+            .arg(server)
             .args([
                 "--port",
                 "0",
@@ -79,19 +99,18 @@ impl Launch {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true);
-        command.spawn().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ManagedRedisError::NotInstalled,
-            _ => ManagedRedisError::Spawn(e),
-        })
+        command.spawn().map_err(ManagedRedisError::Spawn)
     }
 
     fn url(&self) -> String {
         format!("unix://{}", self.socket.display())
     }
 
-    /// Waits until the child answers PING (it may first replay its append-only file).
+    /// Waits until the child answers PING. While it reports loading its append-only file
+    /// (a large one takes long), the wait goes on: restarting it would only start over.
     async fn wait_ready(&self, child: &mut Child) -> Result<(), ManagedRedisError> {
-        let deadline = Instant::now() + START_TIMEOUT;
+        let mut deadline = Instant::now() + self.start_timeout;
+        let mut loading_reported = false;
         let not_ready = |reason: String| ManagedRedisError::NotReady(reason, self.log.clone());
         let client = redis::Client::open(self.url()).map_err(|e| not_ready(e.to_string()))?;
         let mut last_error = String::from("no answer");
@@ -104,6 +123,14 @@ impl Launch {
                     Ok(mut conn) => match redis::cmd("PING").query_async::<String>(&mut conn).await
                     {
                         Ok(_) => return Ok(()),
+                        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::BusyLoading) => {
+                            if !loading_reported {
+                                tracing::info!("managed redis-server is loading its data; waiting");
+                                loading_reported = true;
+                            }
+                            deadline = Instant::now() + self.start_timeout;
+                            last_error = e.to_string();
+                        }
                         Err(e) => last_error = e.to_string(),
                     },
                     Err(e) => last_error = e.to_string(),
@@ -119,6 +146,8 @@ impl Launch {
 /// whenever it dies until the hub stops it.
 pub struct ManagedRedis {
     launch: Launch,
+    /// Held locked while the hub runs: a second hub on the same directory is refused.
+    _lock: File,
     stop: CancellationToken,
     supervisor: tokio::task::JoinHandle<()>,
 }
@@ -126,12 +155,21 @@ pub struct ManagedRedis {
 impl ManagedRedis {
     /// Starts redis-server with its socket and data in `data_dir`, waits until it answers,
     /// and supervises it from then on.
-    pub async fn start(data_dir: &Path) -> Result<Self, ManagedRedisError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| ManagedRedisError::DataDir(data_dir.into(), e))?;
-        let dir = data_dir
-            .canonicalize()
-            .map_err(|e| ManagedRedisError::DataDir(data_dir.into(), e))?;
+    pub async fn start(
+        data_dir: &Path,
+        start_timeout: Duration,
+    ) -> Result<Self, ManagedRedisError> {
+        let data_dir_error = |e| ManagedRedisError::DataDir(data_dir.into(), e);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DATA_DIR_MODE)
+            .create(data_dir)
+            .map_err(data_dir_error)?;
+        // An existing directory (from an older version, or made by hand) is tightened too.
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(DATA_DIR_MODE))
+            .map_err(data_dir_error)?;
+        let dir = data_dir.canonicalize().map_err(data_dir_error)?;
+        let lock = lock_data_dir(&dir)?;
         let socket = dir.join("redis.sock");
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(ManagedRedisError::SocketPathTooLong(socket));
@@ -140,6 +178,7 @@ impl ManagedRedis {
             return Err(ManagedRedisError::InUse(socket));
         }
         let launch = Launch {
+            start_timeout,
             log: dir.join("redis.log"),
             socket,
             dir,
@@ -151,6 +190,7 @@ impl ManagedRedis {
         let supervisor = tokio::spawn(supervise(launch.clone(), child, stop.clone()));
         Ok(Self {
             launch,
+            _lock: lock,
             stop,
             supervisor,
         })
@@ -167,6 +207,36 @@ impl ManagedRedis {
         self.stop.cancel();
         let _ = self.supervisor.await;
     }
+}
+
+/// Takes the data directory's lock file (created 0600), or says that another hub has it.
+fn lock_data_dir(dir: &Path) -> Result<File, ManagedRedisError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| ManagedRedisError::DataDir(path.clone(), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ManagedRedisError::Locked(dir.into())),
+        Err(std::fs::TryLockError::Error(e)) => Err(ManagedRedisError::DataDir(path, e)),
+    }
+}
+
+/// The first executable called `name` in the directories of `PATH`.
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// Restarts the child whenever it exits, until `stop`; then shuts it down.

@@ -58,7 +58,7 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let managed = match &config.redis_url {
         Some(_) => None,
-        None => Some(ManagedRedis::start(&config.data_dir).await?),
+        None => Some(ManagedRedis::start(&config.data_dir, config.redis_start_timeout).await?),
     };
     let url = match (&config.redis_url, &managed) {
         (Some(url), _) => url.clone(),

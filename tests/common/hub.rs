@@ -164,6 +164,12 @@ impl HubProcess {
     }
 
     /// Waits until a log line contains `text`, and returns it.
+    /// Log lines so far that contain `text`.
+    pub fn logged(&self, text: &str) -> Vec<String> {
+        let lines = self.lines.lock().unwrap();
+        lines.iter().filter(|l| l.contains(text)).cloned().collect()
+    }
+
     pub fn wait_for_log(&self, text: &str) -> String {
         eventually_blocking(&format!("the hub to log {text:?}"), || {
             let lines = self.lines.lock().unwrap();
