@@ -467,3 +467,35 @@ async fn resuming_from_an_event_no_longer_kept_says_recovery_was_incomplete() {
     assert_eq!(event["params"]["eventId"], ids[2].as_str());
     back.assert_no_more_notifications("old-0").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_replay_does_not_close_a_reader_that_keeps_up() {
+    const MISSED: usize = 1500;
+    let redis = RedisServer::start();
+    let mut config = Config::with_redis(redis.url());
+    config.session_queue = 8;
+    config.vote_rate_limit = RateLimit::OFF;
+    config.session_rate_limit = RateLimit::OFF;
+    let hub = TestHub::start_with(config).await;
+    let mut voter = hub.client_as("v").await;
+    voter.vote("v", "replay-0", "a", 1).await;
+    let first = voter.next_notification().await["params"]["eventId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for n in 1..=MISSED {
+        voter.vote("v", &format!("replay-{n}"), "a", 1).await;
+    }
+    // The resuming client does not read until a live decision has been made: the replay
+    // fills its queue and socket, and the live event waits behind it.
+    let mut back = WsClient::connect(&format!("{}?lastEventId={first}", hub.ws_url())).await;
+    voter.vote("v", "live", "a", 1).await;
+    for n in 1..=MISSED {
+        let event = back.next_notification().await;
+        assert_eq!(event["method"], "quorum.decision.made", "{event}");
+        assert_eq!(event["params"]["decision"], format!("replay-{n}"));
+    }
+    let live = back.next_notification().await;
+    assert_eq!(live["params"]["decision"], "live", "{live}");
+    back.assert_no_more_notifications("live").await;
+}

@@ -61,20 +61,39 @@ impl SessionHandle {
         }
     }
 
-    /// Ends a replay that delivered events up to `last_replayed`: releases the held live
-    /// events that come after it, in order, and makes `since` the new start of what the
-    /// session has seen.
-    fn end_replay(&self, since: EventId, last_replayed: Option<EventId>) {
-        let mut cursor = lock(&self.events);
-        let held = cursor.held.take().unwrap_or_default();
-        cursor.live_after = Some(match cursor.live_after {
-            Some(live_after) => live_after.min(since),
-            None => since,
-        });
-        drop(cursor);
-        for (id, text) in held {
-            if last_replayed.is_none_or(|last| id > last) {
-                self.push_now(&text);
+    /// Ends a replay that delivered events up to `last_replayed`: makes `since` the new
+    /// start of what the session has seen and sends the held live events that come after
+    /// the replay, in order. They are sent like the replay, waiting for room in the queue:
+    /// a reader that keeps up is not closed for the replay's own volume. Live events that
+    /// arrive meanwhile stay held until the hold is empty.
+    async fn end_replay(&self, since: EventId, last_replayed: Option<EventId>) {
+        {
+            let mut cursor = lock(&self.events);
+            cursor.live_after = Some(match cursor.live_after {
+                Some(live_after) => live_after.min(since),
+                None => since,
+            });
+        }
+        loop {
+            let batch = {
+                let mut cursor = lock(&self.events);
+                match cursor.held.as_mut() {
+                    Some(held) if !held.is_empty() => std::mem::take(held),
+                    _ => {
+                        cursor.held = None;
+                        return;
+                    }
+                }
+            };
+            for (id, text) in batch {
+                if last_replayed.is_some_and(|last| id <= last) {
+                    continue;
+                }
+                if !self.send(Outbound::Text(text)).await {
+                    lock(&self.events).held = None; // the session is gone
+                    return;
+                }
+                self.metrics.events_delivered.inc();
             }
         }
     }
@@ -109,6 +128,65 @@ pub async fn replay(hub: &Hub, session: &SessionHandle, since: EventId) -> Resul
         }
     }
     .await;
-    session.end_replay(since, last);
+    session.end_replay(since, last).await;
     result.map(|()| replayed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::auth::Grant;
+    use crate::config::RateLimit;
+    use crate::metrics::Metrics;
+    use crate::session::{SessionSettings, SessionSlot};
+
+    fn id(ms: u64) -> EventId {
+        EventId { ms, seq: 0 }
+    }
+
+    #[tokio::test]
+    async fn live_events_held_behind_a_replay_wait_for_room_instead_of_evicting() {
+        let slots = Arc::new(AtomicUsize::new(0));
+        let (session, mut queue) = SessionHandle::new(SessionSettings {
+            id: 1,
+            grant: Grant::Open,
+            owner_tag: "hub:1".into(),
+            slot: SessionSlot::reserve(&slots, 1).unwrap(),
+            queue_len: 2,
+            call_limit: RateLimit::OFF,
+            metrics: Metrics::new(),
+            live_after: Some(id(1)),
+            hold: true,
+        });
+        assert_eq!(session.begin_replay(id(0)), Some(Some(id(1))));
+        // The replay fills the queue, and two live events arrive meanwhile.
+        for text in ["replayed-1", "replayed-2"] {
+            assert!(session.send(Outbound::Text(text.into())).await);
+        }
+        session.push_live(id(2), &"live-2".into());
+        session.push_live(id(3), &"live-3".into());
+        // The reader catches up only after the replay has ended.
+        let reader = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            // Whatever arrives within a generous bound; an evicted session gets no more.
+            let bound = std::time::Duration::from_secs(5);
+            while seen.len() < 4 {
+                match tokio::time::timeout(bound, queue.recv()).await {
+                    Ok(Some(Outbound::Text(text))) => seen.push(text.to_string()),
+                    Ok(other) => panic!("unexpected {other:?}"),
+                    Err(_) => break,
+                }
+            }
+            seen
+        });
+        session.end_replay(id(0), Some(id(1))).await;
+        assert_eq!(
+            reader.await.unwrap(),
+            ["replayed-1", "replayed-2", "live-2", "live-3"]
+        );
+        assert!(!session.slow.load(std::sync::atomic::Ordering::Acquire));
+    }
 }

@@ -98,9 +98,9 @@ pub struct SessionHandle {
     pub unanswered_pings: AtomicU32,
     /// Messages the outbound queue holds at most.
     pub(super) queue_len: usize,
-    metrics: Metrics,
+    pub(super) metrics: Metrics,
     /// Set once the session is marked a slow consumer (counted once).
-    slow: AtomicBool,
+    pub(super) slow: AtomicBool,
     /// Holds one of the hub's session slots while the session exists.
     _slot: SessionSlot,
 }
