@@ -499,3 +499,31 @@ async fn a_long_replay_does_not_close_a_reader_that_keeps_up() {
     assert_eq!(live["params"]["decision"], "live", "{live}");
     back.assert_no_more_notifications("live").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_that_cannot_read_redis_says_so() {
+    let mut redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    let mut voter = hub.client_as("v").await;
+    voter.vote("v", "before-outage", "a", 1).await;
+    let seen = voter.next_notification().await["params"]["eventId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    voter.vote("v", "missed", "a", 1).await;
+    voter.next_notification().await;
+    redis.kill();
+    // Resuming while Redis is away: told at once that the missed events are unknown.
+    let mut back = WsClient::connect(&format!("{}?lastEventId={seen}", hub.ws_url())).await;
+    let notice = back.next_notification().await;
+    assert_eq!(notice["method"], "system.events.incomplete", "{notice}");
+    assert_eq!(notice["params"]["since"], seen.as_str());
+    let message = notice["params"]["message"].as_str().unwrap();
+    assert!(message.contains("could not be read"), "{message}");
+    // Asking again with system.subscribe is answered with an error, not an empty replay.
+    let error = back.error("system.subscribe", json!({"since": seen})).await;
+    assert!(
+        [-32005, -32001].contains(&error["code"].as_i64().unwrap()),
+        "{error}"
+    );
+}

@@ -58,6 +58,18 @@ pub struct EventsIncomplete {
 }
 
 impl EventsIncomplete {
+    /// The events after `since` could not be read just now (Redis is unavailable).
+    pub fn unreadable(since: EventId) -> Self {
+        Self {
+            since,
+            message: format!(
+                "the decision events after {since} could not be read (Redis is unavailable); \
+                 once the hub is ready again, reconnect with lastEventId={since} or call \
+                 system.subscribe with since {since}"
+            ),
+        }
+    }
+
     pub fn after(since: EventId) -> Self {
         Self {
             since,

@@ -196,6 +196,14 @@ pub fn events_incomplete(since: super::EventId) -> String {
     notification(event::EVENTS_INCOMPLETE, &EventsIncomplete::after(since))
 }
 
+/// The notice sent when the events after `since` could not be read (Redis unavailable).
+pub fn events_unreadable(since: super::EventId) -> String {
+    notification(
+        event::EVENTS_INCOMPLETE,
+        &EventsIncomplete::unreadable(since),
+    )
+}
+
 /// Serializes what a frame produced: nothing (only notifications), one response, or an array.
 pub fn encode_replies(frame_was_batch: bool, mut replies: Vec<Value>) -> Option<String> {
     if frame_was_batch {

@@ -67,10 +67,8 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, opening: Opening) {
         let writer_done = CancellationToken::new();
         tokio::join!(
             async {
-                if let Some(since) = resume_after
-                    && let Err(err) = Box::pin(replay(&hub, &session, since)).await
-                {
-                    tracing::warn!(session = session.id, %err, "could not replay missed decision events");
+                if let Some(since) = resume_after {
+                    Box::pin(replay::resume(&hub, &session, since)).await;
                 }
                 read_calls(&hub, &session, stream, &writer_done).await;
                 reader_done.cancel();

@@ -66,8 +66,11 @@ impl SessionHandle {
     /// the replay, in order. They are sent like the replay, waiting for room in the queue:
     /// a reader that keeps up is not closed for the replay's own volume. Live events that
     /// arrive meanwhile stay held until the hold is empty.
-    async fn end_replay(&self, since: EventId, last_replayed: Option<EventId>) {
-        {
+    ///
+    /// A replay that did not finish leaves the cursor where it was, so that a later replay
+    /// from the last event the session got covers the rest.
+    async fn end_replay(&self, since: EventId, last_replayed: Option<EventId>, finished: bool) {
+        if finished {
             let mut cursor = lock(&self.events);
             cursor.live_after = Some(match cursor.live_after {
                 Some(live_after) => live_after.min(since),
@@ -128,8 +131,19 @@ pub async fn replay(hub: &Hub, session: &SessionHandle, since: EventId) -> Resul
         }
     }
     .await;
-    session.end_replay(since, last).await;
+    session.end_replay(since, last, result.is_ok()).await;
     result.map(|()| replayed)
+}
+
+/// [`replay`] for a session that resumes as it opens: when Redis cannot be read, the
+/// session is told with a `system.events.incomplete` notice rather than left to assume it
+/// has everything.
+pub async fn resume(hub: &Hub, session: &SessionHandle, since: EventId) {
+    if let Err(err) = replay(hub, session, since).await {
+        tracing::warn!(session = session.id, %err, "could not replay missed decision events");
+        let notice = frame::events_unreadable(since);
+        session.send(Outbound::Text(notice.into())).await;
+    }
 }
 
 #[cfg(test)]
@@ -182,11 +196,33 @@ mod tests {
             }
             seen
         });
-        session.end_replay(id(0), Some(id(1))).await;
+        session.end_replay(id(0), Some(id(1)), true).await;
         assert_eq!(
             reader.await.unwrap(),
             ["replayed-1", "replayed-2", "live-2", "live-3"]
         );
         assert!(!session.slow.load(std::sync::atomic::Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn a_replay_that_failed_leaves_the_cursor_for_the_next_one() {
+        let slots = Arc::new(AtomicUsize::new(0));
+        let (session, _queue) = SessionHandle::new(SessionSettings {
+            id: 1,
+            grant: Grant::Open,
+            owner_tag: "hub:1".into(),
+            slot: SessionSlot::reserve(&slots, 1).unwrap(),
+            queue_len: 8,
+            call_limit: RateLimit::OFF,
+            metrics: Metrics::new(),
+            live_after: Some(id(5)),
+            hold: false,
+        });
+        assert_eq!(session.begin_replay(id(2)), Some(Some(id(5))));
+        session.end_replay(id(2), None, false).await;
+        // Nothing was replayed: the events after 2 are still owed, up to the same point.
+        assert_eq!(session.begin_replay(id(2)), Some(Some(id(5))));
+        session.end_replay(id(2), None, true).await;
+        assert_eq!(session.begin_replay(id(2)), None);
     }
 }
