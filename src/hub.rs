@@ -255,7 +255,9 @@ impl Hub {
         if self.store.breaker().state() == BreakerState::Open {
             return Err("circuit breaker open after repeated Redis failures".into());
         }
+        // A probe is not a caller: its failures do not count towards the breaker.
         self.store
+            .unguarded()
             .check_ready()
             .await
             .map_err(|e: Error| format!("Redis: {e}"))?;

@@ -30,19 +30,21 @@ pub async fn run(hub: Arc<Hub>) {
 }
 
 async fn refresh(hub: &Hub, ttl: Duration) -> Result<(), crate::error::Error> {
+    // Past the breaker: an open breaker must not let the bindings of open sessions lapse,
+    // and a failed refresh is not a caller's failure.
+    let store = hub.store.unguarded();
     let bound = hub.bound_sessions();
     let pairs: Vec<_> = bound
         .iter()
         .map(|(session, registration)| (&registration.instance, Some(session.owner_tag.as_str())))
         .collect();
-    let claims = hub.store.heartbeat_many(&pairs, ttl).await?;
+    let claims = store.heartbeat_many(&pairs, ttl).await?;
     for ((session, registration), claim) in bound.iter().zip(claims) {
         match claim {
             Claim::Done => {}
             // Expired while Redis was unreachable (or Redis lost it): write it again.
             Claim::Missing => {
-                if hub
-                    .store
+                if store
                     .register(registration, Some(&session.owner_tag), ttl)
                     .await?
                     == Claim::BoundElsewhere

@@ -527,3 +527,54 @@ async fn a_resume_that_cannot_read_redis_says_so() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_breaker_does_not_let_an_open_sessions_binding_lapse() {
+    let mut redis = RedisServer::start();
+    let config = |redis: &RedisServer| {
+        let mut config = Config::with_redis(redis.url());
+        config.breaker_failures = 2;
+        config.breaker_open = Duration::from_secs(60);
+        config.instance_ttl = Duration::from_secs(1);
+        config
+    };
+    let hub = TestHub::start_with(config(&redis)).await;
+    let mut holder = hub.client_as("held").await;
+
+    // Readiness probes during an outage do not trip the breaker...
+    redis.kill();
+    for _ in 0..4 {
+        let (status, _) = http(hub.addr, "GET", "/readyz", "").await.unwrap();
+        assert_eq!(status, 503);
+    }
+    let (_, metrics) = http(hub.addr, "GET", "/metrics", "").await.unwrap();
+    assert!(
+        metrics.contains("quorum_breaker_state 0"),
+        "probes opened the breaker"
+    );
+    // ...callers do.
+    for n in 0..2 {
+        let error = holder.error("system.get_state", json!({})).await;
+        assert_eq!(error["code"], -32005, "failure {n}: {error}");
+    }
+    assert_eq!(
+        holder.error("system.get_state", json!({})).await["code"],
+        -32001
+    );
+
+    // Redis comes back without the binding (a fresh server). While the breaker is still
+    // open for callers, the hub's keepalive claims the instance for its session again...
+    redis.restart();
+    eventually("the binding to be claimed again", async || {
+        let owner: Option<String> = redis.query(&["GET", "cb:instance:{held}:owner"]).await;
+        owner
+    })
+    .await;
+    // ...so another hub cannot take the instance from the open session.
+    let other = TestHub::start_with(config(&redis)).await;
+    let mut thief = other.client().await;
+    let error = thief
+        .error("system.register", json!({"instanceId": "held"}))
+        .await;
+    assert_eq!(error["code"], -32002, "{error}");
+}

@@ -78,12 +78,17 @@ pub struct Store {
     breaker: Arc<Breaker>,
     /// Counts failed Redis calls for `/metrics`.
     errors: Counter,
+    /// Whether calls go through the breaker. The hub's own upkeep (keepalive, readiness
+    /// probes) does not: it must reach Redis as soon as Redis answers again, and its
+    /// failures say nothing about the calls the breaker protects.
+    guarded: bool,
 }
 
 /// Reports one admitted call to the breaker when dropped: as a failure unless
 /// [`Admitted::finish`] saw it succeed, so a call cancelled by a timeout counts as one.
 struct Admitted<'a> {
-    breaker: &'a Breaker,
+    /// `None` for an unguarded store: the outcome is counted, not reported.
+    breaker: Option<&'a Breaker>,
     errors: &'a Counter,
     failed: bool,
 }
@@ -100,7 +105,9 @@ impl Drop for Admitted<'_> {
         if self.failed {
             self.errors.inc();
         }
-        self.breaker.record(self.failed);
+        if let Some(breaker) = self.breaker {
+            breaker.record(self.failed);
+        }
     }
 }
 
@@ -131,7 +138,17 @@ impl Store {
             scripts: Arc::new(Scripts::new()),
             breaker: Arc::new(breaker),
             errors,
+            guarded: true,
         })
+    }
+
+    /// The same store with calls that neither ask the breaker nor count towards it, for
+    /// the hub's own upkeep.
+    pub(crate) fn unguarded(&self) -> Store {
+        Store {
+            guarded: false,
+            ..self.clone()
+        }
     }
 
     /// The underlying client, for the pub/sub listener's own connection.
@@ -145,9 +162,16 @@ impl Store {
 
     /// Asks the breaker for one call to Redis.
     fn admit(&self) -> Result<Admitted<'_>, Error> {
+        if !self.guarded {
+            return Ok(Admitted {
+                breaker: None,
+                errors: &self.errors,
+                failed: true,
+            });
+        }
         match self.breaker.admit() {
             Admission::Allowed => Ok(Admitted {
-                breaker: &self.breaker,
+                breaker: Some(&self.breaker),
                 errors: &self.errors,
                 failed: true,
             }),
