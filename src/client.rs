@@ -113,8 +113,8 @@ impl Client {
             config,
             events: events_tx,
         };
-        let link = driver.open().await?;
-        tokio::spawn(driver.run(link, calls_rx));
+        let (link, early) = driver.open().await?;
+        tokio::spawn(driver.run(link, early, calls_rx));
         Ok((Client { calls: calls_tx }, events_rx))
     }
 
@@ -190,8 +190,11 @@ struct Driver {
 }
 
 impl Driver {
-    /// Connects, resuming after the last event, and registers the instance.
-    async fn open(&mut self) -> Result<Socket, ClientError> {
+    /// Connects, resuming after the last event, and registers the instance. Returns the
+    /// socket and the notifications that arrived before the registration's reply (a
+    /// resumed session's replay), for the driver's task to pass on: the caller may not
+    /// hold the receiving end yet, and a long replay must not wait for it here.
+    async fn open(&mut self) -> Result<(Socket, Vec<Notification>), ClientError> {
         let mut url = self.config.url.clone();
         if let Some(id) = self.last_event {
             url.push(if url.contains('?') { '&' } else { '?' });
@@ -215,22 +218,18 @@ impl Driver {
                     }
                     _ => ClientError::Disconnected,
                 })?;
+        let mut early = Vec::new();
         if let Some(instance) = &self.config.instance {
             let params = RegisterParams {
                 instance_id: instance,
                 roles: &self.config.roles,
             };
             // A resumed session replays what it missed before it reads this call, so the
-            // replayed events arrive first; they are passed on after the reply.
-            let mut early = Vec::new();
-            let registered: Result<Registered, CallError> =
-                peer::call(&mut socket, 0, method::REGISTER, &params, |n| early.push(n)).await;
-            for notification in early {
-                self.pass_on(notification).await;
-            }
-            registered?;
+            // replayed events arrive first.
+            let _: Registered =
+                peer::call(&mut socket, 0, method::REGISTER, &params, |n| early.push(n)).await?;
         }
-        Ok(socket)
+        Ok((socket, early))
     }
 
     /// Passes a notification to the caller; a decision only once per event.
@@ -245,9 +244,17 @@ impl Driver {
         let _ = self.events.send(notification).await;
     }
 
-    async fn run(mut self, mut socket: Socket, mut calls: mpsc::Receiver<Call>) {
+    async fn run(
+        mut self,
+        mut socket: Socket,
+        mut early: Vec<Notification>,
+        mut calls: mpsc::Receiver<Call>,
+    ) {
         let mut delay = RECONNECT_MIN_DELAY;
         loop {
+            for notification in std::mem::take(&mut early) {
+                self.pass_on(notification).await;
+            }
             let closed = self.serve(&mut socket, &mut calls).await;
             if closed {
                 let _ = socket.close(None).await;
@@ -260,8 +267,8 @@ impl Driver {
                     return;
                 }
                 match self.open().await {
-                    Ok(fresh) => {
-                        socket = fresh;
+                    Ok((fresh, replayed)) => {
+                        (socket, early) = (fresh, replayed);
                         delay = RECONNECT_MIN_DELAY;
                         break;
                     }

@@ -42,15 +42,22 @@ impl Dashboards {
     }
 
     fn watcher_added(&self) {
-        if self.watchers.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.wanted.send_replace(true);
-        }
+        self.watchers.fetch_add(1, Ordering::AcqRel);
+        self.update_wanted();
     }
 
     fn watcher_removed(&self) {
-        if self.watchers.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.wanted.send_replace(false);
-        }
+        self.watchers.fetch_sub(1, Ordering::AcqRel);
+        self.update_wanted();
+    }
+
+    /// Sets `wanted` from the count as it is now. Done under the watch's lock, so of two
+    /// sessions racing (one leaving, one arriving) the last to update sees the final count.
+    fn update_wanted(&self) {
+        self.wanted.send_if_modified(|wanted| {
+            let now = self.watchers.load(Ordering::Acquire) > 0;
+            std::mem::replace(wanted, now) != now
+        });
     }
 }
 
@@ -58,7 +65,7 @@ impl Dashboards {
 pub struct Hub {
     pub store: Store,
     pub config: Config,
-    /// Random id of this process, part of every session token.
+    /// Random id of this process, part of every session's owner tag.
     pub id: String,
     sessions: DashMap<u64, Arc<SessionHandle>>,
     dashboards: Dashboards,

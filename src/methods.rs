@@ -13,7 +13,7 @@ use crate::instance::{InstanceId, Registration};
 use crate::protocol::frame::{self, Call, Entry, Frame};
 use crate::protocol::{
     Alive, EventId, HubInfo, Registered, Request, SessionInfo, State, Subscribed, Unregistered,
-    VoteReply,
+    VoteReply, method,
 };
 use crate::session::{self, CallAdmission, SessionHandle};
 use crate::store::{Claim, Standing};
@@ -382,7 +382,7 @@ async fn subscribe(
     events: Vec<String>,
     since: Option<EventId>,
 ) -> Result<Subscribed, Error> {
-    let session = session_only(caller, "system.subscribe")?;
+    let session = session_only(caller, method::SUBSCRIBE)?;
     let wants_dashboard_events = !events.is_empty();
     let subscribed = hub.subscribe(session, events);
     if wants_dashboard_events {
@@ -400,7 +400,7 @@ async fn subscribe(
 }
 
 fn unsubscribe(hub: &Hub, caller: Caller<'_>, events: &[String]) -> Result<Subscribed, Error> {
-    let session = session_only(caller, "system.unsubscribe")?;
+    let session = session_only(caller, method::UNSUBSCRIBE)?;
     Ok(Subscribed {
         subscribed: hub.unsubscribe(session, Some(events)),
         replayed: None,

@@ -134,6 +134,42 @@ async fn the_client_and_watch_pass_on_that_missed_events_are_gone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resuming_a_long_replay_connects_before_the_caller_reads() {
+    // More missed decisions than the client buffers for its caller.
+    const MISSED: usize = 1100;
+    let redis = RedisServer::start();
+    let mut config = Config::with_redis(redis.url());
+    config.vote_rate_limit = RateLimit::OFF;
+    config.session_rate_limit = RateLimit::OFF;
+    let hub = TestHub::start_with(config).await;
+    let mut voter = hub.client_as("maker").await;
+    voter.vote("maker", "start", "a", 1).await;
+    let since = voter.next_notification().await["params"]["eventId"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for n in 0..MISSED {
+        voter.vote("maker", &format!("missed-{n}"), "a", 1).await;
+    }
+    let mut config = ClientConfig::new(hub.ws_url());
+    config.instance = Some("resumer".into());
+    config.since = Some(since);
+    let (client, mut events) = tokio::time::timeout(DEADLINE, Client::connect(config))
+        .await
+        .expect("connect hung while the replay waited for the caller")
+        .unwrap();
+    for n in 0..MISSED {
+        assert_eq!(
+            next_event(&mut events).await.decision,
+            format!("missed-{n}")
+        );
+    }
+    let reply = client.vote("resumer", "after", "b", Some(1)).await.unwrap();
+    assert!(reply.voted, "{reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vote_and_watch_from_the_command_line() {
     let redis = RedisServer::start();
     let hub = TestHub::start(&redis).await;

@@ -19,7 +19,8 @@ pub type Socket =
 pub struct RpcError {
     pub code: i64,
     pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `null` when the hub sent none.
+    #[serde(default)]
     pub data: Option<Value>,
 }
 

@@ -58,20 +58,21 @@ impl NotVoted {
 /// Result of `system.quorum.vote`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+/// Fields go on the wire in this order, whatever the outcome.
 pub struct VoteReply {
     /// Whether this call recorded the vote.
     pub voted: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<NotVoted>,
-    /// The value this instance's earlier vote recorded (with `already_voted`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recorded_value: Option<String>,
     pub quorum_reached: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_decision: Option<String>,
     /// Votes recorded on the decision (absent when Redis was not asked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vote_count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<NotVoted>,
+    /// The value this instance's earlier vote recorded (with `already_voted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_value: Option<String>,
 }
 
 impl VoteReply {
@@ -279,9 +280,27 @@ mod tests {
             let json = serde_json::to_value(&reply).unwrap();
             assert_eq!(serde_json::from_value::<VoteReply>(json).unwrap(), reply);
         }
-        assert_eq!(
-            serde_json::to_value(VoteReply::circuit_open()).unwrap(),
-            serde_json::json!({"voted": false, "quorumReached": false, "reason": "circuit_open"})
-        );
+        // Compared as text: the field order is part of what is checked.
+        let wire = [
+            (
+                VoteReply::recorded(1),
+                r#"{"voted":true,"quorumReached":false,"voteCount":1}"#,
+            ),
+            (
+                VoteReply::decided_now(2, "yes".into()),
+                r#"{"voted":true,"quorumReached":true,"finalDecision":"yes","voteCount":2}"#,
+            ),
+            (
+                VoteReply::circuit_open(),
+                r#"{"voted":false,"quorumReached":false,"reason":"circuit_open"}"#,
+            ),
+            (
+                VoteReply::already_voted(2, "no".into(), Some("yes".into())),
+                r#"{"voted":false,"quorumReached":true,"finalDecision":"yes","voteCount":2,"reason":"already_voted","recordedValue":"no"}"#,
+            ),
+        ];
+        for (reply, text) in wire {
+            assert_eq!(serde_json::to_string(&reply).unwrap(), text);
+        }
     }
 }

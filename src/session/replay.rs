@@ -106,6 +106,18 @@ impl SessionHandle {
 /// before any live event that arrives meanwhile; first a notice if some of them are no
 /// longer kept. Returns how many events it replayed.
 pub async fn replay(hub: &Hub, session: &SessionHandle, since: EventId) -> Result<usize, Error> {
+    replay_then(hub, session, since, false).await
+}
+
+/// [`replay`], and with `notify_failure`, a `system.events.incomplete` notice when Redis
+/// cannot be read, queued before the held live events are released, so that the session
+/// learns of the gap before it sees anything newer.
+async fn replay_then(
+    hub: &Hub,
+    session: &SessionHandle,
+    since: EventId,
+    notify_failure: bool,
+) -> Result<usize, Error> {
     let plan = session.begin_replay(since);
     let mut last = None;
     let mut replayed = 0;
@@ -131,6 +143,10 @@ pub async fn replay(hub: &Hub, session: &SessionHandle, since: EventId) -> Resul
         }
     }
     .await;
+    if result.is_err() && notify_failure {
+        let notice = frame::events_unreadable(last.unwrap_or(since));
+        session.send(Outbound::Text(notice.into())).await;
+    }
     session.end_replay(since, last, result.is_ok()).await;
     result.map(|()| replayed)
 }
@@ -139,10 +155,8 @@ pub async fn replay(hub: &Hub, session: &SessionHandle, since: EventId) -> Resul
 /// session is told with a `system.events.incomplete` notice rather than left to assume it
 /// has everything.
 pub async fn resume(hub: &Hub, session: &SessionHandle, since: EventId) {
-    if let Err(err) = replay(hub, session, since).await {
+    if let Err(err) = replay_then(hub, session, since, true).await {
         tracing::warn!(session = session.id, %err, "could not replay missed decision events");
-        let notice = frame::events_unreadable(since);
-        session.send(Outbound::Text(notice.into())).await;
     }
 }
 

@@ -238,13 +238,14 @@ pub(crate) fn vote_benchmark_command(
     total_instances: u64,
     limit: RateLimit,
 ) -> Vec<String> {
-    let (keys, args) = vote_invocation(
+    let (mut keys, args) = vote_invocation(
         "rb__rand_int__",
         "i__rand_int__",
         "yes",
         Some(total_instances),
         limit,
     );
+    keys[7] = keys::BENCH_DECISIONS_INDEX.to_owned();
     let mut command = vec!["EVALSHA".to_owned(), sha.to_owned(), keys.len().to_string()];
     command.extend(keys);
     command.extend(args);

@@ -15,6 +15,9 @@ pub(crate) const INSTANCE_UNREGISTERED_CHANNEL: &str = "cb:events:instance.unreg
 pub(crate) const EVENT_CHANNEL_PREFIX: &str = "cb:events:";
 /// Sorted set: decision name -> time its first vote was recorded (ms).
 pub(crate) const DECISIONS_INDEX: &str = "cb:decisions";
+/// The decisions index `redis-benchmark` writes when `bench suite` measures the vote
+/// script: the same work as the hub's, kept out of `system.get_state`.
+pub(crate) const BENCH_DECISIONS_INDEX: &str = "cb:bench:decisions";
 /// Sorted set: instance id -> last time it was registered or refreshed (ms).
 pub(crate) const INSTANCES_INDEX: &str = "cb:instances";
 
@@ -41,7 +44,7 @@ pub(crate) fn instance(id: &str) -> String {
     format!("cb:instance:{{{id}}}")
 }
 
-/// String: the token of the session holding an instance; expires after the instance TTL.
+/// String: the owner tag of the session holding an instance; expires after the instance TTL.
 pub(crate) fn owner(id: &str) -> String {
     format!("cb:instance:{{{id}}}:owner")
 }
