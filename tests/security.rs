@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
-    RedisServer, TestHub, WsClient, assert_error, eventually, http, http_with, request, vote_params,
+    RedisServer, TestHub, WsClient, assert_error, eventually, http, http_with, request,
+    vote_params, without_rate_limits,
 };
 use quorum_hub::auth::Authority;
 use quorum_hub::config::{Config, RateLimit};
@@ -338,12 +339,17 @@ async fn deep_nesting_is_an_invalid_request() {
     assert_error(&reply["error"], -32600, "deeper than 32");
 }
 
+/// A hub whose sessions may make 20 calls per 30 s: a budget a test can exhaust at once.
+async fn hub_allowing_20_calls_per_30s(redis: &RedisServer) -> TestHub {
+    let mut config = Config::with_redis(redis.url());
+    config.session_rate_limit = "20/30s".parse::<RateLimit>().unwrap();
+    TestHub::start_with(config).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_session_is_refused_then_closed() {
     let redis = RedisServer::start();
-    let mut config = Config::with_redis(redis.url());
-    config.session_rate_limit = "20/30s".parse::<RateLimit>().unwrap();
-    let hub = TestHub::start_with(config).await;
+    let hub = hub_allowing_20_calls_per_30s(&redis).await;
     let mut c = hub.client().await;
     for n in 0..20 {
         assert!(
@@ -370,9 +376,7 @@ async fn a_flooding_session_is_refused_then_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_envelopes_and_pings_count_against_the_call_budget() {
     let redis = RedisServer::start();
-    let mut config = Config::with_redis(redis.url());
-    config.session_rate_limit = "20/30s".parse::<RateLimit>().unwrap();
-    let hub = TestHub::start_with(config).await;
+    let hub = hub_allowing_20_calls_per_30s(&redis).await;
 
     // Envelopes that are not requests are answered, and each one counts.
     let mut c = hub.client().await;
@@ -402,10 +406,8 @@ async fn invalid_envelopes_and_pings_count_against_the_call_budget() {
 async fn a_client_that_never_reads_is_closed_as_a_slow_consumer() {
     const DECISIONS: usize = 1500;
     let redis = RedisServer::start();
-    let mut config = Config::with_redis(redis.url());
+    let mut config = without_rate_limits(&redis);
     config.session_queue = 16;
-    config.vote_rate_limit = RateLimit::OFF;
-    config.session_rate_limit = RateLimit::OFF;
     let hub = TestHub::start_with(config).await;
     let mut slow = WsClient::connect_small_buffer(hub.addr).await;
     let mut voter = hub.client_as("pusher").await;

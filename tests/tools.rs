@@ -5,7 +5,10 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{DEADLINE, RedisServer, TestHub, bin_path, eventually, http, rpc_call, vote_params};
+use common::{
+    DEADLINE, RedisServer, TestHub, bin_path, eventually, http, rpc_call, vote_params,
+    without_rate_limits,
+};
 use quorum_hub::client::{Client, ClientConfig};
 use quorum_hub::config::{Config, RateLimit};
 use quorum_hub::protocol::{DecisionEvent, Notification};
@@ -77,18 +80,7 @@ async fn the_client_and_watch_pass_on_that_missed_events_are_gone() {
     let mut voter = hub.client_as("maker").await;
     let mut ids = Vec::new();
     for n in 0..3 {
-        voter.vote("maker", &format!("gone-{n}"), "a", 1).await;
-        let status = voter
-            .result(
-                "system.quorum.status",
-                json!({"decision": format!("gone-{n}")}),
-            )
-            .await;
-        assert_eq!(status["quorumReached"], true);
-        let id: String = redis
-            .query(&["HGET", &format!("cb:quorum:{{gone-{n}}}:result"), "eventId"])
-            .await;
-        ids.push(id);
+        ids.push(voter.decide("maker", &format!("gone-{n}")).await);
     }
     // The second event is no longer kept: a client resuming after the first cannot get
     // everything it missed, and must be told so before what remains.
@@ -138,17 +130,9 @@ async fn a_client_resuming_a_long_replay_connects_before_the_caller_reads() {
     // More missed decisions than the client buffers for its caller.
     const MISSED: usize = 1100;
     let redis = RedisServer::start();
-    let mut config = Config::with_redis(redis.url());
-    config.vote_rate_limit = RateLimit::OFF;
-    config.session_rate_limit = RateLimit::OFF;
-    let hub = TestHub::start_with(config).await;
+    let hub = TestHub::start_with(without_rate_limits(&redis)).await;
     let mut voter = hub.client_as("maker").await;
-    voter.vote("maker", "start", "a", 1).await;
-    let since = voter.next_notification().await["params"]["eventId"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let since = voter.decide("maker", "start").await.parse().unwrap();
     for n in 0..MISSED {
         voter.vote("maker", &format!("missed-{n}"), "a", 1).await;
     }

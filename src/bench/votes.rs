@@ -31,7 +31,7 @@ pub struct VotesOptions {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Stop after this many votes, if sooner.
-    #[arg(long = "votes")]
+    #[arg(long = "votes", value_name = "N")]
     pub max_votes: Option<u64>,
     /// Votes per second per session (default: as fast as replies come).
     #[arg(long)]

@@ -175,20 +175,29 @@ mod tests {
         EventId { ms, seq: 0 }
     }
 
-    #[tokio::test]
-    async fn live_events_held_behind_a_replay_wait_for_room_instead_of_evicting() {
+    /// A session with a queue of `queue_len` that gets live events after `live_after`.
+    fn session(
+        queue_len: usize,
+        live_after: EventId,
+        hold: bool,
+    ) -> (Arc<SessionHandle>, tokio::sync::mpsc::Receiver<Outbound>) {
         let slots = Arc::new(AtomicUsize::new(0));
-        let (session, mut queue) = SessionHandle::new(SessionSettings {
+        SessionHandle::new(SessionSettings {
             id: 1,
             grant: Grant::Open,
             owner_tag: "hub:1".into(),
             slot: SessionSlot::reserve(&slots, 1).unwrap(),
-            queue_len: 2,
+            queue_len,
             call_limit: RateLimit::OFF,
             metrics: Metrics::new(),
-            live_after: Some(id(1)),
-            hold: true,
-        });
+            live_after: Some(live_after),
+            hold,
+        })
+    }
+
+    #[tokio::test]
+    async fn live_events_held_behind_a_replay_wait_for_room_instead_of_evicting() {
+        let (session, mut queue) = session(2, id(1), true);
         assert_eq!(session.begin_replay(id(0)), Some(Some(id(1))));
         // The replay fills the queue, and two live events arrive meanwhile.
         for text in ["replayed-1", "replayed-2"] {
@@ -220,18 +229,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_replay_that_failed_leaves_the_cursor_for_the_next_one() {
-        let slots = Arc::new(AtomicUsize::new(0));
-        let (session, _queue) = SessionHandle::new(SessionSettings {
-            id: 1,
-            grant: Grant::Open,
-            owner_tag: "hub:1".into(),
-            slot: SessionSlot::reserve(&slots, 1).unwrap(),
-            queue_len: 8,
-            call_limit: RateLimit::OFF,
-            metrics: Metrics::new(),
-            live_after: Some(id(5)),
-            hold: false,
-        });
+        let (session, _queue) = session(8, id(5), false);
         assert_eq!(session.begin_replay(id(2)), Some(Some(id(5))));
         session.end_replay(id(2), None, false).await;
         // Nothing was replayed: the events after 2 are still owed, up to the same point.

@@ -30,6 +30,15 @@ pub struct TestHub {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// A configuration for `redis` with the vote and call rate limits off, for tests that
+/// make many decisions quickly.
+pub fn without_rate_limits(redis: &RedisServer) -> Config {
+    let mut config = Config::with_redis(redis.url());
+    config.vote_rate_limit = quorum_hub::config::RateLimit::OFF;
+    config.session_rate_limit = quorum_hub::config::RateLimit::OFF;
+    config
+}
+
 impl TestHub {
     pub async fn start(redis: &RedisServer) -> Self {
         Self::start_with(Config::with_redis(redis.url())).await

@@ -160,6 +160,15 @@ impl WsClient {
         self.result("system.quorum.vote", params).await
     }
 
+    /// Has `instance` decide `decision` alone (`totalInstances` 1) and returns the eventId
+    /// of the decision as this client receives it.
+    pub async fn decide(&mut self, instance: &str, decision: &str) -> String {
+        self.vote(instance, decision, "a", 1).await;
+        let event = self.next_notification().await;
+        assert_eq!(event["params"]["decision"], decision, "{event}");
+        event["params"]["eventId"].as_str().unwrap().to_owned()
+    }
+
     /// Waits for the next pushed notification.
     pub async fn next_notification(&mut self) -> Value {
         if !self.notifications.is_empty() {
