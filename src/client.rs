@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::protocol::peer::{self, CallError, Incoming, RpcError, Socket};
 use crate::protocol::{
-    DecisionStatus, EventId, NoParams, Notification, RegisterParams, Registered, State,
+    DecisionStatus, EventId, GapReason, NoParams, Notification, RegisterParams, Registered, State,
     StatusParams, SubscribeParams, Subscribed, VoteParams, VoteReply, method,
 };
 
@@ -234,11 +234,21 @@ impl Driver {
 
     /// Passes a notification to the caller; a decision only once per event.
     async fn pass_on(&mut self, notification: Notification) {
-        if let Notification::DecisionMade(event) = &notification {
-            if self.last_event.is_some_and(|last| event.event_id <= last) {
-                return;
+        match &notification {
+            Notification::DecisionMade(event) => {
+                if self.last_event.is_some_and(|last| event.event_id <= last) {
+                    return;
+                }
+                self.last_event = Some(event.event_id);
             }
-            self.last_event = Some(event.event_id);
+            // The hub could not place the cursor (its Redis never had that event): the
+            // events that follow continue from the one it names.
+            Notification::EventsIncomplete(notice)
+                if matches!(notice.reason, GapReason::Ahead | GapReason::Malformed) =>
+            {
+                self.last_event = Some(notice.since);
+            }
+            _ => {}
         }
         // Backpressure: while the caller does not read, the socket is not read either.
         let _ = self.events.send(notification).await;

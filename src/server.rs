@@ -297,14 +297,12 @@ async fn upgrade(
         Ok(grant) => grant,
         Err(refused) => return refused.into_response(),
     };
-    let resume_after = match query.last_event_id.as_deref().map(str::parse::<EventId>) {
-        None => None,
-        Some(Ok(id)) => Some(id),
-        Some(Err(err)) => {
-            return refuse(StatusCode::BAD_REQUEST, format_args!("lastEventId: {err}"))
-                .into_response();
-        }
-    };
+    // A cursor that is not an event id still opens the session: it is told so in a
+    // notice, then gets live events (a client stuck on a bad id must not be locked out).
+    let resume = query.last_event_id.map(|raw| match raw.parse::<EventId>() {
+        Ok(id) => session::Resume::After(id),
+        Err(_) => session::Resume::Malformed(raw),
+    });
     let Some(slot) = hub.reserve_session() else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -328,7 +326,7 @@ async fn upgrade(
                 session::Opening {
                     slot,
                     grant,
-                    resume_after,
+                    resume,
                 },
             )
             .await;

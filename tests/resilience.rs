@@ -433,10 +433,91 @@ async fn a_client_resuming_from_its_last_event_gets_exactly_what_it_missed() {
         .error("system.subscribe", json!({"since": "yesterday"}))
         .await;
     assert_eq!(error["data"]["field"], "since");
-    let (status, _) = http(hub.addr, "GET", "/ws?lastEventId=bogus", "")
-        .await
-        .unwrap();
-    assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_that_is_not_an_event_id_gets_one_notice_then_live_events() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    let mut voter = hub.client_as("v").await;
+    let before = voter.decide("v", "before").await;
+    let mut back = WsClient::connect(&format!("{}?lastEventId=bogus", hub.ws_url())).await;
+    let notice = back.next_notification().await;
+    assert_eq!(notice["method"], "system.events.incomplete", "{notice}");
+    assert_eq!(notice["params"]["reason"], "malformed", "{notice}");
+    assert_eq!(notice["params"]["since"], before.as_str(), "{notice}");
+    let message = notice["params"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"bogus\" is not an event id"),
+        "{message}"
+    );
+    voter.vote("v", "after", "a", 1).await;
+    assert_eq!(
+        back.next_notification().await["params"]["decision"],
+        "after"
+    );
+    back.assert_no_more_notifications("after").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_ahead_of_every_event_gets_one_notice_then_live_events() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    let mut voter = hub.client_as("v").await;
+    let newest = voter.decide("v", "before").await;
+    // An id from another Redis, far ahead of this one's newest event.
+    let ahead = "99999999999999-0";
+    let mut back = WsClient::connect(&format!("{}?lastEventId={ahead}", hub.ws_url())).await;
+    let notice = back.next_notification().await;
+    assert_eq!(notice["method"], "system.events.incomplete", "{notice}");
+    assert_eq!(notice["params"]["reason"], "ahead", "{notice}");
+    assert_eq!(notice["params"]["since"], newest.as_str(), "{notice}");
+    assert!(
+        notice["params"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(ahead),
+        "{notice}"
+    );
+    // Live events follow, though their ids are below the cursor the client sent.
+    voter.vote("v", "after", "a", 1).await;
+    assert_eq!(
+        back.next_notification().await["params"]["decision"],
+        "after"
+    );
+    back.assert_no_more_notifications("after").await;
+
+    // The same through system.subscribe: the notice, nothing replayed, then live events.
+    let mut late = hub.client().await;
+    let reply = late
+        .result("system.subscribe", json!({"since": ahead}))
+        .await;
+    assert_eq!(reply["replayed"], 0, "{reply}");
+    let notice = late.next_notification().await;
+    assert_eq!(notice["params"]["reason"], "ahead", "{notice}");
+    voter.vote("v", "later", "a", 1).await;
+    assert_eq!(
+        late.next_notification().await["params"]["decision"],
+        "later"
+    );
+    late.assert_no_more_notifications("later").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_on_an_empty_log_is_ahead_of_it() {
+    // A fresh Redis (after a failover to an empty server, say): every cursor is ahead.
+    let redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    let mut back = WsClient::connect(&format!("{}?lastEventId=5-0", hub.ws_url())).await;
+    let notice = back.next_notification().await;
+    assert_eq!(notice["params"]["reason"], "ahead", "{notice}");
+    assert_eq!(notice["params"]["since"], "0-0", "{notice}");
+    let mut voter = hub.client_as("v").await;
+    voter.vote("v", "first", "a", 1).await;
+    assert_eq!(
+        back.next_notification().await["params"]["decision"],
+        "first"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -455,6 +536,7 @@ async fn resuming_from_an_event_no_longer_kept_says_recovery_was_incomplete() {
     let notice = back.next_notification().await;
     assert_eq!(notice["method"], "system.events.incomplete", "{notice}");
     assert_eq!(notice["params"]["since"], ids[0].as_str());
+    assert_eq!(notice["params"]["reason"], "trimmed", "{notice}");
     let message = notice["params"]["message"].as_str().unwrap();
     assert!(message.contains("system.get_state"), "{notice}");
     let event = back.next_notification().await;
@@ -506,6 +588,7 @@ async fn a_resume_that_cannot_read_redis_says_so() {
     assert_eq!(notice["params"]["since"], seen.as_str());
     let message = notice["params"]["message"].as_str().unwrap();
     assert!(message.contains("could not be read"), "{message}");
+    assert_eq!(notice["params"]["reason"], "unreadable", "{notice}");
     // Asking again with system.subscribe is answered with an error, not an empty replay.
     let error = back.error("system.subscribe", json!({"since": seen})).await;
     assert!(

@@ -11,7 +11,7 @@ use common::{
 };
 use quorum_hub::client::{Client, ClientConfig};
 use quorum_hub::config::{Config, RateLimit};
-use quorum_hub::protocol::{DecisionEvent, Notification};
+use quorum_hub::protocol::{DecisionEvent, GapReason, Notification};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc::Receiver;
@@ -123,6 +123,28 @@ async fn the_client_and_watch_pass_on_that_missed_events_are_gone() {
         notice.starts_with("events incomplete:") && notice.contains(&ids[0]),
         "{notice}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_cursor_is_ahead_of_the_hub_follows_the_hub() {
+    // The client's last event came from another Redis (one that was lost, say): this
+    // hub's events all have smaller ids, and the client must not drop them as old.
+    let redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    let mut voter = hub.client_as("maker").await;
+    let newest = voter.decide("maker", "before").await;
+    let mut config = ClientConfig::new(hub.ws_url());
+    config.since = Some("99999999999999-0".parse().unwrap());
+    let (_client, mut events) = Client::connect(config).await.unwrap();
+    match next_notification(&mut events).await {
+        Notification::EventsIncomplete(notice) => {
+            assert_eq!(notice.reason, GapReason::Ahead);
+            assert_eq!(notice.since.to_string(), newest);
+        }
+        other => panic!("expected system.events.incomplete, got {other:?}"),
+    }
+    voter.vote("maker", "after", "a", 1).await;
+    assert_eq!(next_event(&mut events).await.decision, "after");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

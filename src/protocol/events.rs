@@ -50,18 +50,39 @@ pub struct InstanceUnregistered {
     pub reason: String,
 }
 
-/// `system.events.incomplete`: some decision events after `since` are no longer kept.
+/// `system.events.incomplete`: the session cannot be given every decision event after its
+/// cursor. `since` is where the events that follow pick up: the cursor itself when events
+/// after it are lost or unreadable, the newest event when the cursor could not be placed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventsIncomplete {
     pub since: EventId,
+    pub reason: GapReason,
     pub message: String,
 }
+
+/// Why a session's events are incomplete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GapReason {
+    /// Events after the cursor are no longer kept (the stream's cap trimmed them).
+    Trimmed,
+    /// Redis could not be read; resuming from `since` later may fill the gap.
+    Unreadable,
+    /// The cursor is newer than any event the hub has (another Redis, or made up).
+    Ahead,
+    /// The cursor is not an event id.
+    Malformed,
+}
+
+/// Longest part of a rejected cursor quoted back in a notice.
+const QUOTED_CURSOR_LEN: usize = 64;
 
 impl EventsIncomplete {
     /// The events after `since` could not be read just now (Redis is unavailable).
     pub fn unreadable(since: EventId) -> Self {
         Self {
             since,
+            reason: GapReason::Unreadable,
             message: format!(
                 "the decision events after {since} could not be read (Redis is unavailable); \
                  once the hub is ready again, reconnect with lastEventId={since} or call \
@@ -70,13 +91,44 @@ impl EventsIncomplete {
         }
     }
 
+    /// Some events after `since` are no longer kept; the ones that follow are all that remain.
     pub fn after(since: EventId) -> Self {
         Self {
             since,
+            reason: GapReason::Trimmed,
             message: format!(
                 "some decision events after {since} are no longer kept; the ones that follow \
                  are all that remain, so call system.get_state for the current state of every \
                  decision"
+            ),
+        }
+    }
+
+    /// The cursor `cursor` is newer than the newest event, `newest`; events after `newest`
+    /// follow.
+    pub fn ahead(cursor: EventId, newest: EventId) -> Self {
+        Self {
+            since: newest,
+            reason: GapReason::Ahead,
+            message: format!(
+                "event {cursor} is newer than any decision event this hub knows (the newest \
+                 is {newest}): it comes from another Redis, or was made up; the events after \
+                 {newest} follow, so call system.get_state for the current state of every \
+                 decision"
+            ),
+        }
+    }
+
+    /// The cursor `raw` is not an event id; events after `live_after` follow.
+    pub fn malformed(raw: &str, live_after: EventId) -> Self {
+        let quoted: String = raw.chars().take(QUOTED_CURSOR_LEN).collect();
+        Self {
+            since: live_after,
+            reason: GapReason::Malformed,
+            message: format!(
+                "lastEventId {quoted:?} is not an event id (expected <ms>-<seq>, e.g. \
+                 1764230000000-0); the events after {live_after} follow, so call \
+                 system.get_state for the current state of every decision"
             ),
         }
     }

@@ -191,17 +191,9 @@ pub fn decision_made(event: &DecisionEvent) -> String {
     notification(event::DECISION_MADE, event)
 }
 
-/// The notice sent before a replay whose start is older than the events still kept.
-pub fn events_incomplete(since: super::EventId) -> String {
-    notification(event::EVENTS_INCOMPLETE, &EventsIncomplete::after(since))
-}
-
-/// The notice sent when the events after `since` could not be read (Redis unavailable).
-pub fn events_unreadable(since: super::EventId) -> String {
-    notification(
-        event::EVENTS_INCOMPLETE,
-        &EventsIncomplete::unreadable(since),
-    )
+/// A `system.events.incomplete` notice.
+pub fn events_incomplete(notice: &EventsIncomplete) -> String {
+    notification(event::EVENTS_INCOMPLETE, notice)
 }
 
 /// Serializes what a frame produced: nothing (only notifications), one response, or an array.

@@ -18,8 +18,8 @@ mod results;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use events::{
-    DecisionEvent, EventsIncomplete, InstanceRegistered, InstanceUnregistered, Notification,
-    VoteRecorded,
+    DecisionEvent, EventsIncomplete, GapReason, InstanceRegistered, InstanceUnregistered,
+    Notification, VoteRecorded,
 };
 pub use params::{NoParams, RegisterParams, StatusParams, SubscribeParams, VoteParams};
 pub use request::Request;

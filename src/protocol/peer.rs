@@ -153,7 +153,7 @@ mod tests {
             panic!()
         };
         assert_eq!(outcome.unwrap_err().code, -32602);
-        let event = r#"{"jsonrpc":"2.0","method":"system.events.incomplete","params":{"since":"5-0","message":"m"}}"#;
+        let event = r#"{"jsonrpc":"2.0","method":"system.events.incomplete","params":{"since":"5-0","reason":"trimmed","message":"m"}}"#;
         assert!(matches!(
             Incoming::parse(event),
             Some(Incoming::Notification(Notification::EventsIncomplete(_)))

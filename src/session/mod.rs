@@ -10,7 +10,7 @@ mod replay;
 mod state;
 mod writer;
 
-pub use replay::replay;
+pub use replay::{Resume, replay};
 pub(crate) use state::lock;
 pub use state::{CallAdmission, Outbound, SessionHandle, SessionSettings, SessionSlot};
 
@@ -27,7 +27,6 @@ use tracing::Instrument;
 use crate::auth::Grant;
 use crate::hub::Hub;
 use crate::methods::{self, Caller};
-use crate::protocol::EventId;
 
 /// Longest one write to a client may take before the session is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,8 +43,8 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 pub struct Opening {
     pub slot: SessionSlot,
     pub grant: Grant,
-    /// Replay the decision events after this id before going live.
-    pub resume_after: Option<EventId>,
+    /// Where to resume in the decision events before going live (`?lastEventId=`).
+    pub resume: Option<Resume>,
 }
 
 /// Serves one upgraded socket until the client leaves, the hub stops, or the session is
@@ -54,9 +53,9 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, opening: Opening) {
     let Opening {
         slot,
         grant,
-        resume_after,
+        resume,
     } = opening;
-    let (session, outbound) = hub.open_session(slot, grant, resume_after.is_some());
+    let (session, outbound) = hub.open_session(slot, grant, resume.is_some());
     // A debug span costs nothing per session unless debug logging is on; the few
     // info-level lines below name their session themselves.
     let span = tracing::debug_span!("session", id = session.id);
@@ -67,8 +66,8 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, opening: Opening) {
         let writer_done = CancellationToken::new();
         tokio::join!(
             async {
-                if let Some(since) = resume_after {
-                    Box::pin(replay::resume(&hub, &session, since)).await;
+                if let Some(from) = resume {
+                    Box::pin(replay::resume(&hub, &session, from)).await;
                 }
                 read_calls(&hub, &session, stream, &writer_done).await;
                 reader_done.cancel();

@@ -6,7 +6,8 @@ use axum::extract::ws::Utf8Bytes;
 use super::state::{Outbound, SessionHandle, lock};
 use crate::error::Error;
 use crate::hub::Hub;
-use crate::protocol::{EventId, frame};
+use crate::protocol::{EventId, EventsIncomplete, GapReason, frame};
+use crate::store::CursorPlace;
 
 /// Where a session stands in the decision event stream.
 #[derive(Debug)]
@@ -14,6 +15,8 @@ pub struct EventCursor {
     /// Every event after this id reaches the session live (or is held for it);
     /// a replay covers what lies before. `None` until the hub knows its own position.
     live_after: Option<EventId>,
+    /// The session's own cursor: it never gets an event at or before this one.
+    floor: EventId,
     /// While a replay runs, live events wait here so that they follow the replayed ones.
     held: Option<Vec<(EventId, Utf8Bytes)>>,
 }
@@ -23,6 +26,7 @@ impl EventCursor {
     pub fn new(live_after: Option<EventId>, hold: bool) -> Self {
         Self {
             live_after,
+            floor: EventId::ZERO,
             held: hold.then(Vec::new),
         }
     }
@@ -35,6 +39,9 @@ impl SessionHandle {
         let mut cursor = lock(&self.events);
         if cursor.live_after.is_none() {
             cursor.live_after = Some(id.predecessor());
+        }
+        if id <= cursor.floor {
+            return;
         }
         if let Some(held) = cursor.held.as_mut() {
             if held.len() >= self.queue_len {
@@ -61,22 +68,27 @@ impl SessionHandle {
         }
     }
 
-    /// Ends a replay that delivered events up to `last_replayed`: makes `since` the new
-    /// start of what the session has seen and sends the held live events that come after
-    /// the replay, in order. They are sent like the replay, waiting for room in the queue:
-    /// a reader that keeps up is not closed for the replay's own volume. Live events that
-    /// arrive meanwhile stay held until the hold is empty.
+    /// Ends a replay: raises the session's cursor to `end.floor`, records what the replay
+    /// covered and sends the held live events that come after both, in order. They are sent
+    /// like the replay, waiting for room in the queue: a reader that keeps up is not closed
+    /// for the replay's own volume. Live events that arrive meanwhile stay held until the
+    /// hold is empty.
     ///
-    /// A replay that did not finish leaves the cursor where it was, so that a later replay
-    /// from the last event the session got covers the rest.
-    async fn end_replay(&self, since: EventId, last_replayed: Option<EventId>, finished: bool) {
-        if finished {
+    /// A replay that did not finish leaves the covered range where it was, so that a later
+    /// replay from the last event the session got covers the rest.
+    async fn end_replay(&self, end: ReplayEnd) {
+        let skip_upto = {
             let mut cursor = lock(&self.events);
-            cursor.live_after = Some(match cursor.live_after {
-                Some(live_after) => live_after.min(since),
-                None => since,
-            });
-        }
+            cursor.floor = cursor.floor.max(end.floor);
+            if let Some(after) = end.covered_after {
+                cursor.live_after = Some(match cursor.live_after {
+                    Some(live_after) => live_after.min(after),
+                    None => after,
+                });
+            }
+            end.last_replayed
+                .map_or(cursor.floor, |last| last.max(cursor.floor))
+        };
         loop {
             let batch = {
                 let mut cursor = lock(&self.events);
@@ -89,7 +101,7 @@ impl SessionHandle {
                 }
             };
             for (id, text) in batch {
-                if last_replayed.is_some_and(|last| id <= last) {
+                if id <= skip_upto {
                     continue;
                 }
                 if !self.send(Outbound::Text(text)).await {
@@ -102,9 +114,22 @@ impl SessionHandle {
     }
 }
 
+/// How a replay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReplayEnd {
+    /// The session's cursor from now on: it never gets an event at or before it.
+    floor: EventId,
+    /// The last event the replay sent.
+    last_replayed: Option<EventId>,
+    /// The replay covered every event after this one up to where live delivery starts
+    /// (`None`: it did not finish, or had nothing it could cover).
+    covered_after: Option<EventId>,
+}
+
 /// Sends a session every decision event after `since` that it has not had, in order,
 /// before any live event that arrives meanwhile; first a notice if some of them are no
-/// longer kept. Returns how many events it replayed.
+/// longer kept, or if `since` is ahead of every event (then the session's cursor moves
+/// back to the newest event). Returns how many events it replayed.
 pub async fn replay(hub: &Hub, session: &SessionHandle, since: EventId) -> Result<usize, Error> {
     replay_then(hub, session, since, false).await
 }
@@ -119,44 +144,90 @@ async fn replay_then(
     notify_failure: bool,
 ) -> Result<usize, Error> {
     let plan = session.begin_replay(since);
-    let mut last = None;
+    let mut end = ReplayEnd {
+        floor: since,
+        last_replayed: None,
+        covered_after: None,
+    };
     let mut replayed = 0;
     let result = async {
-        let Some(upto) = plan else { return Ok(()) };
-        if hub.store.events_missing_after(since).await? {
-            let notice = frame::events_incomplete(since);
-            session.send(Outbound::Text(notice.into())).await;
-        }
-        let mut after = since;
-        loop {
-            let page = hub.store.events_after(after, upto).await?;
-            for event in &page.events {
-                session
-                    .send(Outbound::Text(frame::decision_made(event).into()))
-                    .await;
-                (last, after) = (Some(event.event_id), event.event_id);
-                replayed += 1;
+        let notice = match hub.store.place_cursor(since).await? {
+            CursorPlace::Kept => None,
+            CursorPlace::Trimmed => Some(EventsIncomplete::after(since)),
+            CursorPlace::Ahead { newest } => {
+                end.floor = newest;
+                Some(EventsIncomplete::ahead(since, newest))
             }
-            if !page.more {
+        };
+        if let Some(notice) = notice {
+            let ahead = notice.reason == GapReason::Ahead;
+            let text = frame::events_incomplete(&notice);
+            session.send(Outbound::Text(text.into())).await;
+            if ahead {
                 return Ok(());
             }
         }
+        if let Some(upto) = plan {
+            let mut after = since;
+            loop {
+                let page = hub.store.events_after(after, upto).await?;
+                for event in &page.events {
+                    session
+                        .send(Outbound::Text(frame::decision_made(event).into()))
+                        .await;
+                    end.last_replayed = Some(event.event_id);
+                    after = event.event_id;
+                    replayed += 1;
+                }
+                if !page.more {
+                    break;
+                }
+            }
+        }
+        end.covered_after = Some(since);
+        Ok(())
     }
     .await;
     if result.is_err() && notify_failure {
-        let notice = frame::events_unreadable(last.unwrap_or(since));
-        session.send(Outbound::Text(notice.into())).await;
+        let notice = EventsIncomplete::unreadable(end.last_replayed.unwrap_or(since));
+        let text = frame::events_incomplete(&notice);
+        session.send(Outbound::Text(text.into())).await;
     }
-    session.end_replay(since, last, result.is_ok()).await;
+    session.end_replay(end).await;
     result.map(|()| replayed)
 }
 
-/// [`replay`] for a session that resumes as it opens: when Redis cannot be read, the
-/// session is told with a `system.events.incomplete` notice rather than left to assume it
-/// has everything.
-pub async fn resume(hub: &Hub, session: &SessionHandle, since: EventId) {
-    if let Err(err) = replay_then(hub, session, since, true).await {
-        tracing::warn!(session = session.id, %err, "could not replay missed decision events");
+/// Where a session that opens with a cursor resumes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// Replay the decision events after this one before going live.
+    After(EventId),
+    /// The cursor given is not an event id: the session is told so, then goes live.
+    Malformed(String),
+}
+
+/// [`replay`] for a session that resumes as it opens: when Redis cannot be read, or the
+/// cursor is not an event id, the session is told with a `system.events.incomplete`
+/// notice rather than left to assume it has everything.
+pub async fn resume(hub: &Hub, session: &SessionHandle, from: Resume) {
+    match from {
+        Resume::After(since) => {
+            if let Err(err) = replay_then(hub, session, since, true).await {
+                tracing::warn!(session = session.id, %err, "could not replay missed decision events");
+            }
+        }
+        Resume::Malformed(raw) => {
+            let live_after = lock(&session.events).live_after.unwrap_or(EventId::ZERO);
+            let text = frame::events_incomplete(&EventsIncomplete::malformed(&raw, live_after));
+            session.send(Outbound::Text(text.into())).await;
+            session
+                .end_replay(ReplayEnd {
+                    floor: EventId::ZERO,
+                    last_replayed: None,
+                    covered_after: None,
+                })
+                .await;
+        }
     }
 }
 
@@ -195,6 +266,32 @@ mod tests {
         })
     }
 
+    /// The end of a replay from `since` that finished, having sent up to `last`.
+    fn finished(since: EventId, last: Option<EventId>) -> ReplayEnd {
+        ReplayEnd {
+            floor: since,
+            last_replayed: last,
+            covered_after: Some(since),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_never_gets_a_live_event_at_or_before_its_cursor() {
+        // The session resumes from 4, which it had from another hub, while this hub has
+        // delivered only up to 2: events 3 and 4 still reach this hub afterwards.
+        let (session, mut queue) = session(8, id(2), true);
+        assert_eq!(session.begin_replay(id(4)), None);
+        session.push_live(id(3), &"live-3".into());
+        session.end_replay(finished(id(4), None)).await;
+        session.push_live(id(4), &"live-4".into());
+        session.push_live(id(5), &"live-5".into());
+        let Some(Outbound::Text(first)) = queue.recv().await else {
+            panic!("nothing queued")
+        };
+        assert_eq!(first.as_str(), "live-5");
+        assert!(queue.try_recv().is_err(), "more than event 5 was queued");
+    }
+
     #[tokio::test]
     async fn live_events_held_behind_a_replay_wait_for_room_instead_of_evicting() {
         let (session, mut queue) = session(2, id(1), true);
@@ -219,7 +316,7 @@ mod tests {
             }
             seen
         });
-        session.end_replay(id(0), Some(id(1)), true).await;
+        session.end_replay(finished(id(0), Some(id(1)))).await;
         assert_eq!(
             reader.await.unwrap(),
             ["replayed-1", "replayed-2", "live-2", "live-3"]
@@ -231,10 +328,15 @@ mod tests {
     async fn a_replay_that_failed_leaves_the_cursor_for_the_next_one() {
         let (session, _queue) = session(8, id(5), false);
         assert_eq!(session.begin_replay(id(2)), Some(Some(id(5))));
-        session.end_replay(id(2), None, false).await;
+        session
+            .end_replay(ReplayEnd {
+                covered_after: None,
+                ..finished(id(2), None)
+            })
+            .await;
         // Nothing was replayed: the events after 2 are still owed, up to the same point.
         assert_eq!(session.begin_replay(id(2)), Some(Some(id(5))));
-        session.end_replay(id(2), None, true).await;
+        session.end_replay(finished(id(2), None)).await;
         assert_eq!(session.begin_replay(id(2)), None);
     }
 }

@@ -26,6 +26,7 @@ use crate::error::Error;
 pub(crate) use decisions::{VOTE_SCRIPT, vote_benchmark_command};
 pub(crate) use instances::{Claim, Standing};
 pub(crate) use keys::{DASHBOARD_CHANNELS, DECISION_EVENTS_CHANNEL, EVENT_CHANNEL_PREFIX};
+pub(crate) use stream::CursorPlace;
 
 /// Longest the hub waits for one Redis reply before the call fails.
 const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);

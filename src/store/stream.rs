@@ -56,15 +56,21 @@ impl Store {
         })
     }
 
-    /// Whether events after `after` may be missing from the stream (trimmed by its cap, or
-    /// deleted), so that a replay from `after` cannot be complete. Errs on the side of
-    /// "missing" when `after` is exactly the last trimmed event.
-    pub(crate) async fn events_missing_after(&self, after: EventId) -> Result<bool, Error> {
+    /// Where a cursor stands against the stream: among its events, before events that are
+    /// no longer kept (trimmed by its cap, or deleted), or ahead of every event it ever
+    /// had. Errs on the side of "trimmed" when `after` is exactly the last trimmed event.
+    pub(crate) async fn place_cursor(&self, after: EventId) -> Result<CursorPlace, Error> {
         let mut pipe = redis::pipe();
         pipe.cmd("EXISTS").arg(keys::DECISION_EVENTS_STREAM);
         let (exists,): (bool,) = self.query_pipe(&pipe).await?;
         if !exists {
-            return Ok(false);
+            return Ok(if after > EventId::ZERO {
+                CursorPlace::Ahead {
+                    newest: EventId::ZERO,
+                }
+            } else {
+                CursorPlace::Kept
+            });
         }
         let reply: redis::Value = self
             .query(
@@ -95,14 +101,34 @@ impl Store {
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or_default()
         };
+        // Stream ids only grow, so a cursor past the last one generated names no event.
+        let newest = id("last-generated-id").unwrap_or(EventId::ZERO);
+        if after > newest {
+            return Ok(CursorPlace::Ahead { newest });
+        }
         let deleted_after = id("max-deleted-entry-id").is_some_and(|deleted| deleted > after);
         let trimmed = number("entries-added") > number("length");
         let before_kept = match id("recorded-first-entry-id") {
             Some(first) if number("length") > 0 => after < first,
-            _ => id("last-generated-id").is_some_and(|last| after < last),
+            _ => after < newest,
         };
-        Ok(deleted_after || (trimmed && before_kept))
+        Ok(if deleted_after || (trimmed && before_kept) {
+            CursorPlace::Trimmed
+        } else {
+            CursorPlace::Kept
+        })
     }
+}
+
+/// Where a cursor stands against the decision event stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CursorPlace {
+    /// Every event after the cursor is still kept.
+    Kept,
+    /// Some events after the cursor are no longer kept.
+    Trimmed,
+    /// The cursor is newer than any event the stream ever had; `newest` is its last.
+    Ahead { newest: EventId },
 }
 
 /// Parses an XRANGE / XREVRANGE reply into decision events, and says how many entries
