@@ -14,7 +14,6 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Authority, Grant};
 use crate::config::Config;
 use crate::error::Error;
-use crate::instance::Registration;
 use crate::metrics::Metrics;
 use crate::protocol::{BreakerState, EventId};
 use crate::session::{Outbound, SessionHandle, SessionSettings, SessionSlot, lock};
@@ -153,6 +152,9 @@ impl Hub {
     /// has dropped means the instance is free again.
     pub async fn close_session(&self, session: &SessionHandle) {
         self.unsubscribe(session, None);
+        // Waits for a keepalive round that holds the binding, so that the release is
+        // written after its refresh, never before.
+        let _binding = session.binding_change.lock().await;
         if let Some(registration) = session.unbind()
             && let Err(err) = self
                 .store
@@ -244,11 +246,12 @@ impl Hub {
         self.sessions.len()
     }
 
-    /// Sessions bound to an instance, with their bindings.
-    pub fn bound_sessions(&self) -> Vec<(Arc<SessionHandle>, Registration)> {
+    /// Sessions bound to an instance.
+    pub fn bound_sessions(&self) -> Vec<Arc<SessionHandle>> {
         self.sessions
             .iter()
-            .filter_map(|s| s.binding().map(|r| (s.clone(), r)))
+            .filter(|s| s.is_bound())
+            .map(|s| s.clone())
             .collect()
     }
 

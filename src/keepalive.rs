@@ -4,8 +4,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::close_code;
+
+use crate::error::Error;
 use crate::hub::Hub;
+use crate::instance::Registration;
+use crate::protocol::frame;
+use crate::session::SessionHandle;
 use crate::store::Claim;
+
+/// Longest the keepalive waits to try again after a refresh failed, so that bindings are
+/// refreshed (and claimed again) as soon as Redis answers.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(250);
+/// The close reason of a session whose instance another session took.
+pub const INSTANCE_TAKEN: &str = "instance taken by another session";
 
 /// How often the hub refreshes its sessions' registrations: three times per TTL, so one
 /// missed round never lets a live instance expire.
@@ -16,30 +28,46 @@ pub fn period(ttl: Duration) -> Duration {
 /// Runs until the hub shuts down.
 pub async fn run(hub: Arc<Hub>) {
     let ttl = hub.config.instance_ttl;
-    let mut ticker = tokio::time::interval(period(ttl));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wait = period(ttl);
     loop {
         tokio::select! {
             _ = hub.shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep(wait) => {}
         }
-        if let Err(err) = refresh(&hub, ttl).await {
-            tracing::warn!(%err, "could not refresh session registrations");
-        }
+        wait = match refresh(&hub, ttl).await {
+            Ok(()) => period(ttl),
+            Err(err) => {
+                tracing::warn!(%err, "could not refresh session registrations");
+                RETRY_AFTER_FAILURE.min(period(ttl))
+            }
+        };
     }
 }
 
-async fn refresh(hub: &Hub, ttl: Duration) -> Result<(), crate::error::Error> {
+async fn refresh(hub: &Hub, ttl: Duration) -> Result<(), Error> {
     // Past the breaker: an open breaker must not let the bindings of open sessions lapse,
     // and a failed refresh is not a caller's failure.
     let store = hub.store.unguarded();
-    let bound = hub.bound_sessions();
-    let pairs: Vec<_> = bound
+    let sessions = hub.bound_sessions();
+    // Each session's binding is held still for the round: a close, register or unregister
+    // waits until the refresh is written, so no refresh writes a binding its session has
+    // let go of. A session busy changing its binding is left for the next round.
+    let mut held = Vec::with_capacity(sessions.len());
+    for session in &sessions {
+        if let Ok(guard) = session.binding_change.try_lock()
+            && let Some(registration) = session.binding()
+        {
+            held.push((session, registration, guard));
+        }
+    }
+    let pairs: Vec<_> = held
         .iter()
-        .map(|(session, registration)| (&registration.instance, Some(session.owner_tag.as_str())))
+        .map(|(session, registration, _)| {
+            (&registration.instance, Some(session.owner_tag.as_str()))
+        })
         .collect();
     let claims = store.heartbeat_many(&pairs, ttl).await?;
-    for ((session, registration), claim) in bound.iter().zip(claims) {
+    for ((session, registration, _), claim) in held.iter().zip(claims) {
         match claim {
             Claim::Done => {}
             // Expired while Redis was unreachable (or Redis lost it): write it again.
@@ -58,11 +86,15 @@ async fn refresh(hub: &Hub, ttl: Duration) -> Result<(), crate::error::Error> {
     Ok(())
 }
 
-fn lost(session: &crate::session::SessionHandle, registration: &crate::instance::Registration) {
+/// Another session took the instance while this one's binding had lapsed: the session is
+/// told, and closed.
+fn lost(session: &SessionHandle, registration: &Registration) {
     tracing::warn!(
         session = session.id,
         instance = %registration.instance,
-        "binding lapsed and another session took the instance; this session must register again"
+        "binding lapsed and another session took the instance; closing this session"
     );
     session.unbind();
+    let notice = frame::instance_lost(registration.instance.as_str());
+    session.close_with_notice(notice.into(), close_code::POLICY, INSTANCE_TAKEN);
 }

@@ -147,6 +147,7 @@ async fn register(
     let instance = registration.instance.clone();
     caller.grant().may_act_as(&instance)?;
     let ttl = hub.config.instance_ttl;
+    let _binding = binding_change(caller).await;
     let owner = match caller {
         Caller::Session(session) => {
             if let Some(bound) = session.bound().filter(|bound| *bound != instance) {
@@ -174,6 +175,15 @@ async fn register(
     })
 }
 
+/// Holds a session's binding still while a call changes it and writes it to Redis (see
+/// `SessionHandle::binding_change`); HTTP callers hold no binding.
+async fn binding_change<'a>(caller: Caller<'a>) -> Option<tokio::sync::MutexGuard<'a, ()>> {
+    match caller {
+        Caller::Session(session) => Some(session.binding_change.lock().await),
+        Caller::Http(_) => None,
+    }
+}
+
 /// The owner tag a caller presents for `instance`: its session's, if that holds it.
 fn owner_tag<'a>(caller: Caller<'a>, instance: &InstanceId) -> Option<&'a str> {
     match caller {
@@ -184,6 +194,7 @@ fn owner_tag<'a>(caller: Caller<'a>, instance: &InstanceId) -> Option<&'a str> {
 
 async fn heartbeat(hub: &Hub, caller: Caller<'_>, instance: InstanceId) -> Result<Alive, Error> {
     caller.grant().may_act_as(&instance)?;
+    let _binding = binding_change(caller).await;
     let owner = owner_tag(caller, &instance);
     match hub
         .store
@@ -202,6 +213,7 @@ async fn unregister(
     instance: InstanceId,
 ) -> Result<Unregistered, Error> {
     caller.grant().may_act_as(&instance)?;
+    let _binding = binding_change(caller).await;
     let owner = owner_tag(caller, &instance);
     let claim = hub.store.unregister(&instance, owner).await?;
     if claim == Claim::BoundElsewhere {

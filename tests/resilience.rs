@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{
-    RedisServer, TestHub, WsClient, assert_error, eventually, expected_winner, http, rpc_call,
-    short_tempdir, vote_params, wait_ready, without_rate_limits,
+    HubProcess, RedisServer, TestHub, WsClient, assert_error, bin_path, eventually,
+    expected_winner, http, rpc_call, short_tempdir, vote_params, wait_ready, without_rate_limits,
 };
 use futures::future::join_all;
 use quorum_hub::config::{Config, RateLimit};
@@ -646,4 +646,86 @@ async fn an_open_breaker_does_not_let_an_open_sessions_binding_lapse() {
         .error("system.register", json!({"instanceId": "held"}))
         .await;
     assert_eq!(error["code"], -32002, "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_instance_another_session_took_is_told_and_closed() {
+    let redis = RedisServer::start();
+    let mut config = Config::with_redis(redis.url());
+    config.instance_ttl = Duration::from_secs(1);
+    let hub = TestHub::start_with(config).await;
+    let mut holder = hub.client_as("taken").await;
+    // The binding lapsed in an outage, and a session on another hub took the instance.
+    let _: () = redis
+        .query(&[
+            "SET",
+            "cb:instance:{taken}:owner",
+            "other-hub:7",
+            "PX",
+            "60000",
+        ])
+        .await;
+    let (code, reason) = holder.expect_close_with_reason().await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (1008, "instance taken by another session")
+    );
+    let notice = holder.next_notification().await;
+    assert_eq!(notice["method"], "system.instance.lost", "{notice}");
+    assert_eq!(notice["params"]["instanceId"], "taken", "{notice}");
+    let message = notice["params"]["message"].as_str().unwrap();
+    assert!(message.contains("another session"), "{message}");
+    // The closed session did not release the binding it no longer held.
+    let owner: String = redis.query(&["GET", "cb:instance:{taken}:owner"]).await;
+    assert_eq!(owner, "other-hub:7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_in_flight_never_binds_an_instance_to_a_session_that_closed() {
+    let redis = RedisServer::start();
+    let hub = HubProcess::spawn(
+        std::process::Command::new(bin_path())
+            .args(["--listen", "127.0.0.1:0", "--instance-ttl", "3"])
+            .args(["--redis-url", &redis.url()])
+            .env("RUST_LOG", "quorum_hub=debug"),
+    );
+    let mut kept = WsClient::connect(&hub.ws_url()).await;
+    kept.register("kept").await;
+    let mut gone = WsClient::connect(&hub.ws_url()).await;
+    gone.register("gone").await;
+    // The registration of `gone` lapsed (as in an outage): the next refresh writes it anew.
+    let _: () = redis
+        .query(&["DEL", "cb:instance:{gone}", "cb:instance:{gone}:owner"])
+        .await;
+    // Writes wait, so the keepalive's next refresh is in flight while `gone` closes.
+    let _: () = redis.query(&["CLIENT", "PAUSE", "20000", "WRITE"]).await;
+    eventually("the keepalive's refresh to wait on Redis", async || {
+        let clients: String = redis.query(&["CLIENT", "LIST"]).await;
+        clients
+            .lines()
+            .any(|client| client.contains(" flags=b") && client.contains("cmd=evalsha"))
+            .then_some(())
+    })
+    .await;
+    gone.close().await;
+    hub.wait_for_log("closing");
+    let _: () = redis.query(&["CLIENT", "UNPAUSE"]).await;
+    // Two refreshes of `kept` later, the refresh that was in flight has finished...
+    for _ in 0..2 {
+        // A refresh shows as the time to live rising above the lowest seen since.
+        let mut lowest = i64::MAX;
+        eventually("the keepalive to refresh `kept`", async || {
+            let now: i64 = redis.query(&["PTTL", "cb:instance:{kept}:owner"]).await;
+            let refreshed = now > lowest;
+            lowest = lowest.min(now);
+            refreshed.then_some(())
+        })
+        .await;
+    }
+    // ...and `gone`, whose session closed, is bound to no session.
+    let owner: Option<String> = redis.query(&["GET", "cb:instance:{gone}:owner"]).await;
+    assert_eq!(
+        owner, None,
+        "the closed session's binding was written again"
+    );
 }

@@ -134,11 +134,34 @@ impl EventsIncomplete {
     }
 }
 
+/// `system.instance.lost`: this session's instance was taken by another session (its
+/// binding lapsed while Redis was unreachable); the session is closed next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InstanceLost {
+    pub instance_id: String,
+    pub message: String,
+}
+
+impl InstanceLost {
+    pub fn new(instance: &str) -> Self {
+        Self {
+            instance_id: instance.to_owned(),
+            message: format!(
+                "instance {instance} is now bound to another session (this session's binding \
+                 lapsed while Redis was unreachable); this session closes: open a new one \
+                 and register once the other session has let the instance go"
+            ),
+        }
+    }
+}
+
 /// A notification as a peer receives it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notification {
     DecisionMade(DecisionEvent),
     EventsIncomplete(EventsIncomplete),
+    InstanceLost(InstanceLost),
     VoteRecorded(VoteRecorded),
     InstanceRegistered(InstanceRegistered),
     InstanceUnregistered(InstanceUnregistered),
@@ -161,6 +184,7 @@ impl Notification {
         let parsed = match method.as_str() {
             event::DECISION_MADE => typed(&params, Notification::DecisionMade),
             event::EVENTS_INCOMPLETE => typed(&params, Notification::EventsIncomplete),
+            event::INSTANCE_LOST => typed(&params, Notification::InstanceLost),
             event::VOTE_RECORDED => typed(&params, Notification::VoteRecorded),
             event::INSTANCE_REGISTERED => typed(&params, Notification::InstanceRegistered),
             event::INSTANCE_UNREGISTERED => typed(&params, Notification::InstanceUnregistered),

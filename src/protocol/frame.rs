@@ -196,6 +196,11 @@ pub fn events_incomplete(notice: &EventsIncomplete) -> String {
     notification(event::EVENTS_INCOMPLETE, notice)
 }
 
+/// A `system.instance.lost` notice.
+pub fn instance_lost(instance: &str) -> String {
+    notification(event::INSTANCE_LOST, &super::InstanceLost::new(instance))
+}
+
 /// Serializes what a frame produced: nothing (only notifications), one response, or an array.
 pub fn encode_replies(frame_was_batch: bool, mut replies: Vec<Value>) -> Option<String> {
     if frame_was_batch {

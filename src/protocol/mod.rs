@@ -18,8 +18,8 @@ mod results;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use events::{
-    DecisionEvent, EventsIncomplete, GapReason, InstanceRegistered, InstanceUnregistered,
-    Notification, VoteRecorded,
+    DecisionEvent, EventsIncomplete, GapReason, InstanceLost, InstanceRegistered,
+    InstanceUnregistered, Notification, VoteRecorded,
 };
 pub use params::{NoParams, RegisterParams, StatusParams, SubscribeParams, VoteParams};
 pub use request::Request;
@@ -62,6 +62,8 @@ pub mod event {
     pub const INSTANCE_UNREGISTERED: &str = "instance.unregistered";
     /// A replay could not return every missed decision event.
     pub const EVENTS_INCOMPLETE: &str = "system.events.incomplete";
+    /// Another session took this session's instance; the session is closed next.
+    pub const INSTANCE_LOST: &str = "system.instance.lost";
 
     /// Events a session may subscribe to. `quorum.decision.made` reaches every session
     /// whether it subscribes or not.

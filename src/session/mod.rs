@@ -74,6 +74,7 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, opening: Opening) {
             },
             writer::write_outbound(&hub, &session, sink, outbound, &reader_done, &writer_done),
         );
+        tracing::debug!("closing");
         // Boxed like every Redis call here: the session's own future stays small while idle.
         Box::pin(hub.close_session(&session)).await;
         tracing::debug!("closed");

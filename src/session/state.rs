@@ -86,6 +86,10 @@ pub struct SessionHandle {
     pub evicted: Notify,
     /// The instance this session registered as, if any. One per session.
     binding: Mutex<Option<Registration>>,
+    /// Held across every change of the binding and its Redis write (register, unregister,
+    /// close, the keepalive's refresh), so no refresh rewrites a binding that its session
+    /// let go of meanwhile.
+    pub binding_change: tokio::sync::Mutex<()>,
     /// Where the session stands in the decision event stream.
     pub(super) events: Mutex<EventCursor>,
     /// Event patterns this session asked for (beyond the decisions every session gets).
@@ -131,6 +135,7 @@ impl SessionHandle {
             outbound: tx,
             evicted: Notify::new(),
             binding: Mutex::new(None),
+            binding_change: tokio::sync::Mutex::new(()),
             events: Mutex::new(EventCursor::new(settings.live_after, settings.hold)),
             subscriptions: Mutex::new(Vec::new()),
             call_limit: settings.call_limit,
@@ -186,6 +191,10 @@ impl SessionHandle {
 
     pub fn bound(&self) -> Option<InstanceId> {
         lock(&self.binding).as_ref().map(|r| r.instance.clone())
+    }
+
+    pub fn is_bound(&self) -> bool {
+        lock(&self.binding).is_some()
     }
 
     pub fn binding(&self) -> Option<Registration> {
@@ -258,6 +267,19 @@ impl SessionHandle {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
             Err(mpsc::error::TrySendError::Full(_)) => self.evict(),
+        }
+    }
+
+    /// Queues a notice and then a close, without waiting: for the hub's own tasks, which
+    /// must not wait on one session. A full queue marks the session a slow consumer,
+    /// which closes it too.
+    pub fn close_with_notice(&self, notice: Utf8Bytes, code: u16, reason: &'static str) {
+        let queued = self
+            .outbound
+            .try_send(Outbound::Text(notice))
+            .and_then(|()| self.outbound.try_send(Outbound::Close(code, reason)));
+        if let Err(mpsc::error::TrySendError::Full(_)) = queued {
+            self.evict();
         }
     }
 

@@ -196,13 +196,20 @@ impl WsClient {
 
     /// Waits for the server to close the socket and returns the close code.
     pub async fn expect_close(&mut self) -> u16 {
+        self.expect_close_with_reason().await.0
+    }
+
+    /// Waits for the server to close the socket and returns the close code and reason.
+    pub async fn expect_close_with_reason(&mut self) -> (u16, String) {
         loop {
             let frame = tokio::time::timeout(DEADLINE, self.socket.next())
                 .await
                 .expect("timed out waiting for close");
             match frame {
-                Some(Ok(Message::Close(Some(frame)))) => return frame.code.into(),
-                Some(Ok(Message::Close(None))) => return 1005,
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (frame.code.into(), frame.reason.to_string());
+                }
+                Some(Ok(Message::Close(None))) => return (1005, String::new()),
                 Some(Ok(Message::Text(text))) => self
                     .notifications
                     .push(serde_json::from_str(&text).unwrap_or(Value::Null)),
