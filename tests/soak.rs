@@ -1,7 +1,7 @@
 //! A seeded soak of hostile input: thousands of malformed, truncated, mistyped and
-//! oversized frames from many sessions against the real binary. Afterwards the hub must
-//! still decide a vote correctly, must never have panicked, and its memory must be back
-//! near where it started.
+//! oversized frames from many sessions against the real binary, and sessions resuming from
+//! cursors the hub can and cannot place. Afterwards the hub must still decide a vote
+//! correctly, must never have panicked, and its memory must be back near where it started.
 
 mod common;
 
@@ -25,7 +25,31 @@ enum Hostile {
     Fatal(Message),
 }
 
+/// Cursors a client might resume from: kept, ahead of every event, malformed, out of range.
+const CURSORS: [&str; 8] = [
+    "0-0",
+    "1-0",
+    "99999999999999-0",
+    "bogus",
+    "1-",
+    "-1",
+    "18446744073709551616-0",
+    "",
+];
+
+fn cursor(rng: &mut Rng) -> &'static str {
+    CURSORS[rng.below(CURSORS.len() as u64) as usize]
+}
+
 fn valid_call(rng: &mut Rng) -> Value {
+    if rng.below(8) == 0 {
+        let since = cursor(rng);
+        return request(
+            rng.below(1000),
+            "system.subscribe",
+            json!({ "since": since }),
+        );
+    }
     let methods = [
         "system.register",
         "system.quorum.vote",
@@ -160,7 +184,12 @@ fn hostile(rng: &mut Rng) -> Hostile {
 /// Sends this session's share of hostile frames; reconnects whenever the hub closes it.
 async fn soak_session(url: String, seed: u64) -> usize {
     let mut rng = Rng::new(seed);
-    let mut client = WsClient::connect(&url).await;
+    // Every other (re)connection resumes from a cursor, placeable or not.
+    let connect = async |rng: &mut Rng| match rng.below(2) {
+        0 => WsClient::connect(&url).await,
+        _ => WsClient::connect(&format!("{url}?lastEventId={}", cursor(rng))).await,
+    };
+    let mut client = connect(&mut rng).await;
     let mut answered = 0;
     for _ in 0..FRAMES_PER_SESSION {
         match hostile(&mut rng) {
@@ -184,7 +213,7 @@ async fn soak_session(url: String, seed: u64) -> usize {
                 client.send_message(message).await;
                 let code = client.expect_close().await;
                 assert!(code == 1009 || code == 1003, "closed with {code}");
-                client = WsClient::connect(&url).await;
+                client = connect(&mut rng).await;
             }
         }
     }
