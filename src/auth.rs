@@ -47,6 +47,15 @@ pub enum Grant {
 }
 
 impl Grant {
+    /// Who the grant is for, in words.
+    pub fn describe(&self) -> String {
+        match self {
+            Grant::Open => "anyone (no secret)".into(),
+            Grant::Instance(sub) => format!("instance {sub}"),
+            Grant::Observer => "an observer".into(),
+        }
+    }
+
     /// Checks that the holder may act as `instance`.
     pub fn may_act_as(&self, instance: &InstanceId) -> Result<(), Error> {
         match self {
@@ -60,6 +69,30 @@ impl Grant {
             )),
         }
     }
+}
+
+/// A token that checked out: what it allows, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub grant: Grant,
+    /// The token's `exp`, in ms since the Unix epoch.
+    pub expires_at_ms: u64,
+}
+
+/// When a session whose token expires at `expires_at_ms` ends: at `exp`, plus the leeway
+/// the hub allows for clock differences (the same rule as at the upgrade).
+pub fn session_deadline(expires_at_ms: u64) -> tokio::time::Instant {
+    let end = expires_at_ms.saturating_add(CLOCK_LEEWAY.as_millis() as u64);
+    let left = end.saturating_sub(crate::clock::now_ms());
+    tokio::time::Instant::now() + Duration::from_millis(left)
+}
+
+/// The `exp` a token claims, in ms since the Unix epoch, read without checking its
+/// signature: for a client deciding when to fetch a newer token, never for trusting one.
+pub fn claimed_expiry_ms(token: &str) -> Option<u64> {
+    jsonwebtoken::dangerous::insecure_decode_claims::<Claims>(token)
+        .ok()
+        .map(|claims| claims.exp.saturating_mul(1000))
 }
 
 /// Why a token was refused.
@@ -110,6 +143,11 @@ impl Authority {
 
     /// Checks a token (or its absence) and says what it allows.
     pub fn verify(&self, token: Option<&str>) -> Result<Grant, AuthError> {
+        self.check(token).map(|verified| verified.grant)
+    }
+
+    /// Checks a token (or its absence) and says what it allows, and until when.
+    pub fn check(&self, token: Option<&str>) -> Result<Verified, AuthError> {
         let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
@@ -118,17 +156,26 @@ impl Authority {
                 _ => AuthError::Invalid(e.to_string()),
             })?;
         let claims = data.claims;
-        match (claims.role.as_deref(), claims.sub) {
-            (Some(OBSERVER_ROLE), _) => Ok(Grant::Observer),
-            (Some(other), _) => Err(AuthError::Invalid(format!("unknown role {other:?}"))),
+        let expires_at_ms = claims.exp.saturating_mul(1000);
+        let grant = match (claims.role.as_deref(), claims.sub) {
+            (Some(OBSERVER_ROLE), _) => Grant::Observer,
+            (Some(other), _) => {
+                return Err(AuthError::Invalid(format!("unknown role {other:?}")));
+            }
             (None, Some(sub)) => {
                 InstanceId::parse("sub", &sub).map_err(|e| AuthError::Invalid(e.to_string()))?;
-                Ok(Grant::Instance(sub))
+                Grant::Instance(sub)
             }
-            (None, None) => Err(AuthError::Invalid(
-                "the token names no instance (sub) and no role".into(),
-            )),
-        }
+            (None, None) => {
+                return Err(AuthError::Invalid(
+                    "the token names no instance (sub) and no role".into(),
+                ));
+            }
+        };
+        Ok(Verified {
+            grant,
+            expires_at_ms,
+        })
     }
 
     /// Mints a token for `sub` (or an observer token), valid for `ttl`.

@@ -5,6 +5,8 @@
 //! too, never dropped.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -15,10 +17,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use crate::auth;
+use crate::clock::now_ms;
 use crate::protocol::peer::{self, CallError, Incoming, RpcError, Socket};
 use crate::protocol::{
-    DecisionStatus, EventId, GapReason, NoParams, Notification, RegisterParams, Registered, State,
-    StatusParams, SubscribeParams, Subscribed, VoteParams, VoteReply, method,
+    DecisionStatus, EventId, GapReason, NoParams, Notification, RefreshParams, Refreshed,
+    RegisterParams, Registered, State, StatusParams, SubscribeParams, Subscribed, VoteParams,
+    VoteReply, method,
 };
 
 /// First pause before reconnecting.
@@ -29,6 +34,78 @@ pub const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
 pub const EVENT_BUFFER: usize = 1024;
 /// Calls waiting to be sent.
 const CALL_QUEUE: usize = 256;
+/// Share of a token's lifetime after which the client asks its source for a newer one.
+const REFRESH_AT_LIFETIME: f64 = 0.8;
+/// Pause before asking again when the source had no newer token or the hub refused it.
+pub const REFRESH_RETRY: Duration = Duration::from_secs(1);
+
+/// Where the client gets its token: at every (re)connection, and again before the token it
+/// holds expires, to extend its session with `system.auth.refresh`.
+#[derive(Clone)]
+pub enum TokenSource {
+    /// One token, used as it is (the session ends when it expires).
+    Static(String),
+    /// A file holding the token, read again whenever one is needed: rotate it in place.
+    File(PathBuf),
+    /// Any function that returns the current token, e.g. one asking an identity service.
+    Custom(Arc<dyn Fn() -> Result<String, String> + Send + Sync>),
+}
+
+impl TokenSource {
+    /// The current token.
+    pub fn fetch(&self) -> Result<String, String> {
+        match self {
+            TokenSource::Static(token) => Ok(token.clone()),
+            TokenSource::File(path) => std::fs::read_to_string(path)
+                .map(|text| text.trim().to_owned())
+                .map_err(|e| format!("cannot read the token file {}: {e}", path.display())),
+            TokenSource::Custom(fetch) => fetch(),
+        }
+    }
+
+    fn can_change(&self) -> bool {
+        !matches!(self, TokenSource::Static(_))
+    }
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenSource::Static(_) => f.write_str("TokenSource::Static(..)"),
+            TokenSource::File(path) => write!(f, "TokenSource::File({})", path.display()),
+            TokenSource::Custom(_) => f.write_str("TokenSource::Custom(..)"),
+        }
+    }
+}
+
+/// The token the client holds, and when to look for a newer one.
+#[derive(Debug, Clone)]
+struct HeldToken {
+    value: String,
+    /// Its claimed `exp`, in ms (`None`: unreadable, so never refreshed).
+    expires_at_ms: Option<u64>,
+    /// When to ask the source for a newer one.
+    refresh_at: Option<tokio::time::Instant>,
+}
+
+impl HeldToken {
+    fn new(value: String) -> Self {
+        let expires_at_ms = auth::claimed_expiry_ms(&value);
+        let refresh_at = expires_at_ms.map(|exp| {
+            let left = exp.saturating_sub(now_ms()) as f64 * REFRESH_AT_LIFETIME;
+            tokio::time::Instant::now() + Duration::from_millis(left as u64)
+        });
+        Self {
+            value,
+            expires_at_ms,
+            refresh_at,
+        }
+    }
+
+    fn retry_later(&mut self) {
+        self.refresh_at = Some(tokio::time::Instant::now() + REFRESH_RETRY);
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -45,6 +122,8 @@ pub enum ClientError {
     Malformed(String),
     #[error("the client is closed")]
     Closed,
+    #[error("no token: {0}")]
+    Token(String),
 }
 
 impl From<CallError> for ClientError {
@@ -65,8 +144,8 @@ pub struct ClientConfig {
     /// Register as this instance on every (re)connection.
     pub instance: Option<String>,
     pub roles: Vec<String>,
-    /// Sent as `Authorization: Bearer`.
-    pub token: Option<String>,
+    /// Where the token sent as `Authorization: Bearer` comes from, when the hub needs one.
+    pub token: Option<TokenSource>,
     /// Start from the events after this id (otherwise: live events from now on).
     pub since: Option<EventId>,
 }
@@ -110,6 +189,7 @@ impl Client {
         let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
         let mut driver = Driver {
             last_event: config.since,
+            token: None,
             config,
             events: events_tx,
         };
@@ -186,6 +266,8 @@ struct Driver {
     config: ClientConfig,
     /// The newest decision event passed to the caller.
     last_event: Option<EventId>,
+    /// The token the current connection was opened or refreshed with.
+    token: Option<HeldToken>,
     events: mpsc::Sender<Notification>,
 }
 
@@ -203,11 +285,13 @@ impl Driver {
         let mut request = url
             .into_client_request()
             .map_err(|e| ClientError::Url(e.to_string()))?;
-        if let Some(token) = &self.config.token {
-            let value = format!("Bearer {token}")
+        if let Some(source) = &self.config.token {
+            let token = HeldToken::new(source.fetch().map_err(ClientError::Token)?);
+            let value = format!("Bearer {}", token.value)
                 .parse()
-                .map_err(|_| ClientError::Url("bad token".into()))?;
+                .map_err(|_| ClientError::Token("it is not a valid header value".into()))?;
             request.headers_mut().insert("authorization", value);
+            self.token = Some(token);
         }
         let (mut socket, _) =
             tokio_tungstenite::connect_async(request)
@@ -296,8 +380,23 @@ impl Driver {
     async fn serve(&mut self, socket: &mut Socket, calls: &mut mpsc::Receiver<Call>) -> bool {
         let mut pending: HashMap<u64, Reply> = HashMap::new();
         let mut next_id = 1u64;
+        // A refresh on its way: its request id and the token it sent.
+        let mut refreshing: Option<(u64, HeldToken)> = None;
         let dropped = loop {
+            let refresh_at = match (&self.token, &self.config.token, &refreshing) {
+                (Some(held), Some(source), None) if source.can_change() => held.refresh_at,
+                _ => None,
+            };
             tokio::select! {
+                () = sleep_until(refresh_at) => {
+                    let id = next_id;
+                    next_id += 1;
+                    match self.start_refresh(socket, id).await {
+                        Ok(Some(sent)) => refreshing = Some((id, sent)),
+                        Ok(None) => {}
+                        Err(()) => break true,
+                    }
+                }
                 call = calls.recv() => {
                     let Some(call) = call else { break false };
                     let id = next_id;
@@ -317,6 +416,12 @@ impl Driver {
                     };
                     match Incoming::parse(&text) {
                         Some(Incoming::Notification(notification)) => self.pass_on(notification).await,
+                        Some(Incoming::Reply { id: Some(id), outcome })
+                            if refreshing.as_ref().is_some_and(|(sent, _)| *sent == id) =>
+                        {
+                            let (_, sent) = refreshing.take().expect("checked above");
+                            self.end_refresh(sent, outcome);
+                        }
                         Some(Incoming::Reply { id: Some(id), outcome }) => {
                             if let Some(reply) = pending.remove(&id) {
                                 let _ = reply.send(outcome.map_err(ClientError::Rpc));
@@ -331,5 +436,64 @@ impl Driver {
             let _ = reply.send(Err(ClientError::Disconnected));
         }
         !dropped
+    }
+
+    /// Asks the token source for a newer token and, if it has one, sends it to the hub
+    /// as request `id`. Returns the token sent (`None`: nothing newer yet, asked again
+    /// later), or `Err` when the connection dropped.
+    async fn start_refresh(
+        &mut self,
+        socket: &mut Socket,
+        id: u64,
+    ) -> Result<Option<HeldToken>, ()> {
+        let (Some(source), Some(held)) = (&self.config.token, self.token.as_mut()) else {
+            return Ok(None);
+        };
+        let fresh = match source.fetch() {
+            Ok(value) => HeldToken::new(value),
+            Err(err) => {
+                tracing::warn!(%err, "could not get a newer token");
+                held.retry_later();
+                return Ok(None);
+            }
+        };
+        if fresh.expires_at_ms <= held.expires_at_ms {
+            held.retry_later();
+            return Ok(None);
+        }
+        let params = RefreshParams {
+            token: &fresh.value,
+        };
+        let request = peer::request(id, method::AUTH_REFRESH, &params);
+        if socket.send(Message::text(request)).await.is_err() {
+            return Err(());
+        }
+        Ok(Some(fresh))
+    }
+
+    /// Takes the hub's answer to a refresh: the session now runs on `sent`, or keeps its
+    /// token and asks again later.
+    fn end_refresh(&mut self, sent: HeldToken, outcome: Result<Value, RpcError>) {
+        match outcome.map(serde_json::from_value::<Refreshed>) {
+            Ok(Ok(_)) => {
+                self.token = Some(sent);
+                return;
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(%err, "the hub's answer to a token refresh did not parse")
+            }
+            Err(err) => tracing::warn!(%err, "the hub refused a newer token"),
+        }
+        if let Some(held) = self.token.as_mut() {
+            held.retry_later();
+        }
+    }
+}
+
+/// Completes at `at`; never, without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

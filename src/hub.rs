@@ -125,6 +125,7 @@ impl Hub {
         &self,
         slot: SessionSlot,
         grant: Grant,
+        expires_at_ms: Option<u64>,
         hold: bool,
     ) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
@@ -133,6 +134,7 @@ impl Hub {
         let (handle, rx) = SessionHandle::new(SessionSettings {
             id,
             grant,
+            expires_at_ms,
             owner_tag: format!("{}:{id}", self.id),
             slot,
             queue_len: self.config.session_queue as usize,

@@ -1,13 +1,14 @@
 //! The `quorum-hub` binary: parses the command line, then runs a hub or one of its tools.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use quorum_hub::auth::Authority;
 use quorum_hub::bench::{self, BenchCommand};
-use quorum_hub::client::ClientConfig;
+use quorum_hub::client::{ClientConfig, TokenSource};
 use quorum_hub::config::{Config, parse_duration};
 use quorum_hub::protocol::EventId;
 use quorum_hub::tools;
@@ -76,9 +77,18 @@ struct Connection {
     /// The hub's WebSocket endpoint.
     #[arg(long, env = "QUORUM_URL", default_value = "ws://127.0.0.1:8080/ws")]
     url: String,
-    /// A token, when the hub requires one.
-    #[arg(long, env = "QUORUM_TOKEN", hide_env_values = true)]
+    /// A token, when the hub requires one (the session ends when it expires).
+    #[arg(
+        long,
+        env = "QUORUM_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
     token: Option<String>,
+    /// A file holding the token, read again at every reconnection and before the token
+    /// expires: replace its content with a newer token and the session goes on.
+    #[arg(long, env = "QUORUM_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -198,7 +208,11 @@ fn client_config(
         url: connection.url.clone(),
         instance,
         roles: Vec::new(),
-        token: connection.token.clone(),
+        token: match (&connection.token, &connection.token_file) {
+            (Some(token), _) => Some(TokenSource::Static(token.clone())),
+            (None, Some(path)) => Some(TokenSource::File(path.clone())),
+            (None, None) => None,
+        },
         since,
     }
 }

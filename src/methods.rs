@@ -12,8 +12,8 @@ use crate::hub::Hub;
 use crate::instance::{InstanceId, Registration};
 use crate::protocol::frame::{self, Call, Entry, Frame};
 use crate::protocol::{
-    Alive, EventId, HubInfo, Registered, Request, SessionInfo, State, Subscribed, Unregistered,
-    VoteReply, method,
+    Alive, EventId, HubInfo, Refreshed, Registered, Request, SessionInfo, State, Subscribed,
+    Unregistered, VoteReply, method,
 };
 use crate::session::{self, CallAdmission, SessionHandle};
 use crate::store::{Claim, Standing};
@@ -128,6 +128,7 @@ async fn call_once(hub: &Hub, caller: Caller<'_>, call: Call) -> Result<Value, E
         Request::State => reply(state(hub, caller).await?),
         Request::Subscribe { events, since } => reply(subscribe(hub, caller, events, since).await?),
         Request::Unsubscribe { events } => reply(unsubscribe(hub, caller, &events)?),
+        Request::AuthRefresh { token } => reply(refresh(hub, caller, &token)?),
     }
 }
 
@@ -416,5 +417,33 @@ fn unsubscribe(hub: &Hub, caller: Caller<'_>, events: &[String]) -> Result<Subsc
     Ok(Subscribed {
         subscribed: hub.unsubscribe(session, Some(events)),
         replayed: None,
+    })
+}
+
+/// Extends a session with a newer token for the same instance and role. The session then
+/// ends when the later of its tokens expires; a token for anyone else changes nothing.
+fn refresh(hub: &Hub, caller: Caller<'_>, token: &str) -> Result<Refreshed, Error> {
+    let session = session_only(caller, method::AUTH_REFRESH)?;
+    let Some(authority) = &hub.authority else {
+        return Err(Error::InvalidRequest(
+            "this hub runs without --auth-secret: sessions do not expire and there is no token \
+             to refresh"
+                .into(),
+        ));
+    };
+    let kept = "the session keeps its current token until that expires";
+    let verified = authority
+        .check(Some(token))
+        .map_err(|err| Error::Unauthorized(format!("{err}; {kept}")))?;
+    if verified.grant != session.grant {
+        return Err(Error::Unauthorized(format!(
+            "this token is for {}, the session's for {}: a refresh must keep the instance and \
+             role; {kept}",
+            verified.grant.describe(),
+            session.grant.describe()
+        )));
+    }
+    Ok(Refreshed {
+        expires_at: session.extend_expiry(verified.expires_at_ms),
     })
 }

@@ -214,13 +214,15 @@ fn refuse(status: StatusCode, message: impl std::fmt::Display) -> Refusal {
 }
 
 /// Checks the request's token, if the hub has a secret.
+/// What the caller's token allows, and when it expires (`None`: the hub has no secret, so
+/// nothing expires).
 fn authenticate(
     hub: &Hub,
     headers: &HeaderMap,
     query_token: Option<&str>,
-) -> Result<Grant, Refusal> {
+) -> Result<(Grant, Option<u64>), Refusal> {
     let Some(authority) = &hub.authority else {
-        return Ok(Grant::Open);
+        return Ok((Grant::Open, None));
     };
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -231,7 +233,8 @@ fn authenticate(
         })
         .map(str::trim);
     authority
-        .verify(bearer.or(query_token))
+        .check(bearer.or(query_token))
+        .map(|verified| (verified.grant, Some(verified.expires_at_ms)))
         .map_err(|err| refuse(StatusCode::UNAUTHORIZED, err))
 }
 
@@ -293,8 +296,8 @@ async fn upgrade(
     if let Err(refused) = check_origin(&hub, &headers) {
         return refused.into_response();
     }
-    let grant = match authenticate(&hub, &headers, query.token.as_deref()) {
-        Ok(grant) => grant,
+    let (grant, expires_at_ms) = match authenticate(&hub, &headers, query.token.as_deref()) {
+        Ok(verified) => verified,
         Err(refused) => return refused.into_response(),
     };
     // A cursor that is not an event id still opens the session: it is told so in a
@@ -326,6 +329,7 @@ async fn upgrade(
                 session::Opening {
                     slot,
                     grant,
+                    expires_at_ms,
                     resume,
                 },
             )
@@ -338,8 +342,8 @@ async fn rpc(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: String) -> R
     if let Err(refused) = check_origin(&hub, &headers) {
         return refused.into_response();
     }
-    let grant = match authenticate(&hub, &headers, None) {
-        Ok(grant) => grant,
+    let (grant, _) = match authenticate(&hub, &headers, None) {
+        Ok(verified) => verified,
         Err(refused) => return refused.into_response(),
     };
     match methods::handle_frame(&hub, Caller::Http(&grant), &body).await {

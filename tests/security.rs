@@ -521,3 +521,106 @@ async fn names_cannot_escape_their_keys_and_values_are_stored_verbatim() {
     let dbsize: u64 = redis.query(&["DBSIZE"]).await;
     assert!(dbsize > 0, "the value ran as Lua");
 }
+
+/// A token for `sub` that expires `secs` seconds from now.
+fn token_expiring_in(sub: &str, secs: u64) -> String {
+    raw_token(SECRET, json!({"sub": sub, "exp": now_secs() + secs}))
+}
+
+async fn session_with(hub: &TestHub, token: &str) -> WsClient {
+    let bearer = format!("Bearer {token}");
+    WsClient::connect_with(&hub.ws_url(), &[("Authorization", &bearer)])
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ends_when_its_token_expires_and_its_instance_is_released() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start_with(secured(&redis)).await;
+    let mut short = session_with(&hub, &token_expiring_in("brief", 1)).await;
+    short.register("brief").await;
+    assert_eq!(short.vote("brief", "d", "v", 3).await["voted"], true);
+    let (code, reason) = short.expect_close_with_reason().await;
+    assert_eq!((code, reason.as_str()), (1008, "token expired"));
+    // The instance is free for a session with a valid token at once.
+    let mut next = session_with(&hub, &token("brief")).await;
+    eventually(
+        "the expired session's instance to be released",
+        async || {
+            let reply = next
+                .call("system.register", json!({"instanceId": "brief"}))
+                .await;
+            reply.get("result").map(|_| ())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_extends_a_session_only_with_a_token_for_the_same_instance_and_role() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start_with(secured(&redis)).await;
+    // Two sessions whose tokens expire together.
+    let mut keeper = session_with(&hub, &token_expiring_in("keeper", 1)).await;
+    let mut loser = session_with(&hub, &token_expiring_in("loser", 1)).await;
+    keeper.register("keeper").await;
+    loser.register("loser").await;
+
+    let exp = now_secs() + 600;
+    let newer = raw_token(SECRET, json!({"sub": "keeper", "exp": exp}));
+    let refreshed = keeper
+        .result("system.auth.refresh", json!({ "token": newer }))
+        .await;
+    assert_eq!(refreshed, json!({ "expiresAt": exp * 1000 }));
+
+    // Another instance's token, an observer's, a forged one: refused, the old grant stays.
+    let error = loser
+        .error(
+            "system.auth.refresh",
+            json!({ "token": token("someone-else") }),
+        )
+        .await;
+    assert_error(&error, -32002, "a refresh must keep the instance and role");
+    let error = loser
+        .error("system.auth.refresh", json!({ "token": observer_token() }))
+        .await;
+    assert_error(&error, -32002, "an observer");
+    let forged = raw_token(
+        "another-secret-of-enough-length",
+        json!({"sub": "loser", "exp": exp}),
+    );
+    let error = loser
+        .error("system.auth.refresh", json!({ "token": forged }))
+        .await;
+    assert_error(&error, -32002, "the token is invalid");
+    assert_eq!(loser.vote("loser", "refresh", "a", 3).await["voted"], true);
+
+    // The refused session ends at its first token's expiry...
+    let (code, reason) = loser.expect_close_with_reason().await;
+    assert_eq!((code, reason.as_str()), (1008, "token expired"));
+    // ...and the refreshed one outlives it.
+    let reply = keeper.vote("keeper", "refresh", "a", 3).await;
+    assert_eq!(reply["voted"], true, "{reply}");
+    assert_eq!(reply["voteCount"], 2, "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_needs_a_session_and_a_secret() {
+    let redis = RedisServer::start();
+    let secured_hub = TestHub::start_with(secured(&redis)).await;
+    let bearer = format!("Bearer {}", token("w1"));
+    let call = request(1, "system.auth.refresh", json!({"token": token("w1")}));
+    let (_, body) = post_rpc(secured_hub.addr, &[("Authorization", &bearer)], &call).await;
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    assert_error(&reply["error"], -32600, "needs a WebSocket session");
+
+    let open_hub = TestHub::start(&redis).await;
+    let mut c = open_hub.client().await;
+    let error = c
+        .error("system.auth.refresh", json!({"token": token("w1")}))
+        .await;
+    assert_error(&error, -32600, "runs without --auth-secret");
+    let error = c.error("system.auth.refresh", json!({"token": ""})).await;
+    assert_eq!(error["data"]["field"], "token", "{error}");
+}

@@ -4,12 +4,14 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::{
     DEADLINE, RedisServer, TestHub, bin_path, eventually, http, rpc_call, vote_params,
     without_rate_limits,
 };
-use quorum_hub::client::{Client, ClientConfig};
+use quorum_hub::auth::Authority;
+use quorum_hub::client::{Client, ClientConfig, TokenSource};
 use quorum_hub::config::{Config, RateLimit};
 use quorum_hub::protocol::{DecisionEvent, GapReason, Notification};
 use serde_json::{Value, json};
@@ -173,6 +175,68 @@ async fn a_client_resuming_a_long_replay_connects_before_the_caller_reads() {
     }
     let reply = client.vote("resumer", "after", "b", Some(1)).await.unwrap();
     assert!(reply.voted, "{reply:?}");
+}
+
+const SECRET: &str = "tools-test-secret-0123456789";
+
+/// A token for `sub` that expires in `ttl`.
+fn token(sub: &str, ttl: Duration) -> String {
+    Authority::new(SECRET)
+        .unwrap()
+        .mint(Some(sub), false, ttl)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_a_token_file_keeps_its_session_past_the_first_tokens_expiry() {
+    let redis = RedisServer::start();
+    let mut config = Config::with_redis(redis.url());
+    config.auth_secret = Some(SECRET.to_owned());
+    let hub = TestHub::start_with(config).await;
+    let dir = common::short_tempdir();
+    let file = dir.path().join("token");
+    std::fs::write(&file, token("agent", Duration::from_secs(1))).unwrap();
+    let mut config = ClientConfig::new(hub.ws_url());
+    config.instance = Some("agent".into());
+    config.token = Some(TokenSource::File(file.clone()));
+    let (client, _events) = Client::connect(config).await.unwrap();
+    // The session's binding names the session: it stays the same only if the session does.
+    let owner_key = "cb:instance:{agent}:owner";
+    let owner: String = redis.query(&["GET", owner_key]).await;
+
+    // The token is rotated in place; a session opened with a token of the same expiry,
+    // and no newer one, ends when that expires.
+    std::fs::write(&file, token("agent", Duration::from_secs(600))).unwrap();
+    let bearer = format!("Bearer {}", token("bystander", Duration::from_secs(1)));
+    let mut bystander =
+        common::WsClient::connect_with(&hub.ws_url(), &[("Authorization", &bearer)])
+            .await
+            .unwrap();
+    let (code, reason) = bystander.expect_close_with_reason().await;
+    assert_eq!((code, reason.as_str()), (1008, "token expired"));
+
+    // The client's session went on: same binding, and it votes.
+    let reply = client.vote("agent", "rotated", "a", Some(1)).await.unwrap();
+    assert!(reply.voted, "{reply:?}");
+    let after: String = redis.query(&["GET", owner_key]).await;
+    assert_eq!(after, owner, "the client reconnected instead of refreshing");
+
+    // The command-line tools read the same file.
+    let vote = Command::new(bin_path())
+        .args(["vote", "--url", &hub.ws_url(), "--token-file"])
+        .arg(&file)
+        .args([
+            "--instance",
+            "agent-cli",
+            "--decision",
+            "rotated",
+            "--value",
+            "a",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&vote.stderr);
+    assert!(stderr.contains("instance agent"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,11 +21,13 @@ pub use events::{
     DecisionEvent, EventsIncomplete, GapReason, InstanceLost, InstanceRegistered,
     InstanceUnregistered, Notification, VoteRecorded,
 };
-pub use params::{NoParams, RegisterParams, StatusParams, SubscribeParams, VoteParams};
+pub use params::{
+    NoParams, RefreshParams, RegisterParams, StatusParams, SubscribeParams, VoteParams,
+};
 pub use request::Request;
 pub use results::{
     Alive, BreakerState, DecisionStatus, DecisionSummary, HubInfo, InstanceInfo, NotVoted,
-    RecordedVote, Registered, SessionInfo, State, Subscribed, Unregistered, VoteReply,
+    RecordedVote, Refreshed, Registered, SessionInfo, State, Subscribed, Unregistered, VoteReply,
 };
 
 /// Method names.
@@ -38,9 +40,10 @@ pub mod method {
     pub const GET_STATE: &str = "system.get_state";
     pub const SUBSCRIBE: &str = "system.subscribe";
     pub const UNSUBSCRIBE: &str = "system.unsubscribe";
+    pub const AUTH_REFRESH: &str = "system.auth.refresh";
 
     /// Every method the hub serves.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         REGISTER,
         HEARTBEAT,
         UNREGISTER,
@@ -49,6 +52,7 @@ pub mod method {
         GET_STATE,
         SUBSCRIBE,
         UNSUBSCRIBE,
+        AUTH_REFRESH,
     ];
 }
 

@@ -39,6 +39,12 @@ pub struct SubscribeParams<'a> {
     pub since: Option<EventId>,
 }
 
+/// Params of `system.auth.refresh`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefreshParams<'a> {
+    pub token: &'a str,
+}
+
 /// Params of a method that takes none.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct NoParams {}

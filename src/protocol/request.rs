@@ -24,7 +24,14 @@ pub enum Request {
     Unsubscribe {
         events: Vec<String>,
     },
+    /// A newer token for the session (checked by the method, which knows the secret).
+    AuthRefresh {
+        token: String,
+    },
 }
+
+/// Longest token `system.auth.refresh` accepts, in bytes.
+pub const MAX_TOKEN_LEN: usize = 4096;
 
 impl Request {
     /// Validates `params` for `method`. Unknown methods, unknown fields, wrong types and
@@ -91,6 +98,19 @@ impl Request {
                 let p = Params::new(params, &["events"])?;
                 Ok(Request::Unsubscribe {
                     events: p.opt_strings("events")?,
+                })
+            }
+            method::AUTH_REFRESH => {
+                let p = Params::new(params, &["token"])?;
+                let token = p.str("token")?;
+                if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+                    return Err(Error::invalid(
+                        "token",
+                        format!("token: expected a JWT of 1 to {MAX_TOKEN_LEN} bytes"),
+                    ));
+                }
+                Ok(Request::AuthRefresh {
+                    token: token.to_owned(),
                 })
             }
             _ => Err(Error::MethodNotFound(format!(

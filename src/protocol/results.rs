@@ -304,3 +304,11 @@ mod tests {
         }
     }
 }
+
+/// Result of `system.auth.refresh`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Refreshed {
+    /// When the session's token now expires (its `exp`), in ms since the Unix epoch.
+    pub expires_at: u64,
+}

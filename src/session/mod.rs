@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::auth::Grant;
+use crate::auth::{self, Grant};
 use crate::hub::Hub;
 use crate::methods::{self, Caller};
 
@@ -43,6 +43,8 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 pub struct Opening {
     pub slot: SessionSlot,
     pub grant: Grant,
+    /// When the session's token expires, in ms since the Unix epoch (`None`: never).
+    pub expires_at_ms: Option<u64>,
     /// Where to resume in the decision events before going live (`?lastEventId=`).
     pub resume: Option<Resume>,
 }
@@ -53,9 +55,10 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, opening: Opening) {
     let Opening {
         slot,
         grant,
+        expires_at_ms,
         resume,
     } = opening;
-    let (session, outbound) = hub.open_session(slot, grant, resume.is_some());
+    let (session, outbound) = hub.open_session(slot, grant, expires_at_ms, resume.is_some());
     // A debug span costs nothing per session unless debug logging is on; the few
     // info-level lines below name their session themselves.
     let span = tracing::debug_span!("session", id = session.id);
@@ -93,6 +96,8 @@ async fn read_calls(
     let shutdown = hub.shutdown.cancelled();
     let writer_gone = writer_done.cancelled();
     tokio::pin!(shutdown, writer_gone);
+    // Only a session whose token expires carries a timer.
+    let mut expiry = Expiry::new(session.expires_at_ms());
     loop {
         let frame = tokio::select! {
             _ = &mut shutdown => {
@@ -100,6 +105,11 @@ async fn read_calls(
                 break;
             }
             _ = &mut writer_gone => break,
+            () = expiry.reached() => {
+                tracing::info!(session = session.id, "token expired; closing the session");
+                session.send(Outbound::Close(close_code::POLICY, TOKEN_EXPIRED)).await;
+                break;
+            }
             frame = stream.next() => frame,
         };
         // Any frame shows the peer is alive.
@@ -148,6 +158,41 @@ async fn read_calls(
         }
         if close_if_flooding(session).await {
             break;
+        }
+        // A call may have refreshed the token.
+        expiry.follow(session.expires_at_ms());
+    }
+}
+
+/// The close reason of a session whose token expired.
+pub const TOKEN_EXPIRED: &str = "token expired";
+
+/// The timer that ends a session when its token expires.
+struct Expiry {
+    at_ms: Option<u64>,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Expiry {
+    fn new(at_ms: Option<u64>) -> Self {
+        Self {
+            at_ms,
+            timer: at_ms.map(|ms| Box::pin(tokio::time::sleep_until(auth::session_deadline(ms)))),
+        }
+    }
+
+    /// Re-arms the timer if the token's expiry moved.
+    fn follow(&mut self, at_ms: Option<u64>) {
+        if at_ms != self.at_ms {
+            *self = Self::new(at_ms);
+        }
+    }
+
+    /// Completes once the token has expired; never, for a session without one.
+    async fn reached(&mut self) {
+        match self.timer.as_mut() {
+            Some(timer) => timer.as_mut().await,
+            None => std::future::pending().await,
         }
     }
 }

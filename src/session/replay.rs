@@ -256,6 +256,7 @@ mod tests {
         SessionHandle::new(SessionSettings {
             id: 1,
             grant: Grant::Open,
+            expires_at_ms: None,
             owner_tag: "hub:1".into(),
             slot: SessionSlot::reserve(&slots, 1).unwrap(),
             queue_len,

@@ -1,7 +1,7 @@
 //! A session's own state, as the rest of the hub sees it: its outbound queue, its
 //! instance binding, its call allowance and its dashboard subscriptions.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -18,6 +18,9 @@ use crate::protocol::{EventId, event};
 /// A session that makes this many times its call allowance in one window is flooding,
 /// and is closed (1008).
 pub const FLOOD_FACTOR: u32 = 2;
+
+/// The expiry of a session whose token never expires.
+const NEVER: u64 = u64::MAX;
 
 /// What a session's writer sends next.
 #[derive(Debug)]
@@ -78,6 +81,9 @@ pub struct SessionHandle {
     pub id: u64,
     /// What the session's token allows.
     pub grant: Grant,
+    /// When the session's token expires, in ms since the Unix epoch ([`NEVER`]: it does
+    /// not); `system.auth.refresh` moves it later.
+    expires_at_ms: AtomicU64,
     /// Identifies this session in Redis as the owner of its bound instance
     /// (`<hub id>:<session id>`).
     pub owner_tag: String,
@@ -113,6 +119,8 @@ pub struct SessionHandle {
 pub struct SessionSettings {
     pub id: u64,
     pub grant: Grant,
+    /// When the session's token expires, in ms since the Unix epoch (`None`: never).
+    pub expires_at_ms: Option<u64>,
     pub owner_tag: String,
     pub slot: SessionSlot,
     pub queue_len: usize,
@@ -131,6 +139,7 @@ impl SessionHandle {
         let handle = Arc::new(SessionHandle {
             id: settings.id,
             grant: settings.grant,
+            expires_at_ms: AtomicU64::new(settings.expires_at_ms.unwrap_or(NEVER)),
             owner_tag: settings.owner_tag,
             outbound: tx,
             evicted: Notify::new(),
@@ -151,6 +160,18 @@ impl SessionHandle {
             _slot: settings.slot,
         });
         (handle, rx)
+    }
+
+    /// When the session's token expires, in ms since the Unix epoch (`None`: never).
+    pub fn expires_at_ms(&self) -> Option<u64> {
+        let at = self.expires_at_ms.load(Ordering::Acquire);
+        (at != NEVER).then_some(at)
+    }
+
+    /// Moves the session's expiry to `at_ms` if that is later; returns the expiry now.
+    pub fn extend_expiry(&self, at_ms: u64) -> u64 {
+        let before = self.expires_at_ms.fetch_max(at_ms, Ordering::AcqRel);
+        before.max(at_ms)
     }
 
     /// Counts one call against the session's allowance.
