@@ -103,6 +103,12 @@ pub struct Config {
     #[arg(long, env = "QUORUM_SESSION_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub session_queue: u64,
 
+    /// Bytes a session may have waiting to be written: replies wait for room, and a pushed
+    /// event that finds none closes the session as a slow consumer (1008). A larger
+    /// message still goes out, alone.
+    #[arg(long, env = "QUORUM_SESSION_QUEUE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(64 * 1024..=1024 * 1024 * 1024))]
+    pub session_queue_bytes: u64,
+
     /// How often the hub pings each WebSocket; a session that leaves two pings unanswered
     /// is closed and its instance released.
     #[arg(long, env = "QUORUM_PING_INTERVAL", default_value = "20s", value_parser = parse_duration)]
@@ -211,6 +217,7 @@ impl Config {
                 window: Duration::from_secs(1),
             },
             session_queue: 1024,
+            session_queue_bytes: 1024 * 1024,
             ping_interval: Duration::from_secs(20),
         }
     }

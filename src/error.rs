@@ -42,6 +42,11 @@ pub enum Error {
         retry_after_ms: u64,
         message: String,
     },
+    /// A batch's replies reached their size bound before this call ran; it was not run.
+    #[error(
+        "this batch's replies reached {limit_bytes} bytes, so this call was not run: send it again, in a smaller batch"
+    )]
+    BatchReplyFull { limit_bytes: usize },
     /// A bug or an unexpected reply; details are logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -69,6 +74,7 @@ impl Error {
             Error::Backend(_) | Error::Timeout(_) => -32005,
             Error::CircuitOpen { .. } => -32001,
             Error::RateLimited { .. } => -32000,
+            Error::BatchReplyFull { .. } => -32003,
         }
     }
 
@@ -109,6 +115,9 @@ impl Error {
             ),
             Error::RateLimited { retry_after_ms, .. } => {
                 Some(json!({ "retryAfterMs": retry_after_ms }))
+            }
+            Error::BatchReplyFull { limit_bytes } => {
+                Some(json!({ "reason": "batch_reply_full", "limitBytes": limit_bytes }))
             }
             _ => None,
         }

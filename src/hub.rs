@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authority, Grant};
+use crate::budget::RpcBudgets;
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -73,6 +74,8 @@ pub struct Hub {
     next_session: AtomicU64,
     /// Checks tokens when the hub runs with a secret.
     pub authority: Option<Authority>,
+    /// The call budgets of `POST /rpc` clients, by address.
+    pub rpc_budgets: RpcBudgets,
     pub metrics: Metrics,
     registry: prometheus_client::registry::Registry,
     /// The last decision event this hub delivered. Held while delivering and while
@@ -95,6 +98,7 @@ impl Hub {
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Self {
+        let rpc_limit = config.session_rate_limit;
         Self {
             registry: metrics.registry(),
             metrics,
@@ -105,6 +109,7 @@ impl Hub {
             session_slots: Arc::new(AtomicUsize::new(0)),
             dashboards: Dashboards::new(),
             authority,
+            rpc_budgets: RpcBudgets::new(rpc_limit),
             next_session: AtomicU64::new(1),
             delivered: Mutex::new(None),
             listening: AtomicBool::new(false),
@@ -138,6 +143,7 @@ impl Hub {
             owner_tag: format!("{}:{id}", self.id),
             slot,
             queue_len: self.config.session_queue as usize,
+            queue_bytes: self.config.session_queue_bytes as usize,
             call_limit: self.config.session_rate_limit,
             metrics: self.metrics.clone(),
             live_after: *delivered,

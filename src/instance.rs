@@ -11,7 +11,7 @@ pub const MAX_ROLES: usize = 32;
 /// Longest role name, in characters.
 pub const MAX_ROLE_LEN: usize = 64;
 /// Largest registration metadata, in bytes of JSON.
-pub const MAX_METADATA_BYTES: usize = 4096;
+pub const MAX_METADATA_BYTES: usize = 1024;
 
 /// Checks a name that becomes part of a Redis key: length in characters, no whitespace,
 /// no control characters, no braces (they would break the key's hash tag).

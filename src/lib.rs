@@ -14,6 +14,7 @@
 //! - `methods`: the JSON-RPC methods and who may act as which instance.
 //! - [`auth`]: tokens (HS256 JWT) and what each allows.
 //! - `guards`: what a browser page may reach (the Origin and Host checks).
+//! - `budget`: how many calls a session or an `/rpc` client may make per window.
 //! - `hub`: shared state of one hub process and the fan-out to its sessions.
 //! - `events`: the pub/sub listener and gap recovery after a dropped link.
 //! - `keepalive`: keeps the instances of open sessions registered.
@@ -42,6 +43,7 @@ pub mod server;
 pub mod tools;
 
 mod breaker;
+mod budget;
 mod clock;
 mod events;
 mod guards;

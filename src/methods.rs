@@ -5,41 +5,43 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::auth::Grant;
+use crate::budget::{CallAdmission, CallBudget};
 use crate::clock::now_ms;
 use crate::decision::{Ballot, DecisionName, VoteOutcome};
 use crate::error::Error;
 use crate::hub::Hub;
 use crate::instance::{InstanceId, Registration};
 use crate::protocol::frame::{self, Call, Entry, Frame};
+use crate::protocol::request::StatePage;
 use crate::protocol::{
     Alive, EventId, HubInfo, Refreshed, Registered, Request, SessionInfo, State, Subscribed,
     Unregistered, VoteReply, method,
 };
-use crate::session::{self, CallAdmission, SessionHandle};
+use crate::session::{self, SessionHandle};
 use crate::store::{Claim, Standing};
 
 /// Most calls one batch may hold.
 pub const MAX_BATCH_LEN: usize = 100;
-/// Most decisions `system.get_state` lists.
-pub const STATE_DECISIONS: usize = 100;
+/// Once a batch's replies reach this many bytes, its remaining calls are not run (each is
+/// answered -32003), so one frame cannot make the hub build an outsized reply.
+pub const MAX_BATCH_REPLY_BYTES: usize = 1024 * 1024;
 /// Longest `system.subscribe` waits for the hub to start receiving dashboard events.
 pub const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-/// Most instances `system.get_state` lists.
-pub const STATE_INSTANCES: usize = 1000;
 
 /// Who is calling: a WebSocket session (which can hold an instance) or a one-shot HTTP
 /// call, each with what its token allows.
 #[derive(Clone, Copy)]
 pub enum Caller<'a> {
     Session(&'a SessionHandle),
-    Http(&'a Grant),
+    /// A `POST /rpc` call, with its client's call budget.
+    Http(&'a Grant, &'a CallBudget),
 }
 
 impl Caller<'_> {
     fn grant(&self) -> &Grant {
         match self {
             Caller::Session(session) => &session.grant,
-            Caller::Http(grant) => grant,
+            Caller::Http(grant, _) => grant,
         }
     }
 }
@@ -49,10 +51,10 @@ pub async fn handle_frame(hub: &Hub, caller: Caller<'_>, text: &str) -> Option<S
     match frame::parse_frame(text) {
         Frame::Single(entry) => {
             let reply = handle_entry(hub, caller, entry).await;
-            frame::encode_replies(false, reply.into_iter().collect())
+            reply.map(|reply| reply.to_string())
         }
         Frame::Batch(entries) if entries.len() > MAX_BATCH_LEN => {
-            if let Err(refused) = admit(hub, caller) {
+            if let Err(refused) = admit(caller) {
                 return Some(frame::failure(&Value::Null, &refused).to_string());
             }
             let error = Error::InvalidRequest(
@@ -66,17 +68,43 @@ pub async fn handle_frame(hub: &Hub, caller: Caller<'_>, text: &str) -> Option<S
         }
         Frame::Batch(entries) => {
             let mut replies = Vec::with_capacity(entries.len());
+            let mut reply_bytes = 0;
             for entry in entries {
-                replies.extend(handle_entry(hub, caller, entry).await);
+                let reply = if reply_bytes < MAX_BATCH_REPLY_BYTES {
+                    handle_entry(hub, caller, entry).await
+                } else {
+                    // Counted like any call, but not run.
+                    let full = Error::BatchReplyFull {
+                        limit_bytes: MAX_BATCH_REPLY_BYTES,
+                    };
+                    refuse_entry(caller, entry, full)
+                };
+                if let Some(reply) = reply {
+                    let reply = reply.to_string();
+                    reply_bytes += reply.len();
+                    replies.push(reply);
+                }
             }
-            frame::encode_replies(true, replies)
+            frame::encode_batch(replies)
         }
     }
 }
 
+/// The reply to an entry that is not run because of `error` (still counted against the
+/// caller's budget).
+fn refuse_entry(caller: Caller<'_>, entry: Entry, error: Error) -> Option<Value> {
+    let (id, error) = match (admit(caller), entry) {
+        (Err(refused), Entry::Invalid { id, .. }) => (Some(id), refused),
+        (Err(refused), Entry::Call(call)) => (call.id, refused),
+        (Ok(()), Entry::Invalid { id, error }) => (Some(id), error),
+        (Ok(()), Entry::Call(call)) => (call.id, error),
+    };
+    Some(frame::failure(&id?, &error))
+}
+
 async fn handle_entry(hub: &Hub, caller: Caller<'_>, entry: Entry) -> Option<Value> {
     // Every entry counts against the session's budget, valid or not.
-    let (id, outcome) = match (admit(hub, caller), entry) {
+    let (id, outcome) = match (admit(caller), entry) {
         (Err(refused), Entry::Invalid { id, .. }) => (Some(id), Err(refused)),
         (Err(refused), Entry::Call(call)) => (call.id, Err(refused)),
         (Ok(()), Entry::Invalid { id, error }) => (Some(id), Err(error)),
@@ -92,19 +120,19 @@ async fn handle_entry(hub: &Hub, caller: Caller<'_>, entry: Entry) -> Option<Val
     })
 }
 
-/// Counts one frame entry against a session's call budget (HTTP calls have none).
-pub(crate) fn admit(hub: &Hub, caller: Caller<'_>) -> Result<(), Error> {
-    let Caller::Session(session) = caller else {
-        return Ok(());
+/// Counts one frame entry against the caller's call budget.
+pub(crate) fn admit(caller: Caller<'_>) -> Result<(), Error> {
+    let (admission, limit, who) = match caller {
+        Caller::Session(session) => (session.admit_call(), session.call_limit(), "session"),
+        Caller::Http(_, budget) => (budget.admit(), budget.limit(), "client"),
     };
-    match session.admit_call() {
+    match admission {
         CallAdmission::Allowed => Ok(()),
         CallAdmission::Refused { retry_after_ms } | CallAdmission::Flooding { retry_after_ms } => {
-            let limit = hub.config.session_rate_limit;
             Err(Error::RateLimited {
                 retry_after_ms,
                 message: format!(
-                    "this session sends too fast: at most {} calls per {:?}; retry in {retry_after_ms} ms",
+                    "this {who} sends too fast: at most {} calls per {:?}; retry in {retry_after_ms} ms",
                     limit.max, limit.window
                 ),
             })
@@ -125,7 +153,7 @@ async fn call_once(hub: &Hub, caller: Caller<'_>, call: Call) -> Result<Value, E
         Request::Unregister(instance) => reply(unregister(hub, caller, instance).await?),
         Request::Vote(ballot) => reply(vote(hub, caller, ballot).await?),
         Request::Status(decision) => status(hub, decision).await,
-        Request::State => reply(state(hub, caller).await?),
+        Request::State(page) => reply(state(hub, caller, page).await?),
         Request::Subscribe { events, since } => reply(subscribe(hub, caller, events, since).await?),
         Request::Unsubscribe { events } => reply(unsubscribe(hub, caller, &events)?),
         Request::AuthRefresh { token } => reply(refresh(hub, caller, &token)?),
@@ -159,7 +187,7 @@ async fn register(
             }
             Some(session.owner_tag.as_str())
         }
-        Caller::Http(_) => None,
+        Caller::Http(..) => None,
     };
     match hub.store.register(&registration, owner, ttl).await? {
         Claim::BoundElsewhere | Claim::Missing => return Err(bound_elsewhere(&instance, ttl)),
@@ -181,7 +209,7 @@ async fn register(
 async fn binding_change<'a>(caller: Caller<'a>) -> Option<tokio::sync::MutexGuard<'a, ()>> {
     match caller {
         Caller::Session(session) => Some(session.binding_change.lock().await),
-        Caller::Http(_) => None,
+        Caller::Http(..) => None,
     }
 }
 
@@ -189,7 +217,7 @@ async fn binding_change<'a>(caller: Caller<'a>) -> Option<tokio::sync::MutexGuar
 fn owner_tag<'a>(caller: Caller<'a>, instance: &InstanceId) -> Option<&'a str> {
     match caller {
         Caller::Session(session) => session.owner_tag_for(instance),
-        Caller::Http(_) => None,
+        Caller::Http(..) => None,
     }
 }
 
@@ -328,7 +356,7 @@ async fn may_vote_as(hub: &Hub, caller: Caller<'_>, instance: &InstanceId) -> Re
                 "this session is registered as {bound}; it cannot vote as {instance}"
             ))),
         },
-        Caller::Http(_) => match hub.store.standing(instance).await? {
+        Caller::Http(..) => match hub.store.standing(instance).await? {
             Standing::Registered => Ok(()),
             Standing::NotRegistered => Err(Error::Unauthorized(format!(
                 "instance {instance} is not registered; call system.register first"
@@ -350,21 +378,30 @@ async fn status(hub: &Hub, decision: DecisionName) -> Result<Value, Error> {
     }
 }
 
-async fn state(hub: &Hub, caller: Caller<'_>) -> Result<State, Error> {
+async fn state(hub: &Hub, caller: Caller<'_>, page: StatePage) -> Result<State, Error> {
     // An index entry outlives its registration by at most two TTLs before it is pruned.
     let ttl_ms = hub.config.instance_ttl.as_millis() as u64;
     let stale_before = now_ms().saturating_sub(2 * ttl_ms);
-    let instances = hub.store.instances(STATE_INSTANCES, stale_before).await?;
-    let decisions = hub.store.recent_decisions(STATE_DECISIONS).await?;
+    let instances_after = page.instances_after.as_ref().map(InstanceId::as_str);
+    let instances = hub
+        .store
+        .instances(page.limit, instances_after, stale_before)
+        .await?;
+    let decisions = hub
+        .store
+        .recent_decisions(page.limit, page.decisions_after.as_ref())
+        .await?;
     let session = match caller {
         Caller::Session(session) => Some(SessionInfo {
             instance_id: session.bound().map(|id| id.to_string()),
         }),
-        Caller::Http(_) => None,
+        Caller::Http(..) => None,
     };
     Ok(State {
-        instances,
-        decisions,
+        instances: instances.instances,
+        next_instances: instances.next,
+        decisions: decisions.decisions,
+        next_decisions: decisions.next,
         hub: HubInfo {
             hub_id: hub.id.clone(),
             sessions: hub.session_count(),
@@ -380,7 +417,7 @@ async fn state(hub: &Hub, caller: Caller<'_>) -> Result<State, Error> {
 fn session_only<'a>(caller: Caller<'a>, method: &str) -> Result<&'a SessionHandle, Error> {
     match caller {
         Caller::Session(session) => Ok(session),
-        Caller::Http(_) => Err(Error::InvalidRequest(
+        Caller::Http(..) => Err(Error::InvalidRequest(
             format!(
                 "{method} needs a WebSocket session (GET /ws); it has no meaning over POST /rpc"
             )

@@ -1,10 +1,11 @@
 //! The HTTP side of a hub: routes, start-up, and graceful shutdown.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Query, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -140,10 +141,13 @@ async fn serve(
     }
     tracing::info!("listening on {addr}");
     let listener = listener.tap_io(tune_socket);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .map_err(StartError::Serve)?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .await
+    .map_err(StartError::Serve)?;
 
     // Upgraded WebSockets are not connections axum waits for; the tracker holds them.
     hub.tracker.close();
@@ -338,7 +342,12 @@ async fn upgrade(
         })
 }
 
-async fn rpc(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: String) -> Response {
+async fn rpc(
+    State(hub): State<Arc<Hub>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     if let Err(refused) = check_origin(&hub, &headers) {
         return refused.into_response();
     }
@@ -346,7 +355,14 @@ async fn rpc(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: String) -> R
         Ok(verified) => verified,
         Err(refused) => return refused.into_response(),
     };
-    match methods::handle_frame(&hub, Caller::Http(&grant), &body).await {
+    let Some(budget) = hub.rpc_budgets.of(peer.ip()) else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many clients are calling /rpc at once; retry in a second",
+        )
+        .into_response();
+    };
+    match methods::handle_frame(&hub, Caller::Http(&grant, &budget), &body).await {
         Some(reply) => ([(header::CONTENT_TYPE, "application/json")], reply).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
     }

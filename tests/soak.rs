@@ -1,6 +1,7 @@
 //! A seeded soak of hostile input: thousands of malformed, truncated, mistyped and
-//! oversized frames from many sessions against the real binary, and sessions resuming from
-//! cursors the hub can and cannot place. Afterwards the hub must still decide a vote
+//! oversized frames from many sessions against the real binary, token refreshes, pages of
+//! `system.get_state` from hostile cursors, and sessions resuming from cursors the hub can
+//! and cannot place. Afterwards the hub must still decide a vote
 //! correctly, must never have panicked, and its memory must be back near where it started.
 
 mod common;
@@ -42,13 +43,41 @@ fn cursor(rng: &mut Rng) -> &'static str {
 }
 
 fn valid_call(rng: &mut Rng) -> Value {
-    if rng.below(8) == 0 {
-        let since = cursor(rng);
-        return request(
-            rng.below(1000),
-            "system.subscribe",
-            json!({ "since": since }),
-        );
+    let id = rng.below(1000);
+    match rng.below(16) {
+        0 | 1 => {
+            let since = cursor(rng);
+            return request(id, "system.subscribe", json!({ "since": since }));
+        }
+        // Pages of every size, from every cursor, placeable or not.
+        2 | 3 => {
+            let limits = [
+                json!(1),
+                json!(100),
+                json!(1000),
+                json!(1001),
+                json!(0),
+                json!(-5),
+            ];
+            let limit = limits[rng.below(6) as usize].clone();
+            let decisions_after = ["1:soak", "x", "99999999999999:zz", ""][rng.below(4) as usize];
+            let params = match rng.below(3) {
+                0 => json!({ "limit": limit }),
+                1 => json!({ "limit": limit, "instancesAfter": format!("soak-{}", rng.below(50)) }),
+                _ => json!({ "limit": limit, "decisionsAfter": decisions_after }),
+            };
+            return request(id, "system.get_state", params);
+        }
+        // Token refreshes: junk, oversized, or shaped like a JWT.
+        4 => {
+            let token = match rng.below(3) {
+                0 => "a.b.c".to_owned(),
+                1 => "t".repeat(5000),
+                _ => "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4IiwiZXhwIjo5OTk5OTk5OTk5fQ.c2ln".to_owned(),
+            };
+            return request(id, "system.auth.refresh", json!({ "token": token }));
+        }
+        _ => {}
     }
     let methods = [
         "system.register",

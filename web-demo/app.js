@@ -62,7 +62,8 @@ async function loadTally(name) {
 async function refresh() {
   let state;
   try {
-    state = await socket.call('system.get_state', {});
+    // One page of the largest size: the dashboard shows at most that many instances.
+    state = await socket.call('system.get_state', { limit: 1000 });
   } catch {
     return;
   }

@@ -201,13 +201,22 @@ pub fn instance_lost(instance: &str) -> String {
     notification(event::INSTANCE_LOST, &super::InstanceLost::new(instance))
 }
 
-/// Serializes what a frame produced: nothing (only notifications), one response, or an array.
-pub fn encode_replies(frame_was_batch: bool, mut replies: Vec<Value>) -> Option<String> {
-    if frame_was_batch {
-        (!replies.is_empty()).then(|| Value::Array(replies).to_string())
-    } else {
-        replies.pop().map(|r| r.to_string())
+/// Joins a batch's serialized replies into one array (nothing if all were notifications).
+pub fn encode_batch(replies: Vec<String>) -> Option<String> {
+    if replies.is_empty() {
+        return None;
     }
+    let len = replies.iter().map(|r| r.len() + 1).sum::<usize>() + 1;
+    let mut text = String::with_capacity(len);
+    text.push('[');
+    for (n, reply) in replies.iter().enumerate() {
+        if n > 0 {
+            text.push(',');
+        }
+        text.push_str(reply);
+    }
+    text.push(']');
+    Some(text)
 }
 
 #[cfg(test)]

@@ -26,8 +26,9 @@ pub use params::{
 };
 pub use request::Request;
 pub use results::{
-    Alive, BreakerState, DecisionStatus, DecisionSummary, HubInfo, InstanceInfo, NotVoted,
-    RecordedVote, Refreshed, Registered, SessionInfo, State, Subscribed, Unregistered, VoteReply,
+    Alive, BreakerState, DecisionCursor, DecisionStatus, DecisionSummary, HubInfo, InstanceInfo,
+    NotVoted, RecordedVote, Refreshed, Registered, SessionInfo, State, Subscribed, Unregistered,
+    VoteReply,
 };
 
 /// Method names.

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{EventId, event, method};
+use super::{DecisionCursor, EventId, event, method};
 use crate::decision::{Ballot, DecisionName, VoteValue, parse_total_instances};
 use crate::error::Error;
 use crate::instance::{InstanceId, Registration};
@@ -16,7 +16,7 @@ pub enum Request {
     Unregister(InstanceId),
     Vote(Ballot),
     Status(DecisionName),
-    State,
+    State(StatePage),
     Subscribe {
         events: Vec<String>,
         since: Option<EventId>,
@@ -28,6 +28,22 @@ pub enum Request {
     AuthRefresh {
         token: String,
     },
+}
+
+/// Instances and decisions one `system.get_state` page lists when no `limit` is given.
+pub const DEFAULT_STATE_PAGE: usize = 100;
+/// Largest `limit` of a `system.get_state` page.
+pub const MAX_STATE_PAGE: usize = 1000;
+
+/// The page of `system.get_state` a caller asks for.
+#[derive(Debug, Clone)]
+pub struct StatePage {
+    /// Most instances, and most decisions, to list.
+    pub limit: usize,
+    /// List the instances after this one (`nextInstances` of the previous page).
+    pub instances_after: Option<InstanceId>,
+    /// List the decisions after this one (`nextDecisions` of the previous page).
+    pub decisions_after: Option<DecisionCursor>,
 }
 
 /// Longest token `system.auth.refresh` accepts, in bytes.
@@ -77,8 +93,34 @@ impl Request {
                 )?))
             }
             method::GET_STATE => {
-                Params::new(params, &[])?;
-                Ok(Request::State)
+                let p = Params::new(params, &["limit", "instancesAfter", "decisionsAfter"])?;
+                let limit = match p.opt_u64("limit")? {
+                    None => DEFAULT_STATE_PAGE,
+                    Some(n) if (1..=MAX_STATE_PAGE as u64).contains(&n) => n as usize,
+                    Some(n) => {
+                        return Err(Error::invalid(
+                            "limit",
+                            format!("limit: expected 1 to {MAX_STATE_PAGE}, got {n}"),
+                        ));
+                    }
+                };
+                let instances_after = p
+                    .opt_str("instancesAfter")?
+                    .map(|raw| InstanceId::parse("instancesAfter", raw))
+                    .transpose()?;
+                let decisions_after = p
+                    .opt_str("decisionsAfter")?
+                    .map(|raw| {
+                        raw.parse::<DecisionCursor>().map_err(|e| {
+                            Error::invalid("decisionsAfter", format!("decisionsAfter: {e}"))
+                        })
+                    })
+                    .transpose()?;
+                Ok(Request::State(StatePage {
+                    limit,
+                    instances_after,
+                    decisions_after,
+                }))
             }
             method::SUBSCRIBE => {
                 let p = Params::new(params, &["events", "since"])?;

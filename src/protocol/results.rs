@@ -177,16 +177,65 @@ pub struct RecordedVote {
     pub seq: u64,
 }
 
-/// Result of `system.get_state`.
+/// Result of `system.get_state`: one page of instances and one of decisions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct State {
-    /// Registered instances, most recently seen first.
+    /// Registered instances, in `instanceId` order.
     pub instances: Vec<InstanceInfo>,
-    /// The most recently opened decisions, newest first.
+    /// Pass as `instancesAfter` for the next page of instances; `null` after the last.
+    pub next_instances: Option<String>,
+    /// Decisions, the most recently opened first.
     pub decisions: Vec<DecisionSummary>,
+    /// Pass as `decisionsAfter` for the next page of decisions; `null` after the last.
+    pub next_decisions: Option<DecisionCursor>,
     pub hub: HubInfo,
     /// The calling session; `null` over `POST /rpc`.
     pub session: Option<SessionInfo>,
+}
+
+/// Where a page of decisions ends: the last decision listed and when it was opened. An
+/// opaque string on the wire (`<openedAt>:<decision>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionCursor {
+    pub opened_at: u64,
+    pub decision: String,
+}
+
+impl std::fmt::Display for DecisionCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.opened_at, self.decision)
+    }
+}
+
+impl std::str::FromStr for DecisionCursor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (opened_at, decision) = s
+            .split_once(':')
+            .filter(|(at, name)| !name.is_empty() && at.len() <= 20)
+            .ok_or_else(|| format!("{s:?} is not a cursor from nextDecisions"))?;
+        Ok(Self {
+            opened_at: opened_at
+                .parse()
+                .map_err(|_| format!("{s:?} is not a cursor from nextDecisions"))?,
+            decision: decision.to_owned(),
+        })
+    }
+}
+
+impl Serialize for DecisionCursor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DecisionCursor {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// A registered instance as listed by `system.get_state`.

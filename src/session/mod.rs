@@ -12,7 +12,7 @@ mod writer;
 
 pub use replay::{Resume, replay};
 pub(crate) use state::lock;
-pub use state::{CallAdmission, Outbound, SessionHandle, SessionSettings, SessionSlot};
+pub use state::{Outbound, SessionHandle, SessionSettings, SessionSlot};
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -260,6 +260,7 @@ mod tests {
             owner_tag: "hub:1".into(),
             slot: SessionSlot::reserve(&slots, 1).unwrap(),
             queue_len,
+            queue_bytes: 1 << 20,
             call_limit: RateLimit::OFF,
             metrics: Metrics::new(),
             live_after: Some(live_after),

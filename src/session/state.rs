@@ -3,21 +3,17 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{Notify, mpsc};
 
 use super::replay::EventCursor;
 use crate::auth::Grant;
+use crate::budget::{CallAdmission, CallBudget};
 use crate::config::RateLimit;
 use crate::instance::{InstanceId, Registration};
 use crate::metrics::Metrics;
 use crate::protocol::{EventId, event};
-
-/// A session that makes this many times its call allowance in one window is flooding,
-/// and is closed (1008).
-pub const FLOOD_FACTOR: u32 = 2;
 
 /// The expiry of a session whose token never expires.
 const NEVER: u64 = u64::MAX;
@@ -35,27 +31,6 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Whether a session may make one more call now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallAdmission {
-    Allowed,
-    /// Over the session's allowance; the call is refused.
-    Refused {
-        retry_after_ms: u64,
-    },
-    /// Far over it: refused, and the session is to be closed.
-    Flooding {
-        retry_after_ms: u64,
-    },
-}
-
-/// Calls counted in the current fixed window.
-#[derive(Debug)]
-struct CallWindow {
-    started: Instant,
-    calls: u32,
 }
 
 /// One of the hub's limited session places, given back when dropped.
@@ -100,14 +75,17 @@ pub struct SessionHandle {
     pub(super) events: Mutex<EventCursor>,
     /// Event patterns this session asked for (beyond the decisions every session gets).
     subscriptions: Mutex<Vec<String>>,
-    call_limit: RateLimit,
-    calls: Mutex<CallWindow>,
+    calls: CallBudget,
     /// Set when the session floods; its reader closes it.
     pub flooding: AtomicBool,
     /// Pings sent since the peer last showed it is alive.
     pub unanswered_pings: AtomicU32,
     /// Messages the outbound queue holds at most.
     pub(super) queue_len: usize,
+    /// Bytes the outbound queue holds at most, as permits: taken when a message is
+    /// queued, given back when the writer takes it off.
+    queued_bytes: tokio::sync::Semaphore,
+    byte_budget: usize,
     pub(super) metrics: Metrics,
     /// Set once the session is marked a slow consumer (counted once).
     pub(super) slow: AtomicBool,
@@ -124,6 +102,8 @@ pub struct SessionSettings {
     pub owner_tag: String,
     pub slot: SessionSlot,
     pub queue_len: usize,
+    /// Bytes the outbound queue holds at most.
+    pub queue_bytes: usize,
     pub call_limit: RateLimit,
     pub metrics: Metrics,
     /// Every event after this id reaches the session live (`None`: not known yet).
@@ -147,14 +127,12 @@ impl SessionHandle {
             binding_change: tokio::sync::Mutex::new(()),
             events: Mutex::new(EventCursor::new(settings.live_after, settings.hold)),
             subscriptions: Mutex::new(Vec::new()),
-            call_limit: settings.call_limit,
-            calls: Mutex::new(CallWindow {
-                started: Instant::now(),
-                calls: 0,
-            }),
+            calls: CallBudget::new(settings.call_limit),
             flooding: AtomicBool::new(false),
             unanswered_pings: AtomicU32::new(0),
             queue_len: settings.queue_len,
+            queued_bytes: tokio::sync::Semaphore::new(settings.queue_bytes),
+            byte_budget: settings.queue_bytes,
             metrics: settings.metrics,
             slow: AtomicBool::new(false),
             _slot: settings.slot,
@@ -174,40 +152,70 @@ impl SessionHandle {
         before.max(at_ms)
     }
 
-    /// Counts one call against the session's allowance.
+    /// Counts one call against the session's allowance; far over it, marks the session
+    /// flooding (its reader closes it).
     pub fn admit_call(&self) -> CallAdmission {
-        if self.call_limit.is_off() {
-            return CallAdmission::Allowed;
-        }
-        let mut window = lock(&self.calls);
-        let elapsed = window.started.elapsed();
-        if elapsed >= self.call_limit.window {
-            *window = CallWindow {
-                started: Instant::now(),
-                calls: 0,
-            };
-        }
-        window.calls = window.calls.saturating_add(1);
-        if window.calls <= self.call_limit.max {
-            return CallAdmission::Allowed;
-        }
-        let retry_after_ms = self
-            .call_limit
-            .window
-            .saturating_sub(window.started.elapsed())
-            .as_millis() as u64
-            + 1;
-        if window.calls > self.call_limit.max.saturating_mul(FLOOD_FACTOR) {
+        let admission = self.calls.admit();
+        if let CallAdmission::Flooding { .. } = admission {
             self.flooding.store(true, Ordering::Release);
-            CallAdmission::Flooding { retry_after_ms }
-        } else {
-            CallAdmission::Refused { retry_after_ms }
+        }
+        admission
+    }
+
+    /// The session's call allowance.
+    pub fn call_limit(&self) -> RateLimit {
+        self.calls.limit()
+    }
+
+    /// Queues a message, waiting while the queue is full, by messages or by bytes (the
+    /// caller's own backpressure).
+    pub async fn send(&self, message: Outbound) -> bool {
+        let Ok(permits) = self
+            .queued_bytes
+            .acquire_many(self.permits_for(&message))
+            .await
+        else {
+            return false;
+        };
+        permits.forget();
+        self.outbound.send(message).await.is_ok()
+    }
+
+    /// Queues a message without waiting; `false` when the queue is full, by messages or
+    /// by bytes (or the session is gone).
+    fn try_queue(&self, message: Outbound) -> Result<(), mpsc::error::TrySendError<()>> {
+        let bytes = self.permits_for(&message);
+        match self.queued_bytes.try_acquire_many(bytes) {
+            Ok(permits) => permits.forget(),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                return Err(mpsc::error::TrySendError::Full(()));
+            }
+            Err(tokio::sync::TryAcquireError::Closed) => {
+                return Err(mpsc::error::TrySendError::Closed(()));
+            }
+        }
+        self.outbound.try_send(message).map_err(|err| {
+            self.queued_bytes.add_permits(bytes as usize);
+            match err {
+                mpsc::error::TrySendError::Full(_) => mpsc::error::TrySendError::Full(()),
+                mpsc::error::TrySendError::Closed(_) => mpsc::error::TrySendError::Closed(()),
+            }
+        })
+    }
+
+    /// The byte permits a queued message holds: its length, at most the whole budget (so
+    /// that one larger message still goes out, alone).
+    fn permits_for(&self, message: &Outbound) -> u32 {
+        match message {
+            Outbound::Text(text) => text.len().min(self.byte_budget) as u32,
+            Outbound::Close(..) => 0,
         }
     }
 
-    /// Queues a message, waiting while the queue is full (the caller's own backpressure).
-    pub async fn send(&self, message: Outbound) -> bool {
-        self.outbound.send(message).await.is_ok()
+    /// Gives back the bytes of a message the writer took off the queue.
+    pub(super) fn dequeued(&self, message: &Outbound) {
+        self.queued_bytes
+            .add_permits(self.permits_for(message) as usize);
     }
 
     pub fn bound(&self) -> Option<InstanceId> {
@@ -282,12 +290,12 @@ impl SessionHandle {
 
     /// Queues a message without waiting; a full queue marks the session a slow consumer.
     pub fn push_now(&self, text: &Utf8Bytes) {
-        match self.outbound.try_send(Outbound::Text(text.clone())) {
+        match self.try_queue(Outbound::Text(text.clone())) {
             Ok(()) => {
                 self.metrics.events_delivered.inc();
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.evict(),
+            Err(mpsc::error::TrySendError::Closed(())) => {}
+            Err(mpsc::error::TrySendError::Full(())) => self.evict(),
         }
     }
 
@@ -296,10 +304,9 @@ impl SessionHandle {
     /// which closes it too.
     pub fn close_with_notice(&self, notice: Utf8Bytes, code: u16, reason: &'static str) {
         let queued = self
-            .outbound
-            .try_send(Outbound::Text(notice))
-            .and_then(|()| self.outbound.try_send(Outbound::Close(code, reason)));
-        if let Err(mpsc::error::TrySendError::Full(_)) = queued {
+            .try_queue(Outbound::Text(notice))
+            .and_then(|()| self.try_queue(Outbound::Close(code, reason)));
+        if let Err(mpsc::error::TrySendError::Full(())) = queued {
             self.evict();
         }
     }

@@ -44,8 +44,13 @@ pub(super) async fn write_outbound(
                 biased;
                 _ = &mut evicted => close(close_code::POLICY, "slow consumer"),
                 next = outbound.recv() => match next {
-                    Some(Outbound::Text(text)) => Message::Text(text),
-                    Some(Outbound::Close(code, reason)) => close(code, reason),
+                    Some(message) => {
+                        session.dequeued(&message);
+                        match message {
+                            Outbound::Text(text) => Message::Text(text),
+                            Outbound::Close(code, reason) => close(code, reason),
+                        }
+                    }
                     None => break,
                 },
                 // Everything the reader queued has been written (the queue is polled first).
@@ -71,13 +76,16 @@ pub(super) async fn write_outbound(
             sink.feed(message).await?;
             if !closing {
                 for _ in 1..WRITE_BATCH {
-                    match outbound.try_recv() {
-                        Ok(Outbound::Text(text)) => sink.feed(Message::Text(text)).await?,
-                        Ok(Outbound::Close(code, reason)) => {
+                    let Ok(message) = outbound.try_recv() else {
+                        break;
+                    };
+                    session.dequeued(&message);
+                    match message {
+                        Outbound::Text(text) => sink.feed(Message::Text(text)).await?,
+                        Outbound::Close(code, reason) => {
                             pending_close = Some(close(code, reason));
                             break;
                         }
-                        Err(_) => break,
                     }
                 }
             }

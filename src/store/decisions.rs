@@ -10,7 +10,7 @@ use super::{Store, field_u64, internal, keys};
 use crate::config::RateLimit;
 use crate::decision::{Ballot, DEFAULT_TOTAL_INSTANCES, DecisionName, VoteOutcome, quorum_for};
 use crate::error::Error;
-use crate::protocol::{DecisionStatus, DecisionSummary, RecordedVote};
+use crate::protocol::{DecisionCursor, DecisionStatus, DecisionSummary, RecordedVote};
 
 /// Decisions the recent-decisions index keeps; older ones drop out of `system.get_state`
 /// (their keys and audit trail stay).
@@ -121,21 +121,56 @@ impl Store {
         }))
     }
 
-    /// The most recently opened decisions, newest first.
+    /// A page of decisions, the most recently opened first, after `after` (from the
+    /// newest with `None`).
     pub(crate) async fn recent_decisions(
         &self,
         limit: usize,
-    ) -> Result<Vec<DecisionSummary>, Error> {
-        let names: Vec<String> = self
+        after: Option<&DecisionCursor>,
+    ) -> Result<DecisionPage, Error> {
+        // Where the page starts: just after the cursor's entry, or, if that is gone, after
+        // every entry opened no earlier than it.
+        let start = match after {
+            None => 0,
+            Some(cursor) => {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ZREVRANK")
+                    .arg(keys::DECISIONS_INDEX)
+                    .arg(&cursor.decision)
+                    .cmd("ZCOUNT")
+                    .arg(keys::DECISIONS_INDEX)
+                    .arg(cursor.opened_at)
+                    .arg("+inf");
+                let (rank, opened_no_earlier): (Option<u64>, u64) = self.query_pipe(&pipe).await?;
+                rank.map_or(opened_no_earlier, |rank| rank + 1)
+            }
+        };
+        let listed: Vec<(String, u64)> = self
             .query(
                 redis::cmd("ZREVRANGE")
                     .arg(keys::DECISIONS_INDEX)
-                    .arg(0)
-                    .arg(limit as i64 - 1),
+                    .arg(start)
+                    .arg(start + limit as u64)
+                    .arg("WITHSCORES"),
             )
             .await?;
+        let next = (listed.len() > limit).then(|| {
+            let (decision, opened_at) = listed[limit - 1].clone();
+            DecisionCursor {
+                opened_at,
+                decision,
+            }
+        });
+        let names: Vec<String> = listed
+            .into_iter()
+            .take(limit)
+            .map(|(name, _)| name)
+            .collect();
         if names.is_empty() {
-            return Ok(Vec::new());
+            return Ok(DecisionPage {
+                decisions: Vec::new(),
+                next,
+            });
         }
         let mut pipe = redis::pipe();
         for name in &names {
@@ -172,7 +207,7 @@ impl Store {
                 decided_at: result[1].as_deref().and_then(|t| t.parse().ok()),
             });
         }
-        Ok(decisions)
+        Ok(DecisionPage { decisions, next })
     }
 }
 
@@ -288,4 +323,11 @@ mod tests {
         assert_eq!(command.len(), 3 + keys.len() + args.len());
         assert!(command[3..].iter().all(|part| !part.is_empty()));
     }
+}
+
+/// A page of decisions, and where the next one starts (`None`: this is the last).
+#[derive(Debug)]
+pub(crate) struct DecisionPage {
+    pub decisions: Vec<DecisionSummary>,
+    pub next: Option<DecisionCursor>,
 }

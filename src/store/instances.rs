@@ -130,8 +130,7 @@ impl Store {
         let (code,): (i64,) = self.query_pipe(&pipe).await?;
         let claim = Claim::from_script(code);
         if claim != Claim::BoundElsewhere {
-            self.query::<()>(redis::cmd("ZREM").arg(keys::INSTANCES_INDEX).arg(id))
-                .await?;
+            self.query_pipe::<()>(&forget(&[id])).await?;
         }
         Ok(claim)
     }
@@ -165,26 +164,49 @@ impl Store {
         })
     }
 
-    /// Registered instances, most recently seen first. Entries not refreshed since
-    /// `stale_before_ms` are dropped from the index first.
+    /// A page of registered instances in id order, after `after` (from the first with
+    /// `None`). Entries not refreshed since `stale_before_ms` leave the indexes first, a
+    /// bounded batch per call.
     pub(crate) async fn instances(
         &self,
         limit: usize,
+        after: Option<&str>,
         stale_before_ms: u64,
-    ) -> Result<Vec<InstanceInfo>, Error> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("ZREMRANGEBYSCORE")
-            .arg(keys::INSTANCES_INDEX)
-            .arg("-inf")
-            .arg(format!("({stale_before_ms}"))
-            .ignore()
-            .cmd("ZREVRANGE")
-            .arg(keys::INSTANCES_INDEX)
-            .arg(0)
-            .arg(limit as i64 - 1);
-        let (ids,): (Vec<String>,) = self.query_pipe(&pipe).await?;
+    ) -> Result<InstancePage, Error> {
+        let stale: Vec<String> = self
+            .query(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(keys::INSTANCES_INDEX)
+                    .arg("-inf")
+                    .arg(format!("({stale_before_ms}"))
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(PRUNE_BATCH),
+            )
+            .await?;
+        if !stale.is_empty() {
+            self.query_pipe::<()>(&forget(&stale)).await?;
+        }
+        let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+        let mut ids: Vec<String> = self
+            .query(
+                redis::cmd("ZRANGEBYLEX")
+                    .arg(keys::INSTANCES_BY_ID)
+                    .arg(start)
+                    .arg("+")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit + 1),
+            )
+            .await?;
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        let next = if more { ids.last().cloned() } else { None };
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok(InstancePage {
+                instances: Vec::new(),
+                next,
+            });
         }
         let mut pipe = redis::pipe();
         for id in &ids {
@@ -213,11 +235,35 @@ impl Store {
             });
         }
         if !gone.is_empty() {
-            self.query::<()>(redis::cmd("ZREM").arg(keys::INSTANCES_INDEX).arg(&gone))
-                .await?;
+            self.query_pipe::<()>(&forget(&gone)).await?;
         }
-        Ok(instances)
+        Ok(InstancePage { instances, next })
     }
+}
+
+/// Most stale index entries one `system.get_state` call removes.
+const PRUNE_BATCH: usize = 1000;
+
+/// A page of registered instances, and where the next one starts (`None`: this is the last).
+#[derive(Debug)]
+pub(crate) struct InstancePage {
+    pub instances: Vec<InstanceInfo>,
+    pub next: Option<String>,
+}
+
+/// A pipeline that removes `ids` from both instance indexes.
+fn forget<S: AsRef<str>>(ids: &[S]) -> redis::Pipeline {
+    let ids: Vec<&str> = ids.iter().map(AsRef::as_ref).collect();
+    let mut pipe = redis::pipe();
+    pipe.cmd("ZREM")
+        .arg(keys::INSTANCES_INDEX)
+        .arg(&ids)
+        .ignore()
+        .cmd("ZREM")
+        .arg(keys::INSTANCES_BY_ID)
+        .arg(&ids)
+        .ignore();
+    pipe
 }
 
 /// Adds to `pipe` the instances index entry that `system.get_state` lists `id` by.
@@ -225,6 +271,11 @@ fn note_seen(pipe: &mut redis::Pipeline, now: &str, id: &str) {
     pipe.cmd("ZADD")
         .arg(keys::INSTANCES_INDEX)
         .arg(now)
+        .arg(id)
+        .ignore()
+        .cmd("ZADD")
+        .arg(keys::INSTANCES_BY_ID)
+        .arg(0)
         .arg(id)
         .ignore();
 }

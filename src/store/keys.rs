@@ -20,6 +20,9 @@ pub(crate) const DECISIONS_INDEX: &str = "cb:decisions";
 pub(crate) const BENCH_DECISIONS_INDEX: &str = "cb:bench:decisions";
 /// Sorted set: instance id -> last time it was registered or refreshed (ms).
 pub(crate) const INSTANCES_INDEX: &str = "cb:instances";
+/// Sorted set, every score 0: the same instance ids in byte order, so that
+/// `system.get_state` pages through them in an order that heartbeats do not change.
+pub(crate) const INSTANCES_BY_ID: &str = "cb:instances:by-id";
 
 /// Channels of the events sessions may subscribe to (dashboards). A hub listens on them
 /// only while one of its sessions has subscribed.

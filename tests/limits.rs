@@ -1,0 +1,356 @@
+//! Replies, queues and call budgets stay bounded whatever a caller asks for: paged
+//! `system.get_state`, capped metadata, a bound on a batch's replies, byte-counted session
+//! queues, a call budget per `/rpc` client, and the hub's memory under the amplification
+//! attack they defend against.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{
+    HubProcess, RedisServer, TestHub, WsClient, assert_error, bin_path, eventually, http, request,
+    rpc, rpc_call, vote_params, without_rate_limits,
+};
+use futures::future::join_all;
+use quorum_hub::config::RateLimit;
+use serde_json::{Value, json};
+
+/// Registers `count` instances (`inst-000`, ...) over `/rpc`, each with `metadata_bytes`
+/// of metadata, in batches.
+async fn register_many(addr: SocketAddr, count: usize, metadata_bytes: usize) {
+    let pad = "m".repeat(metadata_bytes.saturating_sub(12));
+    let ids: Vec<usize> = (0..count).collect();
+    // Batches stay under the 64 KiB message limit.
+    for chunk in ids.chunks(40) {
+        let batch: Vec<Value> = chunk
+            .iter()
+            .map(|n| {
+                let params = json!({"instanceId": format!("inst-{n:03}"), "metadata": {"p": pad}});
+                request(*n as u64, "system.register", params)
+            })
+            .collect();
+        let (status, replies) = rpc(addr, &Value::Array(batch)).await;
+        assert_eq!(status, 200);
+        for reply in replies.as_array().unwrap() {
+            assert_eq!(reply["result"]["registered"], true, "{reply}");
+        }
+    }
+}
+
+/// Makes `count` decisions (`dec-000`, ...) over `/rpc`, each decided by one vote.
+async fn decide_many(addr: SocketAddr, count: usize) {
+    rpc_call(addr, "system.register", json!({"instanceId": "decider"})).await;
+    let ids: Vec<usize> = (0..count).collect();
+    for chunk in ids.chunks(100) {
+        let batch: Vec<Value> = chunk
+            .iter()
+            .map(|n| {
+                let params = vote_params("decider", &format!("dec-{n:03}"), "yes", Some(1));
+                request(*n as u64, "system.quorum.vote", params)
+            })
+            .collect();
+        let (_, replies) = rpc(addr, &Value::Array(batch)).await;
+        for reply in replies.as_array().unwrap() {
+            assert_eq!(reply["result"]["voted"], true, "{reply}");
+        }
+    }
+}
+
+/// Every page of `system.get_state` for one kind (`instances` or `decisions`).
+async fn all_pages(addr: SocketAddr, kind: &str, limit: u64) -> Vec<Vec<Value>> {
+    let (next, after) = match kind {
+        "instances" => ("nextInstances", "instancesAfter"),
+        _ => ("nextDecisions", "decisionsAfter"),
+    };
+    let mut pages = Vec::new();
+    let mut params = json!({ "limit": limit });
+    loop {
+        let reply = rpc_call(addr, "system.get_state", params.clone()).await;
+        let state = &reply["result"];
+        pages.push(state[kind].as_array().expect(kind).clone());
+        match &state[next] {
+            Value::Null => return pages,
+            cursor => params[after] = cursor.clone(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_state_pages_through_every_instance_and_decision_once() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start_with(without_rate_limits(&redis)).await;
+    register_many(hub.addr, 250, 0).await;
+    decide_many(hub.addr, 250).await;
+
+    // A page holds 100 of each unless told otherwise.
+    let first = rpc_call(hub.addr, "system.get_state", json!({})).await["result"].clone();
+    assert_eq!(first["instances"].as_array().unwrap().len(), 100);
+    assert_eq!(first["decisions"].as_array().unwrap().len(), 100);
+
+    // Instances in id order, each once (251: the decider too).
+    let pages = all_pages(hub.addr, "instances", 100).await;
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [100, 100, 51]);
+    let ids: Vec<String> = pages
+        .iter()
+        .flatten()
+        .map(|i| i["instanceId"].as_str().unwrap().to_owned())
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(ids, sorted, "not in id order, or listed twice");
+
+    // Decisions newest first, each once, even while new ones are opened between pages.
+    let first = rpc_call(hub.addr, "system.get_state", json!({"limit": 100})).await;
+    let mut seen: Vec<Value> = first["result"]["decisions"].as_array().unwrap().clone();
+    let mut cursor = first["result"]["nextDecisions"].clone();
+    let mut opened_meanwhile = 0;
+    while !cursor.is_null() {
+        rpc_call(
+            hub.addr,
+            "system.quorum.vote",
+            vote_params(
+                "decider",
+                &format!("late-{opened_meanwhile}"),
+                "yes",
+                Some(1),
+            ),
+        )
+        .await;
+        opened_meanwhile += 1;
+        let params = json!({"limit": 100, "decisionsAfter": cursor});
+        let page = rpc_call(hub.addr, "system.get_state", params).await;
+        seen.extend(page["result"]["decisions"].as_array().unwrap().clone());
+        cursor = page["result"]["nextDecisions"].clone();
+    }
+    let names: Vec<&str> = seen
+        .iter()
+        .map(|d| d["decision"].as_str().unwrap())
+        .collect();
+    let unique: HashSet<&str> = names.iter().copied().collect();
+    assert_eq!(names.len(), 250, "{names:?}");
+    assert_eq!(unique.len(), 250);
+    assert!(names.iter().all(|n| n.starts_with("dec-")));
+    let opened: Vec<u64> = seen
+        .iter()
+        .map(|d| d["openedAt"].as_u64().unwrap())
+        .collect();
+    assert!(opened.windows(2).all(|w| w[0] >= w[1]), "not newest first");
+
+    // One page of up to 1,000; no more, and no less than one.
+    let all = rpc_call(hub.addr, "system.get_state", json!({"limit": 1000})).await;
+    assert!(all["result"]["nextInstances"].is_null());
+    assert_eq!(all["result"]["instances"].as_array().unwrap().len(), 251);
+    for limit in [json!(0), json!(1001), json!(-1), json!("10")] {
+        let reply = rpc_call(hub.addr, "system.get_state", json!({ "limit": limit })).await;
+        assert_eq!(reply["error"]["code"], -32602, "{limit}: {reply}");
+        assert_eq!(reply["error"]["data"]["field"], "limit", "{reply}");
+    }
+    let reply = rpc_call(
+        hub.addr,
+        "system.get_state",
+        json!({"decisionsAfter": "yesterday"}),
+    )
+    .await;
+    assert_error(&reply["error"], -32602, "not a cursor from nextDecisions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_metadata_is_capped() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    let mut c = hub.client().await;
+    // {"p":"..."} of 1,024 bytes is accepted; one byte more is not.
+    let fits = json!({"p": "x".repeat(1024 - 8)});
+    assert_eq!(fits.to_string().len(), 1024);
+    let reply = c
+        .result(
+            "system.register",
+            json!({"instanceId": "meta", "metadata": fits}),
+        )
+        .await;
+    assert_eq!(reply["registered"], true);
+    let over = json!({"p": "x".repeat(1024 - 7)});
+    let error = c
+        .error(
+            "system.register",
+            json!({"instanceId": "meta", "metadata": over}),
+        )
+        .await;
+    assert_error(&error, -32602, "at most 1024 bytes");
+    assert_eq!(error["data"]["field"], "metadata");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_stops_running_calls_once_its_replies_reach_their_bound() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start_with(without_rate_limits(&redis)).await;
+    register_many(hub.addr, 300, 1000).await;
+    // Each reply lists 300 instances of about 1.1 KB: about 330 KB.
+    let batch: Vec<Value> = (0..20)
+        .map(|n| request(n, "system.get_state", json!({"limit": 1000})))
+        .collect();
+    let (status, body) = http(hub.addr, "POST", "/rpc", &Value::Array(batch).to_string())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(body.len() < 2 * 1024 * 1024, "{} bytes", body.len());
+    let replies: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(replies.len(), 20, "one reply per call");
+    let ran = replies
+        .iter()
+        .take_while(|r| r.get("result").is_some())
+        .count();
+    // Calls run until the replies reach 1 MiB: four of about 330 KB.
+    assert_eq!(ran, 4);
+    for (n, reply) in replies.iter().enumerate() {
+        assert_eq!(reply["id"], n, "{reply}");
+        if n >= ran {
+            assert_error(&reply["error"], -32003, "send it again, in a smaller batch");
+            assert_eq!(reply["error"]["data"]["limitBytes"], 1024 * 1024);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_queue_full_of_bytes_closes_a_reader_that_stopped_reading() {
+    let redis = RedisServer::start();
+    let mut config = without_rate_limits(&redis);
+    config.session_queue_bytes = 64 * 1024;
+    let hub = TestHub::start_with(config).await;
+    register_many(hub.addr, 300, 1000).await;
+    let mut voter = hub.client_as("pusher").await;
+    // A few messages, but far more bytes than the queue holds, and a reader that reads
+    // nothing.
+    let mut slow = WsClient::connect_small_buffer(hub.addr).await;
+    for n in 0..3 {
+        slow.send_text(&request(n, "system.get_state", json!({"limit": 1000})).to_string())
+            .await;
+    }
+    // Decision events then find no room: the session is closed, not left to fall behind,
+    // long before its queue holds as many messages as it may (1,024).
+    let mut decisions = 0;
+    eventually("the slow session to be closed", async || {
+        voter
+            .vote("pusher", &format!("while-full-{decisions}"), "v", 1)
+            .await;
+        voter.notifications.clear();
+        decisions += 1;
+        assert!(decisions <= 100, "still open after 100 decision events");
+        let (_, metrics) = http(hub.addr, "GET", "/metrics", "").await.unwrap();
+        metrics
+            .lines()
+            .any(|l| l == "quorum_slow_consumer_closes_total 1")
+            .then_some(())
+    })
+    .await;
+    let (code, reason) = slow.expect_close_with_reason().await;
+    assert_eq!((code, reason.as_str()), (1008, "slow consumer"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rpc_client_gets_the_same_call_budget_as_a_session() {
+    let redis = RedisServer::start();
+    let mut config = quorum_hub::config::Config::with_redis(redis.url());
+    config.session_rate_limit = RateLimit {
+        max: 20,
+        window: Duration::from_secs(60),
+    };
+    let hub = TestHub::start_with(config).await;
+    // Every entry of a batch counts, invalid ones too.
+    let mut batch: Vec<Value> = (0..15)
+        .map(|n| request(n, "system.get_state", json!({"limit": 1})))
+        .collect();
+    batch.extend((15..25).map(|n| json!({"id": n})));
+    let (_, replies) = rpc(hub.addr, &Value::Array(batch)).await;
+    let codes: Vec<i64> = replies
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["error"]["code"].as_i64().unwrap_or(0))
+        .collect();
+    let mut expected = vec![0; 15];
+    expected.extend([-32600; 5]);
+    expected.extend([-32000; 5]);
+    assert_eq!(codes, expected);
+    let refused = rpc_call(hub.addr, "system.get_state", json!({})).await;
+    assert_error(&refused["error"], -32000, "this client sends too fast");
+    assert!(refused["error"]["data"]["retryAfterMs"].as_u64().unwrap() > 0);
+}
+
+/// Peak resident memory of a process so far, in KiB.
+fn peak_rss_kib(hub: &HubProcess) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", hub.child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_batches_from_many_callers_leave_memory_bounded_and_votes_answered() {
+    let redis = RedisServer::start();
+    // No call budgets: the bounds on replies alone must hold the line.
+    let hub = HubProcess::spawn(
+        Command::new(bin_path())
+            .args(["--listen", "127.0.0.1:0", "--redis-url", &redis.url()])
+            .args(["--session-rate-limit", "off", "--vote-rate-limit", "off"]),
+    );
+    register_many(hub.addr, 300, 1000).await;
+    let baseline = peak_rss_kib(&hub);
+    let state_batch = Value::Array(
+        (0..100)
+            .map(|n| request(n, "system.get_state", json!({})))
+            .collect(),
+    );
+
+    let post = |_| {
+        let body = state_batch.clone();
+        async move {
+            for _ in 0..3 {
+                let (status, replies) = rpc(hub.addr, &body).await;
+                assert_eq!(status, 200);
+                assert_eq!(replies.as_array().unwrap().len(), 100);
+            }
+        }
+    };
+    let session = |_| {
+        let text = state_batch.to_string();
+        let url = hub.ws_url();
+        async move {
+            let mut c = WsClient::connect(&url).await;
+            for _ in 0..3 {
+                c.send_text(&text).await;
+                assert_eq!(c.recv_reply().await.as_array().unwrap().len(), 100);
+            }
+        }
+    };
+    let voter = async {
+        let mut c = WsClient::connect(&hub.ws_url()).await;
+        c.register("steady").await;
+        for n in 0..30 {
+            let reply = c.vote("steady", &format!("steady-{n}"), "v", 1).await;
+            assert_eq!(reply["voted"], true, "{reply}");
+            assert_eq!(reply["finalDecision"], "v", "{reply}");
+        }
+    };
+    tokio::join!(
+        join_all((0..6).map(post)),
+        join_all((0..4).map(session)),
+        voter
+    );
+    let peak = peak_rss_kib(&hub);
+    eprintln!("hub peak RSS: {baseline} KiB before, {peak} KiB during the attack");
+    const BOUND_KIB: u64 = 64 * 1024;
+    assert!(
+        peak < baseline + BOUND_KIB,
+        "peak RSS grew by {} KiB",
+        peak - baseline
+    );
+    assert_eq!(hub.panics(), Vec::<String>::new());
+}
