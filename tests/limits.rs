@@ -250,6 +250,15 @@ async fn a_session_queue_full_of_bytes_closes_a_reader_that_stopped_reading() {
     .await;
     let (code, reason) = slow.expect_close_with_reason().await;
     assert_eq!((code, reason.as_str()), (1008, "slow consumer"));
+    // Its reader, which was waiting for room for a reply, gives up too: the session is gone.
+    eventually("the closed session to be forgotten", async || {
+        let (_, metrics) = http(hub.addr, "GET", "/metrics", "").await.unwrap();
+        metrics
+            .lines()
+            .any(|l| l == "quorum_sessions_open 1")
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

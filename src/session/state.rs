@@ -212,6 +212,12 @@ impl SessionHandle {
         }
     }
 
+    /// Ends the queue's byte budget once the writer is gone: a sender waiting for room
+    /// fails instead of waiting forever.
+    pub(super) fn close_queue(&self) {
+        self.queued_bytes.close();
+    }
+
     /// Gives back the bytes of a message the writer took off the queue.
     pub(super) fn dequeued(&self, message: &Outbound) {
         self.queued_bytes

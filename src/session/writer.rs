@@ -117,6 +117,8 @@ pub(super) async fn write_outbound(
             }
         }
     }
+    // Nothing is written any more: whoever waits for room in the queue gives up now.
+    session.close_queue();
     writer_done.cancel();
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
 }
