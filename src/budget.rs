@@ -14,7 +14,7 @@ use crate::session::lock;
 /// doing so is closed, 1008).
 pub const FLOOD_FACTOR: u32 = 2;
 /// Most `/rpc` clients (addresses; IPv6 by /64) whose budgets the hub tracks at once. When
-/// more call within one window, the newest get -32000 until a window ends.
+/// more call within one window, the newest are refused (HTTP 503) until a window ends.
 pub const MAX_RPC_CLIENTS: usize = 10_000;
 
 /// Whether a caller may make one more call now.
@@ -101,6 +101,9 @@ impl CallBudget {
 pub struct RpcBudgets {
     limit: RateLimit,
     clients: DashMap<IpAddr, Arc<CallBudget>>,
+    /// When idle budgets were last dropped: at most once per window, so a full table
+    /// costs a lookup per refused request, not a sweep.
+    swept: Mutex<Instant>,
 }
 
 impl RpcBudgets {
@@ -108,6 +111,7 @@ impl RpcBudgets {
         Self {
             limit,
             clients: DashMap::new(),
+            swept: Mutex::new(Instant::now()),
         }
     }
 
@@ -118,6 +122,13 @@ impl RpcBudgets {
             return Some(budget.clone());
         }
         if self.clients.len() >= MAX_RPC_CLIENTS {
+            {
+                let mut swept = lock(&self.swept);
+                if swept.elapsed() < self.limit.window {
+                    return None;
+                }
+                *swept = Instant::now();
+            }
             self.clients.retain(|_, budget| !budget.is_idle());
             if self.clients.len() >= MAX_RPC_CLIENTS {
                 return None;

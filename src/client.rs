@@ -52,7 +52,16 @@ pub enum TokenSource {
 }
 
 impl TokenSource {
-    /// The current token.
+    /// The current token, read off the async runtime (a file, or a function that may
+    /// block on an identity service).
+    pub async fn get(&self) -> Result<String, String> {
+        let source = self.clone();
+        tokio::task::spawn_blocking(move || source.fetch())
+            .await
+            .map_err(|e| format!("the token source failed: {e}"))?
+    }
+
+    /// The current token, read in the calling thread.
     pub fn fetch(&self) -> Result<String, String> {
         match self {
             TokenSource::Static(token) => Ok(token.clone()),
@@ -286,7 +295,7 @@ impl Driver {
             .into_client_request()
             .map_err(|e| ClientError::Url(e.to_string()))?;
         if let Some(source) = &self.config.token {
-            let token = HeldToken::new(source.fetch().map_err(ClientError::Token)?);
+            let token = HeldToken::new(source.get().await.map_err(ClientError::Token)?);
             let value = format!("Bearer {}", token.value)
                 .parse()
                 .map_err(|_| ClientError::Token("it is not a valid header value".into()))?;
@@ -449,7 +458,7 @@ impl Driver {
         let (Some(source), Some(held)) = (&self.config.token, self.token.as_mut()) else {
             return Ok(None);
         };
-        let fresh = match source.fetch() {
+        let fresh = match source.get().await {
             Ok(value) => HeldToken::new(value),
             Err(err) => {
                 tracing::warn!(%err, "could not get a newer token");

@@ -61,6 +61,14 @@ impl Dashboards {
     }
 }
 
+/// Most `POST /rpc` requests a hub serves at once: what their replies can take in memory
+/// is bounded by this times a batch's reply bound.
+pub const MAX_RPC_IN_FLIGHT: usize = 16;
+
+/// Most `system.get_state` calls a hub builds pages for at once: each may hold a few
+/// hundred KiB while it reads and serializes.
+pub const MAX_STATE_CALLS: usize = 4;
+
 /// One hub process.
 pub struct Hub {
     pub store: Store,
@@ -76,6 +84,12 @@ pub struct Hub {
     pub authority: Option<Authority>,
     /// The call budgets of `POST /rpc` clients, by address.
     pub rpc_budgets: RpcBudgets,
+    /// Places for `POST /rpc` requests being served at once ([`MAX_RPC_IN_FLIGHT`]);
+    /// others wait, holding only their body.
+    pub rpc_in_flight: tokio::sync::Semaphore,
+    /// Places for `system.get_state` calls building their pages at once
+    /// ([`MAX_STATE_CALLS`]); others wait their turn.
+    pub state_calls: tokio::sync::Semaphore,
     pub metrics: Metrics,
     registry: prometheus_client::registry::Registry,
     /// The last decision event this hub delivered. Held while delivering and while
@@ -110,6 +124,8 @@ impl Hub {
             dashboards: Dashboards::new(),
             authority,
             rpc_budgets: RpcBudgets::new(rpc_limit),
+            rpc_in_flight: tokio::sync::Semaphore::new(MAX_RPC_IN_FLIGHT),
+            state_calls: tokio::sync::Semaphore::new(MAX_STATE_CALLS),
             next_session: AtomicU64::new(1),
             delivered: Mutex::new(None),
             listening: AtomicBool::new(false),

@@ -9,15 +9,13 @@ use axum::extract::ws::close_code;
 use crate::error::Error;
 use crate::hub::Hub;
 use crate::instance::Registration;
-use crate::protocol::frame;
+use crate::protocol::{close, frame};
 use crate::session::SessionHandle;
 use crate::store::Claim;
 
 /// Longest the keepalive waits to try again after a refresh failed, so that bindings are
 /// refreshed (and claimed again) as soon as Redis answers.
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(250);
-/// The close reason of a session whose instance another session took.
-pub const INSTANCE_TAKEN: &str = "instance taken by another session";
 
 /// How often the hub refreshes its sessions' registrations: three times per TTL, so one
 /// missed round never lets a live instance expire.
@@ -67,22 +65,38 @@ async fn refresh(hub: &Hub, ttl: Duration) -> Result<(), Error> {
         })
         .collect();
     let claims = store.heartbeat_many(&pairs, ttl).await?;
-    for ((session, registration, _), claim) in held.iter().zip(claims) {
-        match claim {
-            Claim::Done => {}
-            // Expired while Redis was unreachable (or Redis lost it): write it again.
-            Claim::Missing => {
-                if store
-                    .register(registration, Some(&session.owner_tag), ttl)
-                    .await?
-                    == Claim::BoundElsewhere
-                {
-                    lost(session, registration);
+    drop(pairs);
+    // Refreshed bindings are let go at once; the rest stay held until they are settled.
+    let unsettled: Vec<_> = held
+        .into_iter()
+        .zip(claims)
+        .filter(|(_, claim)| *claim != Claim::Done)
+        .collect();
+    let store = &store;
+    let settle = unsettled
+        .iter()
+        .map(|((session, registration, _), claim)| async move {
+            match claim {
+                // Expired while Redis was unreachable (or Redis lost it): write it again.
+                Claim::Missing => {
+                    match store
+                        .register(registration, Some(&session.owner_tag), ttl)
+                        .await?
+                    {
+                        Claim::BoundElsewhere => lost(session, registration),
+                        Claim::Done | Claim::Missing => {}
+                    }
                 }
+                Claim::BoundElsewhere => lost(session, registration),
+                Claim::Done => {}
             }
-            Claim::BoundElsewhere => lost(session, registration),
-        }
-    }
+            Ok::<(), Error>(())
+        });
+    // Sent together: one round trip's wait, however many lapsed.
+    futures::future::join_all(settle)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>, Error>>()?;
     Ok(())
 }
 
@@ -96,5 +110,5 @@ fn lost(session: &SessionHandle, registration: &Registration) {
     );
     session.unbind();
     let notice = frame::instance_lost(registration.instance.as_str());
-    session.close_with_notice(notice.into(), close_code::POLICY, INSTANCE_TAKEN);
+    session.close_with_notice(notice.into(), close_code::POLICY, close::INSTANCE_TAKEN);
 }

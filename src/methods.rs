@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::auth::Grant;
 use crate::budget::{CallAdmission, CallBudget};
@@ -49,10 +50,7 @@ impl Caller<'_> {
 /// Handles one frame (or HTTP body) and returns the text to send back, if any.
 pub async fn handle_frame(hub: &Hub, caller: Caller<'_>, text: &str) -> Option<String> {
     match frame::parse_frame(text) {
-        Frame::Single(entry) => {
-            let reply = handle_entry(hub, caller, entry).await;
-            reply.map(|reply| reply.to_string())
-        }
+        Frame::Single(entry) => handle_entry(hub, caller, entry).await,
         Frame::Batch(entries) if entries.len() > MAX_BATCH_LEN => {
             if let Err(refused) = admit(caller) {
                 return Some(frame::failure(&Value::Null, &refused).to_string());
@@ -80,7 +78,6 @@ pub async fn handle_frame(hub: &Hub, caller: Caller<'_>, text: &str) -> Option<S
                     refuse_entry(caller, entry, full)
                 };
                 if let Some(reply) = reply {
-                    let reply = reply.to_string();
                     reply_bytes += reply.len();
                     replies.push(reply);
                 }
@@ -92,17 +89,17 @@ pub async fn handle_frame(hub: &Hub, caller: Caller<'_>, text: &str) -> Option<S
 
 /// The reply to an entry that is not run because of `error` (still counted against the
 /// caller's budget).
-fn refuse_entry(caller: Caller<'_>, entry: Entry, error: Error) -> Option<Value> {
+fn refuse_entry(caller: Caller<'_>, entry: Entry, error: Error) -> Option<String> {
     let (id, error) = match (admit(caller), entry) {
         (Err(refused), Entry::Invalid { id, .. }) => (Some(id), refused),
         (Err(refused), Entry::Call(call)) => (call.id, refused),
         (Ok(()), Entry::Invalid { id, error }) => (Some(id), error),
         (Ok(()), Entry::Call(call)) => (call.id, error),
     };
-    Some(frame::failure(&id?, &error))
+    Some(frame::failure(&id?, &error).to_string())
 }
 
-async fn handle_entry(hub: &Hub, caller: Caller<'_>, entry: Entry) -> Option<Value> {
+async fn handle_entry(hub: &Hub, caller: Caller<'_>, entry: Entry) -> Option<String> {
     // Every entry counts against the session's budget, valid or not.
     let (id, outcome) = match (admit(caller), entry) {
         (Err(refused), Entry::Invalid { id, .. }) => (Some(id), Err(refused)),
@@ -116,7 +113,7 @@ async fn handle_entry(hub: &Hub, caller: Caller<'_>, entry: Entry) -> Option<Val
     let id = id?; // notifications get no reply, even on error
     Some(match outcome {
         Ok(result) => frame::success(&id, &result),
-        Err(error) => frame::failure(&id, &error),
+        Err(error) => frame::failure(&id, &error).to_string(),
     })
 }
 
@@ -140,12 +137,13 @@ pub(crate) fn admit(caller: Caller<'_>) -> Result<(), Error> {
     }
 }
 
-/// A method's result, serialized for the reply.
-fn reply(result: impl Serialize) -> Result<Value, Error> {
-    serde_json::to_value(result).map_err(|e| Error::Internal(e.to_string()))
+/// A method's result, serialized for the reply (as text: a large result is never also
+/// held as a tree of values).
+fn reply(result: impl Serialize) -> Result<Box<RawValue>, Error> {
+    serde_json::value::to_raw_value(&result).map_err(|e| Error::Internal(e.to_string()))
 }
 
-async fn call_once(hub: &Hub, caller: Caller<'_>, call: Call) -> Result<Value, Error> {
+async fn call_once(hub: &Hub, caller: Caller<'_>, call: Call) -> Result<Box<RawValue>, Error> {
     let Call { method, params, .. } = call;
     match Request::parse(&method, params)? {
         Request::Register(registration) => reply(register(hub, caller, registration).await?),
@@ -153,7 +151,7 @@ async fn call_once(hub: &Hub, caller: Caller<'_>, call: Call) -> Result<Value, E
         Request::Unregister(instance) => reply(unregister(hub, caller, instance).await?),
         Request::Vote(ballot) => reply(vote(hub, caller, ballot).await?),
         Request::Status(decision) => status(hub, decision).await,
-        Request::State(page) => reply(state(hub, caller, page).await?),
+        Request::State(page) => state(hub, caller, page).await,
         Request::Subscribe { events, since } => reply(subscribe(hub, caller, events, since).await?),
         Request::Unsubscribe { events } => reply(unsubscribe(hub, caller, &events)?),
         Request::AuthRefresh { token } => reply(refresh(hub, caller, &token)?),
@@ -368,7 +366,7 @@ async fn may_vote_as(hub: &Hub, caller: Caller<'_>, instance: &InstanceId) -> Re
     }
 }
 
-async fn status(hub: &Hub, decision: DecisionName) -> Result<Value, Error> {
+async fn status(hub: &Hub, decision: DecisionName) -> Result<Box<RawValue>, Error> {
     match hub.store.status(&decision).await? {
         Some(status) => reply(status),
         None => Err(Error::NotFound(format!(
@@ -378,7 +376,16 @@ async fn status(hub: &Hub, decision: DecisionName) -> Result<Value, Error> {
     }
 }
 
-async fn state(hub: &Hub, caller: Caller<'_>, page: StatePage) -> Result<State, Error> {
+async fn state(hub: &Hub, caller: Caller<'_>, page: StatePage) -> Result<Box<RawValue>, Error> {
+    let _turn = hub
+        .state_calls
+        .acquire()
+        .await
+        .map_err(|_| Error::Internal("the hub is stopping".into()))?;
+    reply(state_page(hub, caller, page).await?)
+}
+
+async fn state_page(hub: &Hub, caller: Caller<'_>, page: StatePage) -> Result<State, Error> {
     // An index entry outlives its registration by at most two TTLs before it is pruned.
     let ttl_ms = hub.config.instance_ttl.as_millis() as u64;
     let stale_before = now_ms().saturating_sub(2 * ttl_ms);

@@ -362,6 +362,9 @@ async fn rpc(
         )
         .into_response();
     };
+    let Ok(_serving) = hub.rpc_in_flight.acquire().await else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "hub shutting down").into_response();
+    };
     match methods::handle_frame(&hub, Caller::Http(&grant, &budget), &body).await {
         Some(reply) => ([(header::CONTENT_TYPE, "application/json")], reply).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),

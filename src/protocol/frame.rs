@@ -145,11 +145,15 @@ struct Success<'a, T> {
 }
 
 /// The response to a successful request.
-pub fn success(id: &Value, result: &impl Serialize) -> Value {
-    json!(Success {
+pub fn success(id: &Value, result: &impl Serialize) -> String {
+    serde_json::to_string(&Success {
         jsonrpc: "2.0",
         result,
-        id
+        id,
+    })
+    .unwrap_or_else(|err| {
+        let error = Error::Internal(format!("a result did not serialize: {err}"));
+        failure(id, &error).to_string()
     })
 }
 

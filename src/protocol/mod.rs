@@ -57,6 +57,18 @@ pub mod method {
     ];
 }
 
+/// The reasons a hub gives when it closes a WebSocket session (the close frame's reason).
+pub mod close {
+    pub const SHUTTING_DOWN: &str = "hub shutting down";
+    pub const TOKEN_EXPIRED: &str = "token expired";
+    pub const INSTANCE_TAKEN: &str = "instance taken by another session";
+    pub const SLOW_CONSUMER: &str = "slow consumer";
+    pub const PING_TIMEOUT: &str = "ping timeout";
+    pub const FLOODING: &str = "flooding: too many calls";
+    pub const TOO_BIG: &str = "message too big";
+    pub const BINARY: &str = "binary frames are not supported; send JSON-RPC as text";
+}
+
 /// Notification (event) names.
 pub mod event {
     /// A decision was fixed; pushed to every session.

@@ -308,6 +308,14 @@ pub struct Subscribed {
     pub replayed: Option<usize>,
 }
 
+/// Result of `system.auth.refresh`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Refreshed {
+    /// When the session's token now expires (its `exp`), in ms since the Unix epoch.
+    pub expires_at: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,12 +360,4 @@ mod tests {
             assert_eq!(serde_json::to_string(&reply).unwrap(), text);
         }
     }
-}
-
-/// Result of `system.auth.refresh`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Refreshed {
-    /// When the session's token now expires (its `exp`), in ms since the Unix epoch.
-    pub expires_at: u64,
 }

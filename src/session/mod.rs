@@ -27,6 +27,7 @@ use tracing::Instrument;
 use crate::auth::{self, Grant};
 use crate::hub::Hub;
 use crate::methods::{self, Caller};
+use crate::protocol::close;
 
 /// Longest one write to a client may take before the session is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,14 +101,16 @@ async fn read_calls(
     let mut expiry = Expiry::new(session.expires_at_ms());
     loop {
         let frame = tokio::select! {
+            // The hub's own reasons to close come before the next frame.
+            biased;
             _ = &mut shutdown => {
-                session.send(Outbound::Close(close_code::AWAY, "hub shutting down")).await;
+                session.send(Outbound::Close(close_code::AWAY, close::SHUTTING_DOWN)).await;
                 break;
             }
             _ = &mut writer_gone => break,
             () = expiry.reached() => {
                 tracing::info!(session = session.id, "token expired; closing the session");
-                session.send(Outbound::Close(close_code::POLICY, TOKEN_EXPIRED)).await;
+                session.send(Outbound::Close(close_code::POLICY, close::TOKEN_EXPIRED)).await;
                 break;
             }
             frame = stream.next() => frame,
@@ -117,28 +120,26 @@ async fn read_calls(
         let text = match frame {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Binary(_))) => {
-                let reason = "binary frames are not supported; send JSON-RPC as text";
                 session
-                    .send(Outbound::Close(close_code::UNSUPPORTED, reason))
+                    .send(Outbound::Close(close_code::UNSUPPORTED, close::BINARY))
                     .await;
                 break;
             }
-            // A ping is a frame like any other: it counts against the call budget (the
-            // WebSocket layer answers it).
-            Some(Ok(Message::Ping(_))) => {
+            // Pings and pongs are frames like any other: they count against the call budget
+            // (the WebSocket layer answers pings).
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
                 session.admit_call();
                 if close_if_flooding(session).await {
                     break;
                 }
                 continue;
             }
-            Some(Ok(Message::Pong(_))) => continue,
             Some(Ok(Message::Close(_))) | None => break,
             Some(Err(err)) => {
                 if is_too_long(err) {
                     tracing::info!(session = session.id, "message over the size limit");
                     session
-                        .send(Outbound::Close(CLOSE_TOO_BIG, "message too big"))
+                        .send(Outbound::Close(CLOSE_TOO_BIG, close::TOO_BIG))
                         .await;
                 }
                 break;
@@ -163,9 +164,6 @@ async fn read_calls(
         expiry.follow(session.expires_at_ms());
     }
 }
-
-/// The close reason of a session whose token expired.
-pub const TOKEN_EXPIRED: &str = "token expired";
 
 /// The timer that ends a session when its token expires.
 struct Expiry {
@@ -204,10 +202,7 @@ async fn close_if_flooding(session: &SessionHandle) -> bool {
     }
     tracing::info!(session = session.id, "session keeps flooding; closing it");
     session
-        .send(Outbound::Close(
-            close_code::POLICY,
-            "flooding: too many calls",
-        ))
+        .send(Outbound::Close(close_code::POLICY, close::FLOODING))
         .await;
     true
 }

@@ -82,10 +82,13 @@ pub struct SessionHandle {
     pub unanswered_pings: AtomicU32,
     /// Messages the outbound queue holds at most.
     pub(super) queue_len: usize,
-    /// Bytes the outbound queue holds at most, as permits: taken when a message is
-    /// queued, given back when the writer takes it off.
-    queued_bytes: tokio::sync::Semaphore,
+    /// Bytes in the outbound queue: counted when a message is queued, given back when the
+    /// writer takes it off; at most `byte_budget`.
+    queued_bytes: AtomicUsize,
     byte_budget: usize,
+    /// Raised when bytes leave the queue (or it closes), for replies waiting for room.
+    queue_room: Notify,
+    queue_closed: AtomicBool,
     pub(super) metrics: Metrics,
     /// Set once the session is marked a slow consumer (counted once).
     pub(super) slow: AtomicBool,
@@ -131,8 +134,10 @@ impl SessionHandle {
             flooding: AtomicBool::new(false),
             unanswered_pings: AtomicU32::new(0),
             queue_len: settings.queue_len,
-            queued_bytes: tokio::sync::Semaphore::new(settings.queue_bytes),
+            queued_bytes: AtomicUsize::new(0),
             byte_budget: settings.queue_bytes,
+            queue_room: Notify::new(),
+            queue_closed: AtomicBool::new(false),
             metrics: settings.metrics,
             slow: AtomicBool::new(false),
             _slot: settings.slot,
@@ -170,32 +175,36 @@ impl SessionHandle {
     /// Queues a message, waiting while the queue is full, by messages or by bytes (the
     /// caller's own backpressure).
     pub async fn send(&self, message: Outbound) -> bool {
-        let Ok(permits) = self
-            .queued_bytes
-            .acquire_many(self.permits_for(&message))
-            .await
-        else {
-            return false;
-        };
-        permits.forget();
-        self.outbound.send(message).await.is_ok()
+        let bytes = self.counted(&message);
+        loop {
+            // Registered before the check, so a release in between is not missed.
+            let room = self.queue_room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.queue_closed.load(Ordering::Acquire) {
+                return false;
+            }
+            if self.reserve_bytes(bytes) {
+                break;
+            }
+            room.await;
+        }
+        if self.outbound.send(message).await.is_ok() {
+            return true;
+        }
+        self.release_bytes(bytes);
+        false
     }
 
-    /// Queues a message without waiting; `false` when the queue is full, by messages or
-    /// by bytes (or the session is gone).
+    /// Queues a message without waiting; `Full` when the queue is full, by messages or by
+    /// bytes.
     fn try_queue(&self, message: Outbound) -> Result<(), mpsc::error::TrySendError<()>> {
-        let bytes = self.permits_for(&message);
-        match self.queued_bytes.try_acquire_many(bytes) {
-            Ok(permits) => permits.forget(),
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                return Err(mpsc::error::TrySendError::Full(()));
-            }
-            Err(tokio::sync::TryAcquireError::Closed) => {
-                return Err(mpsc::error::TrySendError::Closed(()));
-            }
+        let bytes = self.counted(&message);
+        if !self.reserve_bytes(bytes) {
+            return Err(mpsc::error::TrySendError::Full(()));
         }
         self.outbound.try_send(message).map_err(|err| {
-            self.queued_bytes.add_permits(bytes as usize);
+            self.release_bytes(bytes);
             match err {
                 mpsc::error::TrySendError::Full(_) => mpsc::error::TrySendError::Full(()),
                 mpsc::error::TrySendError::Closed(_) => mpsc::error::TrySendError::Closed(()),
@@ -203,25 +212,40 @@ impl SessionHandle {
         })
     }
 
-    /// The byte permits a queued message holds: its length, at most the whole budget (so
-    /// that one larger message still goes out, alone).
-    fn permits_for(&self, message: &Outbound) -> u32 {
+    /// Counts `bytes` into the queue if they fit in the budget. A reply waiting for room
+    /// holds nothing meanwhile: pushed events that fit still go in.
+    fn reserve_bytes(&self, bytes: usize) -> bool {
+        self.queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used + bytes <= self.byte_budget).then_some(used + bytes)
+            })
+            .is_ok()
+    }
+
+    fn release_bytes(&self, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.queue_room.notify_waiters();
+    }
+
+    /// Ends the queue once the writer is gone: a sender waiting for room fails instead of
+    /// waiting forever.
+    pub(super) fn close_queue(&self) {
+        self.queue_closed.store(true, Ordering::Release);
+        self.queue_room.notify_waiters();
+    }
+
+    /// The bytes a queued message counts for: its length, but at most half the budget, so
+    /// that a large reply being written still leaves pushed events room.
+    pub(super) fn counted(&self, message: &Outbound) -> usize {
         match message {
-            Outbound::Text(text) => text.len().min(self.byte_budget) as u32,
+            Outbound::Text(text) => text.len().min(self.byte_budget / 2),
             Outbound::Close(..) => 0,
         }
     }
 
-    /// Ends the queue's byte budget once the writer is gone: a sender waiting for room
-    /// fails instead of waiting forever.
-    pub(super) fn close_queue(&self) {
-        self.queued_bytes.close();
-    }
-
-    /// Gives back the bytes of a message the writer took off the queue.
-    pub(super) fn dequeued(&self, message: &Outbound) {
-        self.queued_bytes
-            .add_permits(self.permits_for(message) as usize);
+    /// Gives back the bytes of messages the writer has written (or given up on).
+    pub(super) fn written(&self, bytes: usize) {
+        self.release_bytes(bytes);
     }
 
     pub fn bound(&self) -> Option<InstanceId> {
@@ -325,5 +349,93 @@ impl SessionHandle {
             self.metrics.slow_consumer_closes.inc();
         }
         self.evicted.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(queue_bytes: usize) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
+        let slots = Arc::new(AtomicUsize::new(0));
+        SessionHandle::new(SessionSettings {
+            id: 1,
+            grant: Grant::Open,
+            expires_at_ms: None,
+            owner_tag: "hub:1".into(),
+            slot: SessionSlot::reserve(&slots, 1).unwrap(),
+            queue_len: 64,
+            queue_bytes,
+            call_limit: RateLimit::OFF,
+            metrics: Metrics::new(),
+            live_after: None,
+            hold: false,
+        })
+    }
+
+    fn text(len: usize) -> Utf8Bytes {
+        "x".repeat(len).into()
+    }
+
+    #[tokio::test]
+    async fn a_reply_waiting_for_room_does_not_crowd_out_events_that_fit() {
+        let (session, mut queue) = session(1000);
+        for _ in 0..3 {
+            session.push_now(&text(300));
+        }
+        // A reply that does not fit waits...
+        let waiting = {
+            let session = session.clone();
+            tokio::spawn(async move { session.send(Outbound::Text(text(500))).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        // ...while an event that fits still goes in, and the session is not evicted.
+        session.push_now(&text(50));
+        assert!(
+            !session.slow.load(Ordering::Acquire),
+            "evicted with room left"
+        );
+        // One that does not fit evicts.
+        session.push_now(&text(100));
+        assert!(session.slow.load(Ordering::Acquire));
+        // Once the writer takes messages off, the reply goes in.
+        for _ in 0..2 {
+            let message = queue.recv().await.unwrap();
+            session.written(session.counted(&message));
+        }
+        assert!(waiting.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_large_message_counts_for_half_the_budget() {
+        let (session, mut queue) = session(1000);
+        assert!(session.send(Outbound::Text(text(5000))).await);
+        // Room is left for events beside it...
+        session.push_now(&text(400));
+        assert!(
+            !session.slow.load(Ordering::Acquire),
+            "no room beside a large reply"
+        );
+        // ...but no more than the budget.
+        session.push_now(&text(200));
+        assert!(session.slow.load(Ordering::Acquire));
+        let message = queue.recv().await.unwrap();
+        session.written(session.counted(&message));
+        assert!(session.send(Outbound::Text(text(500))).await);
+    }
+
+    #[tokio::test]
+    async fn a_reply_waiting_for_room_gives_up_when_the_writer_is_gone() {
+        let (session, _queue) = session(1000);
+        session.push_now(&text(400));
+        session.push_now(&text(400));
+        let waiting = {
+            let session = session.clone();
+            tokio::spawn(async move { session.send(Outbound::Text(text(500))).await })
+        };
+        tokio::task::yield_now().await;
+        session.close_queue();
+        assert!(!waiting.await.unwrap());
     }
 }

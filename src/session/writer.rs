@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::state::{Outbound, SessionHandle};
 use super::{CLOSE_TIMEOUT, MAX_UNANSWERED_PINGS, WRITE_BATCH, WRITE_TIMEOUT};
 use crate::hub::Hub;
+use crate::protocol::close as reason;
 
 pub(super) async fn write_outbound(
     hub: &Hub,
@@ -37,15 +38,18 @@ pub(super) async fn write_outbound(
     let reader_gone = reader_done.cancelled();
     tokio::pin!(evicted, reader_gone);
     let mut pending_close = None;
+    // Bytes taken off the queue for the current write: they count against the session's
+    // byte budget until written, so a blocked write holds the queue's room too.
+    let mut in_write = 0;
     loop {
         let message = match pending_close.take() {
             Some(message) => message,
             None => tokio::select! {
                 biased;
-                _ = &mut evicted => close(close_code::POLICY, "slow consumer"),
+                _ = &mut evicted => close(close_code::POLICY, reason::SLOW_CONSUMER),
                 next = outbound.recv() => match next {
                     Some(message) => {
-                        session.dequeued(&message);
+                        in_write += session.counted(&message);
                         match message {
                             Outbound::Text(text) => Message::Text(text),
                             Outbound::Close(code, reason) => close(code, reason),
@@ -58,7 +62,7 @@ pub(super) async fn write_outbound(
                 _ = pings.tick(), if !ping_every.is_zero() => {
                     if session.unanswered_pings.fetch_add(1, Ordering::AcqRel) >= MAX_UNANSWERED_PINGS {
                         tracing::info!(session = session.id, "peer left {MAX_UNANSWERED_PINGS} pings unanswered; closing");
-                        close(close_code::POLICY, "ping timeout")
+                        close(close_code::POLICY, reason::PING_TIMEOUT)
                     } else {
                         Message::Ping(Default::default())
                     }
@@ -79,7 +83,7 @@ pub(super) async fn write_outbound(
                     let Ok(message) = outbound.try_recv() else {
                         break;
                     };
-                    session.dequeued(&message);
+                    in_write += session.counted(&message);
                     match message {
                         Outbound::Text(text) => sink.feed(Message::Text(text)).await?,
                         Outbound::Close(code, reason) => {
@@ -96,8 +100,9 @@ pub(super) async fn write_outbound(
             // A client that stopped reading blocks the write; eviction must not wait for it.
             _ = &mut evicted, if !closing => None,
         };
+        session.written(std::mem::take(&mut in_write));
         let Some(written) = written else {
-            let slow = close(close_code::POLICY, "slow consumer");
+            let slow = close(close_code::POLICY, reason::SLOW_CONSUMER);
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(slow)).await;
             break;
         };

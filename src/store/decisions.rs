@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use redis::FromRedisValue;
 
 use super::stream::DECISION_STREAM_CAP;
-use super::{Store, field_u64, internal, keys};
+use super::{MAX_PAGE_BYTES, Store, field_u64, internal, keys};
 use crate::config::RateLimit;
 use crate::decision::{Ballot, DEFAULT_TOTAL_INSTANCES, DecisionName, VoteOutcome, quorum_for};
 use crate::error::Error;
@@ -16,8 +16,22 @@ use crate::protocol::{DecisionCursor, DecisionStatus, DecisionSummary, RecordedV
 /// (their keys and audit trail stay).
 pub(crate) const DECISION_INDEX_CAP: u64 = 10_000;
 
+/// Bytes a decision's summary counts for in a page, beyond its name (its value is at most
+/// 256 characters).
+const SUMMARY_BYTES: usize = 1200;
+
 /// The vote script's source, for tools that load it themselves.
 pub(crate) const VOTE_SCRIPT: &str = include_str!("../../lua/quorum_vote.lua");
+
+/// Entries of the decisions index: names with the time each was opened.
+type Indexed = Vec<(String, u64)>;
+
+/// A page of decisions, and where the next one starts (`None`: this is the last).
+#[derive(Debug)]
+pub(crate) struct DecisionPage {
+    pub decisions: Vec<DecisionSummary>,
+    pub next: Option<DecisionCursor>,
+}
 
 impl Store {
     /// Runs the vote script for one ballot. The script also indexes a decision it opens,
@@ -128,44 +142,62 @@ impl Store {
         limit: usize,
         after: Option<&DecisionCursor>,
     ) -> Result<DecisionPage, Error> {
-        // Where the page starts: just after the cursor's entry, or, if that is gone, after
-        // every entry opened no earlier than it.
-        let start = match after {
-            None => 0,
+        // After the cursor: the decisions opened at the same moment whose names sort
+        // before its own (the index's order for equal scores), then those opened earlier.
+        // Both are read by score, so decisions opened meanwhile (later) change nothing.
+        let mut listed: Indexed = match after {
+            None => {
+                self.query(
+                    redis::cmd("ZREVRANGE")
+                        .arg(keys::DECISIONS_INDEX)
+                        .arg(0)
+                        .arg(limit)
+                        .arg("WITHSCORES"),
+                )
+                .await?
+            }
             Some(cursor) => {
                 let mut pipe = redis::pipe();
-                pipe.cmd("ZREVRANK")
-                    .arg(keys::DECISIONS_INDEX)
-                    .arg(&cursor.decision)
-                    .cmd("ZCOUNT")
+                pipe.cmd("ZREVRANGEBYSCORE")
                     .arg(keys::DECISIONS_INDEX)
                     .arg(cursor.opened_at)
-                    .arg("+inf");
-                let (rank, opened_no_earlier): (Option<u64>, u64) = self.query_pipe(&pipe).await?;
-                rank.map_or(opened_no_earlier, |rank| rank + 1)
+                    .arg(cursor.opened_at)
+                    .arg("WITHSCORES")
+                    .cmd("ZREVRANGEBYSCORE")
+                    .arg(keys::DECISIONS_INDEX)
+                    .arg(format!("({}", cursor.opened_at))
+                    .arg("-inf")
+                    .arg("WITHSCORES")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit + 1);
+                let (same_moment, earlier): (Indexed, Indexed) = self.query_pipe(&pipe).await?;
+                same_moment
+                    .into_iter()
+                    .filter(|(name, _)| *name < cursor.decision)
+                    .chain(earlier)
+                    .collect()
             }
         };
-        let listed: Vec<(String, u64)> = self
-            .query(
-                redis::cmd("ZREVRANGE")
-                    .arg(keys::DECISIONS_INDEX)
-                    .arg(start)
-                    .arg(start + limit as u64)
-                    .arg("WITHSCORES"),
-            )
-            .await?;
-        let next = (listed.len() > limit).then(|| {
-            let (decision, opened_at) = listed[limit - 1].clone();
-            DecisionCursor {
-                opened_at,
-                decision,
-            }
-        });
-        let names: Vec<String> = listed
-            .into_iter()
-            .take(limit)
-            .map(|(name, _)| name)
-            .collect();
+        let mut more = listed.len() > limit;
+        listed.truncate(limit);
+        // The page also ends at its byte bound.
+        let mut bytes = 0;
+        if let Some(fits) = listed.iter().position(|(name, _)| {
+            bytes += name.len() + SUMMARY_BYTES;
+            bytes > MAX_PAGE_BYTES
+        }) {
+            listed.truncate(fits.max(1));
+            more = true;
+        }
+        let next = more
+            .then(|| listed.last())
+            .flatten()
+            .map(|(decision, opened_at)| DecisionCursor {
+                opened_at: *opened_at,
+                decision: decision.clone(),
+            });
+        let names: Vec<String> = listed.into_iter().map(|(name, _)| name).collect();
         if names.is_empty() {
             return Ok(DecisionPage {
                 decisions: Vec::new(),
@@ -323,11 +355,4 @@ mod tests {
         assert_eq!(command.len(), 3 + keys.len() + args.len());
         assert!(command[3..].iter().all(|part| !part.is_empty()));
     }
-}
-
-/// A page of decisions, and where the next one starts (`None`: this is the last).
-#[derive(Debug)]
-pub(crate) struct DecisionPage {
-    pub decisions: Vec<DecisionSummary>,
-    pub next: Option<DecisionCursor>,
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::{Store, evalsha, field_u64, internal, keys};
+use super::{MAX_PAGE_BYTES, Store, evalsha, field_u64, internal, keys};
 use crate::clock::now_ms;
 use crate::error::Error;
 use crate::instance::{InstanceId, Registration};
@@ -38,6 +38,11 @@ pub(crate) enum Standing {
     BoundToSession,
     Registered,
 }
+
+/// Most stale index entries one `system.get_state` call removes.
+const PRUNE_BATCH: usize = 1000;
+/// Registrations read per round trip while listing (at most about 100 KiB).
+const READ_CHUNK: usize = 10;
 
 impl Store {
     /// Registers (or refreshes) an instance; with `owner`, also binds it to that session.
@@ -201,48 +206,54 @@ impl Store {
             .await?;
         let more = ids.len() > limit;
         ids.truncate(limit);
-        let next = if more { ids.last().cloned() } else { None };
-        if ids.is_empty() {
-            return Ok(InstancePage {
-                instances: Vec::new(),
-                next,
-            });
-        }
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("HGETALL").arg(keys::instance(id));
-        }
-        let hashes: Vec<HashMap<String, String>> = self.query_pipe(&pipe).await?;
+        // Read in chunks, and stop at the page's byte bound: the next page starts after
+        // the last instance listed.
+        let mut instances = Vec::new();
         let mut gone = Vec::new();
-        let mut instances = Vec::with_capacity(ids.len());
-        for (id, fields) in ids.into_iter().zip(hashes) {
-            if fields.is_empty() {
-                gone.push(id);
-                continue;
+        let mut bytes = 0;
+        let mut last_read = None;
+        for chunk in ids.chunks(READ_CHUNK) {
+            if bytes >= MAX_PAGE_BYTES {
+                break;
             }
-            let json = |name: &str, empty: serde_json::Value| {
-                fields
-                    .get(name)
-                    .and_then(|s| serde_json::from_str(s).ok())
-                    .unwrap_or(empty)
-            };
-            instances.push(InstanceInfo {
-                roles: json("roles", serde_json::Value::Array(Vec::new())),
-                metadata: json("metadata", serde_json::Value::Object(Default::default())),
-                status: fields.get("status").cloned().unwrap_or_default(),
-                last_seen: field_u64(&fields, "lastSeen"),
-                instance_id: id,
-            });
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("HGETALL").arg(keys::instance(id));
+            }
+            let hashes: Vec<HashMap<String, String>> = self.query_pipe(&pipe).await?;
+            for (id, fields) in chunk.iter().zip(hashes) {
+                if bytes >= MAX_PAGE_BYTES {
+                    break;
+                }
+                last_read = Some(id.clone());
+                if fields.is_empty() {
+                    gone.push(id.clone());
+                    continue;
+                }
+                bytes += id.len() + fields.values().map(String::len).sum::<usize>();
+                let json = |name: &str, empty: serde_json::Value| {
+                    fields
+                        .get(name)
+                        .and_then(|s| serde_json::from_str(s).ok())
+                        .unwrap_or(empty)
+                };
+                instances.push(InstanceInfo {
+                    roles: json("roles", serde_json::Value::Array(Vec::new())),
+                    metadata: json("metadata", serde_json::Value::Object(Default::default())),
+                    status: fields.get("status").cloned().unwrap_or_default(),
+                    last_seen: field_u64(&fields, "lastSeen"),
+                    instance_id: id.clone(),
+                });
+            }
         }
+        let cut_short = last_read.as_ref() != ids.last();
+        let next = if more || cut_short { last_read } else { None };
         if !gone.is_empty() {
             self.query_pipe::<()>(&forget(&gone)).await?;
         }
         Ok(InstancePage { instances, next })
     }
 }
-
-/// Most stale index entries one `system.get_state` call removes.
-const PRUNE_BATCH: usize = 1000;
 
 /// A page of registered instances, and where the next one starts (`None`: this is the last).
 #[derive(Debug)]

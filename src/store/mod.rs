@@ -28,6 +28,10 @@ pub(crate) use instances::{Claim, Standing};
 pub(crate) use keys::{DASHBOARD_CHANNELS, DECISION_EVENTS_CHANNEL, EVENT_CHANNEL_PREFIX};
 pub(crate) use stream::CursorPlace;
 
+/// Roughly the most bytes of entries one page of `system.get_state` lists, per kind: a
+/// page ends early (with a cursor to continue) rather than grow past it.
+pub(crate) const MAX_PAGE_BYTES: usize = 256 * 1024;
+
 /// Longest the hub waits for one Redis reply before the call fails.
 const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest one attempt to (re)connect to Redis may take.
