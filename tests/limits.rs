@@ -416,3 +416,35 @@ async fn state_batches_from_many_callers_leave_memory_bounded_and_votes_answered
     );
     assert_eq!(hub.panics(), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_registrations_leave_both_indexes_and_live_ones_stay() {
+    let redis = RedisServer::start();
+    let mut config = without_rate_limits(&redis);
+    config.instance_ttl = Duration::from_secs(1);
+    let hub = TestHub::start_with(config).await;
+    // `kept` is refreshed by its session; `gone` was registered once over /rpc.
+    let _kept = hub.client_as("kept").await;
+    rpc_call(hub.addr, "system.register", json!({"instanceId": "gone"})).await;
+    let listed = |state: &Value| -> Vec<String> {
+        state["result"]["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["instanceId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let state = rpc_call(hub.addr, "system.get_state", json!({})).await;
+    assert_eq!(listed(&state), ["gone", "kept"]);
+    eventually(
+        "the expired registration to leave the indexes",
+        async || {
+            let state = rpc_call(hub.addr, "system.get_state", json!({})).await;
+            let by_id: Option<f64> = redis.query(&["ZSCORE", "cb:instances:by-id", "gone"]).await;
+            (listed(&state) == ["kept"] && by_id.is_none()).then_some(())
+        },
+    )
+    .await;
+    let kept: Option<f64> = redis.query(&["ZSCORE", "cb:instances:by-id", "kept"]).await;
+    assert_eq!(kept, Some(0.0));
+}

@@ -190,7 +190,27 @@ impl Store {
             )
             .await?;
         if !stale.is_empty() {
-            self.query_pipe::<()>(&forget(&stale)).await?;
+            // Only entries still stale leave (a heartbeat may have refreshed one since),
+            // and only those leave the id order too.
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(keys::INSTANCES_INDEX)
+                .arg("-inf")
+                .arg(format!("({stale_before_ms}"))
+                .ignore()
+                .cmd("ZMSCORE")
+                .arg(keys::INSTANCES_INDEX)
+                .arg(&stale);
+            let (scores,): (Vec<Option<f64>>,) = self.query_pipe(&pipe).await?;
+            let left: Vec<&String> = stale
+                .iter()
+                .zip(scores)
+                .filter_map(|(id, score)| score.is_none().then_some(id))
+                .collect();
+            if !left.is_empty() {
+                self.query::<()>(redis::cmd("ZREM").arg(keys::INSTANCES_BY_ID).arg(&left))
+                    .await?;
+            }
         }
         let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
         let mut ids: Vec<String> = self
