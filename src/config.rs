@@ -92,8 +92,8 @@ pub struct Config {
     #[arg(long, env = "QUORUM_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(1024..=16 * 1024 * 1024))]
     pub max_message_bytes: u64,
 
-    /// Calls one session may make per window, all methods together, invalid requests and
-    /// pings included (COUNT/WINDOW or off).
+    /// Calls one session, or one POST /rpc client address, may make per window, all
+    /// methods together, invalid requests, pings and pongs included (COUNT/WINDOW or off).
     /// Calls beyond it get -32000; a session that sends twice as many is closed (1008).
     #[arg(long, env = "QUORUM_SESSION_RATE_LIMIT", default_value = "200/1s")]
     pub session_rate_limit: RateLimit,
