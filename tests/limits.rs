@@ -11,8 +11,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    HubProcess, RedisServer, TestHub, WsClient, assert_error, bin_path, eventually, http, request,
-    rpc, rpc_call, vote_params, without_rate_limits,
+    HubProcess, RedisServer, TestHub, WsClient, assert_error, bin_path, eventually, http,
+    metrics_show, request, rpc, rpc_call, vote_params, without_rate_limits,
 };
 use futures::future::join_all;
 use quorum_hub::config::RateLimit;
@@ -263,10 +263,8 @@ async fn a_session_queue_full_of_bytes_closes_a_reader_that_stopped_reading() {
         voter.notifications.clear();
         decisions += 1;
         assert!(decisions <= 400, "still open after 400 decision events");
-        let (_, metrics) = http(hub.addr, "GET", "/metrics", "").await.unwrap();
-        metrics
-            .lines()
-            .any(|l| l == "quorum_slow_consumer_closes_total 1")
+        metrics_show(hub.addr, "quorum_slow_consumer_closes_total 1")
+            .await
             .then_some(())
     })
     .await;
@@ -282,10 +280,8 @@ async fn a_session_queue_full_of_bytes_closes_a_reader_that_stopped_reading() {
     }
     // Its reader, which was waiting for room for a reply, gives up too: the session is gone.
     eventually("the closed session to be forgotten", async || {
-        let (_, metrics) = http(hub.addr, "GET", "/metrics", "").await.unwrap();
-        metrics
-            .lines()
-            .any(|l| l == "quorum_sessions_open 1")
+        metrics_show(hub.addr, "quorum_sessions_open 1")
+            .await
             .then_some(())
     })
     .await;
@@ -321,16 +317,6 @@ async fn an_rpc_client_gets_the_same_call_budget_as_a_session() {
     assert!(refused["error"]["data"]["retryAfterMs"].as_u64().unwrap() > 0);
 }
 
-/// Peak resident memory of a process so far, in KiB.
-fn peak_rss_kib(hub: &HubProcess) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", hub.child.id())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_batches_from_many_callers_leave_memory_bounded_and_votes_answered() {
     let redis = RedisServer::start();
@@ -349,7 +335,7 @@ async fn state_batches_from_many_callers_leave_memory_bounded_and_votes_answered
         "{listed} instances in one page"
     );
     assert!(page["result"]["nextInstances"].is_string());
-    let baseline = peak_rss_kib(&hub);
+    let baseline = hub.peak_rss_kib();
     let state_batch = Value::Array(
         (0..100)
             .map(|n| request(n, "system.get_state", json!({"limit": 1000})))
@@ -403,7 +389,7 @@ async fn state_batches_from_many_callers_leave_memory_bounded_and_votes_answered
         join_all((0..4).map(session)),
         voter
     );
-    let peak = peak_rss_kib(&hub);
+    let peak = hub.peak_rss_kib();
     eprintln!("hub peak RSS: {baseline} KiB before, {peak} KiB during the attack");
     // What the bounds allow: about 1.3 MiB per /rpc request served (16 at once) and per
     // session, a few pages being built, and the allocator's own slack. Before the bounds

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
-    RedisServer, TestHub, WsClient, assert_error, eventually, http, http_with, request,
-    vote_params, without_rate_limits,
+    RedisServer, TestHub, WsClient, assert_error, eventually, http, http_with, metrics_show,
+    request, vote_params, without_rate_limits,
 };
 use quorum_hub::auth::Authority;
 use quorum_hub::config::{Config, RateLimit};
@@ -448,13 +448,7 @@ async fn a_client_that_never_reads_is_closed_as_a_slow_consumer() {
         assert_eq!((code, reason.as_str()), (1008, "slow consumer"));
     }
     // Closed by the slow-consumer rule, not by the write timeout that backs it up.
-    let (_, metrics) = http(hub.addr, "GET", "/metrics", "").await.unwrap();
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l == "quorum_slow_consumer_closes_total 1"),
-        "{metrics}"
-    );
+    assert!(metrics_show(hub.addr, "quorum_slow_consumer_closes_total 1").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -234,13 +234,8 @@ pub async fn resume(hub: &Hub, session: &SessionHandle, from: Resume) {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::sync::atomic::AtomicUsize;
 
     use super::*;
-    use crate::auth::Grant;
-    use crate::config::RateLimit;
-    use crate::metrics::Metrics;
-    use crate::session::{SessionSettings, SessionSlot};
 
     fn id(ms: u64) -> EventId {
         EventId { ms, seq: 0 }
@@ -252,20 +247,7 @@ mod tests {
         live_after: EventId,
         hold: bool,
     ) -> (Arc<SessionHandle>, tokio::sync::mpsc::Receiver<Outbound>) {
-        let slots = Arc::new(AtomicUsize::new(0));
-        SessionHandle::new(SessionSettings {
-            id: 1,
-            grant: Grant::Open,
-            expires_at_ms: None,
-            owner_tag: "hub:1".into(),
-            slot: SessionSlot::reserve(&slots, 1).unwrap(),
-            queue_len,
-            queue_bytes: 1 << 20,
-            call_limit: RateLimit::OFF,
-            metrics: Metrics::new(),
-            live_after: Some(live_after),
-            hold,
-        })
+        SessionHandle::for_test(queue_len, 1 << 20, Some(live_after), hold)
     }
 
     /// The end of a replay from `since` that finished, having sent up to `last`.

@@ -353,24 +353,37 @@ impl SessionHandle {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn session(queue_bytes: usize) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
+impl SessionHandle {
+    /// A session for unit tests: open grant, no call limit, and its own session place.
+    pub(super) fn for_test(
+        queue_len: usize,
+        queue_bytes: usize,
+        live_after: Option<EventId>,
+        hold: bool,
+    ) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
         let slots = Arc::new(AtomicUsize::new(0));
         SessionHandle::new(SessionSettings {
             id: 1,
             grant: Grant::Open,
             expires_at_ms: None,
             owner_tag: "hub:1".into(),
-            slot: SessionSlot::reserve(&slots, 1).unwrap(),
-            queue_len: 64,
+            slot: SessionSlot::reserve(&slots, 1).expect("a free place"),
+            queue_len,
             queue_bytes,
             call_limit: RateLimit::OFF,
             metrics: Metrics::new(),
-            live_after: None,
-            hold: false,
+            live_after,
+            hold,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(queue_bytes: usize) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
+        SessionHandle::for_test(64, queue_bytes, None, false)
     }
 
     fn text(len: usize) -> Utf8Bytes {

@@ -1,5 +1,5 @@
 //! One-shot HTTP/1.1 requests to a hub: `http` for any path, `rpc` and `rpc_call` for
-//! JSON-RPC over `POST /rpc`.
+//! JSON-RPC over `POST /rpc`, `metrics_show` for one line of `/metrics`.
 
 use std::net::SocketAddr;
 
@@ -95,4 +95,12 @@ pub async fn rpc(addr: SocketAddr, body: &Value) -> (u16, Value) {
 /// POSTs one request (id 1) to `/rpc` and returns the whole response object.
 pub async fn rpc_call(addr: SocketAddr, method: &str, params: Value) -> Value {
     rpc(addr, &request(1, method, params)).await.1
+}
+
+/// Whether the hub's `/metrics` has exactly this line (e.g. `quorum_sessions_open 1`).
+pub async fn metrics_show(addr: SocketAddr, line: &str) -> bool {
+    let (_, metrics) = http(addr, "GET", "/metrics", "")
+        .await
+        .expect("GET /metrics");
+    metrics.lines().any(|l| l == line)
 }

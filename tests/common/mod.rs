@@ -12,7 +12,7 @@ pub mod ws;
 
 use std::time::{Duration, Instant};
 
-pub use self::http::{http, http_with, rpc, rpc_call};
+pub use self::http::{http, http_with, metrics_show, rpc, rpc_call};
 pub use self::hub::{HubProcess, TestHub, bin_path, wait_ready, without_rate_limits};
 pub use self::jsonrpc::{assert_error, request, vote_params};
 pub use self::oracle::expected_winner;
