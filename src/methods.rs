@@ -50,7 +50,7 @@ impl Caller<'_> {
 /// Handles one frame (or HTTP body) and returns the text to send back, if any.
 pub async fn handle_frame(hub: &Hub, caller: Caller<'_>, text: &str) -> Option<String> {
     match frame::parse_frame(text) {
-        Frame::Single(entry) => handle_entry(hub, caller, entry).await,
+        Frame::Single(entry) => handle_entry(hub, caller, entry, None).await,
         Frame::Batch(entries) if entries.len() > MAX_BATCH_LEN => {
             if let Err(refused) = admit(caller) {
                 return Some(frame::failure(&Value::Null, &refused).to_string());
@@ -68,16 +68,11 @@ pub async fn handle_frame(hub: &Hub, caller: Caller<'_>, text: &str) -> Option<S
             let mut replies = Vec::with_capacity(entries.len());
             let mut reply_bytes = 0;
             for entry in entries {
-                let reply = if reply_bytes < MAX_BATCH_REPLY_BYTES {
-                    handle_entry(hub, caller, entry).await
-                } else {
-                    // Counted like any call, but not run.
-                    let full = Error::BatchReplyFull {
-                        limit_bytes: MAX_BATCH_REPLY_BYTES,
-                    };
-                    refuse_entry(caller, entry, full)
-                };
-                if let Some(reply) = reply {
+                // Past the bound, calls are counted like any other but not run.
+                let full = (reply_bytes >= MAX_BATCH_REPLY_BYTES).then(|| Error::BatchReplyFull {
+                    limit_bytes: MAX_BATCH_REPLY_BYTES,
+                });
+                if let Some(reply) = handle_entry(hub, caller, entry, full).await {
                     reply_bytes += reply.len();
                     replies.push(reply);
                 }
@@ -87,28 +82,25 @@ pub async fn handle_frame(hub: &Hub, caller: Caller<'_>, text: &str) -> Option<S
     }
 }
 
-/// The reply to an entry that is not run because of `error` (still counted against the
-/// caller's budget).
-fn refuse_entry(caller: Caller<'_>, entry: Entry, error: Error) -> Option<String> {
-    let (id, error) = match (admit(caller), entry) {
-        (Err(refused), Entry::Invalid { id, .. }) => (Some(id), refused),
-        (Err(refused), Entry::Call(call)) => (call.id, refused),
-        (Ok(()), Entry::Invalid { id, error }) => (Some(id), error),
-        (Ok(()), Entry::Call(call)) => (call.id, error),
-    };
-    Some(frame::failure(&id?, &error).to_string())
-}
-
-async fn handle_entry(hub: &Hub, caller: Caller<'_>, entry: Entry) -> Option<String> {
-    // Every entry counts against the session's budget, valid or not.
+/// Answers one entry of a frame: runs its call, unless `not_run` says why it is not run.
+/// Every entry counts against the caller's budget, valid, run or not.
+async fn handle_entry(
+    hub: &Hub,
+    caller: Caller<'_>,
+    entry: Entry,
+    not_run: Option<Error>,
+) -> Option<String> {
     let (id, outcome) = match (admit(caller), entry) {
         (Err(refused), Entry::Invalid { id, .. }) => (Some(id), Err(refused)),
         (Err(refused), Entry::Call(call)) => (call.id, Err(refused)),
         (Ok(()), Entry::Invalid { id, error }) => (Some(id), Err(error)),
-        (Ok(()), Entry::Call(call)) => {
-            let id = call.id.clone();
-            (id, call_once(hub, caller, call).await)
-        }
+        (Ok(()), Entry::Call(call)) => match not_run {
+            Some(error) => (call.id, Err(error)),
+            None => {
+                let id = call.id.clone();
+                (id, call_once(hub, caller, call).await)
+            }
+        },
     };
     let id = id?; // notifications get no reply, even on error
     Some(match outcome {

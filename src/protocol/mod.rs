@@ -8,14 +8,33 @@
 //! - [`request`]: a call's method and params validated into a typed [`Request`].
 //! - [`peer`]: the client side: one request/response helper over a WebSocket.
 
+/// Puts a type on the wire as its text form: serialized with `Display`, read with `FromStr`
+/// (whose error becomes the deserializer's).
+macro_rules! wire_as_text {
+    ($type:ty) => {
+        impl serde::Serialize for $type {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $type {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str> as serde::Deserialize<'de>>::deserialize(
+                    deserializer,
+                )?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 mod events;
 pub mod frame;
 mod params;
 pub mod peer;
 pub mod request;
 mod results;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use events::{
     DecisionEvent, EventsIncomplete, GapReason, InstanceLost, InstanceRegistered,
@@ -157,18 +176,7 @@ impl std::str::FromStr for EventId {
     }
 }
 
-impl Serialize for EventId {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for EventId {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+wire_as_text!(EventId);
 
 #[cfg(test)]
 mod tests {

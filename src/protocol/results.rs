@@ -225,18 +225,7 @@ impl std::str::FromStr for DecisionCursor {
     }
 }
 
-impl Serialize for DecisionCursor {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for DecisionCursor {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+wire_as_text!(DecisionCursor);
 
 /// A registered instance as listed by `system.get_state`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

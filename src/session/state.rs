@@ -176,8 +176,9 @@ impl SessionHandle {
     /// caller's own backpressure).
     pub async fn send(&self, message: Outbound) -> bool {
         let bytes = self.counted(&message);
-        loop {
-            // Registered before the check, so a release in between is not missed.
+        // The common case, room at once, takes no waiter.
+        while !self.reserve_bytes(bytes) {
+            // Registered before checking again, so a release in between is not missed.
             let room = self.queue_room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
