@@ -1,17 +1,25 @@
 -- quorum_vote.lua: record one vote, tally it, and fix the decision once quorum is met.
 --
 -- Runs atomically, so no two votes on one decision ever interleave, however many hubs race.
--- Every decision key carries the decision's hash tag; the event stream and the decisions
--- index are the shared keys, the rate-limit list is the voter's.
+-- It runs in one of two modes (ARGV[13]):
+-- 'log'   (one Redis) the decision event is appended and published in this same run, and
+--         the rate limit is applied here;
+-- 'defer' (Redis Cluster, where every key must share the decision's slot) a decision made
+--         here is put in its partition's "decided, not yet logged" set; the hub then logs
+--         it with log_decision.lua and records its event id. The rate limit was reserved
+--         in the instance's slot before this run (reserve_vote.lua), and ARGV[14] carries
+--         the refusal when the reservation failed.
 --
 -- KEYS[1] votes     sorted set  instanceId -> sequence number (1, 2, 3, ... in arrival order)
 -- KEYS[2] tally     hash        value -> count
--- KEYS[3] result    hash        value, voteCount, decidedAt, eventId (written once, never changed)
+-- KEYS[3] result    hash        value, voteCount, decidedAt, eventId (written once, never
+--                               changed, except that eventId is added later in 'defer' mode)
 -- KEYS[4] metadata  hash        decision, totalInstances, quorum, openedAt
 -- KEYS[5] ballots   hash        instanceId -> value
--- KEYS[6] stream    stream      decision events, capped
--- KEYS[7] rate      list        the voting instance's recent vote times (ms), newest first
--- KEYS[8] index     sorted set  decision -> openedAt, capped (feeds system.get_state)
+-- KEYS[6] index     sorted set  decision -> openedAt, capped (feeds system.get_state)
+-- KEYS[7] 'log':   stream      decision events, capped
+--         'defer': sorted set  decision -> decidedAt, decided but not yet logged
+-- KEYS[8] rate      list        ('log' only) the voting instance's recent vote times (ms)
 -- ARGV[1] decision name, ARGV[2] instanceId, ARGV[3] value,
 -- ARGV[4] totalInstances stated by the caller ('' when omitted; only a stated one can mismatch),
 -- ARGV[5] totalInstances and ARGV[6] quorum to open the decision with (the caller computes the
@@ -19,16 +27,20 @@
 -- ARGV[7] stream cap (approximate MAXLEN), ARGV[8] pub/sub channel for decision events,
 -- ARGV[9] most votes per instance per window (0: no limit), ARGV[10] window in ms,
 -- ARGV[11] pub/sub channel for recorded votes (quorum.vote.recorded, for dashboards),
--- ARGV[12] most decisions the index keeps (the oldest opened drop out).
+-- ARGV[12] most decisions the index keeps (the oldest opened drop out),
+-- ARGV[13] mode ('log' or 'defer'), ARGV[14] ('defer' only) milliseconds until the voter's
+-- rate window has room when its reservation was refused, '' otherwise.
 --
--- Returns {outcome, voteCount, totalInstances, quorum, finalDecision or '', recordedValue or ''}
+-- Returns {outcome, voteCount, totalInstances, quorum, finalDecision or '', recordedValue or '',
+-- eventId or '', decidedAt or ''}
 -- where outcome is one of: recorded, decided_now, already_voted, decided, total_mismatch,
 -- rate_limited (then voteCount holds the milliseconds until a vote would be accepted).
+-- eventId is '' for a decided decision whose event is not logged yet ('defer' mode).
 --
 -- Only a vote that would be recorded counts against the rate limit: a retry of a vote that
 -- already counted always learns so, and nothing is written for a refused vote.
 
-local votes, tally, result, meta, ballots, stream, rate, index =
+local votes, tally, result, meta, ballots, index, log, rate =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local decision, instance, value = ARGV[1], ARGV[2], ARGV[3]
 local stated_total, opening_total, opening_quorum = ARGV[4], ARGV[5], ARGV[6]
@@ -36,6 +48,7 @@ local stream_cap, channel = ARGV[7], ARGV[8]
 local rate_max, rate_window = tonumber(ARGV[9]), tonumber(ARGV[10])
 local vote_channel = ARGV[11]
 local index_cap = tonumber(ARGV[12])
+local deferred, refused_for = ARGV[13] == 'defer', ARGV[14]
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -44,18 +57,19 @@ end
 
 local opened = redis.call('HMGET', meta, 'totalInstances', 'quorum')
 local total, quorum = opened[1], opened[2]
-local final = redis.call('HMGET', result, 'value', 'voteCount')
+local final = redis.call('HMGET', result, 'value', 'voteCount', 'eventId', 'decidedAt')
 
 -- Rule: one vote per instance. A retry learns what its first attempt recorded.
 local recorded = redis.call('HGET', ballots, instance)
 if recorded then
-  return {'already_voted', redis.call('ZCARD', votes), total, quorum, final[1] or '', recorded}
+  return {'already_voted', redis.call('ZCARD', votes), total, quorum, final[1] or '', recorded,
+    final[3] or '', final[4] or ''}
 end
 
 -- Rule: the result is final. Later votes are not recorded, whatever totalInstances they
 -- state: a decided decision answers every new voter the same way.
 if final[1] then
-  return {'decided', tonumber(final[2]), total, quorum, final[1], ''}
+  return {'decided', tonumber(final[2]), total, quorum, final[1], '', final[3] or '', final[4]}
 end
 
 local opening = not total
@@ -63,7 +77,13 @@ if opening then
   total, quorum = opening_total, opening_quorum
 elseif stated_total ~= '' and stated_total ~= total then
   -- Rule: the first vote fixed totalInstances; a different stated value is refused.
-  return {'total_mismatch', redis.call('ZCARD', votes), total, quorum, '', ''}
+  return {'total_mismatch', redis.call('ZCARD', votes), total, quorum, '', '', '', ''}
+end
+
+-- The voter's reservation in its rate window was refused (only now, so that the answers
+-- above still win over the limit).
+if refused_for ~= '' then
+  return {'rate_limited', tonumber(refused_for), total, quorum, '', '', '', ''}
 end
 
 -- Rate limit: a sliding window kept as the instance's last rate_max vote times.
@@ -72,7 +92,7 @@ if rate_max > 0 then
   if redis.call('LLEN', rate) >= rate_max then
     local oldest = tonumber(redis.call('LINDEX', rate, rate_max - 1))
     if oldest and oldest + rate_window > now then
-      return {'rate_limited', oldest + rate_window - now, total, quorum, '', ''}
+      return {'rate_limited', oldest + rate_window - now, total, quorum, '', '', '', ''}
     end
   end
   redis.call('LPUSH', rate, string.format('%.0f', now))
@@ -99,7 +119,7 @@ redis.call('PUBLISH', vote_channel, '{"decision":' .. cjson.encode(decision) ..
   ',"totalInstances":' .. total .. '}')
 
 if seq < tonumber(quorum) then
-  return {'recorded', seq, total, quorum, '', ''}
+  return {'recorded', seq, total, quorum, '', '', '', ''}
 end
 
 -- Quorum reached by this vote. Winner: most votes; on a tie, the value that reached
@@ -120,15 +140,12 @@ end
 
 local decided_at = now_ms()
 local vote_count = string.format('%d', seq)
-local event_id = redis.call('XADD', stream, 'MAXLEN', '~', stream_cap, '*',
-  'decision', decision, 'value', winner, 'voteCount', vote_count, 'quorum', quorum,
-  'totalInstances', total, 'timestamp', decided_at)
-redis.call('HSET', result, 'value', winner, 'voteCount', vote_count, 'decidedAt', decided_at,
-  'eventId', event_id)
-
-local event = '{"decision":' .. cjson.encode(decision) .. ',"value":' .. cjson.encode(winner) ..
-  ',"voteCount":' .. vote_count .. ',"quorum":' .. quorum .. ',"totalInstances":' .. total ..
-  ',"eventId":"' .. event_id .. '","timestamp":' .. decided_at .. '}'
-redis.call('PUBLISH', channel, event)
-
-return {'decided_now', seq, total, quorum, winner, ''}
+redis.call('HSET', result, 'value', winner, 'voteCount', vote_count, 'decidedAt', decided_at)
+if deferred then
+  redis.call('ZADD', log, decided_at, decision)
+  return {'decided_now', seq, total, quorum, winner, '', '', decided_at}
+end
+local event_id = log_decision(log, stream_cap, channel, 'PUBLISH', decision, winner, vote_count,
+  quorum, total, decided_at)
+redis.call('HSET', result, 'eventId', event_id)
+return {'decided_now', seq, total, quorum, winner, '', event_id, decided_at}

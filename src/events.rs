@@ -1,24 +1,39 @@
-//! Decision events: one Redis pub/sub subscription per hub feeding every session, and gap
-//! recovery from the stream after a dropped link. (Replays for resuming clients are the
-//! session's: [`crate::session::replay`].)
+//! Decision events: one Redis pub/sub subscription per hub feeding every session, gap
+//! recovery from the stream after a dropped link, and (on a cluster) the sweep that logs
+//! decisions left unlogged. (Replays for resuming clients are the session's:
+//! [`crate::session::replay`].)
+//!
+//! The subscription is a RESP3 connection of its own to the node that carries decision
+//! events: the one Redis (`SUBSCRIBE`), or on a cluster the primary serving the event
+//! log's slot (`SSUBSCRIBE` on its shard channel, so publishing a decision costs the same
+//! however many nodes the cluster has). When that link drops, or the cluster moves the
+//! slot, the hub asks again where the events are and subscribes there.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use futures::StreamExt;
+use redis::{AsyncConnectionConfig, PushKind, Value};
 
+use crate::clock::now_ms;
 use crate::error::Error;
 use crate::hub::Hub;
 use crate::protocol::{
     DecisionEvent, InstanceRegistered, InstanceUnregistered, VoteRecorded, event, frame,
 };
-use crate::store::{self, DECISION_EVENTS_CHANNEL};
+use crate::store;
 
 /// First pause before resubscribing after the pub/sub link failed.
 pub const RESUBSCRIBE_MIN_DELAY: Duration = Duration::from_millis(100);
 /// Longest pause between resubscription attempts.
 pub const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(2);
+/// Longest the subscription link waits to connect, or for a reply to a (un)subscribe.
+const LINK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a hub on a cluster looks for decisions decided but not logged.
+pub const SWEEP_PERIOD: Duration = Duration::from_secs(1);
+/// How old an unlogged decision must be before the sweep logs it: the hub that decided it
+/// is normally done well within this.
+pub const SWEEP_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs until the hub shuts down, resubscribing with backoff whenever the link drops.
 pub async fn listen(hub: Arc<Hub>) {
@@ -47,8 +62,25 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
     if hub.delivered().is_none() {
         hub.start_delivery_at(hub.store.last_event_id().await?);
     }
-    let mut pubsub = hub.store.client().get_async_pubsub().await?;
-    pubsub.subscribe(DECISION_EVENTS_CHANNEL).await?;
+    let store = hub.store.unguarded();
+    let channel = store.layout().decision_channel();
+    let client = store.events_client().await?;
+    let (pushes_tx, mut pushes) = tokio::sync::mpsc::unbounded_channel();
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(LINK_TIMEOUT))
+        .set_response_timeout(Some(LINK_TIMEOUT))
+        .set_push_sender(pushes_tx);
+    let mut link = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    if store.layout().is_cluster() {
+        redis::cmd("SSUBSCRIBE")
+            .arg(channel)
+            .exec_async(&mut link)
+            .await?;
+    } else {
+        link.subscribe(channel).await?;
+    }
     // Live events published from here on wait in the subscription while the gap is read;
     // `Hub::deliver` drops the ones the gap read already delivered.
     let caught_up = catch_up(hub).await?;
@@ -59,11 +91,7 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
         );
     }
     hub.set_listening(true);
-    tracing::info!(
-        channel = DECISION_EVENTS_CHANNEL,
-        "decision listener subscribed"
-    );
-    let (mut sink, mut messages) = pubsub.split();
+    tracing::info!(channel, "decision listener subscribed");
     // Dashboard events flow only while some session here wants them: every vote publishes
     // one, and a hub without dashboards should not pay for reading them.
     let mut watched = hub.dashboards_wanted();
@@ -72,33 +100,71 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
         let wanted = *watched.borrow_and_update();
         if wanted != dashboards {
             if wanted {
-                sink.subscribe(&store::DASHBOARD_CHANNELS[..]).await?;
+                link.subscribe(&store::DASHBOARD_CHANNELS[..]).await?;
             } else {
-                sink.unsubscribe(&store::DASHBOARD_CHANNELS[..]).await?;
+                link.unsubscribe(&store::DASHBOARD_CHANNELS[..]).await?;
             }
             dashboards = wanted;
             hub.set_dashboards_live(dashboards);
         }
-        let message = tokio::select! {
+        let push = tokio::select! {
             _ = hub.shutdown.cancelled() => return Ok(()),
             _ = watched.changed() => continue,
-            message = messages.next() => message,
+            push = pushes.recv() => push,
         };
-        let Some(message) = message else {
+        let Some(push) = push else {
             tracing::warn!("pub/sub link to Redis closed");
             return Ok(());
         };
-        let channel = message.get_channel_name();
-        if channel != DECISION_EVENTS_CHANNEL {
-            forward_subscribed(hub, channel, message.get_payload_bytes());
+        let (from, payload) = match (push.kind, push.data.as_slice()) {
+            (PushKind::Message | PushKind::SMessage, [from, payload, ..]) => (from, payload),
+            (PushKind::Disconnection, _) => {
+                tracing::warn!("pub/sub link to Redis closed");
+                return Ok(());
+            }
+            // The node no longer serves the event log's slot (moved, or failed over).
+            (PushKind::SUnsubscribe, _) => {
+                tracing::warn!("the event log's slot moved; subscribing where it is now");
+                return Ok(());
+            }
+            _ => continue,
+        };
+        let (Value::BulkString(from), Value::BulkString(payload)) = (from, payload) else {
+            continue;
+        };
+        if from.as_slice() != channel.as_bytes() {
+            if let Ok(from) = std::str::from_utf8(from) {
+                forward_subscribed(hub, from, payload);
+            }
             continue;
         }
-        match serde_json::from_slice::<DecisionEvent>(message.get_payload_bytes()) {
+        match serde_json::from_slice::<DecisionEvent>(payload) {
             Ok(event) => {
                 tracing::info!(decision = %event.decision, value = %event.value, "decision made");
                 deliver(hub, &event);
             }
             Err(err) => tracing::error!(%err, "ignoring a malformed decision event"),
+        }
+    }
+}
+
+/// Runs until the hub shuts down (cluster only): every [`SWEEP_PERIOD`], logs the
+/// decisions decided more than [`SWEEP_GRACE`] ago whose events are not in the log yet.
+/// Every hub sweeps; logging is idempotent, so hubs that race log each decision once.
+pub async fn sweep_unlogged(hub: Arc<Hub>) {
+    let store = hub.store.unguarded();
+    loop {
+        tokio::select! {
+            _ = hub.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SWEEP_PERIOD) => {}
+        }
+        let before = now_ms().saturating_sub(SWEEP_GRACE.as_millis() as u64);
+        match store.log_unlogged(before).await {
+            Ok(0) => {}
+            Ok(logged) => {
+                tracing::info!(logged, "logged decisions their deciding hub left unlogged")
+            }
+            Err(err) => tracing::warn!(%err, "could not sweep for unlogged decisions"),
         }
     }
 }

@@ -117,6 +117,9 @@ async fn serve(
         }
     });
     hub.tracker.spawn(events::listen(hub.clone()));
+    if hub.store.layout().is_cluster() {
+        hub.tracker.spawn(events::sweep_unlogged(hub.clone()));
+    }
     hub.tracker.spawn(keepalive::run(hub.clone()));
 
     let app = router(hub.clone(), &web_dir);

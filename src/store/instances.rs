@@ -57,8 +57,7 @@ impl Store {
         let roles = serde_json::to_string(&registration.roles).map_err(internal)?;
         let metadata = serde_json::to_string(&registration.metadata).map_err(internal)?;
         let ttl_ms = ttl.as_millis().to_string();
-        let mut pipe = redis::pipe();
-        pipe.add_command(evalsha(
+        let mut cmds = vec![evalsha(
             &self.scripts.register,
             &[&keys::instance(id), &keys::owner(id)],
             &[
@@ -70,9 +69,15 @@ impl Store {
                 id,
                 keys::INSTANCE_REGISTERED_CHANNEL,
             ],
-        ));
-        note_seen(&mut pipe, &now, id);
-        let (code,): (i64,) = self.query_pipe(&pipe).await?;
+        )];
+        cmds.extend(self.note_seen(&now, &[id]));
+        let replies = self.query_each(cmds).await?;
+        let code: i64 = replies
+            .first()
+            .map(redis::FromRedisValue::from_redis_value_ref)
+            .transpose()
+            .map_err(internal)?
+            .unwrap_or_default();
         Ok(if code == 1 {
             Claim::Done
         } else {
@@ -91,18 +96,31 @@ impl Store {
         }
         let now = now_ms().to_string();
         let ttl_ms = ttl.as_millis().to_string();
-        let mut pipe = redis::pipe();
-        for (instance, owner) in pairs {
-            let id = instance.as_str();
-            pipe.add_command(evalsha(
-                &self.scripts.heartbeat,
-                &[&keys::instance(id), &keys::owner(id)],
-                &[owner.unwrap_or(""), &ttl_ms, &now],
-            ));
-            note_seen(&mut pipe, &now, id);
-        }
-        let codes: Vec<i64> = self.query_pipe(&pipe).await?;
-        Ok(codes.into_iter().map(Claim::from_script).collect())
+        let mut cmds: Vec<redis::Cmd> = pairs
+            .iter()
+            .map(|(instance, owner)| {
+                let id = instance.as_str();
+                evalsha(
+                    &self.scripts.heartbeat,
+                    &[&keys::instance(id), &keys::owner(id)],
+                    &[owner.unwrap_or(""), &ttl_ms, &now],
+                )
+            })
+            .collect();
+        let ids: Vec<&str> = pairs
+            .iter()
+            .map(|(instance, _)| instance.as_str())
+            .collect();
+        cmds.extend(self.note_seen(&now, &ids));
+        let replies = self.query_each(cmds).await?;
+        replies[..pairs.len()]
+            .iter()
+            .map(|reply| {
+                redis::FromRedisValue::from_redis_value_ref(reply)
+                    .map(Claim::from_script)
+                    .map_err(internal)
+            })
+            .collect()
     }
 
     /// Refreshes one instance's TTL.
@@ -135,7 +153,7 @@ impl Store {
         let (code,): (i64,) = self.query_pipe(&pipe).await?;
         let claim = Claim::from_script(code);
         if claim != Claim::BoundElsewhere {
-            self.query_pipe::<()>(&forget(&[id])).await?;
+            self.query_pipe::<()>(&self.forget(&[id])).await?;
         }
         Ok(claim)
     }
@@ -181,7 +199,7 @@ impl Store {
         let stale: Vec<String> = self
             .query(
                 redis::cmd("ZRANGEBYSCORE")
-                    .arg(keys::INSTANCES_INDEX)
+                    .arg(self.layout.instances_index())
                     .arg("-inf")
                     .arg(format!("({stale_before_ms}"))
                     .arg("LIMIT")
@@ -194,12 +212,12 @@ impl Store {
             // and only those leave the id order too.
             let mut pipe = redis::pipe();
             pipe.cmd("ZREMRANGEBYSCORE")
-                .arg(keys::INSTANCES_INDEX)
+                .arg(self.layout.instances_index())
                 .arg("-inf")
                 .arg(format!("({stale_before_ms}"))
                 .ignore()
                 .cmd("ZMSCORE")
-                .arg(keys::INSTANCES_INDEX)
+                .arg(self.layout.instances_index())
                 .arg(&stale);
             let (scores,): (Vec<Option<f64>>,) = self.query_pipe(&pipe).await?;
             let left: Vec<&String> = stale
@@ -208,15 +226,19 @@ impl Store {
                 .filter_map(|(id, score)| score.is_none().then_some(id))
                 .collect();
             if !left.is_empty() {
-                self.query::<()>(redis::cmd("ZREM").arg(keys::INSTANCES_BY_ID).arg(&left))
-                    .await?;
+                self.query::<()>(
+                    redis::cmd("ZREM")
+                        .arg(self.layout.instances_by_id())
+                        .arg(&left),
+                )
+                .await?;
             }
         }
         let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
         let mut ids: Vec<String> = self
             .query(
                 redis::cmd("ZRANGEBYLEX")
-                    .arg(keys::INSTANCES_BY_ID)
+                    .arg(self.layout.instances_by_id())
                     .arg(start)
                     .arg("+")
                     .arg("LIMIT")
@@ -236,11 +258,17 @@ impl Store {
             if bytes >= MAX_PAGE_BYTES {
                 break;
             }
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.cmd("HGETALL").arg(keys::instance(id));
-            }
-            let hashes: Vec<HashMap<String, String>> = self.query_pipe(&pipe).await?;
+            let cmds = chunk
+                .iter()
+                .map(|id| redis::cmd("HGETALL").arg(keys::instance(id)).to_owned())
+                .collect();
+            let hashes = self
+                .query_each(cmds)
+                .await?
+                .into_iter()
+                .map(redis::FromRedisValue::from_redis_value)
+                .collect::<Result<Vec<HashMap<String, String>>, _>>()
+                .map_err(internal)?;
             for (id, fields) in chunk.iter().zip(hashes) {
                 if bytes >= MAX_PAGE_BYTES {
                     break;
@@ -269,7 +297,7 @@ impl Store {
         let cut_short = last_read.as_ref() != ids.last();
         let next = if more || cut_short { last_read } else { None };
         if !gone.is_empty() {
-            self.query_pipe::<()>(&forget(&gone)).await?;
+            self.query_pipe::<()>(&self.forget(&gone)).await?;
         }
         Ok(InstancePage { instances, next })
     }
@@ -282,31 +310,32 @@ pub(crate) struct InstancePage {
     pub next: Option<String>,
 }
 
-/// A pipeline that removes `ids` from both instance indexes.
-fn forget<S: AsRef<str>>(ids: &[S]) -> redis::Pipeline {
-    let ids: Vec<&str> = ids.iter().map(AsRef::as_ref).collect();
-    let mut pipe = redis::pipe();
-    pipe.cmd("ZREM")
-        .arg(keys::INSTANCES_INDEX)
-        .arg(&ids)
-        .ignore()
-        .cmd("ZREM")
-        .arg(keys::INSTANCES_BY_ID)
-        .arg(&ids)
-        .ignore();
-    pipe
-}
+impl Store {
+    /// A pipeline that removes `ids` from both instance indexes (one slot on a cluster).
+    fn forget<S: AsRef<str>>(&self, ids: &[S]) -> redis::Pipeline {
+        let ids: Vec<&str> = ids.iter().map(AsRef::as_ref).collect();
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREM")
+            .arg(self.layout.instances_index())
+            .arg(&ids)
+            .ignore()
+            .cmd("ZREM")
+            .arg(self.layout.instances_by_id())
+            .arg(&ids)
+            .ignore();
+        pipe
+    }
 
-/// Adds to `pipe` the instances index entry that `system.get_state` lists `id` by.
-fn note_seen(pipe: &mut redis::Pipeline, now: &str, id: &str) {
-    pipe.cmd("ZADD")
-        .arg(keys::INSTANCES_INDEX)
-        .arg(now)
-        .arg(id)
-        .ignore()
-        .cmd("ZADD")
-        .arg(keys::INSTANCES_BY_ID)
-        .arg(0)
-        .arg(id)
-        .ignore();
+    /// The instances index entries that `system.get_state` lists `ids` by, as two commands.
+    fn note_seen(&self, now: &str, ids: &[&str]) -> [redis::Cmd; 2] {
+        let mut seen = redis::cmd("ZADD");
+        let mut by_id = redis::cmd("ZADD");
+        seen.arg(self.layout.instances_index());
+        by_id.arg(self.layout.instances_by_id());
+        for id in ids {
+            seen.arg(now).arg(id);
+            by_id.arg(0).arg(id);
+        }
+        [seen, by_id]
+    }
 }

@@ -1,28 +1,172 @@
 //! Redis key and pub/sub channel names: the one place in the hub that spells them.
 //!
-//! Decision keys carry the decision as a hash tag (`{name}`), so all of one decision's keys
-//! live in one Redis Cluster slot and one script can touch them all; instance keys do the
-//! same with the instance id.
+//! Two layouts share these names. On one Redis ([`Layout::Single`]) a decision's keys carry
+//! the decision as a hash tag (`{name}`) and the index, stream and instance indexes are
+//! plain keys. On Redis Cluster ([`Layout::Partitioned`]) a decision's keys, its partition's
+//! decisions index and its partition's "decided, not yet logged" set share the partition's
+//! tag, the event log and its marks share `{events}`, and the instance indexes share
+//! `{instances}`: every script and transaction touches keys of one slot. Instance keys
+//! carry the instance id as their tag in both.
+
+use std::sync::Arc;
+
+use super::slots;
 
 /// Stream: every decision event, capped (see `DECISION_STREAM_CAP`).
-pub(crate) const DECISION_EVENTS_STREAM: &str = "cb:stream:quorum.decision.made";
-/// Channel the vote script publishes each decision event on.
-pub(crate) const DECISION_EVENTS_CHANNEL: &str = "cb:events:quorum.decision.made";
+const DECISION_EVENTS_STREAM: &str = "cb:stream:quorum.decision.made";
+/// Channel each decision event is published on as it is logged.
+const DECISION_EVENTS_CHANNEL: &str = "cb:events:quorum.decision.made";
+/// The event log, its marks and its shard channel on a cluster: one slot.
+const CLUSTER_EVENTS_STREAM: &str = "cb:{events}:stream";
+const CLUSTER_EVENTS_CHANNEL: &str = "cb:{events}:quorum.decision.made";
+const CLUSTER_LAYOUT_MARK: &str = "cb:{events}:layout";
 pub(crate) const VOTE_RECORDED_CHANNEL: &str = "cb:events:quorum.vote.recorded";
 pub(crate) const INSTANCE_REGISTERED_CHANNEL: &str = "cb:events:instance.registered";
 pub(crate) const INSTANCE_UNREGISTERED_CHANNEL: &str = "cb:events:instance.unregistered";
 /// Prefix of every event channel; the rest of the name is the event's method name.
 pub(crate) const EVENT_CHANNEL_PREFIX: &str = "cb:events:";
 /// Sorted set: decision name -> time its first vote was recorded (ms).
-pub(crate) const DECISIONS_INDEX: &str = "cb:decisions";
+const DECISIONS_INDEX: &str = "cb:decisions";
 /// The decisions index `redis-benchmark` writes when `bench suite` measures the vote
 /// script: the same work as the hub's, kept out of `system.get_state`.
 pub(crate) const BENCH_DECISIONS_INDEX: &str = "cb:bench:decisions";
 /// Sorted set: instance id -> last time it was registered or refreshed (ms).
-pub(crate) const INSTANCES_INDEX: &str = "cb:instances";
+const INSTANCES_INDEX: &str = "cb:instances";
 /// Sorted set, every score 0: the same instance ids in byte order, so that
 /// `system.get_state` pages through them in an order that heartbeats do not change.
-pub(crate) const INSTANCES_BY_ID: &str = "cb:instances:by-id";
+const INSTANCES_BY_ID: &str = "cb:instances:by-id";
+/// The same two indexes on a cluster, under one tag.
+const CLUSTER_INSTANCES_INDEX: &str = "cb:{instances}:seen";
+const CLUSTER_INSTANCES_BY_ID: &str = "cb:{instances}:by-id";
+
+/// Partitions a cluster keyspace spreads decisions over. Fixed for the life of a keyspace
+/// (a decision's partition is part of its key names), and recorded in it: a hub built
+/// with another count refuses to serve it.
+pub(crate) const PARTITIONS: usize = 64;
+
+/// Where the keys of a keyspace live.
+#[derive(Debug, Clone)]
+pub(crate) enum Layout {
+    /// One Redis.
+    Single,
+    /// Redis Cluster: decisions spread over [`PARTITIONS`] hash tags, chosen so that
+    /// their slots are evenly spaced (and so evenly spread over the primaries).
+    Partitioned { tags: Arc<[String]> },
+}
+
+impl Layout {
+    pub(crate) fn partitioned() -> Self {
+        Layout::Partitioned {
+            tags: slots::partition_tags(PARTITIONS).into(),
+        }
+    }
+
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Layout::Partitioned { .. })
+    }
+
+    /// The hash tag of a decision's partition (cluster only).
+    fn tag(tags: &[String], name: &str) -> String {
+        format!("{{{}}}", tags[slots::partition_of(name, tags.len())])
+    }
+
+    /// One part (`votes`, `tally`, `result`, `metadata`, `ballots`) of a decision.
+    pub(crate) fn decision(&self, name: &str, part: &str) -> String {
+        match self {
+            Layout::Single => format!("cb:quorum:{{{name}}}:{part}"),
+            Layout::Partitioned { tags } => {
+                format!("cb:quorum:{}:{name}:{part}", Self::tag(tags, name))
+            }
+        }
+    }
+
+    /// Sorted set: decision name -> openedAt, for the decisions that share `name`'s index.
+    pub(crate) fn decisions_index(&self, name: &str) -> String {
+        match self {
+            Layout::Single => DECISIONS_INDEX.to_owned(),
+            Layout::Partitioned { tags } => format!("cb:decisions:{}", Self::tag(tags, name)),
+        }
+    }
+
+    /// Every decisions index: one, or one per partition.
+    pub(crate) fn decisions_indexes(&self) -> Vec<String> {
+        match self {
+            Layout::Single => vec![DECISIONS_INDEX.to_owned()],
+            Layout::Partitioned { tags } => tags
+                .iter()
+                .map(|tag| format!("cb:decisions:{{{tag}}}"))
+                .collect(),
+        }
+    }
+
+    /// Sorted set (cluster only): decision -> decidedAt, for decisions of `name`'s
+    /// partition that are decided but whose event is not yet in the log.
+    pub(crate) fn unlogged(&self, name: &str) -> Option<String> {
+        match self {
+            Layout::Single => None,
+            Layout::Partitioned { tags } => Some(format!("cb:unlogged:{}", Self::tag(tags, name))),
+        }
+    }
+
+    /// Every "decided, not yet logged" set (none on one Redis, where a decision and its
+    /// event are written by one script).
+    pub(crate) fn unlogged_sets(&self) -> Vec<String> {
+        match self {
+            Layout::Single => Vec::new(),
+            Layout::Partitioned { tags } => tags
+                .iter()
+                .map(|tag| format!("cb:unlogged:{{{tag}}}"))
+                .collect(),
+        }
+    }
+
+    /// String (cluster only): the event id a decision was logged with, so that logging it
+    /// again returns that id instead of a second event.
+    pub(crate) fn logged(&self, name: &str) -> String {
+        format!("cb:{{events}}:logged:{name}")
+    }
+
+    /// String (cluster only): the layout the keyspace was written with.
+    pub(crate) fn layout_mark(&self) -> &'static str {
+        CLUSTER_LAYOUT_MARK
+    }
+
+    /// What the layout mark holds for this layout.
+    pub(crate) fn description(&self) -> String {
+        format!("partitions={PARTITIONS}")
+    }
+
+    /// Stream: every decision event, in the order they were logged.
+    pub(crate) fn stream(&self) -> &'static str {
+        match self {
+            Layout::Single => DECISION_EVENTS_STREAM,
+            Layout::Partitioned { .. } => CLUSTER_EVENTS_STREAM,
+        }
+    }
+
+    /// Channel each decision event is published on (a shard channel on a cluster, in the
+    /// stream's slot).
+    pub(crate) fn decision_channel(&self) -> &'static str {
+        match self {
+            Layout::Single => DECISION_EVENTS_CHANNEL,
+            Layout::Partitioned { .. } => CLUSTER_EVENTS_CHANNEL,
+        }
+    }
+
+    pub(crate) fn instances_index(&self) -> &'static str {
+        match self {
+            Layout::Single => INSTANCES_INDEX,
+            Layout::Partitioned { .. } => CLUSTER_INSTANCES_INDEX,
+        }
+    }
+
+    pub(crate) fn instances_by_id(&self) -> &'static str {
+        match self {
+            Layout::Single => INSTANCES_BY_ID,
+            Layout::Partitioned { .. } => CLUSTER_INSTANCES_BY_ID,
+        }
+    }
+}
 
 /// Channels of the events sessions may subscribe to (dashboards). A hub listens on them
 /// only while one of its sessions has subscribed.
@@ -35,11 +179,6 @@ pub(crate) const DASHBOARD_CHANNELS: [&str; 3] = [
 /// List: an instance's most recent recorded vote times (ms), for the rate limit.
 pub(crate) fn vote_rate(id: &str) -> String {
     format!("cb:ratelimit:{{{id}}}:votes")
-}
-
-/// One part (`votes`, `tally`, `result`, `metadata`, `ballots`) of a decision.
-pub(crate) fn decision(name: &str, part: &str) -> String {
-    format!("cb:quorum:{{{name}}}:{part}")
 }
 
 /// Hash: an instance's registration; expires after the instance TTL.

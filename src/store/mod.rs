@@ -2,31 +2,47 @@
 //!
 //! The store is the only part of the hub that knows Redis key names, scripts and reply
 //! shapes. Its calls are split by what they touch:
-//! - `keys`: key and channel names.
+//! - `keys`: key and channel names, per layout (one Redis or a cluster).
+//! - `slots`: Redis Cluster slots and the partitions decisions are spread over.
 //! - `decisions`: the vote script, audit trails and the recent-decisions index.
+//! - `log`: on a cluster, the second step of a decision: its event into the log.
 //! - `stream`: the decision event stream, read back for replays.
 //! - `instances`: registrations, heartbeats and session bindings.
+//!
+//! A store talks to one Redis (`redis://`, `unix://`) or to a Redis Cluster
+//! (`redis+cluster://`); see ARCHITECTURE.md for what differs between the two.
 
 mod decisions;
 mod instances;
 mod keys;
+mod log;
+mod slots;
 mod stream;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::try_join_all;
 use prometheus_client::metrics::counter::Counter;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue, Pipeline, RedisError, Script, ServerErrorKind};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{
+    Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo, Pipeline,
+    ProtocolVersion, RedisError, RedisFuture, Script, ServerErrorKind, Value,
+};
 
 use crate::breaker::{Admission, Breaker};
 use crate::error::Error;
 
 pub(crate) use decisions::{VOTE_SCRIPT, vote_benchmark_command};
 pub(crate) use instances::{Claim, Standing};
-pub(crate) use keys::{DASHBOARD_CHANNELS, DECISION_EVENTS_CHANNEL, EVENT_CHANNEL_PREFIX};
+pub(crate) use keys::{DASHBOARD_CHANNELS, EVENT_CHANNEL_PREFIX, Layout};
 pub(crate) use stream::CursorPlace;
+
+/// The URL scheme that names a Redis Cluster by its seed nodes.
+pub const CLUSTER_SCHEME: &str = "redis+cluster://";
 
 /// Roughly the most bytes of entries one page of `system.get_state` lists, per kind: a
 /// page ends early (with a cursor to continue) rather than grow past it.
@@ -41,10 +57,17 @@ const REDIS_MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 /// Connection attempts a call makes before it fails. Kept low so that calls fail fast
 /// while Redis is down; the next call tries again.
 const REDIS_CONNECT_ATTEMPTS: usize = 1;
+/// On a cluster: how often one call is retried (after a redirect, a lost node or a
+/// failover), and the pauses between tries; the whole call stays within its timeout.
+const CLUSTER_RETRIES: u32 = 12;
+const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 50;
+const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 1000;
 
 /// The Lua scripts, embedded at build time.
 struct Scripts {
     vote: Script,
+    log_decision: Script,
+    reserve_vote: Script,
     register: Script,
     heartbeat: Script,
     unregister: Script,
@@ -55,6 +78,8 @@ impl Scripts {
     fn new() -> Self {
         Self {
             vote: Script::new(VOTE_SCRIPT),
+            log_decision: Script::new(log::LOG_SCRIPT),
+            reserve_vote: Script::new(include_str!("../../lua/reserve_vote.lua")),
             register: Script::new(include_str!("../../lua/register.lua")),
             heartbeat: Script::new(include_str!("../../lua/heartbeat.lua")),
             unregister: Script::new(include_str!("../../lua/unregister.lua")),
@@ -62,9 +87,11 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&Script; 5] {
+    fn all(&self) -> [&Script; 7] {
         [
             &self.vote,
+            &self.log_decision,
+            &self.reserve_vote,
             &self.register,
             &self.heartbeat,
             &self.unregister,
@@ -73,12 +100,51 @@ impl Scripts {
     }
 }
 
-/// A cheap-to-clone handle on Redis: one multiplexed connection shared by every call,
-/// behind the hub's circuit breaker.
+/// The connection every call goes through: to one Redis, or to a cluster (which follows
+/// redirects and failovers itself).
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(conn) => conn.get_db(),
+            Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// A cheap-to-clone handle on Redis: one multiplexed connection (or cluster connection)
+/// shared by every call, behind the hub's circuit breaker.
 #[derive(Clone)]
 pub struct Store {
-    client: redis::Client,
-    conn: ConnectionManager,
+    /// How to reach the node that carries decision events (the one Redis, or a seed of
+    /// the cluster), for the pub/sub listener's own connection.
+    events_node: ConnectionInfo,
+    conn: Conn,
+    layout: Layout,
     scripts: Arc<Scripts>,
     breaker: Arc<Breaker>,
     /// Counts failed Redis calls for `/metrics`.
@@ -128,18 +194,38 @@ impl Store {
         longest_call: Duration,
         errors: Counter,
     ) -> Result<Self, Error> {
-        let client = redis::Client::open(url)
-            .map_err(|e| Error::Internal(format!("invalid Redis URL {url:?}: {e}")))?;
+        let invalid = |e: RedisError| Error::Internal(format!("invalid Redis URL {url:?}: {e}"));
         let response_timeout = REDIS_RESPONSE_TIMEOUT.max(longest_call + Duration::from_secs(1));
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(response_timeout))
-            .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
-            .set_max_delay(REDIS_MAX_RECONNECT_DELAY)
-            .set_number_of_retries(REDIS_CONNECT_ATTEMPTS);
-        let conn = client.get_connection_manager_lazy(config)?;
+        let (conn, layout, events_node) = if let Some(seeds) = url.strip_prefix(CLUSTER_SCHEME) {
+            let seeds = cluster_seeds(seeds).map_err(invalid)?;
+            let first = seeds[0].clone();
+            let client = ClusterClient::builder(seeds)
+                .retries(CLUSTER_RETRIES)
+                .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
+                .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS)
+                .overall_response_timeout(Some(response_timeout))
+                .build()
+                .map_err(invalid)?;
+            let config = ClusterConfig::new()
+                .set_connection_timeout(REDIS_CONNECT_TIMEOUT)
+                .set_response_timeout(response_timeout);
+            let conn = client.get_pending_async_connection_with_config(config);
+            (Conn::Cluster(conn), Layout::partitioned(), first)
+        } else {
+            let client = redis::Client::open(url).map_err(invalid)?;
+            let config = ConnectionManagerConfig::new()
+                .set_response_timeout(Some(response_timeout))
+                .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
+                .set_max_delay(REDIS_MAX_RECONNECT_DELAY)
+                .set_number_of_retries(REDIS_CONNECT_ATTEMPTS);
+            let conn = client.get_connection_manager_lazy(config)?;
+            let info = client.get_connection_info().clone();
+            (Conn::Single(conn), Layout::Single, info)
+        };
         Ok(Self {
-            client,
+            events_node,
             conn,
+            layout,
             scripts: Arc::new(Scripts::new()),
             breaker: Arc::new(breaker),
             errors,
@@ -156,9 +242,49 @@ impl Store {
         }
     }
 
-    /// The underlying client, for the pub/sub listener's own connection.
-    pub(crate) fn client(&self) -> &redis::Client {
-        &self.client
+    /// Where this store's keys live.
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// A RESP3 client for the node that serves decision events (pub/sub pushes arrive on
+    /// the connection as they are published). On a cluster that is the primary serving
+    /// the event log's slot, asked of the cluster each time.
+    pub(crate) async fn events_client(&self) -> Result<redis::Client, Error> {
+        let mut node = self.events_node.clone();
+        if let Conn::Cluster(_) = &self.conn {
+            let (host, port) = self.primary_for(self.layout.stream()).await?;
+            node = node.set_addr(ConnectionAddr::Tcp(host, port));
+        }
+        let settings = node
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        redis::Client::open(node.set_redis_settings(settings)).map_err(Error::from)
+    }
+
+    /// The address of the primary that serves `key`'s slot, as the cluster reports it.
+    async fn primary_for(&self, key: &str) -> Result<(String, u16), Error> {
+        let slot = i64::from(slots::key_slot(key));
+        let ranges: Vec<Value> = self.query(&redis::cmd("CLUSTER").arg("SLOTS")).await?;
+        for range in ranges {
+            let Value::Array(fields) = range else {
+                continue;
+            };
+            let (Some(Value::Int(first)), Some(Value::Int(last)), Some(Value::Array(primary))) =
+                (fields.first(), fields.get(1), fields.get(2))
+            else {
+                continue;
+            };
+            if (*first..=*last).contains(&slot)
+                && let (Some(host), Some(Value::Int(port))) = (primary.first(), primary.get(1))
+            {
+                let host = String::from_redis_value_ref(host).map_err(internal)?;
+                let port = u16::try_from(*port).map_err(internal)?;
+                return Ok((host, port));
+            }
+        }
+        Err(Error::Internal(format!("no primary serves slot {slot}")))
     }
 
     pub(crate) fn breaker(&self) -> &Breaker {
@@ -206,6 +332,9 @@ impl Store {
             cmd.arg(script.get_hash());
         }
         let present: Vec<bool> = self.query(&cmd).await?;
+        if self.layout.is_cluster() {
+            self.check_layout().await?;
+        }
         if present.iter().all(|p| *p) {
             Ok(())
         } else {
@@ -213,10 +342,56 @@ impl Store {
         }
     }
 
+    /// Marks a cluster keyspace with its layout on first use, and refuses one written with
+    /// another: its decisions would be looked for under other key names.
+    async fn check_layout(&self) -> Result<(), Error> {
+        let wanted = self.layout.description();
+        let found: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(self.layout.layout_mark())
+                    .arg(&wanted)
+                    .arg("NX")
+                    .arg("GET"),
+            )
+            .await?;
+        match found {
+            Some(found) if found != wanted => Err(Error::Internal(format!(
+                "this Redis Cluster's keyspace was written with layout {found:?}, and this hub uses {wanted:?}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Sends one command.
     async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Error> {
         let admitted = self.admit()?;
         admitted.finish(cmd.query_async(&mut self.conn.clone()).await)
+    }
+
+    /// Sends commands that may touch keys of different slots, and returns their replies
+    /// in order: one pipeline on one Redis; on a cluster, each command on its own (sent
+    /// at once, so the cluster connection pipelines those for one node). Not atomic in
+    /// either case.
+    async fn query_each(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>, Error> {
+        match &self.conn {
+            Conn::Single(_) => {
+                let mut pipe = redis::pipe();
+                for cmd in cmds {
+                    pipe.add_command(cmd);
+                }
+                self.query_pipe(&pipe).await
+            }
+            Conn::Cluster(_) => {
+                try_join_all(cmds.into_iter().map(|cmd| async move {
+                    let mut pipe = redis::pipe();
+                    pipe.add_command(cmd);
+                    let (reply,): (Value,) = self.query_pipe(&pipe).await?;
+                    Ok::<_, Error>(reply)
+                }))
+                .await
+            }
+        }
     }
 
     /// Sends a pipeline that may contain EVALSHA calls, loading the scripts and retrying
@@ -251,13 +426,18 @@ impl Store {
     }
 
     /// Reads the server's persistence settings and says what an acknowledged vote could
-    /// lose, if anything.
+    /// lose, if anything. (On a cluster, the settings of whichever node answers.)
     pub(crate) async fn durability_warning(&self) -> Option<String> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("CONFIG").arg("GET").arg("appendonly");
-        pipe.cmd("CONFIG").arg("GET").arg("appendfsync");
-        type Reply = (HashMap<String, String>, HashMap<String, String>);
-        let (aof, fsync): Reply = match self.query_pipe(&pipe).await {
+        let read = async {
+            let aof: HashMap<String, String> = self
+                .query(redis::cmd("CONFIG").arg("GET").arg("appendonly"))
+                .await?;
+            let fsync: HashMap<String, String> = self
+                .query(redis::cmd("CONFIG").arg("GET").arg("appendfsync"))
+                .await?;
+            Ok::<_, Error>((aof, fsync))
+        };
+        let (aof, fsync) = match read.await {
             Ok(reply) => reply,
             Err(err) => {
                 return Some(format!(
@@ -285,6 +465,24 @@ fn evalsha(script: &Script, keys: &[&str], args: &[&str]) -> Cmd {
         .arg(keys)
         .arg(args);
     cmd
+}
+
+/// The seed nodes of a `redis+cluster://` URL (after the scheme): `HOST:PORT[,HOST:PORT...]`,
+/// with an optional `user:password@` on the first, which applies to every node.
+fn cluster_seeds(list: &str) -> Result<Vec<ConnectionInfo>, RedisError> {
+    let (auth, list) = match list.rsplit_once('@') {
+        Some((auth, rest)) => (format!("{auth}@"), rest),
+        None => (String::new(), list),
+    };
+    let list = list.trim_end_matches('/');
+    let seeds: Vec<ConnectionInfo> = list
+        .split(',')
+        .map(|seed| format!("redis://{auth}{}", seed.trim()).into_connection_info())
+        .collect::<Result<_, _>>()?;
+    if seeds.is_empty() || list.trim().is_empty() {
+        return Err((redis::ErrorKind::InvalidClientConfig, "no seed nodes").into());
+    }
+    Ok(seeds)
 }
 
 fn is_noscript(e: &RedisError) -> bool {

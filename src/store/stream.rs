@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use redis::FromRedisValue;
 
-use super::{Store, field_u64, internal, keys};
+use super::{Store, field_u64, internal};
 use crate::error::Error;
 use crate::protocol::{DecisionEvent, EventId};
 
@@ -26,7 +26,7 @@ impl Store {
     /// The id of the newest decision event, or zero when there is none.
     pub(crate) async fn last_event_id(&self) -> Result<EventId, Error> {
         let mut cmd = redis::cmd("XREVRANGE");
-        cmd.arg(keys::DECISION_EVENTS_STREAM)
+        cmd.arg(self.layout.stream())
             .arg("+")
             .arg("-")
             .arg("COUNT")
@@ -43,7 +43,7 @@ impl Store {
     ) -> Result<Replay, Error> {
         let end = upto.map_or_else(|| "+".to_owned(), |id| id.to_string());
         let mut cmd = redis::cmd("XRANGE");
-        cmd.arg(keys::DECISION_EVENTS_STREAM)
+        cmd.arg(self.layout.stream())
             .arg(format!("({after}"))
             .arg(end)
             .arg("COUNT")
@@ -61,7 +61,7 @@ impl Store {
     /// had. Errs on the side of "trimmed" when `after` is exactly the last trimmed event.
     pub(crate) async fn place_cursor(&self, after: EventId) -> Result<CursorPlace, Error> {
         let mut pipe = redis::pipe();
-        pipe.cmd("EXISTS").arg(keys::DECISION_EVENTS_STREAM);
+        pipe.cmd("EXISTS").arg(self.layout.stream());
         let (exists,): (bool,) = self.query_pipe(&pipe).await?;
         if !exists {
             return Ok(if after > EventId::ZERO {
@@ -73,11 +73,7 @@ impl Store {
             });
         }
         let reply: redis::Value = self
-            .query(
-                redis::cmd("XINFO")
-                    .arg("STREAM")
-                    .arg(keys::DECISION_EVENTS_STREAM),
-            )
+            .query(redis::cmd("XINFO").arg("STREAM").arg(self.layout.stream()))
             .await?;
         let items: Vec<redis::Value> = match reply {
             redis::Value::Array(items) => items,

@@ -1,0 +1,140 @@
+//! On a cluster, the second step of a decision: its event into the one event log, once,
+//! and the sweep that finishes decisions whose hub stopped between the two steps.
+
+use std::time::Duration;
+
+use super::{Store, internal};
+use crate::error::Error;
+use crate::protocol::EventId;
+
+use super::stream::DECISION_STREAM_CAP;
+
+/// The log script's source (the shared event definition first).
+pub(crate) const LOG_SCRIPT: &str = concat!(
+    include_str!("../../lua/decision_event.lua"),
+    include_str!("../../lua/log_decision.lua")
+);
+
+/// How long the mark that a decision was logged lives. Logging it again within that time
+/// returns the same event; since every hub sweeps for unlogged decisions each second, only
+/// a keyspace left without any hub for this long could see one logged twice.
+const LOGGED_MARK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Most unlogged decisions one sweep logs per partition.
+const SWEEP_BATCH: usize = 100;
+
+/// A decision the vote script fixed: everything its event carries but the event id.
+#[derive(Debug, Clone)]
+pub(crate) struct Decided {
+    pub decision: String,
+    pub value: String,
+    pub vote_count: u64,
+    pub quorum: u64,
+    pub total_instances: u64,
+    pub decided_at: u64,
+}
+
+impl Store {
+    /// Appends a decided decision's event to the log (or finds the one it was logged
+    /// with), then records its event id beside the result and takes it off the unlogged
+    /// set, in the decision's slot.
+    pub(crate) async fn log_decided(&self, decided: &Decided) -> Result<EventId, Error> {
+        let name = decided.decision.as_str();
+        let Some(unlogged) = self.layout.unlogged(name) else {
+            return Err(Error::Internal(
+                "only a cluster logs decisions in a second step".into(),
+            ));
+        };
+        let event_id: String = self
+            .eval(
+                &self.scripts.log_decision,
+                &[self.layout.stream(), &self.layout.logged(name)],
+                &[
+                    name,
+                    &decided.value,
+                    &decided.vote_count.to_string(),
+                    &decided.quorum.to_string(),
+                    &decided.total_instances.to_string(),
+                    &decided.decided_at.to_string(),
+                    &DECISION_STREAM_CAP.to_string(),
+                    self.layout.decision_channel(),
+                    &LOGGED_MARK_TTL.as_millis().to_string(),
+                ],
+            )
+            .await?;
+        let mut mark = redis::pipe();
+        mark.atomic()
+            .cmd("HSET")
+            .arg(self.layout.decision(name, "result"))
+            .arg("eventId")
+            .arg(&event_id)
+            .ignore()
+            .cmd("ZREM")
+            .arg(unlogged)
+            .arg(name)
+            .ignore();
+        self.query_pipe::<()>(&mark).await?;
+        event_id.parse().map_err(internal)
+    }
+
+    /// Logs the decisions decided before `before_ms` whose events are not in the log yet:
+    /// their hub stopped between the two steps, or its log step failed. Returns how many
+    /// it logged.
+    pub(crate) async fn log_unlogged(&self, before_ms: u64) -> Result<usize, Error> {
+        let sets = self.layout.unlogged_sets();
+        let cmds = sets
+            .iter()
+            .map(|set| {
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(set)
+                    .arg("-inf")
+                    .arg(format!("({before_ms}"))
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(SWEEP_BATCH)
+                    .to_owned()
+            })
+            .collect();
+        let mut logged = 0;
+        for (set, reply) in sets.iter().zip(self.query_each(cmds).await?) {
+            let names: Vec<String> =
+                redis::FromRedisValue::from_redis_value(reply).map_err(internal)?;
+            for name in names {
+                let key = |part| self.layout.decision(&name, part);
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .cmd("HMGET")
+                    .arg(key("result"))
+                    .arg(&["value", "voteCount", "decidedAt", "eventId"])
+                    .cmd("HMGET")
+                    .arg(key("metadata"))
+                    .arg(&["quorum", "totalInstances"]);
+                type Reply = (Vec<Option<String>>, Vec<Option<u64>>);
+                let (result, meta): Reply = self.query_pipe(&pipe).await?;
+                let (Some(value), None) = (result[0].clone(), &result[3]) else {
+                    // Logged meanwhile, or gone: nothing left to log.
+                    self.query::<()>(redis::cmd("ZREM").arg(set).arg(&name))
+                        .await?;
+                    continue;
+                };
+                let number = |field: &Option<String>| {
+                    field
+                        .as_deref()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or_default()
+                };
+                let decided = Decided {
+                    value,
+                    vote_count: number(&result[1]),
+                    decided_at: number(&result[2]),
+                    quorum: meta[0].unwrap_or_default(),
+                    total_instances: meta[1].unwrap_or_default(),
+                    decision: name,
+                };
+                self.log_decided(&decided).await?;
+                logged += 1;
+            }
+        }
+        Ok(logged)
+    }
+}
