@@ -54,3 +54,5 @@ mod methods;
 mod metrics;
 mod session;
 mod store;
+
+pub use store::{CLUSTER_SCHEME, decision_key, event_log_key};

@@ -113,7 +113,7 @@ async fn sixty_four_instances_racing_on_two_hubs_decide_exactly_once() {
         assert_eq!(late, INSTANCES - 33, "round {round}");
 
         // Read the vote order back from Redis and apply rule 5 to it.
-        let votes = format!("cb:quorum:{{{decision}}}:votes");
+        let votes = redis.decision_key(&decision, "votes");
         let order: Vec<String> = redis.query(&["ZRANGE", &votes, "0", "-1"]).await;
         assert_eq!(order.len(), 33);
         let ordered_values: Vec<String> = order
@@ -121,7 +121,7 @@ async fn sixty_four_instances_racing_on_two_hubs_decide_exactly_once() {
             .map(|id| values[id.trim_start_matches("racer-").parse::<usize>().unwrap()].clone())
             .collect();
         let winner = expected_winner(&ordered_values);
-        let result = format!("cb:quorum:{{{decision}}}:result");
+        let result = redis.decision_key(&decision, "result");
         let stored: String = redis.query(&["HGET", &result, "value"]).await;
         assert_eq!(stored, winner, "round {round}: order {ordered_values:?}");
         assert_eq!(deciding[0]["finalDecision"], winner.as_str());
@@ -139,9 +139,8 @@ async fn sixty_four_instances_racing_on_two_hubs_decide_exactly_once() {
     for (_, client) in clients.iter_mut() {
         client.assert_no_more_notifications("race-0").await;
     }
-    let events: u64 = redis
-        .query(&["XLEN", "cb:stream:quorum.decision.made"])
-        .await;
+    let stream = quorum_hub::event_log_key(&redis.url());
+    let events: u64 = redis.query(&["XLEN", stream]).await;
     assert_eq!(events, ROUNDS as u64);
 }
 

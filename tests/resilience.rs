@@ -90,7 +90,7 @@ async fn the_rate_limit_window_rolls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vote_slower_than_its_timeout_says_the_outcome_is_unknown_and_a_retry_is_truthful() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start_single();
     let mut config = Config::with_redis(redis.url());
     config.vote_timeout = Duration::from_millis(200);
     let hub = TestHub::start_with(config).await;
@@ -124,7 +124,7 @@ async fn a_vote_slower_than_its_timeout_says_the_outcome_is_unknown_and_a_retry_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_answers_the_fallback_while_redis_is_down_and_recovers() {
-    let mut redis = RedisServer::start();
+    let mut redis = RedisServer::start_single();
     let mut config = Config::with_redis(redis.url());
     config.breaker_failures = 3;
     config.breaker_open = Duration::from_secs(2);
@@ -367,7 +367,9 @@ async fn sessions_get_every_decision_once_when_the_pubsub_link_is_killed() {
         if n % 8 == 2 {
             // Drop every hub's subscription; the decisions right after are made while
             // the watched hub is not subscribed.
-            let _: () = redis.query(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+            let _: Vec<redis::Value> = redis
+                .query_each_node(&["CLIENT", "KILL", "TYPE", "pubsub"])
+                .await;
         }
         voter.vote("decider", &format!("gap-{n}"), "go", 1).await;
     }
@@ -531,7 +533,12 @@ async fn resuming_from_an_event_no_longer_kept_says_recovery_was_incomplete() {
         ids.push(voter.decide("v", &format!("old-{n}")).await);
     }
     let _: () = redis
-        .query(&["XTRIM", "cb:stream:quorum.decision.made", "MAXLEN", "1"])
+        .query(&[
+            "XTRIM",
+            quorum_hub::event_log_key(&redis.url()),
+            "MAXLEN",
+            "1",
+        ])
         .await;
     let mut back = WsClient::connect(&format!("{}?lastEventId={}", hub.ws_url(), ids[0])).await;
     let notice = back.next_notification().await;
@@ -576,7 +583,7 @@ async fn a_long_replay_is_followed_by_the_live_events_held_behind_it_in_order() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_that_cannot_read_redis_says_so() {
-    let mut redis = RedisServer::start();
+    let mut redis = RedisServer::start_single();
     let hub = TestHub::start(&redis).await;
     let mut voter = hub.client_as("v").await;
     let seen = voter.decide("v", "before-outage").await;
@@ -600,7 +607,7 @@ async fn a_resume_that_cannot_read_redis_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_breaker_does_not_let_an_open_sessions_binding_lapse() {
-    let mut redis = RedisServer::start();
+    let mut redis = RedisServer::start_single();
     let config = |redis: &RedisServer| {
         let mut config = Config::with_redis(redis.url());
         config.breaker_failures = 2;
@@ -682,7 +689,7 @@ async fn a_session_whose_instance_another_session_took_is_told_and_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_in_flight_never_binds_an_instance_to_a_session_that_closed() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start_single();
     let hub = HubProcess::spawn(
         std::process::Command::new(bin_path())
             .args(["--listen", "127.0.0.1:0", "--instance-ttl", "3"])

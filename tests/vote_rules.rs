@@ -236,15 +236,20 @@ async fn every_key_carries_the_decision_hash_tag_and_the_event_is_in_the_stream(
     let mut observer = hub.client().await;
     cast(&hub, "tagged:1", 1, &["go"]).await;
     let event = observer.next_notification().await;
-    for part in ["votes", "tally", "result", "metadata"] {
-        let key = format!("cb:quorum:{{tagged:1}}:{part}");
+    let tag = |key: &str| {
+        let open = key.find('{').expect("a hash tag");
+        key[open..=open + key[open..].find('}').expect("a closed tag")].to_owned()
+    };
+    let first = redis.decision_key("tagged:1", "votes");
+    for part in ["votes", "tally", "result", "metadata", "ballots"] {
+        let key = redis.decision_key("tagged:1", part);
         let exists: bool = redis.query(&["EXISTS", &key]).await;
         assert!(exists, "{key} missing");
+        assert_eq!(tag(&key), tag(&first), "{key} in another slot");
     }
     let entries: Vec<(String, Vec<(String, String)>)> = {
-        let reply: redis::Value = redis
-            .query(&["XRANGE", "cb:stream:quorum.decision.made", "-", "+"])
-            .await;
+        let stream = quorum_hub::event_log_key(&redis.url());
+        let reply: redis::Value = redis.query(&["XRANGE", stream, "-", "+"]).await;
         redis::FromRedisValue::from_redis_value(reply).unwrap()
     };
     assert_eq!(entries.len(), 1);
@@ -521,9 +526,10 @@ async fn status_and_state_report_the_audit_trail_without_scanning_keys() {
         .await;
     assert_error(&error, -32004, "never-voted");
 
-    let _: () = redis.query(&["CONFIG", "RESETSTAT"]).await;
+    let _: Vec<()> = redis.query_each_node(&["CONFIG", "RESETSTAT"]).await;
     let state = c.result("system.get_state", json!({})).await;
-    let stats: String = redis.query(&["INFO", "commandstats"]).await;
+    let stats: Vec<String> = redis.query_each_node(&["INFO", "commandstats"]).await;
+    let stats = stats.concat();
     for scan in ["cmdstat_keys:", "cmdstat_scan:"] {
         assert!(!stats.contains(scan), "get_state used {scan}");
     }

@@ -44,6 +44,25 @@ pub(crate) use stream::CursorPlace;
 /// The URL scheme that names a Redis Cluster by its seed nodes.
 pub const CLUSTER_SCHEME: &str = "redis+cluster://";
 
+/// The stream of decision events on the Redis that `redis_url` names.
+pub fn event_log_key(redis_url: &str) -> &'static str {
+    layout_for(redis_url).stream()
+}
+
+fn layout_for(redis_url: &str) -> Layout {
+    if redis_url.starts_with(CLUSTER_SCHEME) {
+        Layout::partitioned()
+    } else {
+        Layout::Single
+    }
+}
+
+/// The key of one part (`votes`, `tally`, `result`, `metadata`, `ballots`) of a decision
+/// on the Redis that `redis_url` names, for tools and tests that read it directly.
+pub fn decision_key(redis_url: &str, decision: &str, part: &str) -> String {
+    layout_for(redis_url).decision(decision, part)
+}
+
 /// Roughly the most bytes of entries one page of `system.get_state` lists, per kind: a
 /// page ends early (with a cursor to continue) rather than grow past it.
 pub(crate) const MAX_PAGE_BYTES: usize = 256 * 1024;
@@ -196,7 +215,8 @@ impl Store {
     ) -> Result<Self, Error> {
         let invalid = |e: RedisError| Error::Internal(format!("invalid Redis URL {url:?}: {e}"));
         let response_timeout = REDIS_RESPONSE_TIMEOUT.max(longest_call + Duration::from_secs(1));
-        let (conn, layout, events_node) = if let Some(seeds) = url.strip_prefix(CLUSTER_SCHEME) {
+        let layout = layout_for(url);
+        let (conn, events_node) = if let Some(seeds) = url.strip_prefix(CLUSTER_SCHEME) {
             let seeds = cluster_seeds(seeds).map_err(invalid)?;
             let first = seeds[0].clone();
             let client = ClusterClient::builder(seeds)
@@ -210,7 +230,7 @@ impl Store {
                 .set_connection_timeout(REDIS_CONNECT_TIMEOUT)
                 .set_response_timeout(response_timeout);
             let conn = client.get_pending_async_connection_with_config(config);
-            (Conn::Cluster(conn), Layout::partitioned(), first)
+            (Conn::Cluster(conn), first)
         } else {
             let client = redis::Client::open(url).map_err(invalid)?;
             let config = ConnectionManagerConfig::new()
@@ -220,7 +240,7 @@ impl Store {
                 .set_number_of_retries(REDIS_CONNECT_ATTEMPTS);
             let conn = client.get_connection_manager_lazy(config)?;
             let info = client.get_connection_info().clone();
-            (Conn::Single(conn), Layout::Single, info)
+            (Conn::Single(conn), info)
         };
         Ok(Self {
             events_node,
@@ -266,7 +286,7 @@ impl Store {
     /// The address of the primary that serves `key`'s slot, as the cluster reports it.
     async fn primary_for(&self, key: &str) -> Result<(String, u16), Error> {
         let slot = i64::from(slots::key_slot(key));
-        let ranges: Vec<Value> = self.query(&redis::cmd("CLUSTER").arg("SLOTS")).await?;
+        let ranges: Vec<Value> = self.query(redis::cmd("CLUSTER").arg("SLOTS")).await?;
         for range in ranges {
             let Value::Array(fields) = range else {
                 continue;

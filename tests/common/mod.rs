@@ -7,6 +7,7 @@ pub mod http;
 pub mod hub;
 pub mod jsonrpc;
 pub mod oracle;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod ws;
 

@@ -1,81 +1,155 @@
-//! `RedisServer`: a private redis-server process on a unix socket, for one test.
+//! `RedisServer`: the Redis a test runs against, started for that test: one private
+//! redis-server on a unix socket, or (with `QUORUM_TEST_REDIS=cluster`) a private Redis
+//! Cluster of 3 primaries and 3 replicas, so that the same tests check both modes.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use super::eventually_blocking;
+use super::redis_cluster::RedisCluster;
 
-/// A private redis-server on a unix socket in its own temporary directory.
+/// Whether the tests that run in both modes run against a cluster this time.
+pub fn cluster_wanted() -> bool {
+    std::env::var("QUORUM_TEST_REDIS").is_ok_and(|v| v == "cluster")
+}
+
+/// A private Redis for one test.
 pub struct RedisServer {
-    child: Child,
-    dir: tempfile::TempDir,
+    backend: Backend,
+}
+
+enum Backend {
+    Single {
+        child: Child,
+        dir: tempfile::TempDir,
+    },
+    Cluster(RedisCluster),
 }
 
 impl RedisServer {
+    /// The Redis the contract tests run against: one server, or a cluster when
+    /// [`cluster_wanted`].
     pub fn start() -> Self {
+        if cluster_wanted() {
+            Self::start_cluster()
+        } else {
+            Self::start_single()
+        }
+    }
+
+    /// One redis-server, whatever the mode (for tests of what one server does: being
+    /// killed and restarted on the same socket, paused, ...).
+    pub fn start_single() -> Self {
         let dir = tempfile::Builder::new()
             .prefix("qh-redis")
             .tempdir()
             .expect("tempdir");
-        let child = Self::spawn(dir.path());
-        Self { child, dir }
+        let child = spawn(dir.path());
+        Self {
+            backend: Backend::Single { child, dir },
+        }
     }
 
-    fn spawn(dir: &Path) -> Child {
-        let socket = dir.join("r.sock");
-        let _ = std::fs::remove_file(&socket);
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                "0",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-            ])
-            .arg("--unixsocket")
-            .arg(&socket)
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (make test installs it)");
-        eventually_blocking("redis-server to start", || {
-            std::os::unix::net::UnixStream::connect(&socket).ok()
-        });
-        child
+    /// A 3+3 Redis Cluster.
+    pub fn start_cluster() -> Self {
+        Self {
+            backend: Backend::Cluster(RedisCluster::start()),
+        }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.backend, Backend::Cluster(_))
+    }
+
+    /// The cluster (panics for one server).
+    pub fn cluster(&mut self) -> &mut RedisCluster {
+        match &mut self.backend {
+            Backend::Cluster(cluster) => cluster,
+            Backend::Single { .. } => panic!("this test needs a cluster"),
+        }
     }
 
     /// Kills the server (its data is gone: tests run it without persistence).
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.backend {
+            Backend::Single { child, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Backend::Cluster(_) => panic!("kill() is for one server; a cluster kills nodes"),
+        }
     }
 
     /// Starts a fresh server on the same socket.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = Self::spawn(self.dir.path());
+        if let Backend::Single { child, dir } = &mut self.backend {
+            *child = spawn(dir.path());
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("unix://{}", self.dir.path().join("r.sock").display())
+        match &self.backend {
+            Backend::Single { dir, .. } => {
+                format!("unix://{}", dir.path().join("r.sock").display())
+            }
+            Backend::Cluster(cluster) => cluster.url(),
+        }
     }
 
-    /// Runs one command on a fresh connection, e.g. `query(&["HGET", key, "status"])`.
+    /// The key of one part of a decision, in this Redis's layout.
+    pub fn decision_key(&self, decision: &str, part: &str) -> String {
+        quorum_hub::decision_key(&self.url(), decision, part)
+    }
+
+    /// Runs one command on a fresh connection, e.g. `query(&["HGET", key, "status"])`. On
+    /// a cluster the command goes where its key lives.
     pub async fn query<T: redis::FromRedisValue>(&self, command: &[&str]) -> T {
         let (name, args) = command.split_first().expect("a command");
-        redis::cmd(name)
-            .arg(args)
-            .query_async(&mut self.connection().await)
-            .await
-            .unwrap_or_else(|e| panic!("{command:?} failed: {e}"))
+        let cmd = redis::cmd(name).arg(args).to_owned();
+        let reply = match &self.backend {
+            Backend::Single { .. } => cmd.query_async(&mut self.connection().await).await,
+            Backend::Cluster(cluster) => {
+                let client = redis::cluster::ClusterClient::new(cluster.seeds()).unwrap();
+                let mut conn = client
+                    .get_async_connection()
+                    .await
+                    .expect("connect to the test cluster");
+                cmd.query_async(&mut conn).await
+            }
+        };
+        reply.unwrap_or_else(|e| panic!("{command:?} failed: {e}"))
     }
 
+    /// Runs one command without a key (`INFO`, `CLIENT KILL`, ...) on every live node
+    /// (the one server, or each node of the cluster) and returns the replies.
+    pub async fn query_each_node<T: redis::FromRedisValue>(&self, command: &[&str]) -> Vec<T> {
+        let urls = match &self.backend {
+            Backend::Single { .. } => vec![self.url()],
+            Backend::Cluster(cluster) => cluster.seeds(),
+        };
+        let (name, args) = command.split_first().expect("a command");
+        let mut replies = Vec::new();
+        for url in urls {
+            let mut conn = redis::Client::open(url)
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connect to a test redis node");
+            replies.push(
+                redis::cmd(name)
+                    .arg(args)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("{command:?} failed: {e}")),
+            );
+        }
+        replies
+    }
+
+    /// A connection to the one server.
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        assert!(!self.is_cluster(), "connection() is for one server");
         redis::Client::open(self.url())
             .unwrap()
             .get_multiplexed_async_connection()
@@ -84,8 +158,39 @@ impl RedisServer {
     }
 }
 
+fn spawn(dir: &Path) -> Child {
+    let socket = dir.join("r.sock");
+    let _ = std::fs::remove_file(&socket);
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ])
+        .arg("--unixsocket")
+        .arg(&socket)
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (make test installs it)");
+    eventually_blocking("redis-server to start", || {
+        std::os::unix::net::UnixStream::connect(&socket).ok()
+    });
+    child
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        self.kill();
+        if let Backend::Single { child, .. } = &mut self.backend {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -1,0 +1,225 @@
+//! `RedisCluster`: a private Redis Cluster of 3 primaries and 3 replicas, for one test.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+
+use super::{Rng, eventually_blocking};
+
+/// Primaries in a test cluster; each has one replica.
+pub const PRIMARIES: usize = 3;
+/// Node ports are drawn from here: the cluster bus listens on port + 10000, which must
+/// stay a valid port, and the range stays clear of the kernel's ephemeral ports.
+const PORTS: std::ops::Range<u16> = 20_000..30_000;
+
+/// One redis-server of the cluster.
+pub struct Node {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+/// Six redis-servers on loopback ports, joined into a cluster, each replica linked.
+pub struct RedisCluster {
+    pub nodes: Vec<Node>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("qh-cluster")
+            .tempdir()
+            .expect("tempdir");
+        let mut rng = Rng::new(u64::from(std::process::id()) ^ nanos());
+        let nodes = (0..PRIMARIES * 2)
+            .map(|n| Node::start(dir.path(), n, &mut rng))
+            .collect::<Vec<_>>();
+        let cluster = Self { nodes, dir };
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for node in &cluster.nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        let status = create
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli must be installed (make test installs it)");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        cluster.wait_healthy();
+        cluster
+    }
+
+    /// Waits until every node reports `cluster_state:ok` and knows every other node, and
+    /// every replica's link to its primary is up.
+    pub fn wait_healthy(&self) {
+        let live: Vec<u16> = self.live_ports();
+        eventually_blocking("the cluster to be healthy", || {
+            live.iter()
+                .all(|&port| {
+                    let info = cli(port, &["CLUSTER", "INFO"]);
+                    let replication = cli(port, &["INFO", "replication"]);
+                    let known = cli(port, &["CLUSTER", "NODES"])
+                        .lines()
+                        .filter(|l| !l.contains("fail"))
+                        .count();
+                    info.contains("cluster_state:ok")
+                        && known >= live.len()
+                        && (!replication.contains("role:slave")
+                            || replication.contains("master_link_status:up"))
+                })
+                .then_some(())
+        });
+    }
+
+    /// The URL a hub is given: every node as a seed.
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    /// A `redis://` URL per live node.
+    pub fn seeds(&self) -> Vec<String> {
+        self.live_ports()
+            .into_iter()
+            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .collect()
+    }
+
+    fn live_ports(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.port)
+            .collect()
+    }
+
+    /// Runs one command on a live node with `redis-cli -c` (which follows redirects) and
+    /// returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let port = self.live_ports()[0];
+        let output = Command::new("redis-cli")
+            .args(["-c", "-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// The port of the primary that serves `key`.
+    pub fn primary_of(&self, key: &str) -> u16 {
+        self.serving(key).expect("a primary serves every slot")
+    }
+
+    /// The port of the primary that serves `key`, if a live one does (none while a
+    /// failover is under way).
+    pub fn serving(&self, key: &str) -> Option<u16> {
+        let slot: u16 = self
+            .cli(&["CLUSTER", "KEYSLOT", key])
+            .parse()
+            .expect("a slot number");
+        let port = self.live_ports()[0];
+        let nodes = cli(port, &["CLUSTER", "NODES"]);
+        nodes
+            .lines()
+            .filter(|l| l.contains("master") && !l.contains("fail"))
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let serves = fields[8..].iter().any(|range| match range.split_once('-') {
+                    Some((lo, hi)) => {
+                        lo.parse::<u16>().is_ok_and(|lo| lo <= slot)
+                            && hi.parse::<u16>().is_ok_and(|hi| slot <= hi)
+                    }
+                    None => range.parse::<u16>() == Ok(slot),
+                });
+                let addr = fields[1].split('@').next()?;
+                serves.then(|| addr.rsplit(':').next()?.parse().ok())?
+            })
+    }
+
+    /// Kills a node with SIGKILL.
+    pub fn kill(&mut self, port: u16) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node on that port");
+        node.kill();
+    }
+}
+
+impl Node {
+    /// Starts node `n` on a free port pair (retrying on a taken one).
+    fn start(dir: &std::path::Path, n: usize, rng: &mut Rng) -> Self {
+        loop {
+            let port = PORTS.start + rng.below(u64::from(PORTS.end - PORTS.start)) as u16;
+            let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+            if !free(port) || !free(port + 10_000) {
+                continue;
+            }
+            let node_dir = dir.join(format!("node-{n}"));
+            std::fs::create_dir_all(&node_dir).expect("node dir");
+            let mut child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .args(["--repl-diskless-sync-delay", "0", "--save", ""])
+                .args(["--appendonly", "no", "--daemonize", "no"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (make test installs it)");
+            let started = eventually_blocking("a cluster node to start or fail", || {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return Some(false); // the port was taken meanwhile
+                }
+                std::net::TcpStream::connect(("127.0.0.1", port))
+                    .ok()
+                    .map(|_| true)
+            });
+            if started {
+                return Self {
+                    port,
+                    child: Some(child),
+                };
+            }
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+    }
+}
+
+/// Runs one command against one node and returns its output.
+fn cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos().into())
+        .unwrap_or_default()
+}
