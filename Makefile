@@ -15,21 +15,27 @@ run: deps
 	$(CARGO) build --release --locked
 	./target/release/quorum-hub $(HUB_ARGS)
 
-## test: install what is missing and run every test (the dashboard tests drive Chromium)
+# The suites that run a second time against a 3+3 Redis Cluster (QUORUM_TEST_REDIS=cluster):
+# the contract (vote rules, JSON-RPC, fan-out across hubs, rate limit, resume, gap repair).
+CLUSTER_SUITES := --test vote_rules --test jsonrpc --test fanout --test resilience
+
+## test: install what is missing and run every test, then the contract suites again on a
+## Redis Cluster (the dashboard tests drive Chromium)
 test: deps browser-deps
 	$(CARGO) test --locked
+	QUORUM_TEST_REDIS=cluster $(CARGO) test --locked $(CLUSTER_SUITES)
 
 ## bench: a release hub with its managed Redis, the load scenarios and redis-benchmark, one table
 bench: deps
 	./bench/run.sh $(BENCH_ARGS)
 
-## deps: install redis-server if it is not on PATH
+## deps: install redis-server (and redis-cli, which makes test clusters) if missing
 deps:
-	@if ! command -v redis-server >/dev/null 2>&1; then \
+	@if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then \
 	  if command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing redis-server with apt-get"; \
 	    $(SUDO) apt-get update -qq && \
-	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null; \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server redis-tools >/dev/null; \
 	  else \
 	    echo "redis-server is missing: install Redis 7 or newer with your package manager" >&2; exit 1; \
 	  fi; \

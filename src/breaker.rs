@@ -100,6 +100,16 @@ impl Breaker {
         };
     }
 
+    /// Closes an open breaker because the hub's own probe found every part of Redis
+    /// answering (see `probe`): callers need not wait out the open period.
+    pub fn close_after_probe(&self) {
+        let mut state = self.lock();
+        if !matches!(*state, State::Closed { .. }) {
+            tracing::info!("circuit breaker closed: the hub's probe found Redis answering again");
+            *state = State::Closed { failures: 0 };
+        }
+    }
+
     pub fn state(&self) -> BreakerState {
         match *self.lock() {
             State::Closed { .. } => BreakerState::Closed,

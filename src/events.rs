@@ -60,7 +60,7 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
     // then after it, and the gap read below delivers it (read after subscribing, it would
     // count as delivered without ever being pushed).
     if hub.delivered().is_none() {
-        hub.start_delivery_at(hub.store.last_event_id().await?);
+        hub.start_delivery_at(hub.store.unguarded().last_event_id().await?);
     }
     let store = hub.store.unguarded();
     let channel = store.layout().decision_channel();
@@ -209,8 +209,10 @@ fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(
 /// Delivers every stream event after the hub's last delivered one. Returns how many.
 async fn catch_up(hub: &Hub) -> Result<usize, Error> {
     let mut delivered = 0;
+    // Past the breaker, like the subscription: delivery resumes as soon as Redis answers.
+    let store = hub.store.unguarded();
     while let Some(after) = hub.delivered() {
-        let page = hub.store.events_after(after, None).await?;
+        let page = store.events_after(after, None).await?;
         for event in &page.events {
             delivered += usize::from(deliver(hub, event));
         }

@@ -18,6 +18,7 @@
 //! - `hub`: shared state of one hub process and the fan-out to its sessions.
 //! - `events`: the pub/sub listener and gap recovery after a dropped link.
 //! - `keepalive`: keeps the instances of open sessions registered.
+//! - `probe`: closes an open circuit breaker as soon as Redis answers again.
 //! - `store`: Redis access; the only module that knows key names and scripts.
 //! - [`decision`], [`instance`]: domain types, validation and the quorum rule.
 //! - `clock`: wall-clock time as the hub records it.
@@ -52,6 +53,7 @@ mod keepalive;
 mod managed_redis;
 mod methods;
 mod metrics;
+mod probe;
 mod session;
 mod store;
 

@@ -24,7 +24,7 @@ use crate::methods::{self, Caller};
 use crate::metrics::Metrics;
 use crate::protocol::EventId;
 use crate::store::Store;
-use crate::{events, guards, keepalive, session};
+use crate::{events, guards, keepalive, probe, session};
 
 /// Longest the hub waits, on shutdown, for sessions to finish their calls and close.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -121,6 +121,7 @@ async fn serve(
         hub.tracker.spawn(events::sweep_unlogged(hub.clone()));
     }
     hub.tracker.spawn(keepalive::run(hub.clone()));
+    hub.tracker.spawn(probe::run(hub.clone()));
 
     let app = router(hub.clone(), &web_dir);
     if let Some(metrics_addr) = hub.config.metrics_listen {

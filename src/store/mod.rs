@@ -81,6 +81,10 @@ const REDIS_CONNECT_ATTEMPTS: usize = 1;
 const CLUSTER_RETRIES: u32 = 12;
 const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 50;
 const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 1000;
+/// On a cluster: longest one node may take to answer one try of a call. Short, so that a
+/// node lost in a failover holds up neither the call (it is retried elsewhere) nor the
+/// client's refresh of the slot map; the call as a whole still has the caller's timeout.
+const CLUSTER_NODE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The Lua scripts, embedded at build time.
 struct Scripts {
@@ -228,7 +232,7 @@ impl Store {
                 .map_err(invalid)?;
             let config = ClusterConfig::new()
                 .set_connection_timeout(REDIS_CONNECT_TIMEOUT)
-                .set_response_timeout(response_timeout);
+                .set_response_timeout(CLUSTER_NODE_RESPONSE_TIMEOUT);
             let conn = client.get_pending_async_connection_with_config(config);
             (Conn::Cluster(conn), first)
         } else {
@@ -360,6 +364,23 @@ impl Store {
         } else {
             self.load_scripts().await
         }
+    }
+
+    /// Reads one key of every slot the hub writes to (every partition, the event log and
+    /// the instance indexes on a cluster; the one Redis otherwise) and succeeds only if
+    /// all of them answer.
+    pub(crate) async fn probe(&self) -> Result<(), Error> {
+        let mut keys = self.layout.decisions_indexes();
+        keys.push(self.layout.stream().to_owned());
+        keys.push(self.layout.instances_index().to_owned());
+        if !self.layout.is_cluster() {
+            keys.truncate(1);
+        }
+        let cmds = keys
+            .iter()
+            .map(|key| redis::cmd("EXISTS").arg(key).to_owned())
+            .collect();
+        self.query_each(cmds).await.map(drop)
     }
 
     /// Marks a cluster keyspace with its layout on first use, and refuses one written with

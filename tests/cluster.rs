@@ -1,0 +1,276 @@
+//! What only a Redis Cluster can show: votes spread over the primaries, a decision whose
+//! event could not be logged at once is logged by the sweep exactly once, and a primary
+//! killed with -9 under load is survived without a lost or doubled decision.
+//! (The contract suites run against a cluster too: `QUORUM_TEST_REDIS=cluster`.)
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{RedisServer, TestHub, WsClient, eventually, vote_params, without_rate_limits};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+/// The stream key of the cluster's event log.
+fn event_log(redis: &RedisServer) -> &'static str {
+    quorum_hub::event_log_key(&redis.url())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn votes_on_different_decisions_run_on_every_primary_and_no_call_crosses_slots() {
+    let redis = RedisServer::start_cluster();
+    let hub = TestHub::start_with(without_rate_limits(&redis)).await;
+    let _: Vec<()> = redis.query_each_node(&["CONFIG", "RESETSTAT"]).await;
+    let mut voter = hub.client_as("spreader").await;
+    for n in 0..60 {
+        voter
+            .vote("spreader", &format!("spread-{n}"), "go", 2)
+            .await;
+    }
+    let state = voter
+        .result("system.get_state", json!({"limit": 1000}))
+        .await;
+    assert_eq!(state["decisions"].as_array().unwrap().len(), 60);
+    let stats: Vec<String> = redis.query_each_node(&["INFO", "commandstats"]).await;
+    let with_votes = stats
+        .iter()
+        .filter(|s| {
+            s.lines()
+                .find(|l| l.starts_with("cmdstat_evalsha:"))
+                .and_then(|l| l.split("calls=").nth(1))
+                .and_then(|c| c.split(',').next())
+                .and_then(|c| c.parse::<u64>().ok())
+                .is_some_and(|calls| calls >= 5)
+        })
+        .count();
+    assert_eq!(
+        with_votes, 3,
+        "each of the 3 primaries runs a share of the votes"
+    );
+    let errors: Vec<String> = redis.query_each_node(&["INFO", "errorstats"]).await;
+    for node in errors {
+        assert!(!node.contains("CROSSSLOT"), "{node}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_whose_event_could_not_be_logged_is_logged_by_the_sweep_exactly_once() {
+    let redis = RedisServer::start_cluster();
+    let hubs = [
+        TestHub::start_with(without_rate_limits(&redis)).await,
+        TestHub::start_with(without_rate_limits(&redis)).await,
+    ];
+    let mut watchers = vec![hubs[0].client().await, hubs[1].client().await];
+    let mut voter = hubs[0].client_as("logger").await;
+    let first = voter.decide("logger", "before").await;
+    for watcher in &mut watchers {
+        assert_eq!(
+            watcher.next_notification().await["params"]["eventId"],
+            first
+        );
+    }
+    // The log step fails while the stream key holds a string (WRONGTYPE): the vote is
+    // still answered as decided, and the decision waits in its unlogged set.
+    let log = event_log(&redis);
+    let _: () = redis.query(&["DEL", log]).await;
+    let _: () = redis.query(&["SET", log, "not a stream"]).await;
+    let reply = voter.vote("logger", "stuck", "yes", 1).await;
+    assert_eq!(reply["voted"], true, "{reply}");
+    assert_eq!(reply["quorumReached"], true, "{reply}");
+    assert_eq!(reply["finalDecision"], "yes", "{reply}");
+    let status = voter
+        .result("system.quorum.status", json!({"decision": "stuck"}))
+        .await;
+    assert_eq!(status["finalDecision"], "yes");
+    let _: () = redis.query(&["DEL", log]).await;
+    // The sweep (every hub runs one) logs it once; every session gets it once.
+    for watcher in watchers.iter_mut().chain([&mut voter]) {
+        let event = watcher.next_notification().await;
+        assert_eq!(event["params"]["decision"], "stuck", "{event}");
+        assert_eq!(event["params"]["value"], "yes");
+        assert_eq!(event["params"]["voteCount"], 1);
+    }
+    let entries: u64 = redis.query(&["XLEN", log]).await;
+    assert_eq!(entries, 1, "logged once, however many hubs swept");
+    for watcher in &mut watchers {
+        watcher.assert_no_more_notifications("stuck").await;
+    }
+    // A later vote on it answers from the result, and logs nothing more.
+    let mut late = hubs[1].client_as("late").await;
+    let reply = late.vote("late", "stuck", "no", 1).await;
+    assert_eq!(reply["reason"], "decided", "{reply}");
+    let entries: u64 = redis.query(&["XLEN", log]).await;
+    assert_eq!(entries, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_vote_gives_back_its_place_in_the_rate_window() {
+    let redis = RedisServer::start_cluster();
+    let mut config = without_rate_limits(&redis);
+    config.vote_rate_limit = quorum_hub::config::RateLimit {
+        max: 2,
+        window: Duration::from_secs(60),
+    };
+    let hub = TestHub::start_with(config).await;
+    let mut opener = hub.client_as("opener").await;
+    opener.vote("opener", "opened-with-3", "x", 3).await;
+    let mut voter = hub.client_as("thrifty").await;
+    voter.vote("thrifty", "open-a", "x", 3).await;
+    // Not recorded (already voted, total mismatch): no place taken.
+    let again = voter.vote("thrifty", "open-a", "x", 3).await;
+    assert_eq!(again["reason"], "already_voted", "{again}");
+    let mismatch = voter
+        .call(
+            "system.quorum.vote",
+            vote_params("thrifty", "opened-with-3", "x", Some(5)),
+        )
+        .await;
+    assert_eq!(mismatch["error"]["code"], -32602, "{mismatch}");
+    let window: u64 = redis.query(&["LLEN", "cb:ratelimit:{thrifty}:votes"]).await;
+    assert_eq!(window, 1, "only the recorded vote holds a place");
+    voter.vote("thrifty", "open-b", "x", 3).await;
+    let refused = voter
+        .call(
+            "system.quorum.vote",
+            vote_params("thrifty", "open-c", "x", Some(3)),
+        )
+        .await;
+    assert_eq!(refused["error"]["code"], -32000, "{refused}");
+    let status = voter
+        .call("system.quorum.status", json!({"decision": "open-c"}))
+        .await;
+    assert_eq!(
+        status["error"]["code"], -32004,
+        "a refused vote writes nothing"
+    );
+    // A retry of a recorded vote still learns so, limit or not.
+    let retry = voter.vote("thrifty", "open-b", "x", 3).await;
+    assert_eq!(retry["reason"], "already_voted", "{retry}");
+}
+
+/// What the voters were told: decision -> final value.
+type Told = Arc<Mutex<BTreeMap<String, String>>>;
+
+/// One voter: decides `load-<voter>-<n>` alone, one after another, retrying a call that
+/// failed or got the breaker's fallback (the retry learns what the first attempt did).
+/// Runs until `stop`.
+async fn keep_deciding(mut client: WsClient, voter: String, told: Told, stop: Arc<AtomicBool>) {
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let decision = format!("load-{voter}-{n}");
+        let params = vote_params(&voter, &decision, "go", Some(1));
+        let reply = client.call("system.quorum.vote", params).await;
+        if let Some(final_value) = reply["result"]["finalDecision"].as_str() {
+            told.lock().await.insert(decision, final_value.to_owned());
+            n += 1;
+        } else {
+            let fallback = reply["result"]["reason"] == "circuit_open";
+            assert!(fallback || reply.get("error").is_some(), "{reply}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_primary_killed_under_load_fails_over_without_a_lost_or_doubled_decision() {
+    const VOTERS: usize = 8;
+    // The hubs' logs show with a failure.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("TEST_LOG").unwrap_or("quorum_hub=info".into()))
+        .with_test_writer()
+        .try_init();
+    let mut redis = RedisServer::start_cluster();
+    let hubs = [
+        TestHub::start_with(without_rate_limits(&redis)).await,
+        TestHub::start_with(without_rate_limits(&redis)).await,
+    ];
+    let mut watchers = Vec::new();
+    for hub in &hubs {
+        for _ in 0..2 {
+            watchers.push(hub.client().await);
+        }
+    }
+    let told: Told = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut voting = Vec::new();
+    for v in 0..VOTERS {
+        let voter = format!("agent{v}");
+        let client = hubs[v % 2].client_as(&voter).await;
+        voting.push(tokio::spawn(keep_deciding(
+            client,
+            voter,
+            told.clone(),
+            stop.clone(),
+        )));
+    }
+    eventually("votes to flow", async || {
+        (told.lock().await.len() >= 40).then_some(())
+    })
+    .await;
+    // The primary holding the event log also holds a third of the decisions.
+    let log = event_log(&redis);
+    let victim = redis.cluster().primary_of(log);
+    redis.cluster().kill(victim);
+    let before_failover = told.lock().await.len();
+    let cluster = redis.cluster();
+    eventually("a replica to take over", async || {
+        cluster.serving(log).filter(|&port| port != victim)
+    })
+    .await;
+    // Votes flow again, on decisions in every partition.
+    eventually("votes to flow again", async || {
+        (told.lock().await.len() >= before_failover + 80).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for task in voting {
+        task.await.expect("a voter failed");
+    }
+    let mut fresh = hubs[1].client_as("after").await;
+    for n in 0..64 {
+        let reply = fresh.vote("after", &format!("after-{n}"), "ok", 1).await;
+        assert_eq!(reply["quorumReached"], true, "{reply}");
+        told.lock().await.insert(format!("after-{n}"), "ok".into());
+    }
+    drop(fresh);
+
+    // Every session gets every decision a voter was told of, once, in event-id order.
+    let told = told.lock().await.clone();
+    let started = Instant::now();
+    for (w, watcher) in watchers.iter_mut().enumerate() {
+        let mut seen: HashMap<String, Value> = HashMap::new();
+        let mut ids = Vec::new();
+        while !told.keys().all(|d| seen.contains_key(d)) {
+            let event = watcher.next_notification().await;
+            assert_eq!(event["method"], "quorum.decision.made", "{event}");
+            let params = event["params"].clone();
+            let decision = params["decision"].as_str().unwrap().to_owned();
+            ids.push(params["eventId"].as_str().unwrap().to_owned());
+            assert!(
+                seen.insert(decision.clone(), params).is_none(),
+                "watcher {w} got {decision} twice"
+            );
+        }
+        for (decision, value) in &told {
+            assert_eq!(seen[decision]["value"], value.as_str(), "{decision}");
+        }
+        let parsed: Vec<(u64, u64)> = ids
+            .iter()
+            .map(|id| {
+                let (ms, seq) = id.split_once('-').unwrap();
+                (ms.parse().unwrap(), seq.parse().unwrap())
+            })
+            .collect();
+        assert!(
+            parsed.windows(2).all(|pair| pair[0] < pair[1]),
+            "watcher {w}: events out of order"
+        );
+        let unique: HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        watcher.assert_no_more_notifications("after-0").await;
+    }
+    assert!(started.elapsed() < common::DEADLINE * 2);
+}
