@@ -123,9 +123,44 @@ impl Scripts {
     }
 }
 
-/// The connection every call goes through: to one Redis, or to a cluster (which follows
-/// redirects and failovers itself).
+/// What every call goes through: a connection to one Redis, or a link to a cluster.
 #[derive(Clone)]
+enum Backend {
+    Single(ConnectionManager),
+    Cluster(Arc<ClusterLink>),
+}
+
+/// A cluster connection (which follows redirects and failovers itself), replaced by a
+/// fresh one if it stops answering altogether: after a failover under load the client's
+/// slot refresh can stall, and a new connection (from the seed nodes) recovers at once.
+struct ClusterLink {
+    client: ClusterClient,
+    config: ClusterConfig,
+    /// The connection, and how many times it was replaced.
+    current: std::sync::Mutex<(u64, ClusterConnection)>,
+}
+
+impl ClusterLink {
+    fn current(&self) -> (u64, ClusterConnection) {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        (current.0, current.1.clone())
+    }
+
+    /// Replaces connection `generation` (if no other call replaced it already).
+    fn renew(&self, generation: u64) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.0 == generation {
+            tracing::warn!("the Redis Cluster connection stopped answering; opening a new one");
+            *current = (
+                generation + 1,
+                self.client
+                    .get_pending_async_connection_with_config(self.config.clone()),
+            );
+        }
+    }
+}
+
+/// The connection one call goes through.
 enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
@@ -166,7 +201,7 @@ pub struct Store {
     /// How to reach the node that carries decision events (the one Redis, or a seed of
     /// the cluster), for the pub/sub listener's own connection.
     events_node: ConnectionInfo,
-    conn: Conn,
+    backend: Backend,
     layout: Layout,
     scripts: Arc<Scripts>,
     breaker: Arc<Breaker>,
@@ -220,21 +255,26 @@ impl Store {
         let invalid = |e: RedisError| Error::Internal(format!("invalid Redis URL {url:?}: {e}"));
         let response_timeout = REDIS_RESPONSE_TIMEOUT.max(longest_call + Duration::from_secs(1));
         let layout = layout_for(url);
-        let (conn, events_node) = if let Some(seeds) = url.strip_prefix(CLUSTER_SCHEME) {
+        let (backend, events_node) = if let Some(seeds) = url.strip_prefix(CLUSTER_SCHEME) {
             let seeds = cluster_seeds(seeds).map_err(invalid)?;
             let first = seeds[0].clone();
             let client = ClusterClient::builder(seeds)
                 .retries(CLUSTER_RETRIES)
                 .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
                 .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS)
-                .overall_response_timeout(Some(response_timeout))
+                .overall_response_timeout(Some(longest_call + Duration::from_secs(1)))
                 .build()
                 .map_err(invalid)?;
             let config = ClusterConfig::new()
                 .set_connection_timeout(REDIS_CONNECT_TIMEOUT)
                 .set_response_timeout(CLUSTER_NODE_RESPONSE_TIMEOUT);
-            let conn = client.get_pending_async_connection_with_config(config);
-            (Conn::Cluster(conn), first)
+            let conn = client.get_pending_async_connection_with_config(config.clone());
+            let link = ClusterLink {
+                client,
+                config,
+                current: std::sync::Mutex::new((0, conn)),
+            };
+            (Backend::Cluster(Arc::new(link)), first)
         } else {
             let client = redis::Client::open(url).map_err(invalid)?;
             let config = ConnectionManagerConfig::new()
@@ -244,11 +284,11 @@ impl Store {
                 .set_number_of_retries(REDIS_CONNECT_ATTEMPTS);
             let conn = client.get_connection_manager_lazy(config)?;
             let info = client.get_connection_info().clone();
-            (Conn::Single(conn), info)
+            (Backend::Single(conn), info)
         };
         Ok(Self {
             events_node,
-            conn,
+            backend,
             layout,
             scripts: Arc::new(Scripts::new()),
             breaker: Arc::new(breaker),
@@ -276,7 +316,7 @@ impl Store {
     /// the event log's slot, asked of the cluster each time.
     pub(crate) async fn events_client(&self) -> Result<redis::Client, Error> {
         let mut node = self.events_node.clone();
-        if let Conn::Cluster(_) = &self.conn {
+        if self.layout.is_cluster() {
             let (host, port) = self.primary_for(self.layout.stream()).await?;
             node = node.set_addr(ConnectionAddr::Tcp(host, port));
         }
@@ -334,9 +374,30 @@ impl Store {
         }
     }
 
+    /// The connection for one call, and on a cluster which one it is.
+    fn conn(&self) -> (Conn, u64) {
+        match &self.backend {
+            Backend::Single(conn) => (Conn::Single(conn.clone()), 0),
+            Backend::Cluster(link) => {
+                let (generation, conn) = link.current();
+                (Conn::Cluster(conn), generation)
+            }
+        }
+    }
+
+    /// Looks at a call's outcome: a cluster connection on which a call timed out is
+    /// replaced.
+    fn watch<T>(&self, generation: u64, result: &Result<T, RedisError>) {
+        if let (Backend::Cluster(link), Err(err)) = (&self.backend, result)
+            && err.is_timeout()
+        {
+            link.renew(generation);
+        }
+    }
+
     /// Loads every script into Redis's script cache.
     pub(crate) async fn load_scripts(&self) -> Result<(), Error> {
-        let mut conn = self.conn.clone();
+        let (mut conn, generation) = self.conn();
         let admitted = self.admit()?;
         let mut result = Ok(());
         for script in self.scripts.all() {
@@ -345,6 +406,7 @@ impl Store {
                 break;
             }
         }
+        self.watch(generation, &result);
         admitted.finish(result)
     }
 
@@ -406,8 +468,11 @@ impl Store {
 
     /// Sends one command.
     async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Error> {
+        let (mut conn, generation) = self.conn();
         let admitted = self.admit()?;
-        admitted.finish(cmd.query_async(&mut self.conn.clone()).await)
+        let result = cmd.query_async(&mut conn).await;
+        self.watch(generation, &result);
+        admitted.finish(result)
     }
 
     /// Sends commands that may touch keys of different slots, and returns their replies
@@ -415,15 +480,15 @@ impl Store {
     /// at once, so the cluster connection pipelines those for one node). Not atomic in
     /// either case.
     async fn query_each(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>, Error> {
-        match &self.conn {
-            Conn::Single(_) => {
+        match &self.backend {
+            Backend::Single(_) => {
                 let mut pipe = redis::pipe();
                 for cmd in cmds {
                     pipe.add_command(cmd);
                 }
                 self.query_pipe(&pipe).await
             }
-            Conn::Cluster(_) => {
+            Backend::Cluster(_) => {
                 try_join_all(cmds.into_iter().map(|cmd| async move {
                     let mut pipe = redis::pipe();
                     pipe.add_command(cmd);
@@ -438,7 +503,7 @@ impl Store {
     /// Sends a pipeline that may contain EVALSHA calls, loading the scripts and retrying
     /// once if Redis lost its script cache (a restart or `SCRIPT FLUSH`).
     async fn query_pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, Error> {
-        let mut conn = self.conn.clone();
+        let (mut conn, generation) = self.conn();
         let admitted = self.admit()?;
         match pipe.query_async(&mut conn).await {
             Err(e) if is_noscript(&e) => {
@@ -447,9 +512,14 @@ impl Store {
                 tracing::info!("Redis lost its script cache; loading the scripts again");
                 self.load_scripts().await?;
                 let admitted = self.admit()?;
-                admitted.finish(pipe.query_async(&mut conn).await)
+                let result = pipe.query_async(&mut conn).await;
+                self.watch(generation, &result);
+                admitted.finish(result)
             }
-            other => admitted.finish(other),
+            other => {
+                self.watch(generation, &other);
+                admitted.finish(other)
+            }
         }
     }
 
@@ -527,8 +597,9 @@ fn cluster_seeds(list: &str) -> Result<Vec<ConnectionInfo>, RedisError> {
 }
 
 fn is_noscript(e: &RedisError) -> bool {
+    // A pipeline's error wraps the command's ("Pipeline failure: ... NoScript: ...").
     e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript)
-        || e.to_string().contains("NOSCRIPT")
+        || e.to_string().to_ascii_lowercase().contains("noscript")
 }
 
 fn field_u64(fields: &HashMap<String, String>, name: &str) -> u64 {
