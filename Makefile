@@ -8,7 +8,7 @@ HUB_ARGS ?=
 BENCH_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench deps browser-deps build lint fmt clean
+.PHONY: run test bench bench-cluster cluster deps browser-deps build lint fmt clean
 
 ## run: install what is missing, build, and start a hub with its managed Redis on :8080
 run: deps
@@ -28,6 +28,14 @@ test: deps browser-deps
 ## bench: a release hub with its managed Redis, the load scenarios and redis-benchmark, one table
 bench: deps
 	./bench/run.sh $(BENCH_ARGS)
+
+## bench-cluster: the same load scenarios against a release hub on a local 3+3 Redis Cluster
+bench-cluster: deps
+	./bench/run.sh --cluster $(BENCH_ARGS)
+
+## cluster: a local 3+3 Redis Cluster (ports 7001-7006) and two hubs on it (:8080, :8081)
+cluster: deps
+	HUB_ARGS="$(HUB_ARGS)" ./scripts/try-cluster.sh
 
 ## deps: install redis-server (and redis-cli, which makes test clusters) if missing
 deps:

@@ -18,8 +18,9 @@ pub struct Config {
     #[arg(long, env = "QUORUM_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
-    /// Redis to use, e.g. redis://127.0.0.1:6379 or unix:///run/redis.sock. Without it the
-    /// hub starts its own redis-server (append-only persistence) inside --data-dir.
+    /// Redis to use: redis://127.0.0.1:6379 or unix:///run/redis.sock for one Redis,
+    /// redis+cluster://HOST:PORT[,HOST:PORT...] for a Redis Cluster (seed nodes). Without it
+    /// the hub starts its own redis-server (append-only persistence) inside --data-dir.
     #[arg(long, env = "QUORUM_REDIS_URL")]
     pub redis_url: Option<String>,
 
@@ -56,7 +57,8 @@ pub struct Config {
     #[arg(long, env = "QUORUM_BREAKER_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub breaker_failures: u32,
 
-    /// How long the open breaker answers without calling Redis before one trial call.
+    /// How long the open breaker answers without calling Redis before one trial call, at
+    /// most: it closes sooner when the hub's once-a-second probe finds Redis answering.
     #[arg(long, env = "QUORUM_BREAKER_OPEN", default_value = "30s", value_parser = parse_duration)]
     pub breaker_open: Duration,
 

@@ -247,7 +247,9 @@ async fn a_primary_killed_under_load_fails_over_without_a_lost_or_doubled_decisi
         let params = vote_params("after", &decision, "ok", Some(1));
         let reply = eventually("a vote after the failover", async || {
             let reply = fresh.call("system.quorum.vote", params.clone()).await;
-            reply["result"]["finalDecision"].is_string().then_some(reply)
+            reply["result"]["finalDecision"]
+                .is_string()
+                .then_some(reply)
         })
         .await;
         assert_eq!(reply["result"]["finalDecision"], "ok", "{reply}");

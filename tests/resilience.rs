@@ -180,6 +180,43 @@ async fn the_breaker_answers_the_fallback_while_redis_is_down_and_recovers() {
     assert_eq!(event["params"]["decision"], "back");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_breaker_closes_as_soon_as_the_hubs_probe_finds_redis_back() {
+    let mut redis = RedisServer::start_single();
+    let mut config = Config::with_redis(redis.url());
+    config.breaker_failures = 2;
+    // Far longer than the test: only the probe can close it in time.
+    config.breaker_open = Duration::from_secs(3600);
+    let hub = TestHub::start_with(config).await;
+    let mut c = hub.client_as("patient").await;
+    redis.kill();
+    for n in 0..2 {
+        let error = c
+            .error(
+                "system.quorum.vote",
+                vote_params("patient", &format!("out-{n}"), "y", Some(3)),
+            )
+            .await;
+        assert_eq!(error["code"], -32005, "{error}");
+    }
+    let error = c.error("system.get_state", json!({})).await;
+    assert_eq!(error["code"], -32001, "open: {error}");
+    redis.restart();
+    let reply = eventually("the probe to close the breaker", async || {
+        let reply = c
+            .call(
+                "system.quorum.vote",
+                vote_params("patient", "after-outage", "y", Some(1)),
+            )
+            .await;
+        (reply["result"]["voted"] == true).then_some(reply)
+    })
+    .await;
+    assert_eq!(reply["result"]["finalDecision"], "y");
+    let state = c.result("system.get_state", json!({})).await;
+    assert_eq!(state["hub"]["breaker"], "closed");
+}
+
 /// Every answer the hub gave one client for one vote, retries included.
 struct VoteLog {
     instance: String,

@@ -42,6 +42,10 @@ pub struct SuiteOptions {
     /// Unix socket of the hub's Redis, for redis-benchmark.
     #[arg(long)]
     pub redis_socket: Option<String>,
+    /// The hub's Redis (the URL it was given, one Redis or `redis+cluster://` with every
+    /// node), to measure the CPU time Redis spends per vote (`INFO cpu` of each node).
+    #[arg(long)]
+    pub redis_url: Option<String>,
 }
 
 /// Everything `bench suite` measures, for one table.
@@ -54,6 +58,10 @@ pub struct Suite {
     pub connections: ConnectionsReport,
     pub redis_script_limit: Option<f64>,
     pub redis_script_limit_pipelined: Option<f64>,
+    /// CPU time all Redis nodes spent per vote in the G=60 run, in microseconds.
+    pub redis_cpu_us_per_vote: Option<f64>,
+    /// Redis nodes the CPU time was summed over.
+    pub redis_nodes: usize,
 }
 
 pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
@@ -69,7 +77,20 @@ pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
         "votes, G={GROUP}, {} sessions, {:?}",
         options.sessions, options.duration
     );
+    let nodes = options
+        .redis_url
+        .as_deref()
+        .map(redis_nodes)
+        .unwrap_or_default();
+    let cpu_before = redis_cpu_seconds(&nodes).await;
     let votes_g60 = votes::run(&votes(GROUP, None)).await?;
+    let cpu_after = redis_cpu_seconds(&nodes).await;
+    let redis_cpu_us_per_vote = match (cpu_before, cpu_after) {
+        (Some(before), Some(after)) if votes_g60.votes > 0 => {
+            Some((after - before) * 1e6 / votes_g60.votes as f64)
+        }
+        _ => None,
+    };
     eprintln!("votes, G=3");
     let votes_g3 = votes::run(&votes(3, None)).await?;
     let half = votes_g60.votes_per_second / 2.0 / options.sessions as f64;
@@ -113,7 +134,45 @@ pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
         connections,
         redis_script_limit: limit,
         redis_script_limit_pipelined: pipelined,
+        redis_cpu_us_per_vote,
+        redis_nodes: nodes.len(),
     })
+}
+
+/// The `redis://` URL of each node a hub's Redis URL names (every seed of a cluster).
+fn redis_nodes(url: &str) -> Vec<String> {
+    match url.strip_prefix(crate::CLUSTER_SCHEME) {
+        Some(seeds) => seeds
+            .trim_end_matches('/')
+            .split(',')
+            .map(|seed| format!("redis://{}", seed.trim()))
+            .collect(),
+        None => vec![url.to_owned()],
+    }
+}
+
+/// CPU time (user + system, seconds) the nodes have used, or `None` if one cannot be read.
+async fn redis_cpu_seconds(nodes: &[String]) -> Option<f64> {
+    if nodes.is_empty() {
+        return None;
+    }
+    let mut total = 0.0;
+    for node in nodes {
+        let client = redis::Client::open(node.as_str()).ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        let info: String = redis::cmd("INFO")
+            .arg("cpu")
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        total += info
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .filter(|(name, _)| matches!(*name, "used_cpu_sys" | "used_cpu_user"))
+            .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    Some(total)
 }
 
 /// Runs `redis-benchmark` with EVALSHA of the vote script on random decisions and
@@ -180,6 +239,15 @@ pub fn table(s: &Suite) -> String {
         "hub votes/s, G=3",
         format!("{:.0}", s.votes_g3.votes_per_second),
     );
+    if let Some(cpu) = s.redis_cpu_us_per_vote {
+        t.row(
+            format!(
+                "Redis CPU per vote, G={GROUP}, all {} node(s) (us)",
+                s.redis_nodes
+            ),
+            format!("{cpu:.1}"),
+        );
+    }
     let limits = [
         ("no pipelining", "script limit", s.redis_script_limit),
         (
