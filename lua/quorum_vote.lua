@@ -19,7 +19,9 @@
 -- KEYS[6] index     sorted set  decision -> openedAt, capped (feeds system.get_state)
 -- KEYS[7] 'log':   stream      decision events, capped
 --         'defer': sorted set  decision -> decidedAt, decided but not yet logged
--- KEYS[8] rate      list        ('log' only) the voting instance's recent vote times (ms)
+-- KEYS[8] 'log':   list        the voting instance's recent vote times (ms)
+--         'defer': string      the partition's dashboards flag: votes are published only
+--                              while it exists (some hub has a dashboard listening)
 -- ARGV[1] decision name, ARGV[2] instanceId, ARGV[3] value,
 -- ARGV[4] totalInstances stated by the caller ('' when omitted; only a stated one can mismatch),
 -- ARGV[5] totalInstances and ARGV[6] quorum to open the decision with (the caller computes the
@@ -113,10 +115,14 @@ local seq = redis.call('ZCARD', votes) + 1
 redis.call('HSET', ballots, instance, value)
 redis.call('ZADD', votes, seq, instance)
 redis.call('HINCRBY', tally, value, 1)
-redis.call('PUBLISH', vote_channel, '{"decision":' .. cjson.encode(decision) ..
-  ',"instanceId":' .. cjson.encode(instance) .. ',"value":' .. cjson.encode(value) ..
-  ',"voteCount":' .. string.format('%d', seq) .. ',"quorum":' .. quorum ..
-  ',"totalInstances":' .. total .. '}')
+-- On a cluster a publish reaches every node, so it is made only while a dashboard listens
+-- (KEYS[8] is then the dashboards flag).
+if not deferred or redis.call('EXISTS', KEYS[8]) == 1 then
+  redis.call('PUBLISH', vote_channel, '{"decision":' .. cjson.encode(decision) ..
+    ',"instanceId":' .. cjson.encode(instance) .. ',"value":' .. cjson.encode(value) ..
+    ',"voteCount":' .. string.format('%d', seq) .. ',"quorum":' .. quorum ..
+    ',"totalInstances":' .. total .. '}')
+end
 
 if seq < tonumber(quorum) then
   return {'recorded', seq, total, quorum, '', '', '', ''}

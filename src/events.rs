@@ -29,6 +29,10 @@ pub const RESUBSCRIBE_MIN_DELAY: Duration = Duration::from_millis(100);
 pub const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(2);
 /// Longest the subscription link waits to connect, or for a reply to a (un)subscribe.
 const LINK_TIMEOUT: Duration = Duration::from_secs(2);
+/// On a cluster, how long the dashboards flags a hub sets live, and how often a hub with
+/// dashboards sets them again.
+const DASHBOARDS_FLAG_TTL: Duration = Duration::from_secs(5);
+const DASHBOARDS_FLAG_REFRESH: Duration = Duration::from_secs(1);
 /// How often a hub on a cluster looks for decisions decided but not logged.
 pub const SWEEP_PERIOD: Duration = Duration::from_secs(1);
 /// How old an unlogged decision must be before the sweep logs it: the hub that decided it
@@ -93,14 +97,22 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
     hub.set_listening(true);
     tracing::info!(channel, "decision listener subscribed");
     // Dashboard events flow only while some session here wants them: every vote publishes
-    // one, and a hub without dashboards should not pay for reading them.
+    // one, and a hub without dashboards should not pay for reading them. On a cluster,
+    // where a publish reaches every node, votes are published at all only while some hub
+    // keeps the dashboards flags set.
     let mut watched = hub.dashboards_wanted();
     let mut dashboards = false;
+    let cluster = store.layout().is_cluster();
+    let mut flag_refresh = tokio::time::interval(DASHBOARDS_FLAG_REFRESH);
     loop {
         let wanted = *watched.borrow_and_update();
         if wanted != dashboards {
             if wanted {
                 link.subscribe(&store::DASHBOARD_CHANNELS[..]).await?;
+                if cluster {
+                    store.flag_dashboards(DASHBOARDS_FLAG_TTL).await?;
+                    flag_refresh.reset();
+                }
             } else {
                 link.unsubscribe(&store::DASHBOARD_CHANNELS[..]).await?;
             }
@@ -110,6 +122,12 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
         let push = tokio::select! {
             _ = hub.shutdown.cancelled() => return Ok(()),
             _ = watched.changed() => continue,
+            _ = flag_refresh.tick(), if cluster && dashboards => {
+                if let Err(err) = store.flag_dashboards(DASHBOARDS_FLAG_TTL).await {
+                    tracing::warn!(%err, "could not keep the dashboards flags set");
+                }
+                continue;
+            }
             push = pushes.recv() => push,
         };
         let Some(push) = push else {

@@ -385,8 +385,8 @@ struct Ballot<'a> {
 /// omitted), since only a stated total can conflict with the one the decision opened with.
 ///
 /// On one Redis the script logs the decision and applies the rate limit itself; on a
-/// cluster it defers the log and gets the verdict of the voter's reservation
-/// (`refused_for`).
+/// cluster it defers the log, gets the verdict of the voter's reservation (`refused_for`),
+/// and publishes the vote only while the partition's dashboards flag is set.
 fn vote_invocation(
     layout: &Layout,
     ballot: Ballot<'_>,
@@ -409,12 +409,13 @@ fn vote_invocation(
         key("ballots"),
         layout.decisions_index(decision),
     ];
-    let inline_limit = match layout.unlogged(decision) {
-        Some(unlogged) => {
+    let inline_limit = match (layout.unlogged(decision), layout.dashboards_flag(decision)) {
+        (Some(unlogged), Some(flag)) => {
             keys.push(unlogged);
+            keys.push(flag);
             RateLimit::OFF
         }
-        None => {
+        _ => {
             keys.push(layout.stream().to_owned());
             keys.push(keys::vote_rate(instance));
             limit
@@ -506,9 +507,10 @@ mod tests {
         let (keys, args) = vote_invocation(&layout, ballot(None), LIMIT, Some(250));
         assert_eq!(
             keys.len(),
-            7,
+            8,
             "no rate key: it lives in the instance's slot"
         );
+        assert_eq!(keys[7], layout.dashboards_flag("d").unwrap());
         let slot = super::super::slots::key_slot(&keys[0]);
         for key in &keys {
             assert_eq!(super::super::slots::key_slot(key), slot, "{key}");

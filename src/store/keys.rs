@@ -108,6 +108,29 @@ impl Layout {
         }
     }
 
+    /// String (cluster only): present while some hub has a dashboard listening, in the
+    /// partition of `name`; votes there are published only then.
+    pub(crate) fn dashboards_flag(&self, name: &str) -> Option<String> {
+        match self {
+            Layout::Single => None,
+            Layout::Partitioned { tags } => {
+                Some(format!("cb:dashboards:{}", Self::tag(tags, name)))
+            }
+        }
+    }
+
+    /// Every partition's dashboards flag (none on one Redis, where votes are always
+    /// published).
+    pub(crate) fn dashboards_flags(&self) -> Vec<String> {
+        match self {
+            Layout::Single => Vec::new(),
+            Layout::Partitioned { tags } => tags
+                .iter()
+                .map(|tag| format!("cb:dashboards:{{{tag}}}"))
+                .collect(),
+        }
+    }
+
     /// Every "decided, not yet logged" set (none on one Redis, where a decision and its
     /// event are written by one script).
     pub(crate) fn unlogged_sets(&self) -> Vec<String> {

@@ -445,6 +445,26 @@ impl Store {
         self.query_each(cmds).await.map(drop)
     }
 
+    /// Sets every partition's dashboards flag for `ttl` (cluster only): votes are then
+    /// published for dashboards, on any hub.
+    pub(crate) async fn flag_dashboards(&self, ttl: Duration) -> Result<(), Error> {
+        let ttl = ttl.as_millis().to_string();
+        let cmds = self
+            .layout
+            .dashboards_flags()
+            .iter()
+            .map(|flag| {
+                redis::cmd("SET")
+                    .arg(flag)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(&ttl)
+                    .to_owned()
+            })
+            .collect();
+        self.query_each(cmds).await.map(drop)
+    }
+
     /// Marks a cluster keyspace with its layout on first use, and refuses one written with
     /// another: its decisions would be looked for under other key names.
     async fn check_layout(&self) -> Result<(), Error> {

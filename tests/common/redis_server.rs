@@ -97,6 +97,14 @@ impl RedisServer {
         }
     }
 
+    /// A `redis://` URL per live node of the cluster (panics for one server).
+    pub fn cluster_seeds(&self) -> Vec<String> {
+        match &self.backend {
+            Backend::Cluster(cluster) => cluster.seeds(),
+            Backend::Single { .. } => panic!("this test needs a cluster"),
+        }
+    }
+
     /// The key of one part of a decision, in this Redis's layout.
     pub fn decision_key(&self, decision: &str, part: &str) -> String {
         quorum_hub::decision_key(&self.url(), decision, part)
