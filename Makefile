@@ -16,8 +16,9 @@ run: deps
 	./target/release/quorum-hub $(HUB_ARGS)
 
 # The suites that run a second time against a 3+3 Redis Cluster (QUORUM_TEST_REDIS=cluster):
-# the contract (vote rules, JSON-RPC, fan-out across hubs, rate limit, resume, gap repair).
-CLUSTER_SUITES := --test vote_rules --test jsonrpc --test fanout --test resilience
+# the contract (vote rules, JSON-RPC, fan-out across hubs, rate limit, resume, gap repair,
+# paging and the limits).
+CLUSTER_SUITES := --test vote_rules --test jsonrpc --test fanout --test resilience --test limits
 
 ## test: install what is missing and run every test, then the contract suites again on a
 ## Redis Cluster (the dashboard tests drive Chromium)

@@ -57,4 +57,4 @@ mod probe;
 mod session;
 mod store;
 
-pub use store::{CLUSTER_SCHEME, decision_key, event_log_key};
+pub use store::{CLUSTER_SCHEME, decision_key, event_log_key, instances_by_id_key};

@@ -420,17 +420,18 @@ async fn expired_registrations_leave_both_indexes_and_live_ones_stay() {
             .map(|i| i["instanceId"].as_str().unwrap().to_owned())
             .collect()
     };
+    let by_id_key = quorum_hub::instances_by_id_key(&redis.url());
     let state = rpc_call(hub.addr, "system.get_state", json!({})).await;
     assert_eq!(listed(&state), ["gone", "kept"]);
     eventually(
         "the expired registration to leave the indexes",
         async || {
             let state = rpc_call(hub.addr, "system.get_state", json!({})).await;
-            let by_id: Option<f64> = redis.query(&["ZSCORE", "cb:instances:by-id", "gone"]).await;
+            let by_id: Option<f64> = redis.query(&["ZSCORE", by_id_key, "gone"]).await;
             (listed(&state) == ["kept"] && by_id.is_none()).then_some(())
         },
     )
     .await;
-    let kept: Option<f64> = redis.query(&["ZSCORE", "cb:instances:by-id", "kept"]).await;
+    let kept: Option<f64> = redis.query(&["ZSCORE", by_id_key, "kept"]).await;
     assert_eq!(kept, Some(0.0));
 }

@@ -122,6 +122,21 @@ async fn a_vote_slower_than_its_timeout_says_the_outcome_is_unknown_and_a_retry_
     assert_eq!(status["voteCount"], 1, "counted twice: {status}");
 }
 
+/// Kills Redis and has `instance` vote `failures` times, each answered -32005: enough
+/// to open a breaker with that threshold.
+async fn fail_until_open(redis: &mut RedisServer, c: &mut WsClient, instance: &str, failures: u32) {
+    redis.kill();
+    for n in 0..failures {
+        let error = c
+            .error(
+                "system.quorum.vote",
+                vote_params(instance, &format!("down-{n}"), "y", Some(3)),
+            )
+            .await;
+        assert_eq!(error["code"], -32005, "failure {n}: {error}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_answers_the_fallback_while_redis_is_down_and_recovers() {
     let mut redis = RedisServer::start_single();
@@ -130,17 +145,7 @@ async fn the_breaker_answers_the_fallback_while_redis_is_down_and_recovers() {
     config.breaker_open = Duration::from_secs(2);
     let hub = TestHub::start_with(config).await;
     let mut c = hub.client_as("steady").await;
-
-    redis.kill();
-    for n in 0..3 {
-        let error = c
-            .error(
-                "system.quorum.vote",
-                vote_params("steady", &format!("down-{n}"), "y", Some(3)),
-            )
-            .await;
-        assert_eq!(error["code"], -32005, "failure {n}: {error}");
-    }
+    fail_until_open(&mut redis, &mut c, "steady", 3).await;
     // Open: the vote gets the seed's fallback, other methods -32001, readiness 503.
     let reply = c
         .result(
@@ -189,16 +194,7 @@ async fn an_open_breaker_closes_as_soon_as_the_hubs_probe_finds_redis_back() {
     config.breaker_open = Duration::from_secs(3600);
     let hub = TestHub::start_with(config).await;
     let mut c = hub.client_as("patient").await;
-    redis.kill();
-    for n in 0..2 {
-        let error = c
-            .error(
-                "system.quorum.vote",
-                vote_params("patient", &format!("out-{n}"), "y", Some(3)),
-            )
-            .await;
-        assert_eq!(error["code"], -32005, "{error}");
-    }
+    fail_until_open(&mut redis, &mut c, "patient", 2).await;
     let error = c.error("system.get_state", json!({})).await;
     assert_eq!(error["code"], -32001, "open: {error}");
     redis.restart();

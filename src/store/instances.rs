@@ -113,8 +113,9 @@ impl Store {
             .collect();
         cmds.extend(self.note_seen(&now, &ids));
         let replies = self.query_each(cmds).await?;
-        replies[..pairs.len()]
+        replies
             .iter()
+            .take(pairs.len())
             .map(|reply| {
                 redis::FromRedisValue::from_redis_value_ref(reply)
                     .map(Claim::from_script)

@@ -49,6 +49,12 @@ pub fn event_log_key(redis_url: &str) -> &'static str {
     layout_for(redis_url).stream()
 }
 
+/// The sorted set that lists registered instances in id order on the Redis that
+/// `redis_url` names.
+pub fn instances_by_id_key(redis_url: &str) -> &'static str {
+    layout_for(redis_url).instances_by_id()
+}
+
 fn layout_for(redis_url: &str) -> Layout {
     if redis_url.starts_with(CLUSTER_SCHEME) {
         Layout::partitioned()
