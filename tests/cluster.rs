@@ -1,6 +1,8 @@
 //! What only a Redis Cluster can show: votes spread over the primaries, a decision whose
-//! event could not be logged at once is logged by the sweep exactly once, and a primary
-//! killed with -9 under load is survived without a lost or doubled decision.
+//! event could not be logged at once is logged by the sweep exactly once, the rate-limit
+//! reservation is given back, votes are broadcast only while a dashboard listens, decision
+//! events follow the event log when its slot moves, and a primary killed with -9 under
+//! load is survived without a lost or doubled decision.
 //! (The contract suites run against a cluster too: `QUORUM_TEST_REDIS=cluster`.)
 
 mod common;
@@ -210,6 +212,52 @@ async fn votes_are_broadcast_over_the_cluster_only_while_a_dashboard_listens() {
     assert_eq!(record["decision"], "watched");
     let event = dashboard.next_notification().await;
     assert_eq!(event["params"]["decision"], "watched", "{event}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decision_events_follow_the_event_log_when_its_slot_moves() {
+    let mut redis = RedisServer::start_cluster();
+    let hubs = [
+        TestHub::start_with(without_rate_limits(&redis)).await,
+        TestHub::start_with(without_rate_limits(&redis)).await,
+    ];
+    let mut watchers = Vec::new();
+    for hub in &hubs {
+        for _ in 0..2 {
+            watchers.push(hub.client().await);
+        }
+    }
+    let mut voter = hubs[0].client_as("mover").await;
+    let mut decided = Vec::new();
+    for n in 0..3 {
+        decided.push(voter.decide("mover", &format!("before-move-{n}")).await);
+    }
+    let log = event_log(&redis);
+    let cluster = redis.cluster();
+    let from = cluster.primary_of(log);
+    let to = cluster
+        .primaries()
+        .into_iter()
+        .find(|&port| port != from)
+        .unwrap();
+    tokio::task::block_in_place(|| cluster.move_slot_of(log, to));
+    assert_eq!(cluster.primary_of(log), to);
+    // The log's old node unsubscribed the hubs; they subscribe on the new one.
+    for n in 0..3 {
+        decided.push(voter.decide("mover", &format!("after-move-{n}")).await);
+    }
+    for (w, watcher) in watchers.iter_mut().enumerate() {
+        for (n, event_id) in decided.iter().enumerate() {
+            let event = watcher.next_notification().await;
+            assert_eq!(
+                &event["params"]["eventId"], event_id,
+                "watcher {w}, event {n}"
+            );
+        }
+        watcher.assert_no_more_notifications("after-move-0").await;
+    }
+    let entries: u64 = redis.query(&["XLEN", log]).await;
+    assert_eq!(entries, 6, "the log moved whole");
 }
 
 /// What the voters were told: decision -> final value.

@@ -141,6 +141,47 @@ impl RedisCluster {
             })
     }
 
+    /// The ports of the live primaries.
+    pub fn primaries(&self) -> Vec<u16> {
+        self.live_ports()
+            .into_iter()
+            .filter(|&port| cli(port, &["INFO", "replication"]).contains("role:master"))
+            .collect()
+    }
+
+    /// Moves the slot of `key`, with its keys, to the primary on `to`, the way
+    /// `redis-cli --cluster reshard` does: importing and migrating marks, `MIGRATE` of
+    /// every key, then the new owner told to every primary.
+    pub fn move_slot_of(&self, key: &str, to: u16) {
+        let slot = self.cli(&["CLUSTER", "KEYSLOT", key]);
+        let from = self.primary_of(key);
+        let id = |port: u16| cli(port, &["CLUSTER", "MYID"]).trim().to_owned();
+        let (from_id, to_id) = (id(from), id(to));
+        cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+        cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+        loop {
+            let listed = cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+            let keys: Vec<&str> = listed.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let port = to.to_string();
+            let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            migrate.extend(keys);
+            let reply = cli(from, &migrate);
+            assert!(reply.contains("OK"), "MIGRATE failed: {reply}");
+        }
+        let mut told = vec![to, from];
+        told.extend(
+            self.primaries()
+                .into_iter()
+                .filter(|p| *p != to && *p != from),
+        );
+        for port in told {
+            cli(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        }
+    }
+
     /// Kills a node with SIGKILL.
     pub fn kill(&mut self, port: u16) {
         let node = self
