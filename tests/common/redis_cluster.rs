@@ -70,6 +70,28 @@ impl RedisCluster {
                 })
                 .then_some(())
         });
+        // A linked replica may not be streaming yet (after a full sync the primary holds
+        // the stream back until the replica's first acknowledgement): a write on every
+        // primary that has a replica must reach it.
+        for port in self.primaries() {
+            if !cli(port, &["INFO", "replication"]).contains("slave0:") {
+                continue;
+            }
+            let key = self.key_served_by(port);
+            eventually_blocking("every replica to stream", || {
+                let script = format!("SET {key} streaming\nWAIT 1 1000\n");
+                let reply = cli_script(port, &script);
+                (reply.lines().last() == Some("1")).then_some(())
+            });
+        }
+    }
+
+    /// A key whose slot the primary on `port` serves.
+    fn key_served_by(&self, port: u16) -> String {
+        (0..)
+            .map(|n| format!("probe-{n}"))
+            .find(|key| self.serving(key) == Some(port))
+            .expect("a primary serves some slots")
     }
 
     /// The URL a hub is given: every node as a seed.
@@ -246,6 +268,27 @@ impl Drop for RedisCluster {
             node.kill();
         }
     }
+}
+
+/// Runs the commands in `script` (one per line) on one connection to one node and
+/// returns their output.
+fn cli_script(port: u16, script: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run redis-cli");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("write to redis-cli");
+    let output = child.wait_with_output().expect("redis-cli output");
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Runs one command against one node and returns its output.
