@@ -2,10 +2,12 @@
 --
 -- The vote script fixed the result in the decision's slot; this appends the event in the
 -- event log's slot, once: a retry, a later vote or another hub's sweep that logs the same
--- decision again gets the id it was logged with, and no second event.
+-- decision again gets the id it was logged with, and no second event. The mark names the
+-- decision's decidedAt too: a decision decided anew (its first result lost with a failed
+-- primary) is a new decision and gets its own event.
 --
 -- KEYS[1] stream  stream  decision events, capped
--- KEYS[2] logged  string  the event id this decision was logged with (expires)
+-- KEYS[2] logged  string  '<event id> <decidedAt>' of the logged decision (expires)
 -- ARGV[1] decision, ARGV[2] value, ARGV[3] voteCount, ARGV[4] quorum,
 -- ARGV[5] totalInstances, ARGV[6] decidedAt (ms), ARGV[7] stream cap (approximate MAXLEN),
 -- ARGV[8] shard channel for decision events, ARGV[9] how long the logged mark lives (ms).
@@ -14,9 +16,12 @@
 
 local logged = redis.call('GET', KEYS[2])
 if logged then
-  return logged
+  local id, decided_at = string.match(logged, '^(%S+) (%S+)$')
+  if id and decided_at == ARGV[6] then
+    return id
+  end
 end
 local event_id = log_decision(KEYS[1], ARGV[7], ARGV[8], 'SPUBLISH', ARGV[1], ARGV[2], ARGV[3],
   ARGV[4], ARGV[5], ARGV[6])
-redis.call('SET', KEYS[2], event_id, 'PX', ARGV[9])
+redis.call('SET', KEYS[2], event_id .. ' ' .. ARGV[6], 'PX', ARGV[9])
 return event_id

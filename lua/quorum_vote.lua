@@ -22,6 +22,7 @@
 -- KEYS[8] 'log':   list        the voting instance's recent vote times (ms)
 --         'defer': string      the partition's dashboards flag: votes are published only
 --                              while it exists (some hub has a dashboard listening)
+-- KEYS[9] 'defer': hash        instanceId -> the rate-window place its recorded vote took
 -- ARGV[1] decision name, ARGV[2] instanceId, ARGV[3] value,
 -- ARGV[4] totalInstances stated by the caller ('' when omitted; only a stated one can mismatch),
 -- ARGV[5] totalInstances and ARGV[6] quorum to open the decision with (the caller computes the
@@ -31,10 +32,12 @@
 -- ARGV[11] pub/sub channel for recorded votes (quorum.vote.recorded, for dashboards),
 -- ARGV[12] most decisions the index keeps (the oldest opened drop out),
 -- ARGV[13] mode ('log' or 'defer'), ARGV[14] ('defer' only) milliseconds until the voter's
--- rate window has room when its reservation was refused, '' otherwise.
+-- rate window has room when its reservation was refused, '' otherwise, ARGV[15] ('defer'
+-- only) the place this vote took in the rate window ('' for none).
 --
 -- Returns {outcome, voteCount, totalInstances, quorum, finalDecision or '', recordedValue or '',
--- eventId or '', decidedAt or ''}
+-- eventId or '', decidedAt or '', place or ''}, place being (for already_voted, 'defer' mode)
+-- the rate-window place the recorded vote took: a retry of this very vote finds its own.
 -- where outcome is one of: recorded, decided_now, already_voted, decided, total_mismatch,
 -- rate_limited (then voteCount holds the milliseconds until a vote would be accepted).
 -- eventId is '' for a decided decision whose event is not logged yet ('defer' mode).
@@ -50,7 +53,7 @@ local stream_cap, channel = ARGV[7], ARGV[8]
 local rate_max, rate_window = tonumber(ARGV[9]), tonumber(ARGV[10])
 local vote_channel = ARGV[11]
 local index_cap = tonumber(ARGV[12])
-local deferred, refused_for = ARGV[13] == 'defer', ARGV[14]
+local deferred, refused_for, place = ARGV[13] == 'defer', ARGV[14], ARGV[15]
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -59,19 +62,25 @@ end
 
 local opened = redis.call('HMGET', meta, 'totalInstances', 'quorum')
 local total, quorum = opened[1], opened[2]
+
+local function answer(outcome, count, final_value, recorded_value, event_id, decided_at, taken)
+  return {outcome, count, total, quorum, final_value or '', recorded_value or '', event_id or '',
+    decided_at or '', taken or ''}
+end
 local final = redis.call('HMGET', result, 'value', 'voteCount', 'eventId', 'decidedAt')
 
 -- Rule: one vote per instance. A retry learns what its first attempt recorded.
 local recorded = redis.call('HGET', ballots, instance)
 if recorded then
-  return {'already_voted', redis.call('ZCARD', votes), total, quorum, final[1] or '', recorded,
-    final[3] or '', final[4] or ''}
+  local taken = deferred and redis.call('HGET', KEYS[9], instance) or ''
+  return answer('already_voted', redis.call('ZCARD', votes), final[1], recorded, final[3], final[4],
+    taken)
 end
 
 -- Rule: the result is final. Later votes are not recorded, whatever totalInstances they
 -- state: a decided decision answers every new voter the same way.
 if final[1] then
-  return {'decided', tonumber(final[2]), total, quorum, final[1], '', final[3] or '', final[4]}
+  return answer('decided', tonumber(final[2]), final[1], '', final[3], final[4])
 end
 
 local opening = not total
@@ -79,13 +88,13 @@ if opening then
   total, quorum = opening_total, opening_quorum
 elseif stated_total ~= '' and stated_total ~= total then
   -- Rule: the first vote fixed totalInstances; a different stated value is refused.
-  return {'total_mismatch', redis.call('ZCARD', votes), total, quorum, '', '', '', ''}
+  return answer('total_mismatch', redis.call('ZCARD', votes))
 end
 
 -- The voter's reservation in its rate window was refused (only now, so that the answers
 -- above still win over the limit).
 if refused_for ~= '' then
-  return {'rate_limited', tonumber(refused_for), total, quorum, '', '', '', ''}
+  return answer('rate_limited', tonumber(refused_for))
 end
 
 -- Rate limit: a sliding window kept as the instance's last rate_max vote times.
@@ -94,7 +103,7 @@ if rate_max > 0 then
   if redis.call('LLEN', rate) >= rate_max then
     local oldest = tonumber(redis.call('LINDEX', rate, rate_max - 1))
     if oldest and oldest + rate_window > now then
-      return {'rate_limited', oldest + rate_window - now, total, quorum, '', '', '', ''}
+      return answer('rate_limited', oldest + rate_window - now)
     end
   end
   redis.call('LPUSH', rate, string.format('%.0f', now))
@@ -113,6 +122,9 @@ end
 
 local seq = redis.call('ZCARD', votes) + 1
 redis.call('HSET', ballots, instance, value)
+if deferred and place ~= '' then
+  redis.call('HSET', KEYS[9], instance, place)
+end
 redis.call('ZADD', votes, seq, instance)
 redis.call('HINCRBY', tally, value, 1)
 -- On a cluster a publish reaches every node, so it is made only while a dashboard listens
@@ -125,7 +137,7 @@ if not deferred or redis.call('EXISTS', KEYS[8]) == 1 then
 end
 
 if seq < tonumber(quorum) then
-  return {'recorded', seq, total, quorum, '', '', '', ''}
+  return answer('recorded', seq)
 end
 
 -- Quorum reached by this vote. Winner: most votes; on a tie, the value that reached
@@ -149,9 +161,9 @@ local vote_count = string.format('%d', seq)
 redis.call('HSET', result, 'value', winner, 'voteCount', vote_count, 'decidedAt', decided_at)
 if deferred then
   redis.call('ZADD', log, decided_at, decision)
-  return {'decided_now', seq, total, quorum, winner, '', '', decided_at}
+  return answer('decided_now', seq, winner, '', '', decided_at)
 end
 local event_id = log_decision(log, stream_cap, channel, 'PUBLISH', decision, winner, vote_count,
   quorum, total, decided_at)
 redis.call('HSET', result, 'eventId', event_id)
-return {'decided_now', seq, total, quorum, winner, '', event_id, decided_at}
+return answer('decided_now', seq, winner, '', event_id, decided_at)

@@ -18,9 +18,10 @@ pub struct Config {
     #[arg(long, env = "QUORUM_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
-    /// Redis to use: redis://127.0.0.1:6379 or unix:///run/redis.sock for one Redis,
-    /// redis+cluster://HOST:PORT[,HOST:PORT...] for a Redis Cluster (seed nodes). Without it
-    /// the hub starts its own redis-server (append-only persistence) inside --data-dir.
+    /// Redis to use: redis://[USER:PASS@]HOST:PORT or unix:///run/redis.sock for one Redis,
+    /// redis+cluster://[USER:PASS@]HOST:PORT[,HOST:PORT...] for a Redis Cluster (seed nodes;
+    /// the credentials apply to every node). TLS is not supported. Without it the hub starts
+    /// its own redis-server (append-only persistence) inside --data-dir.
     #[arg(long, env = "QUORUM_REDIS_URL")]
     pub redis_url: Option<String>,
 

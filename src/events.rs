@@ -29,10 +29,13 @@ pub const RESUBSCRIBE_MIN_DELAY: Duration = Duration::from_millis(100);
 pub const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(2);
 /// Longest the subscription link waits to connect, or for a reply to a (un)subscribe.
 const LINK_TIMEOUT: Duration = Duration::from_secs(2);
-/// On a cluster, how long the dashboards flags a hub sets live, and how often a hub with
-/// dashboards sets them again.
+/// On a cluster, how long the dashboards flags a hub sets live.
 const DASHBOARDS_FLAG_TTL: Duration = Duration::from_secs(5);
+/// How often a hub with dashboards sets them again.
 const DASHBOARDS_FLAG_REFRESH: Duration = Duration::from_secs(1);
+/// How often the listener checks that its link still answers (`PING`): a link whose peer
+/// vanished without closing it would otherwise look quiet forever.
+const LINK_CHECK_PERIOD: Duration = Duration::from_secs(5);
 /// How often a hub on a cluster looks for decisions decided but not logged.
 pub const SWEEP_PERIOD: Duration = Duration::from_secs(1);
 /// How old an unlogged decision must be before the sweep logs it: the hub that decided it
@@ -69,6 +72,9 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
     let store = hub.store.unguarded();
     let channel = store.layout().decision_channel();
     let client = store.events_client().await?;
+    // Unbounded, like any pub/sub client's buffer: Redis sends only what this hub
+    // subscribed to, and the loop below hands each message on without waiting on sessions
+    // (dashboard traffic flows only while a dashboard here listens).
     let (pushes_tx, mut pushes) = tokio::sync::mpsc::unbounded_channel();
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(LINK_TIMEOUT))
@@ -102,17 +108,16 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
     // keeps the dashboards flags set.
     let mut watched = hub.dashboards_wanted();
     let mut dashboards = false;
-    let cluster = store.layout().is_cluster();
-    let mut flag_refresh = tokio::time::interval(DASHBOARDS_FLAG_REFRESH);
+    let mut link_check = tokio::time::interval(LINK_CHECK_PERIOD);
+    link_check.reset();
     loop {
         let wanted = *watched.borrow_and_update();
         if wanted != dashboards {
             if wanted {
                 link.subscribe(&store::DASHBOARD_CHANNELS[..]).await?;
-                if cluster {
-                    store.flag_dashboards(DASHBOARDS_FLAG_TTL).await?;
-                    flag_refresh.reset();
-                }
+                // Set before the subscription is reported live, so that votes on any hub
+                // are published from then on (`keep_dashboards_flagged` keeps them set).
+                flag_dashboards(&store).await;
             } else {
                 link.unsubscribe(&store::DASHBOARD_CHANNELS[..]).await?;
             }
@@ -122,10 +127,8 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
         let push = tokio::select! {
             _ = hub.shutdown.cancelled() => return Ok(()),
             _ = watched.changed() => continue,
-            _ = flag_refresh.tick(), if cluster && dashboards => {
-                if let Err(err) = store.flag_dashboards(DASHBOARDS_FLAG_TTL).await {
-                    tracing::warn!(%err, "could not keep the dashboards flags set");
-                }
+            _ = link_check.tick() => {
+                redis::cmd("PING").exec_async(&mut link).await?;
                 continue;
             }
             push = pushes.recv() => push,
@@ -166,6 +169,36 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
     }
 }
 
+/// Sets every partition's dashboards flag (cluster only; a failure is logged: dashboard
+/// events are best effort).
+async fn flag_dashboards(store: &crate::store::Store) {
+    if !store.layout().is_cluster() {
+        return;
+    }
+    match tokio::time::timeout(LINK_TIMEOUT, store.flag_dashboards(DASHBOARDS_FLAG_TTL)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(%err, "could not set the dashboards flags"),
+        Err(_) => tracing::warn!("setting the dashboards flags timed out"),
+    }
+}
+
+/// Runs until the hub shuts down (cluster only): while a session here has subscribed to
+/// dashboard events, sets every partition's dashboards flag again every
+/// [`DASHBOARDS_FLAG_REFRESH`], so that votes on every hub keep being published.
+pub async fn keep_dashboards_flagged(hub: Arc<Hub>) {
+    let store = hub.store.unguarded();
+    let wanted = hub.dashboards_wanted();
+    loop {
+        tokio::select! {
+            _ = hub.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(DASHBOARDS_FLAG_REFRESH) => {}
+        }
+        if *wanted.borrow() {
+            flag_dashboards(&store).await;
+        }
+    }
+}
+
 /// Runs until the hub shuts down (cluster only): every [`SWEEP_PERIOD`], logs the
 /// decisions decided more than [`SWEEP_GRACE`] ago whose events are not in the log yet.
 /// Every hub sweeps; logging is idempotent, so hubs that race log each decision once.
@@ -177,12 +210,12 @@ pub async fn sweep_unlogged(hub: Arc<Hub>) {
             _ = tokio::time::sleep(SWEEP_PERIOD) => {}
         }
         let before = now_ms().saturating_sub(SWEEP_GRACE.as_millis() as u64);
-        match store.log_unlogged(before).await {
-            Ok(0) => {}
-            Ok(logged) => {
-                tracing::info!(logged, "logged decisions their deciding hub left unlogged")
-            }
-            Err(err) => tracing::warn!(%err, "could not sweep for unlogged decisions"),
+        let (logged, failure) = store.log_unlogged(before).await;
+        if logged > 0 {
+            tracing::info!(logged, "logged decisions their deciding hub left unlogged");
+        }
+        if let Some(err) = failure {
+            tracing::warn!(%err, "could not sweep every partition for unlogged decisions; the next sweep tries again");
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The HTTP side of a hub: routes, start-up, and graceful shutdown.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -36,6 +36,9 @@ pub const SOCKET_SEND_BUFFER: usize = 64 * 1024;
 pub const READ_BUFFER_BYTES: usize = 512;
 /// Longest a readiness check waits for Redis.
 pub const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a hub that could not yet reach Redis asks again whether the keyspace's
+/// layout is its own.
+const LAYOUT_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -116,9 +119,16 @@ async fn serve(
             tracing::warn!("{warning}");
         }
     });
+    let layout_conflict = Arc::new(OnceLock::new());
+    hub.tracker.spawn(refuse_a_foreign_layout(
+        hub.clone(),
+        layout_conflict.clone(),
+    ));
     hub.tracker.spawn(events::listen(hub.clone()));
     if hub.store.layout().is_cluster() {
         hub.tracker.spawn(events::sweep_unlogged(hub.clone()));
+        hub.tracker
+            .spawn(events::keep_dashboards_flagged(hub.clone()));
     }
     hub.tracker.spawn(keepalive::run(hub.clone()));
     hub.tracker.spawn(probe::run(hub.clone()));
@@ -162,7 +172,32 @@ async fn serve(
         tracing::warn!("sessions still open after {SHUTDOWN_GRACE:?}; stopping anyway");
     }
     tracing::info!("hub stopped");
-    Ok(())
+    match layout_conflict.get() {
+        Some(conflict) => Err(StartError::Config(conflict.clone())),
+        None => Ok(()),
+    }
+}
+
+/// Stops the hub if its Redis Cluster keyspace was written with another layout, asking
+/// again every [`LAYOUT_RETRY`] until Redis answers.
+async fn refuse_a_foreign_layout(hub: Arc<Hub>, conflict: Arc<OnceLock<String>>) {
+    let store = hub.store.unguarded();
+    loop {
+        match store.layout_conflict().await {
+            Ok(None) => return,
+            Ok(Some(found)) => {
+                tracing::error!("{found}; stopping");
+                let _ = conflict.set(found);
+                hub.shutdown.cancel();
+                return;
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = hub.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(LAYOUT_RETRY) => {}
+        }
+    }
 }
 
 /// Replies and events are small frames that must leave at once, not wait for Nagle; and

@@ -14,7 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{RedisServer, TestHub, WsClient, eventually, vote_params, without_rate_limits};
+use common::{
+    HubProcess, RedisServer, TestHub, WsClient, bin_path, eventually, vote_params,
+    without_rate_limits,
+};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -260,6 +263,31 @@ async fn decision_events_follow_the_event_log_when_its_slot_moves() {
     }
     let entries: u64 = redis.query(&["XLEN", log]).await;
     assert_eq!(entries, 6, "the log moved whole");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_refuses_a_cluster_keyspace_written_with_another_layout() {
+    let redis = RedisServer::start_cluster();
+    let _: () = redis
+        .query(&["SET", "cb:{events}:layout", "partitions=32"])
+        .await;
+    let mut hub = HubProcess::spawn(
+        std::process::Command::new(bin_path())
+            .args(["--listen", "127.0.0.1:0", "--redis-url"])
+            .arg(redis.url()),
+    );
+    let line = hub.wait_for_log("written with layout");
+    assert!(line.contains("partitions=32"), "{line}");
+    let status = common::eventually_blocking("the hub to stop", || hub.child.try_wait().unwrap());
+    assert!(
+        !status.success(),
+        "a refused keyspace is a failed start: {status}"
+    );
+    let mark: String = redis.query(&["GET", "cb:{events}:layout"]).await;
+    assert_eq!(
+        mark, "partitions=32",
+        "the other layout's mark is left alone"
+    );
 }
 
 /// What the voters were told: decision -> final value.

@@ -42,8 +42,9 @@ pub struct SuiteOptions {
     /// Unix socket of the hub's Redis, for redis-benchmark.
     #[arg(long)]
     pub redis_socket: Option<String>,
-    /// The hub's Redis (the URL it was given, one Redis or `redis+cluster://` with every
-    /// node), to measure the CPU time Redis spends per vote (`INFO cpu` of each node).
+    /// The hub's Redis (the URL it was given: one Redis, or `redis+cluster://` naming every
+    /// node to count), to measure the CPU time Redis spends per vote (`INFO cpu` of each
+    /// node named).
     #[arg(long)]
     pub redis_url: Option<String>,
 }
@@ -60,7 +61,7 @@ pub struct Suite {
     pub redis_script_limit_pipelined: Option<f64>,
     /// CPU time all Redis nodes spent per vote in the G=60 run, in microseconds.
     pub redis_cpu_us_per_vote: Option<f64>,
-    /// Redis nodes the CPU time was summed over.
+    /// Redis nodes the CPU time was summed over (every node the URL names).
     pub redis_nodes: usize,
 }
 
@@ -139,26 +140,27 @@ pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
     })
 }
 
-/// The `redis://` URL of each node a hub's Redis URL names (every seed of a cluster).
-fn redis_nodes(url: &str) -> Vec<String> {
-    match url.strip_prefix(crate::CLUSTER_SCHEME) {
-        Some(seeds) => seeds
-            .trim_end_matches('/')
-            .split(',')
-            .map(|seed| format!("redis://{}", seed.trim()))
-            .collect(),
-        None => vec![url.to_owned()],
-    }
+/// Each node a hub's Redis URL names (every seed of a cluster, with its credentials).
+fn redis_nodes(url: &str) -> Vec<redis::ConnectionInfo> {
+    use redis::IntoConnectionInfo;
+    let nodes = match url.strip_prefix(crate::CLUSTER_SCHEME) {
+        Some(seeds) => store::cluster_seeds(seeds),
+        None => url.into_connection_info().map(|node| vec![node]),
+    };
+    nodes.unwrap_or_else(|err| {
+        eprintln!("cannot read {url:?} ({err}); no Redis CPU figures");
+        Vec::new()
+    })
 }
 
 /// CPU time (user + system, seconds) the nodes have used, or `None` if one cannot be read.
-async fn redis_cpu_seconds(nodes: &[String]) -> Option<f64> {
+async fn redis_cpu_seconds(nodes: &[redis::ConnectionInfo]) -> Option<f64> {
     if nodes.is_empty() {
         return None;
     }
     let mut total = 0.0;
     for node in nodes {
-        let client = redis::Client::open(node.as_str()).ok()?;
+        let client = redis::Client::open(node.clone()).ok()?;
         let mut conn = client.get_multiplexed_async_connection().await.ok()?;
         let info: String = redis::cmd("INFO")
             .arg("cpu")

@@ -2,6 +2,7 @@
 //! recent-decisions index.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use redis::FromRedisValue;
 
@@ -58,9 +59,10 @@ impl Store {
         } else {
             None
         };
-        let refused_for = match &reservation {
-            Some(Reservation::Refused { retry_after_ms }) => Some(*retry_after_ms),
-            _ => None,
+        let (refused_for, place) = match &reservation {
+            Some(Reservation::Refused { retry_after_ms }) => (Some(*retry_after_ms), None),
+            Some(Reservation::Taken { at }) => (None, Some(at.as_str())),
+            None => (None, None),
         };
         let (keys, args) = vote_invocation(
             &self.layout,
@@ -71,22 +73,27 @@ impl Store {
                 total_instances: ballot.total_instances,
             },
             limit,
-            refused_for,
+            Reserved { refused_for, place },
         );
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let voted = self
             .eval::<VoteReply>(&self.scripts.vote, &key_refs, &args)
             .await;
-        if let Some(Reservation::Taken { at }) = &reservation {
-            let counted =
-                matches!(&voted, Ok(reply) if reply.0 == "recorded" || reply.0 == "decided_now");
-            // A vote that may have been recorded keeps its place (an error may hide one).
-            if !counted && voted.is_ok() {
+        if let (Some(Reservation::Taken { at }), Ok(reply)) = (&reservation, &voted) {
+            // Counted: recorded now, or recorded by an earlier try of this same call (the
+            // cluster client retries a call whose answer it lost). A vote that failed keeps
+            // its place too, since the failure may hide a recorded vote.
+            let counted = match reply.0.as_str() {
+                "recorded" | "decided_now" => true,
+                "already_voted" => reply.8 == *at,
+                _ => false,
+            };
+            if !counted {
                 self.refund_vote(instance, at).await;
             }
         }
-        let (outcome, vote_count, total, quorum, final_decision, recorded, event_id, decided_at) =
+        let (outcome, vote_count, total, quorum, final_decision, recorded, event_id, decided_at, _) =
             voted?;
         if self.layout.is_cluster() && !final_decision.is_empty() && event_id.is_empty() {
             let decided = Decided {
@@ -97,8 +104,16 @@ impl Store {
                 total_instances: total,
                 decided_at: decided_at.parse().unwrap_or_default(),
             };
-            if let Err(err) = self.log_decided(&decided).await {
-                tracing::warn!(%err, decision = %decided.decision, "could not log a decision yet; the sweep will");
+            // Bounded on its own, well within the vote's timeout: the vote is answered
+            // from the script's result whatever happens here.
+            match tokio::time::timeout(LOG_STEP_TIMEOUT, self.log_decided(&decided)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(%err, decision = %decided.decision, "could not log a decision yet; the sweep will")
+                }
+                Err(_) => {
+                    tracing::warn!(decision = %decided.decision, "logging a decision is slow; the sweep will finish it")
+                }
             }
         }
         Ok(match outcome.as_str() {
@@ -356,8 +371,39 @@ fn tally_in_vote_order(
 }
 
 /// One vote script reply: outcome, voteCount, totalInstances, quorum, finalDecision,
-/// recordedValue, eventId, decidedAt (see `lua/quorum_vote.lua`).
-type VoteReply = (String, u64, u64, u64, String, String, String, String);
+/// recordedValue, eventId, decidedAt, and the rate-window place of a recorded vote (see
+/// `lua/quorum_vote.lua`).
+type VoteReply = (
+    String,
+    u64,
+    u64,
+    u64,
+    String,
+    String,
+    String,
+    String,
+    String,
+);
+
+/// On a cluster, longest a vote waits for the decision it made to be logged before it is
+/// answered anyway (the sweep finishes the log step).
+const LOG_STEP_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What the voter's rate-window reservation gives the vote script (cluster only).
+struct Reserved<'a> {
+    /// Milliseconds until the window has room, when the reservation was refused.
+    refused_for: Option<u64>,
+    /// The place taken, kept beside the ballot if the vote is recorded.
+    place: Option<&'a str>,
+}
+
+impl Reserved<'_> {
+    /// No reservation (one Redis, or no rate limit).
+    const NONE: Reserved<'static> = Reserved {
+        refused_for: None,
+        place: None,
+    };
+}
 
 /// A place in an instance's vote-rate window (cluster only).
 enum Reservation {
@@ -391,7 +437,7 @@ fn vote_invocation(
     layout: &Layout,
     ballot: Ballot<'_>,
     limit: RateLimit,
-    refused_for: Option<u64>,
+    reserved: Reserved<'_>,
 ) -> (Vec<String>, Vec<String>) {
     let Ballot {
         decision,
@@ -413,6 +459,7 @@ fn vote_invocation(
         (Some(unlogged), Some(flag)) => {
             keys.push(unlogged);
             keys.push(flag);
+            keys.push(key("places"));
             RateLimit::OFF
         }
         _ => {
@@ -435,7 +482,11 @@ fn vote_invocation(
         keys::VOTE_RECORDED_CHANNEL.to_owned(),
         DECISION_INDEX_CAP.to_string(),
         if layout.is_cluster() { "defer" } else { "log" }.to_owned(),
-        refused_for.map(|ms| ms.to_string()).unwrap_or_default(),
+        reserved
+            .refused_for
+            .map(|ms| ms.to_string())
+            .unwrap_or_default(),
+        reserved.place.unwrap_or_default().to_owned(),
     ];
     (keys, args)
 }
@@ -454,7 +505,7 @@ pub(crate) fn vote_benchmark_command(
         value: "yes",
         total_instances: Some(total_instances),
     };
-    let (mut keys, args) = vote_invocation(&Layout::Single, ballot, limit, None);
+    let (mut keys, args) = vote_invocation(&Layout::Single, ballot, limit, Reserved::NONE);
     keys[5] = keys::BENCH_DECISIONS_INDEX.to_owned();
     let mut command = vec!["EVALSHA".to_owned(), sha.to_owned(), keys.len().to_string()];
     command.extend(keys);
@@ -484,45 +535,51 @@ mod tests {
 
     #[test]
     fn an_omitted_total_opens_with_the_default_and_its_quorum() {
-        let (keys, args) = vote_invocation(&Layout::Single, ballot(None), LIMIT, None);
+        let (keys, args) = vote_invocation(&Layout::Single, ballot(None), LIMIT, Reserved::NONE);
         assert_eq!(keys.len(), 8);
         assert_eq!(keys[5], Layout::Single.decisions_index("d"));
-        assert_eq!(args.len(), 14);
+        assert_eq!(args.len(), 15);
         assert_eq!(args[3], "", "nothing stated, so nothing to mismatch");
         assert_eq!(args[4], DEFAULT_TOTAL_INSTANCES.to_string());
         assert_eq!(args[5], quorum_for(DEFAULT_TOTAL_INSTANCES).to_string());
         assert_eq!(args[8..10], ["5", "1000"], "the script applies the limit");
-        assert_eq!(args[12..], ["log", ""]);
+        assert_eq!(args[12..], ["log", "", ""]);
     }
 
     #[test]
     fn a_stated_total_opens_with_its_own_quorum() {
-        let (_, args) = vote_invocation(&Layout::Single, ballot(Some(6)), LIMIT, None);
+        let (_, args) = vote_invocation(&Layout::Single, ballot(Some(6)), LIMIT, Reserved::NONE);
         assert_eq!(args[3..6], ["6", "6", "4"]);
     }
 
     #[test]
     fn on_a_cluster_every_key_shares_the_decision_slot_and_the_limit_is_reserved() {
         let layout = Layout::partitioned();
-        let (keys, args) = vote_invocation(&layout, ballot(None), LIMIT, Some(250));
+        let reserved = Reserved {
+            refused_for: Some(250),
+            place: None,
+        };
+        let (keys, args) = vote_invocation(&layout, ballot(None), LIMIT, reserved);
         assert_eq!(
             keys.len(),
-            8,
+            9,
             "no rate key: it lives in the instance's slot"
         );
         assert_eq!(keys[7], layout.dashboards_flag("d").unwrap());
+        assert_eq!(keys[8], layout.decision("d", "places"));
         let slot = super::super::slots::key_slot(&keys[0]);
         for key in &keys {
             assert_eq!(super::super::slots::key_slot(key), slot, "{key}");
         }
         assert_eq!(args[8], "0", "the script applies no limit itself");
-        assert_eq!(args[12..], ["defer", "250"]);
+        assert_eq!(args[12..], ["defer", "250", ""]);
     }
 
     #[test]
     fn the_benchmark_command_declares_every_key_it_passes() {
         let command = vote_benchmark_command("sha", 60, LIMIT);
-        let (keys, args) = vote_invocation(&Layout::Single, ballot(Some(60)), LIMIT, None);
+        let (keys, args) =
+            vote_invocation(&Layout::Single, ballot(Some(60)), LIMIT, Reserved::NONE);
         assert_eq!(command[..3], ["EVALSHA", "sha", &keys.len().to_string()]);
         assert_eq!(command.len(), 3 + keys.len() + args.len());
         assert_eq!(command[3 + 5], keys::BENCH_DECISIONS_INDEX);

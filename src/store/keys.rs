@@ -39,6 +39,21 @@ const INSTANCES_BY_ID: &str = "cb:instances:by-id";
 const CLUSTER_INSTANCES_INDEX: &str = "cb:{instances}:seen";
 const CLUSTER_INSTANCES_BY_ID: &str = "cb:{instances}:by-id";
 
+/// The kinds of per-partition keys on a cluster (`cb:<kind>:{<partition tag>}`).
+const DECISIONS_KIND: &str = "decisions";
+const UNLOGGED_KIND: &str = "unlogged";
+const DASHBOARDS_KIND: &str = "dashboards";
+
+/// `{tag}`: a partition's hash tag as it appears in key names.
+fn partition_tag(tag: &str) -> String {
+    format!("{{{tag}}}")
+}
+
+/// The key of a per-partition `kind` under a (braced) partition tag.
+fn partition_key(kind: &str, braced_tag: &str) -> String {
+    format!("cb:{kind}:{braced_tag}")
+}
+
 /// Partitions a cluster keyspace spreads decisions over. Fixed for the life of a keyspace
 /// (a decision's partition is part of its key names), and recorded in it: a hub built
 /// with another count refuses to serve it.
@@ -65,12 +80,32 @@ impl Layout {
         matches!(self, Layout::Partitioned { .. })
     }
 
-    /// The hash tag of a decision's partition (cluster only).
+    /// The hash tag of a decision's partition (cluster only), braces included.
     fn tag(tags: &[String], name: &str) -> String {
-        format!("{{{}}}", tags[slots::partition_of(name, tags.len())])
+        partition_tag(&tags[slots::partition_of(name, tags.len())])
     }
 
-    /// One part (`votes`, `tally`, `result`, `metadata`, `ballots`) of a decision.
+    /// The key of one per-partition `kind` in `name`'s partition (cluster only).
+    fn in_partition(&self, kind: &str, name: &str) -> Option<String> {
+        match self {
+            Layout::Single => None,
+            Layout::Partitioned { tags } => Some(partition_key(kind, &Self::tag(tags, name))),
+        }
+    }
+
+    /// The key of one per-partition `kind` in every partition (none on one Redis).
+    fn every_partition(&self, kind: &str) -> Vec<String> {
+        match self {
+            Layout::Single => Vec::new(),
+            Layout::Partitioned { tags } => tags
+                .iter()
+                .map(|tag| partition_key(kind, &partition_tag(tag)))
+                .collect(),
+        }
+    }
+
+    /// One part (`votes`, `tally`, `result`, `metadata`, `ballots`; on a cluster also `places`)
+    /// of a decision.
     pub(crate) fn decision(&self, name: &str, part: &str) -> String {
         match self {
             Layout::Single => format!("cb:quorum:{{{name}}}:{part}"),
@@ -82,65 +117,40 @@ impl Layout {
 
     /// Sorted set: decision name -> openedAt, for the decisions that share `name`'s index.
     pub(crate) fn decisions_index(&self, name: &str) -> String {
-        match self {
-            Layout::Single => DECISIONS_INDEX.to_owned(),
-            Layout::Partitioned { tags } => format!("cb:decisions:{}", Self::tag(tags, name)),
-        }
+        self.in_partition(DECISIONS_KIND, name)
+            .unwrap_or_else(|| DECISIONS_INDEX.to_owned())
     }
 
     /// Every decisions index: one, or one per partition.
     pub(crate) fn decisions_indexes(&self) -> Vec<String> {
         match self {
             Layout::Single => vec![DECISIONS_INDEX.to_owned()],
-            Layout::Partitioned { tags } => tags
-                .iter()
-                .map(|tag| format!("cb:decisions:{{{tag}}}"))
-                .collect(),
+            Layout::Partitioned { .. } => self.every_partition(DECISIONS_KIND),
         }
     }
 
     /// Sorted set (cluster only): decision -> decidedAt, for decisions of `name`'s
     /// partition that are decided but whose event is not yet in the log.
     pub(crate) fn unlogged(&self, name: &str) -> Option<String> {
-        match self {
-            Layout::Single => None,
-            Layout::Partitioned { tags } => Some(format!("cb:unlogged:{}", Self::tag(tags, name))),
-        }
-    }
-
-    /// String (cluster only): present while some hub has a dashboard listening, in the
-    /// partition of `name`; votes there are published only then.
-    pub(crate) fn dashboards_flag(&self, name: &str) -> Option<String> {
-        match self {
-            Layout::Single => None,
-            Layout::Partitioned { tags } => {
-                Some(format!("cb:dashboards:{}", Self::tag(tags, name)))
-            }
-        }
-    }
-
-    /// Every partition's dashboards flag (none on one Redis, where votes are always
-    /// published).
-    pub(crate) fn dashboards_flags(&self) -> Vec<String> {
-        match self {
-            Layout::Single => Vec::new(),
-            Layout::Partitioned { tags } => tags
-                .iter()
-                .map(|tag| format!("cb:dashboards:{{{tag}}}"))
-                .collect(),
-        }
+        self.in_partition(UNLOGGED_KIND, name)
     }
 
     /// Every "decided, not yet logged" set (none on one Redis, where a decision and its
     /// event are written by one script).
     pub(crate) fn unlogged_sets(&self) -> Vec<String> {
-        match self {
-            Layout::Single => Vec::new(),
-            Layout::Partitioned { tags } => tags
-                .iter()
-                .map(|tag| format!("cb:unlogged:{{{tag}}}"))
-                .collect(),
-        }
+        self.every_partition(UNLOGGED_KIND)
+    }
+
+    /// String (cluster only): present while some hub has a dashboard listening, in the
+    /// partition of `name`; votes there are published only then.
+    pub(crate) fn dashboards_flag(&self, name: &str) -> Option<String> {
+        self.in_partition(DASHBOARDS_KIND, name)
+    }
+
+    /// Every partition's dashboards flag (none on one Redis, where votes are always
+    /// published).
+    pub(crate) fn dashboards_flags(&self) -> Vec<String> {
+        self.every_partition(DASHBOARDS_KIND)
     }
 
     /// String (cluster only): the event id a decision was logged with, so that logging it
@@ -156,7 +166,10 @@ impl Layout {
 
     /// What the layout mark holds for this layout.
     pub(crate) fn description(&self) -> String {
-        format!("partitions={PARTITIONS}")
+        match self {
+            Layout::Single => "single".to_owned(),
+            Layout::Partitioned { tags } => format!("partitions={}", tags.len()),
+        }
     }
 
     /// Stream: every decision event, in the order they were logged.

@@ -1,9 +1,12 @@
 //! On a cluster, the second step of a decision: its event into the one event log, once,
 //! and the sweep that finishes decisions whose hub stopped between the two steps.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use super::{Store, internal};
+use futures::future::join_all;
+
+use super::{Store, field_u64, internal};
 use crate::error::Error;
 use crate::protocol::EventId;
 
@@ -78,63 +81,74 @@ impl Store {
     }
 
     /// Logs the decisions decided before `before_ms` whose events are not in the log yet:
-    /// their hub stopped between the two steps, or its log step failed. Returns how many
-    /// it logged.
-    pub(crate) async fn log_unlogged(&self, before_ms: u64) -> Result<usize, Error> {
+    /// their hub stopped between the two steps, or its log step failed. A partition or a
+    /// decision that cannot be reached now is left for the next sweep; the others are
+    /// logged. Returns how many were logged, and the first failure, if any.
+    pub(crate) async fn log_unlogged(&self, before_ms: u64) -> (usize, Option<Error>) {
         let sets = self.layout.unlogged_sets();
-        let cmds = sets
-            .iter()
-            .map(|set| {
-                redis::cmd("ZRANGEBYSCORE")
-                    .arg(set)
-                    .arg("-inf")
-                    .arg(format!("({before_ms}"))
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(SWEEP_BATCH)
-                    .to_owned()
-            })
-            .collect();
+        let listed = join_all(sets.iter().map(|set| async move {
+            let mut cmd = redis::cmd("ZRANGEBYSCORE");
+            cmd.arg(set)
+                .arg("-inf")
+                .arg(format!("({before_ms}"))
+                .arg("LIMIT")
+                .arg(0)
+                .arg(SWEEP_BATCH);
+            self.query::<Vec<String>>(&cmd).await
+        }))
+        .await;
         let mut logged = 0;
-        for (set, reply) in sets.iter().zip(self.query_each(cmds).await?) {
-            let names: Vec<String> =
-                redis::FromRedisValue::from_redis_value(reply).map_err(internal)?;
-            for name in names {
-                let key = |part| self.layout.decision(&name, part);
-                let mut pipe = redis::pipe();
-                pipe.atomic()
-                    .cmd("HMGET")
-                    .arg(key("result"))
-                    .arg(&["value", "voteCount", "decidedAt", "eventId"])
-                    .cmd("HMGET")
-                    .arg(key("metadata"))
-                    .arg(&["quorum", "totalInstances"]);
-                type Reply = (Vec<Option<String>>, Vec<Option<u64>>);
-                let (result, meta): Reply = self.query_pipe(&pipe).await?;
-                let (Some(value), None) = (result[0].clone(), &result[3]) else {
-                    // Logged meanwhile, or gone: nothing left to log.
-                    self.query::<()>(redis::cmd("ZREM").arg(set).arg(&name))
-                        .await?;
+        let mut failure = None;
+        for (set, names) in sets.iter().zip(listed) {
+            let names = match names {
+                Ok(names) => names,
+                Err(err) => {
+                    failure.get_or_insert(err);
                     continue;
-                };
-                let number = |field: &Option<String>| {
-                    field
-                        .as_deref()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or_default()
-                };
-                let decided = Decided {
-                    value,
-                    vote_count: number(&result[1]),
-                    decided_at: number(&result[2]),
-                    quorum: meta[0].unwrap_or_default(),
-                    total_instances: meta[1].unwrap_or_default(),
-                    decision: name,
-                };
-                self.log_decided(&decided).await?;
-                logged += 1;
+                }
+            };
+            for name in names {
+                match self.log_one_unlogged(set, name).await {
+                    Ok(done) => logged += usize::from(done),
+                    Err(err) => {
+                        failure.get_or_insert(err);
+                    }
+                }
             }
         }
-        Ok(logged)
+        (logged, failure)
+    }
+
+    /// Logs one decision from an unlogged set, or takes it off if there is nothing left to
+    /// log (logged meanwhile, or gone). Returns whether it logged it.
+    async fn log_one_unlogged(&self, set: &str, name: String) -> Result<bool, Error> {
+        let key = |part| self.layout.decision(&name, part);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HGETALL")
+            .arg(key("result"))
+            .cmd("HMGET")
+            .arg(key("metadata"))
+            .arg(&["quorum", "totalInstances"]);
+        type Reply = (HashMap<String, String>, Vec<Option<u64>>);
+        let (result, meta): Reply = self.query_pipe(&pipe).await?;
+        let Some(value) = result
+            .get("value")
+            .filter(|_| !result.contains_key("eventId"))
+        else {
+            self.query::<()>(redis::cmd("ZREM").arg(set).arg(&name))
+                .await?;
+            return Ok(false);
+        };
+        let decided = Decided {
+            value: value.clone(),
+            vote_count: field_u64(&result, "voteCount"),
+            decided_at: field_u64(&result, "decidedAt"),
+            quorum: meta[0].unwrap_or_default(),
+            total_instances: meta[1].unwrap_or_default(),
+            decision: name,
+        };
+        self.log_decided(&decided).await?;
+        Ok(true)
     }
 }

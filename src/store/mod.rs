@@ -75,6 +75,9 @@ pub(crate) const MAX_PAGE_BYTES: usize = 256 * 1024;
 
 /// Longest the hub waits for one Redis reply before the call fails.
 const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much longer than its caller's own timeout the store lets one call take, so that
+/// the caller's timeout decides.
+const CALL_MARGIN: Duration = Duration::from_secs(1);
 /// Longest one attempt to (re)connect to Redis may take.
 const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest pause between reconnection attempts.
@@ -259,7 +262,7 @@ impl Store {
         errors: Counter,
     ) -> Result<Self, Error> {
         let invalid = |e: RedisError| Error::Internal(format!("invalid Redis URL {url:?}: {e}"));
-        let response_timeout = REDIS_RESPONSE_TIMEOUT.max(longest_call + Duration::from_secs(1));
+        let response_timeout = REDIS_RESPONSE_TIMEOUT.max(longest_call + CALL_MARGIN);
         let layout = layout_for(url);
         let (backend, events_node) = if let Some(seeds) = url.strip_prefix(CLUSTER_SCHEME) {
             let seeds = cluster_seeds(seeds).map_err(invalid)?;
@@ -268,7 +271,7 @@ impl Store {
                 .retries(CLUSTER_RETRIES)
                 .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
                 .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS)
-                .overall_response_timeout(Some(longest_call + Duration::from_secs(1)))
+                .overall_response_timeout(Some(longest_call + CALL_MARGIN))
                 .build()
                 .map_err(invalid)?;
             let config = ClusterConfig::new()
@@ -424,9 +427,7 @@ impl Store {
             cmd.arg(script.get_hash());
         }
         let present: Vec<bool> = self.query(&cmd).await?;
-        if self.layout.is_cluster() {
-            self.check_layout().await?;
-        }
+        self.check_layout().await?;
         if present.iter().all(|p| *p) {
             Ok(())
         } else {
@@ -471,9 +472,13 @@ impl Store {
         self.query_each(cmds).await.map(drop)
     }
 
-    /// Marks a cluster keyspace with its layout on first use, and refuses one written with
-    /// another: its decisions would be looked for under other key names.
-    async fn check_layout(&self) -> Result<(), Error> {
+    /// Marks a cluster keyspace with its layout on first use; for one written with another
+    /// layout, says why this hub must not serve it (its decisions would be looked for
+    /// under other key names). Nothing to check on one Redis.
+    pub(crate) async fn layout_conflict(&self) -> Result<Option<String>, Error> {
+        if !self.layout.is_cluster() {
+            return Ok(None);
+        }
         let wanted = self.layout.description();
         let found: Option<String> = self
             .query(
@@ -484,11 +489,18 @@ impl Store {
                     .arg("GET"),
             )
             .await?;
-        match found {
-            Some(found) if found != wanted => Err(Error::Internal(format!(
+        Ok(found.filter(|found| *found != wanted).map(|found| {
+            format!(
                 "this Redis Cluster's keyspace was written with layout {found:?}, and this hub uses {wanted:?}"
-            ))),
-            _ => Ok(()),
+            )
+        }))
+    }
+
+    /// [`Store::layout_conflict`] as a readiness check.
+    async fn check_layout(&self) -> Result<(), Error> {
+        match self.layout_conflict().await? {
+            Some(conflict) => Err(Error::Internal(conflict)),
+            None => Ok(()),
         }
     }
 
@@ -606,7 +618,7 @@ fn evalsha(script: &Script, keys: &[&str], args: &[&str]) -> Cmd {
 
 /// The seed nodes of a `redis+cluster://` URL (after the scheme): `HOST:PORT[,HOST:PORT...]`,
 /// with an optional `user:password@` on the first, which applies to every node.
-fn cluster_seeds(list: &str) -> Result<Vec<ConnectionInfo>, RedisError> {
+pub(crate) fn cluster_seeds(list: &str) -> Result<Vec<ConnectionInfo>, RedisError> {
     let (auth, list) = match list.rsplit_once('@') {
         Some((auth, rest)) => (format!("{auth}@"), rest),
         None => (String::new(), list),
