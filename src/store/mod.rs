@@ -2,6 +2,7 @@
 //!
 //! The store is the only part of the hub that knows Redis key names, scripts and reply
 //! shapes. Its calls are split by what they touch:
+//! - `connection`: the connection to one Redis, or the link to a cluster.
 //! - `keys`: key and channel names, per layout (one Redis or a cluster).
 //! - `slots`: Redis Cluster slots and the partitions decisions are spread over.
 //! - `decisions`: the vote script, audit trails and the recent-decisions index.
@@ -12,6 +13,7 @@
 //! A store talks to one Redis (`redis://`, `unix://`) or to a Redis Cluster
 //! (`redis+cluster://`); see ARCHITECTURE.md for what differs between the two.
 
+mod connection;
 mod decisions;
 mod instances;
 mod keys;
@@ -25,17 +27,18 @@ use std::time::Duration;
 
 use futures::future::try_join_all;
 use prometheus_client::metrics::counter::Counter;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use redis::cluster::{ClusterClient, ClusterConfig};
-use redis::cluster_async::ClusterConnection;
 use redis::{
-    Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo, Pipeline,
-    ProtocolVersion, RedisError, RedisFuture, Script, ServerErrorKind, Value,
+    Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue, Pipeline, ProtocolVersion, RedisError,
+    Script, ServerErrorKind, Value,
 };
 
 use crate::breaker::{Admission, Breaker};
 use crate::error::Error;
 
+pub(crate) use connection::cluster_seeds;
+use connection::{Backend, ClusterLink, Conn};
 pub(crate) use decisions::{VOTE_SCRIPT, vote_benchmark_command};
 pub(crate) use instances::{Claim, Standing};
 pub(crate) use keys::{DASHBOARD_CHANNELS, EVENT_CHANNEL_PREFIX, Layout};
@@ -129,77 +132,6 @@ impl Scripts {
             &self.unregister,
             &self.release,
         ]
-    }
-}
-
-/// What every call goes through: a connection to one Redis, or a link to a cluster.
-#[derive(Clone)]
-enum Backend {
-    Single(ConnectionManager),
-    Cluster(Arc<ClusterLink>),
-}
-
-/// A cluster connection (which follows redirects and failovers itself), replaced by a
-/// fresh one if it stops answering altogether: after a failover under load the client's
-/// slot refresh can stall, and a new connection (from the seed nodes) recovers at once.
-struct ClusterLink {
-    client: ClusterClient,
-    config: ClusterConfig,
-    /// The connection, and how many times it was replaced.
-    current: std::sync::Mutex<(u64, ClusterConnection)>,
-}
-
-impl ClusterLink {
-    fn current(&self) -> (u64, ClusterConnection) {
-        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        (current.0, current.1.clone())
-    }
-
-    /// Replaces connection `generation` (if no other call replaced it already).
-    fn renew(&self, generation: u64) {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.0 == generation {
-            tracing::warn!("the Redis Cluster connection stopped answering; opening a new one");
-            *current = (
-                generation + 1,
-                self.client
-                    .get_pending_async_connection_with_config(self.config.clone()),
-            );
-        }
-    }
-}
-
-/// The connection one call goes through.
-enum Conn {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(conn) => conn.req_packed_command(cmd),
-            Conn::Cluster(conn) => conn.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(conn) => conn.get_db(),
-            Conn::Cluster(conn) => conn.get_db(),
-        }
     }
 }
 
@@ -614,24 +546,6 @@ fn evalsha(script: &Script, keys: &[&str], args: &[&str]) -> Cmd {
         .arg(keys)
         .arg(args);
     cmd
-}
-
-/// The seed nodes of a `redis+cluster://` URL (after the scheme): `HOST:PORT[,HOST:PORT...]`,
-/// with an optional `user:password@` on the first, which applies to every node.
-pub(crate) fn cluster_seeds(list: &str) -> Result<Vec<ConnectionInfo>, RedisError> {
-    let (auth, list) = match list.rsplit_once('@') {
-        Some((auth, rest)) => (format!("{auth}@"), rest),
-        None => (String::new(), list),
-    };
-    let list = list.trim_end_matches('/');
-    let seeds: Vec<ConnectionInfo> = list
-        .split(',')
-        .map(|seed| format!("redis://{auth}{}", seed.trim()).into_connection_info())
-        .collect::<Result<_, _>>()?;
-    if seeds.is_empty() || list.trim().is_empty() {
-        return Err((redis::ErrorKind::InvalidClientConfig, "no seed nodes").into());
-    }
-    Ok(seeds)
 }
 
 fn is_noscript(e: &RedisError) -> bool {
