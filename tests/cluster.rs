@@ -21,6 +21,21 @@ use common::{
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+/// Two hubs on `redis` (rate limits off), and two sessions watching each.
+async fn two_hubs_watched(redis: &RedisServer) -> ([TestHub; 2], Vec<WsClient>) {
+    let hubs = [
+        TestHub::start_with(without_rate_limits(redis)).await,
+        TestHub::start_with(without_rate_limits(redis)).await,
+    ];
+    let mut watchers = Vec::new();
+    for hub in &hubs {
+        for _ in 0..2 {
+            watchers.push(hub.client().await);
+        }
+    }
+    (hubs, watchers)
+}
+
 /// The stream key of the cluster's event log.
 fn event_log(redis: &RedisServer) -> &'static str {
     quorum_hub::event_log_key(&redis.url())
@@ -222,16 +237,7 @@ async fn votes_are_broadcast_over_the_cluster_only_while_a_dashboard_listens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decision_events_follow_the_event_log_when_its_slot_moves() {
     let mut redis = RedisServer::start_cluster();
-    let hubs = [
-        TestHub::start_with(without_rate_limits(&redis)).await,
-        TestHub::start_with(without_rate_limits(&redis)).await,
-    ];
-    let mut watchers = Vec::new();
-    for hub in &hubs {
-        for _ in 0..2 {
-            watchers.push(hub.client().await);
-        }
-    }
+    let (hubs, mut watchers) = two_hubs_watched(&redis).await;
     let mut voter = hubs[0].client_as("mover").await;
     let mut decided = Vec::new();
     for n in 0..3 {
@@ -322,16 +328,7 @@ async fn a_primary_killed_under_load_fails_over_and_loses_only_what_replication_
         .with_test_writer()
         .try_init();
     let mut redis = RedisServer::start_cluster();
-    let hubs = [
-        TestHub::start_with(without_rate_limits(&redis)).await,
-        TestHub::start_with(without_rate_limits(&redis)).await,
-    ];
-    let mut watchers = Vec::new();
-    for hub in &hubs {
-        for _ in 0..2 {
-            watchers.push(hub.client().await);
-        }
-    }
+    let (hubs, mut watchers) = two_hubs_watched(&redis).await;
     let told: Told = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut voting = Vec::new();
