@@ -259,6 +259,12 @@ impl Store {
         let mut node = self.events_node.clone();
         if self.layout.is_cluster() {
             let (host, port) = self.primary_for(self.layout.stream()).await?;
+            // A node whose address is unknown is reported as "" or "?" (meaning: the host
+            // the question went to); a seed's host stands in for it.
+            let host = match (host.as_str(), node.addr()) {
+                ("" | "?", ConnectionAddr::Tcp(seed, _)) => seed.clone(),
+                _ => host,
+            };
             node = node.set_addr(ConnectionAddr::Tcp(host, port));
         }
         let settings = node
