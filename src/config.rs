@@ -54,6 +54,13 @@ pub struct Config {
     #[arg(long, env = "QUORUM_VOTE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub vote_timeout: Duration,
 
+    /// Answer a vote only once its write is on this many replicas (Redis `WAIT`, for at
+    /// most half of --vote-timeout); fewer in time is answered -32005 (reason
+    /// "replication": the vote may or may not survive a failover). 0: answer as soon as
+    /// the primary has it.
+    #[arg(long, env = "QUORUM_WAIT_REPLICAS", default_value_t = 0)]
+    pub wait_replicas: u32,
+
     /// Consecutive Redis failures (connection errors, timeouts) that open the circuit breaker.
     #[arg(long, env = "QUORUM_BREAKER_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub breaker_failures: u32,
@@ -208,6 +215,7 @@ impl Config {
                 window: Duration::from_secs(60),
             },
             vote_timeout: Duration::from_secs(5),
+            wait_replicas: 0,
             breaker_failures: crate::breaker::DEFAULT_FAILURES,
             breaker_open: crate::breaker::DEFAULT_OPEN_FOR,
             auth_secret: None,

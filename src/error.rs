@@ -33,6 +33,10 @@ pub enum Error {
     /// The call's backend work took longer than its bound; its outcome is unknown.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// The write is in Redis, but fewer replicas than `--wait-replicas` confirmed it in
+    /// time: it may or may not survive a failover.
+    #[error("only {acknowledged} of {wanted} replicas confirmed the write in time")]
+    Replication { acknowledged: u64, wanted: u32 },
     /// The circuit breaker is open: Redis is not called for a while.
     #[error("circuit open")]
     CircuitOpen { retry_after: Duration },
@@ -71,7 +75,7 @@ impl Error {
             Error::Internal(_) => -32603,
             Error::Unauthorized(_) => -32002,
             Error::NotFound(_) => -32004,
-            Error::Backend(_) | Error::Timeout(_) => -32005,
+            Error::Backend(_) | Error::Timeout(_) | Error::Replication { .. } => -32005,
             Error::CircuitOpen { .. } => -32001,
             Error::RateLimited { .. } => -32000,
             Error::BatchReplyFull { .. } => -32003,
@@ -97,6 +101,14 @@ impl Error {
                  trying Redis for another {} ms",
                 retry_after.as_millis()
             ),
+            Error::Replication {
+                acknowledged,
+                wanted,
+            } => format!(
+                "the vote was written, but only {acknowledged} of {wanted} replicas confirmed it \
+                 in time, so it may or may not survive a Redis failover; retrying is safe (a vote \
+                 that counted is answered already_voted with its recordedValue)"
+            ),
             other => other.to_string(),
         }
     }
@@ -110,6 +122,14 @@ impl Error {
                 .or(*field)
                 .map(|field| json!({ "field": field })),
             Error::Timeout(_) => Some(json!({ "reason": "timeout" })),
+            Error::Replication {
+                acknowledged,
+                wanted,
+            } => Some(json!({
+                "reason": "replication",
+                "acknowledged": acknowledged,
+                "wanted": wanted,
+            })),
             Error::CircuitOpen { retry_after } => Some(
                 json!({ "reason": "circuit_open", "retryAfterMs": retry_after.as_millis() as u64 }),
             ),

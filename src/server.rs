@@ -100,6 +100,7 @@ async fn serve(
         url,
         breaker,
         config.vote_timeout,
+        config.wait_replicas,
         metrics.redis_errors.clone(),
     )?;
     let external = config.redis_url.is_some();

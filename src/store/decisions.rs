@@ -78,7 +78,7 @@ impl Store {
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let voted = self
-            .eval::<VoteReply>(&self.scripts.vote, &key_refs, &args)
+            .eval_acknowledged::<VoteReply>(&self.scripts.vote, &key_refs, &args)
             .await;
         if let (Some(Reservation::Taken { at }), Ok(reply)) = (&reservation, &voted) {
             // Counted: recorded now, or recorded by an earlier try of this same call (the

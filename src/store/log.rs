@@ -48,8 +48,10 @@ impl Store {
                 "only a cluster logs decisions in a second step".into(),
             ));
         };
+        // With --wait-replicas the event is on the log's replicas before the decision is
+        // marked as logged: a log lost in a failover is logged again by the sweep.
         let event_id: String = self
-            .eval(
+            .eval_acknowledged(
                 &self.scripts.log_decision,
                 &[self.layout.stream(), &self.layout.logged(name)],
                 &[

@@ -23,6 +23,7 @@ mod stream;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::future::try_join_all;
@@ -44,8 +45,60 @@ pub(crate) use instances::{Claim, Standing};
 pub(crate) use keys::{DASHBOARD_CHANNELS, EVENT_CHANNEL_PREFIX, Layout};
 pub(crate) use stream::CursorPlace;
 
+/// Connections that votes waiting for replicas (`--wait-replicas`) take turns on.
+const ACKED_CONNECTIONS: usize = 8;
+
+/// How votes wait for replicas.
+struct Acked {
+    /// Replicas a write must reach before it is acknowledged (0: no wait).
+    replicas: u32,
+    /// `WAIT`'s timeout.
+    timeout_ms: u64,
+    pool: Vec<Backend>,
+    next: AtomicUsize,
+}
+
 /// The URL scheme that names a Redis Cluster by its seed nodes.
 pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+/// A connection to the Redis that `url` names, and how to reach the node that carries
+/// decision events. Connects lazily: nothing fails here if Redis is down.
+fn connect(url: &str, longest_call: Duration) -> Result<(Backend, ConnectionInfo), Error> {
+    let invalid = |e: RedisError| Error::Internal(format!("invalid Redis URL {url:?}: {e}"));
+    let response_timeout = REDIS_RESPONSE_TIMEOUT.max(longest_call + CALL_MARGIN);
+    let (backend, events_node) = if let Some(seeds) = url.strip_prefix(CLUSTER_SCHEME) {
+        let seeds = cluster_seeds(seeds).map_err(invalid)?;
+        let first = seeds[0].clone();
+        let client = ClusterClient::builder(seeds)
+            .retries(CLUSTER_RETRIES)
+            .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
+            .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS)
+            .overall_response_timeout(Some(longest_call + CALL_MARGIN))
+            .build()
+            .map_err(invalid)?;
+        let config = ClusterConfig::new()
+            .set_connection_timeout(REDIS_CONNECT_TIMEOUT)
+            .set_response_timeout(CLUSTER_NODE_RESPONSE_TIMEOUT);
+        let conn = client.get_pending_async_connection_with_config(config.clone());
+        let link = ClusterLink {
+            client,
+            config,
+            current: std::sync::Mutex::new((0, conn)),
+        };
+        (Backend::Cluster(Arc::new(link)), first)
+    } else {
+        let client = redis::Client::open(url).map_err(invalid)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(response_timeout))
+            .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
+            .set_max_delay(REDIS_MAX_RECONNECT_DELAY)
+            .set_number_of_retries(REDIS_CONNECT_ATTEMPTS);
+        let conn = client.get_connection_manager_lazy(config)?;
+        let info = client.get_connection_info().clone();
+        (Backend::Single(conn), info)
+    };
+    Ok((backend, events_node))
+}
 
 /// The stream of decision events on the Redis that `redis_url` names.
 pub fn event_log_key(redis_url: &str) -> &'static str {
@@ -143,6 +196,8 @@ pub struct Store {
     /// the cluster), for the pub/sub listener's own connection.
     events_node: ConnectionInfo,
     backend: Backend,
+    /// Votes that wait for replicas, and the connections they go through.
+    acked: Arc<Acked>,
     layout: Layout,
     scripts: Arc<Scripts>,
     breaker: Arc<Breaker>,
@@ -191,45 +246,29 @@ impl Store {
         url: &str,
         breaker: Breaker,
         longest_call: Duration,
+        wait_replicas: u32,
         errors: Counter,
     ) -> Result<Self, Error> {
-        let invalid = |e: RedisError| Error::Internal(format!("invalid Redis URL {url:?}: {e}"));
-        let response_timeout = REDIS_RESPONSE_TIMEOUT.max(longest_call + CALL_MARGIN);
         let layout = layout_for(url);
-        let (backend, events_node) = if let Some(seeds) = url.strip_prefix(CLUSTER_SCHEME) {
-            let seeds = cluster_seeds(seeds).map_err(invalid)?;
-            let first = seeds[0].clone();
-            let client = ClusterClient::builder(seeds)
-                .retries(CLUSTER_RETRIES)
-                .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
-                .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS)
-                .overall_response_timeout(Some(longest_call + CALL_MARGIN))
-                .build()
-                .map_err(invalid)?;
-            let config = ClusterConfig::new()
-                .set_connection_timeout(REDIS_CONNECT_TIMEOUT)
-                .set_response_timeout(CLUSTER_NODE_RESPONSE_TIMEOUT);
-            let conn = client.get_pending_async_connection_with_config(config.clone());
-            let link = ClusterLink {
-                client,
-                config,
-                current: std::sync::Mutex::new((0, conn)),
-            };
-            (Backend::Cluster(Arc::new(link)), first)
+        let (backend, events_node) = connect(url, longest_call)?;
+        // Votes that wait for replicas go through connections of their own: `WAIT` holds
+        // up every later command of its connection, and must not hold up the rest.
+        let acked = if wait_replicas > 0 {
+            (0..ACKED_CONNECTIONS)
+                .map(|_| connect(url, longest_call).map(|(backend, _)| backend))
+                .collect::<Result<Vec<_>, _>>()?
         } else {
-            let client = redis::Client::open(url).map_err(invalid)?;
-            let config = ConnectionManagerConfig::new()
-                .set_response_timeout(Some(response_timeout))
-                .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
-                .set_max_delay(REDIS_MAX_RECONNECT_DELAY)
-                .set_number_of_retries(REDIS_CONNECT_ATTEMPTS);
-            let conn = client.get_connection_manager_lazy(config)?;
-            let info = client.get_connection_info().clone();
-            (Backend::Single(conn), info)
+            Vec::new()
         };
         Ok(Self {
             events_node,
             backend,
+            acked: Arc::new(Acked {
+                replicas: wait_replicas,
+                timeout_ms: (longest_call / 2).as_millis().max(1) as u64,
+                pool: acked,
+                next: AtomicUsize::new(0),
+            }),
             layout,
             scripts: Arc::new(Scripts::new()),
             breaker: Arc::new(breaker),
@@ -323,23 +362,13 @@ impl Store {
 
     /// The connection for one call, and on a cluster which one it is.
     fn conn(&self) -> (Conn, u64) {
-        match &self.backend {
-            Backend::Single(conn) => (Conn::Single(conn.clone()), 0),
-            Backend::Cluster(link) => {
-                let (generation, conn) = link.current();
-                (Conn::Cluster(conn), generation)
-            }
-        }
+        connection_of(&self.backend)
     }
 
     /// Looks at a call's outcome: a cluster connection on which a call timed out is
     /// replaced.
     fn watch<T>(&self, generation: u64, result: &Result<T, RedisError>) {
-        if let (Backend::Cluster(link), Err(err)) = (&self.backend, result)
-            && err.is_timeout()
-        {
-            link.renew(generation);
-        }
+        watch(&self.backend, generation, result);
     }
 
     /// Loads every script into Redis's script cache.
@@ -479,7 +508,16 @@ impl Store {
     /// Sends a pipeline that may contain EVALSHA calls, loading the scripts and retrying
     /// once if Redis lost its script cache (a restart or `SCRIPT FLUSH`).
     async fn query_pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, Error> {
-        let (mut conn, generation) = self.conn();
+        self.query_pipe_via(&self.backend, pipe).await
+    }
+
+    /// [`Store::query_pipe`] through a given backend.
+    async fn query_pipe_via<T: FromRedisValue>(
+        &self,
+        backend: &Backend,
+        pipe: &Pipeline,
+    ) -> Result<T, Error> {
+        let (mut conn, generation) = connection_of(backend);
         let admitted = self.admit()?;
         match pipe.query_async(&mut conn).await {
             Err(e) if is_noscript(&e) => {
@@ -489,14 +527,43 @@ impl Store {
                 self.load_scripts().await?;
                 let admitted = self.admit()?;
                 let result = pipe.query_async(&mut conn).await;
-                self.watch(generation, &result);
+                watch(backend, generation, &result);
                 admitted.finish(result)
             }
             other => {
-                self.watch(generation, &other);
+                watch(backend, generation, &other);
                 admitted.finish(other)
             }
         }
+    }
+
+    /// Runs one script that writes, and with `--wait-replicas` answers only once the
+    /// write is on that many replicas: `WAIT` in the same pipeline, on the connection (and
+    /// so the node) that ran the script.
+    async fn eval_acknowledged<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Result<T, Error> {
+        let acked = &self.acked;
+        if acked.replicas == 0 || acked.pool.is_empty() {
+            return self.eval(script, keys, args).await;
+        }
+        let backend = &acked.pool[acked.next.fetch_add(1, Ordering::Relaxed) % acked.pool.len()];
+        let mut pipe = redis::pipe();
+        pipe.add_command(evalsha(script, keys, args))
+            .cmd("WAIT")
+            .arg(acked.replicas)
+            .arg(acked.timeout_ms);
+        let (reply, acknowledged): (T, u64) = self.query_pipe_via(backend, &pipe).await?;
+        if acknowledged < u64::from(acked.replicas) {
+            return Err(Error::Replication {
+                acknowledged,
+                wanted: acked.replicas,
+            });
+        }
+        Ok(reply)
     }
 
     /// Runs one script with EVALSHA (reloading it on NOSCRIPT).
@@ -542,6 +609,26 @@ impl Store {
                     .to_owned(),
             ),
         }
+    }
+}
+
+/// The connection for one call through `backend`, and on a cluster which one it is.
+fn connection_of(backend: &Backend) -> (Conn, u64) {
+    match backend {
+        Backend::Single(conn) => (Conn::Single(conn.clone()), 0),
+        Backend::Cluster(link) => {
+            let (generation, conn) = link.current();
+            (Conn::Cluster(conn), generation)
+        }
+    }
+}
+
+/// Replaces a cluster connection on which a call timed out.
+fn watch<T>(backend: &Backend, generation: u64, result: &Result<T, RedisError>) {
+    if let (Backend::Cluster(link), Err(err)) = (backend, result)
+        && err.is_timeout()
+    {
+        link.renew(generation);
     }
 }
 

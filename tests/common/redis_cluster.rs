@@ -15,6 +15,7 @@ const PORTS: std::ops::Range<u16> = 20_000..30_000;
 pub struct Node {
     pub port: u16,
     child: Option<Child>,
+    dir: std::path::PathBuf,
 }
 
 /// Six redis-servers on loopback ports, joined into a cluster, each replica linked.
@@ -204,6 +205,36 @@ impl RedisCluster {
         }
     }
 
+    /// The port of the replica of the primary on `port`.
+    pub fn replica_of(&self, port: u16) -> u16 {
+        let primary_id = cli(port, &["CLUSTER", "MYID"]).trim().to_owned();
+        cli(port, &["CLUSTER", "NODES"])
+            .lines()
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                (fields.get(2)?.contains("slave") && fields.get(3) == Some(&primary_id.as_str()))
+                    .then(|| {
+                        fields[1]
+                            .split('@')
+                            .next()?
+                            .rsplit(':')
+                            .next()?
+                            .parse()
+                            .ok()
+                    })?
+            })
+            .expect("the primary has a replica")
+    }
+
+    /// Starts a killed node again on its port; it rejoins the cluster.
+    pub fn restart(&mut self, port: u16) {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node on that port")
+            .restart();
+    }
+
     /// Kills a node with SIGKILL.
     pub fn kill(&mut self, port: u16) {
         let node = self
@@ -226,32 +257,24 @@ impl Node {
             }
             let node_dir = dir.join(format!("node-{n}"));
             std::fs::create_dir_all(&node_dir).expect("node dir");
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
-                .args(["--repl-diskless-sync-delay", "0", "--save", ""])
-                .args(["--appendonly", "no", "--daemonize", "no"])
-                .arg("--dir")
-                .arg(&node_dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed (make test installs it)");
-            let started = eventually_blocking("a cluster node to start or fail", || {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return Some(false); // the port was taken meanwhile
-                }
-                std::net::TcpStream::connect(("127.0.0.1", port))
-                    .ok()
-                    .map(|_| true)
-            });
-            if started {
+            if let Some(child) = spawn(&node_dir, port) {
                 return Self {
                     port,
                     child: Some(child),
+                    dir: node_dir,
                 };
             }
         }
+    }
+
+    /// Starts the node again on its port and directory: it rejoins the cluster from its
+    /// `nodes.conf` (a primary that was failed over comes back as a replica).
+    fn restart(&mut self) {
+        self.kill();
+        let child = eventually_blocking("a cluster node to start again", || {
+            spawn(&self.dir, self.port)
+        });
+        self.child = Some(child);
     }
 
     fn kill(&mut self) {
@@ -268,6 +291,31 @@ impl Drop for RedisCluster {
             node.kill();
         }
     }
+}
+
+/// Starts a cluster node on `port` with its files in `dir`, or `None` if it exited (its
+/// port was taken).
+fn spawn(dir: &std::path::Path, port: u16) -> Option<Child> {
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+        .args(["--repl-diskless-sync-delay", "0", "--save", ""])
+        .args(["--appendonly", "no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (make test installs it)");
+    let started = eventually_blocking("a cluster node to start or fail", || {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Some(false);
+        }
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| true)
+    });
+    started.then_some(child)
 }
 
 /// Runs the commands in `script` (one per line) on one connection to one node and
