@@ -1,11 +1,81 @@
 //! The connections the store's calls go through: one Redis, or a Redis Cluster link that
-//! is replaced when it stops answering; and the seed list of a `redis+cluster://` URL.
+//! is replaced when it stops answering; the pool that votes waiting for replicas use; and
+//! the seed list of a `redis+cluster://` URL.
 
-use redis::aio::{ConnectionLike, ConnectionManager};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
-use std::sync::Arc;
+
+use super::CLUSTER_SCHEME;
+use crate::error::Error;
+
+/// Longest the hub waits for one Redis reply before the call fails.
+const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much longer than its caller's own timeout the store lets one call take, so that
+/// the caller's timeout decides.
+pub(super) const CALL_MARGIN: Duration = Duration::from_secs(1);
+/// Longest one attempt to (re)connect to Redis may take.
+const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest pause between reconnection attempts.
+const REDIS_MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
+/// Connection attempts a call makes before it fails. Kept low so that calls fail fast
+/// while Redis is down; the next call tries again.
+const REDIS_CONNECT_ATTEMPTS: usize = 1;
+/// On a cluster: how often one call is retried (after a redirect, a lost node or a
+/// failover), and the pauses between tries; the whole call stays within its timeout.
+const CLUSTER_RETRIES: u32 = 12;
+const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 50;
+const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 1000;
+/// On a cluster: longest one node may take to answer one try of a call. Short, so that a
+/// node lost in a failover holds up neither the call (it is retried elsewhere) nor the
+/// client's refresh of the slot map; the call as a whole still has the caller's timeout.
+const CLUSTER_NODE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connections that votes waiting for replicas (`--wait-replicas`) take turns on.
+const ACKED_CONNECTIONS: usize = 8;
+
+/// How votes wait for replicas.
+pub(super) struct Acked {
+    /// Replicas a write must reach before it is acknowledged (0: no wait).
+    pub(super) replicas: u32,
+    /// `WAIT`'s timeout.
+    pub(super) timeout_ms: u64,
+    pool: Vec<Backend>,
+    next: AtomicUsize,
+}
+
+impl Acked {
+    /// Votes waiting for `replicas` (none: 0) for at most half of `longest_call`. They go
+    /// through connections of their own: `WAIT` holds up every later command of its
+    /// connection, and must not hold up the hub's other calls.
+    pub(super) fn open(url: &str, longest_call: Duration, replicas: u32) -> Result<Self, Error> {
+        let pool = if replicas > 0 {
+            (0..ACKED_CONNECTIONS)
+                .map(|_| connect(url, longest_call).map(|(backend, _)| backend))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            replicas,
+            timeout_ms: (longest_call / 2).as_millis().max(1) as u64,
+            pool,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// The connection the next acknowledged write takes, or `None` when writes do not
+    /// wait for replicas.
+    pub(super) fn next_backend(&self) -> Option<&Backend> {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        (!self.pool.is_empty()).then(|| &self.pool[turn % self.pool.len()])
+    }
+}
 
 /// What every call goes through: a connection to one Redis, or a link to a cluster.
 #[derive(Clone)]
@@ -94,4 +164,66 @@ pub(crate) fn cluster_seeds(list: &str) -> Result<Vec<ConnectionInfo>, RedisErro
         return Err((redis::ErrorKind::InvalidClientConfig, "no seed nodes").into());
     }
     Ok(seeds)
+}
+
+/// A connection to the Redis that `url` names, and how to reach the node that carries
+/// decision events. Connects lazily: nothing fails here if Redis is down.
+pub(super) fn connect(
+    url: &str,
+    longest_call: Duration,
+) -> Result<(Backend, ConnectionInfo), Error> {
+    let invalid = |e: RedisError| Error::Internal(format!("invalid Redis URL {url:?}: {e}"));
+    let response_timeout = REDIS_RESPONSE_TIMEOUT.max(longest_call + CALL_MARGIN);
+    let (backend, events_node) = if let Some(seeds) = url.strip_prefix(CLUSTER_SCHEME) {
+        let seeds = cluster_seeds(seeds).map_err(invalid)?;
+        let first = seeds[0].clone();
+        let client = ClusterClient::builder(seeds)
+            .retries(CLUSTER_RETRIES)
+            .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
+            .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS)
+            .overall_response_timeout(Some(longest_call + CALL_MARGIN))
+            .build()
+            .map_err(invalid)?;
+        let config = ClusterConfig::new()
+            .set_connection_timeout(REDIS_CONNECT_TIMEOUT)
+            .set_response_timeout(CLUSTER_NODE_RESPONSE_TIMEOUT);
+        let conn = client.get_pending_async_connection_with_config(config.clone());
+        let link = ClusterLink {
+            client,
+            config,
+            current: std::sync::Mutex::new((0, conn)),
+        };
+        (Backend::Cluster(Arc::new(link)), first)
+    } else {
+        let client = redis::Client::open(url).map_err(invalid)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(response_timeout))
+            .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
+            .set_max_delay(REDIS_MAX_RECONNECT_DELAY)
+            .set_number_of_retries(REDIS_CONNECT_ATTEMPTS);
+        let conn = client.get_connection_manager_lazy(config)?;
+        let info = client.get_connection_info().clone();
+        (Backend::Single(conn), info)
+    };
+    Ok((backend, events_node))
+}
+
+/// The connection for one call through `backend`, and on a cluster which one it is.
+pub(super) fn connection_of(backend: &Backend) -> (Conn, u64) {
+    match backend {
+        Backend::Single(conn) => (Conn::Single(conn.clone()), 0),
+        Backend::Cluster(link) => {
+            let (generation, conn) = link.current();
+            (Conn::Cluster(conn), generation)
+        }
+    }
+}
+
+/// Replaces a cluster connection on which a call timed out.
+pub(super) fn watch<T>(backend: &Backend, generation: u64, result: &Result<T, RedisError>) {
+    if let (Backend::Cluster(link), Err(err)) = (backend, result)
+        && err.is_timeout()
+    {
+        link.renew(generation);
+    }
 }

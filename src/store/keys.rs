@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use super::slots;
+use super::{CLUSTER_SCHEME, slots};
 
 /// Stream: every decision event, capped (see `DECISION_STREAM_CAP`).
 const DECISION_EVENTS_STREAM: &str = "cb:stream:quorum.decision.made";
@@ -225,4 +225,29 @@ pub(crate) fn instance(id: &str) -> String {
 /// String: the owner tag of the session holding an instance; expires after the instance TTL.
 pub(crate) fn owner(id: &str) -> String {
     format!("cb:instance:{{{id}}}:owner")
+}
+
+/// The stream of decision events on the Redis that `redis_url` names.
+pub fn event_log_key(redis_url: &str) -> &'static str {
+    layout_for(redis_url).stream()
+}
+
+/// The sorted set that lists registered instances in id order on the Redis that
+/// `redis_url` names.
+pub fn instances_by_id_key(redis_url: &str) -> &'static str {
+    layout_for(redis_url).instances_by_id()
+}
+
+pub(super) fn layout_for(redis_url: &str) -> Layout {
+    if redis_url.starts_with(CLUSTER_SCHEME) {
+        Layout::partitioned()
+    } else {
+        Layout::Single
+    }
+}
+
+/// The key of one part (`votes`, `tally`, `result`, `metadata`, `ballots`) of a decision
+/// on the Redis that `redis_url` names, for tools and tests that read it directly.
+pub fn decision_key(redis_url: &str, decision: &str, part: &str) -> String {
+    layout_for(redis_url).decision(decision, part)
 }

@@ -23,13 +23,10 @@ mod stream;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::future::try_join_all;
 use prometheus_client::metrics::counter::Counter;
-use redis::aio::ConnectionManagerConfig;
-use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::{
     Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue, Pipeline, ProtocolVersion, RedisError,
     Script, ServerErrorKind, Value,
@@ -39,117 +36,20 @@ use crate::breaker::{Admission, Breaker};
 use crate::error::Error;
 
 pub(crate) use connection::cluster_seeds;
-use connection::{Backend, ClusterLink, Conn};
+use connection::{Acked, Backend, Conn, connect, connection_of, watch};
 pub(crate) use decisions::{VOTE_SCRIPT, vote_benchmark_command};
 pub(crate) use instances::{Claim, Standing};
+use keys::layout_for;
 pub(crate) use keys::{DASHBOARD_CHANNELS, EVENT_CHANNEL_PREFIX, Layout};
+pub use keys::{decision_key, event_log_key, instances_by_id_key};
 pub(crate) use stream::CursorPlace;
-
-/// Connections that votes waiting for replicas (`--wait-replicas`) take turns on.
-const ACKED_CONNECTIONS: usize = 8;
-
-/// How votes wait for replicas.
-struct Acked {
-    /// Replicas a write must reach before it is acknowledged (0: no wait).
-    replicas: u32,
-    /// `WAIT`'s timeout.
-    timeout_ms: u64,
-    pool: Vec<Backend>,
-    next: AtomicUsize,
-}
 
 /// The URL scheme that names a Redis Cluster by its seed nodes.
 pub const CLUSTER_SCHEME: &str = "redis+cluster://";
 
-/// A connection to the Redis that `url` names, and how to reach the node that carries
-/// decision events. Connects lazily: nothing fails here if Redis is down.
-fn connect(url: &str, longest_call: Duration) -> Result<(Backend, ConnectionInfo), Error> {
-    let invalid = |e: RedisError| Error::Internal(format!("invalid Redis URL {url:?}: {e}"));
-    let response_timeout = REDIS_RESPONSE_TIMEOUT.max(longest_call + CALL_MARGIN);
-    let (backend, events_node) = if let Some(seeds) = url.strip_prefix(CLUSTER_SCHEME) {
-        let seeds = cluster_seeds(seeds).map_err(invalid)?;
-        let first = seeds[0].clone();
-        let client = ClusterClient::builder(seeds)
-            .retries(CLUSTER_RETRIES)
-            .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
-            .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS)
-            .overall_response_timeout(Some(longest_call + CALL_MARGIN))
-            .build()
-            .map_err(invalid)?;
-        let config = ClusterConfig::new()
-            .set_connection_timeout(REDIS_CONNECT_TIMEOUT)
-            .set_response_timeout(CLUSTER_NODE_RESPONSE_TIMEOUT);
-        let conn = client.get_pending_async_connection_with_config(config.clone());
-        let link = ClusterLink {
-            client,
-            config,
-            current: std::sync::Mutex::new((0, conn)),
-        };
-        (Backend::Cluster(Arc::new(link)), first)
-    } else {
-        let client = redis::Client::open(url).map_err(invalid)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(response_timeout))
-            .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
-            .set_max_delay(REDIS_MAX_RECONNECT_DELAY)
-            .set_number_of_retries(REDIS_CONNECT_ATTEMPTS);
-        let conn = client.get_connection_manager_lazy(config)?;
-        let info = client.get_connection_info().clone();
-        (Backend::Single(conn), info)
-    };
-    Ok((backend, events_node))
-}
-
-/// The stream of decision events on the Redis that `redis_url` names.
-pub fn event_log_key(redis_url: &str) -> &'static str {
-    layout_for(redis_url).stream()
-}
-
-/// The sorted set that lists registered instances in id order on the Redis that
-/// `redis_url` names.
-pub fn instances_by_id_key(redis_url: &str) -> &'static str {
-    layout_for(redis_url).instances_by_id()
-}
-
-fn layout_for(redis_url: &str) -> Layout {
-    if redis_url.starts_with(CLUSTER_SCHEME) {
-        Layout::partitioned()
-    } else {
-        Layout::Single
-    }
-}
-
-/// The key of one part (`votes`, `tally`, `result`, `metadata`, `ballots`) of a decision
-/// on the Redis that `redis_url` names, for tools and tests that read it directly.
-pub fn decision_key(redis_url: &str, decision: &str, part: &str) -> String {
-    layout_for(redis_url).decision(decision, part)
-}
-
 /// Roughly the most bytes of entries one page of `system.get_state` lists, per kind: a
 /// page ends early (with a cursor to continue) rather than grow past it.
 pub(crate) const MAX_PAGE_BYTES: usize = 256 * 1024;
-
-/// Longest the hub waits for one Redis reply before the call fails.
-const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How much longer than its caller's own timeout the store lets one call take, so that
-/// the caller's timeout decides.
-const CALL_MARGIN: Duration = Duration::from_secs(1);
-/// Longest one attempt to (re)connect to Redis may take.
-const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Longest pause between reconnection attempts.
-const REDIS_MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
-/// Connection attempts a call makes before it fails. Kept low so that calls fail fast
-/// while Redis is down; the next call tries again.
-const REDIS_CONNECT_ATTEMPTS: usize = 1;
-/// On a cluster: how often one call is retried (after a redirect, a lost node or a
-/// failover), and the pauses between tries; the whole call stays within its timeout.
-const CLUSTER_RETRIES: u32 = 12;
-const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 50;
-const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 1000;
-/// On a cluster: longest one node may take to answer one try of a call. Short, so that a
-/// node lost in a failover holds up neither the call (it is retried elsewhere) nor the
-/// client's refresh of the slot map; the call as a whole still has the caller's timeout.
-const CLUSTER_NODE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The Lua scripts, embedded at build time.
 struct Scripts {
@@ -251,24 +151,10 @@ impl Store {
     ) -> Result<Self, Error> {
         let layout = layout_for(url);
         let (backend, events_node) = connect(url, longest_call)?;
-        // Votes that wait for replicas go through connections of their own: `WAIT` holds
-        // up every later command of its connection, and must not hold up the rest.
-        let acked = if wait_replicas > 0 {
-            (0..ACKED_CONNECTIONS)
-                .map(|_| connect(url, longest_call).map(|(backend, _)| backend))
-                .collect::<Result<Vec<_>, _>>()?
-        } else {
-            Vec::new()
-        };
         Ok(Self {
             events_node,
             backend,
-            acked: Arc::new(Acked {
-                replicas: wait_replicas,
-                timeout_ms: (longest_call / 2).as_millis().max(1) as u64,
-                pool: acked,
-                next: AtomicUsize::new(0),
-            }),
+            acked: Arc::new(Acked::open(url, longest_call, wait_replicas)?),
             layout,
             scripts: Arc::new(Scripts::new()),
             breaker: Arc::new(breaker),
@@ -547,10 +433,9 @@ impl Store {
         args: &[&str],
     ) -> Result<T, Error> {
         let acked = &self.acked;
-        if acked.replicas == 0 || acked.pool.is_empty() {
+        let Some(backend) = acked.next_backend() else {
             return self.eval(script, keys, args).await;
-        }
-        let backend = &acked.pool[acked.next.fetch_add(1, Ordering::Relaxed) % acked.pool.len()];
+        };
         let mut pipe = redis::pipe();
         pipe.add_command(evalsha(script, keys, args))
             .cmd("WAIT")
@@ -609,26 +494,6 @@ impl Store {
                     .to_owned(),
             ),
         }
-    }
-}
-
-/// The connection for one call through `backend`, and on a cluster which one it is.
-fn connection_of(backend: &Backend) -> (Conn, u64) {
-    match backend {
-        Backend::Single(conn) => (Conn::Single(conn.clone()), 0),
-        Backend::Cluster(link) => {
-            let (generation, conn) = link.current();
-            (Conn::Cluster(conn), generation)
-        }
-    }
-}
-
-/// Replaces a cluster connection on which a call timed out.
-fn watch<T>(backend: &Backend, generation: u64, result: &Result<T, RedisError>) {
-    if let (Backend::Cluster(link), Err(err)) = (backend, result)
-        && err.is_timeout()
-    {
-        link.renew(generation);
     }
 }
 
