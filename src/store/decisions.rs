@@ -59,11 +59,6 @@ impl Store {
         } else {
             None
         };
-        let (refused_for, place) = match &reservation {
-            Some(Reservation::Refused { retry_after_ms }) => (Some(*retry_after_ms), None),
-            Some(Reservation::Taken { at }) => (None, Some(at.as_str())),
-            None => (None, None),
-        };
         let (keys, args) = vote_invocation(
             &self.layout,
             Ballot {
@@ -73,7 +68,7 @@ impl Store {
                 total_instances: ballot.total_instances,
             },
             limit,
-            Reserved { refused_for, place },
+            Reserved::from(reservation.as_ref()),
         );
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -395,6 +390,22 @@ struct Reserved<'a> {
     refused_for: Option<u64>,
     /// The place taken, kept beside the ballot if the vote is recorded.
     place: Option<&'a str>,
+}
+
+impl<'a> From<Option<&'a Reservation>> for Reserved<'a> {
+    fn from(reservation: Option<&'a Reservation>) -> Self {
+        match reservation {
+            Some(Reservation::Refused { retry_after_ms }) => Reserved {
+                refused_for: Some(*retry_after_ms),
+                place: None,
+            },
+            Some(Reservation::Taken { at }) => Reserved {
+                refused_for: None,
+                place: Some(at),
+            },
+            None => Reserved::NONE,
+        }
+    }
 }
 
 impl Reserved<'_> {
