@@ -205,25 +205,19 @@ impl RedisCluster {
         }
     }
 
-    /// The port of the replica of the primary on `port`.
+    /// The port of the replica of the primary on `port`, as the primary lists it.
     pub fn replica_of(&self, port: u16) -> u16 {
-        let primary_id = cli(port, &["CLUSTER", "MYID"]).trim().to_owned();
-        cli(port, &["CLUSTER", "NODES"])
-            .lines()
-            .find_map(|line| {
+        eventually_blocking("the primary to list its replica", || {
+            let primary_id = cli(port, &["CLUSTER", "MYID"]).trim().to_owned();
+            cli(port, &["CLUSTER", "NODES"]).lines().find_map(|line| {
                 let fields: Vec<&str> = line.split_whitespace().collect();
-                (fields.get(2)?.contains("slave") && fields.get(3) == Some(&primary_id.as_str()))
-                    .then(|| {
-                        fields[1]
-                            .split('@')
-                            .next()?
-                            .rsplit(':')
-                            .next()?
-                            .parse()
-                            .ok()
-                    })?
+                let replica = fields.get(2)?.contains("slave")
+                    && !primary_id.is_empty()
+                    && fields.get(3) == Some(&primary_id.as_str());
+                let addr = fields.get(1)?.split('@').next()?;
+                replica.then(|| addr.rsplit(':').next()?.parse().ok())?
             })
-            .expect("the primary has a replica")
+        })
     }
 
     /// Starts a killed node again on its port; it rejoins the cluster.
