@@ -112,7 +112,8 @@ async fn serve(
         metrics,
         shutdown.clone(),
     ));
-    let loader = hub.store.clone();
+    // Start-up work is the hub's own: it never counts towards the breaker.
+    let loader = hub.store.unguarded();
     hub.tracker.spawn(async move {
         if let Err(err) = loader.load_scripts().await {
             tracing::warn!(%err, "Redis is not reachable yet; /readyz answers 503 until it is");
