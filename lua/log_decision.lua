@@ -8,9 +8,13 @@
 --
 -- KEYS[1] stream  stream  decision events, capped
 -- KEYS[2] logged  string  '<event id> <decidedAt>' of the logged decision (expires)
+-- KEYS[3] published string id of the last event published after its write reached
+--                          replicas (see publish_pending.lua)
 -- ARGV[1] decision, ARGV[2] value, ARGV[3] voteCount, ARGV[4] quorum,
 -- ARGV[5] totalInstances, ARGV[6] decidedAt (ms), ARGV[7] stream cap (approximate MAXLEN),
--- ARGV[8] shard channel for decision events, ARGV[9] how long the logged mark lives (ms).
+-- ARGV[8] shard channel for decision events, ARGV[9] how long the logged mark lives (ms),
+-- ARGV[10] 'later' when the event is published only once its write is on replicas (the
+-- hub runs publish_pending.lua then), '' to publish it at once.
 --
 -- Returns the event id.
 
@@ -21,7 +25,8 @@ if logged then
     return id
   end
 end
-local event_id = log_decision(KEYS[1], ARGV[7], ARGV[8], 'SPUBLISH', ARGV[1], ARGV[2], ARGV[3],
-  ARGV[4], ARGV[5], ARGV[6])
+local publish = ARGV[10] == 'later' and '' or 'SPUBLISH'
+local event_id = log_decision(KEYS[1], KEYS[3], ARGV[7], ARGV[8], publish, ARGV[1], ARGV[2],
+  ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 redis.call('SET', KEYS[2], event_id .. ' ' .. ARGV[6], 'PX', ARGV[9])
 return event_id

@@ -22,7 +22,9 @@
 -- KEYS[8] 'log':   list        the voting instance's recent vote times (ms)
 --         'defer': string      the partition's dashboards flag: votes are published only
 --                              while it exists (some hub has a dashboard listening)
--- KEYS[9] 'defer': hash        instanceId -> the rate-window place its recorded vote took
+-- KEYS[9] 'log':   string      id of the last decision event published after its write
+--                              reached replicas (see publish_pending.lua)
+--         'defer': hash        instanceId -> the rate-window place its recorded vote took
 -- ARGV[1] decision name, ARGV[2] instanceId, ARGV[3] value,
 -- ARGV[4] totalInstances stated by the caller ('' when omitted; only a stated one can mismatch),
 -- ARGV[5] totalInstances and ARGV[6] quorum to open the decision with (the caller computes the
@@ -33,7 +35,9 @@
 -- ARGV[12] most decisions the index keeps (the oldest opened drop out),
 -- ARGV[13] mode ('log' or 'defer'), ARGV[14] ('defer' only) milliseconds until the voter's
 -- rate window has room when its reservation was refused, '' otherwise, ARGV[15] ('defer'
--- only) the place this vote took in the rate window ('' for none).
+-- only) the place this vote took in the rate window ('' for none), ARGV[16] ('log' only)
+-- 'later' when a decision event is published only once its write is on replicas (the hub
+-- runs publish_pending.lua then), '' to publish it at once.
 --
 -- Returns {outcome, voteCount, totalInstances, quorum, finalDecision or '', recordedValue or '',
 -- eventId or '', decidedAt or '', place or ''}, place being (for already_voted, 'defer' mode)
@@ -163,7 +167,8 @@ if deferred then
   redis.call('ZADD', log, decided_at, decision)
   return answer('decided_now', seq, winner, '', '', decided_at)
 end
-local event_id = log_decision(log, stream_cap, channel, 'PUBLISH', decision, winner, vote_count,
+local publish = ARGV[16] == 'later' and '' or 'PUBLISH'
+local event_id = log_decision(log, KEYS[9], stream_cap, channel, publish, decision, winner, vote_count,
   quorum, total, decided_at)
 redis.call('HSET', result, 'eventId', event_id)
 return answer('decided_now', seq, winner, '', event_id, decided_at)

@@ -20,7 +20,10 @@ pub struct Config {
 
     /// Redis to use: redis://[USER:PASS@]HOST:PORT or unix:///run/redis.sock for one Redis,
     /// redis+cluster://[USER:PASS@]HOST:PORT[,HOST:PORT...] for a Redis Cluster (seed nodes;
-    /// the credentials apply to every node). TLS is not supported. Without it the hub starts
+    /// the credentials apply to every node), or
+    /// redis+sentinel://[USER:PASS@]HOST:PORT[,HOST:PORT...]/MASTER_NAME for the primary
+    /// that these sentinels watch, followed across failovers (the credentials apply to the
+    /// primary; the sentinels are asked without). TLS is not supported. Without it the hub starts
     /// its own redis-server (append-only persistence) inside --data-dir.
     #[arg(long, env = "QUORUM_REDIS_URL")]
     pub redis_url: Option<String>,

@@ -105,9 +105,10 @@ impl Error {
                 acknowledged,
                 wanted,
             } => format!(
-                "the vote was written, but only {acknowledged} of {wanted} replicas confirmed it \
+                "the write was made, but only {acknowledged} of {wanted} replicas confirmed it \
                  in time, so it may or may not survive a Redis failover; retrying is safe (a vote \
-                 that counted is answered already_voted with its recordedValue)"
+                 that counted is answered already_voted with its recordedValue, a registration \
+                 is simply made again)"
             ),
             other => other.to_string(),
         }

@@ -54,7 +54,10 @@ mod managed_redis;
 mod methods;
 mod metrics;
 mod probe;
+mod publisher;
 mod session;
 mod store;
 
-pub use store::{CLUSTER_SCHEME, decision_key, event_log_key, instances_by_id_key};
+pub use store::{
+    CLUSTER_SCHEME, SENTINEL_SCHEME, decision_key, event_log_key, instances_by_id_key,
+};

@@ -24,7 +24,7 @@ use crate::methods::{self, Caller};
 use crate::metrics::Metrics;
 use crate::protocol::EventId;
 use crate::store::Store;
-use crate::{events, guards, keepalive, probe, session};
+use crate::{events, guards, keepalive, probe, publisher, session};
 
 /// Longest the hub waits, on shutdown, for sessions to finish their calls and close.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -134,6 +134,9 @@ async fn serve(
     }
     hub.tracker.spawn(keepalive::run(hub.clone()));
     hub.tracker.spawn(probe::run(hub.clone()));
+    if hub.store.waits_for_replicas() {
+        hub.tracker.spawn(publisher::run(hub.clone()));
+    }
 
     let app = router(hub.clone(), &web_dir);
     if let Some(metrics_addr) = hub.config.metrics_listen {

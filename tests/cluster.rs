@@ -313,13 +313,14 @@ async fn a_vote_too_few_replicas_confirm_is_answered_so_and_a_retry_is_safe() {
     let mut voter = hub.client_as("careful").await;
     let confirmed = voter.vote("careful", "acked", "y", 3).await;
     assert_eq!(confirmed["voted"], true, "{confirmed}");
+    // Registered while every replica confirms: registrations wait for replicas too.
+    let mut second = hub.client_as("second").await;
     // The replica of the primary that holds the decision goes away: the cluster serves
     // on, but no replica can confirm a write there.
     let key = redis.decision_key("acked", "votes");
     let cluster = redis.cluster();
     let replica = cluster.replica_of(cluster.primary_of(&key));
     cluster.kill(replica);
-    let mut second = hub.client_as("second").await;
     let params = vote_params("second", "acked", "n", Some(3));
     let reply = second.call("system.quorum.vote", params.clone()).await;
     assert_eq!(reply["error"]["code"], -32005, "{reply}");

@@ -1,6 +1,6 @@
-//! The connections the store's calls go through: one Redis, or a Redis Cluster link that
-//! is replaced when it stops answering; the pool that votes waiting for replicas use; and
-//! the seed list of a `redis+cluster://` URL.
+//! The connections the store's calls go through: one Redis, a primary named by sentinels,
+//! or a Redis Cluster link that is replaced when it stops answering; the pool that votes
+//! waiting for replicas use; and the seed list of a `redis+cluster://` URL.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +12,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
 
 use super::CLUSTER_SCHEME;
+use super::sentinel::{SENTINEL_SCHEME, SentinelConn, Sentinels, follow};
 use crate::error::Error;
 
 /// Longest the hub waits for one Redis reply before the call fails.
@@ -50,23 +51,16 @@ pub(super) struct Acked {
 }
 
 impl Acked {
-    /// Votes waiting for `replicas` (none: 0) for at most half of `longest_call`. They go
-    /// through connections of their own: `WAIT` holds up every later command of its
-    /// connection, and must not hold up the hub's other calls.
-    pub(super) fn open(url: &str, longest_call: Duration, replicas: u32) -> Result<Self, Error> {
-        let pool = if replicas > 0 {
-            (0..ACKED_CONNECTIONS)
-                .map(|_| connect(url, longest_call).map(|(backend, _)| backend))
-                .collect::<Result<Vec<_>, _>>()?
-        } else {
-            Vec::new()
-        };
-        Ok(Self {
+    /// Votes waiting for `replicas` (none: 0) for at most half of `longest_call`, through
+    /// `pool`. They go through connections of their own: `WAIT` holds up every later
+    /// command of its connection, and must not hold up the hub's other calls.
+    fn new(pool: Vec<Backend>, longest_call: Duration, replicas: u32) -> Self {
+        Self {
             replicas,
             timeout_ms: (longest_call / 2).as_millis().max(1) as u64,
             pool,
             next: AtomicUsize::new(0),
-        })
+        }
     }
 
     /// The connection the next acknowledged write takes, or `None` when writes do not
@@ -77,10 +71,12 @@ impl Acked {
     }
 }
 
-/// What every call goes through: a connection to one Redis, or a link to a cluster.
+/// What every call goes through: a connection to one Redis, to the primary the sentinels
+/// name, or a link to a cluster.
 #[derive(Clone)]
 pub(super) enum Backend {
     Single(ConnectionManager),
+    Sentinel(Arc<SentinelConn>),
     Cluster(Arc<ClusterLink>),
 }
 
@@ -118,6 +114,16 @@ impl ClusterLink {
 pub(super) enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    /// No sentinel has named a primary yet: every call fails.
+    NoPrimary,
+}
+
+fn no_primary() -> RedisError {
+    (
+        redis::ErrorKind::Io,
+        "no sentinel has named the primary yet",
+    )
+        .into()
 }
 
 impl ConnectionLike for Conn {
@@ -125,6 +131,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(conn) => conn.req_packed_command(cmd),
             Conn::Cluster(conn) => conn.req_packed_command(cmd),
+            Conn::NoPrimary => Box::pin(async { Err(no_primary()) }),
         }
     }
 
@@ -137,6 +144,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::NoPrimary => Box::pin(async { Err(no_primary()) }),
         }
     }
 
@@ -144,6 +152,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(conn) => conn.get_db(),
             Conn::Cluster(conn) => conn.get_db(),
+            Conn::NoPrimary => 0,
         }
     }
 }
@@ -166,15 +175,40 @@ pub(crate) fn cluster_seeds(list: &str) -> Result<Vec<ConnectionInfo>, RedisErro
     Ok(seeds)
 }
 
-/// A connection to the Redis that `url` names, and how to reach the node that carries
-/// decision events. Connects lazily: nothing fails here if Redis is down.
+/// Everything a store connects through.
+pub(super) struct Connections {
+    /// What the store's calls go through.
+    pub(super) backend: Backend,
+    /// Votes that wait for replicas, and their connections.
+    pub(super) acked: Acked,
+    /// How to reach the node that carries decision events: the one Redis, or a seed of
+    /// the cluster; with sentinels, the primary they name (see `sentinels`).
+    pub(super) events_node: ConnectionInfo,
+    pub(super) sentinels: Option<Arc<Sentinels>>,
+}
+
+/// Connections to the Redis that `url` names, with a pool of their own for votes that
+/// wait for `wait_replicas`. Connects lazily: nothing fails here if Redis is down. With
+/// sentinels, starts the task that follows the primary (so it needs a Tokio runtime).
 pub(super) fn connect(
     url: &str,
     longest_call: Duration,
-) -> Result<(Backend, ConnectionInfo), Error> {
+    wait_replicas: u32,
+) -> Result<Connections, Error> {
     let invalid = |e: RedisError| Error::Internal(format!("invalid Redis URL {url:?}: {e}"));
     let response_timeout = REDIS_RESPONSE_TIMEOUT.max(longest_call + CALL_MARGIN);
-    let (backend, events_node) = if let Some(seeds) = url.strip_prefix(CLUSTER_SCHEME) {
+    let count = 1 + if wait_replicas > 0 {
+        ACKED_CONNECTIONS
+    } else {
+        0
+    };
+    let single_config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(response_timeout))
+        .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
+        .set_max_delay(REDIS_MAX_RECONNECT_DELAY)
+        .set_number_of_retries(REDIS_CONNECT_ATTEMPTS);
+    let mut sentinels = None;
+    let (mut backends, events_node) = if let Some(seeds) = url.strip_prefix(CLUSTER_SCHEME) {
         let seeds = cluster_seeds(seeds).map_err(invalid)?;
         let first = seeds[0].clone();
         let client = ClusterClient::builder(seeds)
@@ -187,31 +221,59 @@ pub(super) fn connect(
         let config = ClusterConfig::new()
             .set_connection_timeout(REDIS_CONNECT_TIMEOUT)
             .set_response_timeout(CLUSTER_NODE_RESPONSE_TIMEOUT);
-        let conn = client.get_pending_async_connection_with_config(config.clone());
-        let link = ClusterLink {
-            client,
-            config,
-            current: std::sync::Mutex::new((0, conn)),
-        };
-        (Backend::Cluster(Arc::new(link)), first)
+        let links = (0..count)
+            .map(|_| {
+                let conn = client.get_pending_async_connection_with_config(config.clone());
+                Backend::Cluster(Arc::new(ClusterLink {
+                    client: client.clone(),
+                    config: config.clone(),
+                    current: std::sync::Mutex::new((0, conn)),
+                }))
+            })
+            .collect::<Vec<_>>();
+        (links, first)
+    } else if let Some(rest) = url.strip_prefix(SENTINEL_SCHEME) {
+        let watched = Arc::new(Sentinels::parse(rest).map_err(invalid)?);
+        tokio::spawn(follow(Arc::downgrade(&watched)));
+        let conns = (0..count)
+            .map(|_| {
+                Backend::Sentinel(Arc::new(SentinelConn::new(
+                    watched.clone(),
+                    single_config.clone(),
+                )))
+            })
+            .collect::<Vec<_>>();
+        let events_node = watched.data_node().clone();
+        sentinels = Some(watched);
+        (conns, events_node)
     } else {
         let client = redis::Client::open(url).map_err(invalid)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(response_timeout))
-            .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
-            .set_max_delay(REDIS_MAX_RECONNECT_DELAY)
-            .set_number_of_retries(REDIS_CONNECT_ATTEMPTS);
-        let conn = client.get_connection_manager_lazy(config)?;
-        let info = client.get_connection_info().clone();
-        (Backend::Single(conn), info)
+        let conns = (0..count)
+            .map(|_| {
+                client
+                    .get_connection_manager_lazy(single_config.clone())
+                    .map(Backend::Single)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        (conns, client.get_connection_info().clone())
     };
-    Ok((backend, events_node))
+    let backend = backends.remove(0);
+    Ok(Connections {
+        backend,
+        acked: Acked::new(backends, longest_call, wait_replicas),
+        events_node,
+        sentinels,
+    })
 }
 
 /// The connection for one call through `backend`, and on a cluster which one it is.
 pub(super) fn connection_of(backend: &Backend) -> (Conn, u64) {
     match backend {
         Backend::Single(conn) => (Conn::Single(conn.clone()), 0),
+        Backend::Sentinel(link) => match link.connection() {
+            Some(conn) => (Conn::Single(conn), 0),
+            None => (Conn::NoPrimary, 0),
+        },
         Backend::Cluster(link) => {
             let (generation, conn) = link.current();
             (Conn::Cluster(conn), generation)
@@ -219,11 +281,12 @@ pub(super) fn connection_of(backend: &Backend) -> (Conn, u64) {
     }
 }
 
-/// Replaces a cluster connection on which a call timed out.
+/// Looks at a call's outcome: a cluster connection on which a call timed out is
+/// replaced; with sentinels, a failure that hints at a failover has them asked at once.
 pub(super) fn watch<T>(backend: &Backend, generation: u64, result: &Result<T, RedisError>) {
-    if let (Backend::Cluster(link), Err(err)) = (backend, result)
-        && err.is_timeout()
-    {
-        link.renew(generation);
+    match (backend, result) {
+        (Backend::Cluster(link), Err(err)) if err.is_timeout() => link.renew(generation),
+        (Backend::Sentinel(link), result) => link.watch(result),
+        _ => {}
     }
 }

@@ -69,6 +69,7 @@ impl Store {
             },
             limit,
             Reserved::from(reservation.as_ref()),
+            self.waits_for_replicas(),
         );
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -90,6 +91,11 @@ impl Store {
         }
         let (outcome, vote_count, total, quorum, final_decision, recorded, event_id, decided_at, _) =
             voted?;
+        if outcome == "decided_now" && !event_id.is_empty() {
+            // On one Redis the vote logged the event itself; with --wait-replicas it is
+            // published now that the write is on the replicas.
+            self.publish_acknowledged_upto(&event_id).await;
+        }
         if self.layout.is_cluster() && !final_decision.is_empty() && event_id.is_empty() {
             let decided = Decided {
                 decision: ballot.decision.as_str().to_owned(),
@@ -449,6 +455,7 @@ fn vote_invocation(
     ballot: Ballot<'_>,
     limit: RateLimit,
     reserved: Reserved<'_>,
+    publish_later: bool,
 ) -> (Vec<String>, Vec<String>) {
     let Ballot {
         decision,
@@ -476,6 +483,7 @@ fn vote_invocation(
         _ => {
             keys.push(layout.stream().to_owned());
             keys.push(keys::vote_rate(instance));
+            keys.push(layout.published().to_owned());
             limit
         }
     };
@@ -498,6 +506,7 @@ fn vote_invocation(
             .map(|ms| ms.to_string())
             .unwrap_or_default(),
         reserved.place.unwrap_or_default().to_owned(),
+        if publish_later { "later" } else { "" }.to_owned(),
     ];
     (keys, args)
 }
@@ -516,7 +525,7 @@ pub(crate) fn vote_benchmark_command(
         value: "yes",
         total_instances: Some(total_instances),
     };
-    let (mut keys, args) = vote_invocation(&Layout::Single, ballot, limit, Reserved::NONE);
+    let (mut keys, args) = vote_invocation(&Layout::Single, ballot, limit, Reserved::NONE, false);
     keys[5] = keys::BENCH_DECISIONS_INDEX.to_owned();
     let mut command = vec!["EVALSHA".to_owned(), sha.to_owned(), keys.len().to_string()];
     command.extend(keys);
@@ -546,20 +555,34 @@ mod tests {
 
     #[test]
     fn an_omitted_total_opens_with_the_default_and_its_quorum() {
-        let (keys, args) = vote_invocation(&Layout::Single, ballot(None), LIMIT, Reserved::NONE);
-        assert_eq!(keys.len(), 8);
+        let (keys, args) =
+            vote_invocation(&Layout::Single, ballot(None), LIMIT, Reserved::NONE, false);
+        assert_eq!(keys.len(), 9);
         assert_eq!(keys[5], Layout::Single.decisions_index("d"));
-        assert_eq!(args.len(), 15);
+        assert_eq!(keys[8], Layout::Single.published());
+        assert_eq!(args.len(), 16);
         assert_eq!(args[3], "", "nothing stated, so nothing to mismatch");
         assert_eq!(args[4], DEFAULT_TOTAL_INSTANCES.to_string());
         assert_eq!(args[5], quorum_for(DEFAULT_TOTAL_INSTANCES).to_string());
         assert_eq!(args[8..10], ["5", "1000"], "the script applies the limit");
-        assert_eq!(args[12..], ["log", "", ""]);
+        assert_eq!(args[12..], ["log", "", "", ""]);
+    }
+
+    #[test]
+    fn with_replicas_to_wait_for_the_event_is_published_later() {
+        let (_, args) = vote_invocation(&Layout::Single, ballot(None), LIMIT, Reserved::NONE, true);
+        assert_eq!(args[15], "later");
     }
 
     #[test]
     fn a_stated_total_opens_with_its_own_quorum() {
-        let (_, args) = vote_invocation(&Layout::Single, ballot(Some(6)), LIMIT, Reserved::NONE);
+        let (_, args) = vote_invocation(
+            &Layout::Single,
+            ballot(Some(6)),
+            LIMIT,
+            Reserved::NONE,
+            false,
+        );
         assert_eq!(args[3..6], ["6", "6", "4"]);
     }
 
@@ -570,7 +593,7 @@ mod tests {
             refused_for: Some(250),
             place: None,
         };
-        let (keys, args) = vote_invocation(&layout, ballot(None), LIMIT, reserved);
+        let (keys, args) = vote_invocation(&layout, ballot(None), LIMIT, reserved, false);
         assert_eq!(
             keys.len(),
             9,
@@ -583,14 +606,19 @@ mod tests {
             assert_eq!(super::super::slots::key_slot(key), slot, "{key}");
         }
         assert_eq!(args[8], "0", "the script applies no limit itself");
-        assert_eq!(args[12..], ["defer", "250", ""]);
+        assert_eq!(args[12..], ["defer", "250", "", ""]);
     }
 
     #[test]
     fn the_benchmark_command_declares_every_key_it_passes() {
         let command = vote_benchmark_command("sha", 60, LIMIT);
-        let (keys, args) =
-            vote_invocation(&Layout::Single, ballot(Some(60)), LIMIT, Reserved::NONE);
+        let (keys, args) = vote_invocation(
+            &Layout::Single,
+            ballot(Some(60)),
+            LIMIT,
+            Reserved::NONE,
+            false,
+        );
         assert_eq!(command[..3], ["EVALSHA", "sha", &keys.len().to_string()]);
         assert_eq!(command.len(), 3 + keys.len() + args.len());
         assert_eq!(command[3 + 5], keys::BENCH_DECISIONS_INDEX);

@@ -57,7 +57,7 @@ impl Store {
         let roles = serde_json::to_string(&registration.roles).map_err(internal)?;
         let metadata = serde_json::to_string(&registration.metadata).map_err(internal)?;
         let ttl_ms = ttl.as_millis().to_string();
-        let mut cmds = vec![evalsha(
+        let register = evalsha(
             &self.scripts.register,
             &[&keys::instance(id), &keys::owner(id)],
             &[
@@ -69,15 +69,23 @@ impl Store {
                 id,
                 keys::INSTANCE_REGISTERED_CHANNEL,
             ],
-        )];
-        cmds.extend(self.note_seen(&now, &[id]));
-        let replies = self.query_each(cmds).await?;
-        let code: i64 = replies
-            .first()
-            .map(redis::FromRedisValue::from_redis_value_ref)
-            .transpose()
-            .map_err(internal)?
-            .unwrap_or_default();
+        );
+        let code: i64 = if self.waits_for_replicas() {
+            let code = self.write_acknowledged(register).await?;
+            self.query_each(self.note_seen(&now, &[id]).to_vec())
+                .await?;
+            code
+        } else {
+            let mut cmds = vec![register];
+            cmds.extend(self.note_seen(&now, &[id]));
+            let replies = self.query_each(cmds).await?;
+            replies
+                .first()
+                .map(redis::FromRedisValue::from_redis_value_ref)
+                .transpose()
+                .map_err(internal)?
+                .unwrap_or_default()
+        };
         Ok(if code == 1 {
             Claim::Done
         } else {
@@ -145,13 +153,13 @@ impl Store {
         owner: Option<&str>,
     ) -> Result<Claim, Error> {
         let id = instance.as_str();
-        let mut pipe = redis::pipe();
-        pipe.add_command(evalsha(
-            &self.scripts.unregister,
-            &[&keys::instance(id), &keys::owner(id)],
-            &[owner.unwrap_or(""), id, keys::INSTANCE_UNREGISTERED_CHANNEL],
-        ));
-        let (code,): (i64,) = self.query_pipe(&pipe).await?;
+        let code: i64 = self
+            .eval_acknowledged(
+                &self.scripts.unregister,
+                &[&keys::instance(id), &keys::owner(id)],
+                &[owner.unwrap_or(""), id, keys::INSTANCE_UNREGISTERED_CHANNEL],
+            )
+            .await?;
         let claim = Claim::from_script(code);
         if claim != Claim::BoundElsewhere {
             self.query_pipe::<()>(&self.forget(&[id])).await?;
@@ -163,7 +171,7 @@ impl Store {
     pub(crate) async fn release(&self, instance: &InstanceId, owner: &str) -> Result<(), Error> {
         let id = instance.as_str();
         let now = now_ms().to_string();
-        self.eval::<i64>(
+        self.eval_acknowledged::<i64>(
             &self.scripts.release,
             &[&keys::instance(id), &keys::owner(id)],
             &[owner, &now, id, keys::INSTANCE_UNREGISTERED_CHANNEL],

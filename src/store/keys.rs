@@ -20,6 +20,17 @@ const DECISION_EVENTS_CHANNEL: &str = "cb:events:quorum.decision.made";
 const CLUSTER_EVENTS_STREAM: &str = "cb:{events}:stream";
 const CLUSTER_EVENTS_CHANNEL: &str = "cb:{events}:quorum.decision.made";
 const CLUSTER_LAYOUT_MARK: &str = "cb:{events}:layout";
+/// String: the id of the last decision event published once its write reached replicas
+/// (`--wait-replicas`).
+const PUBLISHED_MARK: &str = "cb:events:published";
+const CLUSTER_PUBLISHED_MARK: &str = "cb:{events}:published";
+/// String: written just before a hub waits for replicas to confirm the event log (its
+/// write stands for every event before it).
+const ACK_MARK: &str = "cb:events:acked";
+const CLUSTER_ACK_MARK: &str = "cb:{events}:acked";
+/// String: the event log's epoch, an id created with the log.
+const EPOCH: &str = "cb:events:epoch";
+const CLUSTER_EPOCH: &str = "cb:{events}:epoch";
 pub(crate) const VOTE_RECORDED_CHANNEL: &str = "cb:events:quorum.vote.recorded";
 pub(crate) const INSTANCE_REGISTERED_CHANNEL: &str = "cb:events:instance.registered";
 pub(crate) const INSTANCE_UNREGISTERED_CHANNEL: &str = "cb:events:instance.unregistered";
@@ -177,6 +188,31 @@ impl Layout {
         match self {
             Layout::Single => DECISION_EVENTS_STREAM,
             Layout::Partitioned { .. } => CLUSTER_EVENTS_STREAM,
+        }
+    }
+
+    /// String: the id of the last decision event published once its write reached
+    /// replicas (in the stream's slot).
+    pub(crate) fn published(&self) -> &'static str {
+        match self {
+            Layout::Single => PUBLISHED_MARK,
+            Layout::Partitioned { .. } => CLUSTER_PUBLISHED_MARK,
+        }
+    }
+
+    /// String: a write in the stream's slot that the hub waits on for replicas.
+    pub(crate) fn ack_mark(&self) -> &'static str {
+        match self {
+            Layout::Single => ACK_MARK,
+            Layout::Partitioned { .. } => CLUSTER_ACK_MARK,
+        }
+    }
+
+    /// String: the event log's epoch (in the stream's slot).
+    pub(crate) fn epoch(&self) -> &'static str {
+        match self {
+            Layout::Single => EPOCH,
+            Layout::Partitioned { .. } => CLUSTER_EPOCH,
         }
     }
 

@@ -53,7 +53,11 @@ impl Store {
         let event_id: String = self
             .eval_acknowledged(
                 &self.scripts.log_decision,
-                &[self.layout.stream(), &self.layout.logged(name)],
+                &[
+                    self.layout.stream(),
+                    &self.layout.logged(name),
+                    self.layout.published(),
+                ],
                 &[
                     name,
                     &decided.value,
@@ -64,9 +68,15 @@ impl Store {
                     &DECISION_STREAM_CAP.to_string(),
                     self.layout.decision_channel(),
                     &LOGGED_MARK_TTL.as_millis().to_string(),
+                    if self.waits_for_replicas() {
+                        "later"
+                    } else {
+                        ""
+                    },
                 ],
             )
             .await?;
+        self.publish_acknowledged_upto(&event_id).await;
         let mut mark = redis::pipe();
         mark.atomic()
             .cmd("HSET")

@@ -18,6 +18,8 @@ mod decisions;
 mod instances;
 mod keys;
 mod log;
+mod publish;
+mod sentinel;
 mod slots;
 mod stream;
 
@@ -42,6 +44,7 @@ pub(crate) use instances::{Claim, Standing};
 use keys::layout_for;
 pub(crate) use keys::{DASHBOARD_CHANNELS, EVENT_CHANNEL_PREFIX, Layout};
 pub use keys::{decision_key, event_log_key, instances_by_id_key};
+pub use sentinel::SENTINEL_SCHEME;
 pub(crate) use stream::CursorPlace;
 
 /// The URL scheme that names a Redis Cluster by its seed nodes.
@@ -55,6 +58,7 @@ pub(crate) const MAX_PAGE_BYTES: usize = 256 * 1024;
 struct Scripts {
     vote: Script,
     log_decision: Script,
+    publish_pending: Script,
     reserve_vote: Script,
     register: Script,
     heartbeat: Script,
@@ -67,6 +71,7 @@ impl Scripts {
         Self {
             vote: Script::new(VOTE_SCRIPT),
             log_decision: Script::new(log::LOG_SCRIPT),
+            publish_pending: Script::new(publish::PUBLISH_SCRIPT),
             reserve_vote: Script::new(include_str!("../../lua/reserve_vote.lua")),
             register: Script::new(include_str!("../../lua/register.lua")),
             heartbeat: Script::new(include_str!("../../lua/heartbeat.lua")),
@@ -75,10 +80,11 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&Script; 7] {
+    fn all(&self) -> [&Script; 8] {
         [
             &self.vote,
             &self.log_decision,
+            &self.publish_pending,
             &self.reserve_vote,
             &self.register,
             &self.heartbeat,
@@ -95,6 +101,8 @@ pub struct Store {
     /// How to reach the node that carries decision events (the one Redis, or a seed of
     /// the cluster), for the pub/sub listener's own connection.
     events_node: ConnectionInfo,
+    /// With `redis+sentinel://`, the sentinels that name the primary.
+    sentinels: Option<Arc<sentinel::Sentinels>>,
     backend: Backend,
     /// Votes that wait for replicas, and the connections they go through.
     acked: Arc<Acked>,
@@ -150,11 +158,12 @@ impl Store {
         errors: Counter,
     ) -> Result<Self, Error> {
         let layout = layout_for(url);
-        let (backend, events_node) = connect(url, longest_call)?;
+        let connections = connect(url, longest_call, wait_replicas)?;
         Ok(Self {
-            events_node,
-            backend,
-            acked: Arc::new(Acked::open(url, longest_call, wait_replicas)?),
+            events_node: connections.events_node,
+            sentinels: connections.sentinels,
+            backend: connections.backend,
+            acked: Arc::new(connections.acked),
             layout,
             scripts: Arc::new(Scripts::new()),
             breaker: Arc::new(breaker),
@@ -182,6 +191,12 @@ impl Store {
     /// the event log's slot, asked of the cluster each time.
     pub(crate) async fn events_client(&self) -> Result<redis::Client, Error> {
         let mut node = self.events_node.clone();
+        if let Some(sentinels) = &self.sentinels {
+            node = sentinels
+                .primary()
+                .1
+                .ok_or_else(|| Error::Internal("no sentinel has named the primary yet".into()))?;
+        }
         if self.layout.is_cluster() {
             let (host, port) = self.primary_for(self.layout.stream()).await?;
             // A node whose address is unknown is reported as "" or "?" (meaning: the host
@@ -197,6 +212,14 @@ impl Store {
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
         redis::Client::open(node.set_redis_settings(settings)).map_err(Error::from)
+    }
+
+    /// With sentinels, changes of the primary as they are learnt (the listener follows
+    /// them); `None` for any other Redis.
+    pub(crate) fn primary_changes(
+        &self,
+    ) -> Option<tokio::sync::watch::Receiver<sentinel::Primary>> {
+        self.sentinels.as_ref().map(|sentinels| sentinels.changes())
     }
 
     /// The address of the primary that serves `key`'s slot, as the cluster reports it.
@@ -372,7 +395,7 @@ impl Store {
     /// either case.
     async fn query_each(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>, Error> {
         match &self.backend {
-            Backend::Single(_) => {
+            Backend::Single(_) | Backend::Sentinel(_) => {
                 let mut pipe = redis::pipe();
                 for cmd in cmds {
                     pipe.add_command(cmd);
@@ -432,12 +455,21 @@ impl Store {
         keys: &[&str],
         args: &[&str],
     ) -> Result<T, Error> {
+        self.write_acknowledged(evalsha(script, keys, args)).await
+    }
+
+    /// Sends one command that writes, and with `--wait-replicas` answers only once the
+    /// write is on that many replicas (see [`Store::eval_acknowledged`]).
+    async fn write_acknowledged<T: FromRedisValue>(&self, cmd: Cmd) -> Result<T, Error> {
         let acked = &self.acked;
         let Some(backend) = acked.next_backend() else {
-            return self.eval(script, keys, args).await;
+            let mut pipe = redis::pipe();
+            pipe.add_command(cmd);
+            let (reply,): (T,) = self.query_pipe(&pipe).await?;
+            return Ok(reply);
         };
         let mut pipe = redis::pipe();
-        pipe.add_command(evalsha(script, keys, args))
+        pipe.add_command(cmd)
             .cmd("WAIT")
             .arg(acked.replicas)
             .arg(acked.timeout_ms);
