@@ -2,7 +2,9 @@
 //! backoff, registers its instance again, and resumes decision events from the last
 //! `eventId` it saw, so a caller sees every decision once and in order. Everything else
 //! the hub pushes (`system.events.incomplete`, subscribed dashboard events) is passed on
-//! too, never dropped.
+//! too, never dropped. After a notice that the hub's event log was `rewound` (a Redis
+//! failover lost events), the decisions that follow may have ids below ones already seen:
+//! the client passes them on.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -334,10 +336,14 @@ impl Driver {
                 }
                 self.last_event = Some(event.event_id);
             }
-            // The hub could not place the cursor (its Redis never had that event): the
-            // events that follow continue from the one it names.
+            // The hub could not place the cursor (its Redis never had that event), or its
+            // event log went back after a failover: the events that follow continue from
+            // the one it names, even where their ids are below ones already passed on.
             Notification::EventsIncomplete(notice)
-                if matches!(notice.reason, GapReason::Ahead | GapReason::Malformed) =>
+                if matches!(
+                    notice.reason,
+                    GapReason::Ahead | GapReason::Malformed | GapReason::Rewound
+                ) =>
             {
                 self.last_event = Some(notice.since);
             }

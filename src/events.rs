@@ -1,6 +1,7 @@
 //! Decision events: one Redis pub/sub subscription per hub feeding every session, gap
-//! recovery from the stream after a dropped link, and (on a cluster) the sweep that logs
-//! decisions left unlogged. (Replays for resuming clients are the session's:
+//! recovery from the stream after a dropped link (after checking that the log is still the
+//! one the hub delivered from), and (on a cluster) the sweep that logs decisions left
+//! unlogged. (Replays for resuming clients are the session's:
 //! [`crate::session::replay`].)
 //!
 //! The subscription is a RESP3 connection of its own to the node that carries decision
@@ -17,11 +18,12 @@ use redis::{AsyncConnectionConfig, PushKind, Value};
 
 use crate::clock::now_ms;
 use crate::error::Error;
-use crate::hub::Hub;
+use crate::hub::{Hub, fingerprint};
 use crate::protocol::{
-    DecisionEvent, InstanceRegistered, InstanceUnregistered, VoteRecorded, event, frame,
+    DecisionEvent, EventId, EventsIncomplete, InstanceRegistered, InstanceUnregistered,
+    VoteRecorded, event, frame,
 };
-use crate::store;
+use crate::store::{self, CursorPlace, Store};
 
 /// First pause before resubscribing after the pub/sub link failed.
 pub const RESUBSCRIBE_MIN_DELAY: Duration = Duration::from_millis(100);
@@ -67,10 +69,13 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
     // then after it, and the gap read below delivers it (read after subscribing, it would
     // count as delivered without ever being pushed).
     if hub.delivered().is_none() {
-        hub.start_delivery_at(hub.store.unguarded().last_event_id().await?);
+        hub.start_delivery_at(hub.store.unguarded().last_event().await?.as_ref());
     }
     let store = hub.store.unguarded();
     let channel = store.layout().decision_channel();
+    // With sentinels: a new primary means subscribing there (taken before the client, so
+    // that no change between the two is missed).
+    let mut primary_moves = store.primary_changes();
     let client = store.events_client().await?;
     // Unbounded, like any pub/sub client's buffer: Redis sends only what this hub
     // subscribed to, and the loop below hands each message on without waiting on sessions
@@ -91,8 +96,9 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
     } else {
         link.subscribe(channel).await?;
     }
-    // Live events published from here on wait in the subscription while the gap is read;
-    // `Hub::deliver` drops the ones the gap read already delivered.
+    // Live events published from here on wait in the subscription while the log is checked
+    // and the gap is read; `Hub::deliver` drops the ones the gap read already delivered.
+    check_continuity(hub).await?;
     let caught_up = catch_up(hub).await?;
     if caught_up > 0 {
         tracing::info!(
@@ -127,6 +133,10 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
         let push = tokio::select! {
             _ = hub.shutdown.cancelled() => return Ok(()),
             _ = watched.changed() => continue,
+            _ = primary_moved(&mut primary_moves) => {
+                tracing::warn!("the sentinels name a new primary; subscribing there");
+                return Ok(());
+            }
             _ = link_check.tick() => {
                 redis::cmd("PING").exec_async(&mut link).await?;
                 continue;
@@ -166,6 +176,16 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
             }
             Err(err) => tracing::error!(%err, "ignoring a malformed decision event"),
         }
+    }
+}
+
+/// Resolves when the sentinels name another primary; never without sentinels.
+async fn primary_moved<T>(moves: &mut Option<tokio::sync::watch::Receiver<T>>) {
+    let Some(moves) = moves else {
+        return std::future::pending().await;
+    };
+    if moves.changed().await.is_err() {
+        std::future::pending().await
     }
 }
 
@@ -255,6 +275,110 @@ fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(
             None
         }
     }
+}
+
+/// Checks, after (re)subscribing, that the event log is a continuation of the one this hub
+/// delivered from: the same epoch, and still holding the last event delivered, as it was
+/// delivered. Where it is not (a failover to a replica that lacked the newest events, a
+/// Redis that lost its data), the hub goes back to the newest event it delivered that the
+/// log still holds (or before the log's oldest), so that new events are never dropped as
+/// already delivered, and tells every session. Where only events after the hub's position
+/// were trimmed (it was away longer than the log keeps), it tells every session so.
+async fn check_continuity(hub: &Hub) -> Result<(), Error> {
+    let store = hub.store.unguarded();
+    let epoch = store.log_epoch().await?;
+    let replaced = hub.log_epoch().filter(|before| *before != epoch);
+    if let Some(delivered) = hub.delivered() {
+        follow_log(hub, &store, delivered, replaced.as_deref()).await?;
+    }
+    // Recorded only once the hub follows the log it found: a check cut short by a Redis
+    // error is made again in full.
+    hub.set_log_epoch(epoch);
+    Ok(())
+}
+
+/// [`check_continuity`] for a hub that stands after `delivered`, given the epoch it read
+/// before if the log now has another.
+async fn follow_log(
+    hub: &Hub,
+    store: &Store,
+    delivered: EventId,
+    replaced: Option<&str>,
+) -> Result<(), Error> {
+    let placed = store.place_cursor(delivered).await?;
+    let holding = |notice: EventsIncomplete| notice.holding(placed.oldest, placed.newest);
+    let continued = match placed.place {
+        _ if replaced.is_some() => false,
+        CursorPlace::Kept => still_holds(hub, store, delivered).await?,
+        CursorPlace::Trimmed => {
+            tracing::warn!(
+                %delivered,
+                "decision events after the last one this hub delivered are no longer in the event log (it was away longer than the log keeps); telling every session"
+            );
+            let notice = holding(EventsIncomplete::after(delivered));
+            hub.notify_all(&frame::events_incomplete(&notice).into());
+            true
+        }
+        CursorPlace::Missing | CursorPlace::Ahead { .. } => false,
+    };
+    if continued {
+        return Ok(());
+    }
+    let to = newest_delivered_held(hub, store)
+        .await?
+        .unwrap_or_else(|| placed.oldest.map_or(EventId::ZERO, EventId::predecessor))
+        .min(delivered);
+    tracing::warn!(
+        %delivered,
+        rewound_to = %to,
+        epoch_before = ?replaced,
+        "the event log is not a continuation of the one this hub delivered from (a Redis failover lost events it delivered, or the log was replaced); delivering again from the newest event it delivered that the log still holds, and telling every session"
+    );
+    // A hub that delivered nothing has nothing to take back: its sessions' cursors still go
+    // back with it, silently.
+    let notice = (to < delivered || delivered > EventId::ZERO)
+        .then(|| frame::events_incomplete(&holding(EventsIncomplete::rewound(delivered, to))));
+    hub.rewind(to, notice.map(Utf8Bytes::from).as_ref());
+    Ok(())
+}
+
+/// Events whose places in the log are looked up per round trip when searching for the
+/// newest one this hub delivered.
+const DELIVERED_SEARCH_PAGE: usize = 64;
+
+/// Whether the log holds the hub's last delivered event as it was delivered (a promoted
+/// replica may have logged another event under its id). A position the hub started at
+/// without delivering it, and no longer remembers, is taken as held.
+async fn still_holds(hub: &Hub, store: &Store, delivered: EventId) -> Result<bool, Error> {
+    let Some((_, print)) = hub
+        .recent_deliveries()
+        .into_iter()
+        .find(|(id, _)| *id == delivered)
+    else {
+        return Ok(true);
+    };
+    let held = store.events_at(&[delivered]).await?;
+    Ok(held
+        .first()
+        .and_then(Option::as_ref)
+        .is_some_and(|event| fingerprint(&frame::decision_made(event)) == print))
+}
+
+/// The newest event this hub delivered recently that the log holds as it was delivered.
+async fn newest_delivered_held(hub: &Hub, store: &Store) -> Result<Option<EventId>, Error> {
+    for page in hub.recent_deliveries().chunks(DELIVERED_SEARCH_PAGE) {
+        let ids: Vec<EventId> = page.iter().map(|(id, _)| *id).collect();
+        let held = store.events_at(&ids).await?;
+        let found = page.iter().zip(held).find_map(|((id, print), event)| {
+            event
+                .is_some_and(|event| fingerprint(&frame::decision_made(&event)) == *print)
+                .then_some(*id)
+        });
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
 }
 
 /// Delivers every stream event after the hub's last delivered one. Returns how many.

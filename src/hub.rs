@@ -1,6 +1,8 @@
 //! Shared state of one hub process: the store, the open sessions, and the in-order,
 //! exactly-once delivery of decision events to them.
 
+use std::collections::VecDeque;
+use std::hash::Hasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ use crate::budget::RpcBudgets;
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::protocol::{BreakerState, EventId};
+use crate::protocol::{BreakerState, DecisionEvent, EventId, frame};
 use crate::session::{Outbound, SessionHandle, SessionSettings, SessionSlot, lock};
 use crate::store::Store;
 
@@ -69,6 +71,39 @@ pub const MAX_RPC_IN_FLIGHT: usize = 16;
 /// hundred KiB while it reads and serializes.
 pub const MAX_STATE_CALLS: usize = 4;
 
+/// Decision events a hub remembers having delivered (id and fingerprint), newest last: when
+/// the event log turns out not to be a continuation of the one it delivered from, the
+/// newest of them the log still holds is where delivery picks up again.
+pub const RECENT_DELIVERIES: usize = 1024;
+
+/// Where a hub stands in the event log.
+#[derive(Default)]
+struct Delivery {
+    /// The last decision event this hub delivered (or started after).
+    last: Option<EventId>,
+    /// The epoch of the log it delivers from, once read.
+    epoch: Option<String>,
+    /// The last [`RECENT_DELIVERIES`] events it delivered, oldest first.
+    recent: VecDeque<(EventId, u64)>,
+}
+
+impl Delivery {
+    fn remember(&mut self, id: EventId, fingerprint: u64) {
+        if self.recent.len() == RECENT_DELIVERIES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((id, fingerprint));
+    }
+}
+
+/// Tells one delivered event from another event under the same id (a promoted replica can
+/// reuse ids): a hash of its notification's text.
+pub fn fingerprint(text: &str) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    hasher.write(text.as_bytes());
+    hasher.finish()
+}
+
 /// One hub process.
 pub struct Hub {
     pub store: Store,
@@ -92,9 +127,9 @@ pub struct Hub {
     pub state_calls: tokio::sync::Semaphore,
     pub metrics: Metrics,
     registry: prometheus_client::registry::Registry,
-    /// The last decision event this hub delivered. Held while delivering and while
-    /// opening a session, so a new session gets each event either live or by replay.
-    delivered: Mutex<Option<EventId>>,
+    /// Where this hub stands in the event log. Held while delivering and while opening a
+    /// session, so a new session gets each event either live or by replay.
+    delivered: Mutex<Delivery>,
     /// True while the decision listener is subscribed; part of readiness.
     listening: AtomicBool,
     /// Cancelled when the hub stops: sessions close with 1001, background tasks end.
@@ -127,7 +162,7 @@ impl Hub {
             rpc_in_flight: tokio::sync::Semaphore::new(MAX_RPC_IN_FLIGHT),
             state_calls: tokio::sync::Semaphore::new(MAX_STATE_CALLS),
             next_session: AtomicU64::new(1),
-            delivered: Mutex::new(None),
+            delivered: Mutex::new(Delivery::default()),
             listening: AtomicBool::new(false),
             shutdown,
             tracker: TaskTracker::new(),
@@ -162,7 +197,7 @@ impl Hub {
             queue_bytes: self.config.session_queue_bytes as usize,
             call_limit: self.config.session_rate_limit,
             metrics: self.metrics.clone(),
-            live_after: *delivered,
+            live_after: delivered.last,
             hold,
         });
         self.sessions.insert(id, handle.clone());
@@ -244,22 +279,73 @@ impl Hub {
 
     /// Where this hub stands in the event stream, if it knows yet.
     pub fn delivered(&self) -> Option<EventId> {
-        *lock(&self.delivered)
+        lock(&self.delivered).last
     }
 
-    /// Sets the hub's starting point in the event stream, unless it already has one.
-    pub fn start_delivery_at(&self, id: EventId) {
-        lock(&self.delivered).get_or_insert(id);
+    /// Sets the hub's starting point in the event stream, unless it already has one: after
+    /// `newest` (the newest event when the hub starts), or from the beginning.
+    pub fn start_delivery_at(&self, newest: Option<&DecisionEvent>) {
+        let mut delivery = lock(&self.delivered);
+        if delivery.last.is_some() {
+            return;
+        }
+        delivery.last = Some(newest.map_or(EventId::ZERO, |event| event.event_id));
+        // Remembered like a delivered event: if a failover loses the events after it, it is
+        // where delivery picks up again.
+        if let Some(event) = newest {
+            delivery.remember(event.event_id, fingerprint(&frame::decision_made(event)));
+        }
+    }
+
+    /// The epoch of the event log this hub delivers from, once it has read it.
+    pub fn log_epoch(&self) -> Option<String> {
+        lock(&self.delivered).epoch.clone()
+    }
+
+    /// Records the epoch of the event log this hub delivers from.
+    pub fn set_log_epoch(&self, epoch: String) {
+        lock(&self.delivered).epoch = Some(epoch);
+    }
+
+    /// The events this hub delivered most recently, newest id first, each id once.
+    pub fn recent_deliveries(&self) -> Vec<(EventId, u64)> {
+        let mut recent: Vec<(EventId, u64)> =
+            lock(&self.delivered).recent.iter().copied().collect();
+        recent.sort_unstable_by_key(|(id, _)| std::cmp::Reverse(*id));
+        recent.dedup_by_key(|(id, _)| *id);
+        recent
+    }
+
+    /// Moves the hub's position back to `to` (the event log is not a continuation of the
+    /// one it delivered from), so that the events after `to` in the log as it is now are
+    /// delivered even where their ids are at or below ones delivered before. Every open
+    /// session's cursor goes back with it, and gets `notice` ahead of those events.
+    pub fn rewind(&self, to: EventId, notice: Option<&Utf8Bytes>) {
+        let mut delivery = lock(&self.delivered);
+        delivery.last = Some(to);
+        for session in self.sessions.iter() {
+            session.rewind(to, notice);
+        }
+    }
+
+    /// Queues a notice on every open session, in line with the events delivered to it.
+    pub fn notify_all(&self, notice: &Utf8Bytes) {
+        let _delivery = lock(&self.delivered);
+        for session in self.sessions.iter() {
+            session.push_notice(notice);
+        }
     }
 
     /// Delivers one decision event to every open session, unless it was delivered
     /// before (events arrive both live and from gap reads). Returns whether it was new.
     pub fn deliver(&self, id: EventId, text: &Utf8Bytes) -> bool {
-        let mut delivered = lock(&self.delivered);
-        if delivered.is_some_and(|last| id <= last) {
+        let print = fingerprint(text);
+        let mut delivery = lock(&self.delivered);
+        if delivery.last.is_some_and(|last| id <= last) {
             return false;
         }
-        *delivered = Some(id);
+        delivery.last = Some(id);
+        delivery.remember(id, print);
         for session in self.sessions.iter() {
             session.push_live(id, text);
         }

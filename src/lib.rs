@@ -16,7 +16,8 @@
 //! - `guards`: what a browser page may reach (the Origin and Host checks).
 //! - `budget`: how many calls a session or an `/rpc` client may make per window.
 //! - `hub`: shared state of one hub process and the fan-out to its sessions.
-//! - `events`: the pub/sub listener and gap recovery after a dropped link.
+//! - `events`: the pub/sub listener, the event log's continuity check and gap recovery
+//!   after a dropped link.
 //! - `keepalive`: keeps the instances of open sessions registered.
 //! - `probe`: closes an open circuit breaker as soon as Redis answers again.
 //! - `store`: Redis access; the only module that knows key names and scripts.

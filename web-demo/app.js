@@ -96,10 +96,18 @@ function onNotification(method, params) {
       }
       return renderInstances();
     case 'system.events.incomplete':
-      addFeed(el('li', { class: 'warning' }, 'Some decisions were missed while disconnected; reloading the state.'));
+      addFeed(el('li', { class: 'warning' }, incompleteText(params.reason)));
       return refresh();
     default:
   }
+}
+
+// What a system.events.incomplete notice means for this page, by its reason.
+function incompleteText(reason) {
+  if (reason === 'rewound') {
+    return 'The hub\'s event log went back after a Redis failover: decisions shown may be gone; reloading the state.';
+  }
+  return 'Some decisions were missed while disconnected; reloading the state.';
 }
 
 function ensureDecision(name, totalInstances, quorum) {

@@ -3,6 +3,8 @@
 
 const MIN_DELAY_MS = 250;
 const MAX_DELAY_MS = 5000;
+// system.events.incomplete reasons after which decision events continue from the notice's `since`.
+const RESTART_REASONS = ['ahead', 'malformed', 'rewound'];
 
 export class RpcSocket {
   /**
@@ -60,6 +62,10 @@ export class RpcSocket {
     for (const item of Array.isArray(message) ? message : [message]) {
       if (item.method) {
         if (item.params?.eventId) this.lastEventId = item.params.eventId;
+        // The hub could not place the cursor, or its log went back: events continue from `since`.
+        else if (item.method === 'system.events.incomplete' && RESTART_REASONS.includes(item.params?.reason)) {
+          this.lastEventId = item.params.since;
+        }
         this.handlers.onNotification?.(item.method, item.params ?? {});
       } else if (this.pending.has(item.id)) {
         const { resolve, reject } = this.pending.get(item.id);

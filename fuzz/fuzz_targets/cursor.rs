@@ -15,6 +15,11 @@ fuzz_target!(|data: &[u8]| {
             let printed = id.to_string();
             assert_eq!(printed.parse::<EventId>(), Ok(id), "{text:?} -> {printed}");
             let _ = frame::events_incomplete(&EventsIncomplete::ahead(id, EventId::ZERO));
+            let notice = EventsIncomplete::unknown(id).holding(Some(EventId::ZERO), Some(id));
+            let parsed: EventsIncomplete =
+                serde_json::from_value(serde_json::to_value(&notice).expect("serializes"))
+                    .expect("a notice reads back");
+            assert_eq!(parsed, notice);
         }
         Err(_) => {
             let notice = frame::events_incomplete(&EventsIncomplete::malformed(text, EventId::ZERO));

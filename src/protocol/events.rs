@@ -52,12 +52,21 @@ pub struct InstanceUnregistered {
 
 /// `system.events.incomplete`: the session cannot be given every decision event after its
 /// cursor. `since` is where the events that follow pick up: the cursor itself when events
-/// after it are lost or unreadable, the newest event when the cursor could not be placed.
+/// after it are lost, unreadable or not in the log, the newest event when the cursor is
+/// ahead of the log, the point the hub went back to when its log was rewound.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventsIncomplete {
     pub since: EventId,
     pub reason: GapReason,
     pub message: String,
+    /// The oldest event the hub's event log holds (absent when the log is empty or could
+    /// not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest: Option<EventId>,
+    /// The newest event the hub's event log holds (absent when the log is empty or could
+    /// not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest: Option<EventId>,
 }
 
 /// Why a session's events are incomplete.
@@ -72,6 +81,13 @@ pub enum GapReason {
     Ahead,
     /// The cursor is not an event id.
     Malformed,
+    /// The cursor is within the log's range but not one of its events (lost in a Redis
+    /// failover, or from another log); the events after it follow.
+    Unknown,
+    /// The hub's event log is not a continuation of the one it delivered from (a Redis
+    /// failover lost events the hub had delivered, or the log was replaced); the events
+    /// that follow may have ids below ones already received.
+    Rewound,
 }
 
 /// Longest part of a rejected cursor quoted back in a notice.
@@ -88,6 +104,8 @@ impl EventsIncomplete {
                  once the hub is ready again, reconnect with lastEventId={since} or call \
                  system.subscribe with since {since}"
             ),
+            oldest: None,
+            newest: None,
         }
     }
 
@@ -101,6 +119,8 @@ impl EventsIncomplete {
                  are all that remain, so call system.get_state for the current state of every \
                  decision"
             ),
+            oldest: None,
+            newest: None,
         }
     }
 
@@ -116,6 +136,52 @@ impl EventsIncomplete {
                  {newest} follow, so call system.get_state for the current state of every \
                  decision"
             ),
+            oldest: None,
+            newest: None,
+        }
+    }
+
+    /// The cursor `cursor` is within the log's range but is not one of its events; the
+    /// events after it follow.
+    pub fn unknown(cursor: EventId) -> Self {
+        Self {
+            since: cursor,
+            reason: GapReason::Unknown,
+            message: format!(
+                "event {cursor} is not in this hub's event log: it was lost in a Redis \
+                 failover, or comes from another log; the decision events after it follow, \
+                 but some you have not seen may be missing, so call system.get_state for the \
+                 current state of every decision"
+            ),
+            oldest: None,
+            newest: None,
+        }
+    }
+
+    /// The hub's event log no longer holds events it delivered up to `delivered`; it went
+    /// back to `since`, and the events after that in the log as it is now follow.
+    pub fn rewound(delivered: EventId, since: EventId) -> Self {
+        Self {
+            since,
+            reason: GapReason::Rewound,
+            message: format!(
+                "this hub's event log is not the one it delivered from (a Redis failover \
+                 lost decision events it had delivered, up to {delivered}, or the log was \
+                 replaced): decisions you received may be missing from it, and the events \
+                 after {since} that follow may have ids below ones you already have; call \
+                 system.get_state for the current state of every decision"
+            ),
+            oldest: None,
+            newest: None,
+        }
+    }
+
+    /// The same notice, saying which events the log holds.
+    pub fn holding(self, oldest: Option<EventId>, newest: Option<EventId>) -> Self {
+        Self {
+            oldest,
+            newest,
+            ..self
         }
     }
 
@@ -130,6 +196,8 @@ impl EventsIncomplete {
                  1764230000000-0); the events after {live_after} follow, so call \
                  system.get_state for the current state of every decision"
             ),
+            oldest: None,
+            newest: None,
         }
     }
 }
@@ -197,6 +265,41 @@ impl Notification {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_notice_names_what_the_log_holds_only_when_known() {
+        let id = |text: &str| text.parse::<EventId>().unwrap();
+        let bare = serde_json::to_value(EventsIncomplete::unreadable(id("5-0"))).unwrap();
+        assert!(
+            bare.get("oldest").is_none() && bare.get("newest").is_none(),
+            "{bare}"
+        );
+        let notice = EventsIncomplete::unknown(id("5-0")).holding(Some(id("1-0")), Some(id("9-0")));
+        let sent = serde_json::to_value(&notice).unwrap();
+        assert_eq!(sent["reason"], "unknown");
+        assert_eq!(
+            (&sent["oldest"], &sent["newest"]),
+            (&"1-0".into(), &"9-0".into())
+        );
+        assert_eq!(
+            Notification::parse(event::EVENTS_INCOMPLETE.into(), sent),
+            Notification::EventsIncomplete(notice)
+        );
+        // A notice from a hub that does not send them still reads.
+        let older = serde_json::json!({"since": "5-0", "reason": "trimmed", "message": "m"});
+        let Notification::EventsIncomplete(older) =
+            Notification::parse(event::EVENTS_INCOMPLETE.into(), older)
+        else {
+            panic!("not read as a notice")
+        };
+        assert_eq!((older.oldest, older.newest), (None, None));
+        let rewound =
+            serde_json::to_value(EventsIncomplete::rewound(id("9-0"), id("4-0"))).unwrap();
+        assert_eq!(
+            (&rewound["reason"], &rewound["since"]),
+            (&"rewound".into(), &"4-0".into())
+        );
+    }
 
     #[test]
     fn unknown_notifications_are_kept_not_dropped() {

@@ -9,6 +9,10 @@ use crate::hub::Hub;
 use crate::protocol::{EventId, EventsIncomplete, GapReason, frame};
 use crate::store::CursorPlace;
 
+/// Longest a notice about a malformed cursor waits to learn which events the log holds;
+/// past it the notice goes out without them.
+const LOG_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Where a session stands in the decision event stream.
 #[derive(Debug)]
 pub struct EventCursor {
@@ -19,6 +23,8 @@ pub struct EventCursor {
     floor: EventId,
     /// While a replay runs, live events wait here so that they follow the replayed ones.
     held: Option<Vec<(EventId, Utf8Bytes)>>,
+    /// Set when the hub rewound while a replay ran: how far back the session's cursor went.
+    rewound_to: Option<EventId>,
 }
 
 impl EventCursor {
@@ -28,6 +34,7 @@ impl EventCursor {
             live_after,
             floor: EventId::ZERO,
             held: hold.then(Vec::new),
+            rewound_to: None,
         }
     }
 }
@@ -55,6 +62,22 @@ impl SessionHandle {
         self.push_now(text);
     }
 
+    /// Moves the session's cursor back to `to` when the hub's event log is not a
+    /// continuation of the one it delivered from, so that the events after `to` in the log
+    /// as it is now reach the session, and queues `notice` ahead of them.
+    pub fn rewind(&self, to: EventId, notice: Option<&Utf8Bytes>) {
+        let mut cursor = lock(&self.events);
+        cursor.floor = cursor.floor.min(to);
+        cursor.live_after = cursor.live_after.map(|live_after| live_after.min(to));
+        if cursor.held.is_some() {
+            cursor.rewound_to = Some(cursor.rewound_to.map_or(to, |before| before.min(to)));
+        }
+        drop(cursor);
+        if let Some(notice) = notice {
+            self.push_notice(notice);
+        }
+    }
+
     /// Starts holding live events for a replay of the events after `since` (they may be
     /// held already, from the session's start) and returns the last id the replay must
     /// cover: `Some(None)` means up to the newest, `None` means nothing to replay because
@@ -76,6 +99,11 @@ impl SessionHandle {
     ///
     /// A replay that did not finish leaves the covered range where it was, so that a later
     /// replay from the last event the session got covers the rest.
+    ///
+    /// If the hub rewound meanwhile, the cursor stays at or below where it went back to and
+    /// every held event after that point is sent: the replay may have read either log, so
+    /// the session may get some events twice (it was told, with the rewind's notice), but
+    /// none of the log as it is now is skipped.
     async fn end_replay(&self, end: ReplayEnd) {
         let skip_upto = {
             let mut cursor = lock(&self.events);
@@ -86,8 +114,17 @@ impl SessionHandle {
                     None => after,
                 });
             }
-            end.last_replayed
-                .map_or(cursor.floor, |last| last.max(cursor.floor))
+            let skip_upto = end
+                .last_replayed
+                .map_or(cursor.floor, |last| last.max(cursor.floor));
+            match cursor.rewound_to.take() {
+                Some(to) => {
+                    cursor.floor = cursor.floor.min(to);
+                    cursor.live_after = cursor.live_after.map(|live_after| live_after.min(to));
+                    skip_upto.min(to)
+                }
+                None => skip_upto,
+            }
         };
         loop {
             let batch = {
@@ -128,8 +165,9 @@ struct ReplayEnd {
 
 /// Sends a session every decision event after `since` that it has not had, in order,
 /// before any live event that arrives meanwhile; first a notice if some of them are no
-/// longer kept, or if `since` is ahead of every event (then the session's cursor moves
-/// back to the newest event). Returns how many events it replayed.
+/// longer kept, if `since` is not an event of the log, or if `since` is ahead of every event
+/// (then the session's cursor moves back to the newest event). Returns how many events it
+/// replayed.
 pub async fn replay(hub: &Hub, session: &SessionHandle, since: EventId) -> Result<usize, Error> {
     replay_then(hub, session, since, false).await
 }
@@ -151,15 +189,19 @@ async fn replay_then(
     };
     let mut replayed = 0;
     let result = async {
-        let notice = match hub.store.place_cursor(since).await? {
+        let placed = hub.store.place_cursor(since).await?;
+        let notice = match placed.place {
             CursorPlace::Kept => None,
             CursorPlace::Trimmed => Some(EventsIncomplete::after(since)),
+            // The events after a missing id, in id order, are still the ones that follow it.
+            CursorPlace::Missing => Some(EventsIncomplete::unknown(since)),
             CursorPlace::Ahead { newest } => {
                 end.floor = newest;
                 Some(EventsIncomplete::ahead(since, newest))
             }
         };
         if let Some(notice) = notice {
+            let notice = notice.holding(placed.oldest, placed.newest);
             let ahead = notice.reason == GapReason::Ahead;
             let text = frame::events_incomplete(&notice);
             session.send(Outbound::Text(text.into())).await;
@@ -218,7 +260,17 @@ pub async fn resume(hub: &Hub, session: &SessionHandle, from: Resume) {
         }
         Resume::Malformed(raw) => {
             let live_after = lock(&session.events).live_after.unwrap_or(EventId::ZERO);
-            let text = frame::events_incomplete(&EventsIncomplete::malformed(&raw, live_after));
+            // What the log holds, if Redis answers soon; the notice goes out either way.
+            let log =
+                tokio::time::timeout(LOG_LOOKUP_TIMEOUT, hub.store.place_cursor(EventId::ZERO))
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+            let notice = EventsIncomplete::malformed(&raw, live_after).holding(
+                log.and_then(|log| log.oldest),
+                log.and_then(|log| log.newest),
+            );
+            let text = frame::events_incomplete(&notice);
             session.send(Outbound::Text(text.into())).await;
             session
                 .end_replay(ReplayEnd {
@@ -306,6 +358,47 @@ mod tests {
             ["replayed-1", "replayed-2", "live-2", "live-3"]
         );
         assert!(!session.slow.load(std::sync::atomic::Ordering::Acquire));
+    }
+
+    /// The texts queued so far.
+    fn queued(queue: &mut tokio::sync::mpsc::Receiver<Outbound>) -> Vec<String> {
+        std::iter::from_fn(|| match queue.try_recv() {
+            Ok(Outbound::Text(text)) => Some(text.to_string()),
+            _ => None,
+        })
+        .collect()
+    }
+
+    #[tokio::test]
+    async fn a_rewind_lets_events_below_the_cursor_through_after_its_notice() {
+        // The session resumed from 9; the hub's log then went back to 4.
+        let (session, mut queue) = session(8, id(9), false);
+        assert_eq!(session.begin_replay(id(9)), None);
+        session.end_replay(finished(id(9), None)).await;
+        session.push_live(id(7), &"old-7".into());
+        session.rewind(id(4), Some(&"notice".into()));
+        session.push_live(id(5), &"new-5".into());
+        session.push_live(id(6), &"new-6".into());
+        assert_eq!(queued(&mut queue), ["notice", "new-5", "new-6"]);
+    }
+
+    #[tokio::test]
+    async fn a_rewind_during_a_replay_skips_none_of_the_new_log() {
+        let (session, mut queue) = session(8, id(5), true);
+        assert_eq!(session.begin_replay(id(2)), Some(Some(id(5))));
+        assert!(session.send(Outbound::Text("replayed-3".into())).await);
+        // The log went back to 1 while the replay ran; the new log's events are held.
+        session.rewind(id(1), Some(&"notice".into()));
+        session.push_live(id(2), &"new-2".into());
+        session.push_live(id(3), &"new-3".into());
+        session.end_replay(finished(id(2), Some(id(3)))).await;
+        assert_eq!(
+            queued(&mut queue),
+            ["replayed-3", "notice", "new-2", "new-3"]
+        );
+        // The cursor stays where the log went back to.
+        session.push_live(id(4), &"new-4".into());
+        assert_eq!(queued(&mut queue), ["new-4"]);
     }
 
     #[tokio::test]

@@ -330,6 +330,16 @@ impl SessionHandle {
         }
     }
 
+    /// Queues a notice without waiting (it is not a decision event, so it is not counted as
+    /// one); a full queue marks the session a slow consumer.
+    pub fn push_notice(&self, text: &Utf8Bytes) {
+        if let Err(mpsc::error::TrySendError::Full(())) =
+            self.try_queue(Outbound::Text(text.clone()))
+        {
+            self.evict();
+        }
+    }
+
     /// Queues a notice and then a close, without waiting: for the hub's own tasks, which
     /// must not wait on one session. A full queue marks the session a slow consumer,
     /// which closes it too.

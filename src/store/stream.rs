@@ -1,4 +1,5 @@
-//! The decision event stream: the newest event id, replay pages, and whether a gap is lost.
+//! The decision event stream: the newest event, replay pages, where a cursor stands in it,
+//! and the log's epoch.
 
 use std::collections::HashMap;
 
@@ -23,8 +24,8 @@ pub(crate) struct Replay {
 }
 
 impl Store {
-    /// The id of the newest decision event, or zero when there is none.
-    pub(crate) async fn last_event_id(&self) -> Result<EventId, Error> {
+    /// The newest decision event, if there is one.
+    pub(crate) async fn last_event(&self) -> Result<Option<DecisionEvent>, Error> {
         let mut cmd = redis::cmd("XREVRANGE");
         cmd.arg(self.layout.stream())
             .arg("+")
@@ -32,7 +33,7 @@ impl Store {
             .arg("COUNT")
             .arg(1);
         let (events, _) = parse_stream_entries(self.query(&cmd).await?)?;
-        Ok(events.first().map_or(EventId::ZERO, |e| e.event_id))
+        Ok(events.into_iter().next())
     }
 
     /// Up to [`REPLAY_PAGE`] decision events after `after` and no later than `upto`.
@@ -57,63 +58,122 @@ impl Store {
     }
 
     /// Where a cursor stands against the stream: among its events, before events that are
-    /// no longer kept (trimmed by its cap, or deleted), or ahead of every event it ever
-    /// had. Errs on the side of "trimmed" when `after` is exactly the last trimmed event.
-    pub(crate) async fn place_cursor(&self, after: EventId) -> Result<CursorPlace, Error> {
+    /// no longer kept (trimmed by its cap, or deleted), within its range but not one of its
+    /// events, or ahead of every event it ever had; and which events it holds. Errs on the
+    /// side of "trimmed" when `after` is exactly the last trimmed event. [`EventId::ZERO`]
+    /// ("from the beginning") is never missing.
+    pub(crate) async fn place_cursor(&self, after: EventId) -> Result<Placement, Error> {
+        let stream = self.layout.stream();
         let mut pipe = redis::pipe();
-        pipe.cmd("EXISTS").arg(self.layout.stream());
+        pipe.cmd("EXISTS").arg(stream);
         let (exists,): (bool,) = self.query_pipe(&pipe).await?;
         if !exists {
-            return Ok(if after > EventId::ZERO {
-                CursorPlace::Ahead {
-                    newest: EventId::ZERO,
-                }
-            } else {
-                CursorPlace::Kept
+            return Ok(Placement {
+                place: if after > EventId::ZERO {
+                    CursorPlace::Ahead {
+                        newest: EventId::ZERO,
+                    }
+                } else {
+                    CursorPlace::Kept
+                },
+                oldest: None,
+                newest: None,
             });
         }
-        let reply: redis::Value = self
-            .query(redis::cmd("XINFO").arg("STREAM").arg(self.layout.stream()))
-            .await?;
-        let items: Vec<redis::Value> = match reply {
-            redis::Value::Array(items) => items,
-            redis::Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-            _ => Vec::new(),
-        };
-        let mut info: HashMap<String, String> = HashMap::new();
-        for pair in items.chunks(2) {
-            if let [name, value] = pair
-                && let (Ok(name), Ok(value)) = (
-                    String::from_redis_value_ref(name),
-                    String::from_redis_value_ref(value),
-                )
-            {
-                info.insert(name, value);
-            }
-        }
-        let id = |name: &str| info.get(name).and_then(|v| v.parse::<EventId>().ok());
-        let number = |name: &str| {
-            info.get(name)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or_default()
+        let mut pipe = redis::pipe();
+        pipe.cmd("XINFO")
+            .arg("STREAM")
+            .arg(stream)
+            .cmd("XRANGE")
+            .arg(stream)
+            .arg(after.to_string())
+            .arg(after.to_string());
+        let (info, at): (redis::Value, redis::Value) = self.query_pipe(&pipe).await?;
+        let info = StreamInfo::parse(info);
+        let (_, entries_at) = parse_stream_entries(at)?;
+        let held = entries_at > 0;
+        let oldest = info.entry_id("first-entry");
+        let newest = info.entry_id("last-entry");
+        let placed = |place| Placement {
+            place,
+            oldest,
+            newest,
         };
         // Stream ids only grow, so a cursor past the last one generated names no event.
-        let newest = id("last-generated-id").unwrap_or(EventId::ZERO);
-        if after > newest {
-            return Ok(CursorPlace::Ahead { newest });
+        let generated = info.id("last-generated-id").unwrap_or(EventId::ZERO);
+        if after > generated {
+            return Ok(placed(CursorPlace::Ahead { newest: generated }));
         }
-        let deleted_after = id("max-deleted-entry-id").is_some_and(|deleted| deleted > after);
-        let trimmed = number("entries-added") > number("length");
-        let before_kept = match id("recorded-first-entry-id") {
-            Some(first) if number("length") > 0 => after < first,
-            _ => after < newest,
+        let deleted_after = info
+            .id("max-deleted-entry-id")
+            .is_some_and(|deleted| deleted > after);
+        let trimmed = info.number("entries-added") > info.number("length");
+        let before_kept = match info.id("recorded-first-entry-id") {
+            Some(first) if info.number("length") > 0 => after < first,
+            _ => after < generated,
         };
-        Ok(if deleted_after || (trimmed && before_kept) {
+        let within = oldest.is_some_and(|oldest| after >= oldest);
+        Ok(placed(if trimmed && before_kept {
+            CursorPlace::Trimmed
+        } else if within && !held {
+            CursorPlace::Missing
+        } else if deleted_after {
             CursorPlace::Trimmed
         } else {
             CursorPlace::Kept
-        })
+        }))
     }
+
+    /// The events the stream holds at each of `ids`, in the same order (`None` where it
+    /// holds none, or one that does not parse). One round trip.
+    pub(crate) async fn events_at(
+        &self,
+        ids: &[EventId],
+    ) -> Result<Vec<Option<DecisionEvent>>, Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("XRANGE")
+                .arg(self.layout.stream())
+                .arg(id.to_string())
+                .arg(id.to_string());
+        }
+        let replies: Vec<redis::Value> = self.query_pipe(&pipe).await?;
+        replies
+            .into_iter()
+            .map(|reply| Ok(parse_stream_entries(reply)?.0.into_iter().next()))
+            .collect()
+    }
+
+    /// The event log's epoch: an id made when the hub first finds the log without one, and
+    /// kept beside it (in its slot on a cluster). A log that lost its data (a Redis that
+    /// restarted without it, a keyspace replaced) gets a new one; a replica promoted in a
+    /// failover keeps the one it replicated.
+    pub(crate) async fn log_epoch(&self) -> Result<String, Error> {
+        let fresh = fresh_epoch();
+        let found: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(self.layout.epoch())
+                    .arg(&fresh)
+                    .arg("NX")
+                    .arg("GET"),
+            )
+            .await?;
+        Ok(found.unwrap_or(fresh))
+    }
+}
+
+/// Where a cursor stands against the decision event stream, and what the stream holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Placement {
+    pub place: CursorPlace,
+    /// The oldest event the stream holds (`None`: it holds none).
+    pub oldest: Option<EventId>,
+    /// The newest event the stream holds (`None`: it holds none).
+    pub newest: Option<EventId>,
 }
 
 /// Where a cursor stands against the decision event stream.
@@ -123,8 +183,84 @@ pub(crate) enum CursorPlace {
     Kept,
     /// Some events after the cursor are no longer kept.
     Trimmed,
-    /// The cursor is newer than any event the stream ever had; `newest` is its last.
+    /// The cursor lies within the stream's range but is not one of its events (lost in a
+    /// failover, or from another log). The events after it are still the ones that follow.
+    Missing,
+    /// The cursor is newer than any event the stream ever had; `newest` is the last id it
+    /// generated.
     Ahead { newest: EventId },
+}
+
+/// An `XINFO STREAM` reply by field name.
+struct StreamInfo(HashMap<String, redis::Value>);
+
+impl StreamInfo {
+    fn parse(reply: redis::Value) -> Self {
+        let items: Vec<redis::Value> = match reply {
+            redis::Value::Array(items) => items,
+            redis::Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            _ => Vec::new(),
+        };
+        let mut fields = HashMap::new();
+        let mut items = items.into_iter();
+        while let (Some(name), Some(value)) = (items.next(), items.next()) {
+            if let Ok(name) = String::from_redis_value_ref(&name) {
+                fields.insert(name, value);
+            }
+        }
+        Self(fields)
+    }
+
+    fn text(&self, name: &str) -> Option<String> {
+        String::from_redis_value_ref(self.0.get(name)?).ok()
+    }
+
+    fn id(&self, name: &str) -> Option<EventId> {
+        self.text(name)?.parse().ok()
+    }
+
+    fn number(&self, name: &str) -> u64 {
+        self.text(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default()
+    }
+
+    /// The id of an entry field (`first-entry`, `last-entry`: `[id, fields]`, or nil).
+    fn entry_id(&self, name: &str) -> Option<EventId> {
+        match self.0.get(name)? {
+            redis::Value::Array(parts) => String::from_redis_value_ref(parts.first()?)
+                .ok()?
+                .parse()
+                .ok(),
+            _ => None,
+        }
+    }
+}
+
+/// A new epoch: 128 bits from the OS, or, if it has none to give, the time, the process
+/// and a counter mixed together (unique enough: it only has to differ from the last one).
+fn fresh_epoch() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::io::Read;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut bytes = [0u8; 16];
+    let from_os = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if from_os.is_err() {
+        for half in bytes.chunks_mut(8) {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default(),
+            );
+            hasher.write_u32(std::process::id());
+            hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+            half.copy_from_slice(&hasher.finish().to_le_bytes());
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Parses an XRANGE / XREVRANGE reply into decision events, and says how many entries
