@@ -9,17 +9,15 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashSet;
 use std::time::Duration;
 
+use common::failover::{Audit, VOTERS, Voting, audit, check_watchers};
 use common::{
     HubProcess, RedisServer, TestHub, WsClient, bin_path, eventually, vote_params,
     without_rate_limits,
 };
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
 
 /// Two hubs on `redis` (rate limits off), and two sessions watching each.
 async fn two_hubs_watched(redis: &RedisServer) -> ([TestHub; 2], Vec<WsClient>) {
@@ -342,48 +340,27 @@ async fn a_vote_too_few_replicas_confirm_is_answered_so_and_a_retry_is_safe() {
     assert_eq!(status["voteCount"], 2, "a retry is not counted twice");
 }
 
-/// What the voters were told: decision -> final value.
-type Told = Arc<Mutex<BTreeMap<String, String>>>;
-
-/// One voter: decides `load-<voter>-<n>` alone, one after another, retrying a call that
-/// failed or got the breaker's fallback (the retry learns what the first attempt did).
-/// Runs until `stop`.
-async fn keep_deciding(mut client: WsClient, voter: String, told: Told, stop: Arc<AtomicBool>) {
-    let mut n = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let decision = format!("load-{voter}-{n}");
-        let params = vote_params(&voter, &decision, "go", Some(1));
-        let reply = client.call("system.quorum.vote", params).await;
-        if let Some(final_value) = reply["result"]["finalDecision"].as_str() {
-            told.lock().await.insert(decision, final_value.to_owned());
-            n += 1;
-        } else {
-            let fallback = reply["result"]["reason"] == "circuit_open";
-            assert!(fallback || reply.get("error").is_some(), "{reply}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-/// Voters deciding continuously on a cluster, two hubs with `--wait-replicas
-/// wait_replicas`.
-const VOTERS: usize = 8;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_primary_killed_under_load_fails_over_and_loses_only_what_replication_had_not_carried() {
-    let lost = kill_a_primary_under_load(0).await;
-    assert!(lost <= 2 * VOTERS, "lost {lost} decisions");
+    let audit = kill_a_primary_under_load(0).await;
+    assert!(
+        audit.lost.len() <= 2 * VOTERS,
+        "lost {} decisions",
+        audit.lost.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn with_replica_acknowledged_votes_a_primary_killed_under_load_loses_no_decision() {
-    assert_eq!(kill_a_primary_under_load(1).await, 0);
+async fn with_replica_acknowledged_votes_a_primary_killed_under_load_loses_no_vote() {
+    let audit = kill_a_primary_under_load(1).await;
+    assert!(audit.lost.is_empty(), "lost {:?}", audit.lost);
 }
 
 /// Kills the primary holding the event log while voters decide continuously on two hubs,
-/// checks that votes flow again and that every session gets every decision that survived
-/// (once, in order), and returns how many decisions voters were told of that Redis lost.
-async fn kill_a_primary_under_load(wait_replicas: u32) -> usize {
+/// checks that votes flow again, that no vote is counted twice and that every session
+/// gets every decision that survived (in order, never contradicted; once with
+/// `wait_replicas`), and returns what the failover did to acknowledged votes.
+async fn kill_a_primary_under_load(wait_replicas: u32) -> Audit {
     // The hubs' logs show with a failure.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("TEST_LOG").unwrap_or("quorum_hub=info".into()))
@@ -396,23 +373,8 @@ async fn kill_a_primary_under_load(wait_replicas: u32) -> usize {
         config
     })
     .await;
-    let told: Told = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut voting = Vec::new();
-    for v in 0..VOTERS {
-        let voter = format!("agent{v}");
-        let client = hubs[v % 2].client_as(&voter).await;
-        voting.push(tokio::spawn(keep_deciding(
-            client,
-            voter,
-            told.clone(),
-            stop.clone(),
-        )));
-    }
-    eventually("votes to flow", async || {
-        (told.lock().await.len() >= 40).then_some(())
-    })
-    .await;
+    let voting = Voting::start(&hubs).await;
+    voting.wait_for_more(40, "votes to flow").await;
     // The primary holding the event log also holds a third of the decisions.
     let log = event_log(&redis);
     let victim = redis.cluster().primary_of(log);
@@ -429,15 +391,8 @@ async fn kill_a_primary_under_load(wait_replicas: u32) -> usize {
         cluster.wait_healthy();
     });
     // Votes flow again, on decisions in every partition, and both hubs are ready.
-    let after_failover = told.lock().await.len();
-    eventually("votes to flow again", async || {
-        (told.lock().await.len() >= after_failover + 80).then_some(())
-    })
-    .await;
-    stop.store(true, Ordering::Relaxed);
-    for task in voting {
-        task.await.expect("a voter failed");
-    }
+    voting.wait_for_more(80, "votes to flow again").await;
+    let mut told = voting.stop().await;
     for hub in &hubs {
         common::wait_ready(hub.addr).await;
     }
@@ -461,88 +416,31 @@ async fn kill_a_primary_under_load(wait_replicas: u32) -> usize {
         })
         .await;
         assert_eq!(reply["result"]["finalDecision"], "ok", "{reply}");
-        told.lock().await.insert(decision, "ok".into());
+        told.insert(decision, "ok".into());
     }
     drop(fresh);
 
     // Redis replication is asynchronous: a write the killed primary acknowledged in its
-    // last moment, before its replica had it, is gone. (Votes that wait for replicas are
-    // what closes that window.) Such a decision now has no votes at all; anything else the
-    // voters were told must reach every session.
-    let told = told.lock().await.clone();
-    let mut asker = hubs[0].client().await;
-    let mut lost = HashSet::new();
-    for decision in told.keys() {
-        let status = asker
-            .call("system.quorum.status", json!({ "decision": decision }))
-            .await;
-        if status["error"]["code"] == -32004 {
-            assert!(
-                !decision.starts_with("after-"),
-                "{decision} lost after the failover"
-            );
-            lost.insert(decision.clone());
-        } else {
-            assert_eq!(status["result"]["finalDecision"], told[decision].as_str());
-        }
-    }
-    if !lost.is_empty() {
-        eprintln!("decisions the failover lost with the primary: {lost:?}");
-    }
+    // last moment, before its replica had it, is gone (votes that wait for replicas close
+    // that window). Such a decision now has no votes at all; anything else the voters
+    // were told must reach every session.
+    let audit = audit(&hubs[0], &told).await;
+    assert_eq!(audit.double_counted, 0, "a vote was counted twice");
+    assert!(
+        audit.lost.iter().all(|d| !d.starts_with("after-")),
+        "lost after the failover: {:?}",
+        audit.lost
+    );
     let kept: HashSet<String> = {
         let reply: redis::Value = redis.query(&["XRANGE", log, "-", "+"]).await;
         let entries: Vec<(String, Vec<(String, String)>)> =
             redis::FromRedisValue::from_redis_value(reply).unwrap();
         entries.into_iter().map(|(id, _)| id).collect()
     };
-
-    // Every session gets every decision that survived, in event-id order, and none twice
-    // unless the log lost its first event with the primary.
-    let expected: Vec<&String> = told.keys().filter(|d| !lost.contains(*d)).collect();
-    for (w, watcher) in watchers.iter_mut().enumerate() {
-        let mut seen: HashMap<String, Value> = HashMap::new();
-        let mut ids = Vec::new();
-        while !expected.iter().all(|d| seen.contains_key(*d)) {
-            let Ok(event) =
-                tokio::time::timeout(common::DEADLINE, watcher.next_notification()).await
-            else {
-                let missing: Vec<&&String> = expected
-                    .iter()
-                    .filter(|d| !seen.contains_key(**d))
-                    .collect();
-                panic!("watcher {w} never got {missing:?}");
-            };
-            assert_eq!(event["method"], "quorum.decision.made", "{event}");
-            let params = event["params"].clone();
-            let decision = params["decision"].as_str().unwrap().to_owned();
-            ids.push(params["eventId"].as_str().unwrap().to_owned());
-            if let Some(first) = seen.insert(decision.clone(), params) {
-                let first_id = first["eventId"].as_str().unwrap();
-                assert!(
-                    !kept.contains(first_id),
-                    "watcher {w} got {decision} twice, and its first event {first_id} is kept"
-                );
-            }
-        }
-        for decision in &expected {
-            assert_eq!(
-                seen[*decision]["value"],
-                told[*decision].as_str(),
-                "{decision}"
-            );
-        }
-        let parsed: Vec<(u64, u64)> = ids
-            .iter()
-            .map(|id| {
-                let (ms, seq) = id.split_once('-').unwrap();
-                (ms.parse().unwrap(), seq.parse().unwrap())
-            })
-            .collect();
-        assert!(
-            parsed.windows(2).all(|pair| pair[0] < pair[1]),
-            "watcher {w}: events out of order"
-        );
+    let expected: Vec<&String> = told.keys().filter(|d| !audit.lost.contains(*d)).collect();
+    check_watchers(&mut watchers, &told, &expected, &kept, wait_replicas > 0).await;
+    for watcher in &mut watchers {
         watcher.assert_no_more_notifications("after-0").await;
     }
-    lost.len()
+    audit
 }

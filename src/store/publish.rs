@@ -6,6 +6,9 @@ use crate::protocol::EventId;
 
 use super::stream::REPLAY_PAGE;
 
+/// Stream entries as XRANGE returns them: (id, fields).
+type StreamEntries = Vec<(String, Vec<(String, String)>)>;
+
 /// The publishing script's source (the shared event definition first).
 pub(crate) const PUBLISH_SCRIPT: &str = concat!(
     include_str!("../../lua/decision_event.lua"),
@@ -47,8 +50,7 @@ impl Store {
             .arg("-")
             .arg("COUNT")
             .arg(1);
-        let (published, newest): (Option<String>, Vec<(String, Vec<(String, String)>)>) =
-            self.query_pipe(&look).await?;
+        let (published, newest): (Option<String>, StreamEntries) = self.query_pipe(&look).await?;
         let (Some(published), Some((newest, _))) = (published, newest.into_iter().next()) else {
             return Ok(0);
         };

@@ -33,7 +33,12 @@ pub struct TestHub {
 /// A configuration for `redis` with the vote and call rate limits off, for tests that
 /// make many decisions quickly.
 pub fn without_rate_limits(redis: &RedisServer) -> Config {
-    let mut config = Config::with_redis(redis.url());
+    without_rate_limits_at(&redis.url())
+}
+
+/// [`without_rate_limits`] for the Redis that `url` names.
+pub fn without_rate_limits_at(url: &str) -> Config {
+    let mut config = Config::with_redis(url);
     config.vote_rate_limit = quorum_hub::config::RateLimit::OFF;
     config.session_rate_limit = quorum_hub::config::RateLimit::OFF;
     config

@@ -3,18 +3,22 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod browser;
+pub mod failover;
 pub mod http;
 pub mod hub;
 pub mod jsonrpc;
 pub mod oracle;
 pub mod redis_cluster;
+pub mod redis_sentinel;
 pub mod redis_server;
 pub mod ws;
 
 use std::time::{Duration, Instant};
 
 pub use self::http::{http, http_with, metrics_show, rpc, rpc_call};
-pub use self::hub::{HubProcess, TestHub, bin_path, wait_ready, without_rate_limits};
+pub use self::hub::{
+    HubProcess, TestHub, bin_path, wait_ready, without_rate_limits, without_rate_limits_at,
+};
 pub use self::jsonrpc::{assert_error, request, vote_params};
 pub use self::oracle::expected_winner;
 pub use self::redis_server::RedisServer;

@@ -1,0 +1,396 @@
+//! `RedisSentinel`: a private primary, its replica and three sentinels watching them,
+//! for one test of `redis+sentinel://` and of failing the primary over.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use super::{Rng, eventually_blocking};
+
+/// The master name the sentinels watch.
+pub const MASTER_NAME: &str = "quorum";
+/// Sentinels watching the primary.
+const SENTINELS: usize = 3;
+/// How long a sentinel waits for a node's answer before it holds the node down. Not
+/// 1000: a sentinel reconnects at most once a second (to the dead primary, then to the
+/// new one), so right after `+switch-master` its first answer from the new primary can
+/// come a second late; with 1000 the new primary was then held down at once (the other
+/// sentinels' votes that the old one was down still count) and failed over again, onto
+/// a restarted, empty old primary.
+const DOWN_AFTER_MS: u32 = 2000;
+/// Ports are drawn from here, clear of the kernel's ephemeral ports.
+const PORTS: std::ops::Range<u16> = 20_000..30_000;
+
+/// One redis-server: a data node or a sentinel.
+struct Process {
+    port: u16,
+    child: Option<Child>,
+    /// Its own directory: its log, and a data node's files or a sentinel's config.
+    dir: PathBuf,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    /// A data node, a replica of the node on that port if any.
+    Data { replica_of: Option<u16> },
+    /// A sentinel watching the primary on that port.
+    Sentinel { primary: u16 },
+}
+
+/// A primary and a replica on loopback ports, and three sentinels (quorum 2) that
+/// know both and each other, so that a failover can happen.
+pub struct RedisSentinel {
+    /// The primary and the replica, in start order.
+    data: [Process; 2],
+    sentinels: Vec<Process>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisSentinel {
+    /// One primary, one replica of it, three sentinels (quorum 2, down after
+    /// [`DOWN_AFTER_MS`], failover timeout 5 s). Returns once the replica streams from the primary and
+    /// every sentinel knows the replica and the other two sentinels.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("qh-sentinel")
+            .tempdir()
+            .expect("tempdir");
+        let mut rng = Rng::new(u64::from(std::process::id()) ^ nanos());
+        let node = |n: usize| dir.path().join(format!("node-{n}"));
+        let primary = Process::start(node(0), Kind::Data { replica_of: None }, &mut rng);
+        let replica_of = Some(primary.port);
+        let replica = Process::start(node(1), Kind::Data { replica_of }, &mut rng);
+        // Built before anything is waited for, so that a failed wait keeps the logs.
+        let mut harness = Self {
+            data: [primary, replica],
+            sentinels: Vec::with_capacity(SENTINELS),
+            dir,
+        };
+        let [primary_port, replica_port] = harness.data_ports();
+        eventually_blocking("the replica to link to the primary", || {
+            cli(replica_port, &["INFO", "replication"])
+                .contains("master_link_status:up")
+                .then_some(())
+        });
+        wait_streaming(primary_port);
+        // Started once the replica is linked, a sentinel finds it in its first look at
+        // the primary (`INFO`, otherwise every 10 s).
+        for n in 0..SENTINELS {
+            let sentinel_dir = harness.dir.path().join(format!("sentinel-{n}"));
+            let kind = Kind::Sentinel {
+                primary: primary_port,
+            };
+            harness
+                .sentinels
+                .push(Process::start(sentinel_dir, kind, &mut rng));
+        }
+        for sentinel in &harness.sentinels {
+            let port = sentinel.port;
+            eventually_blocking("every sentinel to know the replica and the others", || {
+                let replicas = entries(&cli(port, &["SENTINEL", "REPLICAS", MASTER_NAME]));
+                let others = entries(&cli(port, &["SENTINEL", "SENTINELS", MASTER_NAME]));
+                let replica_known = replicas.iter().any(|r| {
+                    r.get("port") == Some(&replica_port.to_string())
+                        && r.get("flags").map(String::as_str) == Some("slave")
+                        && r.get("master-link-status").map(String::as_str) == Some("ok")
+                });
+                (replica_known && others.len() == SENTINELS - 1).then_some(())
+            });
+        }
+        harness
+    }
+
+    /// The URL a hub is given: every sentinel, and the master name.
+    pub fn url(&self) -> String {
+        let sentinels: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        format!("redis+sentinel://{}/{MASTER_NAME}", sentinels.join(","))
+    }
+
+    /// The port of the current primary, as the first sentinel names it.
+    pub fn primary(&self) -> u16 {
+        self.named_by(self.sentinels[0].port)
+            .expect("the first sentinel names a primary")
+    }
+
+    /// The ports of the two data nodes: the first primary, then its replica.
+    pub fn data_ports(&self) -> [u16; 2] {
+        [self.data[0].port, self.data[1].port]
+    }
+
+    /// Runs one command against the node (or sentinel) on `port` and returns its output,
+    /// trimmed (empty if nothing answers).
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        cli(port, args).trim().to_owned()
+    }
+
+    /// Kills a data node with SIGKILL (its data is gone: nodes run without persistence).
+    pub fn kill(&mut self, port: u16) {
+        self.node(port).kill();
+    }
+
+    /// Stops a data node with SIGSTOP: it holds its connections but answers nothing.
+    pub fn pause(&mut self, port: u16) {
+        self.node(port).signal("STOP", true);
+    }
+
+    /// Lets a paused data node run again (SIGCONT). A primary failed over meanwhile
+    /// still says it is one, and takes writes, until the sentinels make it a replica
+    /// (about 10 s later, see [`Self::restart`]).
+    pub fn resume(&mut self, port: u16) {
+        self.node(port).signal("CONT", false);
+    }
+
+    /// Starts a killed data node again on its port, directory and arguments: the first
+    /// primary comes back as a primary (empty), the replica as a replica of the first
+    /// primary, until the sentinels make it a replica of the current primary. That takes
+    /// about 10 s: a sentinel converts a node only once it has said it is a primary for
+    /// 8 s, and asks a replica for `INFO` every 10 s.
+    pub fn restart(&mut self, port: u16) {
+        self.node(port).restart();
+    }
+
+    /// Waits until every sentinel names a primary other than `old` and that node says
+    /// it is a primary; returns its port.
+    pub fn wait_promoted(&self, old: u16) -> u16 {
+        eventually_blocking("the sentinels to promote a new primary", || {
+            let named: Vec<Option<u16>> = self
+                .sentinels
+                .iter()
+                .map(|s| self.named_by(s.port))
+                .collect();
+            let new = named[0].filter(|&port| port != old)?;
+            let agreed = named.iter().all(|&port| port == Some(new));
+            let promoted = cli(new, &["INFO", "replication"]).contains("role:master");
+            (agreed && promoted).then_some(new)
+        })
+    }
+
+    /// Waits until the data node on `replica` is a replica of the one on `primary`, its
+    /// link up and streaming (a write on the primary reaches it: `qh-probe` is set and
+    /// deleted there).
+    pub fn wait_replicating(&self, primary: u16, replica: u16) {
+        eventually_blocking("the replica to link to its primary", || {
+            let info = cli(replica, &["INFO", "replication"]);
+            (info.contains("role:slave")
+                && info.contains(&format!("master_port:{primary}\r\n"))
+                && info.contains("master_link_status:up"))
+            .then_some(())
+        });
+        wait_streaming(primary);
+    }
+
+    /// The port of the primary the sentinel on `port` names, if it answers.
+    fn named_by(&self, port: u16) -> Option<u16> {
+        let reply = cli(port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME]);
+        reply.lines().nth(1)?.trim().parse().ok()
+    }
+
+    fn node(&mut self, port: u16) -> &mut Process {
+        self.data
+            .iter_mut()
+            .find(|n| n.port == port)
+            .unwrap_or_else(|| panic!("no data node on port {port}"))
+    }
+}
+
+/// The processes are killed as the fields drop, before the directory goes.
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Kept for its logs (`*/log`) and the sentinels' rewritten configs.
+            self.dir.disable_cleanup(true);
+            eprintln!(
+                "redis-sentinel test files kept in {}",
+                self.dir.path().display()
+            );
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Process {
+    /// Starts a process in `dir` on a free port (retrying on a taken one).
+    fn start(dir: PathBuf, kind: Kind, rng: &mut Rng) -> Self {
+        std::fs::create_dir_all(&dir).expect("process dir");
+        loop {
+            let port = PORTS.start + rng.below(u64::from(PORTS.end - PORTS.start)) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_err() {
+                continue;
+            }
+            let mut process = Self {
+                port,
+                child: None,
+                dir: dir.clone(),
+                kind,
+            };
+            if let Some(child) = process.spawn() {
+                process.child = Some(child);
+                return process;
+            }
+        }
+    }
+
+    /// Starts the process, or `None` if it exited (its port was taken).
+    fn spawn(&self) -> Option<Child> {
+        let mut command = Command::new("redis-server");
+        match self.kind {
+            Kind::Data { replica_of } => {
+                command
+                    .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                    .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                    .args(["--repl-diskless-sync-delay", "0", "--dir"])
+                    .arg(&self.dir);
+                if let Some(primary) = replica_of {
+                    command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+                }
+            }
+            Kind::Sentinel { primary } => {
+                // A file of its own: a sentinel rewrites its config.
+                let conf = self.dir.join("sentinel.conf");
+                let text = format!(
+                    "port {port}\n\
+                     bind 127.0.0.1\n\
+                     dir \"{dir}\"\n\
+                     sentinel resolve-hostnames no\n\
+                     sentinel monitor {MASTER_NAME} 127.0.0.1 {primary} 2\n\
+                     sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n\
+                     sentinel failover-timeout {MASTER_NAME} 5000\n\
+                     sentinel parallel-syncs {MASTER_NAME} 1\n",
+                    port = self.port,
+                    dir = self.dir.display(),
+                );
+                std::fs::write(&conf, text).expect("sentinel config");
+                command.arg(&conf).arg("--sentinel");
+            }
+        }
+        let log = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join("log"))
+                .expect("log file")
+        };
+        let mut child = command
+            .stdout(log())
+            .stderr(log())
+            .spawn()
+            .expect("redis-server must be installed (make test installs it)");
+        let port = self.port;
+        let started = eventually_blocking("a redis-server to start or fail", || {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Some(false);
+            }
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| true)
+        });
+        started.then_some(child)
+    }
+
+    /// Starts the process again on its port, with its directory and arguments.
+    fn restart(&mut self) {
+        self.kill();
+        let child = eventually_blocking("a redis-server to start again", || self.spawn());
+        self.child = Some(child);
+    }
+
+    /// Kills the process with SIGKILL (paused or not) and waits for it to exit.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends `SIG<signal>` and waits until the process is stopped (`stopped`) or no
+    /// longer stopped.
+    fn signal(&self, signal: &str, stopped: bool) {
+        let pid = self.child.as_ref().expect("a running data node").id();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid} failed");
+        eventually_blocking("a data node to stop or continue", || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            ((state == 'T') == stopped).then_some(())
+        });
+    }
+}
+
+/// The entries of a `SENTINEL REPLICAS`/`SENTINEL SENTINELS` reply as redis-cli prints
+/// it (one field name or value a line, each entry starting with `name`).
+fn entries(reply: &str) -> Vec<HashMap<String, String>> {
+    let lines: Vec<&str> = reply.lines().collect();
+    let mut entries: Vec<HashMap<String, String>> = Vec::new();
+    for pair in lines.chunks_exact(2) {
+        if pair[0] == "name" {
+            entries.push(HashMap::new());
+        }
+        if let Some(entry) = entries.last_mut() {
+            entry.insert(pair[0].to_owned(), pair[1].to_owned());
+        }
+    }
+    entries
+}
+
+/// Waits until a write on the primary on `port` reaches its replica: one that has just
+/// synced may not stream yet (the primary holds the stream back until its first
+/// acknowledgement).
+fn wait_streaming(port: u16) {
+    eventually_blocking("the replica to stream", || {
+        let script = "SET qh-probe streaming\nWAIT 1 2000\nDEL qh-probe\n";
+        let reply = cli_script(port, script);
+        (reply.lines().nth(1) == Some("1")).then_some(())
+    });
+}
+
+/// Runs the commands in `script` (one per line) on one connection to one node and
+/// returns their output.
+fn cli_script(port: u16, script: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run redis-cli");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("write to redis-cli");
+    let output = child.wait_with_output().expect("redis-cli output");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs one command against one node and returns its output.
+fn cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos().into())
+        .unwrap_or_default()
+}

@@ -1,0 +1,272 @@
+//! Failover of one Redis primary: Redis Sentinel (a primary, one replica, three
+//! sentinels) and one Redis with a replica. The hub follows the primary the sentinels
+//! name without a restart; with `--wait-replicas 1` a vote is answered, and its decision
+//! published, only once the replica has it, so a kill -9 of the primary loses no
+//! acknowledged vote; without it, a lagging replica that is promoted loses what the
+//! primary acknowledged alone, and a client resuming from a lost event is told so.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::failover::{Voting, audit, check_watchers};
+use common::redis_sentinel::RedisSentinel;
+use common::{TestHub, WsClient, eventually, vote_params, without_rate_limits_at};
+use quorum_hub::config::Config;
+use serde_json::json;
+
+/// The hubs' logs show with a failure.
+fn log_to_test_output() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("TEST_LOG").unwrap_or("quorum_hub=info".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// Two hubs on `config`, and two sessions watching each.
+async fn two_hubs_watched(config: impl Fn() -> Config) -> ([TestHub; 2], Vec<WsClient>) {
+    let hubs = [
+        TestHub::start_with(config()).await,
+        TestHub::start_with(config()).await,
+    ];
+    let mut watchers = Vec::new();
+    for hub in &hubs {
+        for _ in 0..2 {
+            watchers.push(hub.client().await);
+        }
+    }
+    (hubs, watchers)
+}
+
+/// The ids of the event log's entries on the node on `port`.
+async fn event_ids(port: u16) -> HashSet<String> {
+    let url = format!("redis://127.0.0.1:{port}");
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(quorum_hub::event_log_key(&url))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    entries.into_iter().map(|(id, _)| id).collect()
+}
+
+/// Waits until the node on `replica` is a replica of `primary`, linked, and streaming (a
+/// write on the primary reaches it).
+async fn wait_replicating(redis: &RedisSentinel, primary: u16, replica: u16) {
+    eventually("the old primary to replicate the new one", async || {
+        let info = redis.cli(replica, &["INFO", "replication"]);
+        (info.contains("role:slave")
+            && info.contains(&format!("master_port:{primary}"))
+            && info.contains("master_link_status:up"))
+        .then_some(())
+    })
+    .await;
+    let client = redis::Client::open(format!("redis://127.0.0.1:{primary}")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    eventually(
+        "the new primary's writes to reach its replica",
+        async || {
+            let (_, acknowledged): ((), u64) = redis::pipe()
+                .cmd("SET")
+                .arg("qh-failover-probe")
+                .arg(1)
+                .cmd("WAIT")
+                .arg(1)
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            (acknowledged == 1).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_replica_acknowledged_votes_a_sentinel_failover_loses_no_vote() {
+    log_to_test_output();
+    let mut redis = RedisSentinel::start();
+    let url = redis.url();
+    let (hubs, mut watchers) = two_hubs_watched(|| {
+        let mut config = without_rate_limits_at(&url);
+        config.wait_replicas = 1;
+        config
+    })
+    .await;
+    let voting = Voting::start(&hubs).await;
+    voting.wait_for_more(40, "votes to flow").await;
+    let old = redis.primary();
+    redis.kill(old);
+    let promoted = tokio::task::block_in_place(|| redis.wait_promoted(old));
+    // The old primary comes back, and the sentinels make it the new one's replica: votes
+    // that wait for a replica are acknowledged again from then on.
+    tokio::task::block_in_place(|| {
+        redis.restart(old);
+    });
+    wait_replicating(&redis, promoted, old).await;
+    // The hubs follow the new primary by themselves.
+    voting.wait_for_more(80, "votes to flow again").await;
+    let told = voting.stop().await;
+    for hub in &hubs {
+        common::wait_ready(hub.addr).await;
+    }
+    let audit = audit(&hubs[0], &told).await;
+    assert!(audit.lost.is_empty(), "lost {:?}", audit.lost);
+    assert_eq!(audit.double_counted, 0, "a vote was counted twice");
+    let kept = event_ids(promoted).await;
+    let expected: Vec<&String> = told.keys().collect();
+    check_watchers(&mut watchers, &told, &expected, &kept, true).await;
+    for watcher in &mut watchers {
+        watcher.assert_no_more_notifications("load-agent0-0").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_is_published_only_once_its_write_is_on_the_replica() {
+    let mut redis = RedisSentinel::start();
+    let [primary, replica] = redis.data_ports();
+    // One Redis and its replica, named directly: `--wait-replicas` needs no sentinels.
+    let mut config = without_rate_limits_at(&format!("redis://127.0.0.1:{primary}"));
+    config.wait_replicas = 1;
+    config.vote_timeout = Duration::from_secs(1);
+    let hub = TestHub::start_with(config).await;
+    let mut watcher = hub.client().await;
+    let mut voter = hub.client_as("careful").await;
+    let confirmed = voter.vote("careful", "confirmed", "y", 1).await;
+    assert_eq!(confirmed["finalDecision"], "y", "{confirmed}");
+    let event = watcher.next_notification().await;
+    assert_eq!(event["params"]["decision"], "confirmed", "{event}");
+
+    // The replica stops answering: a write can no longer be confirmed.
+    redis.pause(replica);
+    let params = vote_params("careful", "unconfirmed", "y", Some(1));
+    let reply = voter.call("system.quorum.vote", params.clone()).await;
+    assert_eq!(reply["error"]["code"], -32005, "{reply}");
+    assert_eq!(reply["error"]["data"]["reason"], "replication", "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(message.contains("may or may not survive"), "{message}");
+    // The decision is in the primary, but no session hears of it while it may still be
+    // lost: its event waits for the replica.
+    let status = voter
+        .result("system.quorum.status", json!({"decision": "unconfirmed"}))
+        .await;
+    assert_eq!(status["finalDecision"], "y", "{status}");
+    watcher.assert_no_more_notifications("unconfirmed").await;
+
+    // The replica is back: the hub's publisher sends the event, once.
+    redis.resume(replica);
+    let event = watcher.next_notification().await;
+    assert_eq!(event["method"], "quorum.decision.made", "{event}");
+    assert_eq!(event["params"]["decision"], "unconfirmed", "{event}");
+    // A retry learns what the first call did, confirmed now, and is not counted again.
+    let retry = voter.result("system.quorum.vote", params).await;
+    assert_eq!(retry["reason"], "already_voted", "{retry}");
+    assert_eq!(retry["voteCount"], 1, "{retry}");
+    watcher.assert_no_more_notifications("unconfirmed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_promoted_loses_what_the_primary_acknowledged_alone_and_says_so() {
+    log_to_test_output();
+    let mut redis = RedisSentinel::start();
+    let [primary, replica] = redis.data_ports();
+    let hub = TestHub::start_with(without_rate_limits_at(&redis.url())).await;
+    let mut watcher = hub.client().await;
+    let mut voters = Vec::new();
+    // Two voters of two: both votes are needed, and both count.
+    for v in 0..2 {
+        voters.push(hub.client_as(&format!("lag{v}")).await);
+    }
+    // Decides `decision` with both voters; returns its event id as a session saw it.
+    async fn decide(voters: &mut [WsClient], watcher: &mut WsClient, decision: &str) -> String {
+        for (v, voter) in voters.iter_mut().enumerate() {
+            let reply = voter
+                .result(
+                    "system.quorum.vote",
+                    vote_params(&format!("lag{v}"), decision, "yes", Some(2)),
+                )
+                .await;
+            assert_eq!(reply["voted"], true, "{reply}");
+        }
+        let event = watcher.next_notification().await;
+        assert_eq!(event["params"]["decision"], decision, "{event}");
+        event["params"]["eventId"].as_str().unwrap().to_owned()
+    }
+    let kept_id = decide(&mut voters, &mut watcher, "before").await;
+    eventually("the replica to have the first decision", async || {
+        event_ids(replica).await.contains(&kept_id).then_some(())
+    })
+    .await;
+
+    // The replica stops, and its link is dropped: what follows is on the primary alone.
+    redis.pause(replica);
+    redis.cli(primary, &["CLIENT", "KILL", "TYPE", "replica"]);
+    let lost_ids = [
+        decide(&mut voters, &mut watcher, "lost-1").await,
+        decide(&mut voters, &mut watcher, "lost-2").await,
+    ];
+    let acknowledged_alone = 2 * voters.len();
+    redis.kill(primary);
+    redis.resume(replica);
+    let promoted = tokio::task::block_in_place(|| redis.wait_promoted(primary));
+    assert_eq!(promoted, replica);
+
+    // The hub follows the promoted replica, and decisions flow again.
+    let after = eventually("a decision after the failover", async || {
+        let mut ok = true;
+        for (v, voter) in voters.iter_mut().enumerate() {
+            let params = vote_params(&format!("lag{v}"), "after", "yes", Some(2));
+            let reply = voter.call("system.quorum.vote", params).await;
+            ok &= reply.get("result").is_some();
+        }
+        let status = voters[0]
+            .call("system.quorum.status", json!({"decision": "after"}))
+            .await;
+        (ok && status["result"]["finalDecision"] == "yes").then(|| status["result"].clone())
+    })
+    .await;
+    assert_eq!(after["voteCount"], 2, "{after}");
+
+    // What the primary acknowledged alone is gone.
+    let mut lost_votes = 0;
+    for decision in ["lost-1", "lost-2"] {
+        let status = voters[0]
+            .call("system.quorum.status", json!({ "decision": decision }))
+            .await;
+        if status["error"]["code"] == -32004 {
+            lost_votes += voters.len();
+        }
+    }
+    eprintln!(
+        "without --wait-replicas: {lost_votes} of {acknowledged_alone} votes the primary acknowledged alone were lost with it"
+    );
+    assert_eq!(lost_votes, acknowledged_alone);
+
+    // The watcher that saw the lost decisions is told its history no longer holds, then
+    // gets the new decision.
+    let notice = watcher.next_notification().await;
+    assert_eq!(notice["method"], "system.events.incomplete", "{notice}");
+    assert_eq!(notice["params"]["reason"], "rewound", "{notice}");
+    assert_eq!(notice["params"]["since"], kept_id.as_str(), "{notice}");
+    let event = watcher.next_notification().await;
+    assert_eq!(event["params"]["decision"], "after", "{event}");
+    let after_id = event["params"]["eventId"].clone();
+    watcher.assert_no_more_notifications("after").await;
+
+    // A client resuming from a lost event is told so, then gets what follows it.
+    let mut resumed =
+        WsClient::connect(&format!("{}?lastEventId={}", hub.ws_url(), lost_ids[0])).await;
+    let notice = resumed.next_notification().await;
+    assert_eq!(notice["method"], "system.events.incomplete", "{notice}");
+    assert_eq!(notice["params"]["reason"], "unknown", "{notice}");
+    assert_eq!(notice["params"]["since"], lost_ids[0].as_str(), "{notice}");
+    assert_eq!(notice["params"]["oldest"], kept_id.as_str(), "{notice}");
+    assert_eq!(notice["params"]["newest"], after_id, "{notice}");
+    let event = resumed.next_notification().await;
+    assert_eq!(event["params"]["decision"], "after", "{event}");
+    resumed.assert_no_more_notifications("after").await;
+}
