@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::failover::{Voting, audit, check_watchers};
-use common::redis_sentinel::RedisSentinel;
+use common::redis_sentinel::{MASTER_NAME, RedisSentinel};
 use common::{TestHub, WsClient, eventually, vote_params, without_rate_limits_at};
 use quorum_hub::config::Config;
 use serde_json::json;
@@ -100,16 +100,28 @@ async fn with_replica_acknowledged_votes_a_sentinel_failover_loses_no_vote() {
     let voting = Voting::start(&hubs).await;
     voting.wait_for_more(40, "votes to flow").await;
     let old = redis.primary();
+    let killed = std::time::Instant::now();
     redis.kill(old);
     let promoted = tokio::task::block_in_place(|| redis.wait_promoted(old));
-    // The old primary comes back, and the sentinels make it the new one's replica: votes
-    // that wait for a replica are acknowledged again from then on.
-    tokio::task::block_in_place(|| {
-        redis.restart(old);
-    });
+    eprintln!(
+        "the sentinels promoted a replica {:?} after the kill",
+        killed.elapsed()
+    );
+    // The old primary comes back as the new one's replica (as the sentinels would make
+    // it within about ten seconds): votes that wait for a replica are acknowledged again
+    // from then on.
+    tokio::task::block_in_place(|| redis.restart(old));
+    let reply = redis.cli(old, &["REPLICAOF", "127.0.0.1", &promoted.to_string()]);
+    assert!(reply.starts_with("OK"), "{reply}");
     wait_replicating(&redis, promoted, old).await;
+    let replicating = killed.elapsed();
     // The hubs follow the new primary by themselves.
-    voting.wait_for_more(80, "votes to flow again").await;
+    voting.wait_for_more(1, "votes to flow again").await;
+    eprintln!(
+        "votes acknowledged again {:?} after the kill (the old primary replicated the new one {replicating:?} after it)",
+        killed.elapsed(),
+    );
+    voting.wait_for_more(80, "votes to flow on").await;
     let told = voting.stop().await;
     for hub in &hubs {
         common::wait_ready(hub.addr).await;
@@ -123,6 +135,39 @@ async fn with_replica_acknowledged_votes_a_sentinel_failover_loses_no_vote() {
     for watcher in &mut watchers {
         watcher.assert_no_more_notifications("load-agent0-0").await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_switchover_that_turns_the_primary_into_a_replica_is_followed_and_loses_no_vote() {
+    log_to_test_output();
+    let redis = RedisSentinel::start();
+    let url = redis.url();
+    let (hubs, mut watchers) = two_hubs_watched(|| {
+        let mut config = without_rate_limits_at(&url);
+        config.wait_replicas = 1;
+        config
+    })
+    .await;
+    let voting = Voting::start(&hubs).await;
+    voting.wait_for_more(40, "votes to flow").await;
+    // The sentinels hand the primary role over: the old primary stays up, as a replica
+    // that answers writes with READONLY.
+    let old = redis.primary();
+    let sentinel = redis.sentinel_ports()[0];
+    let reply = redis.cli(sentinel, &["SENTINEL", "FAILOVER", MASTER_NAME]);
+    assert!(reply.starts_with("OK"), "{reply}");
+    let promoted = tokio::task::block_in_place(|| redis.wait_promoted(old));
+    wait_replicating(&redis, promoted, old).await;
+    voting
+        .wait_for_more(80, "votes to flow on the new primary")
+        .await;
+    let told = voting.stop().await;
+    let audit = audit(&hubs[0], &told).await;
+    assert!(audit.lost.is_empty(), "lost {:?}", audit.lost);
+    assert_eq!(audit.double_counted, 0, "a vote was counted twice");
+    let kept = event_ids(promoted).await;
+    let expected: Vec<&String> = told.keys().collect();
+    check_watchers(&mut watchers, &told, &expected, &kept, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

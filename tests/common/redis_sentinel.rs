@@ -123,6 +123,11 @@ impl RedisSentinel {
         [self.data[0].port, self.data[1].port]
     }
 
+    /// The ports of the sentinels.
+    pub fn sentinel_ports(&self) -> Vec<u16> {
+        self.sentinels.iter().map(|s| s.port).collect()
+    }
+
     /// Runs one command against the node (or sentinel) on `port` and returns its output,
     /// trimmed (empty if nothing answers).
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
