@@ -60,5 +60,6 @@ mod session;
 mod store;
 
 pub use store::{
-    CLUSTER_SCHEME, SENTINEL_SCHEME, decision_key, event_log_key, instances_by_id_key,
+    CLUSTER_SCHEME, SENTINEL_SCHEME, decision_key, event_log_epoch_key, event_log_key,
+    instances_by_id_key,
 };

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::failover::{Voting, audit, check_watchers};
 use common::redis_sentinel::{MASTER_NAME, RedisSentinel};
-use common::{TestHub, WsClient, eventually, vote_params, without_rate_limits_at};
+use common::{TestHub, WsClient, eventually, metrics_show, vote_params, without_rate_limits_at};
 use quorum_hub::config::Config;
 use serde_json::json;
 
@@ -185,6 +185,7 @@ async fn a_decision_is_published_only_once_its_write_is_on_the_replica() {
     assert_eq!(confirmed["finalDecision"], "y", "{confirmed}");
     let event = watcher.next_notification().await;
     assert_eq!(event["params"]["decision"], "confirmed", "{event}");
+    let confirmed_id = event["params"]["eventId"].as_str().unwrap().to_owned();
 
     // The replica stops answering: a write can no longer be confirmed.
     redis.pause(replica);
@@ -201,12 +202,29 @@ async fn a_decision_is_published_only_once_its_write_is_on_the_replica() {
         .await;
     assert_eq!(status["finalDecision"], "y", "{status}");
     watcher.assert_no_more_notifications("unconfirmed").await;
+    // Nor does the hub's gap read from the log when its subscription comes back.
+    redis.cli(primary, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+    eventually("the hub to subscribe again", async || {
+        metrics_show(hub.addr, "quorum_redis_resubscribes_total 1")
+            .await
+            .then_some(())
+    })
+    .await;
+    common::wait_ready(hub.addr).await;
+    watcher.assert_no_more_notifications("unconfirmed").await;
+    // Nor a client resuming from before it.
+    let mut resumed =
+        WsClient::connect(&format!("{}?lastEventId={confirmed_id}", hub.ws_url())).await;
+    resumed.assert_no_more_notifications("unconfirmed").await;
 
     // The replica is back: the hub's publisher sends the event, once.
     redis.resume(replica);
-    let event = watcher.next_notification().await;
-    assert_eq!(event["method"], "quorum.decision.made", "{event}");
-    assert_eq!(event["params"]["decision"], "unconfirmed", "{event}");
+    for session in [&mut watcher, &mut resumed] {
+        let event = session.next_notification().await;
+        assert_eq!(event["method"], "quorum.decision.made", "{event}");
+        assert_eq!(event["params"]["decision"], "unconfirmed", "{event}");
+    }
+    resumed.assert_no_more_notifications("unconfirmed").await;
     // A retry learns what the first call did, confirmed now, and is not counted again.
     let retry = voter.result("system.quorum.vote", params).await;
     assert_eq!(retry["reason"], "already_voted", "{retry}");

@@ -8,9 +8,6 @@ mod common;
 use common::{RedisServer, TestHub, WsClient};
 use serde_json::{Value, json};
 
-/// The event log's epoch on one Redis (`store/keys.rs`).
-const EPOCH_KEY: &str = "cb:events:epoch";
-
 fn log_key(redis: &RedisServer) -> &'static str {
     quorum_hub::event_log_key(&redis.url())
 }
@@ -255,7 +252,13 @@ async fn a_log_replaced_under_a_new_epoch_is_delivered_from_its_start_after_a_no
     }
     // The log and its epoch are gone (a Redis that lost its data); the new log starts with
     // an id far below every one delivered.
-    let _: u64 = redis.query(&["DEL", log_key(&redis), EPOCH_KEY]).await;
+    let _: u64 = redis
+        .query(&[
+            "DEL",
+            log_key(&redis),
+            quorum_hub::event_log_epoch_key(&redis.url()),
+        ])
+        .await;
     log_entry(&redis, "1-1", "new-log-0").await;
     drop_pubsub_links(&redis).await;
     for session in [&mut voter, &mut watcher] {

@@ -268,6 +268,11 @@ pub fn event_log_key(redis_url: &str) -> &'static str {
     layout_for(redis_url).stream()
 }
 
+/// The string holding the event log's epoch on the Redis that `redis_url` names.
+pub fn event_log_epoch_key(redis_url: &str) -> &'static str {
+    layout_for(redis_url).epoch()
+}
+
 /// The sorted set that lists registered instances in id order on the Redis that
 /// `redis_url` names.
 pub fn instances_by_id_key(redis_url: &str) -> &'static str {

@@ -43,7 +43,7 @@ pub(crate) use decisions::{VOTE_SCRIPT, vote_benchmark_command};
 pub(crate) use instances::{Claim, Standing};
 use keys::layout_for;
 pub(crate) use keys::{DASHBOARD_CHANNELS, EVENT_CHANNEL_PREFIX, Layout};
-pub use keys::{decision_key, event_log_key, instances_by_id_key};
+pub use keys::{decision_key, event_log_epoch_key, event_log_key, instances_by_id_key};
 pub use sentinel::SENTINEL_SCHEME;
 pub(crate) use stream::CursorPlace;
 

@@ -49,12 +49,30 @@ impl Store {
             .arg(end)
             .arg("COUNT")
             .arg(REPLAY_PAGE);
-        let (events, read) = parse_stream_entries(self.query(&cmd).await?)?;
-        Ok(Replay {
-            // A full page that yielded nothing readable cannot move the cursor on.
-            more: read == REPLAY_PAGE && !events.is_empty(),
-            events,
-        })
+        if !self.waits_for_replicas() {
+            let (events, read) = parse_stream_entries(self.query(&cmd).await?)?;
+            return Ok(Replay {
+                // A full page that yielded nothing readable cannot move the cursor on.
+                more: read == REPLAY_PAGE && !events.is_empty(),
+                events,
+            });
+        }
+        // With --wait-replicas an event is handed out only once it is published (its
+        // write confirmed by replicas): neither a replay nor the listener's gap read gets
+        // ahead of the publisher; the rest arrive live once published.
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET")
+            .arg(self.layout.published())
+            .add_command(cmd);
+        let (published, reply): (Option<String>, redis::Value) = self.query_pipe(&pipe).await?;
+        let (mut events, read) = parse_stream_entries(reply)?;
+        let mut more = read == REPLAY_PAGE && !events.is_empty();
+        if let Some(published) = published.and_then(|id| id.parse::<EventId>().ok()) {
+            let read = events.len();
+            events.retain(|event| event.event_id <= published);
+            more &= events.len() == read;
+        }
+        Ok(Replay { more, events })
     }
 
     /// Where a cursor stands against the stream: among its events, before events that are

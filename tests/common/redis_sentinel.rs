@@ -15,9 +15,10 @@ const SENTINELS: usize = 3;
 /// How long a sentinel waits for a node's answer before it holds the node down. Not
 /// 1000: a sentinel reconnects at most once a second (to the dead primary, then to the
 /// new one), so right after `+switch-master` its first answer from the new primary can
-/// come a second late; with 1000 the new primary was then held down at once (the other
-/// sentinels' votes that the old one was down still count) and failed over again, onto
-/// a restarted, empty old primary.
+/// come a second late; with 1000 the new primary was once held down a second after
+/// its promotion, at once objectively (the other sentinels' replies that the old one
+/// was down still counted), and failed over again, onto the restarted, empty old
+/// primary.
 const DOWN_AFTER_MS: u32 = 2000;
 /// Ports are drawn from here, clear of the kernel's ephemeral ports.
 const PORTS: std::ops::Range<u16> = 20_000..30_000;
