@@ -54,38 +54,6 @@ async fn event_ids(port: u16) -> HashSet<String> {
     entries.into_iter().map(|(id, _)| id).collect()
 }
 
-/// Waits until the node on `replica` is a replica of `primary`, linked, and streaming (a
-/// write on the primary reaches it).
-async fn wait_replicating(redis: &RedisSentinel, primary: u16, replica: u16) {
-    eventually("the old primary to replicate the new one", async || {
-        let info = redis.cli(replica, &["INFO", "replication"]);
-        (info.contains("role:slave")
-            && info.contains(&format!("master_port:{primary}"))
-            && info.contains("master_link_status:up"))
-        .then_some(())
-    })
-    .await;
-    let client = redis::Client::open(format!("redis://127.0.0.1:{primary}")).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    eventually(
-        "the new primary's writes to reach its replica",
-        async || {
-            let (_, acknowledged): ((), u64) = redis::pipe()
-                .cmd("SET")
-                .arg("qh-failover-probe")
-                .arg(1)
-                .cmd("WAIT")
-                .arg(1)
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .ok()?;
-            (acknowledged == 1).then_some(())
-        },
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_replica_acknowledged_votes_a_sentinel_failover_loses_no_vote() {
     log_to_test_output();
@@ -113,7 +81,7 @@ async fn with_replica_acknowledged_votes_a_sentinel_failover_loses_no_vote() {
     tokio::task::block_in_place(|| redis.restart(old));
     let reply = redis.cli(old, &["REPLICAOF", "127.0.0.1", &promoted.to_string()]);
     assert!(reply.starts_with("OK"), "{reply}");
-    wait_replicating(&redis, promoted, old).await;
+    tokio::task::block_in_place(|| redis.wait_replicating(promoted, old));
     let replicating = killed.elapsed();
     // The hubs follow the new primary by themselves.
     voting.wait_for_more(1, "votes to flow again").await;
@@ -157,7 +125,7 @@ async fn a_switchover_that_turns_the_primary_into_a_replica_is_followed_and_lose
     let reply = redis.cli(sentinel, &["SENTINEL", "FAILOVER", MASTER_NAME]);
     assert!(reply.starts_with("OK"), "{reply}");
     let promoted = tokio::task::block_in_place(|| redis.wait_promoted(old));
-    wait_replicating(&redis, promoted, old).await;
+    tokio::task::block_in_place(|| redis.wait_replicating(promoted, old));
     voting
         .wait_for_more(80, "votes to flow on the new primary")
         .await;
