@@ -10,14 +10,46 @@ local function decision_json(decision, winner, vote_count, quorum, total, event_
     ',"eventId":"' .. event_id .. '","timestamp":' .. decided_at .. '}'
 end
 
+-- Publishes with `publish` (PUBLISH or SPUBLISH) the logged events after `published` (the
+-- id of the last event published this way) up to and including `upto`, at most `most` of
+-- them, in log order, and moves `published` on. Returns how many it published. Without
+-- `published`, nothing waits to be published: it returns 0.
+local function publish_upto(stream, published, upto, channel, publish, most)
+  local from = redis.call('GET', published)
+  if not from then
+    return 0
+  end
+  local entries = redis.call('XRANGE', stream, '(' .. from, upto, 'COUNT', most)
+  for _, entry in ipairs(entries) do
+    local f = {}
+    for i = 1, #entry[2], 2 do
+      f[entry[2][i]] = entry[2][i + 1]
+    end
+    -- An entry without the numbers (written by hand) is published with zeros rather than
+    -- holding up every event after it.
+    redis.call(publish, channel, decision_json(f.decision or '', f.value or '',
+      tonumber(f.voteCount) or 0, tonumber(f.quorum) or 0, tonumber(f.totalInstances) or 0,
+      entry[1], tonumber(f.timestamp) or 0))
+  end
+  if #entries > 0 then
+    redis.call('SET', published, entries[#entries][1])
+  end
+  return #entries
+end
+
+-- Most events one run publishes when it publishes the ones that waited for replicas.
+local PUBLISH_BATCH = 500
+
 -- Appends the event to the capped stream (its entry id is the event id) and returns the id.
 -- With `publish` (PUBLISH on one Redis, SPUBLISH on a cluster, in the stream's slot) it is
--- published at once. With publish = '' it is left for publish_pending.lua, which the hub
+-- published at once, after any events still waiting (see below), so that every hub gets
+-- them in log order. With publish = '' it is left for publish_pending.lua, which the hub
 -- runs once the write is on enough replicas; `published` (the id of the last event
 -- published that way) is started just before it if it does not exist yet.
 local function log_decision(stream, published, cap, channel, publish, decision, winner,
     vote_count, quorum, total, decided_at)
-  if publish == '' and redis.call('EXISTS', published) == 0 then
+  local waiting = redis.call('EXISTS', published) == 1
+  if publish == '' and not waiting then
     local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
     redis.call('SET', published, last and last[1] or '0-0')
   end
@@ -25,8 +57,12 @@ local function log_decision(stream, published, cap, channel, publish, decision, 
     'decision', decision, 'value', winner, 'voteCount', vote_count, 'quorum', quorum,
     'totalInstances', total, 'timestamp', decided_at)
   if publish ~= '' then
-    redis.call(publish, channel,
-      decision_json(decision, winner, vote_count, quorum, total, event_id, decided_at))
+    if waiting then
+      publish_upto(stream, published, event_id, channel, publish, PUBLISH_BATCH)
+    else
+      redis.call(publish, channel,
+        decision_json(decision, winner, vote_count, quorum, total, event_id, decided_at))
+    end
   end
   return event_id
 end

@@ -9,24 +9,8 @@
 -- KEYS[2] published  string  id of the last event published (set when the first waiting
 --                            event was logged; without it nothing waits)
 -- ARGV[1] the acknowledged event id (publish up to and including it), ARGV[2] channel,
--- ARGV[3] 'PUBLISH' or 'SPUBLISH', ARGV[4] most events to publish in this run.
+-- ARGV[3] 'PUBLISH' or 'SPUBLISH'.
 --
--- Returns how many events it published.
+-- Returns how many events it published (at most PUBLISH_BATCH; the rest in a later run).
 
-local from = redis.call('GET', KEYS[2])
-if not from then
-  return 0
-end
-local entries = redis.call('XRANGE', KEYS[1], '(' .. from, ARGV[1], 'COUNT', ARGV[4])
-for _, entry in ipairs(entries) do
-  local f = {}
-  for i = 1, #entry[2], 2 do
-    f[entry[2][i]] = entry[2][i + 1]
-  end
-  redis.call(ARGV[3], ARGV[2], decision_json(f.decision, f.value, f.voteCount, f.quorum,
-    f.totalInstances, entry[1], f.timestamp))
-end
-if #entries > 0 then
-  redis.call('SET', KEYS[2], entries[#entries][1])
-end
-return #entries
+return publish_upto(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], PUBLISH_BATCH)

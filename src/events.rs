@@ -308,8 +308,11 @@ async fn follow_log(
     let placed = store.place_cursor(delivered).await?;
     let holding = |notice: EventsIncomplete| notice.holding(placed.oldest, placed.newest);
     let continued = match placed.place {
-        _ if replaced.is_some() => false,
-        CursorPlace::Kept => still_holds(hub, store, delivered).await?,
+        // Another log: it continues this one only if it holds what was delivered last.
+        CursorPlace::Kept if replaced.is_some() => {
+            still_holds(hub, store, delivered, false).await?
+        }
+        CursorPlace::Kept => still_holds(hub, store, delivered, true).await?,
         CursorPlace::Trimmed => {
             tracing::warn!(
                 %delivered,
@@ -324,23 +327,35 @@ async fn follow_log(
     if continued {
         return Ok(());
     }
-    let to = newest_delivered_held(hub, store)
-        .await?
-        .unwrap_or_else(|| placed.oldest.map_or(EventId::ZERO, EventId::predecessor))
-        .min(delivered);
+    let to = match newest_delivered_held(hub, store).await? {
+        Some(held) => held.min(delivered),
+        // Nothing delivered recently is in the log: its newest events are delivered (at
+        // most a bounded number, so that sessions are not flooded), after the notice.
+        None => store
+            .nth_newest_event(REWOUND_REDELIVERY)
+            .await?
+            .map_or(EventId::ZERO, EventId::predecessor)
+            .min(delivered),
+    };
+    if to == delivered {
+        // Everything delivered is still there, as delivered: nothing to take back.
+        return Ok(());
+    }
     tracing::warn!(
         %delivered,
         rewound_to = %to,
         epoch_before = ?replaced,
         "the event log is not a continuation of the one this hub delivered from (a Redis failover lost events it delivered, or the log was replaced); delivering again from the newest event it delivered that the log still holds, and telling every session"
     );
-    // A hub that delivered nothing has nothing to take back: its sessions' cursors still go
-    // back with it, silently.
-    let notice = (to < delivered || delivered > EventId::ZERO)
-        .then(|| frame::events_incomplete(&holding(EventsIncomplete::rewound(delivered, to))));
-    hub.rewind(to, notice.map(Utf8Bytes::from).as_ref());
+    let notice = frame::events_incomplete(&holding(EventsIncomplete::rewound(delivered, to)));
+    hub.rewind(to, Some(&Utf8Bytes::from(notice)));
     Ok(())
 }
+
+/// When a hub finds that none of the events it delivered recently is in the log, how many
+/// of the log's newest events it delivers again (after the notice): bounded, so that a log
+/// replaced wholesale does not close every session as a slow consumer.
+const REWOUND_REDELIVERY: usize = 256;
 
 /// Events whose places in the log are looked up per round trip when searching for the
 /// newest one this hub delivered.
@@ -348,14 +363,19 @@ const DELIVERED_SEARCH_PAGE: usize = 64;
 
 /// Whether the log holds the hub's last delivered event as it was delivered (a promoted
 /// replica may have logged another event under its id). A position the hub started at
-/// without delivering it, and no longer remembers, is taken as held.
-async fn still_holds(hub: &Hub, store: &Store, delivered: EventId) -> Result<bool, Error> {
+/// without delivering it, and no longer remembers, is taken as held if `unremembered_held`.
+async fn still_holds(
+    hub: &Hub,
+    store: &Store,
+    delivered: EventId,
+    unremembered_held: bool,
+) -> Result<bool, Error> {
     let Some((_, print)) = hub
         .recent_deliveries()
         .into_iter()
         .find(|(id, _)| *id == delivered)
     else {
-        return Ok(true);
+        return Ok(unremembered_held);
     };
     let held = store.events_at(&[delivered]).await?;
     Ok(held

@@ -311,7 +311,9 @@ impl Hub {
     pub fn recent_deliveries(&self) -> Vec<(EventId, u64)> {
         let mut recent: Vec<(EventId, u64)> =
             lock(&self.delivered).recent.iter().copied().collect();
-        recent.sort_unstable_by_key(|(id, _)| std::cmp::Reverse(*id));
+        // Stable, so that of two deliveries under one id the later one is kept.
+        recent.reverse();
+        recent.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
         recent.dedup_by_key(|(id, _)| *id);
         recent
     }
@@ -323,6 +325,9 @@ impl Hub {
     pub fn rewind(&self, to: EventId, notice: Option<&Utf8Bytes>) {
         let mut delivery = lock(&self.delivered);
         delivery.last = Some(to);
+        // What was delivered after `to` belongs to a log that is gone: the next check
+        // compares against the events delivered from the log as it is now.
+        delivery.recent.retain(|(id, _)| *id <= to);
         for session in self.sessions.iter() {
             session.rewind(to, notice);
         }

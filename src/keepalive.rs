@@ -79,10 +79,12 @@ async fn refresh(hub: &Hub, ttl: Duration) -> Result<(), Error> {
             match claim {
                 // Expired while Redis was unreachable (or Redis lost it): write it again.
                 Claim::Missing => {
-                    match store
+                    // Written again whether or not replicas confirm it in time: the
+                    // next period writes it again if a failover loses it.
+                    let (claim, _confirmed) = store
                         .register(registration, Some(&session.owner_tag), ttl)
-                        .await?
-                    {
+                        .await?;
+                    match claim {
                         Claim::BoundElsewhere => lost(session, registration),
                         Claim::Done | Claim::Missing => {}
                     }

@@ -179,13 +179,17 @@ async fn register(
         }
         Caller::Http(..) => None,
     };
-    match hub.store.register(&registration, owner, ttl).await? {
+    let (claim, confirmed) = hub.store.register(&registration, owner, ttl).await?;
+    match claim {
         Claim::BoundElsewhere | Claim::Missing => return Err(bound_elsewhere(&instance, ttl)),
         Claim::Done => {}
     }
+    // Bound even when replicas did not confirm the registration: it is in Redis, and the
+    // session's close must release it.
     if let Caller::Session(session) = caller {
         session.bind(registration);
     }
+    confirmed?;
     hub.metrics.registrations.inc();
     Ok(Registered {
         registered: true,

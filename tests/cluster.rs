@@ -3,16 +3,19 @@
 //! reservation is given back, votes are broadcast only while a dashboard listens, decision
 //! events follow the event log when its slot moves, and a primary killed with -9 under
 //! load is survived: votes flow again within seconds, and every session gets every
-//! decision that survived, once and in order (what the dead primary had acknowledged but
-//! not yet replicated is Redis's loss, and is checked to be exactly that).
+//! decision that survived, in order (once and never contradicted with `--wait-replicas`;
+//! what the dead primary had acknowledged but not yet replicated is Redis's loss, and is
+//! checked to be exactly that).
 //! (The contract suites run against a cluster too: `QUORUM_TEST_REDIS=cluster`.)
 
 mod common;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
-use common::failover::{Audit, VOTERS, Voting, audit, check_watchers};
+use common::failover::{
+    self, Audit, DECISIONS_AFTER_FAULT, DECISIONS_BEFORE_FAULT, VOTERS, Voting, audit,
+    check_watchers, event_ids, log_to_test_output,
+};
 use common::{
     HubProcess, RedisServer, TestHub, WsClient, bin_path, eventually, vote_params,
     without_rate_limits,
@@ -21,24 +24,7 @@ use serde_json::{Value, json};
 
 /// Two hubs on `redis` (rate limits off), and two sessions watching each.
 async fn two_hubs_watched(redis: &RedisServer) -> ([TestHub; 2], Vec<WsClient>) {
-    two_hubs_watched_with(|| without_rate_limits(redis)).await
-}
-
-/// Two hubs with the configuration `config` makes, and two sessions watching each.
-async fn two_hubs_watched_with(
-    config: impl Fn() -> quorum_hub::config::Config,
-) -> ([TestHub; 2], Vec<WsClient>) {
-    let hubs = [
-        TestHub::start_with(config()).await,
-        TestHub::start_with(config()).await,
-    ];
-    let mut watchers = Vec::new();
-    for hub in &hubs {
-        for _ in 0..2 {
-            watchers.push(hub.client().await);
-        }
-    }
-    (hubs, watchers)
+    failover::two_hubs_watched(|| without_rate_limits(redis)).await
 }
 
 /// The stream key of the cluster's event log.
@@ -358,23 +344,21 @@ async fn with_replica_acknowledged_votes_a_primary_killed_under_load_loses_no_vo
 
 /// Kills the primary holding the event log while voters decide continuously on two hubs,
 /// checks that votes flow again, that no vote is counted twice and that every session
-/// gets every decision that survived (in order, never contradicted; once with
-/// `wait_replicas`), and returns what the failover did to acknowledged votes.
+/// gets every decision that survived (in order; with `wait_replicas`, once and never
+/// contradicted), and returns what the failover did to acknowledged votes.
 async fn kill_a_primary_under_load(wait_replicas: u32) -> Audit {
-    // The hubs' logs show with a failure.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("TEST_LOG").unwrap_or("quorum_hub=info".into()))
-        .with_test_writer()
-        .try_init();
+    log_to_test_output();
     let mut redis = RedisServer::start_cluster();
-    let (hubs, mut watchers) = two_hubs_watched_with(|| {
+    let (hubs, mut watchers) = failover::two_hubs_watched(|| {
         let mut config = without_rate_limits(&redis);
         config.wait_replicas = wait_replicas;
         config
     })
     .await;
     let voting = Voting::start(&hubs).await;
-    voting.wait_for_more(40, "votes to flow").await;
+    voting
+        .wait_for_more(DECISIONS_BEFORE_FAULT, "votes to flow")
+        .await;
     // The primary holding the event log also holds a third of the decisions.
     let log = event_log(&redis);
     let victim = redis.cluster().primary_of(log);
@@ -391,7 +375,9 @@ async fn kill_a_primary_under_load(wait_replicas: u32) -> Audit {
         cluster.wait_healthy();
     });
     // Votes flow again, on decisions in every partition, and both hubs are ready.
-    voting.wait_for_more(80, "votes to flow again").await;
+    voting
+        .wait_for_more(DECISIONS_AFTER_FAULT, "votes to flow again")
+        .await;
     let mut told = voting.stop().await;
     for hub in &hubs {
         common::wait_ready(hub.addr).await;
@@ -431,12 +417,7 @@ async fn kill_a_primary_under_load(wait_replicas: u32) -> Audit {
         "lost after the failover: {:?}",
         audit.lost
     );
-    let kept: HashSet<String> = {
-        let reply: redis::Value = redis.query(&["XRANGE", log, "-", "+"]).await;
-        let entries: Vec<(String, Vec<(String, String)>)> =
-            redis::FromRedisValue::from_redis_value(reply).unwrap();
-        entries.into_iter().map(|(id, _)| id).collect()
-    };
+    let kept = event_ids(redis.query(&["XRANGE", log, "-", "+"]).await);
     let expected: Vec<&String> = told.keys().filter(|d| !audit.lost.contains(*d)).collect();
     check_watchers(&mut watchers, &told, &expected, &kept, wait_replicas > 0).await;
     for watcher in &mut watchers {

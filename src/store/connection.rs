@@ -37,7 +37,8 @@ const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 1000;
 /// client's refresh of the slot map; the call as a whole still has the caller's timeout.
 const CLUSTER_NODE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Connections that votes waiting for replicas (`--wait-replicas`) take turns on.
+/// Connections that votes waiting for replicas (`--wait-replicas`) take turns on; the
+/// hub's publisher of waiting events has one more of its own.
 const ACKED_CONNECTIONS: usize = 8;
 
 /// How votes wait for replicas.
@@ -48,19 +49,28 @@ pub(super) struct Acked {
     pub(super) timeout_ms: u64,
     pool: Vec<Backend>,
     next: AtomicUsize,
+    /// The publisher's own: its once-a-second `WAIT` never holds up a vote's.
+    publisher: Option<Backend>,
 }
 
 impl Acked {
     /// Votes waiting for `replicas` (none: 0) for at most half of `longest_call`, through
     /// `pool`. They go through connections of their own: `WAIT` holds up every later
     /// command of its connection, and must not hold up the hub's other calls.
-    fn new(pool: Vec<Backend>, longest_call: Duration, replicas: u32) -> Self {
+    fn new(mut pool: Vec<Backend>, longest_call: Duration, replicas: u32) -> Self {
+        let publisher = pool.pop();
         Self {
             replicas,
             timeout_ms: (longest_call / 2).as_millis().max(1) as u64,
             pool,
             next: AtomicUsize::new(0),
+            publisher,
         }
+    }
+
+    /// The publisher's connection, or `None` when writes do not wait for replicas.
+    pub(super) fn publisher_backend(&self) -> Option<&Backend> {
+        self.publisher.as_ref()
     }
 
     /// The connection the next acknowledged write takes, or `None` when writes do not
@@ -157,13 +167,20 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// Splits the credentials off a node list (a URL after its scheme): `user:password@` (or
+/// `""` when there are none), ready to go in front of one node's `HOST:PORT`, and the
+/// rest. Split at the last `@`, so that a password may hold one.
+pub(super) fn split_credentials(list: &str) -> (String, &str) {
+    match list.rsplit_once('@') {
+        Some((auth, rest)) => (format!("{auth}@"), rest),
+        None => (String::new(), list),
+    }
+}
+
 /// The seed nodes of a `redis+cluster://` URL (after the scheme): `HOST:PORT[,HOST:PORT...]`,
 /// with an optional `user:password@` on the first, which applies to every node.
 pub(crate) fn cluster_seeds(list: &str) -> Result<Vec<ConnectionInfo>, RedisError> {
-    let (auth, list) = match list.rsplit_once('@') {
-        Some((auth, rest)) => (format!("{auth}@"), rest),
-        None => (String::new(), list),
-    };
+    let (auth, list) = split_credentials(list);
     let list = list.trim_end_matches('/');
     let seeds: Vec<ConnectionInfo> = list
         .split(',')
@@ -197,8 +214,9 @@ pub(super) fn connect(
 ) -> Result<Connections, Error> {
     let invalid = |e: RedisError| Error::Internal(format!("invalid Redis URL {url:?}: {e}"));
     let response_timeout = REDIS_RESPONSE_TIMEOUT.max(longest_call + CALL_MARGIN);
+    // The store's own, then with replicas to wait for the votes' pool and the publisher's.
     let count = 1 + if wait_replicas > 0 {
-        ACKED_CONNECTIONS
+        ACKED_CONNECTIONS + 1
     } else {
         0
     };
@@ -288,5 +306,27 @@ pub(super) fn watch<T>(backend: &Backend, generation: u64, result: &Result<T, Re
         (Backend::Cluster(link), Err(err)) if err.is_timeout() => link.renew(generation),
         (Backend::Sentinel(link), result) => link.watch(result),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_split_off_at_the_last_at_sign() {
+        assert_eq!(
+            split_credentials("user:p@ss@h1:1,h2:2"),
+            ("user:p@ss@".to_owned(), "h1:1,h2:2")
+        );
+        assert_eq!(split_credentials("h1:1,h2:2"), (String::new(), "h1:1,h2:2"));
+        let seeds = cluster_seeds(":secret@h1:1, h2:2/").unwrap();
+        assert_eq!(seeds.len(), 2);
+        assert!(
+            seeds
+                .iter()
+                .all(|seed| seed.redis_settings().password() == Some("secret"))
+        );
+        assert!(cluster_seeds("user:pass@").is_err());
     }
 }

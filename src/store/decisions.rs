@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use redis::FromRedisValue;
 
-use super::keys::{self, Layout};
+use super::ballot::{Ballot, Reservation, Reserved, vote_invocation};
+use super::keys;
 use super::log::Decided;
-use super::stream::DECISION_STREAM_CAP;
 use super::{MAX_PAGE_BYTES, Store, field_u64, internal};
 use crate::config::RateLimit;
-use crate::decision::{self, DEFAULT_TOTAL_INSTANCES, DecisionName, VoteOutcome, quorum_for};
+use crate::decision::{self, DecisionName, VoteOutcome};
 use crate::error::Error;
 use crate::protocol::{DecisionCursor, DecisionStatus, DecisionSummary, RecordedVote};
 
@@ -105,9 +105,20 @@ impl Store {
                 total_instances: total,
                 decided_at: decided_at.parse().unwrap_or_default(),
             };
+            let log_step = async {
+                // A vote that decided was confirmed with its decision; any other vote may
+                // have written nothing, so with --wait-replicas the decision's own write
+                // is confirmed before it is logged (and so published).
+                if outcome != "decided_now"
+                    && let Some(mark) = self.layout.partition_ack_mark(&decided.decision)
+                {
+                    self.confirm_partition(&mark).await?;
+                }
+                self.log_decided(&decided).await
+            };
             // Bounded on its own, well within the vote's timeout: the vote is answered
             // from the script's result whatever happens here.
-            match tokio::time::timeout(LOG_STEP_TIMEOUT, self.log_decided(&decided)).await {
+            match tokio::time::timeout(LOG_STEP_TIMEOUT, log_step).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(err)) => {
                     tracing::warn!(%err, decision = %decided.decision, "could not log a decision yet; the sweep will")
@@ -389,238 +400,3 @@ type VoteReply = (
 /// On a cluster, longest a vote waits for the decision it made to be logged before it is
 /// answered anyway (the sweep finishes the log step).
 const LOG_STEP_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// What the voter's rate-window reservation gives the vote script (cluster only).
-struct Reserved<'a> {
-    /// Milliseconds until the window has room, when the reservation was refused.
-    refused_for: Option<u64>,
-    /// The place taken, kept beside the ballot if the vote is recorded.
-    place: Option<&'a str>,
-}
-
-impl<'a> From<Option<&'a Reservation>> for Reserved<'a> {
-    fn from(reservation: Option<&'a Reservation>) -> Self {
-        match reservation {
-            Some(Reservation::Refused { retry_after_ms }) => Reserved {
-                refused_for: Some(*retry_after_ms),
-                place: None,
-            },
-            Some(Reservation::Taken { at }) => Reserved {
-                refused_for: None,
-                place: Some(at),
-            },
-            None => Reserved::NONE,
-        }
-    }
-}
-
-impl Reserved<'_> {
-    /// No reservation (one Redis, or no rate limit).
-    const NONE: Reserved<'static> = Reserved {
-        refused_for: None,
-        place: None,
-    };
-}
-
-/// A place in an instance's vote-rate window (cluster only).
-enum Reservation {
-    /// Taken at this time (ms, as stored): given back if the vote is not recorded.
-    Taken {
-        at: String,
-    },
-    Refused {
-        retry_after_ms: u64,
-    },
-}
-
-/// A ballot as the vote script takes it.
-struct Ballot<'a> {
-    decision: &'a str,
-    instance: &'a str,
-    value: &'a str,
-    total_instances: Option<u64>,
-}
-
-/// KEYS and ARGV of one run of the vote script (see the contract in `lua/quorum_vote.lua`).
-///
-/// The quorum is computed here, by [`quorum_for`], and only stored by the script, so the
-/// rule has one source. `stated_total` still goes to the script as given (empty when
-/// omitted), since only a stated total can conflict with the one the decision opened with.
-///
-/// On one Redis the script logs the decision and applies the rate limit itself; on a
-/// cluster it defers the log, gets the verdict of the voter's reservation (`refused_for`),
-/// and publishes the vote only while the partition's dashboards flag is set.
-fn vote_invocation(
-    layout: &Layout,
-    ballot: Ballot<'_>,
-    limit: RateLimit,
-    reserved: Reserved<'_>,
-    publish_later: bool,
-) -> (Vec<String>, Vec<String>) {
-    let Ballot {
-        decision,
-        instance,
-        value,
-        total_instances: stated_total,
-    } = ballot;
-    let opening_total = stated_total.unwrap_or(DEFAULT_TOTAL_INSTANCES);
-    let key = |part| layout.decision(decision, part);
-    let mut keys = vec![
-        key("votes"),
-        key("tally"),
-        key("result"),
-        key("metadata"),
-        key("ballots"),
-        layout.decisions_index(decision),
-    ];
-    let inline_limit = match (layout.unlogged(decision), layout.dashboards_flag(decision)) {
-        (Some(unlogged), Some(flag)) => {
-            keys.push(unlogged);
-            keys.push(flag);
-            keys.push(key("places"));
-            RateLimit::OFF
-        }
-        _ => {
-            keys.push(layout.stream().to_owned());
-            keys.push(keys::vote_rate(instance));
-            keys.push(layout.published().to_owned());
-            limit
-        }
-    };
-    let args = vec![
-        decision.to_owned(),
-        instance.to_owned(),
-        value.to_owned(),
-        stated_total.map(|n| n.to_string()).unwrap_or_default(),
-        opening_total.to_string(),
-        quorum_for(opening_total).to_string(),
-        DECISION_STREAM_CAP.to_string(),
-        layout.decision_channel().to_owned(),
-        inline_limit.max.to_string(),
-        inline_limit.window.as_millis().to_string(),
-        keys::VOTE_RECORDED_CHANNEL.to_owned(),
-        DECISION_INDEX_CAP.to_string(),
-        if layout.is_cluster() { "defer" } else { "log" }.to_owned(),
-        reserved
-            .refused_for
-            .map(|ms| ms.to_string())
-            .unwrap_or_default(),
-        reserved.place.unwrap_or_default().to_owned(),
-        if publish_later { "later" } else { "" }.to_owned(),
-    ];
-    (keys, args)
-}
-
-/// Arguments for `redis-benchmark` that run the vote script on random decisions and
-/// instances (`__rand_int__` is replaced by the benchmark), the way a hub on one Redis
-/// calls it.
-pub(crate) fn vote_benchmark_command(
-    sha: &str,
-    total_instances: u64,
-    limit: RateLimit,
-) -> Vec<String> {
-    let ballot = Ballot {
-        decision: "rb__rand_int__",
-        instance: "i__rand_int__",
-        value: "yes",
-        total_instances: Some(total_instances),
-    };
-    let (mut keys, args) = vote_invocation(&Layout::Single, ballot, limit, Reserved::NONE, false);
-    keys[5] = keys::BENCH_DECISIONS_INDEX.to_owned();
-    let mut command = vec!["EVALSHA".to_owned(), sha.to_owned(), keys.len().to_string()];
-    command.extend(keys);
-    command.extend(args);
-    command
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    const LIMIT: RateLimit = RateLimit {
-        max: 5,
-        window: Duration::from_secs(1),
-    };
-
-    fn ballot(total_instances: Option<u64>) -> Ballot<'static> {
-        Ballot {
-            decision: "d",
-            instance: "i",
-            value: "v",
-            total_instances,
-        }
-    }
-
-    #[test]
-    fn an_omitted_total_opens_with_the_default_and_its_quorum() {
-        let (keys, args) =
-            vote_invocation(&Layout::Single, ballot(None), LIMIT, Reserved::NONE, false);
-        assert_eq!(keys.len(), 9);
-        assert_eq!(keys[5], Layout::Single.decisions_index("d"));
-        assert_eq!(keys[8], Layout::Single.published());
-        assert_eq!(args.len(), 16);
-        assert_eq!(args[3], "", "nothing stated, so nothing to mismatch");
-        assert_eq!(args[4], DEFAULT_TOTAL_INSTANCES.to_string());
-        assert_eq!(args[5], quorum_for(DEFAULT_TOTAL_INSTANCES).to_string());
-        assert_eq!(args[8..10], ["5", "1000"], "the script applies the limit");
-        assert_eq!(args[12..], ["log", "", "", ""]);
-    }
-
-    #[test]
-    fn with_replicas_to_wait_for_the_event_is_published_later() {
-        let (_, args) = vote_invocation(&Layout::Single, ballot(None), LIMIT, Reserved::NONE, true);
-        assert_eq!(args[15], "later");
-    }
-
-    #[test]
-    fn a_stated_total_opens_with_its_own_quorum() {
-        let (_, args) = vote_invocation(
-            &Layout::Single,
-            ballot(Some(6)),
-            LIMIT,
-            Reserved::NONE,
-            false,
-        );
-        assert_eq!(args[3..6], ["6", "6", "4"]);
-    }
-
-    #[test]
-    fn on_a_cluster_every_key_shares_the_decision_slot_and_the_limit_is_reserved() {
-        let layout = Layout::partitioned();
-        let reserved = Reserved {
-            refused_for: Some(250),
-            place: None,
-        };
-        let (keys, args) = vote_invocation(&layout, ballot(None), LIMIT, reserved, false);
-        assert_eq!(
-            keys.len(),
-            9,
-            "no rate key: it lives in the instance's slot"
-        );
-        assert_eq!(keys[7], layout.dashboards_flag("d").unwrap());
-        assert_eq!(keys[8], layout.decision("d", "places"));
-        let slot = super::super::slots::key_slot(&keys[0]);
-        for key in &keys {
-            assert_eq!(super::super::slots::key_slot(key), slot, "{key}");
-        }
-        assert_eq!(args[8], "0", "the script applies no limit itself");
-        assert_eq!(args[12..], ["defer", "250", "", ""]);
-    }
-
-    #[test]
-    fn the_benchmark_command_declares_every_key_it_passes() {
-        let command = vote_benchmark_command("sha", 60, LIMIT);
-        let (keys, args) = vote_invocation(
-            &Layout::Single,
-            ballot(Some(60)),
-            LIMIT,
-            Reserved::NONE,
-            false,
-        );
-        assert_eq!(command[..3], ["EVALSHA", "sha", &keys.len().to_string()]);
-        assert_eq!(command.len(), 3 + keys.len() + args.len());
-        assert_eq!(command[3 + 5], keys::BENCH_DECISIONS_INDEX);
-    }
-}

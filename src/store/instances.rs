@@ -46,12 +46,15 @@ const READ_CHUNK: usize = 10;
 
 impl Store {
     /// Registers (or refreshes) an instance; with `owner`, also binds it to that session.
+    /// With `--wait-replicas`, also says whether replicas confirmed it: a registration
+    /// they did not confirm is made all the same (in the primary), and the session must
+    /// hold its binding so that closing releases it.
     pub(crate) async fn register(
         &self,
         registration: &Registration,
         owner: Option<&str>,
         ttl: Duration,
-    ) -> Result<Claim, Error> {
+    ) -> Result<(Claim, Result<(), Error>), Error> {
         let id = registration.instance.as_str();
         let now = now_ms().to_string();
         let roles = serde_json::to_string(&registration.roles).map_err(internal)?;
@@ -70,8 +73,10 @@ impl Store {
                 keys::INSTANCE_REGISTERED_CHANNEL,
             ],
         );
+        let mut confirmed = Ok(());
         let code: i64 = if self.waits_for_replicas() {
-            let code = self.write_acknowledged(register).await?;
+            let code;
+            (code, confirmed) = self.write_and_wait(register).await?;
             self.query_each(self.note_seen(&now, &[id]).to_vec())
                 .await?;
             code
@@ -86,11 +91,12 @@ impl Store {
                 .map_err(internal)?
                 .unwrap_or_default()
         };
-        Ok(if code == 1 {
+        let claim = if code == 1 {
             Claim::Done
         } else {
             Claim::BoundElsewhere
-        })
+        };
+        Ok((claim, confirmed))
     }
 
     /// Refreshes the TTL of each `(instance, owner)` pair in one round trip.

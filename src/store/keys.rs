@@ -54,6 +54,7 @@ const CLUSTER_INSTANCES_BY_ID: &str = "cb:{instances}:by-id";
 const DECISIONS_KIND: &str = "decisions";
 const UNLOGGED_KIND: &str = "unlogged";
 const DASHBOARDS_KIND: &str = "dashboards";
+const ACKED_KIND: &str = "acked";
 
 /// `{tag}`: a partition's hash tag as it appears in key names.
 fn partition_tag(tag: &str) -> String {
@@ -152,6 +153,17 @@ impl Layout {
         self.every_partition(UNLOGGED_KIND)
     }
 
+    /// String (cluster only): written in `name`'s partition just before a hub waits for
+    /// replicas to confirm that partition's earlier writes (`--wait-replicas`).
+    pub(crate) fn partition_ack_mark(&self, name: &str) -> Option<String> {
+        self.in_partition(ACKED_KIND, name)
+    }
+
+    /// Every partition's ack mark, in the order of [`Layout::unlogged_sets`].
+    pub(crate) fn partition_ack_marks(&self) -> Vec<String> {
+        self.every_partition(ACKED_KIND)
+    }
+
     /// String (cluster only): present while some hub has a dashboard listening, in the
     /// partition of `name`; votes there are published only then.
     pub(crate) fn dashboards_flag(&self, name: &str) -> Option<String> {
@@ -197,6 +209,14 @@ impl Layout {
         match self {
             Layout::Single => PUBLISHED_MARK,
             Layout::Partitioned { .. } => CLUSTER_PUBLISHED_MARK,
+        }
+    }
+
+    /// The command that publishes on [`Layout::decision_channel`].
+    pub(crate) fn publish_command(&self) -> &'static str {
+        match self {
+            Layout::Single => "PUBLISH",
+            Layout::Partitioned { .. } => "SPUBLISH",
         }
     }
 

@@ -68,11 +68,7 @@ impl Store {
                     &DECISION_STREAM_CAP.to_string(),
                     self.layout.decision_channel(),
                     &LOGGED_MARK_TTL.as_millis().to_string(),
-                    if self.waits_for_replicas() {
-                        "later"
-                    } else {
-                        ""
-                    },
+                    self.publish_mode(),
                 ],
             )
             .await?;
@@ -111,14 +107,21 @@ impl Store {
         .await;
         let mut logged = 0;
         let mut failure = None;
-        for (set, names) in sets.iter().zip(listed) {
+        let marks = self.layout.partition_ack_marks();
+        for ((set, mark), names) in sets.iter().zip(&marks).zip(listed) {
             let names = match names {
+                Ok(names) if names.is_empty() => continue,
                 Ok(names) => names,
                 Err(err) => {
                     failure.get_or_insert(err);
                     continue;
                 }
             };
+            // Their decisions may be the writes of votes that replicas did not confirm.
+            if let Err(err) = self.confirm_partition(mark).await {
+                failure.get_or_insert(err);
+                continue;
+            }
             for name in names {
                 match self.log_one_unlogged(set, name).await {
                     Ok(done) => logged += usize::from(done),

@@ -13,6 +13,7 @@
 //! A store talks to one Redis (`redis://`, `unix://`) or to a Redis Cluster
 //! (`redis+cluster://`); see ARCHITECTURE.md for what differs between the two.
 
+mod ballot;
 mod connection;
 mod decisions;
 mod instances;
@@ -37,9 +38,10 @@ use redis::{
 use crate::breaker::{Admission, Breaker};
 use crate::error::Error;
 
+pub(crate) use ballot::vote_benchmark_command;
 pub(crate) use connection::cluster_seeds;
 use connection::{Acked, Backend, Conn, connect, connection_of, watch};
-pub(crate) use decisions::{VOTE_SCRIPT, vote_benchmark_command};
+pub(crate) use decisions::VOTE_SCRIPT;
 pub(crate) use instances::{Claim, Standing};
 use keys::layout_for;
 pub(crate) use keys::{DASHBOARD_CHANNELS, EVENT_CHANNEL_PREFIX, Layout};
@@ -461,12 +463,41 @@ impl Store {
     /// Sends one command that writes, and with `--wait-replicas` answers only once the
     /// write is on that many replicas (see [`Store::eval_acknowledged`]).
     async fn write_acknowledged<T: FromRedisValue>(&self, cmd: Cmd) -> Result<T, Error> {
+        let (reply, confirmed) = self.write_and_wait(cmd).await?;
+        confirmed.map(|()| reply)
+    }
+
+    /// [`Store::write_acknowledged`] on the publisher's own connection.
+    async fn write_acknowledged_for_publisher<T: FromRedisValue>(
+        &self,
+        cmd: Cmd,
+    ) -> Result<T, Error> {
+        let (reply, confirmed) = self.wait_via(self.acked.publisher_backend(), cmd).await?;
+        confirmed.map(|()| reply)
+    }
+
+    /// [`Store::write_acknowledged`] for a caller that acts on the reply even when too few
+    /// replicas confirmed the write in time (it is in the primary): the reply, and
+    /// whether it was confirmed.
+    async fn write_and_wait<T: FromRedisValue>(
+        &self,
+        cmd: Cmd,
+    ) -> Result<(T, Result<(), Error>), Error> {
+        self.wait_via(self.acked.next_backend(), cmd).await
+    }
+
+    /// [`Store::write_and_wait`] through `backend` (`None`: no replicas to wait for).
+    async fn wait_via<T: FromRedisValue>(
+        &self,
+        backend: Option<&Backend>,
+        cmd: Cmd,
+    ) -> Result<(T, Result<(), Error>), Error> {
         let acked = &self.acked;
-        let Some(backend) = acked.next_backend() else {
+        let Some(backend) = backend else {
             let mut pipe = redis::pipe();
             pipe.add_command(cmd);
             let (reply,): (T,) = self.query_pipe(&pipe).await?;
-            return Ok(reply);
+            return Ok((reply, Ok(())));
         };
         let mut pipe = redis::pipe();
         pipe.add_command(cmd)
@@ -474,13 +505,15 @@ impl Store {
             .arg(acked.replicas)
             .arg(acked.timeout_ms);
         let (reply, acknowledged): (T, u64) = self.query_pipe_via(backend, &pipe).await?;
-        if acknowledged < u64::from(acked.replicas) {
-            return Err(Error::Replication {
+        let confirmed = if acknowledged < u64::from(acked.replicas) {
+            Err(Error::Replication {
                 acknowledged,
                 wanted: acked.replicas,
-            });
-        }
-        Ok(reply)
+            })
+        } else {
+            Ok(())
+        };
+        Ok((reply, confirmed))
     }
 
     /// Runs one script with EVALSHA (reloading it on NOSCRIPT).

@@ -1,10 +1,16 @@
 //! With `--wait-replicas`: decision events are published only once their write is on
 //! enough replicas, in log order, by whichever hub learns first that they are.
 
+use std::time::Duration;
+
 use super::{Error, Store, internal};
 use crate::protocol::EventId;
 
-use super::stream::REPLAY_PAGE;
+/// What tells the logging scripts to leave a new event for `publish_pending.lua`.
+pub(crate) const PUBLISH_LATER: &str = "later";
+
+/// How long the publisher's acknowledgement mark lives (it only has to outlive one `WAIT`).
+const ACK_MARK_TTL: Duration = Duration::from_secs(60);
 
 /// Stream entries as XRANGE returns them: (id, fields).
 type StreamEntries = Vec<(String, Vec<(String, String)>)>;
@@ -20,6 +26,16 @@ impl Store {
     /// published only once they are on them.
     pub(crate) fn waits_for_replicas(&self) -> bool {
         self.acked.replicas > 0
+    }
+
+    /// What the logging scripts are told about publishing a new event: `later` (once its
+    /// write is confirmed) with `--wait-replicas`, else '' (at once).
+    pub(crate) fn publish_mode(&self) -> &'static str {
+        if self.waits_for_replicas() {
+            PUBLISH_LATER
+        } else {
+            ""
+        }
     }
 
     /// Publishes the waiting events up to `event_id`, which the caller knows is on enough
@@ -61,33 +77,46 @@ impl Store {
         // A write after `newest` in the replication stream: once replicas have it, they
         // have every event up to `newest`.
         let () = self
-            .write_acknowledged(
+            .write_acknowledged_for_publisher(
                 redis::cmd("SET")
                     .arg(self.layout.ack_mark())
                     .arg(&newest)
                     .arg("PX")
-                    .arg(60_000)
+                    .arg(ACK_MARK_TTL.as_millis() as u64)
                     .to_owned(),
             )
             .await?;
         self.publish_pending(&newest).await
     }
 
+    /// With `--wait-replicas`, on a cluster: waits until replicas confirm every write made
+    /// so far in the partition whose ack mark is `mark` (a write of the mark stands for
+    /// them). A decision is logged, and so published, only once its own write is
+    /// confirmed: a failover of its shard cannot then lose a decision sessions heard of.
+    pub(crate) async fn confirm_partition(&self, mark: &str) -> Result<(), Error> {
+        if !self.waits_for_replicas() {
+            return Ok(());
+        }
+        self.write_acknowledged(
+            redis::cmd("SET")
+                .arg(mark)
+                .arg(1)
+                .arg("PX")
+                .arg(ACK_MARK_TTL.as_millis() as u64)
+                .to_owned(),
+        )
+        .await
+    }
+
     /// Runs the publishing script up to `event_id`.
     async fn publish_pending(&self, event_id: &str) -> Result<u64, Error> {
-        let publish = if self.layout.is_cluster() {
-            "SPUBLISH"
-        } else {
-            "PUBLISH"
-        };
         self.eval(
             &self.scripts.publish_pending,
             &[self.layout.stream(), self.layout.published()],
             &[
                 event_id,
                 self.layout.decision_channel(),
-                publish,
-                &REPLAY_PAGE.to_string(),
+                self.layout.publish_command(),
             ],
         )
         .await

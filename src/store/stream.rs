@@ -24,16 +24,38 @@ pub(crate) struct Replay {
 }
 
 impl Store {
-    /// The newest decision event, if there is one.
+    /// The newest decision event, if there is one; with `--wait-replicas`, the newest
+    /// that is published (the ones after it still wait for replicas, and reach the hub
+    /// live once they are published).
     pub(crate) async fn last_event(&self) -> Result<Option<DecisionEvent>, Error> {
+        let mut newest = "+".to_owned();
+        if self.waits_for_replicas()
+            && let Some(published) = self
+                .query::<Option<String>>(redis::cmd("GET").arg(self.layout.published()))
+                .await?
+        {
+            newest = published;
+        }
         let mut cmd = redis::cmd("XREVRANGE");
         cmd.arg(self.layout.stream())
-            .arg("+")
+            .arg(newest)
             .arg("-")
             .arg("COUNT")
             .arg(1);
         let (events, _) = parse_stream_entries(self.query(&cmd).await?)?;
         Ok(events.into_iter().next())
+    }
+
+    /// The id of the `n`-th newest event (the oldest if the log holds fewer), if any.
+    pub(crate) async fn nth_newest_event(&self, n: usize) -> Result<Option<EventId>, Error> {
+        let mut cmd = redis::cmd("XREVRANGE");
+        cmd.arg(self.layout.stream())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(n.max(1));
+        let (events, _) = parse_stream_entries(self.query(&cmd).await?)?;
+        Ok(events.last().map(|event| event.event_id))
     }
 
     /// Up to [`REPLAY_PAGE`] decision events after `after` and no later than `upto`.
@@ -49,7 +71,8 @@ impl Store {
             .arg(end)
             .arg("COUNT")
             .arg(REPLAY_PAGE);
-        if !self.waits_for_replicas() {
+        // Up to `upto` (where the hub's live delivery stands) every event was published.
+        if !self.waits_for_replicas() || upto.is_some() {
             let (events, read) = parse_stream_entries(self.query(&cmd).await?)?;
             return Ok(Replay {
                 // A full page that yielded nothing readable cannot move the cursor on.
@@ -58,8 +81,9 @@ impl Store {
             });
         }
         // With --wait-replicas an event is handed out only once it is published (its
-        // write confirmed by replicas): neither a replay nor the listener's gap read gets
-        // ahead of the publisher; the rest arrive live once published.
+        // write confirmed by replicas): an open-ended read (the listener's gap read, a
+        // replay before the hub knows its position) stops at the last published event;
+        // the rest arrive live once published.
         let mut pipe = redis::pipe();
         pipe.cmd("GET")
             .arg(self.layout.published())

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use quorum_hub::config::Config;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -15,6 +16,42 @@ use super::{DEADLINE, TestHub, WsClient, eventually, vote_params};
 
 /// Agents voting at once in a fault test.
 pub const VOTERS: usize = 8;
+/// Decisions the voters are told before the fault: the load is flowing on every hub.
+pub const DECISIONS_BEFORE_FAULT: usize = 40;
+/// Decisions the voters are told once the fault is over: the load flows on again, long
+/// enough for what the failover did to show.
+pub const DECISIONS_AFTER_FAULT: usize = 80;
+
+/// Shows the hubs' logs with a failure (`TEST_LOG` filters them; `quorum_hub=info` by
+/// default). Every test of a binary may call it: the first one sets it up.
+pub fn log_to_test_output() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("TEST_LOG").unwrap_or("quorum_hub=info".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// Two hubs with the configuration `config` makes, and two sessions watching each.
+pub async fn two_hubs_watched(config: impl Fn() -> Config) -> ([TestHub; 2], Vec<WsClient>) {
+    let hubs = [
+        TestHub::start_with(config()).await,
+        TestHub::start_with(config()).await,
+    ];
+    let mut watchers = Vec::new();
+    for hub in &hubs {
+        for _ in 0..2 {
+            watchers.push(hub.client().await);
+        }
+    }
+    (hubs, watchers)
+}
+
+/// The ids of the event log's entries, from the reply to `XRANGE <event log> - +`.
+pub fn event_ids(xrange: redis::Value) -> HashSet<String> {
+    let entries: Vec<(String, Vec<(String, String)>)> =
+        redis::FromRedisValue::from_redis_value(xrange).expect("an XRANGE reply");
+    entries.into_iter().map(|(id, _)| id).collect()
+}
 
 /// What the voters were told: decision -> final value.
 type Told = Arc<Mutex<BTreeMap<String, String>>>;
@@ -143,17 +180,21 @@ pub async fn audit(hub: &TestHub, told: &BTreeMap<String, String>) -> Audit {
 }
 
 /// Checks what every watcher got: every decision in `expected`, with the value the voters
-/// were told, in event-id order, and no decision ever contradicted (a second event for it
-/// with another value). With `exactly_once`, no decision arrives twice at all; without,
-/// only one whose first event the log no longer `kept` may (the failover lost it, and the
-/// decision was logged anew).
+/// were told (its last event's), in event-id order. With `confirmed` (votes waited for
+/// replicas, so an event is published only once a failover can no longer lose it), no
+/// decision arrives twice, none is ever contradicted (a second event for it with another
+/// value), and no watcher is told its history is incomplete. Without, a decision whose
+/// first event the log no longer `kept` may arrive again (the failover lost it, and the
+/// decision was logged anew), even with another value (the voter's retry decided it
+/// anew): such contradictions are printed and counted, not failed.
 pub async fn check_watchers(
     watchers: &mut [WsClient],
     told: &BTreeMap<String, String>,
     expected: &[&String],
     kept: &HashSet<String>,
-    exactly_once: bool,
+    confirmed: bool,
 ) {
+    let mut contradicted = 0;
     for (w, watcher) in watchers.iter_mut().enumerate() {
         let mut seen: HashMap<String, Value> = HashMap::new();
         let mut ids = Vec::new();
@@ -168,7 +209,7 @@ pub async fn check_watchers(
             };
             if event["method"] == "system.events.incomplete" {
                 // The log lost events this hub had delivered: said so, then it goes on.
-                assert!(!exactly_once, "watcher {w}: {event}");
+                assert!(!confirmed, "watcher {w}: {event}");
                 continue;
             }
             assert_eq!(event["method"], "quorum.decision.made", "{event}");
@@ -176,13 +217,16 @@ pub async fn check_watchers(
             let decision = params["decision"].as_str().unwrap().to_owned();
             ids.push(params["eventId"].as_str().unwrap().to_owned());
             if let Some(first) = seen.insert(decision.clone(), params.clone()) {
-                assert_eq!(
-                    first["value"], params["value"],
-                    "watcher {w}: {decision} was contradicted: {first} then {params}"
-                );
+                if first["value"] != params["value"] {
+                    let contradiction =
+                        format!("watcher {w}: {decision} was contradicted: {first} then {params}");
+                    assert!(!confirmed, "{contradiction}");
+                    eprintln!("{contradiction}");
+                    contradicted += 1;
+                }
                 let first_id = first["eventId"].as_str().unwrap();
                 assert!(
-                    !exactly_once && !kept.contains(first_id),
+                    !confirmed && !kept.contains(first_id),
                     "watcher {w} got {decision} twice ({first_id}, then {})",
                     params["eventId"]
                 );
@@ -206,5 +250,8 @@ pub async fn check_watchers(
             parsed.windows(2).all(|pair| pair[0] < pair[1]),
             "watcher {w}: events out of order"
         );
+    }
+    if !confirmed {
+        eprintln!("events contradicting an earlier one, over every watcher: {contradicted}");
     }
 }

@@ -20,6 +20,13 @@ const SENTINELS: usize = 3;
 /// was down still counted), and failed over again, onto the restarted, empty old
 /// primary.
 const DOWN_AFTER_MS: u32 = 2000;
+/// A sentinel's `failover-timeout`: how long a failover may go on before it is given up,
+/// and, doubled, how long before a sentinel tries the same primary again. Redis's default
+/// (3 minutes) would hold a test up that long if a first attempt failed.
+const FAILOVER_TIMEOUT_MS: u32 = 5000;
+/// How long a probe write waits (`WAIT`) for the replica to confirm it before
+/// [`wait_streaming`] writes another.
+const STREAMING_PROBE_MS: u32 = 2000;
 /// Ports are drawn from here, clear of the kernel's ephemeral ports.
 const PORTS: std::ops::Range<u16> = 20_000..30_000;
 
@@ -51,8 +58,9 @@ pub struct RedisSentinel {
 
 impl RedisSentinel {
     /// One primary, one replica of it, three sentinels (quorum 2, down after
-    /// [`DOWN_AFTER_MS`], failover timeout 5 s). Returns once the replica streams from the primary and
-    /// every sentinel knows the replica and the other two sentinels.
+    /// [`DOWN_AFTER_MS`], failover timeout [`FAILOVER_TIMEOUT_MS`]). Returns once the
+    /// replica streams from the primary and every sentinel knows the replica and the other
+    /// two sentinels.
     pub fn start() -> Self {
         let dir = tempfile::Builder::new()
             .prefix("qh-sentinel")
@@ -271,7 +279,7 @@ impl Process {
                      sentinel resolve-hostnames no\n\
                      sentinel monitor {MASTER_NAME} 127.0.0.1 {primary} 2\n\
                      sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n\
-                     sentinel failover-timeout {MASTER_NAME} 5000\n\
+                     sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n\
                      sentinel parallel-syncs {MASTER_NAME} 1\n",
                     port = self.port,
                     dir = self.dir.display(),
@@ -357,8 +365,8 @@ fn entries(reply: &str) -> Vec<HashMap<String, String>> {
 /// acknowledgement).
 fn wait_streaming(port: u16) {
     eventually_blocking("the replica to stream", || {
-        let script = "SET qh-probe streaming\nWAIT 1 2000\nDEL qh-probe\n";
-        let reply = cli_script(port, script);
+        let script = format!("SET qh-probe streaming\nWAIT 1 {STREAMING_PROBE_MS}\nDEL qh-probe\n");
+        let reply = cli_script(port, &script);
         (reply.lines().nth(1) == Some("1")).then_some(())
     });
 }
