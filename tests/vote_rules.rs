@@ -264,15 +264,16 @@ async fn every_key_carries_the_decision_hash_tag_and_the_event_is_in_the_stream(
         "{fields:?}"
     );
     // The event's timestamp is when the decision was made; the id's, when it was logged:
-    // in the same script on one Redis (the clock may tick a millisecond between the two
-    // reads, either way round), a step later on a cluster (same clock here).
+    // in the same script on one Redis (two reads of the clock, which may tick between them;
+    // a loaded machine can pause Redis in between), a step later on a cluster (same clock
+    // here).
     let logged_at: u64 = id.split('-').next().unwrap().parse().unwrap();
     let decided_at = event["params"]["timestamp"].as_u64().unwrap();
     if redis.is_cluster() {
         assert!(decided_at <= logged_at, "{decided_at} > {logged_at}");
     } else {
         assert!(
-            decided_at.abs_diff(logged_at) <= 1,
+            decided_at.abs_diff(logged_at) < 1000,
             "decided at {decided_at}, logged at {logged_at}"
         );
     }
