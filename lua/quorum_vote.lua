@@ -25,6 +25,8 @@
 -- KEYS[9] 'log':   string      id of the last decision event published after its write
 --                              reached replicas (see publish_pending.lua)
 --         'defer': hash        instanceId -> the rate-window place its recorded vote took
+-- KEYS[10] deadlines sorted set decision -> closesAt, for the decisions still open (on a
+--                              cluster, the partition's)
 -- ARGV[1] decision name, ARGV[2] instanceId, ARGV[3] value,
 -- ARGV[4] totalInstances stated by the caller ('' when omitted; only a stated one can mismatch),
 -- ARGV[5] totalInstances and ARGV[6] quorum to open the decision with (the caller computes the
@@ -37,14 +39,23 @@
 -- rate window has room when its reservation was refused, '' otherwise, ARGV[15] ('defer'
 -- only) the place this vote took in the rate window ('' for none), ARGV[16] ('log' only)
 -- 'later' when a decision event is published only once its write is on replicas (the hub
--- runs publish_pending.lua then), '' to publish it at once.
+-- runs publish_pending.lua then), '' to publish it at once, ARGV[17] closeAfterMs stated by
+-- the caller ('' when omitted), ARGV[18] closeAfterMs to open the decision with (the stated
+-- one, or the longest any decision stays open), ARGV[19] how long a closed decision's keys
+-- are kept (ms).
 --
 -- Returns {outcome, voteCount, totalInstances, quorum, finalDecision or '', recordedValue or '',
 -- eventId or '', decidedAt or '', place or ''}, place being (for already_voted, 'defer' mode)
 -- the rate-window place the recorded vote took: a retry of this very vote finds its own.
 -- where outcome is one of: recorded, decided_now, already_voted, decided, total_mismatch,
+-- close_mismatch (then voteCount holds the closeAfterMs the decision opened with), expired
+-- (recordedValue then holds the tally at expiry, as JSON, and decidedAt when it expired),
 -- rate_limited (then voteCount holds the milliseconds until a vote would be accepted).
--- eventId is '' for a decided decision whose event is not logged yet ('defer' mode).
+-- eventId is '' for a closed decision whose event is not logged yet ('defer' mode).
+--
+-- A decision past its deadline (closesAt) without quorum is closed as expired by the first
+-- script that finds it so, this one or expire.lua: the vote that reaches quorum and the
+-- deadline cannot both win. A closed decision's keys expire after the retention.
 --
 -- Only a vote that would be recorded counts against the rate limit: a retry of a vote that
 -- already counted always learns so, and nothing is written for a refused vote.
@@ -58,20 +69,22 @@ local rate_max, rate_window = tonumber(ARGV[9]), tonumber(ARGV[10])
 local vote_channel = ARGV[11]
 local index_cap = tonumber(ARGV[12])
 local deferred, refused_for, place = ARGV[13] == 'defer', ARGV[14], ARGV[15]
-
-local function now_ms()
-  local t = redis.call('TIME')
-  return string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local stated_close, opening_close, retention = ARGV[17], ARGV[18], ARGV[19]
+local deadlines = KEYS[10]
+local parts = {votes, tally, result, meta, ballots}
+if deferred then
+  parts[#parts + 1] = KEYS[9]
 end
 
-local opened = redis.call('HMGET', meta, 'totalInstances', 'quorum')
+local opened = redis.call('HMGET', meta, 'totalInstances', 'quorum', 'closeAfterMs', 'closesAt')
 local total, quorum = opened[1], opened[2]
 
 local function answer(outcome, count, final_value, recorded_value, event_id, decided_at, taken)
   return {outcome, count, total, quorum, final_value or '', recorded_value or '', event_id or '',
     decided_at or '', taken or ''}
 end
-local final = redis.call('HMGET', result, 'value', 'voteCount', 'eventId', 'decidedAt')
+local final = redis.call('HMGET', result, 'value', 'voteCount', 'eventId', 'decidedAt',
+  'expiredAt', 'tally')
 
 -- Rule: one vote per instance. A retry learns what its first attempt recorded.
 local recorded = redis.call('HGET', ballots, instance)
@@ -87,12 +100,37 @@ if final[1] then
   return answer('decided', tonumber(final[2]), final[1], '', final[3], final[4])
 end
 
+-- Rule: an expired decision is closed. Votes after its deadline are not recorded; the
+-- first to find it past its deadline closes it.
+if final[5] then
+  return answer('expired', tonumber(final[2]), '', final[6], final[3], final[5])
+end
+if total and past_deadline(opened[4], now_ms()) then
+  local expired_at = now_ms()
+  local count = string.format('%d', redis.call('ZCARD', votes))
+  local at_expiry = tally_json(votes, ballots, tally)
+  redis.call('HSET', result, 'expiredAt', expired_at, 'voteCount', count, 'tally', at_expiry)
+  close_decision(parts, deadlines, decision, retention)
+  if deferred then
+    redis.call('ZADD', log, expired_at, decision)
+    return answer('expired', count, '', at_expiry, '', expired_at)
+  end
+  local publish = ARGV[16] == 'later' and '' or 'PUBLISH'
+  local event_id = log_event(log, KEYS[9], stream_cap, channel, publish, decision, '', count,
+    quorum, total, expired_at, at_expiry)
+  redis.call('HSET', result, 'eventId', event_id)
+  return answer('expired', count, '', at_expiry, event_id, expired_at)
+end
+
 local opening = not total
 if opening then
   total, quorum = opening_total, opening_quorum
 elseif stated_total ~= '' and stated_total ~= total then
   -- Rule: the first vote fixed totalInstances; a different stated value is refused.
   return answer('total_mismatch', redis.call('ZCARD', votes))
+elseif stated_close ~= '' and opened[3] and stated_close ~= opened[3] then
+  -- Rule: the first vote fixed the deadline; a different stated closeAfterMs is refused.
+  return answer('close_mismatch', tonumber(opened[3]))
 end
 
 -- The voter's reservation in its rate window was refused (only now, so that the answers
@@ -117,8 +155,10 @@ end
 
 if opening then
   local opened_at = now_ms()
+  local closes_at = string.format('%.0f', tonumber(opened_at) + tonumber(opening_close))
   redis.call('HSET', meta, 'decision', decision, 'totalInstances', total, 'quorum', quorum,
-    'openedAt', opened_at)
+    'openedAt', opened_at, 'closeAfterMs', opening_close, 'closesAt', closes_at)
+  redis.call('ZADD', deadlines, closes_at, decision)
   -- Indexed in this same run, so a recorded decision is never missing from get_state.
   redis.call('ZADD', index, 'NX', opened_at, decision)
   redis.call('ZREMRANGEBYRANK', index, 0, -index_cap - 1)
@@ -163,12 +203,13 @@ end
 local decided_at = now_ms()
 local vote_count = string.format('%d', seq)
 redis.call('HSET', result, 'value', winner, 'voteCount', vote_count, 'decidedAt', decided_at)
+close_decision(parts, deadlines, decision, retention)
 if deferred then
   redis.call('ZADD', log, decided_at, decision)
   return answer('decided_now', seq, winner, '', '', decided_at)
 end
 local publish = ARGV[16] == 'later' and '' or 'PUBLISH'
-local event_id = log_decision(log, KEYS[9], stream_cap, channel, publish, decision, winner, vote_count,
-  quorum, total, decided_at)
+local event_id = log_event(log, KEYS[9], stream_cap, channel, publish, decision, winner,
+  vote_count, quorum, total, decided_at)
 redis.call('HSET', result, 'eventId', event_id)
 return answer('decided_now', seq, winner, '', event_id, decided_at)

@@ -251,6 +251,7 @@ impl Client {
             decision,
             value,
             total_instances,
+            close_after_ms: None,
         };
         self.call(method::VOTE, &params).await
     }

@@ -64,6 +64,16 @@ pub struct Config {
     #[arg(long, env = "QUORUM_WAIT_REPLICAS", default_value_t = 0)]
     pub wait_replicas: u32,
 
+    /// The longest any decision stays open: one whose votes state no closeAfterMs expires
+    /// this long after its first vote, and none may state a longer one (100ms to 7d).
+    #[arg(long, env = "QUORUM_MAX_OPEN", default_value = "7d", value_parser = parse_max_open)]
+    pub max_open: Duration,
+
+    /// How long a decided or expired decision is kept after it closed; then its keys expire
+    /// and it is gone from system.get_state and system.quorum.status (at least 1s).
+    #[arg(long, env = "QUORUM_DECISION_RETENTION", default_value = "7d", value_parser = parse_retention)]
+    pub decision_retention: Duration,
+
     /// Consecutive Redis failures (connection errors, timeouts) that open the circuit breaker.
     #[arg(long, env = "QUORUM_BREAKER_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub breaker_failures: u32,
@@ -183,9 +193,35 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use ms, s, m or h")),
+        "d" => Duration::from_secs(n * 86_400),
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use ms, s, m, h or d")),
     };
     Ok(duration)
+}
+
+/// Parses `--max-open`: a duration within the range a vote's `closeAfterMs` may take.
+fn parse_max_open(s: &str) -> Result<Duration, String> {
+    let duration = parse_duration(s)?;
+    let ms = duration.as_millis() as u64;
+    let range = crate::decision::MIN_CLOSE_AFTER_MS..=crate::decision::MAX_CLOSE_AFTER_MS;
+    if range.contains(&ms) {
+        Ok(duration)
+    } else {
+        Err(format!("expected a duration from 100ms to 7d (got {s:?})"))
+    }
+}
+
+/// Shortest `--decision-retention`.
+pub const MIN_DECISION_RETENTION: Duration = Duration::from_secs(1);
+
+/// Parses `--decision-retention`: at least [`MIN_DECISION_RETENTION`].
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    let duration = parse_duration(s)?;
+    if duration >= MIN_DECISION_RETENTION {
+        Ok(duration)
+    } else {
+        Err(format!("expected a duration of at least 1s (got {s:?})"))
+    }
 }
 
 /// Longest `--instance-ttl`, in seconds (one day).
@@ -219,6 +255,8 @@ impl Config {
             },
             vote_timeout: Duration::from_secs(5),
             wait_replicas: 0,
+            max_open: Duration::from_millis(crate::decision::MAX_CLOSE_AFTER_MS),
+            decision_retention: Duration::from_secs(7 * 86_400),
             breaker_failures: crate::breaker::DEFAULT_FAILURES,
             breaker_open: crate::breaker::DEFAULT_OPEN_FOR,
             auth_secret: None,

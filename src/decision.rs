@@ -76,6 +76,26 @@ pub fn parse_total_instances(field: &'static str, raw: u64) -> Result<u64, Error
     }
 }
 
+/// Shortest deadline a vote may give a decision (`closeAfterMs`).
+pub const MIN_CLOSE_AFTER_MS: u64 = 100;
+/// Longest deadline a vote may give a decision (`closeAfterMs`): 7 days.
+pub const MAX_CLOSE_AFTER_MS: u64 = 604_800_000;
+
+/// Checks a stated `closeAfterMs`.
+pub fn parse_close_after(field: &'static str, raw: u64) -> Result<u64, Error> {
+    if (MIN_CLOSE_AFTER_MS..=MAX_CLOSE_AFTER_MS).contains(&raw) {
+        Ok(raw)
+    } else {
+        Err(Error::invalid(
+            field,
+            format!(
+                "{field} must be an integer from {MIN_CLOSE_AFTER_MS} to {MAX_CLOSE_AFTER_MS} \
+                 milliseconds (got {raw})"
+            ),
+        ))
+    }
+}
+
 /// One instance's vote on one decision.
 #[derive(Debug, Clone)]
 pub struct Ballot {
@@ -84,6 +104,9 @@ pub struct Ballot {
     pub value: VoteValue,
     /// `None` when the caller left it to the decision (or to the default for a new one).
     pub total_instances: Option<u64>,
+    /// The deadline the vote gives a decision it opens, in ms after its first vote; `None`
+    /// when the caller left it to the decision (or to `--max-open` for a new one).
+    pub close_after_ms: Option<u64>,
 }
 
 /// What the vote script did with a ballot.
@@ -109,6 +132,10 @@ pub enum VoteOutcome {
     },
     /// Not recorded: the decision was opened with another `totalInstances`.
     TotalMismatch { opened_with: u64 },
+    /// Not recorded: the decision was opened with another `closeAfterMs`.
+    CloseMismatch { opened_with: u64 },
+    /// Not recorded: the decision's deadline passed without quorum; it is closed.
+    Expired { vote_count: u64 },
     /// Not recorded: the instance used up its votes for the current window.
     RateLimited { retry_after_ms: u64 },
 }

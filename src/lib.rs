@@ -47,6 +47,7 @@ pub mod tools;
 mod breaker;
 mod budget;
 mod clock;
+mod deadlines;
 mod events;
 mod guards;
 mod hub;

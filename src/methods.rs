@@ -253,6 +253,15 @@ async fn unregister(
 }
 
 async fn vote(hub: &Hub, caller: Caller<'_>, ballot: Ballot) -> Result<VoteReply, Error> {
+    let max_open = hub.config.max_open.as_millis() as u64;
+    if let Some(close_after) = ballot.close_after_ms.filter(|ms| *ms > max_open) {
+        return Err(Error::invalid(
+            "closeAfterMs",
+            format!(
+                "closeAfterMs may be at most {max_open} on this hub (--max-open; got {close_after})"
+            ),
+        ));
+    }
     let started = std::time::Instant::now();
     let outcome = vote_once(hub, caller, &ballot).await;
     hub.metrics
@@ -269,7 +278,9 @@ async fn vote(hub: &Hub, caller: Caller<'_>, ballot: Ballot) -> Result<VoteReply
         Ok(Some(VoteOutcome::AlreadyVoted { .. })) => "already_voted",
         Ok(Some(VoteOutcome::Decided { .. })) => "decided",
         Ok(Some(VoteOutcome::RateLimited { .. })) => "rate_limited",
-        Ok(Some(VoteOutcome::TotalMismatch { .. })) | Err(_) => "error",
+        Ok(Some(VoteOutcome::Expired { .. })) => "expired",
+        Ok(Some(VoteOutcome::TotalMismatch { .. } | VoteOutcome::CloseMismatch { .. }))
+        | Err(_) => "error",
     };
     hub.metrics.vote(label);
     match outcome? {
@@ -323,6 +334,17 @@ fn vote_reply(hub: &Hub, ballot: &Ballot, outcome: VoteOutcome) -> Result<VoteRe
                     ballot.instance, limit.max, limit.window
                 ),
             });
+        }
+        VoteOutcome::Expired { .. } => VoteReply::expired(),
+        VoteOutcome::CloseMismatch { opened_with } => {
+            return Err(Error::invalid(
+                "closeAfterMs",
+                format!(
+                    "decision {} was opened with closeAfterMs={opened_with}; omit closeAfterMs \
+                     or send {opened_with}",
+                    ballot.decision.as_str()
+                ),
+            ));
         }
         VoteOutcome::TotalMismatch { opened_with } => {
             return Err(Error::invalid(

@@ -24,7 +24,7 @@ use crate::methods::{self, Caller};
 use crate::metrics::Metrics;
 use crate::protocol::EventId;
 use crate::store::Store;
-use crate::{events, guards, keepalive, probe, publisher, session};
+use crate::{deadlines, events, guards, keepalive, probe, publisher, session};
 
 /// Longest the hub waits, on shutdown, for sessions to finish their calls and close.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -101,6 +101,10 @@ async fn serve(
         breaker,
         config.vote_timeout,
         config.wait_replicas,
+        crate::store::Lifecycle {
+            max_open: config.max_open,
+            retention: config.decision_retention,
+        },
         metrics.redis_errors.clone(),
     )?;
     let external = config.redis_url.is_some();
@@ -134,6 +138,7 @@ async fn serve(
     }
     hub.tracker.spawn(keepalive::run(hub.clone()));
     hub.tracker.spawn(probe::run(hub.clone()));
+    hub.tracker.spawn(deadlines::run(hub.clone()));
     if hub.store.waits_for_replicas() {
         hub.tracker.spawn(publisher::run(hub.clone()));
     }

@@ -92,6 +92,7 @@ pub async fn run(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
             decision: &decision,
             value: "go",
             total_instances: Some(1),
+            close_after_ms: None,
         };
         let reply: VoteReply = call(&mut voter, n as u64 + 1, method::VOTE, &params).await?;
         let replied = Instant::now();

@@ -89,6 +89,7 @@ pub async fn run(options: &VotesOptions) -> Result<VotesReport, BenchError> {
                     decision: &decision,
                     value: if round % 2 == 0 { "yes" } else { "no" },
                     total_instances: Some(group as u64),
+                    close_after_ms: None,
                 };
                 let sent = Instant::now();
                 let reply = call::<VoteReply>(&mut socket, round + 1, method::VOTE, &params).await;

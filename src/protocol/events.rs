@@ -18,6 +18,46 @@ pub struct DecisionEvent {
     pub timestamp: u64,
 }
 
+/// `quorum.decision.expired`: a decision's deadline passed without quorum; it is closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DecisionExpired {
+    pub decision: String,
+    pub vote_count: u64,
+    pub quorum: u64,
+    pub total_instances: u64,
+    /// Count per value at expiry, in the order each value first received a vote.
+    pub tally: serde_json::Map<String, serde_json::Value>,
+    /// In the same sequence as decision events; resume after it with `?lastEventId=`.
+    pub event_id: EventId,
+    /// When the decision expired (ms).
+    pub timestamp: u64,
+}
+
+/// One entry of the event log: a decision made, or a decision expired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LoggedEvent {
+    Made(DecisionEvent),
+    Expired(DecisionExpired),
+}
+
+impl LoggedEvent {
+    pub fn event_id(&self) -> EventId {
+        match self {
+            LoggedEvent::Made(event) => event.event_id,
+            LoggedEvent::Expired(event) => event.event_id,
+        }
+    }
+
+    pub fn decision(&self) -> &str {
+        match self {
+            LoggedEvent::Made(event) => &event.decision,
+            LoggedEvent::Expired(event) => &event.decision,
+        }
+    }
+}
+
 /// `quorum.vote.recorded`: one vote was recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

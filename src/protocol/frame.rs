@@ -195,6 +195,19 @@ pub fn decision_made(event: &DecisionEvent) -> String {
     notification(event::DECISION_MADE, event)
 }
 
+/// The `quorum.decision.expired` notification.
+pub fn decision_expired(event: &super::DecisionExpired) -> String {
+    notification(event::DECISION_EXPIRED, event)
+}
+
+/// The notification for one entry of the event log.
+pub fn logged_event(event: &super::LoggedEvent) -> String {
+    match event {
+        super::LoggedEvent::Made(event) => decision_made(event),
+        super::LoggedEvent::Expired(event) => decision_expired(event),
+    }
+}
+
 /// A `system.events.incomplete` notice.
 pub fn events_incomplete(notice: &EventsIncomplete) -> String {
     notification(event::EVENTS_INCOMPLETE, notice)

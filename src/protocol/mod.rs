@@ -37,15 +37,15 @@ pub mod request;
 mod results;
 
 pub use events::{
-    DecisionEvent, EventsIncomplete, GapReason, InstanceLost, InstanceRegistered,
-    InstanceUnregistered, Notification, VoteRecorded,
+    DecisionEvent, DecisionExpired, EventsIncomplete, GapReason, InstanceLost,
+    InstanceRegistered, InstanceUnregistered, LoggedEvent, Notification, VoteRecorded,
 };
 pub use params::{
     NoParams, RefreshParams, RegisterParams, StatusParams, SubscribeParams, VoteParams,
 };
 pub use request::Request;
 pub use results::{
-    Alive, BreakerState, DecisionCursor, DecisionStatus, DecisionSummary, HubInfo, InstanceInfo,
+    Alive, BreakerState, DecisionCursor, DecisionState, DecisionStatus, DecisionSummary, HubInfo, InstanceInfo,
     NotVoted, RecordedVote, Refreshed, Registered, SessionInfo, State, Subscribed, Unregistered,
     VoteReply,
 };
@@ -92,6 +92,8 @@ pub mod close {
 pub mod event {
     /// A decision was fixed; pushed to every session.
     pub const DECISION_MADE: &str = "quorum.decision.made";
+    /// A decision's deadline passed without quorum; pushed to every session.
+    pub const DECISION_EXPIRED: &str = "quorum.decision.expired";
     /// A vote was recorded (dashboards subscribe to it).
     pub const VOTE_RECORDED: &str = "quorum.vote.recorded";
     pub const INSTANCE_REGISTERED: &str = "instance.registered";

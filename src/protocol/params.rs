@@ -23,6 +23,8 @@ pub struct VoteParams<'a> {
     pub value: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_instances: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub close_after_ms: Option<u64>,
 }
 
 /// Params of `system.quorum.status`.

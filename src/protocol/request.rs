@@ -4,7 +4,9 @@
 use serde_json::{Map, Value};
 
 use super::{DecisionCursor, EventId, event, method};
-use crate::decision::{Ballot, DecisionName, VoteValue, parse_total_instances};
+use crate::decision::{
+    Ballot, DecisionName, VoteValue, parse_close_after, parse_total_instances,
+};
 use crate::error::Error;
 use crate::instance::{InstanceId, Registration};
 
@@ -73,7 +75,13 @@ impl Request {
             method::VOTE => {
                 let p = Params::new(
                     params,
-                    &["instanceId", "decision", "value", "totalInstances"],
+                    &[
+                        "instanceId",
+                        "decision",
+                        "value",
+                        "totalInstances",
+                        "closeAfterMs",
+                    ],
                 )?;
                 Ok(Request::Vote(Ballot {
                     instance: instance(&p)?,
@@ -82,6 +90,10 @@ impl Request {
                     total_instances: p
                         .opt_u64("totalInstances")?
                         .map(|n| parse_total_instances("totalInstances", n))
+                        .transpose()?,
+                    close_after_ms: p
+                        .opt_u64("closeAfterMs")?
+                        .map(|n| parse_close_after("closeAfterMs", n))
                         .transpose()?,
                 }))
             }

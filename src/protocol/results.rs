@@ -39,6 +39,8 @@ pub enum NotVoted {
     Decided,
     /// The hub's circuit breaker is open: Redis was not called.
     CircuitOpen,
+    /// The decision's deadline passed without quorum: it is closed.
+    Expired,
     /// A reason this version does not know.
     #[serde(other)]
     Unknown,
@@ -50,6 +52,7 @@ impl NotVoted {
             NotVoted::AlreadyVoted => "already_voted",
             NotVoted::Decided => "decided",
             NotVoted::CircuitOpen => "circuit_open",
+            NotVoted::Expired => "expired",
             NotVoted::Unknown => "unknown",
         }
     }
@@ -125,6 +128,18 @@ impl VoteReply {
         }
     }
 
+    /// Not recorded: the decision expired (its deadline passed without quorum).
+    pub fn expired() -> Self {
+        Self {
+            voted: false,
+            reason: Some(NotVoted::Expired),
+            recorded_value: None,
+            quorum_reached: false,
+            final_decision: None,
+            vote_count: None,
+        }
+    }
+
     /// Not recorded: the circuit breaker is open, Redis was not called.
     pub fn circuit_open() -> Self {
         Self {
@@ -154,6 +169,8 @@ impl VoteReply {
 #[serde(rename_all = "camelCase")]
 pub struct DecisionStatus {
     pub decision: String,
+    #[serde(default)]
+    pub state: DecisionState,
     pub total_instances: u64,
     pub quorum: u64,
     pub vote_count: u64,
@@ -165,6 +182,36 @@ pub struct DecisionStatus {
     pub final_decision: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_at: Option<u64>,
+    /// The decision's deadline (ms), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closes_at: Option<u64>,
+    /// When the decision expired (ms), once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_at: Option<u64>,
+}
+
+/// Where a decision is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecisionState {
+    /// Taking votes.
+    #[default]
+    Open,
+    /// Quorum was reached: the result is final.
+    Decided,
+    /// The deadline passed without quorum: closed, no result.
+    Expired,
+}
+
+impl DecisionState {
+    /// The state of a decision with (or without) a result and an expiry time.
+    pub fn of(decided: bool, expired: bool) -> Self {
+        match (decided, expired) {
+            (true, _) => DecisionState::Decided,
+            (false, true) => DecisionState::Expired,
+            (false, false) => DecisionState::Open,
+        }
+    }
 }
 
 /// One recorded vote in a decision's audit trail.
@@ -245,6 +292,8 @@ pub struct InstanceInfo {
 #[serde(rename_all = "camelCase")]
 pub struct DecisionSummary {
     pub decision: String,
+    #[serde(default)]
+    pub state: DecisionState,
     pub total_instances: u64,
     pub quorum: u64,
     pub vote_count: u64,
@@ -254,6 +303,10 @@ pub struct DecisionSummary {
     pub opened_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closes_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_at: Option<u64>,
 }
 
 /// The answering hub, as `system.get_state` reports it.

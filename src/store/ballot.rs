@@ -1,8 +1,9 @@
 //! One run of the vote script as the store calls it: its KEYS and ARGV, built from a
-//! ballot, the rate limit and (on a cluster) the voter's reservation; and the same call as
-//! `redis-benchmark` makes it.
+//! ballot, the rate limit, the decision lifecycle's settings and (on a cluster) the voter's
+//! reservation; and the same call as `redis-benchmark` makes it.
 
 use super::keys::{self, Layout};
+use super::lifecycle::Lifecycle;
 use super::publish::PUBLISH_LATER;
 use super::stream::DECISION_STREAM_CAP;
 use crate::config::RateLimit;
@@ -59,6 +60,7 @@ pub(super) struct Ballot<'a> {
     pub(super) instance: &'a str,
     pub(super) value: &'a str,
     pub(super) total_instances: Option<u64>,
+    pub(super) close_after_ms: Option<u64>,
 }
 
 /// KEYS and ARGV of one run of the vote script (see the contract in `lua/quorum_vote.lua`).
@@ -76,13 +78,16 @@ pub(super) fn vote_invocation(
     limit: RateLimit,
     reserved: Reserved<'_>,
     publish_later: bool,
+    lifecycle: Lifecycle,
 ) -> (Vec<String>, Vec<String>) {
     let Ballot {
         decision,
         instance,
         value,
         total_instances: stated_total,
+        close_after_ms: stated_close,
     } = ballot;
+    let opening_close = stated_close.unwrap_or(lifecycle.max_open.as_millis() as u64);
     let opening_total = stated_total.unwrap_or(DEFAULT_TOTAL_INSTANCES);
     let key = |part| layout.decision(decision, part);
     let mut keys = vec![
@@ -107,6 +112,7 @@ pub(super) fn vote_invocation(
             limit
         }
     };
+    keys.push(layout.deadlines(decision));
     let args = vec![
         decision.to_owned(),
         instance.to_owned(),
@@ -127,6 +133,9 @@ pub(super) fn vote_invocation(
             .unwrap_or_default(),
         reserved.place.unwrap_or_default().to_owned(),
         if publish_later { PUBLISH_LATER } else { "" }.to_owned(),
+        stated_close.map(|ms| ms.to_string()).unwrap_or_default(),
+        opening_close.to_string(),
+        lifecycle.retention.as_millis().to_string(),
     ];
     (keys, args)
 }
@@ -144,8 +153,9 @@ pub(crate) fn vote_benchmark_command(
         instance: "i__rand_int__",
         value: "yes",
         total_instances: Some(total_instances),
+        close_after_ms: None,
     };
-    let (mut keys, args) = vote_invocation(&Layout::Single, ballot, limit, Reserved::NONE, false);
+    let (mut keys, args) = vote_invocation(&Layout::Single, ballot, limit, Reserved::NONE, false, Lifecycle::DEFAULT);
     keys[5] = keys::BENCH_DECISIONS_INDEX.to_owned();
     let mut command = vec!["EVALSHA".to_owned(), sha.to_owned(), keys.len().to_string()];
     command.extend(keys);
@@ -170,27 +180,32 @@ mod tests {
             instance: "i",
             value: "v",
             total_instances,
+            close_after_ms: None,
         }
     }
 
     #[test]
     fn an_omitted_total_opens_with_the_default_and_its_quorum() {
         let (keys, args) =
-            vote_invocation(&Layout::Single, ballot(None), LIMIT, Reserved::NONE, false);
-        assert_eq!(keys.len(), 9);
+            vote_invocation(&Layout::Single, ballot(None), LIMIT, Reserved::NONE, false, Lifecycle::DEFAULT);
+        assert_eq!(keys.len(), 10);
+        assert_eq!(keys[9], Layout::Single.deadlines("d"));
         assert_eq!(keys[5], Layout::Single.decisions_index("d"));
         assert_eq!(keys[8], Layout::Single.published());
-        assert_eq!(args.len(), 16);
+        assert_eq!(args.len(), 19);
         assert_eq!(args[3], "", "nothing stated, so nothing to mismatch");
         assert_eq!(args[4], DEFAULT_TOTAL_INSTANCES.to_string());
         assert_eq!(args[5], quorum_for(DEFAULT_TOTAL_INSTANCES).to_string());
         assert_eq!(args[8..10], ["5", "1000"], "the script applies the limit");
-        assert_eq!(args[12..], ["log", "", "", ""]);
+        assert_eq!(args[12..16], ["log", "", "", ""]);
+        let max_open = Lifecycle::DEFAULT.max_open.as_millis().to_string();
+        let retention = Lifecycle::DEFAULT.retention.as_millis().to_string();
+        assert_eq!(args[16..], ["", &max_open, &retention], "opens with --max-open");
     }
 
     #[test]
     fn with_replicas_to_wait_for_the_event_is_published_later() {
-        let (_, args) = vote_invocation(&Layout::Single, ballot(None), LIMIT, Reserved::NONE, true);
+        let (_, args) = vote_invocation(&Layout::Single, ballot(None), LIMIT, Reserved::NONE, true, Lifecycle::DEFAULT);
         assert_eq!(args[15], PUBLISH_LATER);
     }
 
@@ -202,6 +217,7 @@ mod tests {
             LIMIT,
             Reserved::NONE,
             false,
+            Lifecycle::DEFAULT,
         );
         assert_eq!(args[3..6], ["6", "6", "4"]);
     }
@@ -213,12 +229,13 @@ mod tests {
             refused_for: Some(250),
             place: None,
         };
-        let (keys, args) = vote_invocation(&layout, ballot(None), LIMIT, reserved, false);
+        let (keys, args) = vote_invocation(&layout, ballot(None), LIMIT, reserved, false, Lifecycle::DEFAULT);
         assert_eq!(
             keys.len(),
-            9,
+            10,
             "no rate key: it lives in the instance's slot"
         );
+        assert_eq!(keys[9], layout.deadlines("d"));
         assert_eq!(keys[7], layout.dashboards_flag("d").unwrap());
         assert_eq!(keys[8], layout.decision("d", "places"));
         let slot = super::super::slots::key_slot(&keys[0]);
@@ -226,7 +243,7 @@ mod tests {
             assert_eq!(super::super::slots::key_slot(key), slot, "{key}");
         }
         assert_eq!(args[8], "0", "the script applies no limit itself");
-        assert_eq!(args[12..], ["defer", "250", "", ""]);
+        assert_eq!(args[12..16], ["defer", "250", "", ""]);
     }
 
     #[test]
@@ -238,6 +255,7 @@ mod tests {
             LIMIT,
             Reserved::NONE,
             false,
+            Lifecycle::DEFAULT,
         );
         assert_eq!(command[..3], ["EVALSHA", "sha", &keys.len().to_string()]);
         assert_eq!(command.len(), 3 + keys.len() + args.len());

@@ -13,7 +13,9 @@ use super::{MAX_PAGE_BYTES, Store, field_u64, internal};
 use crate::config::RateLimit;
 use crate::decision::{self, DecisionName, VoteOutcome};
 use crate::error::Error;
-use crate::protocol::{DecisionCursor, DecisionStatus, DecisionSummary, RecordedVote};
+use crate::protocol::{
+    DecisionCursor, DecisionState, DecisionStatus, DecisionSummary, RecordedVote,
+};
 
 /// Decisions the recent-decisions index keeps; older ones drop out of `system.get_state`
 /// (their keys and audit trail stay).
@@ -26,6 +28,7 @@ const SUMMARY_BYTES: usize = 1200;
 /// The vote script's source, for tools that load it themselves.
 pub(crate) const VOTE_SCRIPT: &str = concat!(
     include_str!("../../lua/decision_event.lua"),
+    include_str!("../../lua/lifecycle.lua"),
     include_str!("../../lua/quorum_vote.lua")
 );
 
@@ -66,10 +69,12 @@ impl Store {
                 instance,
                 value: ballot.value.as_str(),
                 total_instances: ballot.total_instances,
+                close_after_ms: ballot.close_after_ms,
             },
             limit,
             Reserved::from(reservation.as_ref()),
             self.waits_for_replicas(),
+            self.lifecycle,
         );
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -91,12 +96,13 @@ impl Store {
         }
         let (outcome, vote_count, total, quorum, final_decision, recorded, event_id, decided_at, _) =
             voted?;
-        if outcome == "decided_now" && !event_id.is_empty() {
+        if (outcome == "decided_now" || outcome == "expired") && !event_id.is_empty() {
             // On one Redis the vote logged the event itself; with --wait-replicas it is
             // published now that the write is on the replicas.
             self.publish_acknowledged_upto(&event_id).await;
         }
-        if self.layout.is_cluster() && !final_decision.is_empty() && event_id.is_empty() {
+        let closed = !final_decision.is_empty() || outcome == "expired";
+        if self.layout.is_cluster() && closed && event_id.is_empty() {
             let decided = Decided {
                 decision: ballot.decision.as_str().to_owned(),
                 value: final_decision.clone(),
@@ -104,12 +110,15 @@ impl Store {
                 quorum,
                 total_instances: total,
                 decided_at: decided_at.parse().unwrap_or_default(),
+                // The script answers an expired decision's tally where a recorded value goes.
+                expired_tally: (outcome == "expired").then(|| recorded.clone()),
             };
             let log_step = async {
-                // A vote that decided was confirmed with its decision; any other vote may
+                // A vote that closed it was confirmed with it; any other vote may
                 // have written nothing, so with --wait-replicas the decision's own write
                 // is confirmed before it is logged (and so published).
                 if outcome != "decided_now"
+                    && outcome != "expired"
                     && let Some(mark) = self.layout.partition_ack_mark(&decided.decision)
                 {
                     self.confirm_partition(&mark).await?;
@@ -144,6 +153,10 @@ impl Store {
                 final_decision,
             },
             "total_mismatch" => VoteOutcome::TotalMismatch { opened_with: total },
+            "close_mismatch" => VoteOutcome::CloseMismatch {
+                opened_with: vote_count,
+            },
+            "expired" => VoteOutcome::Expired { vote_count },
             "rate_limited" => VoteOutcome::RateLimited {
                 retry_after_ms: vote_count.max(1),
             },
@@ -227,8 +240,10 @@ impl Store {
             })
             .collect();
         let final_decision = result.get("value").cloned();
+        let expired_at = result.get("expiredAt").and_then(|t| t.parse().ok());
         Ok(Some(DecisionStatus {
             decision: name.to_owned(),
+            state: DecisionState::of(final_decision.is_some(), expired_at.is_some()),
             total_instances: field_u64(&meta, "totalInstances"),
             quorum: field_u64(&meta, "quorum"),
             vote_count: votes.len() as u64,
@@ -237,6 +252,8 @@ impl Store {
             quorum_reached: final_decision.is_some(),
             final_decision,
             decided_at: result.get("decidedAt").and_then(|t| t.parse().ok()),
+            closes_at: meta.get("closesAt").and_then(|t| t.parse().ok()),
+            expired_at,
         }))
     }
 
@@ -328,19 +345,20 @@ impl Store {
             cmds.push(
                 redis::cmd("HMGET")
                     .arg(key("metadata"))
-                    .arg(&["totalInstances", "quorum", "openedAt"])
+                    .arg(&["totalInstances", "quorum", "openedAt", "closesAt"])
                     .to_owned(),
             );
             cmds.push(redis::cmd("ZCARD").arg(key("votes")).to_owned());
             cmds.push(
                 redis::cmd("HMGET")
                     .arg(key("result"))
-                    .arg(&["value", "decidedAt"])
+                    .arg(&["value", "decidedAt", "expiredAt"])
                     .to_owned(),
             );
         }
         let replies = self.query_each(cmds).await?;
         let mut decisions = Vec::with_capacity(names.len());
+        let mut gone = Vec::new();
         for (name, chunk) in names.into_iter().zip(replies.chunks(3)) {
             let [meta, count, result] = chunk else { break };
             let meta: Vec<Option<u64>> =
@@ -348,11 +366,19 @@ impl Store {
             let vote_count: u64 = FromRedisValue::from_redis_value_ref(count).map_err(internal)?;
             let result: Vec<Option<String>> =
                 FromRedisValue::from_redis_value_ref(result).map_err(internal)?;
-            let (Some(total_instances), Some(quorum)) = (meta[0], meta[1]) else {
-                continue; // removed since it was indexed
+            let (Some(total_instances), Some(quorum)) =
+                (meta.first().copied().flatten(), meta.get(1).copied().flatten())
+            else {
+                // Its keys expired after the retention (or were removed): it leaves the index.
+                gone.push(name);
+                continue;
             };
-            let final_decision = result[0].clone();
+            let final_decision = result.first().cloned().flatten();
+            let expired_at = result.get(2).cloned().flatten().and_then(|t| t.parse().ok());
             decisions.push(DecisionSummary {
+                state: DecisionState::of(final_decision.is_some(), expired_at.is_some()),
+                closes_at: meta.get(3).copied().flatten(),
+                expired_at,
                 decision: name,
                 total_instances,
                 quorum,
@@ -360,8 +386,27 @@ impl Store {
                 quorum_reached: final_decision.is_some(),
                 final_decision,
                 opened_at: meta[2].unwrap_or_default(),
-                decided_at: result[1].as_deref().and_then(|t| t.parse().ok()),
+                decided_at: result
+                    .get(1)
+                    .cloned()
+                    .flatten()
+                    .and_then(|t| t.parse().ok()),
             });
+        }
+        if !gone.is_empty() {
+            let cmds = gone
+                .iter()
+                .map(|name| {
+                    redis::cmd("ZREM")
+                        .arg(self.layout.decisions_index(name))
+                        .arg(name)
+                        .to_owned()
+                })
+                .collect();
+            // Best effort: the next page that meets them tries again.
+            if let Err(err) = self.query_each(cmds).await {
+                tracing::debug!(%err, "could not drop expired decisions from the index");
+            }
         }
         Ok(DecisionPage { decisions, next })
     }

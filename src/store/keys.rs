@@ -55,6 +55,9 @@ const DECISIONS_KIND: &str = "decisions";
 const UNLOGGED_KIND: &str = "unlogged";
 const DASHBOARDS_KIND: &str = "dashboards";
 const ACKED_KIND: &str = "acked";
+const DEADLINES_KIND: &str = "deadlines";
+/// Sorted set: decision name -> closesAt (ms), for the decisions still open.
+const DEADLINES_INDEX: &str = "cb:deadlines";
 
 /// `{tag}`: a partition's hash tag as it appears in key names.
 fn partition_tag(tag: &str) -> String {
@@ -131,6 +134,21 @@ impl Layout {
     pub(crate) fn decisions_index(&self, name: &str) -> String {
         self.in_partition(DECISIONS_KIND, name)
             .unwrap_or_else(|| DECISIONS_INDEX.to_owned())
+    }
+
+    /// Sorted set: decision name -> closesAt (ms), for the open decisions that share
+    /// `name`'s deadlines index.
+    pub(crate) fn deadlines(&self, name: &str) -> String {
+        self.in_partition(DEADLINES_KIND, name)
+            .unwrap_or_else(|| DEADLINES_INDEX.to_owned())
+    }
+
+    /// Every deadlines index: one, or one per partition.
+    pub(crate) fn deadlines_indexes(&self) -> Vec<String> {
+        match self {
+            Layout::Single => vec![DEADLINES_INDEX.to_owned()],
+            Layout::Partitioned { .. } => self.every_partition(DEADLINES_KIND),
+        }
     }
 
     /// Every decisions index: one, or one per partition.

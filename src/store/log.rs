@@ -26,15 +26,20 @@ const LOGGED_MARK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Most unlogged decisions one sweep logs per partition.
 const SWEEP_BATCH: usize = 100;
 
-/// A decision the vote script fixed: everything its event carries but the event id.
+/// A decision a script closed (made, or expired): everything its event carries but the
+/// event id.
 #[derive(Debug, Clone)]
 pub(crate) struct Decided {
     pub decision: String,
+    /// The winning value ('' for an expired decision).
     pub value: String,
     pub vote_count: u64,
     pub quorum: u64,
     pub total_instances: u64,
+    /// When it was decided, or when it expired.
     pub decided_at: u64,
+    /// For an expired decision, its tally at expiry (JSON).
+    pub expired_tally: Option<String>,
 }
 
 impl Store {
@@ -69,6 +74,7 @@ impl Store {
                     self.layout.decision_channel(),
                     &LOGGED_MARK_TTL.as_millis().to_string(),
                     self.publish_mode(),
+                    decided.expired_tally.as_deref().unwrap_or(""),
                 ],
             )
             .await?;
@@ -147,20 +153,29 @@ impl Store {
             .arg(&["quorum", "totalInstances"]);
         type Reply = (HashMap<String, String>, Vec<Option<u64>>);
         let (result, meta): Reply = self.query_pipe(&pipe).await?;
-        let Some(value) = result
-            .get("value")
-            .filter(|_| !result.contains_key("eventId"))
-        else {
+        let closed = result.contains_key("value") || result.contains_key("expiredAt");
+        if !closed || result.contains_key("eventId") {
             self.query::<()>(redis::cmd("ZREM").arg(set).arg(&name))
                 .await?;
             return Ok(false);
-        };
+        }
+        let expired_tally = result
+            .get("expiredAt")
+            .map(|_| result.get("tally").cloned().unwrap_or_else(|| "{}".into()));
         let decided = Decided {
-            value: value.clone(),
+            value: result.get("value").cloned().unwrap_or_default(),
             vote_count: field_u64(&result, "voteCount"),
-            decided_at: field_u64(&result, "decidedAt"),
-            quorum: meta[0].unwrap_or_default(),
-            total_instances: meta[1].unwrap_or_default(),
+            decided_at: field_u64(
+                &result,
+                if expired_tally.is_some() {
+                    "expiredAt"
+                } else {
+                    "decidedAt"
+                },
+            ),
+            quorum: meta.first().copied().flatten().unwrap_or_default(),
+            total_instances: meta.get(1).copied().flatten().unwrap_or_default(),
+            expired_tally,
             decision: name,
         };
         self.log_decided(&decided).await?;

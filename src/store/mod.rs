@@ -18,6 +18,7 @@ mod connection;
 mod decisions;
 mod instances;
 mod keys;
+mod lifecycle;
 mod log;
 mod publish;
 mod sentinel;
@@ -43,6 +44,7 @@ pub(crate) use connection::cluster_seeds;
 use connection::{Acked, Backend, Conn, connect, connection_of, watch};
 pub(crate) use decisions::VOTE_SCRIPT;
 pub(crate) use instances::{Claim, Standing};
+pub(crate) use lifecycle::Lifecycle;
 use keys::layout_for;
 pub(crate) use keys::{DASHBOARD_CHANNELS, EVENT_CHANNEL_PREFIX, Layout};
 pub use keys::{decision_key, event_log_epoch_key, event_log_key, instances_by_id_key};
@@ -60,6 +62,7 @@ pub(crate) const MAX_PAGE_BYTES: usize = 256 * 1024;
 struct Scripts {
     vote: Script,
     log_decision: Script,
+    expire: Script,
     publish_pending: Script,
     reserve_vote: Script,
     register: Script,
@@ -73,6 +76,7 @@ impl Scripts {
         Self {
             vote: Script::new(VOTE_SCRIPT),
             log_decision: Script::new(log::LOG_SCRIPT),
+            expire: Script::new(lifecycle::EXPIRE_SCRIPT),
             publish_pending: Script::new(publish::PUBLISH_SCRIPT),
             reserve_vote: Script::new(include_str!("../../lua/reserve_vote.lua")),
             register: Script::new(include_str!("../../lua/register.lua")),
@@ -82,10 +86,11 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&Script; 8] {
+    fn all(&self) -> [&Script; 9] {
         [
             &self.vote,
             &self.log_decision,
+            &self.expire,
             &self.publish_pending,
             &self.reserve_vote,
             &self.register,
@@ -109,6 +114,8 @@ pub struct Store {
     /// Votes that wait for replicas, and the connections they go through.
     acked: Arc<Acked>,
     layout: Layout,
+    /// How decisions close: their default deadline, and how long they are kept after.
+    lifecycle: Lifecycle,
     scripts: Arc<Scripts>,
     breaker: Arc<Breaker>,
     /// Counts failed Redis calls for `/metrics`.
@@ -157,6 +164,7 @@ impl Store {
         breaker: Breaker,
         longest_call: Duration,
         wait_replicas: u32,
+        lifecycle: Lifecycle,
         errors: Counter,
     ) -> Result<Self, Error> {
         let layout = layout_for(url);
@@ -167,6 +175,7 @@ impl Store {
             backend: connections.backend,
             acked: Arc::new(connections.acked),
             layout,
+            lifecycle,
             scripts: Arc::new(Scripts::new()),
             breaker: Arc::new(breaker),
             errors,

@@ -1,0 +1,40 @@
+-- lifecycle.lua: the end of a decision's life, shared by the scripts that close one
+-- (prepended to quorum_vote.lua and expire.lua when the hub loads them).
+
+-- The server's time in ms, as a string.
+local function now_ms()
+  local t = redis.call('TIME')
+  return string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+end
+
+-- The tally as a JSON object, values in the order each first received a vote.
+local function tally_json(votes, ballots, tally)
+  local voters = redis.call('ZRANGE', votes, 0, -1)
+  if #voters == 0 then
+    return '{}'
+  end
+  local values = redis.call('HMGET', ballots, unpack(voters))
+  local seen, parts = {}, {}
+  for _, v in ipairs(values) do
+    if v and not seen[v] then
+      seen[v] = true
+      parts[#parts + 1] = cjson.encode(v) .. ':' .. (redis.call('HGET', tally, v) or '0')
+    end
+  end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+
+-- A closed decision's keys expire `retention` ms from now, and it leaves the deadlines index.
+-- `parts` lists its keys.
+local function close_decision(parts, deadlines, decision, retention)
+  for _, key in ipairs(parts) do
+    redis.call('PEXPIRE', key, retention)
+  end
+  redis.call('ZREM', deadlines, decision)
+end
+
+-- Whether a decision with deadline `closes_at` (ms, '' or false for none) is past it at
+-- `now` (ms).
+local function past_deadline(closes_at, now)
+  return closes_at and closes_at ~= '' and tonumber(now) >= tonumber(closes_at)
+end

@@ -1,0 +1,154 @@
+//! The end of a decision's life: deadlines that close a decision as expired, exactly once
+//! however many hubs run, and how long a closed decision is kept.
+//!
+//! A decision's deadline (`closesAt`) is fixed by its first vote and indexed in a sorted
+//! set (one per partition on a cluster). Every hub asks the index for the decisions due now
+//! and closes each with `expire.lua`; a vote that finds its decision past the deadline
+//! closes it the same way. The script that closes a decision, by quorum or by deadline,
+//! sets its keys to expire after the retention.
+
+use std::time::Duration;
+
+use super::log::Decided;
+use super::stream::DECISION_STREAM_CAP;
+use super::{Error, Store};
+
+/// How the store closes decisions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lifecycle {
+    /// The deadline of a decision whose votes state none (`--max-open`).
+    pub(crate) max_open: Duration,
+    /// How long a closed decision's keys are kept (`--decision-retention`).
+    pub(crate) retention: Duration,
+}
+
+impl Lifecycle {
+    /// The defaults of `--max-open` and `--decision-retention`.
+    pub(crate) const DEFAULT: Lifecycle = Lifecycle {
+        max_open: Duration::from_millis(crate::decision::MAX_CLOSE_AFTER_MS),
+        retention: Duration::from_secs(7 * 86_400),
+    };
+}
+
+/// The expiry script's source (the shared definitions first).
+pub(crate) const EXPIRE_SCRIPT: &str = concat!(
+    include_str!("../../lua/decision_event.lua"),
+    include_str!("../../lua/lifecycle.lua"),
+    include_str!("../../lua/expire.lua")
+);
+
+/// Most due decisions one look at one deadlines index closes.
+const EXPIRE_BATCH: usize = 100;
+
+/// What `expire.lua` answers: whether it closed the decision, then voteCount, quorum,
+/// totalInstances, the tally (JSON), the event id ('' on a cluster) and expiredAt.
+type ExpireReply = (u8, Option<u64>, Option<u64>, Option<u64>, Option<String>, Option<String>, Option<u64>);
+
+impl Store {
+    /// Closes as expired every decision whose deadline is at or before `now_ms` (a batch
+    /// per index; the next call takes the rest). Returns how many this call closed, and
+    /// the first failure, if any: an index that cannot be read now is left for the next
+    /// call.
+    pub(crate) async fn expire_due(&self, now_ms: u64) -> (usize, Option<Error>) {
+        let indexes = self.layout.deadlines_indexes();
+        let cmds = indexes
+            .iter()
+            .map(|index| {
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(index)
+                    .arg("-inf")
+                    .arg(now_ms)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(EXPIRE_BATCH)
+                    .to_owned()
+            })
+            .collect();
+        let listed = match self.query_each(cmds).await {
+            Ok(listed) => listed,
+            Err(err) => return (0, Some(err)),
+        };
+        let mut closed = 0;
+        let mut failure = None;
+        for due in listed {
+            let names: Vec<String> = match redis::FromRedisValue::from_redis_value(due) {
+                Ok(names) => names,
+                Err(err) => {
+                    failure.get_or_insert(Error::Internal(err.to_string()));
+                    continue;
+                }
+            };
+            for name in names {
+                match self.expire(&name).await {
+                    Ok(done) => closed += usize::from(done),
+                    Err(err) => {
+                        failure.get_or_insert(err);
+                    }
+                }
+            }
+        }
+        (closed, failure)
+    }
+
+    /// Closes one decision as expired if it is past its deadline and still open (on a
+    /// cluster, then logs its event). Returns whether this call closed it.
+    async fn expire(&self, name: &str) -> Result<bool, Error> {
+        let key = |part| self.layout.decision(name, part);
+        let deferred = self.layout.is_cluster();
+        let (log, last) = match self.layout.unlogged(name) {
+            Some(unlogged) => (unlogged, key("places")),
+            None => (
+                self.layout.stream().to_owned(),
+                self.layout.published().to_owned(),
+            ),
+        };
+        let keys = [
+            key("votes"),
+            key("tally"),
+            key("result"),
+            key("metadata"),
+            key("ballots"),
+            self.layout.deadlines(name),
+            log,
+            last,
+        ];
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let reply: ExpireReply = self
+            .eval_acknowledged(
+                &self.scripts.expire,
+                &key_refs,
+                &[
+                    name,
+                    if deferred { "defer" } else { "log" },
+                    &self.lifecycle.retention.as_millis().to_string(),
+                    &DECISION_STREAM_CAP.to_string(),
+                    self.layout.decision_channel(),
+                    self.publish_mode(),
+                ],
+            )
+            .await?;
+        let (closed, vote_count, quorum, total, tally, event_id, expired_at) = reply;
+        if closed != 1 {
+            return Ok(false);
+        }
+        match event_id.filter(|id| !id.is_empty()) {
+            Some(event_id) => self.publish_acknowledged_upto(&event_id).await,
+            None => {
+                let expired = Decided {
+                    decision: name.to_owned(),
+                    value: String::new(),
+                    vote_count: vote_count.unwrap_or_default(),
+                    quorum: quorum.unwrap_or_default(),
+                    total_instances: total.unwrap_or_default(),
+                    decided_at: expired_at.unwrap_or_default(),
+                    expired_tally: tally,
+                };
+                // Logged now, or by the sweep if this fails.
+                if let Err(err) = self.log_decided(&expired).await {
+                    tracing::warn!(%err, decision = name, "could not log an expired decision yet; the sweep will");
+                }
+            }
+        }
+        Ok(true)
+    }
+}
