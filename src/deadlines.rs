@@ -24,7 +24,10 @@ pub async fn run(hub: Arc<Hub>) {
         }
         let (closed, failure) = store.expire_due(now_ms()).await;
         if closed > 0 {
-            tracing::info!(closed, "closed decisions whose deadline passed without quorum");
+            tracing::info!(
+                closed,
+                "closed decisions whose deadline passed without quorum"
+            );
         }
         match failure {
             Some(err) if !failing => {

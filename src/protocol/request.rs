@@ -4,9 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::{DecisionCursor, EventId, event, method};
-use crate::decision::{
-    Ballot, DecisionName, VoteValue, parse_close_after, parse_total_instances,
-};
+use crate::decision::{Ballot, DecisionName, VoteValue, parse_close_after, parse_total_instances};
 use crate::error::Error;
 use crate::instance::{InstanceId, Registration};
 

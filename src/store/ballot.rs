@@ -155,7 +155,14 @@ pub(crate) fn vote_benchmark_command(
         total_instances: Some(total_instances),
         close_after_ms: None,
     };
-    let (mut keys, args) = vote_invocation(&Layout::Single, ballot, limit, Reserved::NONE, false, Lifecycle::DEFAULT);
+    let (mut keys, args) = vote_invocation(
+        &Layout::Single,
+        ballot,
+        limit,
+        Reserved::NONE,
+        false,
+        Lifecycle::DEFAULT,
+    );
     keys[5] = keys::BENCH_DECISIONS_INDEX.to_owned();
     let mut command = vec!["EVALSHA".to_owned(), sha.to_owned(), keys.len().to_string()];
     command.extend(keys);
@@ -186,8 +193,14 @@ mod tests {
 
     #[test]
     fn an_omitted_total_opens_with_the_default_and_its_quorum() {
-        let (keys, args) =
-            vote_invocation(&Layout::Single, ballot(None), LIMIT, Reserved::NONE, false, Lifecycle::DEFAULT);
+        let (keys, args) = vote_invocation(
+            &Layout::Single,
+            ballot(None),
+            LIMIT,
+            Reserved::NONE,
+            false,
+            Lifecycle::DEFAULT,
+        );
         assert_eq!(keys.len(), 10);
         assert_eq!(keys[9], Layout::Single.deadlines("d"));
         assert_eq!(keys[5], Layout::Single.decisions_index("d"));
@@ -200,12 +213,23 @@ mod tests {
         assert_eq!(args[12..16], ["log", "", "", ""]);
         let max_open = Lifecycle::DEFAULT.max_open.as_millis().to_string();
         let retention = Lifecycle::DEFAULT.retention.as_millis().to_string();
-        assert_eq!(args[16..], ["", &max_open, &retention], "opens with --max-open");
+        assert_eq!(
+            args[16..],
+            ["", &max_open, &retention],
+            "opens with --max-open"
+        );
     }
 
     #[test]
     fn with_replicas_to_wait_for_the_event_is_published_later() {
-        let (_, args) = vote_invocation(&Layout::Single, ballot(None), LIMIT, Reserved::NONE, true, Lifecycle::DEFAULT);
+        let (_, args) = vote_invocation(
+            &Layout::Single,
+            ballot(None),
+            LIMIT,
+            Reserved::NONE,
+            true,
+            Lifecycle::DEFAULT,
+        );
         assert_eq!(args[15], PUBLISH_LATER);
     }
 
@@ -229,7 +253,14 @@ mod tests {
             refused_for: Some(250),
             place: None,
         };
-        let (keys, args) = vote_invocation(&layout, ballot(None), LIMIT, reserved, false, Lifecycle::DEFAULT);
+        let (keys, args) = vote_invocation(
+            &layout,
+            ballot(None),
+            LIMIT,
+            reserved,
+            false,
+            Lifecycle::DEFAULT,
+        );
         assert_eq!(
             keys.len(),
             10,

@@ -366,15 +366,20 @@ impl Store {
             let vote_count: u64 = FromRedisValue::from_redis_value_ref(count).map_err(internal)?;
             let result: Vec<Option<String>> =
                 FromRedisValue::from_redis_value_ref(result).map_err(internal)?;
-            let (Some(total_instances), Some(quorum)) =
-                (meta.first().copied().flatten(), meta.get(1).copied().flatten())
-            else {
+            let (Some(total_instances), Some(quorum)) = (
+                meta.first().copied().flatten(),
+                meta.get(1).copied().flatten(),
+            ) else {
                 // Its keys expired after the retention (or were removed): it leaves the index.
                 gone.push(name);
                 continue;
             };
             let final_decision = result.first().cloned().flatten();
-            let expired_at = result.get(2).cloned().flatten().and_then(|t| t.parse().ok());
+            let expired_at = result
+                .get(2)
+                .cloned()
+                .flatten()
+                .and_then(|t| t.parse().ok());
             decisions.push(DecisionSummary {
                 state: DecisionState::of(final_decision.is_some(), expired_at.is_some()),
                 closes_at: meta.get(3).copied().flatten(),

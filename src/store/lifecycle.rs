@@ -42,7 +42,15 @@ const EXPIRE_BATCH: usize = 100;
 
 /// What `expire.lua` answers: whether it closed the decision, then voteCount, quorum,
 /// totalInstances, the tally (JSON), the event id ('' on a cluster) and expiredAt.
-type ExpireReply = (u8, Option<u64>, Option<u64>, Option<u64>, Option<String>, Option<String>, Option<u64>);
+type ExpireReply = (
+    u8,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+    Option<String>,
+    Option<String>,
+    Option<u64>,
+);
 
 impl Store {
     /// Closes as expired every decision whose deadline is at or before `now_ms` (a batch
