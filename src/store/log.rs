@@ -2,7 +2,6 @@
 //! and the sweep that finishes decisions whose hub stopped between the two steps.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use futures::future::join_all;
 
@@ -18,10 +17,6 @@ pub(crate) const LOG_SCRIPT: &str = concat!(
     include_str!("../../lua/log_decision.lua")
 );
 
-/// How long the mark that a decision was logged lives. Logging it again within that time
-/// returns the same event; since every hub sweeps for unlogged decisions each second, only
-/// a keyspace left without any hub for this long could see one logged twice.
-const LOGGED_MARK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Most unlogged decisions one sweep logs per partition.
 const SWEEP_BATCH: usize = 100;
@@ -72,7 +67,9 @@ impl Store {
                     &decided.decided_at.to_string(),
                     &DECISION_STREAM_CAP.to_string(),
                     self.layout.decision_channel(),
-                    &LOGGED_MARK_TTL.as_millis().to_string(),
+                    // The mark lives as long as the decision it marks (`--decision-retention`):
+                    // logging it again within that time returns the same event.
+                    &self.lifecycle.retention.as_millis().to_string(),
                     self.publish_mode(),
                     decided.expired_tally.as_deref().unwrap_or(""),
                 ],
