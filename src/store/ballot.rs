@@ -164,6 +164,7 @@ pub(crate) fn vote_benchmark_command(
         Lifecycle::DEFAULT,
     );
     keys[5] = keys::BENCH_DECISIONS_INDEX.to_owned();
+    keys[9] = keys::BENCH_DEADLINES_INDEX.to_owned();
     let mut command = vec!["EVALSHA".to_owned(), sha.to_owned(), keys.len().to_string()];
     command.extend(keys);
     command.extend(args);
@@ -291,5 +292,6 @@ mod tests {
         assert_eq!(command[..3], ["EVALSHA", "sha", &keys.len().to_string()]);
         assert_eq!(command.len(), 3 + keys.len() + args.len());
         assert_eq!(command[3 + 5], keys::BENCH_DECISIONS_INDEX);
+        assert_eq!(command[3 + 9], keys::BENCH_DEADLINES_INDEX);
     }
 }

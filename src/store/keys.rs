@@ -41,6 +41,8 @@ const DECISIONS_INDEX: &str = "cb:decisions";
 /// The decisions index `redis-benchmark` writes when `bench suite` measures the vote
 /// script: the same work as the hub's, kept out of `system.get_state`.
 pub(crate) const BENCH_DECISIONS_INDEX: &str = "cb:bench:decisions";
+/// The deadlines index `redis-benchmark` writes, kept away from the hubs' for the same reason.
+pub(crate) const BENCH_DEADLINES_INDEX: &str = "cb:bench:deadlines";
 /// Sorted set: instance id -> last time it was registered or refreshed (ms).
 const INSTANCES_INDEX: &str = "cb:instances";
 /// Sorted set, every score 0: the same instance ids in byte order, so that
