@@ -1,6 +1,8 @@
 //! An agent's client: one WebSocket to a hub that survives drops. It reconnects with
-//! backoff, registers its instance again, and resumes decision events from the last
-//! `eventId` it saw, so a caller sees every decision once and in order. Everything else
+//! backoff, registers its instance again, and resumes decision events (decisions made,
+//! [`Notification::DecisionMade`], and decisions that expired without quorum,
+//! [`Notification::DecisionExpired`], one sequence in the hub's event log) from the last
+//! `eventId` it saw, so a caller sees each of them once and in order. Everything else
 //! the hub pushes (`system.events.incomplete`, subscribed dashboard events) is passed on
 //! too, never dropped. After a notice that the hub's event log was `rewound` (a Redis
 //! failover lost events), the decisions that follow may have ids below ones already seen:
@@ -23,9 +25,9 @@ use crate::auth;
 use crate::clock::now_ms;
 use crate::protocol::peer::{self, CallError, Incoming, RpcError, Socket};
 use crate::protocol::{
-    DecisionStatus, EventId, GapReason, NoParams, Notification, RefreshParams, Refreshed,
-    RegisterParams, Registered, State, StatusParams, SubscribeParams, Subscribed, VoteParams,
-    VoteReply, method,
+    DecisionEvent, DecisionExpired, DecisionStatus, EventId, GapReason, NoParams, Notification,
+    RefreshParams, Refreshed, RegisterParams, Registered, State, StatusParams, SubscribeParams,
+    Subscribed, VoteParams, VoteReply, method,
 };
 
 /// First pause before reconnecting.
@@ -190,8 +192,8 @@ pub struct Client {
 
 impl Client {
     /// Connects (and registers, if an instance is configured) and returns the client with
-    /// the stream of what the hub pushes: each decision once, in order, and every other
-    /// notification as it came. Fails only if the first connection cannot be made; after
+    /// the stream of what the hub pushes: each decision made or expired once, in order, and
+    /// every other notification as it came. Fails only if the first connection cannot be made; after
     /// that the client reconnects by itself.
     pub async fn connect(
         config: ClientConfig,
@@ -276,7 +278,7 @@ impl Client {
 /// Owns the socket; runs in its own task.
 struct Driver {
     config: ClientConfig,
-    /// The newest decision event passed to the caller.
+    /// The newest decision event (made or expired) passed to the caller.
     last_event: Option<EventId>,
     /// The token the current connection was opened or refreshed with.
     token: Option<HeldToken>,
@@ -328,14 +330,15 @@ impl Driver {
         Ok((socket, early))
     }
 
-    /// Passes a notification to the caller; a decision only once per event.
+    /// Passes a notification to the caller; a decision made or expired only once per event.
     async fn pass_on(&mut self, notification: Notification) {
         match &notification {
-            Notification::DecisionMade(event) => {
-                if self.last_event.is_some_and(|last| event.event_id <= last) {
+            Notification::DecisionMade(DecisionEvent { event_id, .. })
+            | Notification::DecisionExpired(DecisionExpired { event_id, .. }) => {
+                if self.last_event.is_some_and(|last| *event_id <= last) {
                     return;
                 }
-                self.last_event = Some(event.event_id);
+                self.last_event = Some(*event_id);
             }
             // The hub could not place the cursor (its Redis never had that event), or its
             // event log went back after a failover: the events that follow continue from

@@ -1,4 +1,5 @@
-//! Decision events: one Redis pub/sub subscription per hub feeding every session, gap
+//! Decision events (decisions made and decisions expired, the entries of the event log):
+//! one Redis pub/sub subscription per hub feeding every session, gap
 //! recovery from the stream after a dropped link (after checking that the log is still the
 //! one the hub delivered from), and (on a cluster) the sweep that logs decisions left
 //! unlogged. (Replays for resuming clients are the session's:
@@ -20,8 +21,8 @@ use crate::clock::now_ms;
 use crate::error::Error;
 use crate::hub::{Hub, fingerprint};
 use crate::protocol::{
-    DecisionEvent, EventId, EventsIncomplete, InstanceRegistered, InstanceUnregistered,
-    VoteRecorded, event, frame,
+    EventId, EventsIncomplete, InstanceRegistered, InstanceUnregistered, LoggedEvent, VoteRecorded,
+    event, frame,
 };
 use crate::store::{self, CursorPlace, Store};
 
@@ -169,9 +170,21 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
             }
             continue;
         }
-        match serde_json::from_slice::<DecisionEvent>(payload) {
+        // Untagged: a decision made carries `value`, an expired one `tally`, and each type
+        // refuses the other's fields.
+        match serde_json::from_slice::<LoggedEvent>(payload) {
             Ok(event) => {
-                tracing::info!(decision = %event.decision, value = %event.value, "decision made");
+                match &event {
+                    LoggedEvent::Made(made) => {
+                        tracing::info!(decision = %made.decision, value = %made.value, "decision made");
+                    }
+                    LoggedEvent::Expired(expired) => tracing::info!(
+                        decision = %expired.decision,
+                        votes = expired.vote_count,
+                        quorum = expired.quorum,
+                        "decision expired"
+                    ),
+                }
                 deliver(hub, &event);
             }
             Err(err) => tracing::error!(%err, "ignoring a malformed decision event"),
@@ -381,7 +394,7 @@ async fn still_holds(
     Ok(held
         .first()
         .and_then(Option::as_ref)
-        .is_some_and(|event| fingerprint(&frame::decision_made(event)) == print))
+        .is_some_and(|event| fingerprint(&frame::logged_event(event)) == print))
 }
 
 /// The newest event this hub delivered recently that the log holds as it was delivered.
@@ -391,7 +404,7 @@ async fn newest_delivered_held(hub: &Hub, store: &Store) -> Result<Option<EventI
         let held = store.events_at(&ids).await?;
         let found = page.iter().zip(held).find_map(|((id, print), event)| {
             event
-                .is_some_and(|event| fingerprint(&frame::decision_made(&event)) == *print)
+                .is_some_and(|event| fingerprint(&frame::logged_event(&event)) == *print)
                 .then_some(*id)
         });
         if found.is_some() {
@@ -418,9 +431,9 @@ async fn catch_up(hub: &Hub) -> Result<usize, Error> {
     Ok(delivered)
 }
 
-fn deliver(hub: &Hub, event: &DecisionEvent) -> bool {
+fn deliver(hub: &Hub, event: &LoggedEvent) -> bool {
     hub.deliver(
-        event.event_id,
-        &Utf8Bytes::from(frame::decision_made(event)),
+        event.event_id(),
+        &Utf8Bytes::from(frame::logged_event(event)),
     )
 }

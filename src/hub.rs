@@ -1,5 +1,6 @@
 //! Shared state of one hub process: the store, the open sessions, and the in-order,
-//! exactly-once delivery of decision events to them.
+//! exactly-once delivery of decision events (decisions made or expired, the entries of the
+//! event log) to them.
 
 use std::collections::VecDeque;
 use std::hash::Hasher;
@@ -18,7 +19,7 @@ use crate::budget::RpcBudgets;
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::protocol::{BreakerState, DecisionEvent, EventId, frame};
+use crate::protocol::{BreakerState, EventId, LoggedEvent, frame};
 use crate::session::{Outbound, SessionHandle, SessionSettings, SessionSlot, lock};
 use crate::store::Store;
 
@@ -284,16 +285,16 @@ impl Hub {
 
     /// Sets the hub's starting point in the event stream, unless it already has one: after
     /// `newest` (the newest event when the hub starts), or from the beginning.
-    pub fn start_delivery_at(&self, newest: Option<&DecisionEvent>) {
+    pub fn start_delivery_at(&self, newest: Option<&LoggedEvent>) {
         let mut delivery = lock(&self.delivered);
         if delivery.last.is_some() {
             return;
         }
-        delivery.last = Some(newest.map_or(EventId::ZERO, |event| event.event_id));
+        delivery.last = Some(newest.map_or(EventId::ZERO, LoggedEvent::event_id));
         // Remembered like a delivered event: if a failover loses the events after it, it is
         // where delivery picks up again.
         if let Some(event) = newest {
-            delivery.remember(event.event_id, fingerprint(&frame::decision_made(event)));
+            delivery.remember(event.event_id(), fingerprint(&frame::logged_event(event)));
         }
     }
 

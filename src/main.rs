@@ -45,7 +45,7 @@ enum Command {
     Token(TokenArgs),
     /// Register as an instance, cast one vote, and print the hub's reply as JSON.
     Vote(VoteArgs),
-    /// Print each decision as one JSON line as it is made, until interrupted.
+    /// Print each decision as one JSON line as it is made or expires, until interrupted.
     Watch(WatchArgs),
     /// Load-test a running hub.
     #[command(subcommand)]
@@ -111,7 +111,7 @@ struct VoteArgs {
 struct WatchArgs {
     #[command(flatten)]
     connection: Connection,
-    /// Also print the decisions made after this event id (resume).
+    /// Also print the decisions made or expired after this event id (resume).
     #[arg(long, value_parser = clap::value_parser!(EventId))]
     since: Option<EventId>,
 }

@@ -23,8 +23,10 @@ pub async fn vote(
     }
 }
 
-/// Prints each decision event as one JSON line until interrupted. A notice that some
-/// events are no longer kept goes to `notices` (stderr), so `out` stays one event per line.
+/// Prints each decision event as one JSON line (its notification's params) until
+/// interrupted: a decision made (with `value`) or a decision that expired without quorum
+/// (with `tally`, no `value`). A notice that some events are no longer kept goes to
+/// `notices` (stderr), so `out` stays one event per line.
 pub async fn watch(
     config: ClientConfig,
     mut out: impl std::io::Write,
@@ -34,16 +36,17 @@ pub async fn watch(
     loop {
         tokio::select! {
             notification = events.recv() => {
-                let event = match notification {
+                let line = match notification {
                     None => return Ok(()),
-                    Some(Notification::DecisionMade(event)) => event,
+                    Some(Notification::DecisionMade(event)) => serde_json::to_string(&event),
+                    Some(Notification::DecisionExpired(event)) => serde_json::to_string(&event),
                     Some(Notification::EventsIncomplete(notice)) => {
                         let _ = writeln!(notices, "events incomplete: {}", notice.message);
                         continue;
                     }
                     Some(_) => continue,
                 };
-                let line = serde_json::to_string(&event).map_err(|e| e.to_string())?;
+                let line = line.map_err(|e| e.to_string())?;
                 if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
                     return Ok(()); // the reader went away (a closed pipe)
                 }

@@ -1,12 +1,13 @@
 //! The dashboard in a real headless Chromium: live connection, a simulation run from the
-//! page, decisions made elsewhere, two pages at once, and hostile strings shown as text.
+//! page, decisions made elsewhere, two pages at once, hostile strings shown as text, and a
+//! decision's deadline: counted down while open, and an expiry shown with its tally.
 
 mod common;
 
 use std::path::PathBuf;
 
 use common::browser::{Browser, Page};
-use common::{RedisServer, TestHub};
+use common::{RedisServer, TestHub, vote_params};
 use quorum_hub::config::Config;
 use serde_json::json;
 
@@ -42,6 +43,9 @@ fn card(decision: &str) -> String {
         "(() => {{ const c = [...document.querySelectorAll('#decisions .decision')].find(c => c.dataset.decision === {d});
             if (!c) return null;
             return {{ reached: c.dataset.quorumReached, final: c.dataset.final, quorum: Number(c.dataset.quorum),
+                      state: c.dataset.state, closesAt: Number(c.dataset.closesAt), expiredAt: Number(c.dataset.expiredAt),
+                      meta: c.querySelector('.meta').textContent,
+                      countdown: c.querySelector('.countdown')?.textContent ?? null,
                       title: c.querySelector('h3').textContent,
                       total: Number(c.querySelector('.bar-row.total').dataset.count),
                       bars: [...c.querySelectorAll('.bar-row:not(.total)')].map(b => ({{ value: b.dataset.value, count: Number(b.dataset.count), winner: b.classList.contains('winner') }})) }}; }})()",
@@ -168,4 +172,162 @@ async fn decision_names_and_values_are_shown_as_text_never_as_html() {
         .eval(&page, "document.getElementById('feed').textContent")
         .await;
     assert!(feed_text.as_str().unwrap().contains(value), "{feed_text}");
+}
+
+/// JavaScript that returns the feed entry for `decision`'s expiry as plain data, if shown.
+fn feed_expiry(decision: &str) -> String {
+    format!(
+        "(() => {{ const li = [...document.querySelectorAll('#feed li')].find(li => li.dataset.decision === {d} && li.dataset.state === 'expired');
+            return li ? {{ text: li.textContent }} : null; }})()",
+        d = json!(decision)
+    )
+}
+
+/// The bars of a card as `(value, count)`, sorted (the order of first votes varies).
+fn bars(card: &serde_json::Value) -> Vec<(String, u64)> {
+    let mut bars: Vec<(String, u64)> = card["bars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["value"].as_str().unwrap().to_owned(),
+                b["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    bars.sort();
+    bars
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_decisions_count_down_and_an_expired_one_shows_its_deadline_and_tally() {
+    let redis = RedisServer::start();
+    let hub = dashboard_hub(&redis).await;
+    let mut browser = Browser::launch().await;
+    let page = open_dashboard(&mut browser, &hub).await;
+
+    // A decision with ten minutes to go, opened by an agent: the page counts it down.
+    let mut agent = hub.client_as("timed-agent").await;
+    let mut params = vote_params("timed-agent", "counting-down", "yes", Some(3));
+    params["closeAfterMs"] = json!(600_000);
+    agent.result("system.quorum.vote", params).await;
+    let open = browser
+        .wait_for(
+            &page,
+            "the open card counting down",
+            &format!(
+                "(() => {{ const c = {}; return c?.countdown ? c : null; }})()",
+                card("counting-down")
+            ),
+        )
+        .await;
+    assert_eq!(open["state"], "open", "{open}");
+    let first = open["countdown"].as_str().unwrap().to_owned();
+    assert!(first.starts_with('9') || first.starts_with("10m"), "{open}");
+    browser
+        .wait_for(
+            &page,
+            "the countdown to move on",
+            &format!(
+                "(() => {{ const c = {}; return c?.countdown && c.countdown !== {}; }})()",
+                card("counting-down"),
+                json!(first)
+            ),
+        )
+        .await;
+
+    // A simulation from the page: two votes of five instances (quorum 3) and a deadline of
+    // 3 s (counted from the first vote; the votes are all cast within about a second).
+    browser
+        .eval(
+            &page,
+            "document.getElementById('sim-decision').value = 'sim-expire';
+             document.getElementById('sim-total').value = '5';
+             document.getElementById('sim-spread').value = 'yes:1, no:1';
+             document.getElementById('sim-deadline').value = '3';
+             document.getElementById('sim-run').click(); true",
+        )
+        .await;
+    // While open, it counts down too.
+    let counting = browser
+        .wait_for(
+            &page,
+            "the simulated decision counting down",
+            &format!(
+                "(() => {{ const c = {}; return c?.countdown ? c : null; }})()",
+                card("sim-expire")
+            ),
+        )
+        .await;
+    assert_eq!(counting["state"], "open", "{counting}");
+    let expired = browser
+        .wait_for(
+            &page,
+            "the expired card",
+            &format!(
+                "(() => {{ const c = {}; return c?.state === 'expired' ? c : null; }})()",
+                card("sim-expire")
+            ),
+        )
+        .await;
+    assert_eq!(expired["reached"], "false", "{expired}");
+    assert_eq!(expired["countdown"], serde_json::Value::Null, "{expired}");
+    let closes_at = expired["closesAt"].as_u64().unwrap();
+    let expired_at = expired["expiredAt"].as_u64().unwrap();
+    assert!(closes_at > 0 && expired_at >= closes_at, "{expired}");
+    let meta = expired["meta"].as_str().unwrap();
+    assert!(
+        meta.contains("Expired") && meta.contains("deadline"),
+        "{expired}"
+    );
+    // The tally at expiry, and no winner.
+    assert_eq!(
+        bars(&expired),
+        [("no".to_owned(), 1), ("yes".to_owned(), 1)],
+        "{expired}"
+    );
+    assert!(
+        expired["bars"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["winner"] == false),
+        "{expired}"
+    );
+    let entry = browser
+        .wait_for(&page, "the expiry in the feed", &feed_expiry("sim-expire"))
+        .await;
+    let text = entry["text"].as_str().unwrap();
+    assert!(
+        text.contains("expired") && text.contains("yes 1") && text.contains("no 1"),
+        "{entry}"
+    );
+
+    // A page opened afterwards reads the same from the hub's state.
+    let later = open_dashboard(&mut browser, &hub).await;
+    let read = browser
+        .wait_for(
+            &later,
+            "the expired card on a new page",
+            &format!(
+                "(() => {{ const c = {}; return c?.state === 'expired' && c.bars.length === 2 ? c : null; }})()",
+                card("sim-expire")
+            ),
+        )
+        .await;
+    assert_eq!(
+        (read["closesAt"].as_u64(), read["expiredAt"].as_u64()),
+        (Some(closes_at), Some(expired_at))
+    );
+    assert_eq!(bars(&read), bars(&expired));
+    // The other decision is still open and counting.
+    let still = browser
+        .wait_for(
+            &later,
+            "the open card on a new page",
+            &card("counting-down"),
+        )
+        .await;
+    assert!(still["countdown"].is_string(), "{still}");
 }

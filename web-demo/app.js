@@ -1,14 +1,19 @@
-// The dashboard: instances, decisions with live tallies, audit trails, a live feed of
-// decisions and a simulator. Every string from the hub is rendered as text, never HTML.
+// The dashboard: instances, decisions with live tallies (open ones counting down to their
+// deadline, expired ones with their tally at expiry), audit trails, a live feed of decisions
+// and a simulator. Every string from the hub is rendered as text, never HTML.
 
 import { RpcSocket, hubUrl } from './rpc-socket.js';
 
 const REFRESH_MS = 5000;
 const MAX_DECISIONS = 50;
 const MAX_FEED = 100;
+// How often the deadlines of open decisions are counted down on screen.
+const COUNTDOWN_MS = 250;
 
 const $ = (id) => document.getElementById(id);
-const decisions = new Map(); // name -> {name, totalInstances, quorum, voteCount, tally: Map, finalDecision, decidedAt}
+// name -> {name, state ('open' | 'decided' | 'expired'), totalInstances, quorum, voteCount,
+//          tally: Map, finalDecision, decidedAt, openedAt, closesAt, expiredAt}
+const decisions = new Map();
 const instances = new Map(); // id -> {instanceId, roles, status, lastSeen}
 let selected = null;
 let notificationsOn = false;
@@ -27,12 +32,33 @@ function el(tag, props = {}, ...children) {
 
 const time = (ms) => (ms ? new Date(ms).toLocaleTimeString() : '–');
 
+// Time left until `ms`, e.g. "2d 3h", "4m 05s", "12.3s"; "0s" once it has passed.
+function remaining(ms) {
+  const left = Math.max(0, ms - Date.now());
+  const s = Math.floor(left / 1000);
+  const [d, h, m] = [Math.floor(s / 86400), Math.floor(s / 3600) % 24, Math.floor(s / 60) % 60];
+  if (d > 0) return `${d}d ${h}h`;
+  if (h > 0) return `${h}h ${String(m).padStart(2, '0')}m`;
+  if (m > 0) return `${m}m ${String(s % 60).padStart(2, '0')}s`;
+  return left < 10000 ? `${(left / 1000).toFixed(1)}s` : `${s}s`;
+}
+
+const closed = (d) => d.state === 'decided' || d.state === 'expired';
+const closedAt = (d) => (d.state === 'decided' ? d.decidedAt : d.state === 'expired' ? d.expiredAt : null);
+
 // ---- state from the hub ----
+
+// A hub without lifecycle states says only whether quorum was reached.
+const stateOf = (summary) => summary.state ?? (summary.finalDecision != null ? 'decided' : 'open');
 
 function decisionFrom(summary) {
   const known = decisions.get(summary.decision);
+  // A page read before the decision closed must not reopen it once its event arrived (a
+  // decision opened after that, once the closed one's keys expired, is a new one).
+  if (known && closed(known) && stateOf(summary) === 'open' && summary.openedAt <= closedAt(known)) return known;
   return {
     name: summary.decision,
+    state: stateOf(summary),
     totalInstances: summary.totalInstances,
     quorum: summary.quorum,
     voteCount: summary.voteCount,
@@ -40,6 +66,8 @@ function decisionFrom(summary) {
     finalDecision: summary.finalDecision ?? null,
     decidedAt: summary.decidedAt ?? null,
     openedAt: summary.openedAt ?? known?.openedAt ?? Date.now(),
+    closesAt: summary.closesAt ?? null,
+    expiredAt: summary.expiredAt ?? null,
   };
 }
 
@@ -48,10 +76,18 @@ async function loadTally(name) {
     const status = await socket.call('system.quorum.status', { decision: name });
     const decision = decisions.get(name);
     if (!decision) return;
-    decision.tally = new Map(Object.entries(status.tally));
-    decision.voteCount = status.voteCount;
-    decision.finalDecision = status.finalDecision ?? null;
-    decision.decidedAt = status.decidedAt ?? null;
+    // A status read before a vote this page has already counted is not taken back to.
+    if (status.voteCount >= decision.voteCount) {
+      decision.tally = new Map(Object.entries(status.tally));
+      decision.voteCount = status.voteCount;
+    }
+    if (!closed(decision) || stateOf(status) !== 'open') {
+      decision.state = stateOf(status);
+      decision.finalDecision = status.finalDecision ?? null;
+      decision.decidedAt = status.decidedAt ?? null;
+      decision.expiredAt = status.expiredAt ?? null;
+    }
+    decision.closesAt = status.closesAt ?? decision.closesAt;
     renderDecisions();
     if (selected === name) renderDetail(status);
   } catch {
@@ -84,6 +120,7 @@ async function refresh() {
 function onNotification(method, params) {
   switch (method) {
     case 'quorum.decision.made': return onDecision(params);
+    case 'quorum.decision.expired': return onExpired(params);
     case 'quorum.vote.recorded': return onVote(params);
     case 'instance.registered':
       instances.set(params.instanceId, params);
@@ -112,7 +149,12 @@ function incompleteText(reason) {
 
 function ensureDecision(name, totalInstances, quorum) {
   if (!decisions.has(name)) {
-    decisions.set(name, { name, totalInstances, quorum, voteCount: 0, tally: new Map(), finalDecision: null, decidedAt: null, openedAt: Date.now() });
+    decisions.set(name, {
+      name, state: 'open', totalInstances, quorum, voteCount: 0, tally: new Map(), finalDecision: null,
+      decidedAt: null, openedAt: Date.now(), closesAt: null, expiredAt: null,
+    });
+    // Its deadline (to count down) and its earlier votes come with its status.
+    loadTally(name);
   }
   return decisions.get(name);
 }
@@ -129,18 +171,44 @@ function onVote({ decision: name, value, voteCount, quorum, totalInstances }) {
 
 function onDecision(event) {
   const decision = ensureDecision(event.decision, event.totalInstances, event.quorum);
+  decision.state = 'decided';
   decision.finalDecision = event.value;
   decision.decidedAt = event.timestamp;
   decision.voteCount = Math.max(decision.voteCount, event.voteCount);
   if ([...decision.tally.values()].reduce((a, b) => a + b, 0) < event.voteCount) loadTally(event.decision);
   renderDecisions();
-  addFeed(el('li', { dataset: { decision: event.decision, value: event.value } },
+  addFeed(el('li', { dataset: { decision: event.decision, value: event.value, state: 'decided' } },
     el('time', {}, time(event.timestamp)),
     el('strong', {}, event.decision), ' → ', el('span', { class: 'value' }, event.value),
     ` (${event.voteCount} of ${event.totalInstances} votes, quorum ${event.quorum})`));
   if (notificationsOn && document.visibilityState !== 'visible') {
     new Notification(`Decided: ${event.decision}`, { body: `${event.value} (${event.voteCount}/${event.totalInstances})` });
   }
+}
+
+// The deadline passed without quorum: the event carries the tally at that moment.
+function onExpired(event) {
+  const decision = ensureDecision(event.decision, event.totalInstances, event.quorum);
+  decision.state = 'expired';
+  decision.expiredAt = event.timestamp;
+  decision.finalDecision = null;
+  decision.voteCount = event.voteCount;
+  decision.tally = new Map(Object.entries(event.tally));
+  renderDecisions();
+  if (selected === event.decision) loadTally(event.decision);
+  addFeed(el('li', { class: 'expired', dataset: { decision: event.decision, value: '', state: 'expired' } },
+    el('time', {}, time(event.timestamp)),
+    el('strong', {}, event.decision), ' expired without quorum',
+    ` (${event.voteCount} of ${event.totalInstances} votes, quorum ${event.quorum}${tallyText(decision.tally)})`));
+  if (notificationsOn && document.visibilityState !== 'visible') {
+    new Notification(`Expired: ${event.decision}`, { body: `no quorum (${event.voteCount}/${event.totalInstances})` });
+  }
+}
+
+// "; yes 1, no 2" for a tally, nothing for an empty one.
+function tallyText(tally) {
+  const parts = [...tally.entries()].map(([value, count]) => `${value} ${count}`);
+  return parts.length ? `; ${parts.join(', ')}` : '';
 }
 
 function addFeed(item) {
@@ -158,8 +226,17 @@ function renderDecisions() {
   list.replaceChildren(...sorted.map(renderDecision));
 }
 
+// The badge for a decision's state; an open one with a deadline counts down to it.
+function stateBadge(d) {
+  if (d.state === 'decided') return el('span', { class: 'badge decided' }, `Decided: ${d.finalDecision} at ${time(d.decidedAt)}`);
+  if (d.state === 'expired') return el('span', { class: 'badge expired' }, `Expired at ${time(d.expiredAt)}`);
+  if (d.closesAt == null) return el('span', { class: 'badge open' }, 'Open');
+  return el('span', { class: 'badge open' }, 'Open, closes in ',
+    el('span', { class: 'countdown', dataset: { closesAt: d.closesAt } }, remaining(d.closesAt)));
+}
+
 function renderDecision(d) {
-  const decided = d.finalDecision !== null;
+  const decided = d.state === 'decided';
   const scale = Math.max(d.totalInstances, 1);
   const rows = [...d.tally.entries()].map(([value, count]) => {
     const winner = decided && value === d.finalDecision;
@@ -177,15 +254,17 @@ function renderDecision(d) {
       el('span', { class: 'bar-fill', style: `width:${(100 * d.voteCount) / scale}%` }),
       el('span', { class: 'quorum-line', style: `left:${(100 * d.quorum) / scale}%` })),
     el('span', { class: 'bar-count', 'aria-label': `${d.voteCount} votes in all` }, d.voteCount));
-  const badge = decided
-    ? el('span', { class: 'badge decided' }, `Decided: ${d.finalDecision} at ${time(d.decidedAt)}`)
-    : el('span', { class: 'badge open' }, 'Open');
+  const meta = [stateBadge(d), el('span', {}, `${d.voteCount} of ${d.totalInstances} voted`), el('span', {}, `quorum ${d.quorum}`)];
+  if (d.state === 'expired' && d.closesAt != null) meta.push(el('span', { class: 'deadline' }, `deadline ${time(d.closesAt)}`));
   const card = el('li', {
-    class: 'decision', tabindex: '0', role: 'button', 'aria-selected': String(selected === d.name),
-    dataset: { decision: d.name, quorumReached: String(decided), final: d.finalDecision ?? '', quorum: d.quorum },
+    class: `decision ${d.state}`, tabindex: '0', role: 'button', 'aria-selected': String(selected === d.name),
+    dataset: {
+      decision: d.name, state: d.state, quorumReached: String(decided), final: d.finalDecision ?? '', quorum: d.quorum,
+      closesAt: d.closesAt ?? '', expiredAt: d.expiredAt ?? '',
+    },
   },
   el('h3', {}, d.name),
-  el('div', { class: 'meta' }, badge, el('span', {}, `${d.voteCount} of ${d.totalInstances} voted`), el('span', {}, `quorum ${d.quorum}`)),
+  el('div', { class: 'meta' }, ...meta),
   el('ol', { class: 'bars' }, total, ...rows));
   const open = () => select(d.name);
   card.addEventListener('click', open);
@@ -203,9 +282,13 @@ function renderDetail(status) {
   $('detail-empty').hidden = true;
   $('detail').hidden = false;
   $('detail-name').textContent = status.decision;
-  $('detail-summary').textContent = status.quorumReached
-    ? `Decided ${status.finalDecision} at ${time(status.decidedAt)} with ${status.voteCount} of ${status.totalInstances} votes (quorum ${status.quorum}).`
-    : `Open: ${status.voteCount} of ${status.totalInstances} votes, quorum ${status.quorum}.`;
+  const votes = `${status.voteCount} of ${status.totalInstances} votes`;
+  const state = stateOf(status);
+  $('detail-summary').textContent = state === 'decided'
+    ? `Decided ${status.finalDecision} at ${time(status.decidedAt)} with ${votes} (quorum ${status.quorum}).`
+    : state === 'expired'
+      ? `Expired at ${time(status.expiredAt)} without quorum: ${votes}, quorum ${status.quorum}${status.closesAt ? `; deadline ${time(status.closesAt)}` : ''}.`
+      : `Open: ${votes}, quorum ${status.quorum}${status.closesAt ? `; closes at ${time(status.closesAt)}` : ''}.`;
   $('detail-votes').replaceChildren(...status.votes.map((v) => el('tr', {}, el('td', {}, v.seq), el('td', {}, v.instanceId), el('td', {}, v.value))));
 }
 
@@ -235,7 +318,7 @@ function parseSpread(text) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function simulate(decision, totalInstances, values) {
+async function simulate(decision, totalInstances, values, closeAfterMs) {
   const run = Math.random().toString(36).slice(2, 7);
   const url = hubUrl(window.location);
   let done = 0;
@@ -251,9 +334,12 @@ async function simulate(decision, totalInstances, values) {
       const instanceId = `sim-${run}-${i + 1}`;
       await agent.call('system.register', { instanceId, roles: ['simulated'] });
       await sleep(150 + Math.random() * 900);
-      const reply = await agent.call('system.quorum.vote', { instanceId, decision, value, totalInstances });
+      const vote = { instanceId, decision, value, totalInstances };
+      if (closeAfterMs !== null) vote.closeAfterMs = closeAfterMs;
+      const reply = await agent.call('system.quorum.vote', vote);
       done++;
-      status.textContent = `${done} of ${values.length} votes cast${reply.quorumReached ? `; decided: ${reply.finalDecision}` : ''}`;
+      const outcome = reply.quorumReached ? `; decided: ${reply.finalDecision}` : reply.reason === 'expired' ? '; the decision expired' : '';
+      status.textContent = `${done} of ${values.length} votes cast${outcome}`;
       await sleep(1500);
     } catch (error) {
       status.textContent = `Simulation stopped: ${error.message}`;
@@ -273,7 +359,10 @@ $('sim-form').addEventListener('submit', (event) => {
     $('sim-status').textContent = error.message;
     return;
   }
-  simulate($('sim-decision').value.trim(), Number($('sim-total').value), values);
+  // Seconds on the form, closeAfterMs on the wire; empty: the hub's longest (--max-open).
+  const deadline = $('sim-deadline').value.trim();
+  const closeAfterMs = deadline === '' ? null : Math.round(Number(deadline) * 1000);
+  simulate($('sim-decision').value.trim(), Number($('sim-total').value), values, closeAfterMs);
 });
 
 $('notify').addEventListener('click', async () => {
@@ -300,4 +389,10 @@ const socket = new RpcSocket(hubUrl(window.location), {
   onNotification,
 });
 setInterval(refresh, REFRESH_MS);
+// Counts down in place: re-rendering the cards would take the focus off a selected one.
+setInterval(() => {
+  for (const node of document.querySelectorAll('#decisions .countdown')) {
+    node.textContent = remaining(Number(node.dataset.closesAt));
+  }
+}, COUNTDOWN_MS);
 window.quorumDashboard = { socket, decisions, instances };

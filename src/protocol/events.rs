@@ -268,6 +268,7 @@ impl InstanceLost {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notification {
     DecisionMade(DecisionEvent),
+    DecisionExpired(DecisionExpired),
     EventsIncomplete(EventsIncomplete),
     InstanceLost(InstanceLost),
     VoteRecorded(VoteRecorded),
@@ -291,6 +292,7 @@ impl Notification {
         }
         let parsed = match method.as_str() {
             event::DECISION_MADE => typed(&params, Notification::DecisionMade),
+            event::DECISION_EXPIRED => typed(&params, Notification::DecisionExpired),
             event::EVENTS_INCOMPLETE => typed(&params, Notification::EventsIncomplete),
             event::INSTANCE_LOST => typed(&params, Notification::InstanceLost),
             event::VOTE_RECORDED => typed(&params, Notification::VoteRecorded),
@@ -339,6 +341,44 @@ mod tests {
             (&rewound["reason"], &rewound["since"]),
             (&"rewound".into(), &"4-0".into())
         );
+    }
+
+    #[test]
+    fn an_expired_decision_reads_as_its_own_notification_and_not_as_a_decision() {
+        let params = serde_json::json!({
+            "decision": "d", "voteCount": 3, "quorum": 3, "totalInstances": 5,
+            "tally": {"yes": 1, "no": 2}, "eventId": "7-1", "timestamp": 7,
+        });
+        let Notification::DecisionExpired(expired) =
+            Notification::parse(event::DECISION_EXPIRED.into(), params.clone())
+        else {
+            panic!("not read as an expired decision")
+        };
+        assert_eq!(expired.event_id, "7-1".parse::<EventId>().unwrap());
+        let order: Vec<&str> = expired.tally.keys().map(String::as_str).collect();
+        assert_eq!(order, ["yes", "no"]);
+        // What the hub sends is what it read, in the same order.
+        assert_eq!(serde_json::to_value(&expired).unwrap(), params);
+        // The log's two kinds of payload tell themselves apart.
+        let logged: LoggedEvent = serde_json::from_value(params.clone()).unwrap();
+        assert_eq!(logged, LoggedEvent::Expired(expired));
+        let made = serde_json::json!({
+            "decision": "d", "value": "yes", "voteCount": 2, "quorum": 2,
+            "totalInstances": 3, "eventId": "5-0", "timestamp": 5,
+        });
+        assert!(matches!(
+            serde_json::from_value::<LoggedEvent>(made.clone()).unwrap(),
+            LoggedEvent::Made(_)
+        ));
+        // Each kind's params under the other's name are not taken for it.
+        assert!(matches!(
+            Notification::parse(event::DECISION_MADE.into(), params),
+            Notification::Other { .. }
+        ));
+        assert!(matches!(
+            Notification::parse(event::DECISION_EXPIRED.into(), made),
+            Notification::Other { .. }
+        ));
     }
 
     #[test]

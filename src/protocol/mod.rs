@@ -37,17 +37,17 @@ pub mod request;
 mod results;
 
 pub use events::{
-    DecisionEvent, DecisionExpired, EventsIncomplete, GapReason, InstanceLost,
-    InstanceRegistered, InstanceUnregistered, LoggedEvent, Notification, VoteRecorded,
+    DecisionEvent, DecisionExpired, EventsIncomplete, GapReason, InstanceLost, InstanceRegistered,
+    InstanceUnregistered, LoggedEvent, Notification, VoteRecorded,
 };
 pub use params::{
     NoParams, RefreshParams, RegisterParams, StatusParams, SubscribeParams, VoteParams,
 };
 pub use request::Request;
 pub use results::{
-    Alive, BreakerState, DecisionCursor, DecisionState, DecisionStatus, DecisionSummary, HubInfo, InstanceInfo,
-    NotVoted, RecordedVote, Refreshed, Registered, SessionInfo, State, Subscribed, Unregistered,
-    VoteReply,
+    Alive, BreakerState, DecisionCursor, DecisionState, DecisionStatus, DecisionSummary, HubInfo,
+    InstanceInfo, NotVoted, RecordedVote, Refreshed, Registered, SessionInfo, State, Subscribed,
+    Unregistered, VoteReply,
 };
 
 /// Method names.
@@ -103,10 +103,11 @@ pub mod event {
     /// Another session took this session's instance; the session is closed next.
     pub const INSTANCE_LOST: &str = "system.instance.lost";
 
-    /// Events a session may subscribe to. `quorum.decision.made` reaches every session
-    /// whether it subscribes or not.
-    pub const SUBSCRIBABLE: [&str; 4] = [
+    /// Events a session may subscribe to. `quorum.decision.made` and
+    /// `quorum.decision.expired` reach every session whether it subscribes or not.
+    pub const SUBSCRIBABLE: [&str; 5] = [
         DECISION_MADE,
+        DECISION_EXPIRED,
         VOTE_RECORDED,
         INSTANCE_REGISTERED,
         INSTANCE_UNREGISTERED,

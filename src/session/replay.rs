@@ -215,10 +215,10 @@ async fn replay_then(
                 let page = hub.store.events_after(after, upto).await?;
                 for event in &page.events {
                     session
-                        .send(Outbound::Text(frame::decision_made(event).into()))
+                        .send(Outbound::Text(frame::logged_event(event).into()))
                         .await;
-                    end.last_replayed = Some(event.event_id);
-                    after = event.event_id;
+                    end.last_replayed = Some(event.event_id());
+                    after = event.event_id();
                     replayed += 1;
                 }
                 if !page.more {

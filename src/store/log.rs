@@ -17,7 +17,6 @@ pub(crate) const LOG_SCRIPT: &str = concat!(
     include_str!("../../lua/log_decision.lua")
 );
 
-
 /// Most unlogged decisions one sweep logs per partition.
 const SWEEP_BATCH: usize = 100;
 

@@ -44,10 +44,10 @@ pub(crate) use connection::cluster_seeds;
 use connection::{Acked, Backend, Conn, connect, connection_of, watch};
 pub(crate) use decisions::VOTE_SCRIPT;
 pub(crate) use instances::{Claim, Standing};
-pub(crate) use lifecycle::Lifecycle;
 use keys::layout_for;
 pub(crate) use keys::{DASHBOARD_CHANNELS, EVENT_CHANNEL_PREFIX, Layout};
 pub use keys::{decision_key, event_log_epoch_key, event_log_key, instances_by_id_key};
+pub(crate) use lifecycle::Lifecycle;
 pub use sentinel::SENTINEL_SCHEME;
 pub(crate) use stream::CursorPlace;
 

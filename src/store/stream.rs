@@ -1,5 +1,5 @@
-//! The decision event stream: the newest event, replay pages, where a cursor stands in it,
-//! and the log's epoch.
+//! The event log (decisions made and decisions expired): the newest event, replay pages,
+//! where a cursor stands in it, and the log's epoch.
 
 use std::collections::HashMap;
 
@@ -7,7 +7,7 @@ use redis::FromRedisValue;
 
 use super::{Store, field_u64, internal};
 use crate::error::Error;
-use crate::protocol::{DecisionEvent, EventId};
+use crate::protocol::{DecisionEvent, DecisionExpired, EventId, LoggedEvent};
 
 /// Approximate number of decision events the stream keeps (`XADD MAXLEN ~`); a client
 /// resuming from an older event is told its recovery is incomplete.
@@ -15,19 +15,19 @@ pub(crate) const DECISION_STREAM_CAP: u64 = 10_000;
 /// Events read from the stream per round trip when replaying a gap.
 pub(crate) const REPLAY_PAGE: usize = 500;
 
-/// Decision events read back from the stream, oldest first.
+/// Events read back from the log, oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct Replay {
-    pub events: Vec<DecisionEvent>,
+    pub events: Vec<LoggedEvent>,
     /// A full page came back: more events may follow the last one.
     pub more: bool,
 }
 
 impl Store {
-    /// The newest decision event, if there is one; with `--wait-replicas`, the newest
+    /// The newest event in the log, if there is one; with `--wait-replicas`, the newest
     /// that is published (the ones after it still wait for replicas, and reach the hub
     /// live once they are published).
-    pub(crate) async fn last_event(&self) -> Result<Option<DecisionEvent>, Error> {
+    pub(crate) async fn last_event(&self) -> Result<Option<LoggedEvent>, Error> {
         let mut newest = "+".to_owned();
         if self.waits_for_replicas()
             && let Some(published) = self
@@ -55,10 +55,10 @@ impl Store {
             .arg("COUNT")
             .arg(n.max(1));
         let (events, _) = parse_stream_entries(self.query(&cmd).await?)?;
-        Ok(events.last().map(|event| event.event_id))
+        Ok(events.last().map(LoggedEvent::event_id))
     }
 
-    /// Up to [`REPLAY_PAGE`] decision events after `after` and no later than `upto`.
+    /// Up to [`REPLAY_PAGE`] events after `after` and no later than `upto`.
     pub(crate) async fn events_after(
         &self,
         after: EventId,
@@ -93,7 +93,7 @@ impl Store {
         let mut more = read == REPLAY_PAGE && !events.is_empty();
         if let Some(published) = published.and_then(|id| id.parse::<EventId>().ok()) {
             let read = events.len();
-            events.retain(|event| event.event_id <= published);
+            events.retain(|event| event.event_id() <= published);
             more &= events.len() == read;
         }
         Ok(Replay { more, events })
@@ -171,7 +171,7 @@ impl Store {
     pub(crate) async fn events_at(
         &self,
         ids: &[EventId],
-    ) -> Result<Vec<Option<DecisionEvent>>, Error> {
+    ) -> Result<Vec<Option<LoggedEvent>>, Error> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -305,10 +305,10 @@ fn fresh_epoch() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Parses an XRANGE / XREVRANGE reply into decision events, and says how many entries
-/// it read. The rule is the same as for live delivery: an entry whose id does not parse
-/// is logged and skipped.
-fn parse_stream_entries(reply: redis::Value) -> Result<(Vec<DecisionEvent>, usize), Error> {
+/// Parses an XRANGE / XREVRANGE reply into logged events, and says how many entries it
+/// read. The rule is the same as for live delivery: an entry whose id does not parse, or an
+/// expired decision's entry whose tally is not a JSON object, is logged and skipped.
+fn parse_stream_entries(reply: redis::Value) -> Result<(Vec<LoggedEvent>, usize), Error> {
     type Entries = Vec<(String, Vec<(String, String)>)>;
     let entries: Entries = FromRedisValue::from_redis_value(reply).map_err(internal)?;
     let read = entries.len();
@@ -321,17 +321,141 @@ fn parse_stream_entries(reply: redis::Value) -> Result<(Vec<DecisionEvent>, usiz
                     |err| tracing::error!(%err, "ignoring a decision event without a valid id"),
                 )
                 .ok()?;
-            let fields: HashMap<String, String> = fields.into_iter().collect();
-            Some(DecisionEvent {
-                decision: fields.get("decision").cloned().unwrap_or_default(),
-                value: fields.get("value").cloned().unwrap_or_default(),
-                vote_count: field_u64(&fields, "voteCount"),
-                quorum: field_u64(&fields, "quorum"),
-                total_instances: field_u64(&fields, "totalInstances"),
-                event_id,
-                timestamp: field_u64(&fields, "timestamp"),
-            })
+            logged_event(event_id, fields.into_iter().collect())
         })
         .collect();
     Ok((events, read))
+}
+
+/// One entry's fields as an event: `event=expired` for a decision that expired, none for a
+/// decision made. `None` (logged) for an expired entry whose tally does not parse.
+fn logged_event(event_id: EventId, fields: HashMap<String, String>) -> Option<LoggedEvent> {
+    let text = |name: &str| fields.get(name).cloned().unwrap_or_default();
+    if fields.get("event").is_some_and(|kind| kind == EXPIRED) {
+        let tally = serde_json::from_str(fields.get("tally").map_or("", String::as_str))
+            .inspect_err(|err| {
+                tracing::error!(%err, %event_id, "ignoring an expired decision's event whose tally is not a JSON object");
+            })
+            .ok()?;
+        return Some(LoggedEvent::Expired(DecisionExpired {
+            decision: text("decision"),
+            vote_count: field_u64(&fields, "voteCount"),
+            quorum: field_u64(&fields, "quorum"),
+            total_instances: field_u64(&fields, "totalInstances"),
+            tally,
+            event_id,
+            timestamp: field_u64(&fields, "timestamp"),
+        }));
+    }
+    Some(LoggedEvent::Made(DecisionEvent {
+        decision: text("decision"),
+        value: text("value"),
+        vote_count: field_u64(&fields, "voteCount"),
+        quorum: field_u64(&fields, "quorum"),
+        total_instances: field_u64(&fields, "totalInstances"),
+        event_id,
+        timestamp: field_u64(&fields, "timestamp"),
+    }))
+}
+
+/// The `event` field of an expired decision's entry (a decision made's has none).
+const EXPIRED: &str = "expired";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, fields: &[(&str, &str)]) -> redis::Value {
+        let text = |s: &str| redis::Value::BulkString(s.as_bytes().to_vec());
+        redis::Value::Array(vec![
+            text(id),
+            redis::Value::Array(
+                fields
+                    .iter()
+                    .flat_map(|(k, v)| [text(k), text(v)])
+                    .collect(),
+            ),
+        ])
+    }
+
+    #[test]
+    fn an_expired_entry_reads_as_expired_with_its_tally_in_order() {
+        let reply = redis::Value::Array(vec![
+            entry(
+                "5-0",
+                &[
+                    ("decision", "d"),
+                    ("value", "yes"),
+                    ("voteCount", "2"),
+                    ("quorum", "2"),
+                    ("totalInstances", "3"),
+                    ("timestamp", "5"),
+                ],
+            ),
+            entry(
+                "7-1",
+                &[
+                    ("event", "expired"),
+                    ("decision", "e"),
+                    ("voteCount", "3"),
+                    ("quorum", "3"),
+                    ("totalInstances", "5"),
+                    ("tally", r#"{"yes":1,"no":2}"#),
+                    ("timestamp", "7"),
+                ],
+            ),
+        ]);
+        let (events, read) = parse_stream_entries(reply).unwrap();
+        assert_eq!(read, 2);
+        let LoggedEvent::Made(made) = &events[0] else {
+            panic!("{:?}", events[0])
+        };
+        assert_eq!((made.value.as_str(), made.vote_count), ("yes", 2));
+        let LoggedEvent::Expired(expired) = &events[1] else {
+            panic!("{:?}", events[1])
+        };
+        assert_eq!(expired.event_id, "7-1".parse().unwrap());
+        assert_eq!(
+            (
+                expired.decision.as_str(),
+                expired.vote_count,
+                expired.quorum
+            ),
+            ("e", 3, 3)
+        );
+        assert_eq!((expired.total_instances, expired.timestamp), (5, 7));
+        let order: Vec<&str> = expired.tally.keys().map(String::as_str).collect();
+        assert_eq!(order, ["yes", "no"]);
+        // The notification a hub sends for it is the one the scripts publish.
+        let sent: serde_json::Value =
+            serde_json::from_str(&crate::protocol::frame::logged_event(&events[1])).unwrap();
+        assert_eq!(sent["method"], "quorum.decision.expired");
+        assert_eq!(
+            sent["params"]["tally"],
+            serde_json::json!({"yes": 1, "no": 2})
+        );
+    }
+
+    #[test]
+    fn an_expired_entry_with_a_malformed_tally_is_skipped_but_counted_as_read() {
+        let reply = redis::Value::Array(vec![
+            entry(
+                "7-0",
+                &[("event", "expired"), ("decision", "e"), ("tally", "{oops")],
+            ),
+            entry(
+                "8-0",
+                &[("event", "expired"), ("decision", "e"), ("tally", "[1]")],
+            ),
+            entry("not-an-id", &[("decision", "d")]),
+            entry(
+                "9-0",
+                &[("event", "expired"), ("decision", "f"), ("tally", "{}")],
+            ),
+        ]);
+        let (events, read) = parse_stream_entries(reply).unwrap();
+        assert_eq!(read, 4);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].decision(), "f");
+    }
 }
