@@ -1,6 +1,7 @@
 //! quorum-hub: a WebSocket coordination hub. Agents hold a session, register an
 //! instance, and vote on named decisions; one Lua script in Redis records each vote and
-//! fixes the decision at quorum; every hub pushes `quorum.decision.made` to every session.
+//! fixes the decision at quorum (or closes it as expired at its deadline); every hub pushes
+//! `quorum.decision.made` (or `quorum.decision.expired`) to every session.
 //!
 //! The library's face is [`server::run`] (a hub), [`client`] (an agent's client) and
 //! [`protocol`] (the wire contract both speak); the rest is the hub's own machinery.
@@ -20,6 +21,8 @@
 //!   after a dropped link.
 //! - `keepalive`: keeps the instances of open sessions registered.
 //! - `probe`: closes an open circuit breaker as soon as Redis answers again.
+//! - `deadlines`: closes decisions whose deadline passed without quorum.
+//! - `publisher`: with `--wait-replicas`, publishes events replicas confirmed late.
 //! - `store`: Redis access; the only module that knows key names and scripts.
 //! - [`decision`], [`instance`]: domain types, validation and the quorum rule.
 //! - `clock`: wall-clock time as the hub records it.
