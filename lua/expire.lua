@@ -15,7 +15,8 @@
 -- publish it at once.
 --
 -- Returns {expired (1 or 0), voteCount, quorum, totalInstances, tally (JSON), eventId
--- ('' in 'defer' mode: the hub logs it next), expiredAt}; just {0} when it closed nothing.
+-- ('' in 'defer' mode: the hub logs it next), expiredAt}; when it closed nothing, 0 and
+-- empty fields.
 
 local votes, tally, result, meta, ballots, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4],
   KEYS[5], KEYS[6]
@@ -25,11 +26,11 @@ local opened = redis.call('HMGET', meta, 'totalInstances', 'quorum', 'closesAt')
 local final = redis.call('HMGET', result, 'value', 'expiredAt')
 if final[1] or final[2] or not opened[1] then
   redis.call('ZREM', deadlines, decision)
-  return {0}
+  return {0, 0, 0, 0, '', '', 0}
 end
 local now = now_ms()
 if not past_deadline(opened[3], now) then
-  return {0}
+  return {0, 0, 0, 0, '', '', 0}
 end
 
 local parts = {votes, tally, result, meta, ballots}

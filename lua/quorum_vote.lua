@@ -48,8 +48,10 @@
 -- eventId or '', decidedAt or '', place or ''}, place being (for already_voted, 'defer' mode)
 -- the rate-window place the recorded vote took: a retry of this very vote finds its own.
 -- where outcome is one of: recorded, decided_now, already_voted, decided, total_mismatch,
--- close_mismatch (then voteCount holds the closeAfterMs the decision opened with), expired
--- (recordedValue then holds the tally at expiry, as JSON, and decidedAt when it expired),
+-- close_mismatch (then voteCount holds the closeAfterMs the decision opened with),
+-- expired_now (this vote found the decision past its deadline and closed it) or expired
+-- (it was closed before; for both, recordedValue holds the tally at expiry, as JSON, and
+-- decidedAt when it expired),
 -- rate_limited (then voteCount holds the milliseconds until a vote would be accepted).
 -- eventId is '' for a closed decision whose event is not logged yet ('defer' mode).
 --
@@ -113,13 +115,13 @@ if total and past_deadline(opened[4], now_ms()) then
   close_decision(parts, deadlines, decision, retention)
   if deferred then
     redis.call('ZADD', log, expired_at, decision)
-    return answer('expired', count, '', at_expiry, '', expired_at)
+    return answer('expired_now', count, '', at_expiry, '', expired_at)
   end
   local publish = ARGV[16] == 'later' and '' or 'PUBLISH'
   local event_id = log_event(log, KEYS[9], stream_cap, channel, publish, decision, '', count,
     quorum, total, expired_at, at_expiry)
   redis.call('HSET', result, 'eventId', event_id)
-  return answer('expired', count, '', at_expiry, event_id, expired_at)
+  return answer('expired_now', count, '', at_expiry, event_id, expired_at)
 end
 
 local opening = not total

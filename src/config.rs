@@ -188,12 +188,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = number
         .parse()
         .map_err(|_| format!("expected a duration such as 500ms, 30s or 5m (got {s:?})"))?;
+    let seconds = |per_unit: u64| {
+        n.checked_mul(per_unit)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{s:?} is too long"))
+    };
     let duration = match unit {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        "d" => Duration::from_secs(n * 86_400),
+        "m" => seconds(60)?,
+        "h" => seconds(3600)?,
+        "d" => seconds(86_400)?,
         _ => {
             return Err(format!(
                 "unknown unit {unit:?} in {s:?}: use ms, s, m, h or d"
@@ -215,16 +220,21 @@ fn parse_max_open(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// Shortest `--decision-retention`.
-pub const MIN_DECISION_RETENTION: Duration = Duration::from_secs(1);
+/// Shortest `--decision-retention`: well above the time a closed decision may wait for its
+/// event to be logged on a cluster (the sweep's period and grace), so that it is never
+/// gone before its event is in the log.
+pub const MIN_DECISION_RETENTION: Duration = Duration::from_secs(10);
+/// Longest `--decision-retention` (ten years).
+pub const MAX_DECISION_RETENTION: Duration = Duration::from_secs(3650 * 86_400);
 
-/// Parses `--decision-retention`: at least [`MIN_DECISION_RETENTION`].
+/// Parses `--decision-retention`: from [`MIN_DECISION_RETENTION`] to
+/// [`MAX_DECISION_RETENTION`].
 fn parse_retention(s: &str) -> Result<Duration, String> {
     let duration = parse_duration(s)?;
-    if duration >= MIN_DECISION_RETENTION {
+    if (MIN_DECISION_RETENTION..=MAX_DECISION_RETENTION).contains(&duration) {
         Ok(duration)
     } else {
-        Err(format!("expected a duration of at least 1s (got {s:?})"))
+        Err(format!("expected a duration from 10s to 3650d (got {s:?})"))
     }
 }
 

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::now_ms;
 use crate::hub::Hub;
 
 /// How often a hub looks for decisions past their deadline: an expiry reaches sessions
@@ -17,19 +16,27 @@ pub async fn run(hub: Arc<Hub>) {
     // Past the breaker, like the hub's other upkeep: its failures are not callers'.
     let store = hub.store.unguarded();
     let mut failing = false;
+    let mut more = false;
     loop {
+        // A look that left due decisions behind is followed by another at once.
+        let pause = if more {
+            Duration::ZERO
+        } else {
+            DEADLINE_CHECK_PERIOD
+        };
         tokio::select! {
             _ = hub.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(DEADLINE_CHECK_PERIOD) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
-        let (closed, failure) = store.expire_due(now_ms()).await;
-        if closed > 0 {
+        let expiries = store.expire_due().await;
+        more = expiries.more && expiries.failure.is_none();
+        if expiries.closed > 0 {
             tracing::info!(
-                closed,
+                closed = expiries.closed,
                 "closed decisions whose deadline passed without quorum"
             );
         }
-        match failure {
+        match expiries.failure {
             Some(err) if !failing => {
                 tracing::warn!(%err, "could not check every decision's deadline; retrying");
                 failing = true;

@@ -170,6 +170,20 @@ async fn an_expired_decision_is_heard_once_by_every_session_on_every_hub_and_in_
     for watcher in &mut watchers {
         watcher.assert_no_more_notifications("stalled").await;
     }
+    // The log holds it once, however many looks at the deadline both hubs made since.
+    let looks_later = now_ms() + 1000;
+    eventually("both hubs to look again", async || {
+        (now_ms() > looks_later).then_some(())
+    })
+    .await;
+    let log: Vec<(String, Vec<(String, String)>)> = redis
+        .query(&["XRANGE", quorum_hub::event_log_key(&redis.url()), "-", "+"])
+        .await;
+    let logged = log
+        .iter()
+        .filter(|(_, fields)| fields.contains(&("decision".into(), "stalled".into())))
+        .count();
+    assert_eq!(logged, 1, "{log:?}");
     // A client resuming from before it gets it from the log, in order, once.
     let mut resumed =
         WsClient::connect(&format!("{}?lastEventId={before}", hubs[1].ws_url())).await;
@@ -305,6 +319,54 @@ async fn quorum_before_the_deadline_wins_for_good_and_the_race_has_one_winner() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vote_that_finds_its_decision_past_the_deadline_closes_it_itself() {
+    let redis = RedisServer::start();
+    let hub = hub_with(&redis, |_| {}).await;
+    let mut watcher = hub.client().await;
+    let mut a = hub.client_as("a").await;
+    let mut b = hub.client_as("b").await;
+    a.result(
+        "system.quorum.vote",
+        vote_closing("a", "unwatched", "go", 2, 100),
+    )
+    .await;
+    // No hub will look for it: only the vote can find it past its deadline.
+    let deadlines = if redis.is_cluster() {
+        let votes = redis.decision_key("unwatched", "votes");
+        let tag = &votes[votes.find('{').unwrap()..=votes.find('}').unwrap()];
+        format!("cb:deadlines:{tag}")
+    } else {
+        "cb:deadlines".to_owned()
+    };
+    let removed: i64 = redis.query(&["ZREM", &deadlines, "unwatched"]).await;
+    assert_eq!(removed, 1, "{deadlines} did not hold it");
+    let closes_at = a
+        .result("system.quorum.status", json!({"decision": "unwatched"}))
+        .await["closesAt"]
+        .as_u64()
+        .unwrap();
+    eventually("the deadline to pass", async || {
+        (now_ms() > closes_at + 50).then_some(())
+    })
+    .await;
+    let reply = b
+        .result(
+            "system.quorum.vote",
+            vote_params("b", "unwatched", "go", Some(2)),
+        )
+        .await;
+    assert_eq!(reply["reason"], "expired", "{reply}");
+    let expired = next_event(&mut watcher, "quorum.decision.expired").await;
+    assert_eq!(expired["decision"], "unwatched", "{expired}");
+    assert_eq!(expired["voteCount"], 1, "{expired}");
+    let status = b
+        .result("system.quorum.status", json!({"decision": "unwatched"}))
+        .await;
+    assert_eq!(status["state"], "expired", "{status}");
+    watcher.assert_no_more_notifications("unwatched").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_open_expires_a_decision_without_a_deadline() {
     let redis = RedisServer::start();
     let hub = hub_with(&redis, |c| c.max_open = Duration::from_millis(300)).await;
@@ -330,7 +392,10 @@ async fn max_open_expires_a_decision_without_a_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decision_retention_removes_closed_decisions_and_every_key_they_had() {
     let redis = RedisServer::start();
-    let hub = hub_with(&redis, |c| c.decision_retention = Duration::from_secs(1)).await;
+    let hub = hub_with(&redis, |c| {
+        c.decision_retention = quorum_hub::config::MIN_DECISION_RETENTION;
+    })
+    .await;
     let mut watcher = hub.client().await;
     let mut a = hub.client_as("a").await;
     let mut b = hub.client_as("b").await;

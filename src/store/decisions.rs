@@ -96,12 +96,16 @@ impl Store {
         }
         let (outcome, vote_count, total, quorum, final_decision, recorded, event_id, decided_at, _) =
             voted?;
-        if (outcome == "decided_now" || outcome == "expired") && !event_id.is_empty() {
+        // Closed by this very vote: its WAIT confirmed the close (a vote that only found
+        // the decision closed wrote nothing, so its WAIT confirms nothing).
+        let closed_now = outcome == "decided_now" || outcome == "expired_now";
+        if closed_now && !event_id.is_empty() {
             // On one Redis the vote logged the event itself; with --wait-replicas it is
             // published now that the write is on the replicas.
             self.publish_acknowledged_upto(&event_id).await;
         }
-        let closed = !final_decision.is_empty() || outcome == "expired";
+        let expired = outcome == "expired" || outcome == "expired_now";
+        let closed = !final_decision.is_empty() || expired;
         if self.layout.is_cluster() && closed && event_id.is_empty() {
             let decided = Decided {
                 decision: ballot.decision.as_str().to_owned(),
@@ -111,15 +115,13 @@ impl Store {
                 total_instances: total,
                 decided_at: decided_at.parse().unwrap_or_default(),
                 // The script answers an expired decision's tally where a recorded value goes.
-                expired_tally: (outcome == "expired").then(|| recorded.clone()),
+                expired_tally: expired.then(|| recorded.clone()),
             };
             let log_step = async {
                 // A vote that closed it was confirmed with it; any other vote may
                 // have written nothing, so with --wait-replicas the decision's own write
                 // is confirmed before it is logged (and so published).
-                if outcome != "decided_now"
-                    && outcome != "expired"
-                    && let Some(mark) = self.layout.partition_ack_mark(&decided.decision)
+                if !closed_now && let Some(mark) = self.layout.partition_ack_mark(&decided.decision)
                 {
                     self.confirm_partition(&mark).await?;
                 }
@@ -156,7 +158,7 @@ impl Store {
             "close_mismatch" => VoteOutcome::CloseMismatch {
                 opened_with: vote_count,
             },
-            "expired" => VoteOutcome::Expired { vote_count },
+            "expired" | "expired_now" => VoteOutcome::Expired { vote_count },
             "rate_limited" => VoteOutcome::RateLimited {
                 retry_after_ms: vote_count.max(1),
             },

@@ -9,6 +9,9 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::future::join_all;
+
 use super::log::Decided;
 use super::stream::DECISION_STREAM_CAP;
 use super::{Error, Store};
@@ -37,8 +40,21 @@ pub(crate) const EXPIRE_SCRIPT: &str = concat!(
     include_str!("../../lua/expire.lua")
 );
 
-/// Most due decisions one look at one deadlines index closes.
+/// Most due decisions one look at one deadlines index takes.
 const EXPIRE_BATCH: usize = 100;
+/// Due decisions a hub closes at once.
+const EXPIRE_CONCURRENCY: usize = 16;
+
+/// What one look for due decisions did.
+#[derive(Debug, Default)]
+pub(crate) struct Expiries {
+    /// Decisions this look closed.
+    pub(crate) closed: usize,
+    /// Some index had more due than the look took: look again at once.
+    pub(crate) more: bool,
+    /// The first failure, if any.
+    pub(crate) failure: Option<Error>,
+}
 
 /// What `expire.lua` answers: whether it closed the decision, then voteCount, quorum,
 /// totalInstances, the tally (JSON), the event id ('' on a cluster) and expiredAt.
@@ -53,49 +69,70 @@ type ExpireReply = (
 );
 
 impl Store {
-    /// Closes as expired every decision whose deadline is at or before `now_ms` (a batch
-    /// per index; the next call takes the rest). Returns how many this call closed, and
+    /// Closes as expired the decisions whose deadline has passed by Redis's clock, up to
+    /// [`EXPIRE_BATCH`] per index, [`EXPIRE_CONCURRENCY`] at a time. Returns how many this
+    /// call closed, whether an index had more due than it took (call again at once), and
     /// the first failure, if any: an index that cannot be read now is left for the next
-    /// call.
-    pub(crate) async fn expire_due(&self, now_ms: u64) -> (usize, Option<Error>) {
-        let indexes = self.layout.deadlines_indexes();
-        let cmds = indexes
-            .iter()
-            .map(|index| {
-                redis::cmd("ZRANGEBYSCORE")
-                    .arg(index)
-                    .arg("-inf")
-                    .arg(now_ms)
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(EXPIRE_BATCH)
-                    .to_owned()
-            })
-            .collect();
-        let listed = match self.query_each(cmds).await {
-            Ok(listed) => listed,
-            Err(err) => return (0, Some(err)),
+    /// call, and the others are served.
+    pub(crate) async fn expire_due(&self) -> Expiries {
+        let mut expiries = Expiries::default();
+        let now = match self.redis_time_ms().await {
+            Ok(now) => now,
+            Err(err) => {
+                expiries.failure = Some(err);
+                return expiries;
+            }
         };
-        let mut closed = 0;
-        let mut failure = None;
-        for due in listed {
-            let names: Vec<String> = match redis::FromRedisValue::from_redis_value(due) {
-                Ok(names) => names,
-                Err(err) => {
-                    failure.get_or_insert(Error::Internal(err.to_string()));
-                    continue;
+        let indexes = self.layout.deadlines_indexes();
+        let listed = join_all(indexes.iter().map(|index| {
+            let cmd = redis::cmd("ZRANGEBYSCORE")
+                .arg(index)
+                .arg("-inf")
+                .arg(now)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(EXPIRE_BATCH)
+                .to_owned();
+            async move { self.query::<Vec<String>>(&cmd).await }
+        }))
+        .await;
+        let mut due = Vec::new();
+        for names in listed {
+            match names {
+                Ok(names) => {
+                    expiries.more |= names.len() == EXPIRE_BATCH;
+                    due.extend(names);
                 }
-            };
-            for name in names {
-                match self.expire(&name).await {
-                    Ok(done) => closed += usize::from(done),
-                    Err(err) => {
-                        failure.get_or_insert(err);
-                    }
+                Err(err) => {
+                    expiries.failure.get_or_insert(err);
                 }
             }
         }
-        (closed, failure)
+        // Hubs that find the same due decisions start at different places in the list.
+        if !due.is_empty() {
+            let start = (now as usize ^ std::process::id() as usize) % due.len();
+            due.rotate_left(start);
+        }
+        let outcomes: Vec<Result<bool, Error>> = futures::stream::iter(due)
+            .map(|name| async move { self.expire(&name).await })
+            .buffer_unordered(EXPIRE_CONCURRENCY)
+            .collect()
+            .await;
+        for outcome in outcomes {
+            match outcome {
+                Ok(closed) => expiries.closed += usize::from(closed),
+                Err(err) => {
+                    expiries.failure.get_or_insert(err);
+                }
+            }
+        }
+        expiries
+    }
+
+    /// Redis's clock (ms): deadlines are Redis times, so "due" is asked by its clock.
+    async fn redis_time_ms(&self) -> Result<u64, Error> {
+        let (secs, micros): (u64, u64) = self.query(&redis::cmd("TIME")).await?;
+        Ok(secs * 1000 + micros / 1000)
     }
 
     /// Closes one decision as expired if it is past its deadline and still open (on a

@@ -75,18 +75,12 @@ impl Store {
             )
             .await?;
         self.publish_acknowledged_upto(&event_id).await;
-        let mut mark = redis::pipe();
-        mark.atomic()
-            .cmd("HSET")
-            .arg(self.layout.decision(name, "result"))
-            .arg("eventId")
-            .arg(&event_id)
-            .ignore()
-            .cmd("ZREM")
-            .arg(unlogged)
-            .arg(name)
-            .ignore();
-        self.query_pipe::<()>(&mark).await?;
+        self.eval::<i64>(
+            &self.scripts.mark_logged,
+            &[&self.layout.decision(name, "result"), &unlogged],
+            &[&event_id, name],
+        )
+        .await?;
         event_id.parse().map_err(internal)
     }
 

@@ -62,6 +62,7 @@ pub(crate) const MAX_PAGE_BYTES: usize = 256 * 1024;
 struct Scripts {
     vote: Script,
     log_decision: Script,
+    mark_logged: Script,
     expire: Script,
     publish_pending: Script,
     reserve_vote: Script,
@@ -77,6 +78,7 @@ impl Scripts {
             vote: Script::new(VOTE_SCRIPT),
             log_decision: Script::new(log::LOG_SCRIPT),
             expire: Script::new(lifecycle::EXPIRE_SCRIPT),
+            mark_logged: Script::new(include_str!("../../lua/mark_logged.lua")),
             publish_pending: Script::new(publish::PUBLISH_SCRIPT),
             reserve_vote: Script::new(include_str!("../../lua/reserve_vote.lua")),
             register: Script::new(include_str!("../../lua/register.lua")),
@@ -86,10 +88,11 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&Script; 9] {
+    fn all(&self) -> [&Script; 10] {
         [
             &self.vote,
             &self.log_decision,
+            &self.mark_logged,
             &self.expire,
             &self.publish_pending,
             &self.reserve_vote,
