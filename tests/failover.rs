@@ -35,12 +35,13 @@ async fn event_ids_on(port: u16) -> HashSet<String> {
     event_ids(reply)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn with_replica_acknowledged_votes_a_sentinel_failover_loses_no_vote() {
+/// A Sentinel deployment, two hubs on it with `--wait-replicas 1` and two sessions watching
+/// each, and agents voting through them until the first decisions are made.
+async fn voting_on_sentinel() -> (RedisSentinel, [TestHub; 2], Vec<WsClient>, Voting) {
     log_to_test_output();
-    let mut redis = RedisSentinel::start();
+    let redis = RedisSentinel::start();
     let url = redis.url();
-    let (hubs, mut watchers) = two_hubs_watched(|| {
+    let (hubs, watchers) = two_hubs_watched(|| {
         let mut config = without_rate_limits_at(&url);
         config.wait_replicas = 1;
         config
@@ -50,6 +51,12 @@ async fn with_replica_acknowledged_votes_a_sentinel_failover_loses_no_vote() {
     voting
         .wait_for_more(DECISIONS_BEFORE_FAULT, "votes to flow")
         .await;
+    (redis, hubs, watchers, voting)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_replica_acknowledged_votes_a_sentinel_failover_loses_no_vote() {
+    let (mut redis, hubs, mut watchers, voting) = voting_on_sentinel().await;
     let old = redis.primary();
     let killed = std::time::Instant::now();
     redis.kill(old);
@@ -92,19 +99,7 @@ async fn with_replica_acknowledged_votes_a_sentinel_failover_loses_no_vote() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_switchover_that_turns_the_primary_into_a_replica_is_followed_and_loses_no_vote() {
-    log_to_test_output();
-    let redis = RedisSentinel::start();
-    let url = redis.url();
-    let (hubs, mut watchers) = two_hubs_watched(|| {
-        let mut config = without_rate_limits_at(&url);
-        config.wait_replicas = 1;
-        config
-    })
-    .await;
-    let voting = Voting::start(&hubs).await;
-    voting
-        .wait_for_more(DECISIONS_BEFORE_FAULT, "votes to flow")
-        .await;
+    let (redis, hubs, mut watchers, voting) = voting_on_sentinel().await;
     // The sentinels hand the primary role over: the old primary stays up, as a replica
     // that answers writes with READONLY.
     let old = redis.primary();

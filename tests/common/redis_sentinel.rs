@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use super::redis_cli::{cli, cli_script, nanos};
 use super::{Rng, eventually_blocking};
 
 /// The master name the sentinels watch.
@@ -369,42 +370,4 @@ fn wait_streaming(port: u16) {
         let reply = cli_script(port, &script);
         (reply.lines().nth(1) == Some("1")).then_some(())
     });
-}
-
-/// Runs the commands in `script` (one per line) on one connection to one node and
-/// returns their output.
-fn cli_script(port: u16, script: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run redis-cli");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(script.as_bytes())
-        .expect("write to redis-cli");
-    let output = child.wait_with_output().expect("redis-cli output");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Runs one command against one node and returns its output.
-fn cli(port: u16, args: &[&str]) -> String {
-    Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
-
-fn nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos().into())
-        .unwrap_or_default()
 }
