@@ -248,14 +248,20 @@ impl Client {
         value: &str,
         total_instances: Option<u64>,
     ) -> Result<VoteReply, ClientError> {
-        let params = VoteParams {
+        self.vote_with(&VoteParams {
             instance_id: instance,
             decision,
             value,
             total_instances,
             close_after_ms: None,
-        };
-        self.call(method::VOTE, &params).await
+        })
+        .await
+    }
+
+    /// A vote with every parameter the method takes, e.g. a deadline (`close_after_ms`)
+    /// for the decision it opens.
+    pub async fn vote_with(&self, params: &VoteParams<'_>) -> Result<VoteReply, ClientError> {
+        self.call(method::VOTE, params).await
     }
 
     pub async fn status(&self, decision: &str) -> Result<DecisionStatus, ClientError> {

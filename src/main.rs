@@ -105,6 +105,10 @@ struct VoteArgs {
     /// totalInstances (only the first vote of a decision sets it).
     #[arg(long)]
     total: Option<u64>,
+    /// The decision's deadline, counted from its first vote, e.g. 30s or 2h (only the first
+    /// vote of a decision sets it; without one, the hub's --max-open applies).
+    #[arg(long, value_parser = quorum_hub::config::parse_duration)]
+    close_after: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -153,13 +157,14 @@ fn main() -> ExitCode {
         },
         Some(Command::Vote(args)) => {
             let config = client_config(&args.connection, Some(args.instance.clone()), None);
-            let reply = runtime.block_on(tools::vote(
-                config,
-                &args.instance,
-                &args.decision,
-                &args.value,
-                args.total,
-            ));
+            let params = quorum_hub::protocol::VoteParams {
+                instance_id: &args.instance,
+                decision: &args.decision,
+                value: &args.value,
+                total_instances: args.total,
+                close_after_ms: args.close_after.map(|d| d.as_millis() as u64),
+            };
+            let reply = runtime.block_on(tools::vote(config, &params));
             report(reply.map(|reply| serde_json::to_string(&reply).unwrap_or_default()))
         }
         Some(Command::Watch(args)) => {

@@ -1,22 +1,13 @@
 //! The command-line tools built on the client: `vote` and `watch`.
 
 use crate::client::{Client, ClientConfig, ClientError};
-use crate::protocol::{Notification, VoteReply};
+use crate::protocol::{Notification, VoteParams, VoteReply};
 
 /// Registers (through the client) and casts one vote; returns the hub's result, or the
 /// JSON-RPC error object as JSON text.
-pub async fn vote(
-    config: ClientConfig,
-    instance: &str,
-    decision: &str,
-    value: &str,
-    total_instances: Option<u64>,
-) -> Result<VoteReply, String> {
+pub async fn vote(config: ClientConfig, params: &VoteParams<'_>) -> Result<VoteReply, String> {
     let (client, _events) = Client::connect(config).await.map_err(|e| e.to_string())?;
-    match client
-        .vote(instance, decision, value, total_instances)
-        .await
-    {
+    match client.vote_with(params).await {
         Ok(reply) => Ok(reply),
         Err(ClientError::Rpc(error)) => Err(serde_json::to_string(&error).unwrap_or_default()),
         Err(other) => Err(other.to_string()),

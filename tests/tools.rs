@@ -307,6 +307,25 @@ async fn vote_and_watch_from_the_command_line() {
         (Some("cli"), Some("ship"))
     );
     assert_eq!(event["voteCount"], 2);
+
+    // A vote that gives its decision a deadline; the decision expires without quorum and
+    // watch prints that too.
+    let timed = Command::new(bin_path())
+        .args(["vote", "--url", &url, "--instance", "cli-1", "--decision"])
+        .args(["cli-timed", "--value", "ship", "--total", "3"])
+        .args(["--close-after", "300ms"])
+        .output()
+        .unwrap();
+    assert!(
+        timed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&timed.stderr)
+    );
+    let line = rx.recv_timeout(DEADLINE).expect("watch printed the expiry");
+    let expired: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(expired["decision"], "cli-timed", "{expired}");
+    assert_eq!(expired["tally"], json!({"ship": 1}), "{expired}");
+    assert!(expired.get("value").is_none(), "{expired}");
     let _ = watch.kill();
     let _ = watch.wait();
 }
