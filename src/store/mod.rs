@@ -2,16 +2,22 @@
 //!
 //! The store is the only part of the hub that knows Redis key names, scripts and reply
 //! shapes. Its calls are split by what they touch:
-//! - `connection`: the connection to one Redis, or the link to a cluster.
+//! - `connection`: the connection to one Redis, to a sentinel-named primary, or the link to
+//!   a cluster; `sentinel`: following the primary the sentinels name.
 //! - `keys`: key and channel names, per layout (one Redis or a cluster).
 //! - `slots`: Redis Cluster slots and the partitions decisions are spread over.
-//! - `decisions`: the vote script, audit trails and the recent-decisions index.
+//! - `decisions`: the vote script, audit trails and the recent-decisions index;
+//!   `ballot`: the vote script's arguments.
+//! - `lifecycle`: deadlines, expiry and retention.
 //! - `log`: on a cluster, the second step of a decision: its event into the log.
+//! - `publish`: with `--wait-replicas`, publishing events once replicas have them.
 //! - `stream`: the decision event stream, read back for replays.
 //! - `instances`: registrations, heartbeats and session bindings.
+//! - `persistence`: what an acknowledged vote survives on this Redis.
 //!
-//! A store talks to one Redis (`redis://`, `unix://`) or to a Redis Cluster
-//! (`redis+cluster://`); see ARCHITECTURE.md for what differs between the two.
+//! A store talks to one Redis (`redis://`, `unix://`), to the primary a set of sentinels
+//! watch (`redis+sentinel://`), or to a Redis Cluster (`redis+cluster://`); see
+//! ARCHITECTURE.md for what differs between them.
 
 mod ballot;
 mod connection;
@@ -20,6 +26,7 @@ mod instances;
 mod keys;
 mod lifecycle;
 mod log;
+mod persistence;
 mod publish;
 mod sentinel;
 mod slots;
@@ -539,38 +546,6 @@ impl Store {
         pipe.add_command(evalsha(script, keys, args));
         let (reply,): (T,) = self.query_pipe(&pipe).await?;
         Ok(reply)
-    }
-
-    /// Reads the server's persistence settings and says what an acknowledged vote could
-    /// lose, if anything. (On a cluster, the settings of whichever node answers.)
-    pub(crate) async fn durability_warning(&self) -> Option<String> {
-        let read = async {
-            let aof: HashMap<String, String> = self
-                .query(redis::cmd("CONFIG").arg("GET").arg("appendonly"))
-                .await?;
-            let fsync: HashMap<String, String> = self
-                .query(redis::cmd("CONFIG").arg("GET").arg("appendfsync"))
-                .await?;
-            Ok::<_, Error>((aof, fsync))
-        };
-        let (aof, fsync) = match read.await {
-            Ok(reply) => reply,
-            Err(err) => {
-                return Some(format!(
-                    "could not read Redis persistence settings ({err}); acknowledged votes are only as durable as that server makes them"
-                ));
-            }
-        };
-        match (aof.get("appendonly").map(String::as_str), fsync.get("appendfsync").map(String::as_str)) {
-            (Some("yes"), Some("always")) => None,
-            (Some("yes"), Some(policy)) => Some(format!(
-                "Redis runs with appendfsync {policy}: a Redis crash can lose votes acknowledged in the last second; set appendfsync always"
-            )),
-            _ => Some(
-                "Redis runs without append-only persistence: a Redis restart loses acknowledged votes; set appendonly yes and appendfsync always"
-                    .to_owned(),
-            ),
-        }
     }
 }
 
