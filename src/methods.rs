@@ -337,26 +337,23 @@ fn vote_reply(hub: &Hub, ballot: &Ballot, outcome: VoteOutcome) -> Result<VoteRe
         }
         VoteOutcome::Expired { .. } => VoteReply::expired(),
         VoteOutcome::CloseMismatch { opened_with } => {
-            return Err(Error::invalid(
-                "closeAfterMs",
-                format!(
-                    "decision {} was opened with closeAfterMs={opened_with}; omit closeAfterMs \
-                     or send {opened_with}",
-                    ballot.decision.as_str()
-                ),
-            ));
+            return Err(opened_with_another(ballot, "closeAfterMs", opened_with));
         }
         VoteOutcome::TotalMismatch { opened_with } => {
-            return Err(Error::invalid(
-                "totalInstances",
-                format!(
-                    "decision {} was opened with totalInstances={opened_with}; omit totalInstances \
-                     or send {opened_with}",
-                    ballot.decision.as_str()
-                ),
-            ));
+            return Err(opened_with_another(ballot, "totalInstances", opened_with));
         }
     })
+}
+
+/// A vote that states another `field` than the one its decision was opened with.
+fn opened_with_another(ballot: &Ballot, field: &'static str, opened_with: u64) -> Error {
+    Error::invalid(
+        field,
+        format!(
+            "decision {} was opened with {field}={opened_with}; omit {field} or send {opened_with}",
+            ballot.decision.as_str()
+        ),
+    )
 }
 
 /// Rule 2: only a registered instance votes, and on a WebSocket only as the session's own.
