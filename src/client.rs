@@ -25,9 +25,9 @@ use crate::auth;
 use crate::clock::now_ms;
 use crate::protocol::peer::{self, CallError, Incoming, RpcError, Socket};
 use crate::protocol::{
-    DecisionEvent, DecisionExpired, DecisionStatus, EventId, GapReason, NoParams, Notification,
-    RefreshParams, Refreshed, RegisterParams, Registered, State, StatusParams, SubscribeParams,
-    Subscribed, VoteParams, VoteReply, method,
+    DecisionEvent, DecisionExpired, DecisionStatus, EventId, GapReason, Notification,
+    RefreshParams, Refreshed, RegisterParams, Registered, State, StateParams, StatusParams,
+    SubscribeParams, Subscribed, VoteParams, VoteReply, method,
 };
 
 /// First pause before reconnecting.
@@ -237,6 +237,7 @@ impl Client {
         let params = RegisterParams {
             instance_id: instance,
             roles: &[],
+            metadata: None,
         };
         self.call(method::REGISTER, &params).await
     }
@@ -269,7 +270,7 @@ impl Client {
     }
 
     pub async fn state(&self) -> Result<State, ClientError> {
-        self.call(method::GET_STATE, &NoParams {}).await
+        self.call(method::GET_STATE, &StateParams::default()).await
     }
 
     pub async fn subscribe(&self, events: &[&str]) -> Result<Subscribed, ClientError> {
@@ -327,6 +328,7 @@ impl Driver {
             let params = RegisterParams {
                 instance_id: instance,
                 roles: &self.config.roles,
+                metadata: None,
             };
             // A resumed session replays what it missed before it reads this call, so the
             // replayed events arrive first.

@@ -50,6 +50,9 @@ enum Command {
     /// Load-test a running hub.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print the hub's OpenRPC document (what `GET /openrpc.json` serves), to generate a
+    /// client from.
+    Openrpc,
 }
 
 #[derive(Debug, Args)]
@@ -122,11 +125,18 @@ struct WatchArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Token(args)) = &cli.command {
-        return report(
-            Authority::new(&args.auth_secret)
-                .and_then(|a| a.mint(args.sub.as_deref(), args.observer, args.ttl)),
-        );
+    match &cli.command {
+        Some(Command::Token(args)) => {
+            return report(
+                Authority::new(&args.auth_secret)
+                    .and_then(|a| a.mint(args.sub.as_deref(), args.observer, args.ttl)),
+            );
+        }
+        Some(Command::Openrpc) => {
+            println!("{}", quorum_hub::protocol::openrpc::document_text());
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if cli.command.is_some() {
@@ -184,7 +194,7 @@ fn main() -> ExitCode {
                 .block_on(bench::run(command))
                 .map_err(|e| e.to_string()),
         ),
-        Some(Command::Token(_)) => unreachable!("handled above"),
+        Some(Command::Token(_) | Command::Openrpc) => unreachable!("handled above"),
     }
 }
 

@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::hub::Hub;
 use crate::instance::{InstanceId, Registration};
 use crate::protocol::frame::{self, Call, Entry, Frame};
+use crate::protocol::openrpc;
 use crate::protocol::request::StatePage;
 use crate::protocol::{
     Alive, EventId, HubInfo, Refreshed, Registered, Request, SessionInfo, State, Subscribed,
@@ -147,6 +148,7 @@ async fn call_once(hub: &Hub, caller: Caller<'_>, call: Call) -> Result<Box<RawV
         Request::Subscribe { events, since } => reply(subscribe(hub, caller, events, since).await?),
         Request::Unsubscribe { events } => reply(unsubscribe(hub, caller, &events)?),
         Request::AuthRefresh { token } => reply(refresh(hub, caller, &token)?),
+        Request::Discover => Ok(openrpc::document_text().to_owned()),
     }
 }
 

@@ -22,7 +22,7 @@ use crate::managed_redis::ManagedRedis;
 pub use crate::managed_redis::ManagedRedisError;
 use crate::methods::{self, Caller};
 use crate::metrics::Metrics;
-use crate::protocol::EventId;
+use crate::protocol::{EventId, openrpc};
 use crate::store::Store;
 use crate::{deadlines, events, guards, keepalive, probe, publisher, session};
 
@@ -221,6 +221,14 @@ fn tune_socket(tcp: &mut tokio::net::TcpStream) {
     }
 }
 
+/// `GET /openrpc.json`: the contract, as `rpc.discover` returns it.
+async fn openrpc_document() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openrpc::document_text().get(),
+    )
+}
+
 fn router(hub: Arc<Hub>, web_dir: &std::path::Path) -> Router {
     // What a browser page can reach sits behind the Host guard; health checks do not.
     let pages = Router::new()
@@ -236,7 +244,8 @@ fn router(hub: Arc<Hub>, web_dir: &std::path::Path) -> Router {
         ));
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready));
+        .route("/readyz", get(ready))
+        .route("/openrpc.json", get(openrpc_document));
     if hub.config.metrics_listen.is_none() {
         app = app.route("/metrics", get(metrics_text));
     }

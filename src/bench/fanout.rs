@@ -13,7 +13,7 @@ use super::{
     BenchError, DEFAULT_URL, Percentiles, Progress, Table, call, connect, histogram, register,
     run_tag,
 };
-use crate::protocol::{SubscribeParams, Subscribed, VoteParams, VoteReply, event, method};
+use crate::protocol::{Subscribed, UnsubscribeParams, VoteParams, VoteReply, event, method};
 
 /// Longest a fan-out scenario waits for one decision to reach every session.
 const FANOUT_WAIT: Duration = Duration::from_secs(10);
@@ -50,7 +50,7 @@ pub async fn run(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
             &mut socket,
             1,
             method::UNSUBSCRIBE,
-            &SubscribeParams::default(),
+            &UnsubscribeParams::default(),
         )
         .await?;
         Ok(socket)

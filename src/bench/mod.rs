@@ -215,6 +215,7 @@ async fn register(socket: &mut Socket, instance: &str) -> Result<(), BenchError>
     let params = RegisterParams {
         instance_id: instance,
         roles: &[],
+        metadata: None,
     };
     call::<Registered>(socket, 0, method::REGISTER, &params).await?;
     Ok(())

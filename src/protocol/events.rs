@@ -1,11 +1,12 @@
 //! The payloads of pushed notifications, and a notification typed by its method name.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{EventId, event};
 
 /// `quorum.decision.made`: a decision was fixed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DecisionEvent {
     pub decision: String,
@@ -19,7 +20,7 @@ pub struct DecisionEvent {
 }
 
 /// `quorum.decision.expired`: a decision's deadline passed without quorum; it is closed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DecisionExpired {
     pub decision: String,
@@ -27,6 +28,7 @@ pub struct DecisionExpired {
     pub quorum: u64,
     pub total_instances: u64,
     /// Count per value at expiry, in the order each value first received a vote.
+    #[schemars(with = "std::collections::BTreeMap<String, u64>")]
     pub tally: serde_json::Map<String, serde_json::Value>,
     /// In the same sequence as decision events; resume after it with `?lastEventId=`.
     pub event_id: EventId,
@@ -35,7 +37,7 @@ pub struct DecisionExpired {
 }
 
 /// One entry of the event log: a decision made, or a decision expired.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum LoggedEvent {
     Made(DecisionEvent),
@@ -59,7 +61,7 @@ impl LoggedEvent {
 }
 
 /// `quorum.vote.recorded`: one vote was recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VoteRecorded {
     pub decision: String,
@@ -71,7 +73,7 @@ pub struct VoteRecorded {
 }
 
 /// `instance.registered`: an instance registered or refreshed its registration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InstanceRegistered {
     pub instance_id: String,
@@ -82,7 +84,7 @@ pub struct InstanceRegistered {
 }
 
 /// `instance.unregistered`: an instance was removed, or its session closed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InstanceUnregistered {
     pub instance_id: String,
@@ -94,7 +96,7 @@ pub struct InstanceUnregistered {
 /// cursor. `since` is where the events that follow pick up: the cursor itself when events
 /// after it are lost, unreadable or not in the log, the newest event when the cursor is
 /// ahead of the log, the point the hub went back to when its log was rewound.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EventsIncomplete {
     pub since: EventId,
     pub reason: GapReason,
@@ -110,7 +112,7 @@ pub struct EventsIncomplete {
 }
 
 /// Why a session's events are incomplete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum GapReason {
     /// Events after the cursor are no longer kept (the stream's cap trimmed them).
@@ -244,7 +246,7 @@ impl EventsIncomplete {
 
 /// `system.instance.lost`: this session's instance was taken by another session (its
 /// binding lapsed while Redis was unreachable); the session is closed next.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InstanceLost {
     pub instance_id: String,

@@ -29,8 +29,29 @@ macro_rules! wire_as_text {
     };
 }
 
+/// Describes a type put on the wire by [`wire_as_text!`] to JSON Schema: a string with a
+/// pattern.
+macro_rules! schema_as_text {
+    ($type:ty, $name:literal, $pattern:expr, $description:literal) => {
+        impl schemars::JsonSchema for $type {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "type": "string",
+                    "pattern": $pattern,
+                    "description": $description,
+                })
+            }
+        }
+    };
+}
+
 mod events;
 pub mod frame;
+pub mod openrpc;
 mod params;
 pub mod peer;
 pub mod request;
@@ -41,7 +62,8 @@ pub use events::{
     InstanceUnregistered, LoggedEvent, Notification, VoteRecorded,
 };
 pub use params::{
-    NoParams, RefreshParams, RegisterParams, StatusParams, SubscribeParams, VoteParams,
+    InstanceParams, NoParams, RefreshParams, RegisterParams, StateParams, StatusParams,
+    SubscribeParams, UnsubscribeParams, VoteParams,
 };
 pub use request::Request;
 pub use results::{
@@ -61,9 +83,11 @@ pub mod method {
     pub const SUBSCRIBE: &str = "system.subscribe";
     pub const UNSUBSCRIBE: &str = "system.unsubscribe";
     pub const AUTH_REFRESH: &str = "system.auth.refresh";
+    /// Returns the hub's OpenRPC document (the same as `GET /openrpc.json`).
+    pub const DISCOVER: &str = "rpc.discover";
 
     /// Every method the hub serves.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         REGISTER,
         HEARTBEAT,
         UNREGISTER,
@@ -73,7 +97,26 @@ pub mod method {
         SUBSCRIBE,
         UNSUBSCRIBE,
         AUTH_REFRESH,
+        DISCOVER,
     ];
+}
+
+/// The JSON Schema patterns (ECMA-262, as JSON Schema reads them) of the texts the hub
+/// checks; the validation code in `request`, `decision` and `instance` is the rule, these
+/// describe it.
+pub mod pattern {
+    /// Instance ids, decision names and roles: no whitespace, control characters or braces
+    /// (Unicode's `White_Space` and `Cc`, spelled out).
+    pub const NAME: &str =
+        r"^[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000{}]+$";
+    /// Vote values: no control characters.
+    pub const VALUE: &str = r"^[^\x00-\x1f\x7f-\x9f]+$";
+    /// Event ids: `<ms>-<seq>`, or a bare `<ms>`.
+    pub const EVENT_ID: &str = r"^[0-9]{1,20}(-[0-9]{1,20})?$";
+    /// `get_state` page cursors: `<openedAt>:<decision>`.
+    pub const CURSOR: &str = r"^[0-9]{1,20}:.+$";
+    /// Subscription patterns: an event name, or a prefix followed by `.*`.
+    pub const EVENT_PATTERN: &str = r"^[a-z]+(\.[a-z]+)*(\.\*)?$";
 }
 
 /// The reasons a hub gives when it closes a WebSocket session (the close frame's reason).
@@ -180,6 +223,12 @@ impl std::str::FromStr for EventId {
 }
 
 wire_as_text!(EventId);
+schema_as_text!(
+    EventId,
+    "EventId",
+    pattern::EVENT_ID,
+    "The id of an event in the hub's event log, `<ms>-<seq>`, ordered as Redis orders stream ids."
+);
 
 #[cfg(test)]
 mod tests {

@@ -28,6 +28,8 @@ pub enum Request {
     AuthRefresh {
         token: String,
     },
+    /// The hub's OpenRPC document.
+    Discover,
 }
 
 /// Instances and decisions one `system.get_state` page lists when no `limit` is given.
@@ -164,6 +166,10 @@ impl Request {
                 Ok(Request::AuthRefresh {
                     token: token.to_owned(),
                 })
+            }
+            method::DISCOVER => {
+                Params::new(params, &[])?;
+                Ok(Request::Discover)
             }
             _ => Err(Error::MethodNotFound(format!(
                 "{method:?}; available: {}",

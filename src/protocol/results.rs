@@ -1,11 +1,12 @@
 //! The results of the methods, as the hub sends them and peers read them.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::EventId;
 
 /// Result of `system.register`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Registered {
     pub registered: bool,
@@ -16,21 +17,21 @@ pub struct Registered {
 }
 
 /// Result of `system.heartbeat`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Alive {
     /// False when the instance is not registered (anymore).
     pub alive: bool,
 }
 
 /// Result of `system.unregister`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Unregistered {
     /// False when there was no registration to remove.
     pub unregistered: bool,
 }
 
 /// Why a vote was not recorded, when that is a result rather than an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NotVoted {
     /// This instance voted on the decision before; `recordedValue` says how.
@@ -59,7 +60,7 @@ impl NotVoted {
 }
 
 /// Result of `system.quorum.vote`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 /// Fields go on the wire in this order, whatever the outcome.
 pub struct VoteReply {
@@ -165,7 +166,7 @@ impl VoteReply {
 }
 
 /// Result of `system.quorum.status`: a decision's audit trail.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DecisionStatus {
     pub decision: String,
@@ -175,6 +176,7 @@ pub struct DecisionStatus {
     pub quorum: u64,
     pub vote_count: u64,
     /// Count per value, in the order each value first received a vote.
+    #[schemars(with = "std::collections::BTreeMap<String, u64>")]
     pub tally: serde_json::Map<String, serde_json::Value>,
     pub votes: Vec<RecordedVote>,
     pub quorum_reached: bool,
@@ -191,7 +193,7 @@ pub struct DecisionStatus {
 }
 
 /// Where a decision is in its life.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DecisionState {
     /// Taking votes.
@@ -215,7 +217,7 @@ impl DecisionState {
 }
 
 /// One recorded vote in a decision's audit trail.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordedVote {
     pub instance_id: String,
@@ -225,7 +227,7 @@ pub struct RecordedVote {
 }
 
 /// Result of `system.get_state`: one page of instances and one of decisions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct State {
     /// Registered instances, in `instanceId` order.
@@ -273,13 +275,21 @@ impl std::str::FromStr for DecisionCursor {
 }
 
 wire_as_text!(DecisionCursor);
+schema_as_text!(
+    DecisionCursor,
+    "DecisionCursor",
+    super::pattern::CURSOR,
+    "Where a page of decisions ends; pass it back as `decisionsAfter`."
+);
 
 /// A registered instance as listed by `system.get_state`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceInfo {
     pub instance_id: String,
+    #[schemars(with = "Vec<String>")]
     pub roles: serde_json::Value,
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
     pub metadata: serde_json::Value,
     /// `online` while a session or heartbeats keep it alive, `disconnected` after its
     /// session closed (until the TTL removes it).
@@ -288,7 +298,7 @@ pub struct InstanceInfo {
 }
 
 /// A decision as listed by `system.get_state`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DecisionSummary {
     pub decision: String,
@@ -310,7 +320,7 @@ pub struct DecisionSummary {
 }
 
 /// The answering hub, as `system.get_state` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HubInfo {
     pub hub_id: String,
@@ -324,7 +334,7 @@ pub struct HubInfo {
 }
 
 /// The calling session, as `system.get_state` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionInfo {
     /// The instance this session registered as.
@@ -332,7 +342,7 @@ pub struct SessionInfo {
 }
 
 /// State of a hub's circuit breaker in front of Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum BreakerState {
     Closed,
@@ -341,7 +351,7 @@ pub enum BreakerState {
 }
 
 /// Result of `system.subscribe` and `system.unsubscribe`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Subscribed {
     /// Every pattern the session is subscribed to now.
     pub subscribed: Vec<String>,
@@ -351,7 +361,7 @@ pub struct Subscribed {
 }
 
 /// Result of `system.auth.refresh`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Refreshed {
     /// When the session's token now expires (its `exp`), in ms since the Unix epoch.
