@@ -1,9 +1,11 @@
 #!/bin/sh
-# `make bench`: starts a release hub with its own managed Redis (as `make run` does),
-# then runs `quorum-hub bench suite` against it: vote throughput and latency (G=60, G=3,
-# and at half the maximum rate), fan-out to 10,000 sessions, memory per session, and
-# redis-benchmark running the same vote script on the same Redis, and the CPU time Redis
-# spent per vote, as one table.
+# `make bench`: starts a release hub with its own managed Redis (as `make run` does) and
+# the fan-out floor (`quorum-hub bench floor`, a bare broadcaster), then runs
+# `quorum-hub bench suite` against them: vote throughput and latency (G=60, G=3, and at
+# half the maximum rate), fan-out to 10,000 registered sessions beside the floor (three
+# rounds each), memory per session, fan-out and memory at 50,000 sessions (or as many as
+# the open-files limit allows), redis-benchmark running the same vote script on the same
+# Redis, and the CPU time Redis spent per vote, as one table.
 # With --cluster first, the hub runs on a local Redis Cluster of 3 primaries and 3 replicas
 # instead (scripts/cluster.sh, ports 7201-7206; no redis-benchmark row).
 # Extra arguments go to `bench suite` (e.g. --duration 30s --json).
@@ -14,8 +16,10 @@ if [ "${1:-}" = "--cluster" ]; then cluster=yes; shift; fi
 cargo build --release --locked
 dir=$(mktemp -d /tmp/qh-bench.XXXXXX)
 hub=""
+floor=""
 cleanup() {
   [ -z "$hub" ] || { kill "$hub" 2>/dev/null || true; wait "$hub" 2>/dev/null || true; }
+  [ -z "$floor" ] || { kill "$floor" 2>/dev/null || true; wait "$floor" 2>/dev/null || true; }
   [ -z "$cluster" ] || scripts/cluster.sh stop "$dir/cluster"
   rm -rf "$dir"
 }
@@ -28,9 +32,13 @@ else
   redis="--data-dir $dir"
   measure="--redis-socket $dir/redis.sock --redis-url unix://$dir/redis.sock"
 fi
+# 50,000 sessions need more descriptors than most shells allow: raise the limit as far as
+# the hard limit (or, with CAP_SYS_RESOURCE, past it); the suite uses what it gets.
+ulimit -n 120000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+echo "open files limit: $(ulimit -n)" >&2
 # Rate limits stay on, raised so that they are checked on every call but do not bind.
 # shellcheck disable=SC2086
-./target/release/quorum-hub --listen 127.0.0.1:0 $redis --max-sessions 30000 \
+./target/release/quorum-hub --listen 127.0.0.1:0 $redis --max-sessions 60000 \
   --vote-rate-limit 1000000/60s --session-rate-limit 100000/1s >"$dir/hub.log" 2>&1 &
 hub=$!
 addr=""
@@ -47,6 +55,16 @@ until grep -q "decision listener subscribed" "$dir/hub.log"; do
   if [ "$tries" -gt 1200 ]; then echo "the hub never became ready:" >&2; cat "$dir/hub.log" >&2; exit 1; fi
   sleep 0.05
 done
+./target/release/quorum-hub bench floor --listen 127.0.0.1:0 2>"$dir/floor.log" &
+floor=$!
+floor_addr=""
+until [ -n "$floor_addr" ]; do
+  floor_addr=$(sed -n 's/^floor listening on \([0-9.:]*\).*/\1/p' "$dir/floor.log" | head -n 1)
+  tries=$((tries + 1))
+  if [ "$tries" -gt 1800 ]; then echo "the floor did not start:" >&2; cat "$dir/floor.log" >&2; exit 1; fi
+  [ -n "$floor_addr" ] || sleep 0.05
+done
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); $(redis-server --version | cut -d' ' -f1-3)" >&2
 # shellcheck disable=SC2086
-./target/release/quorum-hub bench suite --url "ws://$addr/ws" --hub-pid "$hub" $measure "$@"
+./target/release/quorum-hub bench suite --url "ws://$addr/ws" --hub-pid "$hub" \
+  --floor-url "ws://$floor_addr/ws" $measure "$@"

@@ -60,7 +60,7 @@ pub async fn run(options: &ConnectionsOptions) -> Result<ConnectionsReport, Benc
 
 /// Polls the hub until only the polling session is left, so that the next scenario does
 /// not overlap with the release of these sessions' instances.
-async fn wait_for_sessions_closed(url: &str) -> Result<(), BenchError> {
+pub(super) async fn wait_for_sessions_closed(url: &str) -> Result<(), BenchError> {
     let mut socket = connect(url).await?;
     let deadline = Instant::now() + RELEASE_WAIT;
     for id in 1.. {

@@ -13,7 +13,7 @@ use super::{
     BenchError, DEFAULT_URL, Percentiles, Progress, Table, call, connect, histogram, register,
     run_tag,
 };
-use crate::protocol::{Subscribed, UnsubscribeParams, VoteParams, VoteReply, event, method};
+use crate::protocol::{VoteParams, VoteReply, event, method};
 
 /// Longest a fan-out scenario waits for one decision to reach every session.
 const FANOUT_WAIT: Duration = Duration::from_secs(10);
@@ -44,18 +44,10 @@ pub struct FanoutReport {
 
 pub async fn run(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
     let tag = run_tag();
-    let listeners = super::open_sessions(&options.url, options.sessions, |mut socket, _| async {
-        // One round trip proves the hub has the session, so no decision precedes it.
-        let _: Subscribed = call(
-            &mut socket,
-            1,
-            method::UNSUBSCRIBE,
-            &UnsubscribeParams::default(),
-        )
-        .await?;
-        Ok(socket)
-    })
-    .await?;
+    // Registered, as agents are; the registration's round trip also proves the hub has the
+    // session, so no decision precedes it.
+    let prefix = format!("bl{tag}");
+    let listeners = super::open_registered(&options.url, &prefix, options.sessions).await?;
     let (tx, mut rx) = mpsc::unbounded_channel::<(String, Instant)>();
     let mut tasks = Vec::new();
     for mut socket in listeners {

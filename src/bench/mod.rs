@@ -3,10 +3,12 @@
 //! - [`votes`]: vote throughput and latency.
 //! - [`fanout`]: time until every idle session has a decision.
 //! - [`connections`]: memory per registered session.
+//! - [`floor`]: a bare broadcaster that the hub's fan-out is compared with.
 //! - [`suite`]: all of them plus `redis-benchmark` on the vote script, as one table.
 
 pub mod connections;
 pub mod fanout;
+pub mod floor;
 pub mod suite;
 pub mod votes;
 
@@ -21,6 +23,8 @@ use crate::protocol::{RegisterParams, Registered, method};
 
 /// Sessions opened at once while setting up a scenario.
 const CONNECT_CONCURRENCY: usize = 200;
+/// Sessions opened from one loopback source address before the next is used.
+const SESSIONS_PER_SOURCE: usize = 16_000;
 /// The hub `bench` talks to unless told otherwise.
 const DEFAULT_URL: &str = "ws://127.0.0.1:8080/ws";
 
@@ -70,6 +74,12 @@ pub enum BenchCommand {
         #[command(flatten)]
         output: Output,
     },
+    /// Serve the fan-out floor: a bare broadcaster for `bench fanout` to measure, beside
+    /// the hub (until stopped).
+    Floor {
+        #[command(flatten)]
+        options: floor::FloorOptions,
+    },
     /// Everything above plus redis-benchmark on the vote script, as one table.
     Suite {
         #[command(flatten)]
@@ -111,6 +121,7 @@ pub async fn run(command: BenchCommand) -> Result<String, BenchError> {
             let report = connections::run(&options).await?;
             output.render(&report, |r| Table::of(r, connections::rows))
         }
+        BenchCommand::Floor { options } => floor::serve(&options).await?,
         BenchCommand::Suite { options, output } => {
             output.render(&suite::run(&options).await?, suite::table)
         }
@@ -195,10 +206,44 @@ fn run_tag() -> String {
 }
 
 async fn connect(url: &str) -> Result<Socket, BenchError> {
-    tokio_tungstenite::connect_async(url)
+    connect_nth(url, 0).await
+}
+
+/// Opens the `n`th session of a scenario. To a hub on 127.0.0.1, sessions come from
+/// 127.0.0.1, then 127.0.0.2, ... in turns of [`SESSIONS_PER_SOURCE`]: one source address
+/// has about 28,000 ephemeral ports, fewer than a 50,000-session scenario needs.
+async fn connect_nth(url: &str, n: usize) -> Result<Socket, BenchError> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let failed = |e: &dyn std::fmt::Display| BenchError::Connect(url.to_owned(), e.to_string());
+    let request = url.into_client_request().map_err(|e| failed(&e))?;
+    let host = request.uri().host().unwrap_or_default().to_owned();
+    let port = request.uri().port_u16().unwrap_or(80);
+    let target = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| failed(&e))?
+        .next()
+        .ok_or_else(|| failed(&"no address"))?;
+    let socket = match target {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(|e| failed(&e))?;
+    let turn = (n / SESSIONS_PER_SOURCE).min(250) as u8;
+    if turn > 0
+        && let std::net::IpAddr::V4(ip) = target.ip()
+        && ip == std::net::Ipv4Addr::LOCALHOST
+    {
+        // A port bound before connecting is not shared with other destinations, and the
+        // previous run's ports may still be in TIME_WAIT.
+        socket.set_reuseaddr(true).map_err(|e| failed(&e))?;
+        let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + turn);
+        socket.bind((source, 0).into()).map_err(|e| failed(&e))?;
+    }
+    let stream = socket.connect(target).await.map_err(|e| failed(&e))?;
+    tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
         .await
         .map(|(socket, _)| socket)
-        .map_err(|e| BenchError::Connect(url.to_owned(), e.to_string()))
+        .map_err(|e| failed(&e))
 }
 
 /// One request on a bench socket; notifications that arrive first are skipped.
@@ -237,7 +282,7 @@ where
         let chunk = chunk_start..(chunk_start + CONNECT_CONCURRENCY).min(count);
         let opened = futures::future::join_all(chunk.map(|i| {
             let prepare = &prepare;
-            async move { prepare(connect(url).await?, i).await }
+            async move { prepare(connect_nth(url, i).await?, i).await }
         }))
         .await;
         for socket in opened {

@@ -33,6 +33,16 @@ pub struct SuiteOptions {
     pub fanout_sessions: usize,
     #[arg(long, default_value_t = 50)]
     pub fanout_decisions: usize,
+    /// Fan-out runs of the hub, each followed by one of the floor (with --floor-url).
+    #[arg(long, default_value_t = 3)]
+    pub fanout_rounds: usize,
+    /// A fan-out floor (`quorum-hub bench floor`) to compare the hub's fan-out with.
+    #[arg(long)]
+    pub floor_url: Option<String>,
+    /// Sessions of the large fan-out and memory runs (fewer when the file-descriptor limit
+    /// of this process or the hub's is lower; 0 skips them).
+    #[arg(long, default_value_t = 50_000)]
+    pub large_sessions: usize,
     /// Sessions opened to measure memory per session.
     #[arg(long, default_value_t = 10_000)]
     pub connections: usize,
@@ -55,14 +65,28 @@ pub struct Suite {
     pub votes_g60: VotesReport,
     pub votes_g3: VotesReport,
     pub votes_half_rate: VotesReport,
-    pub fanout: FanoutReport,
+    /// The hub's fan-out runs at `fanout_sessions`.
+    pub fanout: Vec<FanoutReport>,
+    /// The floor's, alternating with the hub's.
+    pub floor: Vec<FanoutReport>,
     pub connections: ConnectionsReport,
+    /// The fan-out and memory runs at `large_sessions` (or as many as the limits allow).
+    pub large: Option<Large>,
     pub redis_script_limit: Option<f64>,
     pub redis_script_limit_pipelined: Option<f64>,
     /// CPU time all Redis nodes spent per vote in the G=60 run, in microseconds.
     pub redis_cpu_us_per_vote: Option<f64>,
     /// Redis nodes the CPU time was summed over (every node the URL names).
     pub redis_nodes: usize,
+}
+
+/// The large runs, and why they have fewer sessions than asked for when they do.
+#[derive(Debug, Serialize)]
+pub struct Large {
+    pub asked: usize,
+    pub limited_by: Option<String>,
+    pub fanout: FanoutReport,
+    pub connections: ConnectionsReport,
 }
 
 pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
@@ -107,16 +131,8 @@ pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
         hub_pid: options.hub_pid,
     })
     .await?;
-    eprintln!(
-        "fan-out: {} sessions, {} decisions",
-        options.fanout_sessions, options.fanout_decisions
-    );
-    let fanout = fanout::run(&FanoutOptions {
-        url: options.url.clone(),
-        sessions: options.fanout_sessions,
-        decisions: options.fanout_decisions,
-    })
-    .await?;
+    let (fanout, floor) = fanout_rounds(options).await?;
+    let large = large_runs(options).await?;
     let (limit, pipelined) = match &options.redis_socket {
         Some(socket) => {
             eprintln!("redis-benchmark: the vote script without and with pipelining");
@@ -132,12 +148,113 @@ pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
         votes_g3,
         votes_half_rate,
         fanout,
+        floor,
         connections,
+        large,
         redis_script_limit: limit,
         redis_script_limit_pipelined: pipelined,
         redis_cpu_us_per_vote,
         redis_nodes: nodes.len(),
     })
+}
+
+/// The hub's fan-out runs, each followed by one of the floor's.
+async fn fanout_rounds(
+    options: &SuiteOptions,
+) -> Result<(Vec<FanoutReport>, Vec<FanoutReport>), BenchError> {
+    let fanout = |url: &str| FanoutOptions {
+        url: url.to_owned(),
+        sessions: options.fanout_sessions,
+        decisions: options.fanout_decisions,
+    };
+    let (mut hub, mut floor) = (Vec::new(), Vec::new());
+    for round in 1..=options.fanout_rounds {
+        eprintln!(
+            "fan-out {round}/{}: {} sessions, {} decisions",
+            options.fanout_rounds, options.fanout_sessions, options.fanout_decisions
+        );
+        hub.push(fanout::run(&fanout(&options.url)).await?);
+        connections::wait_for_sessions_closed(&options.url).await?;
+        if let Some(url) = &options.floor_url {
+            eprintln!("fan-out {round}/{}: the floor", options.fanout_rounds);
+            floor.push(fanout::run(&fanout(url)).await?);
+        }
+    }
+    Ok((hub, floor))
+}
+
+/// File descriptors a process may open (its soft limit), from /proc.
+fn open_files_limit(pid: Option<u32>) -> Option<usize> {
+    let path = pid.map_or_else(
+        || "/proc/self/limits".to_owned(),
+        |p| format!("/proc/{p}/limits"),
+    );
+    let limits = std::fs::read_to_string(path).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Descriptors kept free of sessions in each process (Redis connections, files, the
+/// voter).
+const SPARE_DESCRIPTORS: usize = 200;
+
+/// The fan-out and memory runs at `large_sessions`, with as many sessions as both this
+/// process's descriptor limit and the hub's allow.
+async fn large_runs(options: &SuiteOptions) -> Result<Option<Large>, BenchError> {
+    if options.large_sessions == 0 {
+        return Ok(None);
+    }
+    let mut sessions = options.large_sessions;
+    let mut limited_by = None;
+    let limits = [
+        ("this process", open_files_limit(None)),
+        (
+            "the hub",
+            options.hub_pid.and_then(|pid| open_files_limit(Some(pid))),
+        ),
+    ];
+    for (who, limit) in limits {
+        if let Some(limit) = limit {
+            let room = limit.saturating_sub(SPARE_DESCRIPTORS);
+            if room < sessions {
+                sessions = room;
+                limited_by = Some(format!(
+                    "the open-files limit of {who} ({limit}; raise it with `ulimit -n`, past \
+                     the hard limit only with CAP_SYS_RESOURCE)"
+                ));
+            }
+        }
+    }
+    if let Some(why) = &limited_by {
+        eprintln!(
+            "large runs: {sessions} sessions, not {}: {why}",
+            options.large_sessions
+        );
+    }
+    eprintln!("connections: {sessions}");
+    let connections = connections::run(&ConnectionsOptions {
+        url: options.url.clone(),
+        sessions,
+        hub_pid: options.hub_pid,
+    })
+    .await?;
+    eprintln!(
+        "fan-out: {sessions} sessions, {} decisions",
+        options.fanout_decisions
+    );
+    let fanout = fanout::run(&FanoutOptions {
+        url: options.url.clone(),
+        sessions,
+        decisions: options.fanout_decisions,
+    })
+    .await?;
+    connections::wait_for_sessions_closed(&options.url).await?;
+    Ok(Some(Large {
+        asked: options.large_sessions,
+        limited_by,
+        fanout,
+        connections,
+    }))
 }
 
 /// Each node a hub's Redis URL names (every seed of a cluster, with its credentials).
@@ -282,7 +399,88 @@ pub fn table(s: &Suite) -> String {
         ),
         h.latency_us.short_ms(),
     );
-    fanout::rows(&mut t, &s.fanout);
+    fanout_rows(&mut t, s);
     connections::rows(&mut t, &s.connections);
+    if let Some(large) = &s.large {
+        fanout::rows(&mut t, &large.fanout);
+        t.row(
+            format!(
+                "fan-out cost per delivery at {} sessions (us)",
+                large.fanout.sessions
+            ),
+            format!("{:.1}", per_delivery_us(&large.fanout)),
+        );
+        connections::rows(&mut t, &large.connections);
+        if let Some(why) = &large.limited_by {
+            t.row(
+                format!("{} sessions asked for", large.asked),
+                format!("limited by {why}"),
+            );
+        }
+    }
     t.0
+}
+
+/// The last session's p99 divided among the sessions: the cost of one delivery.
+fn per_delivery_us(report: &FanoutReport) -> f64 {
+    report.last_delivery_us.p99 as f64 / report.sessions.max(1) as f64
+}
+
+/// The hub's fan-out per round, the floor's beside it, and their ratio.
+fn fanout_rows(t: &mut Table, s: &Suite) {
+    let mut ratios = Vec::new();
+    for (round, hub) in s.fanout.iter().enumerate() {
+        let round = round + 1;
+        t.row(
+            format!(
+                "fan-out {round}: to all of {} sessions, {} decisions (ms) p50/p99/max",
+                hub.sessions, hub.decisions
+            ),
+            hub.last_delivery_us.short_ms(),
+        );
+        if let Some(floor) = s.floor.get(round - 1) {
+            t.row(
+                format!("fan-out {round}: the floor (ms) p50/p99/max"),
+                floor.last_delivery_us.short_ms(),
+            );
+            let ratio = hub.last_delivery_us.p99 as f64 / floor.last_delivery_us.p99.max(1) as f64;
+            ratios.push(ratio);
+            t.row(
+                format!("fan-out {round}: hub p99 / floor p99"),
+                format!("{ratio:.2}"),
+            );
+        }
+    }
+    if !ratios.is_empty() {
+        ratios.sort_by(f64::total_cmp);
+        t.row(
+            "fan-out hub / floor, p99 to the last session: min/median/max",
+            format!(
+                "{:.2}/{:.2}/{:.2}",
+                ratios[0],
+                ratios[ratios.len() / 2],
+                ratios[ratios.len() - 1]
+            ),
+        );
+    }
+    if let Some(hub) = s.fanout.first() {
+        t.row(
+            format!(
+                "fan-out cost per delivery at {} sessions (us)",
+                hub.sessions
+            ),
+            format!("{:.1}", per_delivery_us(hub)),
+        );
+    }
+    let missed: u64 = s.fanout.iter().chain(&s.floor).map(|r| r.missed).sum();
+    let expected: usize = s
+        .fanout
+        .iter()
+        .chain(&s.floor)
+        .map(|r| r.sessions * (r.decisions + 1))
+        .sum();
+    t.row(
+        "fan-out deliveries missed, every run",
+        format!("{missed} of {expected}"),
+    );
 }
