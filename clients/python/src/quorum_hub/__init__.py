@@ -7,8 +7,11 @@ from .client import (
     INSTANCE_LOST,
     Client,
     EventId,
+    TokenProvider,
     TokenSource,
+    backoff_delay,
     parse_event_id,
+    token_expiry_ms,
 )
 from .errors import (
     BackendUnavailable,
@@ -34,8 +37,11 @@ __version__ = "0.1.0"
 __all__ = [
     "Client",
     "EventId",
+    "TokenProvider",
     "TokenSource",
+    "backoff_delay",
     "parse_event_id",
+    "token_expiry_ms",
     "DECISION_MADE",
     "DECISION_EXPIRED",
     "EVENTS_INCOMPLETE",

@@ -4,13 +4,17 @@ The client connects, registers its instance, and keeps the session alive (the hu
 the registration while the session is open; the ``websockets`` library answers the hub's
 pings and sends its own). When the socket drops it reconnects with jittered exponential
 backoff, registers again, re-subscribes, and resumes with ``?lastEventId=`` after the last
-decision event it passed on, so :meth:`Client.decisions` yields every decision made or
-expired exactly once and in order.
+decision event it received, so :meth:`Client.decisions` yields every decision made or
+expired exactly once and in order. With a token provider it fetches a fresh token at every
+connection, and before the token it holds expires it extends the session with
+``system.auth.refresh``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import inspect
 import itertools
@@ -18,6 +22,7 @@ import json
 import logging
 import random
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -25,12 +30,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 
-from .errors import ClientClosed, ConnectionLost, RpcError, rpc_error
+from .errors import ClientClosed, ConnectionLost, InvalidRequest, RpcError, rpc_error
 
 __all__ = [
     "Client",
     "EventId",
     "parse_event_id",
+    "token_expiry_ms",
+    "TokenProvider",
     "TokenSource",
     "DECISION_MADE",
     "DECISION_EXPIRED",
@@ -45,16 +52,27 @@ DECISION_EXPIRED = "quorum.decision.expired"
 EVENTS_INCOMPLETE = "system.events.incomplete"
 INSTANCE_LOST = "system.instance.lost"
 
-#: A token, or a function (plain or async) called at every connection for the current one.
-TokenSource = Union[str, Callable[[], Union[str, Awaitable[str]]]]
+#: A function (plain or async) that returns a current token.
+TokenProvider = Callable[[], Union[str, Awaitable[str]]]
+#: A token, or a :data:`TokenProvider`.
+TokenSource = Union[str, TokenProvider]
 
 #: An event id ``<ms>-<seq>`` as a comparable pair.
 EventId = tuple[int, int]
+
+#: Share of a token's remaining lifetime after which the client asks its provider for a
+#: newer one (the hub ends a session when its token expires).
+REFRESH_AT_LIFETIME = 0.8
+#: Pause before asking again when the provider had nothing newer, failed, or the hub
+#: refused the newer token (seconds).
+REFRESH_RETRY = 1.0
 
 _EVENT_ID = re.compile(r"^(\d+)-(\d+)$")
 # After these notices the events that follow continue from `since`, even where their ids
 # are below ones already passed on (the hub's log went back, or the cursor was not its own).
 _CURSOR_MOVES = {"ahead", "malformed", "rewound"}
+# The hub could not read Redis to replay what the client missed: resume again later.
+_UNREADABLE = "unreadable"
 
 _CONNECT_SUPPORTS_PROXY = "proxy" in inspect.signature(connect).parameters
 
@@ -65,6 +83,34 @@ def parse_event_id(value: Any) -> EventId | None:
         return None
     match = _EVENT_ID.match(value)
     return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def token_expiry_ms(token: str) -> int | None:
+    """The ``exp`` a JWT claims, in ms since the Unix epoch, read without checking its
+    signature (to decide when to fetch a newer token, never to trust one); None when the
+    token is not a JWT with a numeric ``exp``."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload.encode("ascii")))
+    except (ValueError, binascii.Error, UnicodeError):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)):
+        return None
+    return int(exp * 1000)
+
+
+def backoff_delay(
+    attempt: int, min_backoff: float, max_backoff: float, rng: random.Random | None = None
+) -> float:
+    """The pause before reconnection attempt ``attempt`` (0 for the first after a drop):
+    ``min_backoff * 2**attempt`` capped at ``max_backoff``, then jittered to between half
+    and all of that, so that many clients of one hub do not come back in step."""
+    ceiling = min(max_backoff, min_backoff * 2 ** min(attempt, 60))
+    return (rng or random).uniform(ceiling / 2, ceiling)
 
 
 def _camel(name: str) -> str:
@@ -83,9 +129,12 @@ class Client:
     Parameters:
         url: the hub's WebSocket URL (``ws://host:port/ws``).
         instance_id: registered at every connection when given; needed to vote.
-        token: a token (``--auth-secret`` hubs), or a function returning one, called at
-            every connection (so a rotated token is picked up on reconnection).
+        token: on a hub with ``--auth-secret``, a token; or a provider, as ``token_provider``.
         roles, metadata: sent with ``system.register``.
+        token_provider: a function (plain or async) returning a current token, called at
+            every connection, and again when the token held has run 80% of its lifetime
+            (then every second until it returns a newer one), to extend the session with
+            ``system.auth.refresh``. Give ``token`` or ``token_provider``, not both.
         since: an event id to resume after on the first connection.
         token_in_query: send the token as ``?token=`` instead of an ``Authorization`` header.
         reconnect_wait: how long a call made while disconnected waits for the client to
@@ -104,6 +153,7 @@ class Client:
         roles: Iterable[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
         *,
+        token_provider: TokenProvider | None = None,
         since: str | None = None,
         token_in_query: bool = False,
         reconnect_wait: float = 10.0,
@@ -112,11 +162,15 @@ class Client:
         max_backoff: float = 5.0,
         open_timeout: float = 10.0,
     ) -> None:
+        if token is not None and token_provider is not None:
+            raise ValueError("give token or token_provider, not both")
+        if min_backoff <= 0 or max_backoff < min_backoff:
+            raise ValueError("backoff bounds need 0 < min_backoff <= max_backoff")
         self.url = url
         self.instance_id = instance_id
         self.roles = list(roles) if roles is not None else None
         self.metadata = dict(metadata) if metadata is not None else None
-        self._token = token
+        self._source: TokenSource | None = token_provider if token_provider is not None else token
         self._token_in_query = token_in_query
         self.reconnect_wait = reconnect_wait
         self.call_timeout = call_timeout
@@ -124,14 +178,24 @@ class Client:
         self.max_backoff = max_backoff
         self.open_timeout = open_timeout
 
-        # The newest decision event (made or expired) passed on, as text and as a pair.
-        self._last_event: str | None = None
-        self._last_pair: EventId | None = None
+        # The resume cursor: the newest decision event (made or expired) received, as
+        # text and as a pair. Everything received is queued for decisions(), so a resume
+        # after it misses nothing and repeats nothing.
+        self._cursor: str | None = None
+        self._cursor_pair: EventId | None = None
+        # The newest decision event decisions() has yielded (what an agent persists).
+        self._yielded: str | None = None
         if since is not None:
             pair = parse_event_id(since)
             if pair is None:
                 raise ValueError(f"since {since!r} is not an event id (<ms>-<seq>)")
-            self._last_event, self._last_pair = since, pair
+            self._cursor, self._cursor_pair, self._yielded = since, pair, since
+
+        # The token the session runs on, its expiry (ms; the hub's answer to the last
+        # refresh, else the token's claim), and when to ask the provider for a newer one.
+        self._held: str | None = None
+        self._held_exp: int | None = None
+        self._refresh_due: float | None = None
 
         self._ws: ClientConnection | None = None
         self._connected = asyncio.Event()
@@ -142,6 +206,10 @@ class Client:
         self._subscriptions: list[str] = []
         self._supervisor: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
+        self._opened_at = 0.0
+        #: Why the last connection ended or the last attempt failed, for error messages.
+        self.last_error: str | None = None
         #: How many times the client has connected (1 after the first connection).
         self.connections = 0
 
@@ -156,9 +224,9 @@ class Client:
 
     async def connect(self) -> None:
         """Opens the first connection and registers; raises if either fails (e.g.
-        :class:`ConnectionLost` when the hub cannot be reached, :class:`Unauthorized`
-        when the instance is held by another session). Then keeps the session going in
-        the background until :meth:`close`."""
+        :class:`ConnectionLost` when the hub cannot be reached or refuses the token,
+        :class:`Unauthorized` when the instance is held by another session). Then keeps
+        the session going in the background until :meth:`close`."""
         if self._supervisor is not None:
             raise RuntimeError("the client is already connected")
         if self._closed:
@@ -186,16 +254,24 @@ class Client:
 
     @property
     def last_event_id(self) -> str | None:
-        """The id of the newest decision event passed on: where a resume starts."""
-        return self._last_event
+        """The id of the newest decision event :meth:`decisions` has yielded: persist it
+        and pass it back as ``since=`` when the agent restarts."""
+        return self._yielded
+
+    @property
+    def token_expires_at(self) -> int | None:
+        """When the token the session runs on expires (ms since the Unix epoch): the hub's
+        answer to the last ``system.auth.refresh``, else the token's claimed ``exp``. The
+        hub ends the session then (plus a few seconds' leeway). None without a token."""
+        return self._held_exp
 
     # ------------------------------------------------------------------ methods
 
     async def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
         """Sends any JSON-RPC call and returns its result. While disconnected, waits up to
         ``reconnect_wait`` seconds for the client to reconnect, then raises
-        :class:`ConnectionLost`; a call in flight when the connection drops raises it too
-        (it may or may not have run)."""
+        :class:`ConnectionLost` (saying why the last attempt failed); a call in flight when
+        the connection drops raises it at once (it may or may not have run)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.reconnect_wait
         while True:
@@ -208,8 +284,10 @@ class Client:
                         raise asyncio.TimeoutError
                     await asyncio.wait_for(self._connected.wait(), remaining)
                 except asyncio.TimeoutError:
+                    why = f" (last: {self.last_error})" if self.last_error else ""
                     raise ConnectionLost(
-                        f"not connected to {self.url} after {self.reconnect_wait:g} s"
+                        f"{method}: not connected to {self.url} after "
+                        f"{self.reconnect_wait:g} s{why}"
                     ) from None
                 continue
             ws = self._ws
@@ -223,9 +301,9 @@ class Client:
 
     async def register(self) -> dict[str, Any]:
         """Registers the instance again (the client does so at every connection)."""
-        if self._ws is None:
-            raise ConnectionLost("not connected")
-        return _as_object(await self._call_on(self._ws, "system.register", self._register_params()))
+        if self.instance_id is None:
+            raise ValueError("registering needs a Client created with instance_id")
+        return _as_object(await self.call("system.register", self._register_params()))
 
     async def vote(
         self,
@@ -234,10 +312,12 @@ class Client:
         total_instances: int | None = None,
         close_after_ms: int | None = None,
     ) -> dict[str, Any]:
-        """Votes ``value`` on ``decision`` as this client's instance. Returns the hub's
-        result: ``voted``, ``quorumReached``, ``voteCount``, ``finalDecision`` once decided,
-        and ``reason`` (``already_voted`` with ``recordedValue``, ``decided``, ``expired``,
-        ``circuit_open``) when the vote was not recorded."""
+        """Votes ``value`` on ``decision`` as this client's instance. ``total_instances``
+        and ``close_after_ms`` (a deadline) are fixed by the vote that opens the decision.
+        Returns the hub's result: ``voted``, ``quorumReached``, ``voteCount``,
+        ``finalDecision`` once decided, and ``reason`` (``already_voted`` with
+        ``recordedValue``, ``decided``, ``expired``, ``circuit_open``) when the vote was
+        not recorded."""
         if self.instance_id is None:
             raise ValueError("voting needs a Client created with instance_id")
         params: dict[str, Any] = {
@@ -256,10 +336,25 @@ class Client:
         :class:`DecisionNotFound` for a decision with no votes."""
         return _as_object(await self.call("system.quorum.status", {"decision": decision}))
 
-    async def state(self, **params: Any) -> dict[str, Any]:
-        """``system.get_state``; ``limit``, ``instances_after`` / ``instancesAfter``,
-        ``decisions_after`` / ``decisionsAfter``."""
-        return _as_object(await self.call("system.get_state", {_camel(k): v for k, v in params.items()}))
+    async def state(
+        self,
+        *,
+        limit: int | None = None,
+        instances_after: str | None = None,
+        decisions_after: str | None = None,
+        **more: Any,
+    ) -> dict[str, Any]:
+        """``system.get_state``: a page of registered instances and of decisions, and the
+        hub's own state. Further keyword arguments are sent too, in camelCase."""
+        params: dict[str, Any] = {_camel(k): v for k, v in more.items()}
+        for key, value in (
+            ("limit", limit),
+            ("instancesAfter", instances_after),
+            ("decisionsAfter", decisions_after),
+        ):
+            if value is not None:
+                params[key] = value
+        return _as_object(await self.call("system.get_state", params))
 
     async def heartbeat(self) -> dict[str, Any]:
         """``system.heartbeat`` for this client's instance (the hub refreshes a WebSocket
@@ -272,7 +367,7 @@ class Client:
         """``system.subscribe``: also receive these events (exact names or ``prefix.*``)
         through :meth:`decisions`. The client subscribes again after every reconnection.
         With ``since``, the hub replays decision events after it; those at or before the
-        newest one already passed on are not passed on again."""
+        newest one already received are not passed on again."""
         events = list(events)
         params: dict[str, Any] = {"events": events}
         if since is not None:
@@ -290,6 +385,23 @@ class Client:
         self._subscriptions = [p for p in self._subscriptions if p not in events]
         return result
 
+    async def refresh_token(self, token: str | None = None) -> dict[str, Any]:
+        """``system.auth.refresh``: extends the session with a newer token for the same
+        instance (without ``token``, one from the token provider). Returns ``{expiresAt}``,
+        when the session now ends (ms). The newer token is also the one used at the next
+        connection (with a provider, the provider is asked again then). Raises
+        :class:`Unauthorized` when the hub refuses the token (the session keeps the one
+        it has) and :class:`InvalidRequest` on a hub without ``--auth-secret``."""
+        if token is None:
+            token = await self._fetch_token() if callable(self._source) else None
+            if token is None:
+                raise ValueError("refresh_token() needs a token, or a Client with token_provider")
+        result = _as_object(await self.call("system.auth.refresh", {"token": token}))
+        self._adopt(token, result)
+        if not callable(self._source) and self._held == token:
+            self._source = token
+        return result
+
     async def decisions(self) -> AsyncIterator[dict[str, Any]]:
         """Every event the hub pushes, in order, as the notification's params plus an
         ``"event"`` key naming it: ``quorum.decision.made`` (has ``value``),
@@ -304,6 +416,12 @@ class Client:
             if event is None:
                 self._events.put_nowait(None)  # let other iterators end too
                 return
+            kind = event["event"]
+            if kind in (DECISION_MADE, DECISION_EXPIRED) and parse_event_id(event.get("eventId")):
+                self._yielded = event["eventId"]
+            elif kind == EVENTS_INCOMPLETE and event.get("reason") in _CURSOR_MOVES:
+                if parse_event_id(event.get("since")):
+                    self._yielded = event["since"]
             yield event
 
     # ------------------------------------------------------------------ internals
@@ -316,28 +434,101 @@ class Client:
             params["metadata"] = self.metadata
         return params
 
-    async def _current_token(self) -> str | None:
-        token = self._token
-        if token is None or isinstance(token, str):
-            return token
-        value = token()
-        if inspect.isawaitable(value):
-            value = await value
+    async def _fetch_token(self) -> str | None:
+        """The token for a connection: the fixed one, or the provider's current one."""
+        source = self._source
+        if source is None or isinstance(source, str):
+            return source
+        try:
+            value = source()
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as err:
+            raise ConnectionLost(f"the token provider failed: {err!r}") from err
+        if not isinstance(value, str) or not value:
+            raise ConnectionLost(f"the token provider returned {value!r}, not a token")
         return value
+
+    def _adopt(self, token: str, refreshed: Mapping[str, Any]) -> None:
+        """The hub accepted ``token`` with ``system.auth.refresh``: the session now ends at
+        ``expiresAt`` (the later of its tokens')."""
+        claimed = token_expiry_ms(token)
+        if self._held is None or claimed is None or self._held_exp is None or claimed >= self._held_exp:
+            self._held = token
+        expires_at = refreshed.get("expiresAt")
+        if isinstance(expires_at, int) and not isinstance(expires_at, bool):
+            self._held_exp = expires_at
+        elif claimed is not None:
+            self._held_exp = max(claimed, self._held_exp or 0)
+        self._schedule_refresh()
+
+    def _schedule_refresh(self, retry: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        if retry:
+            self._refresh_due = loop.time() + REFRESH_RETRY
+        elif self._held_exp is None:
+            self._refresh_due = None
+        else:
+            left = max(0.0, self._held_exp / 1000 - time.time())
+            self._refresh_due = loop.time() + left * REFRESH_AT_LIFETIME
+
+    async def _refresh_loop(self, ws: ClientConnection) -> None:
+        """While ``ws`` is open, asks the provider for a newer token when the one held has
+        run most of its lifetime, and extends the session with it."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = self._refresh_due
+            if due is None:
+                return
+            if loop.time() < due:
+                # refresh_token() may move the due time meanwhile: look again then.
+                await asyncio.sleep(due - loop.time())
+                continue
+            try:
+                fresh = await self._fetch_token()
+            except ConnectionLost as err:
+                log.warning("quorum-hub: could not get a newer token: %s", err)
+                self._schedule_refresh(retry=True)
+                continue
+            claimed = token_expiry_ms(fresh) if fresh is not None else None
+            if fresh is None or claimed is None or (
+                self._held_exp is not None and claimed <= self._held_exp
+            ):
+                self._schedule_refresh(retry=True)  # nothing newer yet
+                continue
+            try:
+                result = await self._call_on(ws, "system.auth.refresh", {"token": fresh})
+            except InvalidRequest:
+                return  # a hub without a secret: nothing expires
+            except RpcError as err:
+                log.warning("quorum-hub: the hub refused a newer token: %s", err)
+                self._schedule_refresh(retry=True)
+                continue
+            except (ConnectionLost, _NotSent):
+                return  # the connection dropped; the next one fetches its own token
+            self._adopt(fresh, _as_object(result))
+            log.debug("quorum-hub: session extended to %s", self._held_exp)
 
     def _connect_url(self, token: str | None) -> str:
         parts = urlsplit(self.url)
         query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
                  if k not in ("lastEventId", "token")]
-        if self._last_event is not None:
-            query.append(("lastEventId", self._last_event))
+        if self._cursor is not None:
+            query.append(("lastEventId", self._cursor))
         if token is not None and self._token_in_query:
             query.append(("token", token))
         return urlunsplit(parts._replace(query=urlencode(query)))
 
     async def _open(self) -> None:
         """Opens one connection, starts reading it, registers and re-subscribes."""
-        token = await self._current_token()
+        try:
+            await self._open_once()
+        except (ConnectionLost, RpcError) as err:
+            self.last_error = str(err)
+            raise
+
+    async def _open_once(self) -> None:
+        token = await self._fetch_token()
         headers = {}
         if token is not None and not self._token_in_query:
             headers["Authorization"] = f"Bearer {token}"
@@ -374,9 +565,20 @@ class Client:
         except BaseException as err:
             await self._drop_connection(ConnectionLost("connection setup failed"))
             if isinstance(err, _NotSent):
-                raise ConnectionLost("the connection dropped while registering") from None
+                raise ConnectionLost(
+                    "the connection dropped while registering"
+                    + (f" ({self.last_error})" if self.last_error else "")
+                ) from None
             raise
+        self._held, self._held_exp = token, token_expiry_ms(token) if token else None
+        self._schedule_refresh()
+        if callable(self._source) and self._held_exp is not None:
+            self._refresher = asyncio.create_task(
+                self._refresh_loop(ws), name="quorum-hub-token-refresh"
+            )
         self.connections += 1
+        self._opened_at = asyncio.get_running_loop().time()
+        self.last_error = None
         self._connected.set()
 
     async def _call_on(
@@ -413,31 +615,41 @@ class Client:
                     log.warning("quorum-hub: ignoring a frame that is not JSON")
                     continue
                 for item in message if isinstance(message, list) else [message]:
-                    if isinstance(item, dict):
-                        self._dispatch(item)
+                    if isinstance(item, dict) and self._dispatch(item):
+                        # The hub could not replay what was missed: leave this session
+                        # before any live event moves the cursor past the gap, and resume
+                        # again from the same cursor on the next connection.
+                        self.last_error = "the hub could not read its event log to resume"
+                        return
+            self.last_error = _close_text(ws)
         except ConnectionClosed:
-            pass
+            self.last_error = _close_text(ws)
         except Exception:  # pragma: no cover - a bug; the connection is dropped
             log.exception("quorum-hub: reading the connection failed")
         finally:
             self._connected.clear()
-            self._fail_pending(ConnectionLost("the connection to the hub dropped"))
+            self._fail_pending(ConnectionLost(
+                "the connection to the hub dropped"
+                + (f" ({self.last_error})" if self.last_error else "")
+            ))
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
+    def _dispatch(self, message: dict[str, Any]) -> bool:
+        """Handles one message; True when the session must be left (an unreadable resume)."""
         if "method" in message and "id" not in message:
             params = message.get("params")
             event = dict(params) if isinstance(params, dict) else {"params": params}
             event["event"] = message["method"]
             self._pass_on(event)
-            return
+            return event["event"] == EVENTS_INCOMPLETE and event.get("reason") == _UNREADABLE
         request_id = message.get("id")
         future = self._pending.get(request_id) if isinstance(request_id, int) else None
         if future is None or future.done():
-            return
+            return False
         if "error" in message:
             future.set_exception(rpc_error(message["error"]))
         else:
             future.set_result(message.get("result"))
+        return False
 
     def _pass_on(self, event: dict[str, Any]) -> None:
         """Queues an event for :meth:`decisions`; a decision event only once per id."""
@@ -446,13 +658,13 @@ class Client:
             event_id = event.get("eventId")
             pair = parse_event_id(event_id)
             if pair is not None:
-                if self._last_pair is not None and pair <= self._last_pair:
+                if self._cursor_pair is not None and pair <= self._cursor_pair:
                     return
-                self._last_event, self._last_pair = event_id, pair
+                self._cursor, self._cursor_pair = event_id, pair
         elif kind == EVENTS_INCOMPLETE and event.get("reason") in _CURSOR_MOVES:
             pair = parse_event_id(event.get("since"))
             if pair is not None:
-                self._last_event, self._last_pair = event["since"], pair
+                self._cursor, self._cursor_pair = event["since"], pair
         self._events.put_nowait(event)
 
     def _fail_pending(self, error: Exception) -> None:
@@ -464,41 +676,59 @@ class Client:
 
     async def _drop_connection(self, error: Exception) -> None:
         self._connected.clear()
-        ws, reader = self._ws, self._reader
-        self._ws, self._reader = None, None
+        ws, reader, refresher = self._ws, self._reader, self._refresher
+        self._ws, self._reader, self._refresher = None, None, None
         self._fail_pending(error)
+        for task in (refresher, reader):
+            if task is not None and not task.done():
+                task.cancel()
         if ws is not None:
             with contextlib.suppress(Exception):
                 await ws.close()
-        if reader is not None:
-            if not reader.done():
-                reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
+        for task in (refresher, reader):
+            if task is not None:
+                with contextlib.suppress(BaseException):
+                    await task
 
     async def _supervise(self) -> None:
         """Waits for the connection to drop, then reconnects until it works."""
+        loop = asyncio.get_running_loop()
         attempt = 0
         while not self._closed:
             reader = self._reader
             if reader is not None:
                 await asyncio.shield(reader)
-            await self._drop_connection(ConnectionLost("the connection to the hub dropped"))
+            await self._drop_connection(ConnectionLost(
+                "the connection to the hub dropped"
+                + (f" ({self.last_error})" if self.last_error else "")
+            ))
+            log.info("quorum-hub: disconnected from %s: %s", self.url, self.last_error)
+            # A connection that lasted starts the backoff over; one that ended at once
+            # (the hub closing it, an unreadable resume) goes on doubling it.
+            if loop.time() - self._opened_at >= self.max_backoff:
+                attempt = 0
             while not self._closed:
-                # Jittered exponential backoff: between half and all of the capped delay.
-                delay = min(self.max_backoff, self.min_backoff * 2**attempt)
-                await asyncio.sleep(random.uniform(delay / 2, delay))
-                attempt = min(attempt + 1, 30)
+                await asyncio.sleep(backoff_delay(attempt, self.min_backoff, self.max_backoff))
+                attempt = min(attempt + 1, 60)
                 try:
                     await self._open()
                 except RpcError as err:
                     log.warning("quorum-hub: registering again failed: %s", err)
                 except ConnectionLost as err:
                     log.info("quorum-hub: reconnecting failed: %s", err)
+                except Exception as err:  # pragma: no cover - a bug; try again later
+                    self.last_error = repr(err)
+                    log.exception("quorum-hub: reconnecting failed")
                 else:
                     log.info("quorum-hub: reconnected to %s", self.url)
-                    attempt = 0
                     break
+
+
+def _close_text(ws: ClientConnection) -> str:
+    code, reason = ws.close_code, ws.close_reason
+    if code is None:
+        return "the connection closed"
+    return f"the connection closed with code {code}" + (f" ({reason})" if reason else "")
 
 
 def _as_object(result: Any) -> dict[str, Any]:
@@ -509,4 +739,3 @@ def _as_object(result: Any) -> dict[str, Any]:
 
 class _NotSent(Exception):
     """The request could not be sent: the connection had closed."""
-
