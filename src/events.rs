@@ -185,7 +185,7 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
                         "decision expired"
                     ),
                 }
-                deliver(hub, &event);
+                deliver(hub, &event).await;
             }
             Err(err) => tracing::error!(%err, "ignoring a malformed decision event"),
         }
@@ -422,7 +422,7 @@ async fn catch_up(hub: &Hub) -> Result<usize, Error> {
     while let Some(after) = hub.delivered() {
         let page = store.events_after(after, None).await?;
         for event in &page.events {
-            delivered += usize::from(deliver(hub, event));
+            delivered += usize::from(deliver(hub, event).await);
         }
         if !page.more {
             break;
@@ -431,9 +431,10 @@ async fn catch_up(hub: &Hub) -> Result<usize, Error> {
     Ok(delivered)
 }
 
-fn deliver(hub: &Hub, event: &LoggedEvent) -> bool {
+async fn deliver(hub: &Hub, event: &LoggedEvent) -> bool {
     hub.deliver(
         event.event_id(),
         &Utf8Bytes::from(frame::logged_event(event)),
     )
+    .await
 }

@@ -344,17 +344,23 @@ impl Hub {
 
     /// Delivers one decision event to every open session, unless it was delivered
     /// before (events arrive both live and from gap reads). Returns whether it was new.
-    pub fn deliver(&self, id: EventId, text: &Utf8Bytes) -> bool {
+    ///
+    /// The session list is copied under the delivery lock, so that a session opening
+    /// meanwhile gets the event either here or by replay; the writes happen outside it,
+    /// split across the cores when the list is long, and the next event starts only once
+    /// every session has this one.
+    pub async fn deliver(&self, id: EventId, text: &Utf8Bytes) -> bool {
         let print = fingerprint(text);
-        let mut delivery = lock(&self.delivered);
-        if delivery.last.is_some_and(|last| id <= last) {
-            return false;
-        }
-        delivery.last = Some(id);
-        delivery.remember(id, print);
-        for session in self.sessions.iter() {
-            session.push_live(id, text);
-        }
+        let sessions: Vec<Arc<SessionHandle>> = {
+            let mut delivery = lock(&self.delivered);
+            if delivery.last.is_some_and(|last| id <= last) {
+                return false;
+            }
+            delivery.last = Some(id);
+            delivery.remember(id, print);
+            self.sessions.iter().map(|s| s.value().clone()).collect()
+        };
+        fan_out(sessions, id, text).await;
         true
     }
 
@@ -410,6 +416,42 @@ impl Hub {
 }
 
 /// 64 random bits as hex, from the OS; falls back to time and pid.
+/// Sessions below which one task writes an event to all of them; above, one task per core
+/// takes an equal share.
+const FAN_OUT_SPLIT: usize = 1024;
+
+/// Gives one event to every session in `sessions`: each writes it into its socket at once
+/// when it can (see [`SessionHandle::push_now`]), so the cost is mostly one `send` per
+/// session, spread evenly over the cores.
+async fn fan_out(sessions: Vec<Arc<SessionHandle>>, id: EventId, text: &Utf8Bytes) {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let parts = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if sessions.len() < FAN_OUT_SPLIT || parts == 1 {
+        for session in &sessions {
+            session.push_live(id, text);
+        }
+        return;
+    }
+    let share = sessions.len().div_ceil(parts);
+    let sessions = Arc::new(sessions);
+    let helpers: Vec<_> = (1..parts)
+        .map(|part| {
+            let (sessions, text) = (sessions.clone(), text.clone());
+            tokio::spawn(async move {
+                for session in sessions.iter().skip(part * share).take(share) {
+                    session.push_live(id, &text);
+                }
+            })
+        })
+        .collect();
+    for session in sessions.iter().take(share) {
+        session.push_live(id, text);
+    }
+    for helper in helpers {
+        let _ = helper.await;
+    }
+}
+
 fn random_id() -> String {
     use std::io::Read;
     let mut bytes = [0u8; 8];

@@ -224,3 +224,62 @@ async fn dashboards_on_any_hub_see_votes_and_instances_they_subscribed_to() {
         .await;
     assert_eq!(error["data"]["field"], "events");
 }
+
+/// Above a thousand sessions a hub splits each event's writes across its cores and writes
+/// straight into sockets with room: every session must still get every event once, in
+/// the order of the log, with decisions made back to back so that deliveries follow each
+/// other closely.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_fan_out_reaches_every_session_once_and_in_order() {
+    const SESSIONS: usize = 1_500;
+    const DECISIONS: usize = 6;
+    let redis = RedisServer::start();
+    let hub = TestHub::start_with(common::without_rate_limits(&redis)).await;
+    let mut listeners = Vec::with_capacity(SESSIONS);
+    while listeners.len() < SESSIONS {
+        let batch = (SESSIONS - listeners.len()).min(100);
+        listeners.extend(join_all((0..batch).map(|_| hub.client())).await);
+    }
+    // Every listener is known to the hub once one call on it is answered.
+    for listener in &mut listeners {
+        listener.result("system.unsubscribe", json!({})).await;
+    }
+    let mut voter = hub.client_as("big-voter").await;
+    // Sent without waiting for each reply, so the events follow each other closely.
+    for n in 0..DECISIONS {
+        let params = json!({"instanceId": "big-voter", "decision": format!("big-{n}"),
+            "value": "go", "totalInstances": 1});
+        voter
+            .send_text(&common::request(n + 100, "system.quorum.vote", params).to_string())
+            .await;
+    }
+    let mut replies = 0;
+    while replies < DECISIONS {
+        let reply = voter.recv_reply().await;
+        assert_eq!(reply["result"]["quorumReached"], true, "{reply}");
+        replies += 1;
+    }
+    let expected: Vec<String> = (0..DECISIONS).map(|n| format!("big-{n}")).collect();
+    for (i, listener) in listeners.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        let mut ids = Vec::new();
+        for _ in 0..DECISIONS {
+            let event = listener.next_notification().await;
+            assert_eq!(
+                event["method"], "quorum.decision.made",
+                "session {i}: {event}"
+            );
+            got.push(event["params"]["decision"].as_str().unwrap().to_owned());
+            ids.push(event["params"]["eventId"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(got, expected, "session {i} got the decisions out of order");
+        let mut sorted = ids.clone();
+        sorted.sort_by_key(|id| {
+            let (ms, seq) = id.split_once('-').unwrap();
+            (ms.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap())
+        });
+        sorted.dedup();
+        assert_eq!(ids, sorted, "session {i}: event ids not increasing");
+        listener.assert_no_more_notifications("big-0").await;
+    }
+}

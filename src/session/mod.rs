@@ -66,6 +66,7 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, opening: Opening) {
     async {
         tracing::debug!("opened");
         let (sink, stream) = socket.split();
+        session.attach(sink);
         let reader_done = CancellationToken::new();
         let writer_done = CancellationToken::new();
         tokio::join!(
@@ -76,7 +77,7 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, opening: Opening) {
                 read_calls(&hub, &session, stream, &writer_done).await;
                 reader_done.cancel();
             },
-            writer::write_outbound(&hub, &session, sink, outbound, &reader_done, &writer_done),
+            writer::write_outbound(&hub, &session, outbound, &reader_done, &writer_done),
         );
         tracing::debug!("closing");
         // Boxed like every Redis call here: the session's own future stays small while idle.

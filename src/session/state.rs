@@ -3,8 +3,11 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
-use axum::extract::ws::Utf8Bytes;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use futures::SinkExt;
+use futures::stream::SplitSink;
 use tokio::sync::{Notify, mpsc};
 
 use super::replay::EventCursor;
@@ -25,6 +28,9 @@ pub enum Outbound {
     /// Close the socket with this code and reason, after everything queued before it.
     Close(u16, &'static str),
 }
+
+/// The writing half of a session's socket.
+pub(super) type Sink = SplitSink<WebSocket, Message>;
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,6 +69,15 @@ pub struct SessionHandle {
     /// (`<hub id>:<session id>`).
     pub owner_tag: String,
     outbound: mpsc::Sender<Outbound>,
+    /// The socket's writing half: the writer task's, and [`Self::push_now`]'s for a direct
+    /// write while nothing is queued. `None` before the session is served and once its
+    /// writer has finished.
+    pub(super) sink: Mutex<Option<Sink>>,
+    /// Bytes of a direct write still in the sink's buffer (the socket was full); they
+    /// count against the queue's budget until the writer has flushed them.
+    pub(super) unflushed: AtomicUsize,
+    /// Raised when a direct write left bytes for the writer to flush.
+    pub(super) flush_wanted: Notify,
     /// Raised when the session fell a full queue behind; its writer closes it.
     pub evicted: Notify,
     /// The instance this session registered as, if any. One per session.
@@ -125,6 +140,9 @@ impl SessionHandle {
             expires_at_ms: AtomicU64::new(settings.expires_at_ms.unwrap_or(NEVER)),
             owner_tag: settings.owner_tag,
             outbound: tx,
+            sink: Mutex::new(None),
+            unflushed: AtomicUsize::new(0),
+            flush_wanted: Notify::new(),
             evicted: Notify::new(),
             binding: Mutex::new(None),
             binding_change: tokio::sync::Mutex::new(()),
@@ -239,9 +257,13 @@ impl SessionHandle {
     /// that a large reply being written still leaves pushed events room.
     pub(super) fn counted(&self, message: &Outbound) -> usize {
         match message {
-            Outbound::Text(text) => text.len().min(self.byte_budget / 2),
+            Outbound::Text(text) => self.counted_len(text.len()),
             Outbound::Close(..) => 0,
         }
+    }
+
+    fn counted_len(&self, len: usize) -> usize {
+        len.min(self.byte_budget / 2)
     }
 
     /// Gives back the bytes of messages the writer has written (or given up on).
@@ -319,8 +341,53 @@ impl SessionHandle {
             .any(|p| event::pattern_matches(p, name))
     }
 
-    /// Queues a message without waiting; a full queue marks the session a slow consumer.
+    /// Hands the session its socket's writing half, for its writer and direct writes.
+    pub(super) fn attach(&self, sink: Sink) {
+        *lock(&self.sink) = Some(sink);
+    }
+
+    /// Writes an event into the socket from the calling (delivering) task, without the
+    /// queue and without waking the writer, when nothing is queued or being written: it
+    /// cannot overtake anything, and the socket has room. Returns false when it did not,
+    /// and the event must be queued.
+    fn write_direct(&self, text: &Utf8Bytes) -> bool {
+        let Ok(mut sink) = self.sink.try_lock() else {
+            return false;
+        };
+        let Some(sink) = sink.as_mut() else {
+            return false;
+        };
+        // Queued bytes count until written, so zero means nothing is waiting or in flight.
+        if self.queued_bytes.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        // A wake-up here would be lost; whatever is not done now is left to the writer,
+        // which polls with its own waker.
+        let mut cx = Context::from_waker(Waker::noop());
+        if !matches!(sink.poll_ready_unpin(&mut cx), Poll::Ready(Ok(()))) {
+            return false;
+        }
+        if sink.start_send_unpin(Message::Text(text.clone())).is_err() {
+            return false;
+        }
+        if sink.poll_flush_unpin(&mut cx).is_pending() {
+            // The socket is full: the rest waits in the sink's buffer for the writer, and
+            // counts as queued meanwhile, so later events queue behind it.
+            let bytes = self.counted_len(text.len());
+            self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+            self.unflushed.fetch_add(bytes, Ordering::AcqRel);
+            self.flush_wanted.notify_one();
+        }
+        true
+    }
+
+    /// Sends an event now: straight into the socket when possible, else through the
+    /// queue without waiting; a full queue marks the session a slow consumer.
     pub fn push_now(&self, text: &Utf8Bytes) {
+        if self.write_direct(text) {
+            self.metrics.events_delivered.inc();
+            return;
+        }
         match self.try_queue(Outbound::Text(text.clone())) {
             Ok(()) => {
                 self.metrics.events_delivered.inc();
