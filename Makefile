@@ -7,8 +7,11 @@ HUB_ARGS ?=
 # Extra flags for `quorum-hub bench suite`, e.g. make bench BENCH_ARGS="--duration 30s"
 BENCH_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The Python client's tests run in this virtual environment (make python-test).
+PYTHON3 ?= python3
+PYVENV := target/pyvenv
 
-.PHONY: run test bench bench-cluster cluster deps browser-deps build lint fmt clean
+.PHONY: run test python-test bench bench-cluster cluster deps browser-deps build lint fmt clean
 
 ## run: install what is missing, build, and start a hub with its managed Redis on :8080
 run: deps
@@ -21,10 +24,33 @@ run: deps
 CLUSTER_SUITES := --test vote_rules --test jsonrpc --test fanout --test resilience --test limits --test lifecycle
 
 ## test: install what is missing and run every test, then the contract suites again on a
-## Redis Cluster (the dashboard tests drive Chromium)
+## Redis Cluster (the dashboard tests drive Chromium), then the Python client's suite
 test: deps browser-deps
 	$(CARGO) test --locked
 	QUORUM_TEST_REDIS=cluster $(CARGO) test --locked $(CLUSTER_SUITES)
+	$(MAKE) python-test
+
+## python-test: the Python client's suite (clients/python: mypy --strict, then pytest against
+## a debug hub and private redis-servers) in a virtual environment in target/pyvenv;
+## installs python3-venv if `python3 -m venv` cannot work
+python-test: deps
+	@if ! $(PYTHON3) -m ensurepip --version >/dev/null 2>&1 || ! $(PYTHON3) -m venv --help >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing python3-venv with apt-get"; \
+	    $(SUDO) apt-get update -qq && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null; \
+	  fi; \
+	  if ! $(PYTHON3) -m ensurepip --version >/dev/null 2>&1; then \
+	    echo "$(PYTHON3) -m venv cannot work (no ensurepip): install Python 3.10 or newer with its venv module" >&2; exit 1; \
+	  fi; \
+	fi
+	@if ! $(PYVENV)/bin/python -m pip --version >/dev/null 2>&1; then \
+	  echo "creating $(PYVENV)"; rm -rf $(PYVENV) && $(PYTHON3) -m venv $(PYVENV); \
+	fi
+	$(PYVENV)/bin/pip install -q -e './clients/python[test]'
+	$(CARGO) build --locked
+	cd clients/python && $(CURDIR)/$(PYVENV)/bin/mypy --cache-dir $(CURDIR)/target/mypy-cache
+	QUORUM_HUB_BIN=$(CURDIR)/target/debug/quorum-hub $(PYVENV)/bin/python -m pytest clients/python/tests -q
 
 ## bench: a release hub with its managed Redis, the load scenarios and redis-benchmark, one table
 bench: deps
