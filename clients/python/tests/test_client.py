@@ -608,6 +608,29 @@ async def test_a_hub_restart_mid_stream_loses_and_doubles_nothing(
             task.cancel()
 
 
+async def test_a_client_that_has_seen_no_decision_yet_gets_those_made_while_it_was_away(
+    redis: RedisServer, hubs: Callable[..., Hub]
+) -> None:
+    hub, other = hubs(redis), hubs(redis)
+    async with Client(other.url, instance_id="maker") as maker:
+        # First on an empty event log, then on one that holds the first decision.
+        for round_, waiting in enumerate(["waiter-1", "waiter-2"]):
+            async with Client(hub.url, instance_id=waiting, max_backoff=0.3) as client:
+                events = client.decisions()
+                hub.kill()
+                await eventually("the client to notice the drop", lambda: not client.connected)
+                await maker.vote(f"while-away-{round_}", "v", total_instances=1)
+                hub.restart()
+                event = await next_event(events)
+                assert (event["event"], event["decision"]) == (
+                    "quorum.decision.made", f"while-away-{round_}"), event
+                await maker.vote(f"after-{round_}", "v", total_instances=1)
+                event = await next_event(events)
+                assert event["decision"] == f"after-{round_}", event  # nothing in between
+                await eventually("the client to register again",
+                                 lambda: client.connections == 2)
+
+
 async def test_a_client_resumes_from_since_and_is_told_of_gaps(hub: Hub) -> None:
     async with Client(hub.url, instance_id="early") as maker:
         events = maker.decisions()

@@ -183,6 +183,10 @@ class Client:
         # after it misses nothing and repeats nothing.
         self._cursor: str | None = None
         self._cursor_pair: EventId | None = None
+        # Before any decision event was received: where the event log stood when the client
+        # first connected (the hub's last delivered event), so that a reconnection still
+        # resumes and gets the decisions made while it was away. Not used to drop repeats.
+        self._floor: str | None = None
         # The newest decision event decisions() has yielded (what an agent persists).
         self._yielded: str | None = None
         if since is not None:
@@ -513,8 +517,9 @@ class Client:
         parts = urlsplit(self.url)
         query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
                  if k not in ("lastEventId", "token")]
-        if self._cursor is not None:
-            query.append(("lastEventId", self._cursor))
+        cursor = self._cursor if self._cursor is not None else self._floor
+        if cursor is not None:
+            query.append(("lastEventId", cursor))
         if token is not None and self._token_in_query:
             query.append(("token", token))
         return urlunsplit(parts._replace(query=urlencode(query)))
@@ -562,6 +567,8 @@ class Client:
                 await self._call_on(ws, "system.register", self._register_params())
             if self._subscriptions:
                 await self._call_on(ws, "system.subscribe", {"events": self._subscriptions})
+            if self._cursor is None and self._floor is None:
+                await self._find_floor(ws)
         except BaseException as err:
             await self._drop_connection(ConnectionLost("connection setup failed"))
             if isinstance(err, _NotSent):
@@ -580,6 +587,20 @@ class Client:
         self._opened_at = asyncio.get_running_loop().time()
         self.last_error = None
         self._connected.set()
+
+    async def _find_floor(self, ws: ClientConnection) -> None:
+        """Asks the hub where its event log stands, for a client that has received no
+        decision event yet: without a cursor, a reconnection would not resume, and the
+        decisions made while the client was away would be lost."""
+        try:
+            state = await self._call_on(ws, "system.get_state", {"limit": 1})
+        except RpcError as err:
+            log.warning("quorum-hub: could not read where the event log stands: %s", err)
+            return
+        hub = state.get("hub") if isinstance(state, dict) else None
+        floor = hub.get("lastEventId") if isinstance(hub, dict) else None
+        if self._cursor is None and parse_event_id(floor) is not None:
+            self._floor = floor
 
     async def _call_on(
         self, ws: ClientConnection, method: str, params: Mapping[str, Any] | None
