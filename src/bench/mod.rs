@@ -3,10 +3,12 @@
 //! - [`votes`]: vote throughput and latency.
 //! - [`fanout`]: time until every idle session has a decision.
 //! - [`connections`]: memory per registered session.
+//! - [`storm`]: a reconnect storm: a hub of its own restarted under many agent clients.
 //! - [`suite`]: all of them plus `redis-benchmark` on the vote script, as one table.
 
 pub mod connections;
 pub mod fanout;
+pub mod storm;
 pub mod suite;
 pub mod votes;
 
@@ -70,6 +72,14 @@ pub enum BenchCommand {
         #[command(flatten)]
         output: Output,
     },
+    /// Reconnect storm: restart a hub of the bench's own under N agent clients while
+    /// decisions are made through --url; time until every client is back and resumed.
+    Storm {
+        #[command(flatten)]
+        options: storm::StormOptions,
+        #[command(flatten)]
+        output: Output,
+    },
     /// Everything above plus redis-benchmark on the vote script, as one table.
     Suite {
         #[command(flatten)]
@@ -110,6 +120,10 @@ pub async fn run(command: BenchCommand) -> Result<String, BenchError> {
         BenchCommand::Connections { options, output } => {
             let report = connections::run(&options).await?;
             output.render(&report, |r| Table::of(r, connections::rows))
+        }
+        BenchCommand::Storm { options, output } => {
+            let report = storm::run(&options).await?;
+            output.render(&report, |r| Table::of(r, storm::rows))
         }
         BenchCommand::Suite { options, output } => {
             output.render(&suite::run(&options).await?, suite::table)
@@ -293,6 +307,26 @@ impl Progress {
             eprintln!();
         }
     }
+}
+
+/// Raises this process's soft limit on open files to its hard limit, for scenarios that
+/// hold more sockets than the usual soft limit (often 1,024) allows; a hub it starts
+/// inherits the limit. Returns the soft limit now in force (`None`: unlimited or unknown).
+pub fn raise_open_files_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let mut limit = getrlimit(Resource::Nofile);
+        if limit.current != limit.maximum {
+            limit.current = limit.maximum;
+            if let Err(err) = setrlimit(Resource::Nofile, limit) {
+                eprintln!("could not raise the open-files limit: {err}");
+            }
+        }
+        getrlimit(Resource::Nofile).current
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// Resident memory of a process, in KiB.
