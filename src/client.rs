@@ -6,7 +6,10 @@
 //! the hub pushes (`system.events.incomplete`, subscribed dashboard events) is passed on
 //! too, never dropped. After a notice that the hub's event log was `rewound` (a Redis
 //! failover lost events), the decisions that follow may have ids below ones already seen:
-//! the client passes them on.
+//! the client passes them on. Its reconnections are jittered ([`RECONNECT_FIRST_WINDOW`]),
+//! and [`Client::link`] tells a caller when one happened.
+
+mod backoff;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,9 +20,10 @@ use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::auth;
 use crate::clock::now_ms;
@@ -30,10 +34,17 @@ use crate::protocol::{
     SubscribeParams, Subscribed, VoteParams, VoteReply, method,
 };
 
-/// First pause before reconnecting.
-pub const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
-/// Longest pause between reconnection attempts.
-pub const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
+/// After a drop, the first reconnection attempt comes at a uniform random point within
+/// this window ("full jitter"), so that the sessions of a hub that went away come back
+/// spread over it rather than all at once.
+pub const RECONNECT_FIRST_WINDOW: Duration = Duration::from_millis(1000);
+/// The window doubles after each failed attempt, up to this; each pause is again a uniform
+/// random point within it.
+pub const RECONNECT_MAX_WINDOW: Duration = Duration::from_secs(5);
+/// Read buffer of the client's WebSocket; it grows as a large message needs. Tungstenite's
+/// default, 128 KiB, is zero-filled at the first read: a quarter of the CPU of 10,000
+/// clients reconnecting in one process went to clearing those pages (`bench storm`).
+pub const READ_BUFFER_BYTES: usize = 4096;
 /// Notifications the client buffers for a caller that is not reading them.
 pub const EVENT_BUFFER: usize = 1024;
 /// Calls waiting to be sent.
@@ -131,6 +142,14 @@ pub enum ClientError {
     /// effect (a repeated vote is answered truthfully).
     #[error("the connection to the hub dropped before the reply")]
     Disconnected,
+    /// No hub listens at the address (connection refused or timed out): it is down or
+    /// restarting.
+    #[error("cannot reach the hub: {0}")]
+    Unreachable(String),
+    /// The hub answered the WebSocket upgrade with this HTTP status instead (e.g. 503 at
+    /// its session cap, 401 for a bad token).
+    #[error("the hub refused the connection with HTTP {0}")]
+    Refused(u16),
     #[error("the hub's reply did not parse: {0}")]
     Malformed(String),
     #[error("the client is closed")]
@@ -184,10 +203,28 @@ struct Call {
     reply: Reply,
 }
 
+/// How the client's connection has fared so far, as [`Client::link`] reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Link {
+    /// Connections made, each counted once it is registered (when an instance is
+    /// configured): 1 after [`Client::connect`], one more per reconnection. The events a
+    /// reconnection replays follow on the notification stream.
+    pub connections: u64,
+    /// Reconnection attempts that failed: the hub was unreachable, refused the upgrade,
+    /// dropped the connection, or refused the registration.
+    pub failed_attempts: u64,
+    /// Of those, the attempts that found no hub listening ([`ClientError::Unreachable`]).
+    pub unreachable_attempts: u64,
+    /// Of those, the attempts the hub answered with an HTTP refusal
+    /// ([`ClientError::Refused`]).
+    pub refused_attempts: u64,
+}
+
 /// A connected client. Cloning is cheap; every clone shares the one connection.
 #[derive(Clone)]
 pub struct Client {
     calls: mpsc::Sender<Call>,
+    link: watch::Receiver<Link>,
 }
 
 impl Client {
@@ -200,15 +237,31 @@ impl Client {
     ) -> Result<(Client, mpsc::Receiver<Notification>), ClientError> {
         let (calls_tx, calls_rx) = mpsc::channel(CALL_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
+        let (link_tx, link_rx) = watch::channel(Link::default());
         let mut driver = Driver {
             last_event: config.since,
             token: None,
             config,
             events: events_tx,
+            link: link_tx,
         };
-        let (link, early) = driver.open().await?;
-        tokio::spawn(driver.run(link, early, calls_rx));
-        Ok((Client { calls: calls_tx }, events_rx))
+        let (socket, early) = driver.open().await?;
+        driver.link.send_modify(|link| link.connections = 1);
+        tokio::spawn(driver.run(socket, early, calls_rx));
+        Ok((
+            Client {
+                calls: calls_tx,
+                link: link_rx,
+            },
+            events_rx,
+        ))
+    }
+
+    /// Watches the connection: wait for [`watch::Receiver::changed`] to learn of each
+    /// reconnection (e.g. to subscribe to dashboard events again, which a new session
+    /// does not inherit) and of each failed attempt.
+    pub fn link(&self) -> watch::Receiver<Link> {
+        self.link.clone()
     }
 
     /// Sends one request and waits for its result.
@@ -290,6 +343,8 @@ struct Driver {
     /// The token the current connection was opened or refreshed with.
     token: Option<HeldToken>,
     events: mpsc::Sender<Notification>,
+    /// What [`Client::link`] reports.
+    link: watch::Sender<Link>,
 }
 
 impl Driver {
@@ -314,15 +369,11 @@ impl Driver {
             request.headers_mut().insert("authorization", value);
             self.token = Some(token);
         }
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
         let (mut socket, _) =
-            tokio_tungstenite::connect_async(request)
+            tokio_tungstenite::connect_async_with_config(request, Some(config), false)
                 .await
-                .map_err(|e| match e {
-                    tokio_tungstenite::tungstenite::Error::Url(e) => {
-                        ClientError::Url(e.to_string())
-                    }
-                    _ => ClientError::Disconnected,
-                })?;
+                .map_err(connect_error)?;
         let mut early = Vec::new();
         if let Some(instance) = &self.config.instance {
             let params = RegisterParams {
@@ -371,7 +422,7 @@ impl Driver {
         mut early: Vec<Notification>,
         mut calls: mpsc::Receiver<Call>,
     ) {
-        let mut delay = RECONNECT_MIN_DELAY;
+        let mut backoff = backoff::Backoff::new();
         loop {
             for notification in std::mem::take(&mut early) {
                 self.pass_on(notification).await;
@@ -381,21 +432,34 @@ impl Driver {
                 let _ = socket.close(None).await;
                 return;
             }
+            // The connection is gone: release its socket now, not once a new one is made.
+            // Held, it kept its local port for the whole backoff, and with 10,000 clients
+            // of one process reconnecting, the kernel's search for a free port took 40%
+            // of that process's CPU (`bench storm`).
+            drop(socket);
             // Reconnect until it works or every handle to the client is gone.
             loop {
-                tokio::time::sleep(delay).await;
+                tokio::time::sleep(backoff.next_pause()).await;
                 if calls.is_closed() {
                     return;
                 }
                 match self.open().await {
                     Ok((fresh, replayed)) => {
                         (socket, early) = (fresh, replayed);
-                        delay = RECONNECT_MIN_DELAY;
+                        backoff.reset();
+                        self.link.send_modify(|link| link.connections += 1);
                         break;
                     }
                     Err(err) => {
                         tracing::debug!(%err, "reconnect failed");
-                        delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+                        self.link.send_modify(|link| {
+                            link.failed_attempts += 1;
+                            match &err {
+                                ClientError::Unreachable(_) => link.unreachable_attempts += 1,
+                                ClientError::Refused(_) => link.refused_attempts += 1,
+                                _ => {}
+                            }
+                        });
                     }
                 }
             }
@@ -514,6 +578,28 @@ impl Driver {
         if let Some(held) = self.token.as_mut() {
             held.retry_later();
         }
+    }
+}
+
+/// What a connection attempt that did not become a WebSocket ran into.
+fn connect_error(err: tokio_tungstenite::tungstenite::Error) -> ClientError {
+    use std::io::ErrorKind;
+    use tokio_tungstenite::tungstenite::Error;
+    match err {
+        Error::Url(e) => ClientError::Url(e.to_string()),
+        Error::Http(response) => ClientError::Refused(response.status().as_u16()),
+        Error::Io(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::TimedOut
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+            ) =>
+        {
+            ClientError::Unreachable(e.to_string())
+        }
+        _ => ClientError::Disconnected,
     }
 }
 

@@ -233,8 +233,7 @@ fn client_config(
 }
 
 async fn serve(config: Config) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = quorum_hub::server::bind(config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));

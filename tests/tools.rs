@@ -493,3 +493,33 @@ async fn the_bench_runs_a_tiny_scenario_of_each_kind() {
         "{connections}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_storm_bench_restarts_its_hub_and_every_client_resumes() {
+    let redis = RedisServer::start();
+    let mut config = Config::with_redis(redis.url());
+    config.vote_rate_limit = "1000000/60s".parse::<RateLimit>().unwrap();
+    let hub = TestHub::start_with(config).await;
+    let storm = bench(
+        "storm",
+        &hub.ws_url(),
+        &[
+            "--redis-url",
+            &redis.url(),
+            "--clients",
+            "40",
+            "--decisions",
+            "3",
+            "--wait",
+            "30s",
+        ],
+    )
+    .await;
+    assert_eq!(storm["clients_back"], 40, "{storm}");
+    assert!(storm["all_resumed_seconds"].is_number(), "{storm}");
+    assert_eq!(storm["missed"], 0, "{storm}");
+    assert_eq!(storm["duplicated"], 0, "{storm}");
+    assert_eq!(storm["refused_attempts"], 0, "{storm}");
+    assert_eq!(storm["other_failures"], 0, "{storm}");
+    assert_eq!(storm["extra_reconnections"], 0, "{storm}");
+}

@@ -4,11 +4,13 @@
 //! - [`fanout`]: time until every idle session has a decision.
 //! - [`connections`]: memory per registered session.
 //! - [`floor`]: a bare broadcaster that the hub's fan-out is compared with.
+//! - [`storm`]: a reconnect storm: a hub of its own restarted under many agent clients.
 //! - [`suite`]: all of them plus `redis-benchmark` on the vote script, as one table.
 
 pub mod connections;
 pub mod fanout;
 pub mod floor;
+pub mod storm;
 pub mod suite;
 pub mod votes;
 
@@ -80,6 +82,14 @@ pub enum BenchCommand {
         #[command(flatten)]
         options: floor::FloorOptions,
     },
+    /// Reconnect storm: restart a hub of the bench's own under N agent clients while
+    /// decisions are made through --url; time until every client is back and resumed.
+    Storm {
+        #[command(flatten)]
+        options: storm::StormOptions,
+        #[command(flatten)]
+        output: Output,
+    },
     /// Everything above plus redis-benchmark on the vote script, as one table.
     Suite {
         #[command(flatten)]
@@ -122,6 +132,10 @@ pub async fn run(command: BenchCommand) -> Result<String, BenchError> {
             output.render(&report, |r| Table::of(r, connections::rows))
         }
         BenchCommand::Floor { options } => floor::serve(&options).await?,
+        BenchCommand::Storm { options, output } => {
+            let report = storm::run(&options).await?;
+            output.render(&report, |r| Table::of(r, storm::rows))
+        }
         BenchCommand::Suite { options, output } => {
             output.render(&suite::run(&options).await?, suite::table)
         }
@@ -240,10 +254,18 @@ async fn connect_nth(url: &str, n: usize) -> Result<Socket, BenchError> {
         socket.bind((source, 0).into()).map_err(|e| failed(&e))?;
     }
     let stream = socket.connect(target).await.map_err(|e| failed(&e))?;
-    tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
-        .await
-        .map(|(socket, _)| socket)
-        .map_err(|e| failed(&e))
+    // A small first read buffer, as the client's: tungstenite's default of 128 KiB, zeroed
+    // on first use, would cost 6 GiB and most of the connecting time at 50,000 sessions.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(crate::client::READ_BUFFER_BYTES);
+    tokio_tungstenite::client_async_with_config(
+        request,
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+        Some(config),
+    )
+    .await
+    .map(|(socket, _)| socket)
+    .map_err(|e| failed(&e))
 }
 
 /// One request on a bench socket; notifications that arrive first are skipped.
@@ -338,6 +360,26 @@ impl Progress {
             eprintln!();
         }
     }
+}
+
+/// Raises this process's soft limit on open files to its hard limit, for scenarios that
+/// hold more sockets than the usual soft limit (often 1,024) allows; a hub it starts
+/// inherits the limit. Returns the soft limit now in force (`None`: unlimited or unknown).
+pub fn raise_open_files_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let mut limit = getrlimit(Resource::Nofile);
+        if limit.current != limit.maximum {
+            limit.current = limit.maximum;
+            if let Err(err) = setrlimit(Resource::Nofile, limit) {
+                eprintln!("could not raise the open-files limit: {err}");
+            }
+        }
+        getrlimit(Resource::Nofile).current
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// Resident memory of a process, in KiB.

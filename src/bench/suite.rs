@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::connections::{self, ConnectionsOptions, ConnectionsReport};
 use super::fanout::{self, FanoutOptions, FanoutReport};
+use super::storm::{self, StormOptions, StormReport};
 use super::votes::{self, VotesOptions, VotesReport};
 use super::{BenchError, DEFAULT_URL, Table};
 use crate::config::{RateLimit, parse_duration};
@@ -15,6 +16,10 @@ use crate::store;
 
 /// Requests `redis-benchmark` sends without pipelining (more with it).
 const REDIS_BENCHMARK_REQUESTS: usize = 100_000;
+/// Decisions made while the storm's hub is down.
+const STORM_DECISIONS: usize = 5;
+/// Longest the storm's clients may take to come back.
+const STORM_WAIT: Duration = Duration::from_secs(120);
 /// Sessions per decision in the throughput runs (and in redis-benchmark's votes).
 const GROUP: usize = 60;
 
@@ -43,6 +48,9 @@ pub struct SuiteOptions {
     /// of this process or the hub's is lower; 0 skips them).
     #[arg(long, default_value_t = 50_000)]
     pub large_sessions: usize,
+    /// Agent clients in the reconnect storm (0 skips it; it needs --redis-url).
+    #[arg(long, default_value_t = 10_000)]
+    pub storm_clients: usize,
     /// Sessions opened to measure memory per session.
     #[arg(long, default_value_t = 10_000)]
     pub connections: usize,
@@ -72,6 +80,8 @@ pub struct Suite {
     pub connections: ConnectionsReport,
     /// The fan-out and memory runs at `large_sessions` (or as many as the limits allow).
     pub large: Option<Large>,
+    /// A hub of the bench's own restarted under `storm_clients` agent clients.
+    pub storm: Option<StormReport>,
     pub redis_script_limit: Option<f64>,
     pub redis_script_limit_pipelined: Option<f64>,
     /// CPU time all Redis nodes spent per vote in the G=60 run, in microseconds.
@@ -90,6 +100,7 @@ pub struct Large {
 }
 
 pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
+    super::raise_open_files_limit();
     let votes = |group: usize, rate: Option<f64>| VotesOptions {
         url: options.url.clone(),
         sessions: options.sessions,
@@ -133,6 +144,22 @@ pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
     .await?;
     let (fanout, floor) = fanout_rounds(options).await?;
     let large = large_runs(options).await?;
+    let storm = match &options.redis_url {
+        Some(redis_url) if options.storm_clients > 0 => {
+            eprintln!("reconnect storm: {} clients", options.storm_clients);
+            Some(
+                storm::run(&StormOptions {
+                    url: options.url.clone(),
+                    redis_url: redis_url.clone(),
+                    clients: options.storm_clients,
+                    decisions: STORM_DECISIONS,
+                    wait: STORM_WAIT,
+                })
+                .await?,
+            )
+        }
+        _ => None,
+    };
     let (limit, pipelined) = match &options.redis_socket {
         Some(socket) => {
             eprintln!("redis-benchmark: the vote script without and with pipelining");
@@ -151,6 +178,7 @@ pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
         floor,
         connections,
         large,
+        storm,
         redis_script_limit: limit,
         redis_script_limit_pipelined: pipelined,
         redis_cpu_us_per_vote,
@@ -417,6 +445,9 @@ pub fn table(s: &Suite) -> String {
                 format!("limited by {why}"),
             );
         }
+    }
+    if let Some(report) = &s.storm {
+        storm::rows(&mut t, report);
     }
     t.0
 }
