@@ -1010,3 +1010,28 @@ def test_the_readme_agent_example(hub: Hub) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_the_readme_agent_example_with_a_token_file(
+    redis: RedisServer, hubs: Callable[..., Hub], tmp_path: Path
+) -> None:
+    hub = hubs(redis, "--auth-secret", SECRET)
+    token_file = tmp_path / "token"
+    token_file.write_text(jwt("agent-9", int(time.time()) + 600) + "\n")
+    decision = name("with-token")
+    proc = subprocess.Popen(
+        [sys.executable, "agent.py", hub.url, "agent-9", "--decision", decision, "--total", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=EXAMPLES,
+        env={**os.environ, "QUORUM_TOKEN_FILE": str(token_file)},
+    )
+    out, _ = proc.communicate(timeout=DEADLINE)
+    assert proc.returncode == 0, out
+    assert out.splitlines() == [
+        "agent-9 voted: {'voted': True, 'quorumReached': True, 'finalDecision': 'approve', "
+        "'voteCount': 1}",
+        f"agent-9: {decision} -> approve",
+    ]
+    # Without the file the hub refuses it.
+    proc = run_example("agent.py", hub.url, "agent-9", "--decision", decision)
+    out, _ = proc.communicate(timeout=DEADLINE)
+    assert proc.returncode != 0 and "HTTP 401" in out, out
