@@ -347,8 +347,8 @@ impl Hub {
     ///
     /// The session list is copied under the delivery lock, so that a session opening
     /// meanwhile gets the event either here or by replay; the writes happen outside it,
-    /// split across the cores when the list is long, and the next event starts only once
-    /// every session has this one.
+    /// directly and split across the cores when the list is long, and the next event
+    /// starts only once every session has this one.
     pub async fn deliver(&self, id: EventId, text: &Utf8Bytes) -> bool {
         let print = fingerprint(text);
         let sessions: Vec<Arc<SessionHandle>> = {
@@ -416,39 +416,45 @@ impl Hub {
 }
 
 /// 64 random bits as hex, from the OS; falls back to time and pid.
-/// Sessions below which one task writes an event to all of them; above, one task per core
-/// takes an equal share.
-const FAN_OUT_SPLIT: usize = 1024;
+/// Sessions from which an event is written straight into each socket by one task per core
+/// (a share each). Below, it is queued for each session's writer, which writes whatever
+/// has queued up meanwhile with one flush: at high event rates to few sessions, that
+/// batching is worth more than the wake-up it costs.
+const FAN_OUT_DIRECT: usize = 1024;
 
-/// Gives one event to every session in `sessions`: each writes it into its socket at once
-/// when it can (see [`SessionHandle::push_now`]), so the cost is mostly one `send` per
-/// session, spread evenly over the cores.
+/// Gives one event to every session in `sessions`. To many, each session writes it into
+/// its socket at once when it can (see [`SessionHandle::push_direct`]), so the cost is
+/// mostly one `send` per session, spread evenly over the cores. The loops run outside
+/// tokio's cooperative budget: with it, every socket after the first 128 writes of a
+/// loop reports "not ready", and the writes fall back to the sessions' own tasks.
 async fn fan_out(sessions: Vec<Arc<SessionHandle>>, id: EventId, text: &Utf8Bytes) {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let parts = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if sessions.len() < FAN_OUT_SPLIT || parts == 1 {
+    if sessions.len() < FAN_OUT_DIRECT {
         for session in &sessions {
-            session.push_live(id, text);
+            session.push_live(id, text, false);
         }
         return;
     }
+    let parts = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let share = sessions.len().div_ceil(parts);
     let sessions = Arc::new(sessions);
-    let helpers: Vec<_> = (1..parts)
+    // Every share in a task of its own: a task spawned from a worker waits in that
+    // worker's LIFO slot, which no other worker takes from, so a share kept inline here
+    // would run on one core with it, one after the other.
+    let parts: Vec<_> = (0..parts)
         .map(|part| {
-            let (sessions, text) = (sessions.clone(), text.clone());
-            tokio::spawn(async move {
+            // A copy of its own: one shared reference count, touched twice per session by
+            // every core, would bounce between their caches.
+            let (sessions, text) = (sessions.clone(), Utf8Bytes::from(text.as_str()));
+            tokio::spawn(tokio::task::unconstrained(async move {
                 for session in sessions.iter().skip(part * share).take(share) {
-                    session.push_live(id, &text);
+                    session.push_live(id, &text, true);
                 }
-            })
+            }))
         })
         .collect();
-    for session in sessions.iter().take(share) {
-        session.push_live(id, text);
-    }
-    for helper in helpers {
-        let _ = helper.await;
+    for part in parts {
+        let _ = part.await;
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub vote_latency: Histogram,
     /// Decision events queued to sessions (one per session per event).
     pub events_delivered: Counter,
+    /// Of those, the ones written straight into the socket by the delivering task.
+    pub events_written_direct: Counter,
     /// Events that found a session's queue full (the session is then closed).
     pub events_dropped: Counter,
     pub slow_consumer_closes: Counter,
@@ -47,6 +49,7 @@ impl Metrics {
             // 0.1 ms to about 3 s.
             vote_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             events_delivered: Counter::default(),
+            events_written_direct: Counter::default(),
             events_dropped: Counter::default(),
             slow_consumer_closes: Counter::default(),
             breaker_state: Gauge::default(),
@@ -87,6 +90,11 @@ impl Metrics {
             "events_delivered",
             "Decision events queued to sessions",
             self.events_delivered.clone(),
+        );
+        r.register(
+            "events_written_direct",
+            "Decision events written straight into a socket by the delivering task",
+            self.events_written_direct.clone(),
         );
         r.register(
             "events_dropped",

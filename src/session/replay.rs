@@ -40,9 +40,10 @@ impl EventCursor {
 }
 
 impl SessionHandle {
-    /// Queues a live event without waiting; a full queue (or a full hold) marks the
-    /// session a slow consumer.
-    pub fn push_live(&self, id: EventId, text: &Utf8Bytes) {
+    /// Sends a live event without waiting (with `direct`, straight into the socket when
+    /// it can, see [`SessionHandle::push_direct`]); a full queue (or a full hold) marks
+    /// the session a slow consumer.
+    pub fn push_live(&self, id: EventId, text: &Utf8Bytes, direct: bool) {
         let mut cursor = lock(&self.events);
         if cursor.live_after.is_none() {
             cursor.live_after = Some(id.predecessor());
@@ -59,7 +60,11 @@ impl SessionHandle {
             return;
         }
         drop(cursor);
-        self.push_now(text);
+        if direct {
+            self.push_direct(text);
+        } else {
+            self.push_now(text);
+        }
     }
 
     /// Moves the session's cursor back to `to` when the hub's event log is not a
@@ -317,10 +322,10 @@ mod tests {
         // delivered only up to 2: events 3 and 4 still reach this hub afterwards.
         let (session, mut queue) = session(8, id(2), true);
         assert_eq!(session.begin_replay(id(4)), None);
-        session.push_live(id(3), &"live-3".into());
+        session.push_live(id(3), &"live-3".into(), false);
         session.end_replay(finished(id(4), None)).await;
-        session.push_live(id(4), &"live-4".into());
-        session.push_live(id(5), &"live-5".into());
+        session.push_live(id(4), &"live-4".into(), false);
+        session.push_live(id(5), &"live-5".into(), false);
         let Some(Outbound::Text(first)) = queue.recv().await else {
             panic!("nothing queued")
         };
@@ -336,8 +341,8 @@ mod tests {
         for text in ["replayed-1", "replayed-2"] {
             assert!(session.send(Outbound::Text(text.into())).await);
         }
-        session.push_live(id(2), &"live-2".into());
-        session.push_live(id(3), &"live-3".into());
+        session.push_live(id(2), &"live-2".into(), false);
+        session.push_live(id(3), &"live-3".into(), false);
         // The reader catches up only after the replay has ended.
         let reader = tokio::spawn(async move {
             let mut seen = Vec::new();
@@ -375,10 +380,10 @@ mod tests {
         let (session, mut queue) = session(8, id(9), false);
         assert_eq!(session.begin_replay(id(9)), None);
         session.end_replay(finished(id(9), None)).await;
-        session.push_live(id(7), &"old-7".into());
+        session.push_live(id(7), &"old-7".into(), false);
         session.rewind(id(4), Some(&"notice".into()));
-        session.push_live(id(5), &"new-5".into());
-        session.push_live(id(6), &"new-6".into());
+        session.push_live(id(5), &"new-5".into(), false);
+        session.push_live(id(6), &"new-6".into(), false);
         assert_eq!(queued(&mut queue), ["notice", "new-5", "new-6"]);
     }
 
@@ -389,15 +394,15 @@ mod tests {
         assert!(session.send(Outbound::Text("replayed-3".into())).await);
         // The log went back to 1 while the replay ran; the new log's events are held.
         session.rewind(id(1), Some(&"notice".into()));
-        session.push_live(id(2), &"new-2".into());
-        session.push_live(id(3), &"new-3".into());
+        session.push_live(id(2), &"new-2".into(), false);
+        session.push_live(id(3), &"new-3".into(), false);
         session.end_replay(finished(id(2), Some(id(3)))).await;
         assert_eq!(
             queued(&mut queue),
             ["replayed-3", "notice", "new-2", "new-3"]
         );
         // The cursor stays where the log went back to.
-        session.push_live(id(4), &"new-4".into());
+        session.push_live(id(4), &"new-4".into(), false);
         assert_eq!(queued(&mut queue), ["new-4"]);
     }
 

@@ -69,7 +69,7 @@ pub struct SessionHandle {
     /// (`<hub id>:<session id>`).
     pub owner_tag: String,
     outbound: mpsc::Sender<Outbound>,
-    /// The socket's writing half: the writer task's, and [`Self::push_now`]'s for a direct
+    /// The socket's writing half: the writer task's, and [`Self::push_direct`]'s for a direct
     /// write while nothing is queued. `None` before the session is served and once its
     /// writer has finished.
     pub(super) sink: Mutex<Option<Sink>>,
@@ -381,13 +381,19 @@ impl SessionHandle {
         true
     }
 
-    /// Sends an event now: straight into the socket when possible, else through the
-    /// queue without waiting; a full queue marks the session a slow consumer.
-    pub fn push_now(&self, text: &Utf8Bytes) {
+    /// Sends an event straight into the socket when possible (see `write_direct`), else
+    /// through the queue like [`Self::push_now`].
+    pub fn push_direct(&self, text: &Utf8Bytes) {
         if self.write_direct(text) {
             self.metrics.events_delivered.inc();
-            return;
+            self.metrics.events_written_direct.inc();
+        } else {
+            self.push_now(text);
         }
+    }
+
+    /// Queues a message without waiting; a full queue marks the session a slow consumer.
+    pub fn push_now(&self, text: &Utf8Bytes) {
         match self.try_queue(Outbound::Text(text.clone())) {
             Ok(()) => {
                 self.metrics.events_delivered.inc();
