@@ -20,8 +20,8 @@ run: deps
 
 # The suites that run a second time against a 3+3 Redis Cluster (QUORUM_TEST_REDIS=cluster):
 # the contract (vote rules, JSON-RPC, fan-out across hubs, rate limit, resume, gap repair,
-# paging and the limits).
-CLUSTER_SUITES := --test vote_rules --test jsonrpc --test fanout --test resilience --test limits --test lifecycle
+# paging, the limits, deadlines, and replies against the OpenRPC document).
+CLUSTER_SUITES := --test vote_rules --test jsonrpc --test fanout --test resilience --test limits --test lifecycle --test openrpc
 
 ## test: install what is missing and run every test, then the contract suites again on a
 ## Redis Cluster (the dashboard tests drive Chromium), then the Python client's suite

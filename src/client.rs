@@ -240,6 +240,7 @@ impl Client {
         let (link_tx, link_rx) = watch::channel(Link::default());
         let mut driver = Driver {
             last_event: config.since,
+            joined_at: None,
             token: None,
             config,
             events: events_tx,
@@ -340,6 +341,10 @@ struct Driver {
     config: ClientConfig,
     /// The newest decision event (made or expired) passed to the caller.
     last_event: Option<EventId>,
+    /// Where the hub's delivery stood when this client first connected without a cursor:
+    /// a reconnection before any event has been passed on resumes from here, so the
+    /// decisions made while it was away still reach it.
+    joined_at: Option<EventId>,
     /// The token the current connection was opened or refreshed with.
     token: Option<HeldToken>,
     events: mpsc::Sender<Notification>,
@@ -354,7 +359,7 @@ impl Driver {
     /// hold the receiving end yet, and a long replay must not wait for it here.
     async fn open(&mut self) -> Result<(Socket, Vec<Notification>), ClientError> {
         let mut url = self.config.url.clone();
-        if let Some(id) = self.last_event {
+        if let Some(id) = self.last_event.or(self.joined_at) {
             url.push(if url.contains('?') { '&' } else { '?' });
             url.push_str(&format!("lastEventId={id}"));
         }
@@ -385,6 +390,23 @@ impl Driver {
             // replayed events arrive first.
             let _: Registered =
                 peer::call(&mut socket, 0, method::REGISTER, &params, |n| early.push(n)).await?;
+        }
+        if self.last_event.is_none() && self.joined_at.is_none() {
+            // Every event after the session opened reaches it live, and the hub's position
+            // is at or after the session's start, so nothing between is skipped. (Not the
+            // cursor itself: an event passed on from `early` must not look seen already.)
+            let params = StateParams {
+                limit: Some(1),
+                ..StateParams::default()
+            };
+            let state: Result<State, _> =
+                peer::call(&mut socket, 1, method::GET_STATE, &params, |n| {
+                    early.push(n)
+                })
+                .await;
+            if let Ok(state) = state {
+                self.joined_at = Some(state.hub.last_event_id.unwrap_or(EventId::ZERO));
+            }
         }
         Ok((socket, early))
     }

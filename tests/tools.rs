@@ -75,6 +75,34 @@ async fn the_client_survives_a_hub_restart_and_misses_nothing() {
     drop(hub);
 }
 
+/// A client that has not received a single decision yet still resumes: from where the
+/// hub stood when it first connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_saw_no_decision_yet_still_gets_those_made_while_it_was_away() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    let addr = hub.addr;
+    let other = TestHub::start(&redis).await;
+    let mut voter = other.client_as("maker").await;
+    // The log is not empty: the client must not start from its beginning either.
+    voter.vote("maker", "long-before", "a", 1).await;
+    let mut config = ClientConfig::new(format!("ws://{addr}/ws"));
+    config.instance = Some("newcomer".into());
+    let (_client, mut events) = Client::connect(config).await.unwrap();
+
+    hub.stop().await;
+    for n in 0..2 {
+        voter.vote("maker", &format!("away-{n}"), "b", 1).await;
+    }
+    let hub = TestHub::start_on(Config::with_redis(redis.url()), addr).await;
+    for n in 0..2 {
+        assert_eq!(next_event(&mut events).await.decision, format!("away-{n}"));
+    }
+    voter.vote("maker", "back", "c", 1).await;
+    assert_eq!(next_event(&mut events).await.decision, "back");
+    drop(hub);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_and_watch_pass_on_that_missed_events_are_gone() {
     let redis = RedisServer::start();

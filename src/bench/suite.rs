@@ -438,7 +438,22 @@ pub fn table(s: &Suite) -> String {
             ),
             format!("{:.1}", per_delivery_us(&large.fanout)),
         );
-        connections::rows(&mut t, &large.connections);
+        let c = &large.connections;
+        t.row(
+            format!("connect + register {} sessions (s)", c.sessions),
+            format!("{:.2}", c.connect_seconds),
+        );
+        if let Some(bytes) = c.bytes_per_session {
+            // The hub's allocator keeps what the earlier runs freed and hands it out again,
+            // so this growth understates the cost; the first memory run is the measure.
+            t.row(
+                format!(
+                    "hub RSS growth per session at {} sessions, after the earlier runs",
+                    c.sessions
+                ),
+                format!("{:.1} KiB", bytes as f64 / 1024.0),
+            );
+        }
         if let Some(why) = &large.limited_by {
             t.row(
                 format!("{} sessions asked for", large.asked),
@@ -459,7 +474,7 @@ fn per_delivery_us(report: &FanoutReport) -> f64 {
 
 /// The hub's fan-out per round, the floor's beside it, and their ratio.
 fn fanout_rows(t: &mut Table, s: &Suite) {
-    let mut ratios = Vec::new();
+    let (mut ratios, mut medians) = (Vec::new(), Vec::new());
     for (round, hub) in s.fanout.iter().enumerate() {
         let round = round + 1;
         t.row(
@@ -476,16 +491,21 @@ fn fanout_rows(t: &mut Table, s: &Suite) {
             );
             let ratio = hub.last_delivery_us.p99 as f64 / floor.last_delivery_us.p99.max(1) as f64;
             ratios.push(ratio);
+            medians
+                .push(hub.last_delivery_us.p50 as f64 / floor.last_delivery_us.p50.max(1) as f64);
             t.row(
                 format!("fan-out {round}: hub p99 / floor p99"),
                 format!("{ratio:.2}"),
             );
         }
     }
-    if !ratios.is_empty() {
+    for (what, mut ratios) in [("p99", ratios), ("p50", medians)] {
+        if ratios.is_empty() {
+            continue;
+        }
         ratios.sort_by(f64::total_cmp);
         t.row(
-            "fan-out hub / floor, p99 to the last session: min/median/max",
+            format!("fan-out hub / floor, {what} to the last session: min/median/max"),
             format!(
                 "{:.2}/{:.2}/{:.2}",
                 ratios[0],
