@@ -41,15 +41,20 @@ echo "open files limit: $(ulimit -n)" >&2
 ./target/release/quorum-hub --listen 127.0.0.1:0 $redis --max-sessions 60000 \
   --vote-rate-limit 1000000/60s --session-rate-limit 100000/1s >"$dir/hub.log" 2>&1 &
 hub=$!
-addr=""
-tries=0
-while [ -z "$addr" ]; do
-  addr=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$dir/hub.log" | head -n 1)
-  tries=$((tries + 1))
-  if [ "$tries" -gt 600 ]; then echo "the hub did not start:" >&2; cat "$dir/hub.log" >&2; exit 1; fi
-  [ -n "$addr" ] || sleep 0.05
-done
+# Prints the address a process logged in FILE ("<what> listening on ADDR"), waiting up to
+# 30 s for the line; fails with the log if it never comes.
+logged_address() {
+  tries=0
+  until grep -q "listening on [0-9.:]*" "$1"; do
+    tries=$((tries + 1))
+    if [ "$tries" -gt 600 ]; then echo "$2 did not start:" >&2; cat "$1" >&2; exit 1; fi
+    sleep 0.05
+  done
+  sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$1" | head -n 1
+}
+addr=$(logged_address "$dir/hub.log" "the hub")
 # Ready once its decision listener is subscribed (the log says so).
+tries=0
 until grep -q "decision listener subscribed" "$dir/hub.log"; do
   tries=$((tries + 1))
   if [ "$tries" -gt 1200 ]; then echo "the hub never became ready:" >&2; cat "$dir/hub.log" >&2; exit 1; fi
@@ -57,13 +62,7 @@ until grep -q "decision listener subscribed" "$dir/hub.log"; do
 done
 ./target/release/quorum-hub bench floor --listen 127.0.0.1:0 2>"$dir/floor.log" &
 floor=$!
-floor_addr=""
-until [ -n "$floor_addr" ]; do
-  floor_addr=$(sed -n 's/^floor listening on \([0-9.:]*\).*/\1/p' "$dir/floor.log" | head -n 1)
-  tries=$((tries + 1))
-  if [ "$tries" -gt 1800 ]; then echo "the floor did not start:" >&2; cat "$dir/floor.log" >&2; exit 1; fi
-  [ -n "$floor_addr" ] || sleep 0.05
-done
+floor_addr=$(logged_address "$dir/floor.log" "the floor")
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); $(redis-server --version | cut -d' ' -f1-3)" >&2
 # shellcheck disable=SC2086
 ./target/release/quorum-hub bench suite --url "ws://$addr/ws" --hub-pid "$hub" \
