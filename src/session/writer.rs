@@ -12,7 +12,7 @@ use futures::{Sink as _, SinkExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::state::{Outbound, SessionHandle, Sink, lock};
+use super::state::{Outbound, SessionHandle, lock};
 use super::{CLOSE_TIMEOUT, MAX_UNANSWERED_PINGS, WRITE_BATCH, WRITE_TIMEOUT};
 use crate::hub::Hub;
 use crate::protocol::close as reason;
@@ -188,9 +188,3 @@ async fn flush(session: &SessionHandle) -> Result<(), axum::Error> {
 fn closed() -> axum::Error {
     axum::Error::new(std::io::Error::from(std::io::ErrorKind::NotConnected))
 }
-
-/// A sink must be `Unpin` to be polled in place behind the lock.
-const _: fn() = || {
-    fn unpin<T: Unpin>() {}
-    unpin::<Sink>();
-};
