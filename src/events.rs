@@ -14,8 +14,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use redis::{AsyncConnectionConfig, PushKind, Value};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::clock::now_ms;
 use crate::error::Error;

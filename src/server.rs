@@ -5,12 +5,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 
@@ -24,6 +25,7 @@ use crate::methods::{self, Caller};
 use crate::metrics::Metrics;
 use crate::protocol::{EventId, openrpc};
 use crate::store::Store;
+use crate::upgrade::WebSocketRequest;
 use crate::{deadlines, events, guards, keepalive, probe, publisher, session};
 
 /// Longest the hub waits, on shutdown, for sessions to finish their calls and close.
@@ -368,7 +370,7 @@ async fn upgrade(
     State(hub): State<Arc<Hub>>,
     Query(query): Query<SessionQuery>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    handshake: WebSocketRequest,
 ) -> Response {
     if hub.shutdown.is_cancelled() {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "hub is shutting down").into_response();
@@ -398,24 +400,26 @@ async fn upgrade(
     };
     let guard = hub.tracker.token();
     let max = hub.config.max_message_bytes as usize;
-    ws.max_message_size(max)
-        .max_frame_size(max)
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
         // Read buffers grow on demand; a small start keeps idle sessions cheap.
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .on_upgrade(move |socket| async move {
-            session::serve(
-                hub,
-                socket,
-                session::Opening {
-                    slot,
-                    grant,
-                    expires_at_ms,
-                    resume,
-                },
-            )
-            .await;
-            drop(guard);
-        })
+        .read_buffer_size(READ_BUFFER_BYTES);
+    handshake.accept(config, move |wire, socket| async move {
+        session::serve(
+            hub,
+            wire,
+            socket,
+            session::Opening {
+                slot,
+                grant,
+                expires_at_ms,
+                resume,
+            },
+        )
+        .await;
+        drop(guard);
+    })
 }
 
 async fn rpc(

@@ -220,3 +220,90 @@ async fn health_readiness_and_the_dashboard_page() {
     assert_eq!(reply["error"]["code"], -32005, "{reply}");
     hub.stop().await;
 }
+
+/// Sends one HTTP/1.1 request head as written and returns the response: its head, and its
+/// body when it has one (a 101 keeps the connection open, with no body).
+async fn handshake(addr: std::net::SocketAddr, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let text = String::from_utf8_lossy(&response).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|line| {
+                    line.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .map_or(0, |n| n.trim().parse().unwrap());
+            if body.len() >= length {
+                return text;
+            }
+        }
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert_ne!(n, 0, "the hub closed without a whole answer: {head}");
+        response.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_handshake_is_checked_and_answered_per_rfc_6455() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    let head = |connection: &str, upgrade: &str, version: &str, key: &str| {
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: {connection}\r\nUpgrade: {upgrade}\r\n\
+             Sec-WebSocket-Version: {version}\r\n{key}\r\n",
+            hub.addr
+        )
+    };
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    // RFC 6455 section 1.3: this key is answered with this accept value.
+    let accepted = handshake(
+        hub.addr,
+        &head("keep-alive, Upgrade", "WebSocket", "13", key),
+    )
+    .await;
+    assert!(accepted.starts_with("HTTP/1.1 101 "), "{accepted}");
+    assert!(
+        accepted
+            .to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{accepted}"
+    );
+    let refused = [
+        (
+            head("close", "websocket", "13", key),
+            "`Connection` must include `upgrade`",
+        ),
+        (
+            head("upgrade", "h2c", "13", key),
+            "`Upgrade` must be `websocket`",
+        ),
+        (
+            head("upgrade", "websocket", "8", key),
+            "`Sec-WebSocket-Version` must be 13",
+        ),
+        (
+            head("upgrade", "websocket", "13", ""),
+            "`Sec-WebSocket-Key` is missing",
+        ),
+    ];
+    for (request, why) in refused {
+        let response = handshake(hub.addr, &request).await;
+        assert!(
+            response.starts_with("HTTP/1.1 400 "),
+            "{request}: {response}"
+        );
+        assert!(
+            response.ends_with(&format!("\r\n\r\n{why}\n")),
+            "{request}: {response}"
+        );
+    }
+    let (status, _) = http::http(hub.addr, "POST", "/ws", "").await.unwrap();
+    assert_eq!(status, 405);
+}

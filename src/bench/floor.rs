@@ -5,23 +5,21 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, mpsc};
-use std::task::{Context, Poll, ready};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use super::BenchError;
 use crate::error::Error;
 use crate::protocol::frame;
 use crate::protocol::{DecisionEvent, EventId, Registered, VoteReply, method};
+use crate::session::wire::{SessionIo, Wire, text_frame};
 
 #[derive(Debug, Clone, Args)]
 pub struct FloorOptions {
@@ -31,7 +29,7 @@ pub struct FloorOptions {
 }
 
 /// The registered sockets, shared by their sessions and the write loops.
-type Registry = Arc<RwLock<Vec<Arc<TcpStream>>>>;
+type Registry = Arc<RwLock<Vec<Arc<Wire>>>>;
 
 /// Serves until the process is stopped.
 pub async fn serve(options: &FloorOptions) -> Result<String, BenchError> {
@@ -67,8 +65,8 @@ async fn session(
     sequence: &AtomicU64,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let _ = stream.set_nodelay(true);
-    let stream = Arc::new(stream);
-    let mut socket = tokio_tungstenite::accept_async(Shared(stream.clone())).await?;
+    let stream = Wire::new(stream);
+    let mut socket = tokio_tungstenite::accept_async(SessionIo(stream.clone())).await?;
     let served = answer(&mut socket, &stream, &registry, loops, sequence).await;
     registry
         .write()
@@ -78,8 +76,8 @@ async fn session(
 }
 
 async fn answer(
-    socket: &mut tokio_tungstenite::WebSocketStream<Shared>,
-    stream: &Arc<TcpStream>,
+    socket: &mut tokio_tungstenite::WebSocketStream<SessionIo>,
+    stream: &Arc<Wire>,
     registry: &Registry,
     loops: &WriteLoops,
     sequence: &AtomicU64,
@@ -141,28 +139,9 @@ async fn answer(
     Ok(())
 }
 
-/// A server-to-client WebSocket text frame (final, unmasked) around `payload`.
-fn text_frame(payload: &[u8]) -> Arc<[u8]> {
-    let mut frame = Vec::with_capacity(payload.len() + 10);
-    frame.push(0x81);
-    match payload.len() {
-        len @ 0..=125 => frame.push(len as u8),
-        len @ 126..=0xffff => {
-            frame.push(126);
-            frame.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        len => {
-            frame.push(127);
-            frame.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(payload);
-    frame.into()
-}
-
 /// One thread per core, each writing every frame to its share of the registered sockets.
 struct WriteLoops {
-    jobs: Vec<mpsc::Sender<Arc<[u8]>>>,
+    jobs: Vec<mpsc::Sender<Bytes>>,
 }
 
 impl WriteLoops {
@@ -170,13 +149,13 @@ impl WriteLoops {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let jobs = (0..cores)
             .map(|core| {
-                let (tx, rx) = mpsc::channel::<Arc<[u8]>>();
+                let (tx, rx) = mpsc::channel::<Bytes>();
                 let registry = registry.clone();
                 std::thread::spawn(move || {
                     for frame in rx {
                         let sockets = registry.read().expect("registry lock");
                         for socket in sockets.iter().skip(core).step_by(cores) {
-                            write_all(socket, &frame);
+                            write_all(socket.tcp(), &frame);
                         }
                     }
                 });
@@ -186,7 +165,7 @@ impl WriteLoops {
         Self { jobs }
     }
 
-    fn broadcast(&self, frame: Arc<[u8]>) {
+    fn broadcast(&self, frame: Bytes) {
         for job in &self.jobs {
             let _ = job.send(frame.clone());
         }
@@ -205,50 +184,5 @@ fn write_all(socket: &TcpStream, frame: &[u8]) {
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return,
         }
-    }
-}
-
-/// A TCP stream that the session reads and writes while the write loops also write to it
-/// (every operation on a tokio `TcpStream` works through `&self`).
-struct Shared(Arc<TcpStream>);
-
-impl AsyncRead for Shared {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        loop {
-            ready!(self.0.poll_read_ready(cx))?;
-            match self.0.try_read_buf(buf) {
-                Ok(_) => return Poll::Ready(Ok(())),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(err) => return Poll::Ready(Err(err)),
-            }
-        }
-    }
-}
-
-impl AsyncWrite for Shared {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.0.poll_write_ready(cx))?;
-            match self.0.try_write(buf) {
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                other => return Poll::Ready(other),
-            }
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
     }
 }

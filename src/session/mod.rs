@@ -5,9 +5,11 @@
 //! - [`state`]: what the rest of the hub sees of a session ([`SessionHandle`]).
 //! - [`replay`]: live events held while a resuming session replays what it missed.
 //! - [`writer`]: the half that writes the outbound queue to the socket.
+//! - [`wire`]: the TCP stream under the WebSocket, which the fan-out writes frames into.
 
 mod replay;
 mod state;
+pub mod wire;
 mod writer;
 
 pub use replay::{Resume, replay};
@@ -18,8 +20,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, close_code};
+use axum::extract::ws::close_code;
 use futures::StreamExt;
+use futures::stream::{SplitSink, SplitStream};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -28,6 +32,10 @@ use crate::auth::{self, Grant};
 use crate::hub::Hub;
 use crate::methods::{self, Caller};
 use crate::protocol::close;
+use wire::{Socket, Wire};
+
+/// The writing half of a session's WebSocket, the writer task's own.
+type Sink = SplitSink<Socket, Message>;
 
 /// Longest one write to a client may take before the session is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,7 +60,7 @@ pub struct Opening {
 
 /// Serves one upgraded socket until the client leaves, the hub stops, or the session is
 /// closed for cause. Calls on a session run one at a time, in the order they arrive.
-pub async fn serve(hub: Arc<Hub>, socket: WebSocket, opening: Opening) {
+pub async fn serve(hub: Arc<Hub>, wire: Arc<Wire>, socket: Socket, opening: Opening) {
     let Opening {
         slot,
         grant,
@@ -66,7 +74,7 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, opening: Opening) {
     async {
         tracing::debug!("opened");
         let (sink, stream) = socket.split();
-        session.attach(sink);
+        session.attach(wire.clone());
         let reader_done = CancellationToken::new();
         let writer_done = CancellationToken::new();
         tokio::join!(
@@ -77,8 +85,10 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, opening: Opening) {
                 read_calls(&hub, &session, stream, &writer_done).await;
                 reader_done.cancel();
             },
-            writer::write_outbound(&hub, &session, outbound, &reader_done, &writer_done),
+            writer::write_outbound(&hub, &session, sink, outbound, &reader_done, &writer_done),
         );
+        // Others may hold the session (and its wire) a little longer; the peer need not wait.
+        wire.shut_down();
         tracing::debug!("closing");
         // Boxed like every Redis call here: the session's own future stays small while idle.
         Box::pin(hub.close_session(&session)).await;
@@ -91,7 +101,7 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, opening: Opening) {
 async fn read_calls(
     hub: &Hub,
     session: &SessionHandle,
-    mut stream: futures::stream::SplitStream<WebSocket>,
+    mut stream: SplitStream<Socket>,
     writer_done: &CancellationToken,
 ) {
     // Created once, not on every frame: a busy session is polled often.
@@ -135,7 +145,8 @@ async fn read_calls(
                 }
                 continue;
             }
-            Some(Ok(Message::Close(_))) | None => break,
+            // Frames come only as whole messages when reading.
+            Some(Ok(Message::Close(_) | Message::Frame(_))) | None => break,
             Some(Err(err)) => {
                 if is_too_long(err) {
                     tracing::info!(session = session.id, "message over the size limit");
@@ -209,12 +220,8 @@ async fn close_if_flooding(session: &SessionHandle) -> bool {
 }
 
 /// Whether a read failed because the message is over the size limit (closed with 1009).
-fn is_too_long(err: axum::Error) -> bool {
-    let err = err.into_inner();
-    let too_long = matches!(
-        err.downcast_ref::<WsError>(),
-        Some(WsError::Capacity(CapacityError::MessageTooLong { .. }))
-    );
+fn is_too_long(err: WsError) -> bool {
+    let too_long = matches!(err, WsError::Capacity(CapacityError::MessageTooLong { .. }));
     if !too_long {
         tracing::debug!(%err, "read failed");
     }

@@ -1,7 +1,7 @@
 //! Where a session stands in the decision event stream: live events held while a replay
 //! runs, and the replay itself, so a resuming session gets every event once and in order.
 
-use axum::extract::ws::Utf8Bytes;
+use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
 use super::state::{Outbound, SessionHandle, lock};
 use crate::error::Error;
@@ -40,16 +40,18 @@ impl EventCursor {
 }
 
 impl SessionHandle {
-    /// Sends a live event without waiting (with `direct`, straight into the socket when
-    /// it can, see [`SessionHandle::push_direct`]); a full queue (or a full hold) marks
-    /// the session a slow consumer.
-    pub fn push_live(&self, id: EventId, text: &Utf8Bytes, direct: bool) {
+    /// Sends a live event without waiting (given its WebSocket frame, straight into the
+    /// socket when it can, see [`SessionHandle::push_direct`], which says what the
+    /// returned value means); a full queue (or a full hold) marks the session a slow
+    /// consumer.
+    #[must_use = "direct writes are counted by the caller"]
+    pub fn push_live(&self, id: EventId, text: &Utf8Bytes, frame: Option<&Bytes>) -> bool {
         let mut cursor = lock(&self.events);
         if cursor.live_after.is_none() {
             cursor.live_after = Some(id.predecessor());
         }
         if id <= cursor.floor {
-            return;
+            return false;
         }
         if let Some(held) = cursor.held.as_mut() {
             if held.len() >= self.queue_len {
@@ -57,13 +59,15 @@ impl SessionHandle {
             } else {
                 held.push((id, text.clone()));
             }
-            return;
+            return false;
         }
         drop(cursor);
-        if direct {
-            self.push_direct(text);
-        } else {
-            self.push_now(text);
+        match frame {
+            Some(frame) => self.push_direct(text, frame),
+            None => {
+                self.push_now(text);
+                false
+            }
         }
     }
 
@@ -322,10 +326,10 @@ mod tests {
         // delivered only up to 2: events 3 and 4 still reach this hub afterwards.
         let (session, mut queue) = session(8, id(2), true);
         assert_eq!(session.begin_replay(id(4)), None);
-        session.push_live(id(3), &"live-3".into(), false);
+        let _ = session.push_live(id(3), &"live-3".into(), None);
         session.end_replay(finished(id(4), None)).await;
-        session.push_live(id(4), &"live-4".into(), false);
-        session.push_live(id(5), &"live-5".into(), false);
+        let _ = session.push_live(id(4), &"live-4".into(), None);
+        let _ = session.push_live(id(5), &"live-5".into(), None);
         let Some(Outbound::Text(first)) = queue.recv().await else {
             panic!("nothing queued")
         };
@@ -341,8 +345,8 @@ mod tests {
         for text in ["replayed-1", "replayed-2"] {
             assert!(session.send(Outbound::Text(text.into())).await);
         }
-        session.push_live(id(2), &"live-2".into(), false);
-        session.push_live(id(3), &"live-3".into(), false);
+        let _ = session.push_live(id(2), &"live-2".into(), None);
+        let _ = session.push_live(id(3), &"live-3".into(), None);
         // The reader catches up only after the replay has ended.
         let reader = tokio::spawn(async move {
             let mut seen = Vec::new();
@@ -380,10 +384,10 @@ mod tests {
         let (session, mut queue) = session(8, id(9), false);
         assert_eq!(session.begin_replay(id(9)), None);
         session.end_replay(finished(id(9), None)).await;
-        session.push_live(id(7), &"old-7".into(), false);
+        let _ = session.push_live(id(7), &"old-7".into(), None);
         session.rewind(id(4), Some(&"notice".into()));
-        session.push_live(id(5), &"new-5".into(), false);
-        session.push_live(id(6), &"new-6".into(), false);
+        let _ = session.push_live(id(5), &"new-5".into(), None);
+        let _ = session.push_live(id(6), &"new-6".into(), None);
         assert_eq!(queued(&mut queue), ["notice", "new-5", "new-6"]);
     }
 
@@ -394,15 +398,15 @@ mod tests {
         assert!(session.send(Outbound::Text("replayed-3".into())).await);
         // The log went back to 1 while the replay ran; the new log's events are held.
         session.rewind(id(1), Some(&"notice".into()));
-        session.push_live(id(2), &"new-2".into(), false);
-        session.push_live(id(3), &"new-3".into(), false);
+        let _ = session.push_live(id(2), &"new-2".into(), None);
+        let _ = session.push_live(id(3), &"new-3".into(), None);
         session.end_replay(finished(id(2), Some(id(3)))).await;
         assert_eq!(
             queued(&mut queue),
             ["replayed-3", "notice", "new-2", "new-3"]
         );
         // The cursor stays where the log went back to.
-        session.push_live(id(4), &"new-4".into(), false);
+        let _ = session.push_live(id(4), &"new-4".into(), None);
         assert_eq!(queued(&mut queue), ["new-4"]);
     }
 

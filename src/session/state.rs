@@ -2,15 +2,13 @@
 //! instance binding, its call allowance and its dashboard subscriptions.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
-use futures::SinkExt;
-use futures::stream::SplitSink;
 use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
 use super::replay::EventCursor;
+use super::wire::{Direct, Wire};
 use crate::auth::Grant;
 use crate::budget::{CallAdmission, CallBudget};
 use crate::config::RateLimit;
@@ -28,9 +26,6 @@ pub enum Outbound {
     /// Close the socket with this code and reason, after everything queued before it.
     Close(u16, &'static str),
 }
-
-/// The writing half of a session's socket.
-pub(super) type Sink = SplitSink<WebSocket, Message>;
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -69,11 +64,10 @@ pub struct SessionHandle {
     /// (`<hub id>:<session id>`).
     pub owner_tag: String,
     outbound: mpsc::Sender<Outbound>,
-    /// The socket's writing half: the writer task's, and [`Self::push_direct`]'s for a direct
-    /// write while nothing is queued. `None` before the session is served and once its
-    /// writer has finished.
-    pub(super) sink: Mutex<Option<Sink>>,
-    /// Bytes of a direct write still in the sink's buffer (the socket was full); they
+    /// The session's TCP stream, for [`Self::push_direct`]'s direct writes while nothing is
+    /// queued; set once the session is served.
+    wire: OnceLock<Arc<Wire>>,
+    /// Bytes of a direct write the socket did not take at once (the socket was full); they
     /// count against the queue's budget until the writer has flushed them.
     pub(super) unflushed: AtomicUsize,
     /// Raised when a direct write left bytes for the writer to flush.
@@ -140,7 +134,7 @@ impl SessionHandle {
             expires_at_ms: AtomicU64::new(settings.expires_at_ms.unwrap_or(NEVER)),
             owner_tag: settings.owner_tag,
             outbound: tx,
-            sink: Mutex::new(None),
+            wire: OnceLock::new(),
             unflushed: AtomicUsize::new(0),
             flush_wanted: Notify::new(),
             evicted: Notify::new(),
@@ -341,55 +335,49 @@ impl SessionHandle {
             .any(|p| event::pattern_matches(p, name))
     }
 
-    /// Hands the session its socket's writing half, for its writer and direct writes.
-    pub(super) fn attach(&self, sink: Sink) {
-        *lock(&self.sink) = Some(sink);
+    /// Hands the session its TCP stream, for direct writes.
+    pub(super) fn attach(&self, wire: Arc<Wire>) {
+        let _ = self.wire.set(wire);
     }
 
-    /// Writes an event into the socket from the calling (delivering) task, without the
-    /// queue and without waking the writer, when nothing is queued or being written: it
-    /// cannot overtake anything, and the socket has room. Returns false when it did not,
-    /// and the event must be queued.
-    fn write_direct(&self, text: &Utf8Bytes) -> bool {
-        let Ok(mut sink) = self.sink.try_lock() else {
-            return false;
-        };
-        let Some(sink) = sink.as_mut() else {
-            return false;
-        };
+    /// Writes an event's frame into the socket from the calling (delivering) task, without
+    /// the queue and without waking the writer, when nothing is queued or being written:
+    /// it cannot overtake anything, and the socket has room. Returns false when it did
+    /// not, and the event must be queued.
+    fn write_direct(&self, text: &Utf8Bytes, frame: &Bytes) -> bool {
         // Queued bytes count until written, so zero means nothing is waiting or in flight.
         if self.queued_bytes.load(Ordering::Acquire) != 0 {
             return false;
         }
-        // A wake-up here would be lost; whatever is not done now is left to the writer,
-        // which polls with its own waker.
-        let mut cx = Context::from_waker(Waker::noop());
-        if !matches!(sink.poll_ready_unpin(&mut cx), Poll::Ready(Ok(()))) {
+        let Some(wire) = self.wire.get() else {
             return false;
+        };
+        match wire.write_frame(frame) {
+            Direct::Written => true,
+            Direct::Partly => {
+                // The socket is full: the rest waits on the wire for the writer, and
+                // counts as queued meanwhile, so later events queue behind it.
+                let bytes = self.counted_len(text.len());
+                self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+                self.unflushed.fetch_add(bytes, Ordering::AcqRel);
+                self.flush_wanted.notify_one();
+                true
+            }
+            Direct::Refused => false,
         }
-        if sink.start_send_unpin(Message::Text(text.clone())).is_err() {
-            return false;
-        }
-        if sink.poll_flush_unpin(&mut cx).is_pending() {
-            // The socket is full: the rest waits in the sink's buffer for the writer, and
-            // counts as queued meanwhile, so later events queue behind it.
-            let bytes = self.counted_len(text.len());
-            self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
-            self.unflushed.fetch_add(bytes, Ordering::AcqRel);
-            self.flush_wanted.notify_one();
-        }
-        true
     }
 
-    /// Sends an event straight into the socket when possible (see `write_direct`), else
-    /// through the queue like [`Self::push_now`].
-    pub fn push_direct(&self, text: &Utf8Bytes) {
-        if self.write_direct(text) {
-            self.metrics.events_delivered.inc();
-            self.metrics.events_written_direct.inc();
-        } else {
-            self.push_now(text);
+    /// Sends an event straight into the socket when possible (see `write_direct`; `frame`
+    /// is `text` as a WebSocket frame), else through the queue like [`Self::push_now`].
+    /// Returns whether it was written directly: the caller counts those deliveries (one
+    /// counter shared by the cores of a fan-out would bounce between their caches).
+    #[must_use = "direct writes are counted by the caller"]
+    pub fn push_direct(&self, text: &Utf8Bytes, frame: &Bytes) -> bool {
+        if self.write_direct(text, frame) {
+            return true;
         }
+        self.push_now(text);
+        false
     }
 
     /// Queues a message without waiting; a full queue marks the session a slow consumer.

@@ -2,31 +2,32 @@
 //! finishes direct writes the socket had no room for, pings the peer, and closes slow
 //! consumers and silent peers.
 
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::task::Poll;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, close_code};
-use futures::{Sink as _, SinkExt};
+use axum::extract::ws::close_code;
+use futures::SinkExt;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_util::sync::CancellationToken;
 
-use super::state::{Outbound, SessionHandle, lock};
-use super::{CLOSE_TIMEOUT, MAX_UNANSWERED_PINGS, WRITE_BATCH, WRITE_TIMEOUT};
+use super::state::{Outbound, SessionHandle};
+use super::{CLOSE_TIMEOUT, MAX_UNANSWERED_PINGS, Sink, WRITE_BATCH, WRITE_TIMEOUT};
 use crate::hub::Hub;
 use crate::protocol::close as reason;
 
 pub(super) async fn write_outbound(
     hub: &Hub,
     session: &SessionHandle,
+    mut sink: Sink,
     mut outbound: mpsc::Receiver<Outbound>,
     reader_done: &CancellationToken,
     writer_done: &CancellationToken,
 ) {
     let close = |code: u16, reason: &'static str| {
         Message::Close(Some(CloseFrame {
-            code,
+            code: code.into(),
             reason: reason.into(),
         }))
     };
@@ -49,10 +50,10 @@ pub(super) async fn write_outbound(
             None => tokio::select! {
                 biased;
                 _ = &mut evicted => close(close_code::POLICY, reason::SLOW_CONSUMER),
-                // A direct write left bytes in the sink: they go before anything queued.
+                // A direct write left bytes on the wire: they go before anything queued.
                 () = session.flush_wanted.notified() => {
                     let flushed = tokio::select! {
-                        flushed = tokio::time::timeout(WRITE_TIMEOUT, flush(session)) => flushed,
+                        flushed = tokio::time::timeout(WRITE_TIMEOUT, sink.flush()) => flushed,
                         _ = &mut evicted => {
                             pending_close = Some(close(close_code::POLICY, reason::SLOW_CONSUMER));
                             continue;
@@ -99,7 +100,7 @@ pub(super) async fn write_outbound(
         };
         // Whatever else is already queued goes out in the same write.
         let write = async {
-            feed(session, message).await?;
+            sink.feed(message).await?;
             if !closing {
                 for _ in 1..WRITE_BATCH {
                     let Ok(message) = outbound.try_recv() else {
@@ -107,7 +108,7 @@ pub(super) async fn write_outbound(
                     };
                     in_write += session.counted(&message);
                     match message {
-                        Outbound::Text(text) => feed(session, Message::Text(text)).await?,
+                        Outbound::Text(text) => sink.feed(Message::Text(text)).await?,
                         Outbound::Close(code, reason) => {
                             pending_close = Some(close(code, reason));
                             break;
@@ -115,7 +116,7 @@ pub(super) async fn write_outbound(
                     }
                 }
             }
-            flush(session).await
+            sink.flush().await
         };
         let written = tokio::select! {
             written = tokio::time::timeout(limit, write) => Some(written),
@@ -126,8 +127,8 @@ pub(super) async fn write_outbound(
         let Some(written) = written else {
             let slow = close(close_code::POLICY, reason::SLOW_CONSUMER);
             let send = async {
-                feed(session, slow).await?;
-                flush(session).await
+                sink.feed(slow).await?;
+                sink.flush().await
             };
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, send).await;
             break;
@@ -151,40 +152,5 @@ pub(super) async fn write_outbound(
     // Nothing is written any more: whoever waits for room in the queue gives up now.
     session.close_queue();
     writer_done.cancel();
-    // Taken, so that no direct write reaches a socket that is closing.
-    let sink = lock(&session.sink).take();
-    if let Some(mut sink) = sink {
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
-    }
-}
-
-/// Puts one message into the session's sink, which is locked only while it is polled
-/// (direct writes take it in between).
-async fn feed(session: &SessionHandle, message: Message) -> Result<(), axum::Error> {
-    let mut message = Some(message);
-    std::future::poll_fn(|cx| {
-        let mut sink = lock(&session.sink);
-        let Some(sink) = sink.as_mut() else {
-            return Poll::Ready(Err(closed()));
-        };
-        std::task::ready!(Pin::new(&mut *sink).poll_ready(cx))?;
-        Poll::Ready(match message.take() {
-            Some(message) => Pin::new(sink).start_send(message),
-            None => Ok(()),
-        })
-    })
-    .await
-}
-
-/// Writes out what the session's sink holds.
-async fn flush(session: &SessionHandle) -> Result<(), axum::Error> {
-    std::future::poll_fn(|cx| match lock(&session.sink).as_mut() {
-        Some(sink) => Pin::new(sink).poll_flush(cx),
-        None => Poll::Ready(Err(closed())),
-    })
-    .await
-}
-
-fn closed() -> axum::Error {
-    axum::Error::new(std::io::Error::from(std::io::ErrorKind::NotConnected))
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
 }
