@@ -20,7 +20,8 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::protocol::{BreakerState, EventId, LoggedEvent, frame};
-use crate::session::{Outbound, SessionHandle, SessionSettings, SessionSlot, lock, wire};
+use crate::session::wire::{self, Wire};
+use crate::session::{Outbound, SessionHandle, SessionSettings, SessionSlot, lock};
 use crate::store::Store;
 
 /// Who on this hub wants dashboard events (`quorum.vote.recorded`, `instance.*`), and
@@ -86,6 +87,10 @@ struct Delivery {
     epoch: Option<String>,
     /// The last [`RECENT_DELIVERIES`] events it delivered, oldest first.
     recent: VecDeque<(EventId, u64)>,
+    /// The open sessions, as the last delivery listed them; dropped whenever a session
+    /// opens or closes. Between those, deliveries share one list instead of copying the
+    /// session map (and touching every session) for each event.
+    listeners: Option<Arc<[Arc<SessionHandle>]>>,
 }
 
 impl Delivery {
@@ -176,18 +181,19 @@ impl Hub {
         SessionSlot::reserve(&self.session_slots, self.config.max_sessions)
     }
 
-    /// Opens a session: returns its handle and the receiving end of its outbound queue.
-    /// With `hold`, live events are held from the start, for a replay to follow.
+    /// Opens a session on `wire`: returns its handle and the receiving end of its outbound
+    /// queue. With `hold`, live events are held from the start, for a replay to follow.
     pub fn open_session(
         &self,
         slot: SessionSlot,
         grant: Grant,
         expires_at_ms: Option<u64>,
         hold: bool,
+        wire: Wire,
     ) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         // Held while the session joins, so it gets each event either live or by replay.
-        let delivered = lock(&self.delivered);
+        let mut delivered = lock(&self.delivered);
         let (handle, rx) = SessionHandle::new(SessionSettings {
             id,
             grant,
@@ -200,8 +206,10 @@ impl Hub {
             metrics: self.metrics.clone(),
             live_after: delivered.last,
             hold,
+            wire: Some(wire),
         });
         self.sessions.insert(id, handle.clone());
+        delivered.listeners = None;
         drop(delivered);
         self.metrics.sessions_open.inc();
         (handle, rx)
@@ -227,6 +235,7 @@ impl Hub {
         if self.sessions.remove(&session.id).is_some() {
             self.metrics.sessions_open.dec();
         }
+        lock(&self.delivered).listeners = None;
     }
 
     /// Adds event patterns to a session; returns everything it is subscribed to.
@@ -345,24 +354,29 @@ impl Hub {
     /// Delivers one decision event to every open session, unless it was delivered
     /// before (events arrive both live and from gap reads). Returns whether it was new.
     ///
-    /// The session list is copied under the delivery lock, so that a session opening
+    /// The session list is taken under the delivery lock, so that a session opening
     /// meanwhile gets the event either here or by replay; the writes happen outside it,
     /// directly and split across the cores when the list is long, and the next event
     /// starts only once every session has this one.
     pub async fn deliver(&self, id: EventId, text: &Utf8Bytes) -> bool {
         let print = fingerprint(text);
-        let sessions: Vec<Arc<SessionHandle>> = {
+        let sessions = {
             let mut delivery = lock(&self.delivered);
             if delivery.last.is_some_and(|last| id <= last) {
                 return false;
             }
             delivery.last = Some(id);
             delivery.remember(id, print);
-            // Sized up front: grown by doubling, a list of 10,000 passes the allocator's
-            // threshold for fresh pages from the kernel, zeroed on every event.
-            let mut sessions = Vec::with_capacity(self.sessions.len());
-            sessions.extend(self.sessions.iter().map(|s| s.value().clone()));
-            sessions
+            delivery
+                .listeners
+                .get_or_insert_with(|| {
+                    // Sized up front: grown by doubling, a list of 10,000 passes the
+                    // allocator's threshold for fresh pages from the kernel.
+                    let mut list = Vec::with_capacity(self.sessions.len());
+                    list.extend(self.sessions.iter().map(|s| s.value().clone()));
+                    list.into()
+                })
+                .clone()
         };
         let written = fan_out(sessions, id, text).await;
         self.metrics.events_delivered.inc_by(written);
@@ -427,6 +441,9 @@ impl Hub {
 /// has queued up meanwhile with one flush: at high event rates to few sessions, that
 /// batching is worth more than the wake-up it costs.
 const FAN_OUT_DIRECT: usize = 1024;
+/// Sessions a fan-out loop takes at a time: a few hundred microseconds of writes, so the
+/// loops finish within about that of each other.
+const FAN_OUT_RUN: usize = 32;
 
 /// Gives one event to every session in `sessions`. To many, each session writes it into
 /// its socket at once when it can (see [`SessionHandle::push_direct`]), so the cost is
@@ -434,30 +451,38 @@ const FAN_OUT_DIRECT: usize = 1024;
 /// tokio's cooperative budget: with it, every socket after the first 128 writes of a
 /// loop reports "not ready", and the writes fall back to the sessions' own tasks.
 /// Returns how many sessions had the event written directly (not yet counted).
-async fn fan_out(sessions: Vec<Arc<SessionHandle>>, id: EventId, text: &Utf8Bytes) -> u64 {
+async fn fan_out(sessions: Arc<[Arc<SessionHandle>]>, id: EventId, text: &Utf8Bytes) -> u64 {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     if sessions.len() < FAN_OUT_DIRECT {
-        for session in &sessions {
+        for session in sessions.iter() {
             let _ = session.push_live(id, text, None);
         }
         return 0;
     }
-    let parts = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let share = sessions.len().div_ceil(parts);
-    let sessions = Arc::new(sessions);
-    // Every share in a task of its own: a task spawned from a worker waits in that
-    // worker's LIFO slot, which no other worker takes from, so a share kept inline here
-    // would run on one core with it, one after the other.
-    let parts: Vec<_> = (0..parts)
-        .map(|part| {
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let next = Arc::new(AtomicUsize::new(0));
+    // One loop per core, each taking the next run of sessions until none is left: a core
+    // that also serves other work (the readers, or a client on the same machine) takes
+    // fewer, and all finish together. Every loop is a task of its own: a task spawned
+    // from a worker waits in that worker's LIFO slot, which no other worker takes from,
+    // so a loop kept inline here would run on one core with it, one after the other.
+    let parts: Vec<_> = (0..cores)
+        .map(|_| {
             // Copies of its own: a shared reference count, touched by every core for every
             // queued event, would bounce between their caches.
-            let (sessions, text) = (sessions.clone(), Utf8Bytes::from(text.as_str()));
+            let (sessions, next) = (sessions.clone(), next.clone());
+            let text = Utf8Bytes::from(text.as_str());
             let frame = wire::text_frame(text.as_bytes());
             tokio::spawn(tokio::task::unconstrained(async move {
                 let mut written = 0;
-                for session in sessions.iter().skip(part * share).take(share) {
-                    written += u64::from(session.push_live(id, &text, Some(&frame)));
+                loop {
+                    let start = next.fetch_add(FAN_OUT_RUN, Ordering::Relaxed);
+                    let Some(run) = sessions.get(start..) else {
+                        break;
+                    };
+                    for session in run.iter().take(FAN_OUT_RUN) {
+                        written += u64::from(session.push_live(id, &text, Some(&frame)));
+                    }
                 }
                 written
             }))

@@ -62,7 +62,7 @@ mod probe;
 mod publisher;
 mod session;
 mod store;
-mod upgrade;
+pub(crate) mod upgrade;
 
 pub use store::{
     CLUSTER_SCHEME, SENTINEL_SCHEME, decision_key, event_log_epoch_key, event_log_key,

@@ -405,11 +405,11 @@ async fn upgrade(
         .max_frame_size(Some(max))
         // Read buffers grow on demand; a small start keeps idle sessions cheap.
         .read_buffer_size(READ_BUFFER_BYTES);
-    handshake.accept(config, move |wire, socket| async move {
+    handshake.accept(move |upgraded| async move {
         session::serve(
             hub,
-            wire,
-            socket,
+            upgraded,
+            config,
             session::Opening {
                 slot,
                 grant,

@@ -2,8 +2,6 @@
 //! `101 Switching Protocols`, and hands the session the connection's own TCP stream, so
 //! that its events can be written into the socket below the WebSocket layer.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -13,16 +11,21 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto::upgrade::downcast;
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-
-use crate::session::wire::{SessionIo, Socket, Wire};
 
 /// A request to open a WebSocket, checked.
 pub struct WebSocketRequest {
     key: HeaderValue,
     on_upgrade: OnUpgrade,
+}
+
+/// A connection that switched to the WebSocket protocol.
+pub struct Upgraded {
+    /// The connection, as it was accepted.
+    pub tcp: TcpStream,
+    /// Bytes the client sent after its request, read with it: the start of the
+    /// WebSocket's stream.
+    pub read_buf: Vec<u8>,
 }
 
 /// Why a request to `/ws` is not a WebSocket handshake.
@@ -73,11 +76,10 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketRequest {
 }
 
 impl WebSocketRequest {
-    /// Answers the handshake; once the connection has switched, `serve` runs with the
-    /// session's wire and its WebSocket.
-    pub fn accept<F, Fut>(self, config: WebSocketConfig, serve: F) -> Response
+    /// Answers the handshake; once the connection has switched, `serve` runs with it.
+    pub fn accept<F, Fut>(self, serve: F) -> Response
     where
-        F: FnOnce(Arc<Wire>, Socket) -> Fut + Send + 'static,
+        F: FnOnce(Upgraded) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let accept = derive_accept_key(self.key.as_bytes());
@@ -95,15 +97,11 @@ impl WebSocketRequest {
                 tracing::error!("an upgraded connection is not a TCP stream; dropping it");
                 return;
             };
-            let wire = Wire::new(parts.io.into_inner());
-            let socket = WebSocketStream::from_partially_read(
-                SessionIo(wire.clone()),
-                parts.read_buf.to_vec(),
-                Role::Server,
-                Some(config),
-            )
+            serve(Upgraded {
+                tcp: parts.io.into_inner(),
+                read_buf: parts.read_buf.to_vec(),
+            })
             .await;
-            serve(wire, Socket::new(socket)).await;
         });
         Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)

@@ -19,7 +19,7 @@ use super::BenchError;
 use crate::error::Error;
 use crate::protocol::frame;
 use crate::protocol::{DecisionEvent, EventId, Registered, VoteReply, method};
-use crate::session::wire::{SessionIo, Wire, text_frame};
+use crate::session::wire::{SessionIo, Wire, send, text_frame};
 
 #[derive(Debug, Clone, Args)]
 pub struct FloorOptions {
@@ -65,7 +65,7 @@ async fn session(
     sequence: &AtomicU64,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let _ = stream.set_nodelay(true);
-    let stream = Wire::new(stream);
+    let stream = Arc::new(Wire::new(stream));
     let mut socket = tokio_tungstenite::accept_async(SessionIo(stream.clone())).await?;
     let served = answer(&mut socket, &stream, &registry, loops, sequence).await;
     registry
@@ -76,7 +76,7 @@ async fn session(
 }
 
 async fn answer(
-    socket: &mut tokio_tungstenite::WebSocketStream<SessionIo>,
+    socket: &mut tokio_tungstenite::WebSocketStream<SessionIo<Arc<Wire>>>,
     stream: &Arc<Wire>,
     registry: &Registry,
     loops: &WriteLoops,
@@ -178,7 +178,7 @@ impl WriteLoops {
 fn write_all(socket: &TcpStream, frame: &[u8]) {
     let mut written = 0;
     while written < frame.len() {
-        match socket.try_write(&frame[written..]) {
+        match send(socket, &frame[written..]) {
             Ok(n) => written += n,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}

@@ -23,8 +23,10 @@ use std::time::Duration;
 use axum::extract::ws::close_code;
 use futures::StreamExt;
 use futures::stream::{SplitSink, SplitStream};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -32,10 +34,13 @@ use crate::auth::{self, Grant};
 use crate::hub::Hub;
 use crate::methods::{self, Caller};
 use crate::protocol::close;
-use wire::{Socket, Wire};
+use crate::upgrade::Upgraded;
+use wire::{SessionIo, Socket, Wire};
 
+/// A session's WebSocket.
+type SessionSocket = Socket<Arc<SessionHandle>>;
 /// The writing half of a session's WebSocket, the writer task's own.
-type Sink = SplitSink<Socket, Message>;
+type Sink = SplitSink<SessionSocket, Message>;
 
 /// Longest one write to a client may take before the session is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,23 +63,31 @@ pub struct Opening {
     pub resume: Option<Resume>,
 }
 
-/// Serves one upgraded socket until the client leaves, the hub stops, or the session is
-/// closed for cause. Calls on a session run one at a time, in the order they arrive.
-pub async fn serve(hub: Arc<Hub>, wire: Arc<Wire>, socket: Socket, opening: Opening) {
+/// Serves one upgraded connection until the client leaves, the hub stops, or the session
+/// is closed for cause. Calls on a session run one at a time, in the order they arrive.
+pub async fn serve(hub: Arc<Hub>, upgraded: Upgraded, config: WebSocketConfig, opening: Opening) {
     let Opening {
         slot,
         grant,
         expires_at_ms,
         resume,
     } = opening;
-    let (session, outbound) = hub.open_session(slot, grant, expires_at_ms, resume.is_some());
+    let wire = Wire::new(upgraded.tcp);
+    let (session, outbound) = hub.open_session(slot, grant, expires_at_ms, resume.is_some(), wire);
+    let socket = WebSocketStream::from_partially_read(
+        SessionIo(session.clone()),
+        upgraded.read_buf,
+        Role::Server,
+        Some(config),
+    )
+    .await;
+    let socket = Socket::new(socket);
     // A debug span costs nothing per session unless debug logging is on; the few
     // info-level lines below name their session themselves.
     let span = tracing::debug_span!("session", id = session.id);
     async {
         tracing::debug!("opened");
         let (sink, stream) = socket.split();
-        session.attach(wire.clone());
         let reader_done = CancellationToken::new();
         let writer_done = CancellationToken::new();
         tokio::join!(
@@ -88,7 +101,9 @@ pub async fn serve(hub: Arc<Hub>, wire: Arc<Wire>, socket: Socket, opening: Open
             writer::write_outbound(&hub, &session, sink, outbound, &reader_done, &writer_done),
         );
         // Others may hold the session (and its wire) a little longer; the peer need not wait.
-        wire.shut_down();
+        if let Some(wire) = session.wire() {
+            wire.shut_down();
+        }
         tracing::debug!("closing");
         // Boxed like every Redis call here: the session's own future stays small while idle.
         Box::pin(hub.close_session(&session)).await;
@@ -101,7 +116,7 @@ pub async fn serve(hub: Arc<Hub>, wire: Arc<Wire>, socket: Socket, opening: Open
 async fn read_calls(
     hub: &Hub,
     session: &SessionHandle,
-    mut stream: SplitStream<Socket>,
+    mut stream: SplitStream<SessionSocket>,
     writer_done: &CancellationToken,
 ) {
     // Created once, not on every frame: a busy session is polled often.

@@ -46,7 +46,7 @@ impl SessionHandle {
     /// consumer.
     #[must_use = "direct writes are counted by the caller"]
     pub fn push_live(&self, id: EventId, text: &Utf8Bytes, frame: Option<&Bytes>) -> bool {
-        let mut cursor = lock(&self.events);
+        let mut cursor = lock(&self.live.events);
         if cursor.live_after.is_none() {
             cursor.live_after = Some(id.predecessor());
         }
@@ -75,7 +75,7 @@ impl SessionHandle {
     /// continuation of the one it delivered from, so that the events after `to` in the log
     /// as it is now reach the session, and queues `notice` ahead of them.
     pub fn rewind(&self, to: EventId, notice: Option<&Utf8Bytes>) {
-        let mut cursor = lock(&self.events);
+        let mut cursor = lock(&self.live.events);
         cursor.floor = cursor.floor.min(to);
         cursor.live_after = cursor.live_after.map(|live_after| live_after.min(to));
         if cursor.held.is_some() {
@@ -92,7 +92,7 @@ impl SessionHandle {
     /// cover: `Some(None)` means up to the newest, `None` means nothing to replay because
     /// the session gets everything after `since` live. Always followed by `end_replay`.
     fn begin_replay(&self, since: EventId) -> Option<Option<EventId>> {
-        let mut cursor = lock(&self.events);
+        let mut cursor = lock(&self.live.events);
         cursor.held.get_or_insert_with(Vec::new);
         match cursor.live_after {
             Some(live_after) if since >= live_after => None,
@@ -115,7 +115,7 @@ impl SessionHandle {
     /// none of the log as it is now is skipped.
     async fn end_replay(&self, end: ReplayEnd) {
         let skip_upto = {
-            let mut cursor = lock(&self.events);
+            let mut cursor = lock(&self.live.events);
             cursor.floor = cursor.floor.max(end.floor);
             if let Some(after) = end.covered_after {
                 cursor.live_after = Some(match cursor.live_after {
@@ -137,7 +137,7 @@ impl SessionHandle {
         };
         loop {
             let batch = {
-                let mut cursor = lock(&self.events);
+                let mut cursor = lock(&self.live.events);
                 match cursor.held.as_mut() {
                     Some(held) if !held.is_empty() => std::mem::take(held),
                     _ => {
@@ -151,7 +151,7 @@ impl SessionHandle {
                     continue;
                 }
                 if !self.send(Outbound::Text(text)).await {
-                    lock(&self.events).held = None; // the session is gone
+                    lock(&self.live.events).held = None; // the session is gone
                     return;
                 }
                 self.metrics.events_delivered.inc();
@@ -268,7 +268,9 @@ pub async fn resume(hub: &Hub, session: &SessionHandle, from: Resume) {
             }
         }
         Resume::Malformed(raw) => {
-            let live_after = lock(&session.events).live_after.unwrap_or(EventId::ZERO);
+            let live_after = lock(&session.live.events)
+                .live_after
+                .unwrap_or(EventId::ZERO);
             // What the log holds, if Redis answers soon; the notice goes out either way.
             let log =
                 tokio::time::timeout(LOG_LOOKUP_TIMEOUT, hub.store.place_cursor(EventId::ZERO))

@@ -2,13 +2,13 @@
 //! instance binding, its call allowance and its dashboard subscriptions.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
 use super::replay::EventCursor;
-use super::wire::{Direct, Wire};
+use super::wire::{Direct, HoldsWire, Wire};
 use crate::auth::Grant;
 use crate::budget::{CallAdmission, CallBudget};
 use crate::config::RateLimit;
@@ -64,9 +64,8 @@ pub struct SessionHandle {
     /// (`<hub id>:<session id>`).
     pub owner_tag: String,
     outbound: mpsc::Sender<Outbound>,
-    /// The session's TCP stream, for [`Self::push_direct`]'s direct writes while nothing is
-    /// queued; set once the session is served.
-    wire: OnceLock<Arc<Wire>>,
+    /// What delivering a live event reads.
+    pub(super) live: Live,
     /// Bytes of a direct write the socket did not take at once (the socket was full); they
     /// count against the queue's budget until the writer has flushed them.
     pub(super) unflushed: AtomicUsize,
@@ -80,8 +79,6 @@ pub struct SessionHandle {
     /// close, the keepalive's refresh), so no refresh rewrites a binding that its session
     /// let go of meanwhile.
     pub binding_change: tokio::sync::Mutex<()>,
-    /// Where the session stands in the decision event stream.
-    pub(super) events: Mutex<EventCursor>,
     /// Event patterns this session asked for (beyond the decisions every session gets).
     subscriptions: Mutex<Vec<String>>,
     calls: CallBudget,
@@ -91,9 +88,6 @@ pub struct SessionHandle {
     pub unanswered_pings: AtomicU32,
     /// Messages the outbound queue holds at most.
     pub(super) queue_len: usize,
-    /// Bytes in the outbound queue: counted when a message is queued, given back when the
-    /// writer takes it off; at most `byte_budget`.
-    queued_bytes: AtomicUsize,
     byte_budget: usize,
     /// Raised when bytes leave the queue (or it closes), for replies waiting for room.
     queue_room: Notify,
@@ -103,6 +97,26 @@ pub struct SessionHandle {
     pub(super) slow: AtomicBool,
     /// Holds one of the hub's session slots while the session exists.
     _slot: SessionSlot,
+}
+
+/// What delivering a live event reads of a session, side by side: a fan-out reads it for
+/// thousands of sessions in a row, and every cache line it is spread over is one more
+/// fetch from memory per session.
+pub(super) struct Live {
+    /// Where the session stands in the decision event stream.
+    pub(super) events: Mutex<EventCursor>,
+    /// Bytes in the outbound queue: counted when a message is queued, given back when the
+    /// writer takes it off; at most the session's byte budget.
+    pub(super) queued_bytes: AtomicUsize,
+    /// The session's TCP stream (`None` only in unit tests): its WebSocket runs on it, and
+    /// [`SessionHandle::push_direct`] writes into it while nothing is queued.
+    pub(super) wire: Option<Wire>,
+}
+
+impl HoldsWire for Arc<SessionHandle> {
+    fn wire(&self) -> Option<&Wire> {
+        self.live.wire.as_ref()
+    }
 }
 
 /// What a new session starts with.
@@ -122,6 +136,8 @@ pub struct SessionSettings {
     pub live_after: Option<EventId>,
     /// Hold live events from the start, for a replay to follow.
     pub hold: bool,
+    /// The session's TCP stream.
+    pub wire: Option<Wire>,
 }
 
 impl SessionHandle {
@@ -134,19 +150,21 @@ impl SessionHandle {
             expires_at_ms: AtomicU64::new(settings.expires_at_ms.unwrap_or(NEVER)),
             owner_tag: settings.owner_tag,
             outbound: tx,
-            wire: OnceLock::new(),
+            live: Live {
+                events: Mutex::new(EventCursor::new(settings.live_after, settings.hold)),
+                queued_bytes: AtomicUsize::new(0),
+                wire: settings.wire,
+            },
             unflushed: AtomicUsize::new(0),
             flush_wanted: Notify::new(),
             evicted: Notify::new(),
             binding: Mutex::new(None),
             binding_change: tokio::sync::Mutex::new(()),
-            events: Mutex::new(EventCursor::new(settings.live_after, settings.hold)),
             subscriptions: Mutex::new(Vec::new()),
             calls: CallBudget::new(settings.call_limit),
             flooding: AtomicBool::new(false),
             unanswered_pings: AtomicU32::new(0),
             queue_len: settings.queue_len,
-            queued_bytes: AtomicUsize::new(0),
             byte_budget: settings.queue_bytes,
             queue_room: Notify::new(),
             queue_closed: AtomicBool::new(false),
@@ -228,7 +246,8 @@ impl SessionHandle {
     /// Counts `bytes` into the queue if they fit in the budget. A reply waiting for room
     /// holds nothing meanwhile: pushed events that fit still go in.
     fn reserve_bytes(&self, bytes: usize) -> bool {
-        self.queued_bytes
+        self.live
+            .queued_bytes
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 (used + bytes <= self.byte_budget).then_some(used + bytes)
             })
@@ -236,7 +255,7 @@ impl SessionHandle {
     }
 
     fn release_bytes(&self, bytes: usize) {
-        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.live.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
         self.queue_room.notify_waiters();
     }
 
@@ -335,9 +354,9 @@ impl SessionHandle {
             .any(|p| event::pattern_matches(p, name))
     }
 
-    /// Hands the session its TCP stream, for direct writes.
-    pub(super) fn attach(&self, wire: Arc<Wire>) {
-        let _ = self.wire.set(wire);
+    /// The session's TCP stream.
+    pub fn wire(&self) -> Option<&Wire> {
+        self.live.wire.as_ref()
     }
 
     /// Writes an event's frame into the socket from the calling (delivering) task, without
@@ -346,10 +365,10 @@ impl SessionHandle {
     /// not, and the event must be queued.
     fn write_direct(&self, text: &Utf8Bytes, frame: &Bytes) -> bool {
         // Queued bytes count until written, so zero means nothing is waiting or in flight.
-        if self.queued_bytes.load(Ordering::Acquire) != 0 {
+        if self.live.queued_bytes.load(Ordering::Acquire) != 0 {
             return false;
         }
-        let Some(wire) = self.wire.get() else {
+        let Some(wire) = self.live.wire.as_ref() else {
             return false;
         };
         match wire.write_frame(frame) {
@@ -358,7 +377,7 @@ impl SessionHandle {
                 // The socket is full: the rest waits on the wire for the writer, and
                 // counts as queued meanwhile, so later events queue behind it.
                 let bytes = self.counted_len(text.len());
-                self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+                self.live.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
                 self.unflushed.fetch_add(bytes, Ordering::AcqRel);
                 self.flush_wanted.notify_one();
                 true
@@ -446,6 +465,7 @@ impl SessionHandle {
             metrics: Metrics::new(),
             live_after,
             hold,
+            wire: None,
         })
     }
 }

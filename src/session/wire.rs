@@ -52,11 +52,11 @@ pub enum Direct {
 }
 
 impl Wire {
-    pub fn new(tcp: TcpStream) -> Arc<Self> {
-        Arc::new(Self {
+    pub fn new(tcp: TcpStream) -> Self {
+        Self {
             tcp,
             state: Mutex::default(),
-        })
+        }
     }
 
     pub fn tcp(&self) -> &TcpStream {
@@ -73,7 +73,7 @@ impl Wire {
         if state.inside_frame || !state.rest.is_empty() || state.closing {
             return Direct::Refused;
         }
-        match self.tcp.try_write(frame) {
+        match send(&self.tcp, frame) {
             Ok(n) if n == frame.len() => Direct::Written,
             Ok(n) => {
                 state.rest = frame.slice(n..);
@@ -122,17 +122,45 @@ impl Wire {
     }
 }
 
+/// One `send` of `bytes` on the socket, without tokio's readiness bookkeeping (the
+/// socket's readiness lives elsewhere in memory, one more fetch per session in a fan-out):
+/// a full socket says so with `WouldBlock`, and tokio's own next write finds that out for
+/// itself.
+pub fn send(tcp: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    socket2::SockRef::from(tcp).send(bytes)
+}
+
+/// Whatever a [`SessionIo`] finds its wire in.
+pub trait HoldsWire {
+    /// The wire; `None` for a session that has no socket.
+    fn wire(&self) -> Option<&Wire>;
+}
+
+impl HoldsWire for Arc<Wire> {
+    fn wire(&self) -> Option<&Wire> {
+        Some(self)
+    }
+}
+
 /// The byte stream a session's WebSocket runs on: reads from the wire, and writes through
 /// it so that direct frames and the WebSocket's own never interleave.
-pub struct SessionIo(pub Arc<Wire>);
+pub struct SessionIo<H>(pub H);
 
-impl AsyncRead for SessionIo {
+impl<H: HoldsWire> SessionIo<H> {
+    fn wire(&self) -> io::Result<&Wire> {
+        self.0
+            .wire()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
+
+impl<H: HoldsWire + Unpin> AsyncRead for SessionIo<H> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let tcp = &self.0.tcp;
+        let tcp = &self.wire()?.tcp;
         loop {
             ready!(tcp.poll_read_ready(cx))?;
             match tcp.try_read_buf(buf) {
@@ -143,20 +171,21 @@ impl AsyncRead for SessionIo {
     }
 }
 
-impl AsyncWrite for SessionIo {
+impl<H: HoldsWire + Unpin> AsyncWrite for SessionIo<H> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.0.poll_send(cx, buf)
+        self.wire()?.poll_send(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if lock(&self.0.state).rest.is_empty() {
+        let wire = self.wire()?;
+        if lock(&wire.state).rest.is_empty() {
             return Poll::Ready(Ok(()));
         }
-        self.0.poll_send(cx, &[]).map_ok(drop)
+        wire.poll_send(cx, &[]).map_ok(drop)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -167,21 +196,23 @@ impl AsyncWrite for SessionIo {
 /// A session's WebSocket, which ends direct writes on its wire as soon as a close frame
 /// passes either way: before the WebSocket can answer a peer's close, and before it sends
 /// its own.
-pub struct Socket {
-    inner: WebSocketStream<SessionIo>,
+pub struct Socket<H> {
+    inner: WebSocketStream<SessionIo<H>>,
 }
 
-impl Socket {
-    pub fn new(inner: WebSocketStream<SessionIo>) -> Self {
+impl<H: HoldsWire + Unpin> Socket<H> {
+    pub fn new(inner: WebSocketStream<SessionIo<H>>) -> Self {
         Self { inner }
     }
 
-    fn wire(&self) -> &Wire {
-        &self.inner.get_ref().0
+    fn close_begun(&self) {
+        if let Some(wire) = self.inner.get_ref().0.wire() {
+            wire.close_begun();
+        }
     }
 }
 
-impl Stream for Socket {
+impl<H: HoldsWire + Unpin> Stream for Socket<H> {
     type Item = Result<Message, WsError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -190,13 +221,13 @@ impl Stream for Socket {
             next,
             Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_)))
         ) {
-            self.wire().close_begun();
+            self.close_begun();
         }
         Poll::Ready(next)
     }
 }
 
-impl Sink<Message> for Socket {
+impl<H: HoldsWire + Unpin> Sink<Message> for Socket<H> {
     type Error = WsError;
 
     fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
@@ -205,7 +236,7 @@ impl Sink<Message> for Socket {
 
     fn start_send(mut self: Pin<&mut Self>, message: Message) -> Result<(), WsError> {
         if matches!(message, Message::Close(_)) {
-            self.wire().close_begun();
+            self.close_begun();
         }
         Pin::new(&mut self.inner).start_send(message)
     }
@@ -215,7 +246,7 @@ impl Sink<Message> for Socket {
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-        self.wire().close_begun();
+        self.close_begun();
         Pin::new(&mut self.inner).poll_close(cx)
     }
 }
@@ -263,7 +294,7 @@ mod tests {
         socket2::SockRef::from(&peer)
             .set_recv_buffer_size(4096)
             .unwrap();
-        (Wire::new(hub), peer)
+        (Arc::new(Wire::new(hub)), peer)
     }
 
     /// Reads `expected` whole text frames from the peer and returns their payloads.
@@ -404,7 +435,10 @@ mod tests {
         assert_eq!(read.await.expect("the peer sees the end").unwrap(), 0);
     }
 
-    async fn websockets(wire: &Arc<Wire>, peer: TcpStream) -> (Socket, WebSocketStream<TcpStream>) {
+    async fn websockets(
+        wire: &Arc<Wire>,
+        peer: TcpStream,
+    ) -> (Socket<Arc<Wire>>, WebSocketStream<TcpStream>) {
         let hub = WebSocketStream::from_raw_socket(SessionIo(wire.clone()), Role::Server, None);
         let peer = WebSocketStream::from_raw_socket(peer, Role::Client, None);
         let (hub, peer) = tokio::join!(hub, peer);
