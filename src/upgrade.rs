@@ -97,11 +97,14 @@ impl WebSocketRequest {
                 tracing::error!("an upgraded connection is not a TCP stream; dropping it");
                 return;
             };
-            serve(Upgraded {
+            // Taken apart before the session runs: hyper's read buffer behind `read_buf`
+            // (16 KiB) must not live as long as the session.
+            let upgraded = Upgraded {
                 tcp: parts.io.into_inner(),
                 read_buf: parts.read_buf.to_vec(),
-            })
-            .await;
+            };
+            drop(parts.read_buf);
+            serve(upgraded).await;
         });
         Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
