@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::close_code;
-
 use crate::error::Error;
 use crate::hub::Hub;
 use crate::instance::Registration;
@@ -112,5 +110,9 @@ fn lost(session: &SessionHandle, registration: &Registration) {
     );
     session.unbind();
     let notice = frame::instance_lost(registration.instance.as_str());
-    session.close_with_notice(notice.into(), close_code::POLICY, close::INSTANCE_TAKEN);
+    session.close_with_notice(
+        notice.into(),
+        close::code::POLICY_VIOLATION,
+        close::INSTANCE_TAKEN,
+    );
 }

@@ -121,6 +121,19 @@ pub mod pattern {
 
 /// The reasons a hub gives when it closes a WebSocket session (the close frame's reason).
 pub mod close {
+    /// Close codes the hub sends (RFC 6455, section 7.4.1).
+    pub mod code {
+        /// The hub is shutting down.
+        pub const GOING_AWAY: u16 = 1001;
+        /// A binary frame: the protocol is JSON-RPC in text frames.
+        pub const UNSUPPORTED_DATA: u16 = 1003;
+        /// The session broke a rule: a slow consumer, a flood of calls, unanswered pings,
+        /// an expired token, its instance taken.
+        pub const POLICY_VIOLATION: u16 = 1008;
+        /// A message over the size limit.
+        pub const MESSAGE_TOO_BIG: u16 = 1009;
+    }
+
     pub const SHUTTING_DOWN: &str = "hub shutting down";
     pub const TOKEN_EXPIRED: &str = "token expired";
     pub const INSTANCE_TAKEN: &str = "instance taken by another session";

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::ws::close_code;
 use futures::StreamExt;
 use futures::stream::{SplitSink, SplitStream};
 use tokio_tungstenite::WebSocketStream;
@@ -50,8 +49,6 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MAX_UNANSWERED_PINGS: u32 = 2;
 /// Most queued messages written with one flush.
 pub const WRITE_BATCH: usize = 64;
-/// Close code for a message over the size limit.
-pub const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Everything a new session starts with, decided at the upgrade.
 pub struct Opening {
@@ -130,13 +127,13 @@ async fn read_calls(
             // The hub's own reasons to close come before the next frame.
             biased;
             _ = &mut shutdown => {
-                session.send(Outbound::Close(close_code::AWAY, close::SHUTTING_DOWN)).await;
+                session.send(Outbound::Close(close::code::GOING_AWAY, close::SHUTTING_DOWN)).await;
                 break;
             }
             _ = &mut writer_gone => break,
             () = expiry.reached() => {
                 tracing::info!(session = session.id, "token expired; closing the session");
-                session.send(Outbound::Close(close_code::POLICY, close::TOKEN_EXPIRED)).await;
+                session.send(Outbound::Close(close::code::POLICY_VIOLATION, close::TOKEN_EXPIRED)).await;
                 break;
             }
             frame = stream.next() => frame,
@@ -147,7 +144,10 @@ async fn read_calls(
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Binary(_))) => {
                 session
-                    .send(Outbound::Close(close_code::UNSUPPORTED, close::BINARY))
+                    .send(Outbound::Close(
+                        close::code::UNSUPPORTED_DATA,
+                        close::BINARY,
+                    ))
                     .await;
                 break;
             }
@@ -166,7 +166,10 @@ async fn read_calls(
                 if is_too_long(err) {
                     tracing::info!(session = session.id, "message over the size limit");
                     session
-                        .send(Outbound::Close(CLOSE_TOO_BIG, close::TOO_BIG))
+                        .send(Outbound::Close(
+                            close::code::MESSAGE_TOO_BIG,
+                            close::TOO_BIG,
+                        ))
                         .await;
                 }
                 break;
@@ -229,7 +232,10 @@ async fn close_if_flooding(session: &SessionHandle) -> bool {
     }
     tracing::info!(session = session.id, "session keeps flooding; closing it");
     session
-        .send(Outbound::Close(close_code::POLICY, close::FLOODING))
+        .send(Outbound::Close(
+            close::code::POLICY_VIOLATION,
+            close::FLOODING,
+        ))
         .await;
     true
 }

@@ -5,7 +5,6 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::ws::close_code;
 use futures::SinkExt;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -15,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::state::{Outbound, SessionHandle};
 use super::{CLOSE_TIMEOUT, MAX_UNANSWERED_PINGS, Sink, WRITE_BATCH, WRITE_TIMEOUT};
 use crate::hub::Hub;
-use crate::protocol::close as reason;
+use crate::protocol::close::{self as reason, code};
 
 pub(super) async fn write_outbound(
     hub: &Hub,
@@ -49,13 +48,13 @@ pub(super) async fn write_outbound(
             Some(message) => message,
             None => tokio::select! {
                 biased;
-                _ = &mut evicted => close(close_code::POLICY, reason::SLOW_CONSUMER),
+                _ = &mut evicted => close(code::POLICY_VIOLATION, reason::SLOW_CONSUMER),
                 // A direct write left bytes on the wire: they go before anything queued.
                 () = session.flush_wanted.notified() => {
                     let flushed = tokio::select! {
                         flushed = tokio::time::timeout(WRITE_TIMEOUT, sink.flush()) => flushed,
                         _ = &mut evicted => {
-                            pending_close = Some(close(close_code::POLICY, reason::SLOW_CONSUMER));
+                            pending_close = Some(close(code::POLICY_VIOLATION, reason::SLOW_CONSUMER));
                             continue;
                         }
                     };
@@ -85,7 +84,7 @@ pub(super) async fn write_outbound(
                 _ = pings.tick(), if !ping_every.is_zero() => {
                     if session.unanswered_pings.fetch_add(1, Ordering::AcqRel) >= MAX_UNANSWERED_PINGS {
                         tracing::info!(session = session.id, "peer left {MAX_UNANSWERED_PINGS} pings unanswered; closing");
-                        close(close_code::POLICY, reason::PING_TIMEOUT)
+                        close(code::POLICY_VIOLATION, reason::PING_TIMEOUT)
                     } else {
                         Message::Ping(Default::default())
                     }
@@ -125,7 +124,7 @@ pub(super) async fn write_outbound(
         };
         session.written(std::mem::take(&mut in_write));
         let Some(written) = written else {
-            let slow = close(close_code::POLICY, reason::SLOW_CONSUMER);
+            let slow = close(code::POLICY_VIOLATION, reason::SLOW_CONSUMER);
             let send = async {
                 sink.feed(slow).await?;
                 sink.flush().await
