@@ -160,7 +160,7 @@ async fn read_calls(
                 }
                 continue;
             }
-            // Frames come only as whole messages when reading.
+            // A read returns whole messages, never raw frames.
             Some(Ok(Message::Close(_) | Message::Frame(_))) | None => break,
             Some(Err(err)) => {
                 if is_too_long(err) {
