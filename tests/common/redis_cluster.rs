@@ -8,9 +8,11 @@ use super::{Rng, eventually_blocking};
 
 /// Primaries in a test cluster; each has one replica.
 pub const PRIMARIES: usize = 3;
-/// Node ports are drawn from here: the cluster bus listens on port + 10000, which must
-/// stay a valid port, and the range stays clear of the kernel's ephemeral ports.
-const PORTS: std::ops::Range<u16> = 20_000..30_000;
+/// Node ports are drawn from here. The cluster bus listens on port + 10000, and both stay
+/// below the kernel's ephemeral ports (32768 and up), which outgoing connections take.
+const PORTS: std::ops::Range<u16> = 10_000..22_000;
+/// Times a cluster is built afresh when `redis-cli --cluster create` fails.
+const CREATE_ATTEMPTS: usize = 3;
 
 /// One redis-server of the cluster.
 pub struct Node {
@@ -27,6 +29,26 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..CREATE_ATTEMPTS {
+            match Self::create() {
+                Ok(cluster) => {
+                    cluster.wait_healthy();
+                    return cluster;
+                }
+                Err(output) => {
+                    eprintln!(
+                        "redis-cli --cluster create failed; building a new cluster:\n{output}"
+                    );
+                    failures.push(output);
+                }
+            }
+        }
+        panic!("redis-cli --cluster create failed {CREATE_ATTEMPTS} times:\n{failures:#?}");
+    }
+
+    /// Six fresh nodes joined by `redis-cli --cluster create`, or what it said when it failed.
+    fn create() -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix("qh-cluster")
             .tempdir()
@@ -41,15 +63,19 @@ impl RedisCluster {
         for node in &cluster.nodes {
             create.arg(format!("127.0.0.1:{}", node.port));
         }
-        let status = create
+        let output = create
             .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
+            .output()
             .expect("redis-cli must be installed (make test installs it)");
-        assert!(status.success(), "redis-cli --cluster create failed");
-        cluster.wait_healthy();
-        cluster
+        if output.status.success() {
+            Ok(cluster)
+        } else {
+            Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
     }
 
     /// Waits until every node reports `cluster_state:ok` and knows every other node, and
