@@ -41,25 +41,25 @@ echo "open files limit: $(ulimit -n)" >&2
 ./target/release/quorum-hub --listen 127.0.0.1:0 $redis --max-sessions 60000 \
   --vote-rate-limit 1000000/60s --session-rate-limit 100000/1s >"$dir/hub.log" 2>&1 &
 hub=$!
-# Prints the address a process logged in FILE ("<what> listening on ADDR"), waiting up to
-# 30 s for the line; fails with the log if it never comes.
-logged_address() {
+# Waits until FILE has a line matching PATTERN, polling every 50 ms up to TRIES times;
+# fails with the log, saying that WHAT never happened.
+wait_for_line() {
   tries=0
-  until grep -q "listening on [0-9.:]*" "$1"; do
+  until grep -q "$2" "$1"; do
     tries=$((tries + 1))
-    if [ "$tries" -gt 600 ]; then echo "$2 did not start:" >&2; cat "$1" >&2; exit 1; fi
+    if [ "$tries" -gt "$3" ]; then echo "$4:" >&2; cat "$1" >&2; exit 1; fi
     sleep 0.05
   done
+}
+# Prints the address a process logged in FILE ("<what> listening on ADDR"), waiting up to
+# 30 s for the line.
+logged_address() {
+  wait_for_line "$1" "listening on [0-9.:]*" 600 "$2 did not start"
   sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$1" | head -n 1
 }
 addr=$(logged_address "$dir/hub.log" "the hub")
 # Ready once its decision listener is subscribed (the log says so).
-tries=0
-until grep -q "decision listener subscribed" "$dir/hub.log"; do
-  tries=$((tries + 1))
-  if [ "$tries" -gt 1200 ]; then echo "the hub never became ready:" >&2; cat "$dir/hub.log" >&2; exit 1; fi
-  sleep 0.05
-done
+wait_for_line "$dir/hub.log" "decision listener subscribed" 1200 "the hub never became ready"
 ./target/release/quorum-hub bench floor --listen 127.0.0.1:0 2>"$dir/floor.log" &
 floor=$!
 floor_addr=$(logged_address "$dir/floor.log" "the floor")
