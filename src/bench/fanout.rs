@@ -9,6 +9,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::netstat::{Counters, Losses};
 use super::{
     BenchError, DEFAULT_URL, Percentiles, Progress, Table, call, connect, histogram, register,
     run_tag,
@@ -40,6 +41,8 @@ pub struct FanoutReport {
     pub delivery_us: Percentiles,
     /// Deliveries that never came, the warm-up decision included.
     pub missed: u64,
+    /// What the kernel dropped and sent again over the timed decisions, machine-wide.
+    pub kernel: Option<Losses>,
 }
 
 pub async fn run(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
@@ -75,6 +78,7 @@ pub async fn run(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
     let mut each = histogram();
     let mut missed = 0u64;
     let mut progress = Progress::new("deciding", options.decisions as u64);
+    let mut counted_from = None;
     // Decision 0 warms up (every session's first write allocates its buffers); it is
     // checked for misses but not timed.
     for n in 0..=options.decisions {
@@ -114,10 +118,13 @@ pub async fn run(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
         missed += (options.sessions - received) as u64;
         if n > 0 {
             let _ = last.record(latest.as_micros() as u64);
+        } else {
+            counted_from = Counters::read();
         }
         progress.set(n as u64);
     }
     progress.finish();
+    let kernel = counted_from.zip(Counters::read()).map(|(a, b)| a.until(b));
     for task in tasks {
         task.abort();
     }
@@ -127,6 +134,7 @@ pub async fn run(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
         last_delivery_us: Percentiles::of(&last),
         delivery_us: Percentiles::of(&each),
         missed,
+        kernel,
     })
 }
 
@@ -153,5 +161,22 @@ pub(super) fn rows(t: &mut Table, report: &FanoutReport) {
             report.missed,
             report.sessions * (report.decisions + 1)
         ),
+    );
+    if let Some(kernel) = report.kernel {
+        losses_row(
+            t,
+            &format!("fan-out to {} sessions", report.sessions),
+            kernel,
+        );
+    }
+}
+
+/// The kernel's drops and retransmissions over some fan-out runs, as one row.
+pub(super) fn losses_row(t: &mut Table, runs: &str, kernel: Losses) {
+    t.row(
+        format!(
+            "{runs}: packets the kernel dropped (backlog full) / TCP retransmits, machine-wide"
+        ),
+        format!("{} / {}", kernel.backlog_drops, kernel.tcp_retransmits),
     );
 }

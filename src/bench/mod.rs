@@ -4,12 +4,14 @@
 //! - [`fanout`]: time until every idle session has a decision.
 //! - [`connections`]: memory per registered session.
 //! - [`floor`]: a bare broadcaster that the hub's fan-out is compared with.
+//! - [`netstat`]: what the kernel dropped and sent again while a scenario ran.
 //! - [`storm`]: a reconnect storm: a hub of its own restarted under many agent clients.
 //! - [`suite`]: all of them plus `redis-benchmark` on the vote script, as one table.
 
 pub mod connections;
 pub mod fanout;
 pub mod floor;
+pub mod netstat;
 pub mod storm;
 pub mod suite;
 pub mod votes;

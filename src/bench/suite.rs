@@ -559,4 +559,10 @@ fn fanout_rows(t: &mut Table, s: &Suite) {
         "fan-out deliveries missed, every run",
         format!("{missed} of {expected}"),
     );
+    for (who, runs) in [("the hub", &s.fanout), ("the floor", &s.floor)] {
+        let kernel = runs.iter().filter_map(|r| r.kernel).reduce(|a, b| a + b);
+        if let Some(kernel) = kernel {
+            fanout::losses_row(t, &format!("fan-out rounds, {who}"), kernel);
+        }
+    }
 }
