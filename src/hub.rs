@@ -460,7 +460,7 @@ async fn fan_out(sessions: Arc<[Arc<SessionHandle>]>, id: EventId, text: &Utf8By
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     if sessions.len() < FAN_OUT_DIRECT {
         for session in sessions.iter() {
-            let _ = session.push_live(id, text, None);
+            session.push_live(id, text);
         }
         return 0;
     }
@@ -486,7 +486,7 @@ async fn fan_out(sessions: Arc<[Arc<SessionHandle>]>, id: EventId, text: &Utf8By
                         break;
                     };
                     for session in run.iter().take(FAN_OUT_RUN) {
-                        written += u64::from(session.push_live(id, &text, Some(&frame)));
+                        written += u64::from(session.push_live_direct(id, &text, &frame));
                     }
                 }
                 written

@@ -2,7 +2,6 @@
 //! `101 Switching Protocols`, and hands the session the connection's own TCP stream, so
 //! that its events can be written into the socket below the WebSocket layer.
 
-use axum::body::Body;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
@@ -106,13 +105,14 @@ impl WebSocketRequest {
             drop(parts.read_buf);
             serve(upgraded).await;
         });
-        Response::builder()
-            .status(StatusCode::SWITCHING_PROTOCOLS)
-            .header(header::CONNECTION, "upgrade")
-            .header(header::UPGRADE, "websocket")
-            .header(header::SEC_WEBSOCKET_ACCEPT, accept)
-            .body(Body::empty())
-            .unwrap_or_default()
+        // The accept key is base64, always a valid header value; were it not, the
+        // response would be a 500 rather than a switch without it.
+        let headers = [
+            (header::CONNECTION, "upgrade".to_owned()),
+            (header::UPGRADE, "websocket".to_owned()),
+            (header::SEC_WEBSOCKET_ACCEPT, accept),
+        ];
+        (StatusCode::SWITCHING_PROTOCOLS, headers).into_response()
     }
 }
 

@@ -40,12 +40,25 @@ impl EventCursor {
 }
 
 impl SessionHandle {
-    /// Sends a live event without waiting (given its WebSocket frame, straight into the
-    /// socket when it can, see [`SessionHandle::push_direct`], which says what the
-    /// returned value means); a full queue (or a full hold) marks the session a slow
-    /// consumer.
+    /// Sends a live event without waiting, through the session's queue; a full queue (or
+    /// a full hold) marks the session a slow consumer.
+    pub fn push_live(&self, id: EventId, text: &Utf8Bytes) {
+        if self.admit_live(id, text) {
+            self.push_now(text);
+        }
+    }
+
+    /// Sends a live event without waiting, given its WebSocket frame: straight into the
+    /// socket when it can (see [`SessionHandle::push_direct`], which says what the
+    /// returned value means), else like [`SessionHandle::push_live`].
     #[must_use = "direct writes are counted by the caller"]
-    pub fn push_live(&self, id: EventId, text: &Utf8Bytes, frame: Option<&Bytes>) -> bool {
+    pub fn push_live_direct(&self, id: EventId, text: &Utf8Bytes, frame: &Bytes) -> bool {
+        self.admit_live(id, text) && self.push_direct(text, frame)
+    }
+
+    /// Whether a live event is to be sent now: not one the session has had (by replay),
+    /// and not held while a replay runs (it is held here then).
+    fn admit_live(&self, id: EventId, text: &Utf8Bytes) -> bool {
         let mut cursor = lock(&self.live.events);
         if cursor.live_after.is_none() {
             cursor.live_after = Some(id.predecessor());
@@ -61,14 +74,7 @@ impl SessionHandle {
             }
             return false;
         }
-        drop(cursor);
-        match frame {
-            Some(frame) => self.push_direct(text, frame),
-            None => {
-                self.push_now(text);
-                false
-            }
-        }
+        true
     }
 
     /// Moves the session's cursor back to `to` when the hub's event log is not a
@@ -328,10 +334,10 @@ mod tests {
         // delivered only up to 2: events 3 and 4 still reach this hub afterwards.
         let (session, mut queue) = session(8, id(2), true);
         assert_eq!(session.begin_replay(id(4)), None);
-        let _ = session.push_live(id(3), &"live-3".into(), None);
+        session.push_live(id(3), &"live-3".into());
         session.end_replay(finished(id(4), None)).await;
-        let _ = session.push_live(id(4), &"live-4".into(), None);
-        let _ = session.push_live(id(5), &"live-5".into(), None);
+        session.push_live(id(4), &"live-4".into());
+        session.push_live(id(5), &"live-5".into());
         let Some(Outbound::Text(first)) = queue.recv().await else {
             panic!("nothing queued")
         };
@@ -347,8 +353,8 @@ mod tests {
         for text in ["replayed-1", "replayed-2"] {
             assert!(session.send(Outbound::Text(text.into())).await);
         }
-        let _ = session.push_live(id(2), &"live-2".into(), None);
-        let _ = session.push_live(id(3), &"live-3".into(), None);
+        session.push_live(id(2), &"live-2".into());
+        session.push_live(id(3), &"live-3".into());
         // The reader catches up only after the replay has ended.
         let reader = tokio::spawn(async move {
             let mut seen = Vec::new();
@@ -386,10 +392,10 @@ mod tests {
         let (session, mut queue) = session(8, id(9), false);
         assert_eq!(session.begin_replay(id(9)), None);
         session.end_replay(finished(id(9), None)).await;
-        let _ = session.push_live(id(7), &"old-7".into(), None);
+        session.push_live(id(7), &"old-7".into());
         session.rewind(id(4), Some(&"notice".into()));
-        let _ = session.push_live(id(5), &"new-5".into(), None);
-        let _ = session.push_live(id(6), &"new-6".into(), None);
+        session.push_live(id(5), &"new-5".into());
+        session.push_live(id(6), &"new-6".into());
         assert_eq!(queued(&mut queue), ["notice", "new-5", "new-6"]);
     }
 
@@ -400,15 +406,15 @@ mod tests {
         assert!(session.send(Outbound::Text("replayed-3".into())).await);
         // The log went back to 1 while the replay ran; the new log's events are held.
         session.rewind(id(1), Some(&"notice".into()));
-        let _ = session.push_live(id(2), &"new-2".into(), None);
-        let _ = session.push_live(id(3), &"new-3".into(), None);
+        session.push_live(id(2), &"new-2".into());
+        session.push_live(id(3), &"new-3".into());
         session.end_replay(finished(id(2), Some(id(3)))).await;
         assert_eq!(
             queued(&mut queue),
             ["replayed-3", "notice", "new-2", "new-3"]
         );
         // The cursor stays where the log went back to.
-        let _ = session.push_live(id(4), &"new-4".into(), None);
+        session.push_live(id(4), &"new-4".into());
         assert_eq!(queued(&mut queue), ["new-4"]);
     }
 
