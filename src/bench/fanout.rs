@@ -37,6 +37,8 @@ pub struct FanoutReport {
     pub decisions: usize,
     /// Per decision: from the deciding vote's reply to the last session receiving it.
     pub last_delivery_us: Percentiles,
+    /// The same for each timed decision, in order.
+    pub last_delivery_each_us: Vec<u64>,
     /// Every delivery: from the deciding vote's reply to one session receiving it.
     pub delivery_us: Percentiles,
     /// Deliveries that never came, the warm-up decision included.
@@ -75,6 +77,7 @@ pub async fn run(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
     let instance = format!("bf{tag}");
     register(&mut voter, &instance).await?;
     let mut last = histogram();
+    let mut last_each = Vec::with_capacity(options.decisions);
     let mut each = histogram();
     let mut missed = 0u64;
     let mut progress = Progress::new("deciding", options.decisions as u64);
@@ -118,6 +121,7 @@ pub async fn run(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
         missed += (options.sessions - received) as u64;
         if n > 0 {
             let _ = last.record(latest.as_micros() as u64);
+            last_each.push(latest.as_micros() as u64);
         } else {
             counted_from = Counters::read();
         }
@@ -132,6 +136,7 @@ pub async fn run(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
         sessions: options.sessions,
         decisions: options.decisions,
         last_delivery_us: Percentiles::of(&last),
+        last_delivery_each_us: last_each,
         delivery_us: Percentiles::of(&each),
         missed,
         kernel,

@@ -524,6 +524,37 @@ fn fanout_rows(t: &mut Table, s: &Suite) {
             );
         }
     }
+    // A p99 of one round's 50 decisions is its slowest decision; over every round's
+    // decisions together it is a p99 proper.
+    let pooled = |runs: &[FanoutReport]| {
+        let mut all = super::histogram();
+        for &us in runs.iter().flat_map(|r| &r.last_delivery_each_us) {
+            let _ = all.record(us);
+        }
+        (
+            all.len(),
+            all.value_at_quantile(0.99),
+            all.value_at_quantile(0.5),
+        )
+    };
+    let (hub, floor) = (pooled(&s.fanout), pooled(&s.floor));
+    if hub.0 > 0 && floor.0 > 0 {
+        t.row(
+            format!(
+                "fan-out hub / floor over all {} and {} decisions, p99 / p50 to the last session",
+                hub.0, floor.0
+            ),
+            format!(
+                "{:.2} / {:.2} ({} / {} ms against {} / {} ms)",
+                hub.1 as f64 / floor.1.max(1) as f64,
+                hub.2 as f64 / floor.2.max(1) as f64,
+                super::ms(hub.1),
+                super::ms(hub.2),
+                super::ms(floor.1),
+                super::ms(floor.2),
+            ),
+        );
+    }
     for (what, mut ratios) in [("p99", ratios), ("p50", medians)] {
         if ratios.is_empty() {
             continue;
