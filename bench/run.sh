@@ -4,8 +4,8 @@
 # `quorum-hub bench suite` against them: vote throughput and latency (G=60, G=3, and at
 # half the maximum rate), fan-out to 10,000 registered sessions beside the floor (four
 # rounds, taking turns at going first), memory per session, fan-out and memory at 50,000
-# sessions (or as many as the open-files limit allows), redis-benchmark running the same vote script on the same
-# Redis, and the CPU time Redis spent per vote, as one table.
+# sessions (or as many as the open-files limit allows), redis-benchmark running the same
+# vote script on the same Redis, and the CPU time Redis spent per vote, as one table.
 # With --cluster first, the hub runs on a local Redis Cluster of 3 primaries and 3 replicas
 # instead (scripts/cluster.sh, ports 7201-7206; no redis-benchmark row).
 # Extra arguments go to `bench suite` (e.g. --duration 30s --json).

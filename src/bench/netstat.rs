@@ -15,7 +15,7 @@ pub struct Counters {
 }
 
 /// What the kernel counted between two readings.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct Losses {
     pub backlog_drops: u64,
     pub tcp_retransmits: u64,

@@ -10,7 +10,7 @@ use super::connections::{self, ConnectionsOptions, ConnectionsReport};
 use super::fanout::{self, FanoutOptions, FanoutReport};
 use super::storm::{self, StormOptions, StormReport};
 use super::votes::{self, VotesOptions, VotesReport};
-use super::{BenchError, DEFAULT_URL, Table};
+use super::{BenchError, DEFAULT_URL, Percentiles, Table};
 use crate::config::{RateLimit, parse_duration};
 use crate::store;
 
@@ -497,65 +497,68 @@ fn per_delivery_us(report: &FanoutReport) -> String {
     )
 }
 
+/// The hub's time over the floor's.
+fn ratio(hub_us: u64, floor_us: u64) -> f64 {
+    hub_us as f64 / floor_us.max(1) as f64
+}
+
+/// The percentiles of every timed decision of `runs` together, and how many there were.
+/// A p99 of one round's 50 decisions is its slowest decision; over every round's
+/// decisions together it is a p99 proper.
+fn pooled(runs: &[FanoutReport]) -> (u64, Percentiles) {
+    let mut all = super::histogram();
+    for &us in runs.iter().flat_map(|r| &r.last_delivery_each_us) {
+        let _ = all.record(us);
+    }
+    (all.len(), Percentiles::of(&all))
+}
+
 /// The hub's fan-out per round, the floor's beside it, and their ratio.
 fn fanout_rows(t: &mut Table, s: &Suite) {
-    let (mut ratios, mut medians) = (Vec::new(), Vec::new());
-    for (round, hub) in s.fanout.iter().enumerate() {
+    let (mut p99_ratios, mut p50_ratios) = (Vec::new(), Vec::new());
+    for (round, report) in s.fanout.iter().enumerate() {
         let round = round + 1;
+        let hub = &report.last_delivery_us;
         t.row(
             format!(
                 "fan-out {round}: to all of {} sessions, {} decisions (ms) p50/p99/max",
-                hub.sessions, hub.decisions
+                report.sessions, report.decisions
             ),
-            hub.last_delivery_us.short_ms(),
+            hub.short_ms(),
         );
         if let Some(floor) = s.floor.get(round - 1) {
+            let floor = &floor.last_delivery_us;
             t.row(
                 format!("fan-out {round}: the floor (ms) p50/p99/max"),
-                floor.last_delivery_us.short_ms(),
+                floor.short_ms(),
             );
-            let ratio = hub.last_delivery_us.p99 as f64 / floor.last_delivery_us.p99.max(1) as f64;
-            ratios.push(ratio);
-            medians
-                .push(hub.last_delivery_us.p50 as f64 / floor.last_delivery_us.p50.max(1) as f64);
+            p99_ratios.push(ratio(hub.p99, floor.p99));
+            p50_ratios.push(ratio(hub.p50, floor.p50));
             t.row(
                 format!("fan-out {round}: hub p99 / floor p99"),
-                format!("{ratio:.2}"),
+                format!("{:.2}", ratio(hub.p99, floor.p99)),
             );
         }
     }
-    // A p99 of one round's 50 decisions is its slowest decision; over every round's
-    // decisions together it is a p99 proper.
-    let pooled = |runs: &[FanoutReport]| {
-        let mut all = super::histogram();
-        for &us in runs.iter().flat_map(|r| &r.last_delivery_each_us) {
-            let _ = all.record(us);
-        }
-        (
-            all.len(),
-            all.value_at_quantile(0.99),
-            all.value_at_quantile(0.5),
-        )
-    };
-    let (hub, floor) = (pooled(&s.fanout), pooled(&s.floor));
-    if hub.0 > 0 && floor.0 > 0 {
+    let ((hub_count, hub), (floor_count, floor)) = (pooled(&s.fanout), pooled(&s.floor));
+    if hub_count > 0 && floor_count > 0 {
         t.row(
             format!(
-                "fan-out hub / floor over all {} and {} decisions, p99 / p50 to the last session",
-                hub.0, floor.0
+                "fan-out hub / floor over all {hub_count} and {floor_count} decisions, p99 / p50 \
+                 to the last session"
             ),
             format!(
                 "{:.2} / {:.2} ({} / {} ms against {} / {} ms)",
-                hub.1 as f64 / floor.1.max(1) as f64,
-                hub.2 as f64 / floor.2.max(1) as f64,
-                super::ms(hub.1),
-                super::ms(hub.2),
-                super::ms(floor.1),
-                super::ms(floor.2),
+                ratio(hub.p99, floor.p99),
+                ratio(hub.p50, floor.p50),
+                super::ms(hub.p99),
+                super::ms(hub.p50),
+                super::ms(floor.p99),
+                super::ms(floor.p50),
             ),
         );
     }
-    for (what, mut ratios) in [("p99", ratios), ("p50", medians)] {
+    for (what, mut ratios) in [("p99", p99_ratios), ("p50", p50_ratios)] {
         if ratios.is_empty() {
             continue;
         }
