@@ -18,6 +18,10 @@ run: deps
 	$(CARGO) build --release --locked
 	./target/release/quorum-hub $(HUB_ARGS)
 
+# Longest either run of the Rust suites may take (built beforehand) before scripts/watchdog
+# prints the stacks of the test still running and stops it: a hung test fails the run.
+TEST_LIMIT ?= 900
+
 # The suites that run a second time against a 3+3 Redis Cluster (QUORUM_TEST_REDIS=cluster):
 # the contract (vote rules, JSON-RPC, fan-out across hubs, rate limit, resume, gap repair,
 # paging, the limits, deadlines, and replies against the OpenRPC document).
@@ -26,8 +30,9 @@ CLUSTER_SUITES := --test vote_rules --test jsonrpc --test fanout --test resilien
 ## test: install what is missing and run every test, then the contract suites again on a
 ## Redis Cluster (the dashboard tests drive Chromium), then the Python client's suite
 test: deps browser-deps
-	$(CARGO) test --locked
-	QUORUM_TEST_REDIS=cluster $(CARGO) test --locked $(CLUSTER_SUITES)
+	$(CARGO) test --locked --no-run
+	scripts/watchdog $(TEST_LIMIT) $(CARGO) test --locked
+	QUORUM_TEST_REDIS=cluster scripts/watchdog $(TEST_LIMIT) $(CARGO) test --locked $(CLUSTER_SUITES)
 	$(MAKE) python-test
 
 ## python-test: the Python client's suite (clients/python: mypy --strict, then pytest against

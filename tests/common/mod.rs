@@ -8,6 +8,7 @@ pub mod http;
 pub mod hub;
 pub mod jsonrpc;
 pub mod oracle;
+pub mod ports;
 pub mod redis_cli;
 pub mod redis_cluster;
 pub mod redis_sentinel;

@@ -1,12 +1,25 @@
-//! `redis-cli` against one node of a test deployment, and a seed for drawing its ports.
+//! `redis-cli` against one node of a test deployment, each run bounded in time, and a seed
+//! for drawing its ports.
 
 use std::process::{Command, Stdio};
 
+use super::DEADLINE;
+
+/// `command` run under coreutils' `timeout`: killed if it is still running after `limit`
+/// (a node that is paused or never answers), then reported as failed (status 124).
+pub fn bounded(limit: std::time::Duration, program: &str) -> Command {
+    let mut command = Command::new("timeout");
+    command
+        .args(["--kill-after=2", &format!("{}s", limit.as_secs().max(1))])
+        .arg(program);
+    command
+}
+
 /// Runs the commands in `script` (one per line) on one connection to one node and
-/// returns their output.
+/// returns their output (what it printed before [`DEADLINE`], if it had to be stopped).
 pub fn cli_script(port: u16, script: &str) -> String {
     use std::io::Write;
-    let mut child = Command::new("redis-cli")
+    let mut child = bounded(DEADLINE, "redis-cli")
         .args(["-p", &port.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -23,9 +36,10 @@ pub fn cli_script(port: u16, script: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Runs one command against one node and returns its output.
+/// Runs one command against one node and returns its output (empty if it did not finish
+/// within [`DEADLINE`]).
 pub fn cli(port: u16, args: &[&str]) -> String {
-    Command::new("redis-cli")
+    bounded(DEADLINE, "redis-cli")
         .args(["-p", &port.to_string()])
         .args(args)
         .output()

@@ -1,18 +1,20 @@
 //! `RedisCluster`: a private Redis Cluster of 3 primaries and 3 replicas, for one test.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-use super::redis_cli::{cli, cli_script, nanos};
-use super::{Rng, eventually_blocking};
+use super::eventually_blocking;
+use super::ports;
+use super::redis_cli::{bounded, cli, cli_script};
 
 /// Primaries in a test cluster; each has one replica.
 pub const PRIMARIES: usize = 3;
-/// Node ports are drawn from here. The cluster bus listens on port + 10000, and both stay
-/// below the kernel's ephemeral ports (32768 and up), which outgoing connections take.
-const PORTS: std::ops::Range<u16> = 10_000..22_000;
 /// Times a cluster is built afresh when `redis-cli --cluster create` fails.
 const CREATE_ATTEMPTS: usize = 3;
+/// How long `redis-cli --cluster create` may take. It waits without end for the nodes to
+/// agree on the cluster's layout, which they never do if one of them is not this
+/// cluster's; stopped, the attempt counts as failed.
+const CREATE_LIMIT: Duration = Duration::from_secs(60);
 
 /// One redis-server of the cluster.
 pub struct Node {
@@ -53,12 +55,11 @@ impl RedisCluster {
             .prefix("qh-cluster")
             .tempdir()
             .expect("tempdir");
-        let mut rng = Rng::new(u64::from(std::process::id()) ^ nanos());
         let nodes = (0..PRIMARIES * 2)
-            .map(|n| Node::start(dir.path(), n, &mut rng))
+            .map(|n| Node::start(dir.path(), n))
             .collect::<Vec<_>>();
         let cluster = Self { nodes, dir };
-        let mut create = Command::new("redis-cli");
+        let mut create = bounded(CREATE_LIMIT, "redis-cli");
         create.arg("--cluster").arg("create");
         for node in &cluster.nodes {
             create.arg(format!("127.0.0.1:{}", node.port));
@@ -152,7 +153,7 @@ impl RedisCluster {
     /// returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
         let port = self.live_ports()[0];
-        let output = Command::new("redis-cli")
+        let output = bounded(super::DEADLINE, "redis-cli")
             .args(["-c", "-p", &port.to_string()])
             .args(args)
             .output()
@@ -269,13 +270,9 @@ impl RedisCluster {
 
 impl Node {
     /// Starts node `n` on a free port pair (retrying on a taken one).
-    fn start(dir: &std::path::Path, n: usize, rng: &mut Rng) -> Self {
+    fn start(dir: &std::path::Path, n: usize) -> Self {
         loop {
-            let port = PORTS.start + rng.below(u64::from(PORTS.end - PORTS.start)) as u16;
-            let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
-            if !free(port) || !free(port + 10_000) {
-                continue;
-            }
+            let port = ports::reserve();
             let node_dir = dir.join(format!("node-{n}"));
             std::fs::create_dir_all(&node_dir).expect("node dir");
             if let Some(child) = spawn(&node_dir, port) {
@@ -328,13 +325,5 @@ fn spawn(dir: &std::path::Path, port: u16) -> Option<Child> {
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server must be installed (make test installs it)");
-    let started = eventually_blocking("a cluster node to start or fail", || {
-        if let Ok(Some(_)) = child.try_wait() {
-            return Some(false);
-        }
-        std::net::TcpStream::connect(("127.0.0.1", port))
-            .ok()
-            .map(|_| true)
-    });
-    started.then_some(child)
+    ports::started(&mut child, port).then_some(child)
 }

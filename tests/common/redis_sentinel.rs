@@ -2,12 +2,12 @@
 //! for one test of `redis+sentinel://` and of failing the primary over.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use super::redis_cli::{cli, cli_script, nanos};
-use super::{Rng, eventually_blocking};
+use super::eventually_blocking;
+use super::ports;
+use super::redis_cli::{cli, cli_script};
 
 /// The master name the sentinels watch.
 pub const MASTER_NAME: &str = "quorum";
@@ -28,8 +28,6 @@ const FAILOVER_TIMEOUT_MS: u32 = 5000;
 /// How long a probe write waits (`WAIT`) for the replica to confirm it before
 /// [`wait_streaming`] writes another.
 const STREAMING_PROBE_MS: u32 = 2000;
-/// Ports are drawn from here, clear of the kernel's ephemeral ports.
-const PORTS: std::ops::Range<u16> = 20_000..30_000;
 
 /// One redis-server: a data node or a sentinel.
 struct Process {
@@ -67,11 +65,10 @@ impl RedisSentinel {
             .prefix("qh-sentinel")
             .tempdir()
             .expect("tempdir");
-        let mut rng = Rng::new(u64::from(std::process::id()) ^ nanos());
         let node = |n: usize| dir.path().join(format!("node-{n}"));
-        let primary = Process::start(node(0), Kind::Data { replica_of: None }, &mut rng);
+        let primary = Process::start(node(0), Kind::Data { replica_of: None });
         let replica_of = Some(primary.port);
-        let replica = Process::start(node(1), Kind::Data { replica_of }, &mut rng);
+        let replica = Process::start(node(1), Kind::Data { replica_of });
         // Built before anything is waited for, so that a failed wait keeps the logs.
         let mut harness = Self {
             data: [primary, replica],
@@ -92,9 +89,7 @@ impl RedisSentinel {
             let kind = Kind::Sentinel {
                 primary: primary_port,
             };
-            harness
-                .sentinels
-                .push(Process::start(sentinel_dir, kind, &mut rng));
+            harness.sentinels.push(Process::start(sentinel_dir, kind));
         }
         for sentinel in &harness.sentinels {
             let port = sentinel.port;
@@ -236,13 +231,10 @@ impl Drop for Process {
 
 impl Process {
     /// Starts a process in `dir` on a free port (retrying on a taken one).
-    fn start(dir: PathBuf, kind: Kind, rng: &mut Rng) -> Self {
+    fn start(dir: PathBuf, kind: Kind) -> Self {
         std::fs::create_dir_all(&dir).expect("process dir");
         loop {
-            let port = PORTS.start + rng.below(u64::from(PORTS.end - PORTS.start)) as u16;
-            if TcpListener::bind(("127.0.0.1", port)).is_err() {
-                continue;
-            }
+            let port = ports::reserve();
             let mut process = Self {
                 port,
                 child: None,
@@ -301,16 +293,7 @@ impl Process {
             .stderr(log())
             .spawn()
             .expect("redis-server must be installed (make test installs it)");
-        let port = self.port;
-        let started = eventually_blocking("a redis-server to start or fail", || {
-            if let Ok(Some(_)) = child.try_wait() {
-                return Some(false);
-            }
-            std::net::TcpStream::connect(("127.0.0.1", port))
-                .ok()
-                .map(|_| true)
-        });
-        started.then_some(child)
+        ports::started(&mut child, self.port).then_some(child)
     }
 
     /// Starts the process again on its port, with its directory and arguments.

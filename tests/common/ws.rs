@@ -57,7 +57,8 @@ impl WsClient {
                 value.parse().unwrap(),
             );
         }
-        match tokio_tungstenite::connect_async(request).await {
+        let connect = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(request));
+        match connect.await.expect("timed out connecting to the hub") {
             Ok((socket, _)) => Ok(Self::over(socket)),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 Err(response.status().as_u16())
@@ -72,8 +73,10 @@ impl WsClient {
         socket.set_recv_buffer_size(4096).unwrap();
         let stream = socket.connect(addr).await.unwrap();
         let url = format!("ws://{addr}/ws");
-        let (socket, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+        let handshake = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream));
+        let (socket, _) = tokio::time::timeout(DEADLINE, handshake)
             .await
+            .expect("timed out connecting to the hub")
             .expect("websocket connect");
         Self::over(socket)
     }
@@ -98,11 +101,15 @@ impl WsClient {
     }
 
     pub async fn send_text(&mut self, text: &str) {
-        self.socket.send(Message::text(text)).await.expect("send");
+        self.send_message(Message::text(text)).await;
     }
 
+    /// Sends a frame, failing the test if the hub does not take it within [`DEADLINE`].
     pub async fn send_message(&mut self, message: Message) {
-        self.socket.send(message).await.expect("send");
+        tokio::time::timeout(DEADLINE, self.socket.send(message))
+            .await
+            .expect("timed out sending to the hub")
+            .expect("send");
     }
 
     /// Next text frame that is not a notification, parsed.
