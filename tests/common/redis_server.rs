@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use super::eventually_blocking;
 use super::redis_cluster::RedisCluster;
+use super::{DEADLINE, eventually_blocking};
 
 /// Whether the tests that run in both modes run against a cluster this time.
 pub fn cluster_wanted() -> bool {
@@ -115,18 +115,23 @@ impl RedisServer {
     pub async fn query<T: redis::FromRedisValue>(&self, command: &[&str]) -> T {
         let (name, args) = command.split_first().expect("a command");
         let cmd = redis::cmd(name).arg(args).to_owned();
-        let reply = match &self.backend {
-            Backend::Single { .. } => cmd.query_async(&mut self.connection().await).await,
-            Backend::Cluster(cluster) => {
-                let client = redis::cluster::ClusterClient::new(cluster.seeds()).unwrap();
-                let mut conn = client
-                    .get_async_connection()
-                    .await
-                    .expect("connect to the test cluster");
-                cmd.query_async(&mut conn).await
+        let reply = async {
+            match &self.backend {
+                Backend::Single { .. } => cmd.query_async(&mut self.connection().await).await,
+                Backend::Cluster(cluster) => {
+                    let client = redis::cluster::ClusterClient::new(cluster.seeds()).unwrap();
+                    let mut conn = client
+                        .get_async_connection()
+                        .await
+                        .expect("connect to the test cluster");
+                    cmd.query_async(&mut conn).await
+                }
             }
         };
-        reply.unwrap_or_else(|e| panic!("{command:?} failed: {e}"))
+        tokio::time::timeout(DEADLINE, reply)
+            .await
+            .unwrap_or_else(|_| panic!("{command:?} did not finish within {DEADLINE:?}"))
+            .unwrap_or_else(|e| panic!("{command:?} failed: {e}"))
     }
 
     /// Runs one command without a key (`INFO`, `CLIENT KILL`, ...) on every live node
@@ -139,16 +144,18 @@ impl RedisServer {
         let (name, args) = command.split_first().expect("a command");
         let mut replies = Vec::new();
         for url in urls {
-            let mut conn = redis::Client::open(url)
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-                .expect("connect to a test redis node");
-            replies.push(
-                redis::cmd(name)
-                    .arg(args)
-                    .query_async(&mut conn)
+            let reply = async {
+                let mut conn = redis::Client::open(url)
+                    .unwrap()
+                    .get_multiplexed_async_connection()
                     .await
+                    .expect("connect to a test redis node");
+                redis::cmd(name).arg(args).query_async(&mut conn).await
+            };
+            replies.push(
+                tokio::time::timeout(DEADLINE, reply)
+                    .await
+                    .unwrap_or_else(|_| panic!("{command:?} did not finish within {DEADLINE:?}"))
                     .unwrap_or_else(|e| panic!("{command:?} failed: {e}")),
             );
         }
