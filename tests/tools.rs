@@ -507,6 +507,12 @@ async fn the_bench_runs_a_tiny_scenario_of_each_kind() {
 
     let fanout = bench("fanout", &url, &["--sessions", "40", "--decisions", "5"]).await;
     assert_eq!(fanout["missed"], 0, "{fanout}");
+    // Ten more decisions with another session calling meanwhile, every call timed.
+    let calls = &fanout["calls"];
+    assert_eq!(calls["decisions"], 10, "{fanout}");
+    let made = calls["during_calls"].as_u64().unwrap() + calls["idle_calls"].as_u64().unwrap();
+    assert!(made > 0, "{fanout}");
+    assert!(calls["idle_us"]["p50"].as_u64().unwrap() > 0, "{fanout}");
 
     let pid = std::process::id().to_string();
     let connections = bench(

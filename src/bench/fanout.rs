@@ -1,5 +1,6 @@
 //! Fan-out latency: many idle sessions, one voter making decisions, and the time until
-//! each session (and the last one) has each decision.
+//! each session (and the last one) has each decision; then how another session's calls
+//! fare while decisions fan out.
 
 use std::time::{Duration, Instant};
 
@@ -14,8 +15,12 @@ use super::{
     BenchError, DEFAULT_URL, Percentiles, Progress, Table, call, connect, histogram, register,
     run_tag,
 };
-use crate::protocol::{VoteParams, VoteReply, event, method};
+use crate::protocol::peer::Socket;
+use crate::protocol::{StatusParams, VoteParams, VoteReply, event, method};
 
+/// Calls the probing session makes, one after another, before its decisions: the
+/// baseline for calls made while they fan out.
+const PROBE_IDLE_CALLS: usize = 200;
 /// Longest a fan-out scenario waits for one decision to reach every session.
 const FANOUT_WAIT: Duration = Duration::from_secs(10);
 
@@ -29,6 +34,10 @@ pub struct FanoutOptions {
     pub sessions: usize,
     #[arg(long, default_value_t = 20)]
     pub decisions: usize,
+    /// Decisions made after the timed ones while another session calls
+    /// `system.quorum.status` over and over, to time calls during a fan-out (0: none).
+    #[arg(long, default_value_t = 10)]
+    pub call_probe_decisions: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +54,75 @@ pub struct FanoutReport {
     pub missed: u64,
     /// What the kernel dropped and sent again over the timed decisions, machine-wide.
     pub kernel: Option<Losses>,
+    /// How another session's calls fared during more decisions made after the timed ones.
+    pub calls: Option<CallProbe>,
+}
+
+impl FanoutReport {
+    /// The deliveries every decision made was due to make: each to every session.
+    pub fn deliveries(&self) -> usize {
+        let probed = self.calls.as_ref().map_or(0, |c| c.decisions);
+        self.sessions * (self.decisions + 1 + probed)
+    }
+}
+
+/// Round trips of `system.quorum.status` calls from one more session, made one after
+/// another during decisions: those that overlapped a fan-out, and the rest.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallProbe {
+    /// Decisions made while the calls went on.
+    pub decisions: usize,
+    /// Calls that overlapped a fan-out, and their round trips.
+    pub during_calls: usize,
+    pub during_us: Percentiles,
+    /// The other calls.
+    pub idle_calls: usize,
+    pub idle_us: Percentiles,
+    /// Each call's round trip, in order: those that overlapped a fan-out, and the rest.
+    #[serde(skip)]
+    pub during_each_us: Vec<u64>,
+    #[serde(skip)]
+    pub idle_each_us: Vec<u64>,
+}
+
+impl CallProbe {
+    /// Sorts calls, each `(sent, answered)`, by whether they overlapped one of `windows`.
+    fn sort(
+        decisions: usize,
+        calls: &[(Instant, Instant)],
+        windows: &[(Instant, Instant)],
+    ) -> Self {
+        let (mut during_each_us, mut idle_each_us) = (Vec::new(), Vec::new());
+        for (sent, answered) in calls {
+            let overlapped = windows
+                .iter()
+                .any(|(start, end)| sent <= end && answered >= start);
+            let took = answered.saturating_duration_since(*sent).as_micros() as u64;
+            if overlapped {
+                during_each_us.push(took);
+            } else {
+                idle_each_us.push(took);
+            }
+        }
+        Self {
+            decisions,
+            during_calls: during_each_us.len(),
+            idle_calls: idle_each_us.len(),
+            during_us: percentiles(&during_each_us),
+            idle_us: percentiles(&idle_each_us),
+            during_each_us,
+            idle_each_us,
+        }
+    }
+}
+
+/// The percentiles of some round trips in microseconds.
+pub(super) fn percentiles(samples: &[u64]) -> Percentiles {
+    let mut h = histogram();
+    for &us in samples {
+        let _ = h.record(us);
+    }
+    Percentiles::of(&h)
 }
 
 pub async fn run(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
@@ -53,7 +131,7 @@ pub async fn run(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
     // session, so no decision precedes it.
     let prefix = format!("bl{tag}");
     let listeners = super::open_registered(&options.url, &prefix, options.sessions).await?;
-    let (tx, mut rx) = mpsc::unbounded_channel::<(String, Instant)>();
+    let (tx, rx) = mpsc::unbounded_channel::<(String, Instant)>();
     let mut tasks = Vec::new();
     for mut socket in listeners {
         let tx = tx.clone();
@@ -76,52 +154,29 @@ pub async fn run(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
     let mut voter = connect(&options.url).await?;
     let instance = format!("bf{tag}");
     register(&mut voter, &instance).await?;
+    let mut deciding = Deciding {
+        voter,
+        instance,
+        tag,
+        deliveries: rx,
+        sessions: options.sessions,
+        missed: 0,
+    };
     let mut last = histogram();
     let mut last_each = Vec::with_capacity(options.decisions);
     let mut each = histogram();
-    let mut missed = 0u64;
     let mut progress = Progress::new("deciding", options.decisions as u64);
     let mut counted_from = None;
     // Decision 0 warms up (every session's first write allocates its buffers); it is
     // checked for misses but not timed.
     for n in 0..=options.decisions {
-        let decision = format!("bf{tag}-{n}");
-        let params = VoteParams {
-            instance_id: &instance,
-            decision: &decision,
-            value: "go",
-            total_instances: Some(1),
-            close_after_ms: None,
-        };
-        let reply: VoteReply = call(&mut voter, n as u64 + 1, method::VOTE, &params).await?;
-        let replied = Instant::now();
-        if !reply.quorum_reached {
-            return Err(BenchError::Refused(format!(
-                "decision {decision} was not made: {}",
-                reply.outcome()
-            )));
-        }
-        let mut received = 0usize;
-        let mut latest = Duration::ZERO;
-        let wait_until = tokio::time::Instant::now() + FANOUT_WAIT;
-        while received < options.sessions {
-            match tokio::time::timeout_at(wait_until, rx.recv()).await {
-                Ok(Some((name, at))) if name == decision => {
-                    let delay = at.saturating_duration_since(replied);
-                    if n > 0 {
-                        let _ = each.record(delay.as_micros() as u64);
-                    }
-                    latest = latest.max(delay);
-                    received += 1;
-                }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
-            }
-        }
-        missed += (options.sessions - received) as u64;
+        let decided = deciding.decide(n).await?;
         if n > 0 {
-            let _ = last.record(latest.as_micros() as u64);
-            last_each.push(latest.as_micros() as u64);
+            for delay in &decided.deliveries {
+                let _ = each.record(delay.as_micros() as u64);
+            }
+            let _ = last.record(decided.latest.as_micros() as u64);
+            last_each.push(decided.latest.as_micros() as u64);
         } else {
             counted_from = Counters::read();
         }
@@ -129,6 +184,11 @@ pub async fn run(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
     }
     progress.finish();
     let kernel = counted_from.zip(Counters::read()).map(|(a, b)| a.until(b));
+    // After the timed decisions, so that the probe's calls do not weigh on them.
+    let calls = match options.call_probe_decisions {
+        0 => None,
+        decisions => Some(probe_calls(&options.url, &mut deciding, decisions).await?),
+    };
     for task in tasks {
         task.abort();
     }
@@ -138,9 +198,128 @@ pub async fn run(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
         last_delivery_us: Percentiles::of(&last),
         last_delivery_each_us: last_each,
         delivery_us: Percentiles::of(&each),
-        missed,
+        missed: deciding.missed,
         kernel,
+        calls,
     })
+}
+
+/// The voter and what it needs to make decisions and wait for every session to have each.
+struct Deciding {
+    voter: Socket,
+    instance: String,
+    tag: String,
+    /// Each decision event a listener received: its decision, and when.
+    deliveries: mpsc::UnboundedReceiver<(String, Instant)>,
+    sessions: usize,
+    /// Deliveries that never came, over every decision made so far.
+    missed: u64,
+}
+
+/// One decision, as the listeners received it.
+struct Decided {
+    /// When its deciding vote was sent, and when the reply came.
+    sent: Instant,
+    replied: Instant,
+    /// From the deciding vote's reply to each session's receiving it.
+    deliveries: Vec<Duration>,
+    /// The longest of those: to the last session.
+    latest: Duration,
+}
+
+impl Deciding {
+    /// Makes decision `n` (alone, with `totalInstances` 1) and waits until every session
+    /// has it, or [`FANOUT_WAIT`].
+    async fn decide(&mut self, n: usize) -> Result<Decided, BenchError> {
+        let decision = format!("bf{}-{n}", self.tag);
+        let params = VoteParams {
+            instance_id: &self.instance,
+            decision: &decision,
+            value: "go",
+            total_instances: Some(1),
+            close_after_ms: None,
+        };
+        let sent = Instant::now();
+        let reply: VoteReply = call(&mut self.voter, n as u64 + 1, method::VOTE, &params).await?;
+        let replied = Instant::now();
+        if !reply.quorum_reached {
+            return Err(BenchError::Refused(format!(
+                "decision {decision} was not made: {}",
+                reply.outcome()
+            )));
+        }
+        let mut deliveries = Vec::with_capacity(self.sessions);
+        let wait_until = tokio::time::Instant::now() + FANOUT_WAIT;
+        while deliveries.len() < self.sessions {
+            match tokio::time::timeout_at(wait_until, self.deliveries.recv()).await {
+                Ok(Some((name, at))) if name == decision => {
+                    deliveries.push(at.saturating_duration_since(replied));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        self.missed += (self.sessions - deliveries.len()) as u64;
+        let latest = deliveries.iter().copied().max().unwrap_or_default();
+        Ok(Decided {
+            sent,
+            deliveries,
+            replied,
+            latest,
+        })
+    }
+}
+
+/// Has one more session call `system.quorum.status` [`PROBE_IDLE_CALLS`] times, then over
+/// and over (one call at a time) while `decisions` more decisions are made, and sorts the
+/// calls' round trips by whether they overlapped a decision being made and fanned out
+/// (from its deciding vote being sent to the last session having it) or not.
+async fn probe_calls(
+    url: &str,
+    deciding: &mut Deciding,
+    decisions: usize,
+) -> Result<CallProbe, BenchError> {
+    let mut prober = connect(url).await?;
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let decision = format!("bf{}-0", deciding.tag);
+    let params = StatusParams {
+        decision: &decision,
+    };
+    // The baseline first: calls with nothing else going on.
+    let mut idle = Vec::with_capacity(PROBE_IDLE_CALLS);
+    for id in 0..PROBE_IDLE_CALLS as u64 {
+        let sent = Instant::now();
+        call::<serde_json::Value>(&mut prober, id, method::STATUS, &params).await?;
+        idle.push((sent, Instant::now()));
+    }
+    let first_id = PROBE_IDLE_CALLS as u64;
+    let calls = tokio::spawn(async move {
+        let params = StatusParams {
+            decision: &decision,
+        };
+        let mut calls = idle;
+        for id in first_id.. {
+            let sent = Instant::now();
+            let answer = tokio::select! {
+                answer = call::<serde_json::Value>(&mut prober, id, method::STATUS, &params) => answer,
+                _ = stopped.wait_for(|stop| *stop) => break,
+            };
+            answer?;
+            calls.push((sent, Instant::now()));
+        }
+        Ok::<_, BenchError>(calls)
+    });
+    let mut windows = Vec::with_capacity(decisions);
+    let first = 1_000_000;
+    for n in first..first + decisions {
+        let decided = deciding.decide(n).await?;
+        windows.push((decided.sent, decided.replied + decided.latest));
+    }
+    let _ = stop.send(true);
+    let calls = calls
+        .await
+        .map_err(|e| BenchError::Refused(format!("the call probe failed: {e}")))??;
+    Ok(CallProbe::sort(decisions, &calls, &windows))
 }
 
 /// The `decision` of a decision event whose name needs no JSON escaping.
@@ -161,12 +340,17 @@ pub(super) fn rows(t: &mut Table, report: &FanoutReport) {
     );
     t.row(
         "fan-out deliveries missed",
-        format!(
-            "{} of {}",
-            report.missed,
-            report.sessions * (report.decisions + 1)
-        ),
+        format!("{} of {}", report.missed, report.deliveries()),
     );
+    if let Some(calls) = &report.calls {
+        call_rows(
+            t,
+            "",
+            calls.during_each_us.len(),
+            &calls.during_us,
+            &calls.idle_us,
+        );
+    }
     if let Some(kernel) = report.kernel {
         losses_row(
             t,
@@ -174,6 +358,27 @@ pub(super) fn rows(t: &mut Table, report: &FanoutReport) {
             kernel,
         );
     }
+}
+
+/// How another session's calls fared, `during` a fan-out and otherwise (`idle`), as rows.
+pub(super) fn call_rows(
+    t: &mut Table,
+    runs: &str,
+    during_calls: usize,
+    during: &Percentiles,
+    idle: &Percentiles,
+) {
+    t.row(
+        format!(
+            "{runs}another session's status call while a decision is made and fans out, {during_calls} \
+             calls (ms) p50/p99/max"
+        ),
+        during.short_ms(),
+    );
+    t.row(
+        format!("{runs}the same call otherwise (ms) p50/p99/max"),
+        idle.short_ms(),
+    );
 }
 
 /// The kernel's drops and retransmissions over some fan-out runs, as one row.

@@ -10,9 +10,12 @@ use super::connections::{self, ConnectionsOptions, ConnectionsReport};
 use super::fanout::{self, FanoutOptions, FanoutReport};
 use super::storm::{self, StormOptions, StormReport};
 use super::votes::{self, VotesOptions, VotesReport};
-use super::{BenchError, DEFAULT_URL, Percentiles, Table};
+use super::{BenchError, DEFAULT_URL};
 use crate::config::{RateLimit, parse_duration};
 use crate::store;
+
+mod table;
+pub use table::table;
 
 /// Requests `redis-benchmark` sends without pipelining (more with it).
 const REDIS_BENCHMARK_REQUESTS: usize = 100_000;
@@ -43,6 +46,10 @@ pub struct SuiteOptions {
     /// pair measured up to 10% faster, either way round).
     #[arg(long, default_value_t = 4)]
     pub fanout_rounds: usize,
+    /// Decisions after each of the hub's fan-out rounds during which another session
+    /// calls `system.quorum.status` over and over (0: none).
+    #[arg(long, default_value_t = 10)]
+    pub call_probe_decisions: usize,
     /// A fan-out floor (`quorum-hub bench floor`) to compare the hub's fan-out with.
     #[arg(long)]
     pub floor_url: Option<String>,
@@ -192,10 +199,12 @@ pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
 async fn fanout_rounds(
     options: &SuiteOptions,
 ) -> Result<(Vec<FanoutReport>, Vec<FanoutReport>), BenchError> {
-    let fanout = |url: &str| FanoutOptions {
+    // The floor answers no status call: its runs have no probe.
+    let fanout = |url: &str, call_probe_decisions| FanoutOptions {
         url: url.to_owned(),
         sessions: options.fanout_sessions,
         decisions: options.fanout_decisions,
+        call_probe_decisions,
     };
     let rounds = options.fanout_rounds;
     let (mut hub, mut floor) = (Vec::new(), Vec::new());
@@ -205,14 +214,15 @@ async fn fanout_rounds(
             if floor_now {
                 if let Some(url) = &options.floor_url {
                     eprintln!("fan-out {round}/{rounds}: the floor");
-                    floor.push(fanout::run(&fanout(url)).await?);
+                    floor.push(fanout::run(&fanout(url, 0)).await?);
                 }
             } else {
                 eprintln!(
                     "fan-out {round}/{rounds}: {} sessions, {} decisions",
                     options.fanout_sessions, options.fanout_decisions
                 );
-                hub.push(fanout::run(&fanout(&options.url)).await?);
+                let probe = options.call_probe_decisions;
+                hub.push(fanout::run(&fanout(&options.url, probe)).await?);
                 connections::wait_for_sessions_closed(&options.url).await?;
             }
         }
@@ -283,6 +293,7 @@ async fn large_runs(options: &SuiteOptions) -> Result<Option<Large>, BenchError>
         url: options.url.clone(),
         sessions,
         decisions: options.fanout_decisions,
+        call_probe_decisions: 0,
     })
     .await?;
     connections::wait_for_sessions_closed(&options.url).await?;
@@ -381,222 +392,4 @@ async fn redis_benchmark(
         .filter_map(|head| head.rsplit(' ').next()?.parse::<f64>().ok())
         .next_back();
     Ok(rate)
-}
-
-/// The suite as one table.
-pub fn table(s: &Suite) -> String {
-    let mut t = Table::new();
-    let v = &s.votes_g60;
-    t.row(
-        format!("hub votes/s, G={GROUP} ({} sessions)", v.sessions),
-        format!("{:.0}", v.votes_per_second),
-    );
-    t.row(
-        "hub votes/s, G=3",
-        format!("{:.0}", s.votes_g3.votes_per_second),
-    );
-    if let Some(cpu) = s.redis_cpu_us_per_vote {
-        t.row(
-            format!(
-                "Redis CPU per vote, G={GROUP}, all {} node(s) (us)",
-                s.redis_nodes
-            ),
-            format!("{cpu:.1}"),
-        );
-    }
-    let limits = [
-        ("no pipelining", "script limit", s.redis_script_limit),
-        (
-            "pipeline 16",
-            "pipelined limit",
-            s.redis_script_limit_pipelined,
-        ),
-    ];
-    for (how, name, limit) in limits {
-        if let Some(limit) = limit {
-            t.row(
-                format!("redis-benchmark, vote script, {how}"),
-                format!("{limit:.0}"),
-            );
-            t.row(
-                format!("hub G={GROUP} / {name}"),
-                format!("{:.2}", v.votes_per_second / limit),
-            );
-        }
-    }
-    t.row(
-        format!("vote latency at full load, G={GROUP} (ms) p50/p90/p99/p99.9/max"),
-        v.latency_us.long_ms(),
-    );
-    let h = &s.votes_half_rate;
-    t.row(
-        format!(
-            "vote latency at half rate ({:.0} votes/s) (ms) p50/p99/max",
-            h.votes_per_second
-        ),
-        h.latency_us.short_ms(),
-    );
-    fanout_rows(&mut t, s);
-    connections::rows(&mut t, &s.connections);
-    if let Some(large) = &s.large {
-        fanout::rows(&mut t, &large.fanout);
-        t.row(
-            format!(
-                "fan-out cost per delivery at {} sessions (us), from p50/p99",
-                large.fanout.sessions
-            ),
-            per_delivery_us(&large.fanout),
-        );
-        let c = &large.connections;
-        t.row(
-            format!("connect + register {} sessions (s)", c.sessions),
-            format!("{:.2}", c.connect_seconds),
-        );
-        if let Some(bytes) = c.bytes_per_session {
-            // The hub's allocator keeps what the earlier runs freed and hands it out again,
-            // so this growth understates the cost; the first memory run is the measure.
-            t.row(
-                format!(
-                    "hub RSS growth per session at {} sessions, after the earlier runs",
-                    c.sessions
-                ),
-                format!("{:.1} KiB", bytes as f64 / 1024.0),
-            );
-        }
-        if let Some(why) = &large.limited_by {
-            t.row(
-                format!("{} sessions asked for", large.asked),
-                format!("limited by {why}"),
-            );
-        }
-    }
-    if let Some(report) = &s.storm {
-        storm::rows(&mut t, report);
-    }
-    t.0
-}
-
-/// The middle of sorted `values` (the mean of the two middle ones for an even count).
-fn median(values: &[f64]) -> f64 {
-    let mid = values.len() / 2;
-    if values.len().is_multiple_of(2) {
-        (values[mid - 1] + values[mid]) / 2.0
-    } else {
-        values[mid]
-    }
-}
-
-/// The time to the last session (p50 and p99) divided among the sessions: the cost of one
-/// delivery, as "p50/p99" in microseconds.
-fn per_delivery_us(report: &FanoutReport) -> String {
-    let each = |us: u64| us as f64 / report.sessions.max(1) as f64;
-    format!(
-        "{:.1}/{:.1}",
-        each(report.last_delivery_us.p50),
-        each(report.last_delivery_us.p99)
-    )
-}
-
-/// The hub's time over the floor's.
-fn ratio(hub_us: u64, floor_us: u64) -> f64 {
-    hub_us as f64 / floor_us.max(1) as f64
-}
-
-/// The percentiles of every timed decision of `runs` together, and how many there were.
-/// A p99 of one round's 50 decisions is its slowest decision; over every round's
-/// decisions together it is a p99 proper.
-fn pooled(runs: &[FanoutReport]) -> (u64, Percentiles) {
-    let mut all = super::histogram();
-    for &us in runs.iter().flat_map(|r| &r.last_delivery_each_us) {
-        let _ = all.record(us);
-    }
-    (all.len(), Percentiles::of(&all))
-}
-
-/// The hub's fan-out per round, the floor's beside it, and their ratio.
-fn fanout_rows(t: &mut Table, s: &Suite) {
-    let (mut p99_ratios, mut p50_ratios) = (Vec::new(), Vec::new());
-    for (round, report) in s.fanout.iter().enumerate() {
-        let round = round + 1;
-        let hub = &report.last_delivery_us;
-        t.row(
-            format!(
-                "fan-out {round}: to all of {} sessions, {} decisions (ms) p50/p99/max",
-                report.sessions, report.decisions
-            ),
-            hub.short_ms(),
-        );
-        if let Some(floor) = s.floor.get(round - 1) {
-            let floor = &floor.last_delivery_us;
-            t.row(
-                format!("fan-out {round}: the floor (ms) p50/p99/max"),
-                floor.short_ms(),
-            );
-            p99_ratios.push(ratio(hub.p99, floor.p99));
-            p50_ratios.push(ratio(hub.p50, floor.p50));
-            t.row(
-                format!("fan-out {round}: hub p99 / floor p99"),
-                format!("{:.2}", ratio(hub.p99, floor.p99)),
-            );
-        }
-    }
-    let ((hub_count, hub), (floor_count, floor)) = (pooled(&s.fanout), pooled(&s.floor));
-    if hub_count > 0 && floor_count > 0 {
-        t.row(
-            format!(
-                "fan-out hub / floor over all {hub_count} and {floor_count} decisions, p99 / p50 \
-                 to the last session"
-            ),
-            format!(
-                "{:.2} / {:.2} ({} / {} ms against {} / {} ms)",
-                ratio(hub.p99, floor.p99),
-                ratio(hub.p50, floor.p50),
-                super::ms(hub.p99),
-                super::ms(hub.p50),
-                super::ms(floor.p99),
-                super::ms(floor.p50),
-            ),
-        );
-    }
-    for (what, mut ratios) in [("p99", p99_ratios), ("p50", p50_ratios)] {
-        if ratios.is_empty() {
-            continue;
-        }
-        ratios.sort_by(f64::total_cmp);
-        t.row(
-            format!("fan-out hub / floor, {what} to the last session: min/median/max"),
-            format!(
-                "{:.2}/{:.2}/{:.2}",
-                ratios[0],
-                median(&ratios),
-                ratios[ratios.len() - 1]
-            ),
-        );
-    }
-    if let Some(hub) = s.fanout.first() {
-        t.row(
-            format!(
-                "fan-out cost per delivery at {} sessions (us), from p50/p99",
-                hub.sessions
-            ),
-            per_delivery_us(hub),
-        );
-    }
-    let missed: u64 = s.fanout.iter().chain(&s.floor).map(|r| r.missed).sum();
-    let expected: usize = s
-        .fanout
-        .iter()
-        .chain(&s.floor)
-        .map(|r| r.sessions * (r.decisions + 1))
-        .sum();
-    t.row(
-        "fan-out deliveries missed, every run",
-        format!("{missed} of {expected}"),
-    );
-    for (who, runs) in [("the hub", &s.fanout), ("the floor", &s.floor)] {
-        let kernel = runs.iter().filter_map(|r| r.kernel).reduce(|a, b| a + b);
-        if let Some(kernel) = kernel {
-            fanout::losses_row(t, &format!("fan-out rounds, {who}"), kernel);
-        }
-    }
 }
