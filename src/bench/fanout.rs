@@ -279,47 +279,63 @@ async fn probe_calls(
     deciding: &mut Deciding,
     decisions: usize,
 ) -> Result<CallProbe, BenchError> {
-    let mut prober = connect(url).await?;
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let decision = format!("bf{}-0", deciding.tag);
-    let params = StatusParams {
-        decision: &decision,
-    };
-    // The baseline first: calls with nothing else going on.
-    let mut idle = Vec::with_capacity(PROBE_IDLE_CALLS);
-    for id in 0..PROBE_IDLE_CALLS as u64 {
-        let sent = Instant::now();
-        call::<serde_json::Value>(&mut prober, id, method::STATUS, &params).await?;
-        idle.push((sent, Instant::now()));
-    }
-    let first_id = PROBE_IDLE_CALLS as u64;
-    let calls = tokio::spawn(async move {
-        let params = StatusParams {
-            decision: &decision,
-        };
-        let mut calls = idle;
-        for id in first_id.. {
-            let sent = Instant::now();
-            let answer = tokio::select! {
-                answer = call::<serde_json::Value>(&mut prober, id, method::STATUS, &params) => answer,
-                _ = stopped.wait_for(|stop| *stop) => break,
-            };
-            answer?;
-            calls.push((sent, Instant::now()));
-        }
-        Ok::<_, BenchError>(calls)
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (ready, baseline_done) = tokio::sync::oneshot::channel();
+    let (url, decision) = (url.to_owned(), format!("bf{}-0", deciding.tag));
+    // On a thread and runtime of its own: on this one its calls would wait behind the
+    // listeners' tasks, which take in every session's copy of each decision.
+    let prober = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| BenchError::Other(format!("the call probe's runtime: {e}")))?
+            .block_on(call_over_and_over(&url, &decision, ready, stopped))
     });
     let mut windows = Vec::with_capacity(decisions);
-    let first = 1_000_000;
-    for n in first..first + decisions {
-        let decided = deciding.decide(n).await?;
-        windows.push((decided.sent, decided.replied + decided.latest));
+    // Without a baseline (the prober failed), its error is reported below.
+    if baseline_done.await.is_ok() {
+        let first = 1_000_000;
+        for n in first..first + decisions {
+            let decided = deciding.decide(n).await?;
+            windows.push((decided.sent, decided.replied + decided.latest));
+        }
     }
     let _ = stop.send(true);
-    let calls = calls
+    let calls = tokio::task::spawn_blocking(move || prober.join())
         .await
-        .map_err(|e| BenchError::Refused(format!("the call probe failed: {e}")))??;
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| BenchError::Other("the call probe's thread failed".into()))??;
     Ok(CallProbe::sort(decisions, &calls, &windows))
+}
+
+/// Calls `system.quorum.status` on `decision` one call after another: [`PROBE_IDLE_CALLS`]
+/// calls, then says so on `baseline_done`, then more until told to stop. Returns when each
+/// call was sent and answered.
+async fn call_over_and_over(
+    url: &str,
+    decision: &str,
+    baseline_done: tokio::sync::oneshot::Sender<()>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<(Instant, Instant)>, BenchError> {
+    let mut prober = connect(url).await?;
+    let params = StatusParams { decision };
+    let mut calls = Vec::new();
+    let mut baseline_done = Some(baseline_done);
+    for id in 0.. {
+        if id == PROBE_IDLE_CALLS as u64
+            && let Some(done) = baseline_done.take()
+        {
+            let _ = done.send(());
+        }
+        let sent = Instant::now();
+        tokio::select! {
+            answer = call::<serde_json::Value>(&mut prober, id, method::STATUS, &params) => answer?,
+            _ = stopped.wait_for(|stop| *stop) => break,
+        };
+        calls.push((sent, Instant::now()));
+    }
+    Ok(calls)
 }
 
 /// The `decision` of a decision event whose name needs no JSON escaping.
