@@ -187,7 +187,10 @@ pub async fn run(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
     // After the timed decisions, so that the probe's calls do not weigh on them.
     let calls = match options.call_probe_decisions {
         0 => None,
-        decisions => Some(probe_calls(&options.url, &mut deciding, decisions).await?),
+        decisions => {
+            let first = options.decisions + 1;
+            Some(probe_calls(&options.url, &mut deciding, first..first + decisions).await?)
+        }
     };
     for task in tasks {
         task.abort();
@@ -271,13 +274,13 @@ impl Deciding {
 }
 
 /// Has one more session call `system.quorum.status` [`PROBE_IDLE_CALLS`] times, then over
-/// and over (one call at a time) while `decisions` more decisions are made, and sorts the
-/// calls' round trips by whether they overlapped a decision being made and fanned out
-/// (from its deciding vote being sent to the last session having it) or not.
+/// and over (one call at a time) while the decisions numbered `decisions` are made, and
+/// sorts the calls' round trips by whether they overlapped a decision being made and
+/// fanned out (from its deciding vote being sent to the last session having it) or not.
 async fn probe_calls(
     url: &str,
     deciding: &mut Deciding,
-    decisions: usize,
+    decisions: std::ops::Range<usize>,
 ) -> Result<CallProbe, BenchError> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (ready, baseline_done) = tokio::sync::oneshot::channel();
@@ -291,11 +294,10 @@ async fn probe_calls(
             .map_err(|e| BenchError::Other(format!("the call probe's runtime: {e}")))?
             .block_on(call_over_and_over(&url, &decision, ready, stopped))
     });
-    let mut windows = Vec::with_capacity(decisions);
+    let mut windows = Vec::with_capacity(decisions.len());
     // Without a baseline (the prober failed), its error is reported below.
     if baseline_done.await.is_ok() {
-        let first = 1_000_000;
-        for n in first..first + decisions {
+        for n in decisions.clone() {
             let decided = deciding.decide(n).await?;
             windows.push((decided.sent, decided.replied + decided.latest));
         }
@@ -306,7 +308,7 @@ async fn probe_calls(
         .ok()
         .and_then(Result::ok)
         .ok_or_else(|| BenchError::Other("the call probe's thread failed".into()))??;
-    Ok(CallProbe::sort(decisions, &calls, &windows))
+    Ok(CallProbe::sort(decisions.len(), &calls, &windows))
 }
 
 /// Calls `system.quorum.status` on `decision` one call after another: [`PROBE_IDLE_CALLS`]
@@ -359,13 +361,7 @@ pub(super) fn rows(t: &mut Table, report: &FanoutReport) {
         format!("{} of {}", report.missed, report.deliveries()),
     );
     if let Some(calls) = &report.calls {
-        call_rows(
-            t,
-            "",
-            calls.during_each_us.len(),
-            &calls.during_us,
-            &calls.idle_us,
-        );
+        call_rows(t, "", calls.during_calls, &calls.during_us, &calls.idle_us);
     }
     if let Some(kernel) = report.kernel {
         losses_row(
