@@ -50,6 +50,9 @@ pub struct FanoutReport {
     pub last_delivery_each_us: Vec<u64>,
     /// Every delivery: from the deciding vote's reply to one session receiving it.
     pub delivery_us: Percentiles,
+    /// Per timed decision: the deciding vote's round trip (sent to replied), which the
+    /// fan-out figures start after.
+    pub vote_us: Percentiles,
     /// Deliveries that never came, the warm-up decision included.
     pub missed: u64,
     /// What the kernel dropped and sent again over the timed decisions, machine-wide.
@@ -165,6 +168,7 @@ pub async fn run(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
     let mut last = histogram();
     let mut last_each = Vec::with_capacity(options.decisions);
     let mut each = histogram();
+    let mut votes = histogram();
     let mut progress = Progress::new("deciding", options.decisions as u64);
     let mut counted_from = None;
     // Decision 0 warms up (every session's first write allocates its buffers); it is
@@ -176,6 +180,8 @@ pub async fn run(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
                 let _ = each.record(delay.as_micros() as u64);
             }
             let _ = last.record(decided.latest.as_micros() as u64);
+            let vote = decided.replied.saturating_duration_since(decided.sent);
+            let _ = votes.record(vote.as_micros() as u64);
             last_each.push(decided.latest.as_micros() as u64);
         } else {
             counted_from = Counters::read();
@@ -201,6 +207,7 @@ pub async fn run(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
         last_delivery_us: Percentiles::of(&last),
         last_delivery_each_us: last_each,
         delivery_us: Percentiles::of(&each),
+        vote_us: Percentiles::of(&votes),
         missed: deciding.missed,
         kernel,
         calls,
@@ -355,6 +362,10 @@ pub(super) fn rows(t: &mut Table, report: &FanoutReport) {
             report.sessions, report.decisions
         ),
         report.last_delivery_us.short_ms(),
+    );
+    t.row(
+        "the deciding vote's round trip, before those (ms) p50/p99/max",
+        report.vote_us.short_ms(),
     );
     t.row(
         "fan-out deliveries missed",
