@@ -507,6 +507,7 @@ async fn the_bench_runs_a_tiny_scenario_of_each_kind() {
 
     let fanout = bench("fanout", &url, &["--sessions", "40", "--decisions", "5"]).await;
     assert_eq!(fanout["missed"], 0, "{fanout}");
+    assert!(fanout["vote_us"]["p50"].as_u64().unwrap() > 0, "{fanout}");
     // Ten more decisions with another session calling meanwhile, every call timed.
     let calls = &fanout["calls"];
     assert_eq!(calls["decisions"], 10, "{fanout}");
