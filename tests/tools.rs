@@ -513,6 +513,8 @@ async fn the_bench_runs_a_tiny_scenario_of_each_kind() {
     assert_eq!(calls["decisions"], 10, "{fanout}");
     let made = calls["during_calls"].as_u64().unwrap() + calls["idle_calls"].as_u64().unwrap();
     assert!(made > 0, "{fanout}");
+    // The 200 baseline calls come before any probe decision: never during one.
+    assert!(calls["idle_calls"].as_u64().unwrap() >= 200, "{fanout}");
     assert!(calls["idle_us"]["p50"].as_u64().unwrap() > 0, "{fanout}");
 
     let pid = std::process::id().to_string();

@@ -53,7 +53,7 @@ pub struct FanoutReport {
     /// Per timed decision: the deciding vote's round trip (sent to replied), which the
     /// fan-out figures start after.
     pub vote_us: Percentiles,
-    /// Deliveries that never came, the warm-up decision included.
+    /// Deliveries that never came, the warm-up decision and the call probe's included.
     pub missed: u64,
     /// What the kernel dropped and sent again over the timed decisions, machine-wide.
     pub kernel: Option<Losses>,
@@ -111,21 +111,12 @@ impl CallProbe {
             decisions,
             during_calls: during_each_us.len(),
             idle_calls: idle_each_us.len(),
-            during_us: percentiles(&during_each_us),
-            idle_us: percentiles(&idle_each_us),
+            during_us: Percentiles::of_samples(&during_each_us),
+            idle_us: Percentiles::of_samples(&idle_each_us),
             during_each_us,
             idle_each_us,
         }
     }
-}
-
-/// The percentiles of some round trips in microseconds.
-pub(super) fn percentiles(samples: &[u64]) -> Percentiles {
-    let mut h = histogram();
-    for &us in samples {
-        let _ = h.record(us);
-    }
-    Percentiles::of(&h)
 }
 
 pub async fn run(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {

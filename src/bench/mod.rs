@@ -165,6 +165,15 @@ impl Percentiles {
         }
     }
 
+    /// The percentiles of some samples in microseconds.
+    fn of_samples<'a>(samples: impl IntoIterator<Item = &'a u64>) -> Self {
+        let mut h = histogram();
+        for &us in samples {
+            let _ = h.record(us);
+        }
+        Self::of(&h)
+    }
+
     /// `p50/p99/max` in milliseconds.
     fn short_ms(&self) -> String {
         format!("{}/{}/{}", ms(self.p50), ms(self.p99), ms(self.max))

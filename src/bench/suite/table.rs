@@ -2,7 +2,7 @@
 
 use super::{GROUP, Suite};
 use crate::bench::fanout::{self, CallProbe, FanoutReport};
-use crate::bench::{Percentiles, Table, connections, histogram, ms, storm};
+use crate::bench::{Percentiles, Table, connections, ms, storm};
 
 /// The suite as one table.
 pub fn table(s: &Suite) -> String {
@@ -126,12 +126,9 @@ fn ratio(hub_us: u64, floor_us: u64) -> f64 {
 /// The percentiles of every timed decision of `runs` together, and how many there were.
 /// A p99 of one round's 50 decisions is its slowest decision; over every round's
 /// decisions together it is a p99 proper.
-fn pooled(runs: &[FanoutReport]) -> (u64, Percentiles) {
-    let mut all = histogram();
-    for &us in runs.iter().flat_map(|r| &r.last_delivery_each_us) {
-        let _ = all.record(us);
-    }
-    (all.len(), Percentiles::of(&all))
+fn pooled(runs: &[FanoutReport]) -> (usize, Percentiles) {
+    let all = runs.iter().flat_map(|r| &r.last_delivery_each_us);
+    (all.clone().count(), Percentiles::of_samples(all))
 }
 
 /// The hub's fan-out per round, the floor's beside it, and their ratio.
@@ -213,8 +210,8 @@ fn fanout_rows(t: &mut Table, s: &Suite) {
             t,
             "fan-out rounds: ",
             during.len(),
-            &fanout::percentiles(&during),
-            &fanout::percentiles(&idle),
+            &Percentiles::of_samples(&during),
+            &Percentiles::of_samples(&idle),
         );
     }
     let missed: u64 = s.fanout.iter().chain(&s.floor).map(|r| r.missed).sum();
