@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use super::Rng;
 use super::eventually_blocking;
-use super::redis_cli::{cli, nanos};
+use super::redis_cli::cli;
 
 /// Ports are drawn from here. A cluster node's bus listens 10,000 above its port, and
 /// both stay below the kernel's ephemeral ports (32768 and up), which outgoing
@@ -58,4 +58,13 @@ pub fn started(child: &mut Child, port: u16) -> bool {
             .contains(&pid)
             .then_some(true)
     })
+}
+
+/// The current time's nanoseconds: with the process id, a seed that differs between test
+/// processes and runs.
+fn nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos().into())
+        .unwrap_or_default()
 }

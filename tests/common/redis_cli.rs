@@ -1,5 +1,4 @@
-//! `redis-cli` against one node of a test deployment, each run bounded in time, and a seed
-//! for drawing its ports.
+//! `redis-cli` against one node of a test deployment, each run bounded in time.
 
 use std::process::{Command, Stdio};
 
@@ -44,14 +43,5 @@ pub fn cli(port: u16, args: &[&str]) -> String {
         .args(args)
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
-
-/// The current time's nanoseconds: with the process id, a seed that differs between test
-/// processes and runs.
-pub fn nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos().into())
         .unwrap_or_default()
 }

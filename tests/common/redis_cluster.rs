@@ -3,9 +3,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::eventually_blocking;
 use super::ports;
 use super::redis_cli::{bounded, cli, cli_script};
+use super::{DEADLINE, eventually_blocking};
 
 /// Primaries in a test cluster; each has one replica.
 pub const PRIMARIES: usize = 3;
@@ -153,7 +153,7 @@ impl RedisCluster {
     /// returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
         let port = self.live_ports()[0];
-        let output = bounded(super::DEADLINE, "redis-cli")
+        let output = bounded(DEADLINE, "redis-cli")
             .args(["-c", "-p", &port.to_string()])
             .args(args)
             .output()

@@ -128,10 +128,7 @@ impl RedisServer {
                 }
             }
         };
-        tokio::time::timeout(DEADLINE, reply)
-            .await
-            .unwrap_or_else(|_| panic!("{command:?} did not finish within {DEADLINE:?}"))
-            .unwrap_or_else(|e| panic!("{command:?} failed: {e}"))
+        within_deadline(command, reply).await
     }
 
     /// Runs one command without a key (`INFO`, `CLIENT KILL`, ...) on every live node
@@ -152,12 +149,7 @@ impl RedisServer {
                     .expect("connect to a test redis node");
                 redis::cmd(name).arg(args).query_async(&mut conn).await
             };
-            replies.push(
-                tokio::time::timeout(DEADLINE, reply)
-                    .await
-                    .unwrap_or_else(|_| panic!("{command:?} did not finish within {DEADLINE:?}"))
-                    .unwrap_or_else(|e| panic!("{command:?} failed: {e}")),
-            );
+            replies.push(within_deadline(command, reply).await);
         }
         replies
     }
@@ -171,6 +163,17 @@ impl RedisServer {
             .await
             .expect("connect to test redis")
     }
+}
+
+/// The reply of `command`, failing the test if it fails or takes longer than [`DEADLINE`].
+async fn within_deadline<T>(
+    command: &[&str],
+    reply: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> T {
+    tokio::time::timeout(DEADLINE, reply)
+        .await
+        .unwrap_or_else(|_| panic!("{command:?} did not finish within {DEADLINE:?}"))
+        .unwrap_or_else(|e| panic!("{command:?} failed: {e}"))
 }
 
 fn spawn(dir: &Path) -> Child {
