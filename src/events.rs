@@ -294,7 +294,7 @@ fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(
 /// delivered from: the same epoch, and still holding the last event delivered, as it was
 /// delivered. Where it is not (a failover to a replica that lacked the newest events, a
 /// Redis that lost its data), the hub goes back to the newest event it delivered that the
-/// log still holds (or before the log's oldest), so that new events are never dropped as
+/// log still holds (or before the log's newest), so that new events are never dropped as
 /// already delivered, and tells every session. Where only events after the hub's position
 /// were trimmed (it was away longer than the log keeps), it tells every session so.
 async fn check_continuity(hub: &Hub) -> Result<(), Error> {
@@ -321,11 +321,10 @@ async fn follow_log(
     let placed = store.place_cursor(delivered).await?;
     let holding = |notice: EventsIncomplete| notice.holding(placed.oldest, placed.newest);
     let continued = match placed.place {
-        // Another log: it continues this one only if it holds what was delivered last.
-        CursorPlace::Kept if replaced.is_some() => {
-            still_holds(hub, store, delivered, false).await?
-        }
-        CursorPlace::Kept => still_holds(hub, store, delivered, true).await?,
+        // Another epoch is another log (a Redis that lost its data made it anew), whatever
+        // ids it holds: sessions are always told, even when every event delivered is in it.
+        _ if replaced.is_some() => false,
+        CursorPlace::Kept => still_holds(hub, store, delivered).await?,
         CursorPlace::Trimmed => {
             tracing::warn!(
                 %delivered,
@@ -340,6 +339,8 @@ async fn follow_log(
     if continued {
         return Ok(());
     }
+    // Never after `delivered`: every event the log holds after it is delivered, whatever
+    // its id (a log made anew after a data loss logs ids above the ones delivered).
     let to = match newest_delivered_held(hub, store).await? {
         Some(held) => held.min(delivered),
         // Nothing delivered recently is in the log: its newest events are delivered (at
@@ -350,15 +351,11 @@ async fn follow_log(
             .map_or(EventId::ZERO, EventId::predecessor)
             .min(delivered),
     };
-    if to == delivered {
-        // Everything delivered is still there, as delivered: nothing to take back.
-        return Ok(());
-    }
     tracing::warn!(
         %delivered,
         rewound_to = %to,
         epoch_before = ?replaced,
-        "the event log is not a continuation of the one this hub delivered from (a Redis failover lost events it delivered, or the log was replaced); delivering again from the newest event it delivered that the log still holds, and telling every session"
+        "the event log is not a continuation of the one this hub delivered from (a Redis failover lost events it delivered, or Redis lost its data); delivering again from the newest event it delivered that the log still holds, and telling every session"
     );
     let notice = frame::events_incomplete(&holding(EventsIncomplete::rewound(delivered, to)));
     hub.rewind(to, Some(&Utf8Bytes::from(notice)));
@@ -376,19 +373,15 @@ const DELIVERED_SEARCH_PAGE: usize = 64;
 
 /// Whether the log holds the hub's last delivered event as it was delivered (a promoted
 /// replica may have logged another event under its id). A position the hub started at
-/// without delivering it, and no longer remembers, is taken as held if `unremembered_held`.
-async fn still_holds(
-    hub: &Hub,
-    store: &Store,
-    delivered: EventId,
-    unremembered_held: bool,
-) -> Result<bool, Error> {
+/// without delivering it, and no longer remembers, is taken as held (the cursor was placed
+/// among the log's entries).
+async fn still_holds(hub: &Hub, store: &Store, delivered: EventId) -> Result<bool, Error> {
     let Some((_, print)) = hub
         .recent_deliveries()
         .into_iter()
         .find(|(id, _)| *id == delivered)
     else {
-        return Ok(unremembered_held);
+        return Ok(true);
     };
     let held = store.events_at(&[delivered]).await?;
     Ok(held

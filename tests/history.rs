@@ -51,9 +51,14 @@ async fn append(redis: &RedisServer, id: &str, fields: &[(String, String)]) -> S
 
 /// Appends an entry shaped like the vote script's, for `decision`.
 async fn log_entry(redis: &RedisServer, id: &str, decision: &str) -> String {
+    log_decided(redis, id, decision, "a").await
+}
+
+/// Appends an entry shaped like the vote script's, for `decision` decided as `value`.
+async fn log_decided(redis: &RedisServer, id: &str, decision: &str, value: &str) -> String {
     let fields = [
         ("decision", decision),
-        ("value", "a"),
+        ("value", value),
         ("voteCount", "1"),
         ("quorum", "1"),
         ("totalInstances", "1"),
@@ -297,4 +302,35 @@ async fn a_hub_away_longer_than_the_log_keeps_tells_its_sessions_what_was_trimme
     assert_notice(&notice, "trimmed", &seen, &kept, &kept);
     assert_eq!(next_decision(&mut voter, "still-kept").await, kept);
     voter.assert_no_more_notifications("seen").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_its_data_is_reported_even_when_new_events_are_above_every_delivered_one()
+{
+    let redis = RedisServer::start_single();
+    let hub = TestHub::start(&redis).await;
+    let mut voter = hub.client_as("v").await;
+    let mut watcher = hub.client().await;
+    let approved = voter.decide("v", "old-decision").await;
+    assert_eq!(next_decision(&mut watcher, "old-decision").await, approved);
+    // Redis comes back without its data, and a decision is logged (with an id above every
+    // one delivered) before the hub's listener looks at the log again: the same decision,
+    // decided anew with another value.
+    let _: String = redis.query(&["FLUSHALL"]).await;
+    let denied = log_decided(&redis, "*", "old-decision", "deny").await;
+    assert!(parsed(&denied) > parsed(&approved), "{denied} <= {approved}");
+    // A client resuming from the event it saw is told the log does not hold it.
+    let mut resumed = WsClient::connect(&format!("{}?lastEventId={approved}", hub.ws_url())).await;
+    let notice = resumed.next_notification().await;
+    assert_notice(&notice, "unknown", &approved, &denied, &denied);
+    // The hub's sessions are told before the decision changes value under them.
+    drop_pubsub_links(&redis).await;
+    for session in [&mut voter, &mut watcher, &mut resumed] {
+        let notice = session.next_notification().await;
+        assert_notice(&notice, "rewound", &approved, &denied, &denied);
+        let event = session.next_notification().await;
+        assert_eq!(event["params"]["decision"], "old-decision", "{event}");
+        assert_eq!(event["params"]["value"], "deny", "{event}");
+        session.assert_no_more_notifications("deny").await;
+    }
 }

@@ -154,10 +154,12 @@ impl Store {
             Some(first) if info.number("length") > 0 => after < first,
             _ => after < generated,
         };
-        let within = oldest.is_some_and(|oldest| after >= oldest);
         Ok(placed(if trimmed && before_kept {
             CursorPlace::Trimmed
-        } else if within && !held {
+        } else if !held && after > EventId::ZERO {
+            // Within the stream's range, or before the oldest entry of a stream that never
+            // trimmed one (a log that restarted after losing its data): this log never held
+            // the event, whatever the ids after it.
             CursorPlace::Missing
         } else if deleted_after {
             CursorPlace::Trimmed
