@@ -32,14 +32,19 @@ end
 
 -- Publishes with `publish` (PUBLISH or SPUBLISH) the logged events after `published` (the
 -- id of the last event published this way) up to and including `upto`, at most `most` of
--- them, in log order, and moves `published` on. Returns how many it published. Without
--- `published`, nothing waits to be published: it returns 0.
+-- them (nil: all of them), in log order, and moves `published` on. Returns how many it
+-- published. Without `published`, nothing waits to be published: it returns 0.
 local function publish_upto(stream, published, upto, channel, publish, most)
   local from = redis.call('GET', published)
   if not from then
     return 0
   end
-  local entries = redis.call('XRANGE', stream, '(' .. from, upto, 'COUNT', most)
+  local entries
+  if most then
+    entries = redis.call('XRANGE', stream, '(' .. from, upto, 'COUNT', most)
+  else
+    entries = redis.call('XRANGE', stream, '(' .. from, upto)
+  end
   for _, entry in ipairs(entries) do
     local f = {}
     for i = 1, #entry[2], 2 do
@@ -59,8 +64,9 @@ local PUBLISH_BATCH = 500
 -- Appends a decision event to the capped stream (its entry id is the event id) and returns
 -- the id.
 -- With `publish` (PUBLISH on one Redis, SPUBLISH on a cluster, in the stream's slot) it is
--- published at once, after any events still waiting (see below), so that every hub gets
--- them in log order. With publish = '' it is left for publish_pending.lua, which the hub
+-- published at once, after every event still waiting (see below), however many: so that
+-- every hub gets them in log order, and this one is never left unpublished behind them
+-- (at most the log's cap of events, once, in the run that finds them waiting). With publish = '' it is left for publish_pending.lua, which the hub
 -- runs once the write is on enough replicas; `published` (the id of the last event
 -- published that way) is started just before it if it does not exist yet.
 --
@@ -85,7 +91,7 @@ local function log_event(stream, published, cap, channel, publish, decision, win
   end
   if publish ~= '' then
     if waiting then
-      publish_upto(stream, published, event_id, channel, publish, PUBLISH_BATCH)
+      publish_upto(stream, published, event_id, channel, publish, nil)
     elseif expired_tally then
       redis.call(publish, channel, expired_json(decision, vote_count, quorum, total,
         expired_tally, event_id, decided_at))

@@ -47,6 +47,18 @@ async fn next_decisions(session: &mut WsClient, n: usize) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_started_while_an_event_waits_for_replicas_delivers_it_once_published() {
+    a_hub_started_while_an_event_waits_delivers_it(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_without_replica_waits_started_while_an_event_waits_delivers_it_once_published() {
+    a_hub_started_while_an_event_waits_delivers_it(0).await;
+}
+
+/// A hub waiting for one replica makes an event that waits for it; a second hub, waiting
+/// for `second_waits` replicas, starts meanwhile and must deliver that event once it is
+/// published, not take it as delivered before.
+async fn a_hub_started_while_an_event_waits_delivers_it(second_waits: u32) {
     let mut redis = RedisSentinel::start();
     let [primary, replica] = redis.data_ports();
     let first = TestHub::start_with(config(primary, 1)).await;
@@ -55,7 +67,7 @@ async fn a_hub_started_while_an_event_waits_for_replicas_delivers_it_once_publis
     redis.pause(replica);
     vote_unconfirmed(&mut voter, "early", "waiting").await;
     // A hub that starts now must not take the waiting event as already delivered.
-    let second = TestHub::start_with(config(primary, 1)).await;
+    let second = TestHub::start_with(config(primary, second_waits)).await;
     let mut watcher = second.client().await;
     redis.resume(replica);
     assert_eq!(next_decisions(&mut watcher, 1).await, [json!("waiting")]);
@@ -92,6 +104,69 @@ async fn hubs_with_and_without_replica_waits_on_one_redis_deliver_every_event_in
         assert_eq!(next_decisions(watcher, 1).await, [json!("later")]);
         watcher.assert_no_more_notifications("later").await;
     }
+}
+
+/// More events than one publishing run of `publish_pending.lua` takes (500).
+const MORE_THAN_A_BATCH: usize = 520;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_without_replica_waits_publishes_its_own_event_behind_any_number_waiting() {
+    let mut redis = RedisSentinel::start();
+    let [primary, replica] = redis.data_ports();
+    // WAIT gives up after 50 ms: many events can be made to wait in a few seconds.
+    let mut careful_config = config(primary, 1);
+    careful_config.vote_timeout = Duration::from_millis(100);
+    // Votes that outlast so short a timeout on a busy machine must not open the breaker.
+    careful_config.breaker_failures = u32::MAX;
+    let careful = TestHub::start_with(careful_config).await;
+    let hasty = TestHub::start_with(config(primary, 0)).await;
+    let mut watcher = hasty.client().await;
+    let primary_url = format!("redis://127.0.0.1:{primary}");
+    let log_key = quorum_hub::event_log_key(&primary_url);
+    let mut voters = Vec::new();
+    for n in 0..8 {
+        voters.push(careful.client_as(&format!("careful-{n}")).await);
+    }
+    let mut hasty_voter = hasty.client_as("hasty").await;
+    // Eight voters on the careful hub, each deciding its share alone; no replica confirms.
+    redis.pause(replica);
+    let votes = voters.into_iter().enumerate().map(|(n, mut voter)| async move {
+        for k in (n..MORE_THAN_A_BATCH).step_by(8) {
+            let params = vote_params(&format!("careful-{n}"), &format!("w-{k}"), "y", Some(1));
+            // Answered `replication` (or, on a busy machine, `timeout`): either way the
+            // decision is in the primary and its event waits; the log below says which.
+            let reply = voter.call("system.quorum.vote", params).await;
+            assert!(reply.get("error").is_some(), "confirmed without a replica: {reply}");
+        }
+    });
+    futures::future::join_all(votes).await;
+    let mut link = redis::Client::open(primary_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let logged: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(log_key)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut link)
+        .await
+        .unwrap();
+    let waiting: Vec<Value> = logged
+        .iter()
+        .filter_map(|(_, fields)| {
+            let (_, decision) = fields.iter().find(|(name, _)| name == "decision")?;
+            Some(json!(decision))
+        })
+        .collect();
+    assert!(waiting.len() > 500, "only {} events wait", waiting.len());
+    // The hub that does not wait publishes every waiting event, then its own, at once.
+    let fast = hasty_voter.vote("hasty", "fast", "y", 1).await;
+    assert_eq!(fast["finalDecision"], "y", "{fast}");
+    assert_eq!(next_decisions(&mut watcher, waiting.len()).await, waiting);
+    assert_eq!(next_decisions(&mut watcher, 1).await, [json!("fast")]);
+    watcher.assert_no_more_notifications("fast").await;
+    redis.resume(replica);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

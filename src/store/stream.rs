@@ -24,15 +24,15 @@ pub(crate) struct Replay {
 }
 
 impl Store {
-    /// The newest event in the log, if there is one; with `--wait-replicas`, the newest
-    /// that is published (the ones after it still wait for replicas, and reach the hub
-    /// live once they are published).
+    /// The newest event in the log, if there is one; while some hub on the keyspace logs
+    /// events that wait for replicas (`--wait-replicas`), the newest that is published
+    /// (the ones after it reach every hub live once they are published, whether this
+    /// hub waits for replicas or not).
     pub(crate) async fn last_event(&self) -> Result<Option<LoggedEvent>, Error> {
         let mut newest = "+".to_owned();
-        if self.waits_for_replicas()
-            && let Some(published) = self
-                .query::<Option<String>>(redis::cmd("GET").arg(self.layout.published()))
-                .await?
+        if let Some(published) = self
+            .query::<Option<String>>(redis::cmd("GET").arg(self.layout.published()))
+            .await?
         {
             newest = published;
         }
@@ -72,7 +72,7 @@ impl Store {
             .arg("COUNT")
             .arg(REPLAY_PAGE);
         // Up to `upto` (where the hub's live delivery stands) every event was published.
-        if !self.waits_for_replicas() || upto.is_some() {
+        if upto.is_some() {
             let (events, read) = parse_stream_entries(self.query(&cmd).await?)?;
             return Ok(Replay {
                 // A full page that yielded nothing readable cannot move the cursor on.
@@ -80,10 +80,11 @@ impl Store {
                 events,
             });
         }
-        // With --wait-replicas an event is handed out only once it is published (its
-        // write confirmed by replicas): an open-ended read (the listener's gap read, a
-        // replay before the hub knows its position) stops at the last published event;
-        // the rest arrive live once published.
+        // While events wait for replicas (some hub on the keyspace runs with
+        // --wait-replicas), an event is handed out only once it is published (its write
+        // confirmed by replicas), by every hub alike: an open-ended read (the listener's
+        // gap read, a replay before the hub knows its position) stops at the last
+        // published event; the rest arrive live once published.
         let mut pipe = redis::pipe();
         pipe.cmd("GET")
             .arg(self.layout.published())
