@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{AsyncConnectionConfig, PushKind, Value};
+use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::clock::now_ms;
@@ -44,6 +44,11 @@ pub const SWEEP_PERIOD: Duration = Duration::from_secs(1);
 /// How old an unlogged decision must be before the sweep logs it: the hub that decided it
 /// is normally done well within this.
 pub const SWEEP_GRACE: Duration = Duration::from_secs(1);
+/// Dashboard events (`quorum.vote.recorded`, `instance.*`) a hub holds between receiving
+/// them from Redis and passing them to their subscribers; beyond it, new ones are dropped
+/// and counted. Every vote publishes one, so a hub that cannot keep up holds this many at
+/// most instead of a backlog that grows with the vote rate.
+pub const DASHBOARD_BACKLOG: usize = 1024;
 
 /// Runs until the hub shuts down, resubscribing with backoff whenever the link drops.
 pub async fn listen(hub: Arc<Hub>) {
@@ -65,7 +70,7 @@ pub async fn listen(hub: Arc<Hub>) {
 }
 
 /// Subscribes, delivers what was missed while unsubscribed, then delivers live events.
-async fn forward(hub: &Hub) -> Result<(), Error> {
+async fn forward(hub: &Arc<Hub>) -> Result<(), Error> {
     // The starting point is read before subscribing: an event decided between the two is
     // then after it, and the gap read below delivers it (read after subscribing, it would
     // count as delivered without ever being pushed).
@@ -78,14 +83,31 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
     // that no change between the two is missed).
     let mut primary_moves = store.primary_changes();
     let client = store.events_client().await?;
-    // Unbounded, like any pub/sub client's buffer: Redis sends only what this hub
-    // subscribed to, and the loop below hands each message on without waiting on sessions
-    // (dashboard traffic flows only while a dashboard here listens).
+    // Decision events and the link's own messages go to the loop below, unbounded: Redis
+    // sends only what this hub subscribed to, and decisions come at the rate they are made.
+    // Dashboard events go to a task of their own through a bounded backlog, so that a
+    // decision never waits behind them and a vote rate the hub cannot pass on to a
+    // dashboard costs dropped dashboard events, never memory.
     let (pushes_tx, mut pushes) = tokio::sync::mpsc::unbounded_channel();
+    let (dashboard_tx, dashboard_rx) = tokio::sync::mpsc::channel(DASHBOARD_BACKLOG);
+    let dropped = hub.metrics.dashboard_events_dropped.clone();
+    let route = move |push: PushInfo| {
+        if is_dashboard_event(&push, channel) {
+            if dashboard_tx.try_send(push).is_err() {
+                dropped.inc();
+            }
+            return Ok(());
+        }
+        pushes_tx.send(push)
+    };
+    let _dashboard_events = AbortOnDrop(tokio::spawn(pass_dashboard_events(
+        hub.clone(),
+        dashboard_rx,
+    )));
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(LINK_TIMEOUT))
         .set_response_timeout(Some(LINK_TIMEOUT))
-        .set_push_sender(pushes_tx);
+        .set_push_sender(route);
     let mut link = client
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
@@ -165,9 +187,6 @@ async fn forward(hub: &Hub) -> Result<(), Error> {
             continue;
         };
         if from.as_slice() != channel.as_bytes() {
-            if let Ok(from) = std::str::from_utf8(from) {
-                forward_subscribed(hub, from, payload);
-            }
             continue;
         }
         // Untagged: a decision made carries `value`, an expired one `tally`, and each type
@@ -249,6 +268,34 @@ pub async fn sweep_unlogged(hub: Arc<Hub>) {
         }
         if let Some(err) = failure {
             tracing::warn!(%err, "could not sweep every partition for unlogged decisions; the next sweep tries again");
+        }
+    }
+}
+
+/// Whether `push` is a message on a channel other than the decision channel: a dashboard
+/// event.
+fn is_dashboard_event(push: &PushInfo, decision_channel: &str) -> bool {
+    matches!(push.kind, PushKind::Message | PushKind::SMessage)
+        && matches!(push.data.first(), Some(Value::BulkString(from)) if from.as_slice() != decision_channel.as_bytes())
+}
+
+/// Aborts a task when dropped: the dashboard task ends with the link it serves.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Passes the dashboard events of one subscription link to their subscribers, until the
+/// link ends.
+async fn pass_dashboard_events(hub: Arc<Hub>, mut events: tokio::sync::mpsc::Receiver<PushInfo>) {
+    while let Some(push) = events.recv().await {
+        if let [Value::BulkString(from), Value::BulkString(payload), ..] = push.data.as_slice()
+            && let Ok(from) = std::str::from_utf8(from)
+        {
+            forward_subscribed(&hub, from, payload);
         }
     }
 }

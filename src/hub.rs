@@ -28,8 +28,9 @@ use crate::store::Store;
 /// whether the listener receives them: every vote publishes one, so a hub subscribes to
 /// them only while one of its sessions wants them.
 struct Dashboards {
-    /// Sessions subscribed to any event beyond decisions.
-    watchers: AtomicUsize,
+    /// Sessions subscribed to any event beyond decisions, in the order they subscribed:
+    /// a dashboard event goes to these alone, never through every open session.
+    watchers: Mutex<Arc<[Arc<SessionHandle>]>>,
     /// Whether any session wants dashboard events; the listener follows it.
     wanted: watch::Sender<bool>,
     /// Whether the listener is subscribed to the dashboard channels right now.
@@ -39,27 +40,46 @@ struct Dashboards {
 impl Dashboards {
     fn new() -> Self {
         Self {
-            watchers: AtomicUsize::new(0),
+            watchers: Mutex::new(Arc::new([])),
             wanted: watch::Sender::new(false),
             live: watch::Sender::new(false),
         }
     }
 
-    fn watcher_added(&self) {
-        self.watchers.fetch_add(1, Ordering::AcqRel);
+    fn watcher_added(&self, session: Arc<SessionHandle>) {
+        {
+            let mut watchers = lock(&self.watchers);
+            let mut list = watchers.to_vec();
+            list.push(session);
+            *watchers = list.into();
+        }
         self.update_wanted();
     }
 
-    fn watcher_removed(&self) {
-        self.watchers.fetch_sub(1, Ordering::AcqRel);
+    fn watcher_removed(&self, session: u64) {
+        {
+            let mut watchers = lock(&self.watchers);
+            let list: Vec<_> = watchers
+                .iter()
+                .filter(|s| s.id != session)
+                .cloned()
+                .collect();
+            *watchers = list.into();
+        }
         self.update_wanted();
     }
 
-    /// Sets `wanted` from the count as it is now. Done under the watch's lock, so of two
-    /// sessions racing (one leaving, one arriving) the last to update sees the final count.
+    /// The sessions subscribed to dashboard events right now.
+    fn watchers(&self) -> Arc<[Arc<SessionHandle>]> {
+        lock(&self.watchers).clone()
+    }
+
+    /// Sets `wanted` from the watchers as they are now. Done under the watch's lock, so of
+    /// two sessions racing (one leaving, one arriving) the last to update sees the final
+    /// list.
     fn update_wanted(&self) {
         self.wanted.send_if_modified(|wanted| {
-            let now = self.watchers.load(Ordering::Acquire) > 0;
+            let now = !lock(&self.watchers).is_empty();
             std::mem::replace(wanted, now) != now
         });
     }
@@ -241,8 +261,8 @@ impl Hub {
     /// Adds event patterns to a session; returns everything it is subscribed to.
     pub fn subscribe(&self, session: &SessionHandle, patterns: Vec<String>) -> Vec<String> {
         let (first, subscribed) = session.subscribe(patterns);
-        if first {
-            self.dashboards.watcher_added();
+        if first && let Some(open) = self.sessions.get(&session.id) {
+            self.dashboards.watcher_added(open.clone());
         }
         subscribed
     }
@@ -251,14 +271,14 @@ impl Hub {
     pub fn unsubscribe(&self, session: &SessionHandle, patterns: Option<&[String]>) -> Vec<String> {
         let (emptied, remaining) = session.unsubscribe(patterns);
         if emptied {
-            self.dashboards.watcher_removed();
+            self.dashboards.watcher_removed(session.id);
         }
         remaining
     }
 
     /// Whether any session is subscribed to dashboard events right now.
     pub fn has_watchers(&self) -> bool {
-        self.dashboards.watchers.load(Ordering::Acquire) > 0
+        !lock(&self.dashboards.watchers).is_empty()
     }
 
     /// Follows whether any session is subscribed to dashboard events.
@@ -277,12 +297,13 @@ impl Hub {
         let _ = tokio::time::timeout(limit, live.wait_for(|live| *live)).await;
     }
 
-    /// Sends a live event to the sessions subscribed to it (dashboards). These events are
+    /// Sends a live event to the sessions subscribed to it (dashboards), as far as each has
+    /// room to spare ([`SessionHandle::push_dashboard`]). These events are best effort and
     /// not replayed: a client that missed some reads `system.get_state`.
     pub fn broadcast_subscribed(&self, name: &str, text: &Utf8Bytes) {
-        for session in self.sessions.iter() {
+        for session in self.dashboards.watchers().iter() {
             if session.wants(name) {
-                session.push_now(text);
+                session.push_dashboard(text);
             }
         }
     }

@@ -31,6 +31,9 @@ pub struct Metrics {
     /// Events that found a session's queue full (the session is then closed).
     pub events_dropped: Counter,
     pub slow_consumer_closes: Counter,
+    /// Dashboard events (`quorum.vote.recorded`, `instance.*`) not passed on: the hub's
+    /// backlog of them was full, or a subscriber's queue had no room to spare for them.
+    pub dashboard_events_dropped: Counter,
     /// 0 closed, 1 half-open, 2 open.
     pub breaker_state: Gauge,
     /// Redis calls that failed (connection errors, timeouts).
@@ -52,6 +55,7 @@ impl Metrics {
             events_written_direct: Counter::default(),
             events_dropped: Counter::default(),
             slow_consumer_closes: Counter::default(),
+            dashboard_events_dropped: Counter::default(),
             breaker_state: Gauge::default(),
             redis_errors: Counter::default(),
             redis_resubscribes: Counter::default(),
@@ -105,6 +109,11 @@ impl Metrics {
             "slow_consumer_closes",
             "Sessions closed for not reading",
             self.slow_consumer_closes.clone(),
+        );
+        r.register(
+            "dashboard_events_dropped",
+            "Dashboard events dropped because the hub or a subscriber could not keep up",
+            self.dashboard_events_dropped.clone(),
         );
         r.register(
             "breaker_state",

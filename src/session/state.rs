@@ -410,6 +410,23 @@ impl SessionHandle {
         }
     }
 
+    /// Queues a dashboard event (`quorum.vote.recorded`, `instance.*`) without waiting, if
+    /// the queue has room to spare: it may fill at most half the queue, in messages and in
+    /// bytes, so that decision events always find the other half. Dashboard events are
+    /// best effort: one that finds no room is dropped and counted, and the session stays
+    /// open (a dashboard reads `system.get_state` for the truth). Returns whether it went in.
+    pub fn push_dashboard(&self, text: &Utf8Bytes) -> bool {
+        let spare_bytes = self.byte_budget / 2;
+        let spare_messages = self.queue_len / 2;
+        let room = self.live.queued_bytes.load(Ordering::Acquire) + text.len() <= spare_bytes
+            && self.outbound.capacity() > spare_messages;
+        if room && self.try_queue(Outbound::Text(text.clone())).is_ok() {
+            return true;
+        }
+        self.metrics.dashboard_events_dropped.inc();
+        false
+    }
+
     /// Queues a notice without waiting (it is not a decision event, so it is not counted as
     /// one); a full queue marks the session a slow consumer.
     pub fn push_notice(&self, text: &Utf8Bytes) {
