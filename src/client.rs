@@ -6,8 +6,10 @@
 //! the hub pushes (`system.events.incomplete`, subscribed dashboard events) is passed on
 //! too, never dropped. After a notice that the hub's event log was `rewound` (a Redis
 //! failover lost events), the decisions that follow may have ids below ones already seen:
-//! the client passes them on. Its reconnections are jittered ([`RECONNECT_FIRST_WINDOW`]),
-//! and [`Client::link`] tells a caller when one happened.
+//! the client passes them on. After a notice that the hub could not read its event log to
+//! resume (`unreadable`), the client leaves that session and resumes again from the same
+//! event. Its reconnections are jittered ([`RECONNECT_FIRST_WINDOW`]), and
+//! [`Client::link`] tells a caller when one happened.
 
 mod backoff;
 mod token;
@@ -23,6 +25,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -41,6 +44,11 @@ pub const RECONNECT_FIRST_WINDOW: Duration = Duration::from_millis(1000);
 /// The window doubles after each failed attempt, up to this; each pause is again a uniform
 /// random point within it.
 pub const RECONNECT_MAX_WINDOW: Duration = Duration::from_secs(5);
+/// A connection that stayed open at least this long starts the window over when it
+/// drops; one that ended sooner (the hub closed it at once, or could not read its event
+/// log to resume it) goes on doubling it, so a hub that keeps turning the client away is
+/// not asked again at the first window's pace.
+pub const LASTING_CONNECTION: Duration = RECONNECT_MAX_WINDOW;
 /// Read buffer of the client's WebSocket; it grows as a large message needs. Tungstenite's
 /// default, 128 KiB, is zero-filled at the first read: a quarter of the CPU of 10,000
 /// clients reconnecting in one process went to clearing those pages (`bench storm`).
@@ -330,12 +338,14 @@ impl Driver {
     }
 
     /// Passes a notification to the caller; a decision made or expired only once per event.
-    async fn pass_on(&mut self, notification: Notification) {
+    /// Says whether to stay on the session it came from.
+    async fn pass_on(&mut self, notification: Notification) -> Session {
+        let mut next = Session::Stay;
         match &notification {
             Notification::DecisionMade(DecisionEvent { event_id, .. })
             | Notification::DecisionExpired(DecisionExpired { event_id, .. }) => {
                 if self.last_event.is_some_and(|last| *event_id <= last) {
-                    return;
+                    return next;
                 }
                 self.last_event = Some(*event_id);
             }
@@ -350,10 +360,16 @@ impl Driver {
             {
                 self.last_event = Some(notice.since);
             }
+            // The hub could not read the events after the cursor: they are still owed, and
+            // a live event on this session would move the cursor past them.
+            Notification::EventsIncomplete(notice) if notice.reason == GapReason::Unreadable => {
+                next = Session::Leave;
+            }
             _ => {}
         }
         // Backpressure: while the caller does not read, the socket is not read either.
         let _ = self.events.send(notification).await;
+        next
     }
 
     async fn run(
@@ -363,12 +379,17 @@ impl Driver {
         mut calls: mpsc::Receiver<Call>,
     ) {
         let mut backoff = backoff::Backoff::new();
+        let mut opened_at = Instant::now();
         loop {
+            let mut next = Session::Stay;
             for notification in std::mem::take(&mut early) {
-                self.pass_on(notification).await;
+                // What followed a notice to leave came on the session left behind.
+                next = self.pass_on(notification).await;
+                if next == Session::Leave {
+                    break;
+                }
             }
-            let closed = self.serve(&mut socket, &mut calls).await;
-            if closed {
+            if next == Session::Stay && self.serve(&mut socket, &mut calls).await {
                 let _ = socket.close(None).await;
                 return;
             }
@@ -377,6 +398,7 @@ impl Driver {
             // of one process reconnecting, the kernel's search for a free port took 40%
             // of that process's CPU (`bench storm`).
             drop(socket);
+            backoff.dropped_after(opened_at.elapsed());
             // Reconnect until it works or every handle to the client is gone.
             loop {
                 tokio::time::sleep(backoff.next_pause()).await;
@@ -386,7 +408,7 @@ impl Driver {
                 match self.open().await {
                     Ok((fresh, replayed)) => {
                         (socket, early) = (fresh, replayed);
-                        backoff.reset();
+                        opened_at = Instant::now();
                         self.link.send_modify(|link| link.connections += 1);
                         break;
                     }
@@ -407,7 +429,7 @@ impl Driver {
     }
 
     /// Serves calls on one connection. Returns true when the client was closed, false
-    /// when the connection dropped.
+    /// when the connection dropped or is to be left.
     async fn serve(&mut self, socket: &mut Socket, calls: &mut mpsc::Receiver<Call>) -> bool {
         let mut pending: HashMap<u64, Reply> = HashMap::new();
         let mut next_id = 1u64;
@@ -446,7 +468,12 @@ impl Driver {
                         Some(Ok(_)) => continue,
                     };
                     match Incoming::parse(&text) {
-                        Some(Incoming::Notification(notification)) => self.pass_on(notification).await,
+                        Some(Incoming::Notification(notification)) => {
+                            match self.pass_on(notification).await {
+                                Session::Stay => {}
+                                Session::Leave => break true,
+                            }
+                        }
                         Some(Incoming::Reply { id: Some(id), outcome })
                             if refreshing.as_ref().is_some_and(|(sent, _)| *sent == id) =>
                         {
@@ -519,6 +546,15 @@ impl Driver {
             held.retry_later();
         }
     }
+}
+
+/// Whether the driver stays on a session after a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Session {
+    Stay,
+    /// Leave it and resume again from the same event: the hub could not read its event
+    /// log to resume this session (`unreadable`).
+    Leave,
 }
 
 /// What a connection attempt that did not become a WebSocket ran into.

@@ -16,8 +16,9 @@ pub async fn vote(config: ClientConfig, params: &VoteParams<'_>) -> Result<VoteR
 
 /// Prints each decision event as one JSON line (its notification's params) until
 /// interrupted: a decision made (with `value`) or a decision that expired without quorum
-/// (with `tally`, no `value`). A notice that some events are no longer kept goes to
-/// `notices` (stderr), so `out` stays one event per line.
+/// (with `tally`, no `value`). A notice that some events are no longer kept, or could not
+/// be read just now (the client then resumes again from the same event), goes to `notices`
+/// (stderr), so `out` stays one event per line.
 pub async fn watch(
     config: ClientConfig,
     mut out: impl std::io::Write,

@@ -205,6 +205,159 @@ async fn a_client_resuming_a_long_replay_connects_before_the_caller_reads() {
     assert!(reply.voted, "{reply:?}");
 }
 
+/// A log a client resumes from `seen` into: two decisions it missed, with an entry between
+/// them that the hub cannot read (a field that is not UTF-8), so that the replay stops there
+/// and the hub says `unreadable`. The two missed decisions were delivered live, so a
+/// resuming session's replay covers the entry.
+struct UnreadableLog {
+    seen: String,
+    /// The unreadable entry's id.
+    unreadable: String,
+    /// The missed decisions' event ids.
+    missed: Vec<String>,
+}
+
+impl UnreadableLog {
+    async fn make(redis: &RedisServer, voter: &mut common::WsClient) -> Self {
+        let seen = voter.decide("maker", "seen").await;
+        let first = voter.decide("maker", "missed-1").await;
+        let unreadable = redis
+            .query(&[
+                "EVAL",
+                "return redis.call('XADD', KEYS[1], '*', 'decision', '\\255')",
+                "1",
+                quorum_hub::event_log_key(&redis.url()),
+            ])
+            .await;
+        let second = voter.decide("maker", "missed-2").await;
+        Self {
+            seen,
+            unreadable,
+            missed: vec![first, second],
+        }
+    }
+
+    /// Removes the unreadable entry: a replay from `seen` reads every event after it.
+    async fn repair(&self, redis: &RedisServer) {
+        let removed: i64 = redis
+            .query(&[
+                "XDEL",
+                quorum_hub::event_log_key(&redis.url()),
+                &self.unreadable,
+            ])
+            .await;
+        assert_eq!(removed, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_told_the_log_is_unreadable_resumes_again_and_misses_nothing() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    let mut voter = hub.client_as("maker").await;
+    let log = UnreadableLog::make(&redis, &mut voter).await;
+    let mut config = ClientConfig::new(hub.ws_url());
+    config.instance = Some("resumer".into());
+    config.since = Some(log.seen.parse().unwrap());
+    let (client, mut events) = Client::connect(config).await.unwrap();
+    match next_notification(&mut events).await {
+        Notification::EventsIncomplete(notice) => {
+            assert_eq!(notice.reason, GapReason::Unreadable, "{notice:?}");
+            assert_eq!(notice.since.to_string(), log.seen);
+        }
+        other => panic!("expected system.events.incomplete, got {other:?}"),
+    }
+    // A decision made after the notice, while the log is still unreadable; then the log is
+    // repaired, and one more decision is made.
+    let mut expected: Vec<(String, String)> = ["missed-1", "missed-2"]
+        .map(String::from)
+        .into_iter()
+        .zip(log.missed.iter().cloned())
+        .collect();
+    expected.push(("live-1".into(), voter.decide("maker", "live-1").await));
+    log.repair(&redis).await;
+    expected.push(("live-2".into(), voter.decide("maker", "live-2").await));
+
+    // The client resumed again from `seen` until the hub could read the log: every decision
+    // after `seen`, once and in order, the missed ones first.
+    let mut notices = Vec::new();
+    let mut received = Vec::new();
+    while received.len() < expected.len() {
+        match next_notification(&mut events).await {
+            Notification::DecisionMade(event) => {
+                received.push((event.decision, event.event_id.to_string()));
+                assert_eq!(received[..], expected[..received.len()]);
+            }
+            Notification::EventsIncomplete(notice) if received.is_empty() => {
+                assert_eq!(notice.since.to_string(), log.seen, "{notice:?}");
+                notices.push(notice.reason);
+            }
+            other => panic!("expected a decision, got {other:?}"),
+        }
+    }
+    // Told again while the entry was there; then that an event after `seen` is gone.
+    let (last, retries) = notices.split_last().expect("a notice before the replay");
+    assert_eq!(*last, GapReason::Trimmed, "{notices:?}");
+    assert!(
+        retries
+            .iter()
+            .all(|reason| *reason == GapReason::Unreadable),
+        "{notices:?}"
+    );
+    assert!(client.link().borrow().connections >= 2);
+    let reply = client.vote("resumer", "after", "b", Some(1)).await.unwrap();
+    assert!(reply.voted, "{reply:?}");
+    assert_eq!(next_event(&mut events).await.decision, "after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_since_a_cursor_the_hub_cannot_read_past_prints_every_decision_once_it_can() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    let mut voter = hub.client_as("maker").await;
+    let log = UnreadableLog::make(&redis, &mut voter).await;
+    let mut watch = tokio::process::Command::new(bin_path())
+        .args(["watch", "--url", &hub.ws_url(), "--since", &log.seen])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut stderr = tokio::io::BufReader::new(watch.stderr.take().unwrap()).lines();
+    let notice = tokio::time::timeout(DEADLINE, stderr.next_line())
+        .await
+        .expect("watch printed no notice")
+        .unwrap()
+        .expect("watch printed the notice");
+    assert!(
+        notice.starts_with("events incomplete:") && notice.contains("could not be read"),
+        "{notice}"
+    );
+    let mut expected: Vec<(String, String)> = ["missed-1", "missed-2"]
+        .map(String::from)
+        .into_iter()
+        .zip(log.missed.iter().cloned())
+        .collect();
+    expected.push(("live-1".into(), voter.decide("maker", "live-1").await));
+    log.repair(&redis).await;
+    expected.push(("live-2".into(), voter.decide("maker", "live-2").await));
+    let mut printed = Vec::new();
+    while printed.len() < expected.len() {
+        let line = tokio::time::timeout(DEADLINE, stdout.next_line())
+            .await
+            .expect("watch printed no decision")
+            .unwrap()
+            .expect("watch printed a decision");
+        let event: Value = serde_json::from_str(&line).unwrap();
+        printed.push((
+            event["decision"].as_str().unwrap().to_owned(),
+            event["eventId"].as_str().unwrap().to_owned(),
+        ));
+        assert_eq!(printed[..], expected[..printed.len()]);
+    }
+}
+
 const SECRET: &str = "tools-test-secret-0123456789";
 
 /// A token for `sub` that expires in `ttl`.

@@ -6,11 +6,12 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{RECONNECT_FIRST_WINDOW, RECONNECT_MAX_WINDOW};
+use super::{LASTING_CONNECTION, RECONNECT_FIRST_WINDOW, RECONNECT_MAX_WINDOW};
 
 /// The pauses before reconnection attempts. Each pause is a uniform random duration in
-/// `[0, window]`; the window starts at [`RECONNECT_FIRST_WINDOW`] after a drop and doubles
-/// after each failed attempt, up to [`RECONNECT_MAX_WINDOW`].
+/// `[0, window]`; the window starts at [`RECONNECT_FIRST_WINDOW`] after the drop of a
+/// connection that lasted ([`LASTING_CONNECTION`]) and doubles after each failed attempt,
+/// and after each connection that ended sooner, up to [`RECONNECT_MAX_WINDOW`].
 #[derive(Debug)]
 pub(super) struct Backoff {
     window: Duration,
@@ -32,8 +33,15 @@ impl Backoff {
         Duration::from_nanos(self.rng.up_to(window))
     }
 
-    /// A connection was made: the next drop starts from the first window again.
-    pub(super) fn reset(&mut self) {
+    /// A connection that had been open for `lasted` dropped: one that lasted starts from
+    /// the first window again; one that ended sooner goes on from where the window stands.
+    pub(super) fn dropped_after(&mut self, lasted: Duration) {
+        if lasted >= LASTING_CONNECTION {
+            self.reset();
+        }
+    }
+
+    fn reset(&mut self) {
         self.window = RECONNECT_FIRST_WINDOW;
     }
 }
@@ -131,20 +139,35 @@ mod tests {
         // A client that keeps failing draws from the whole capped window, never beyond.
         let pauses: Vec<Duration> = (0..DRAWS).map(|_| backoff.next_pause()).collect();
         assert_spread(&pauses, RECONNECT_MAX_WINDOW);
-        backoff.reset();
+        backoff.dropped_after(LASTING_CONNECTION);
         assert_eq!(backoff.window, RECONNECT_FIRST_WINDOW);
         assert!(backoff.next_pause() <= RECONNECT_FIRST_WINDOW);
     }
 
     #[test]
+    fn a_connection_that_ended_at_once_does_not_start_the_window_over() {
+        // Each attempt connects, and the hub turns the session away at once (it could not
+        // read its event log to resume it): the window goes on doubling to the cap.
+        let mut backoff = Backoff::new();
+        let mut window = RECONNECT_FIRST_WINDOW;
+        for _ in 0..5 {
+            assert_eq!(backoff.window, window);
+            backoff.next_pause();
+            backoff.dropped_after(LASTING_CONNECTION - Duration::from_millis(1));
+            window = (window * 2).min(RECONNECT_MAX_WINDOW);
+        }
+        assert_eq!(backoff.window, RECONNECT_MAX_WINDOW);
+    }
+
+    #[test]
     fn one_clients_pauses_are_spread_too() {
-        // A client retrying at the first window every time (each attempt succeeds, then
-        // drops again) does not repeat one pause.
+        // A client retrying at the first window every time (each connection lasts, then
+        // drops) does not repeat one pause.
         let mut backoff = Backoff::new();
         let pauses: Vec<Duration> = (0..DRAWS)
             .map(|_| {
                 let pause = backoff.next_pause();
-                backoff.reset();
+                backoff.dropped_after(LASTING_CONNECTION);
                 pause
             })
             .collect();
