@@ -7,10 +7,10 @@
 -- KEYS[1] votes, KEYS[2] tally, KEYS[3] result, KEYS[4] metadata, KEYS[5] ballots (the
 -- decision's, as in quorum_vote.lua), KEYS[6] deadlines (decision -> closesAt),
 -- KEYS[7] 'log': stream of events / 'defer': the partition's "closed, not yet logged" set,
--- KEYS[8] 'log': the published mark (see publish_pending.lua) / 'defer': the decision's
--- places hash.
+-- KEYS[8] ('log' only) the published mark (see publish_pending.lua).
 -- ARGV[1] decision, ARGV[2] mode ('log' on one Redis, 'defer' on a cluster), ARGV[3] how
--- long a closed decision's keys are kept (ms), ARGV[4] stream cap, ARGV[5] channel for
+-- long a closed decision's keys are kept (ms; 'log' only: on a cluster the retention starts
+-- once the event is logged, in mark_logged.lua), ARGV[4] stream cap, ARGV[5] channel for
 -- decision events, ARGV[6] 'later' to leave the event for publish_pending.lua, '' to
 -- publish it at once.
 --
@@ -33,18 +33,15 @@ if not past_deadline(opened[3], now) then
   return {0, 0, 0, 0, '', '', 0}
 end
 
-local parts = {votes, tally, result, meta, ballots}
-if deferred then
-  parts[#parts + 1] = KEYS[8]
-end
 local count = string.format('%d', redis.call('ZCARD', votes))
 local at_expiry = tally_json(votes, ballots, tally)
 redis.call('HSET', result, 'expiredAt', now, 'voteCount', count, 'tally', at_expiry)
-close_decision(parts, deadlines, decision, retention)
+redis.call('ZREM', deadlines, decision)
 local event_id = ''
 if deferred then
   redis.call('ZADD', KEYS[7], now, decision)
 else
+  retain({votes, tally, result, meta, ballots}, retention)
   local publish = ARGV[6] == 'later' and '' or 'PUBLISH'
   event_id = log_event(KEYS[7], KEYS[8], ARGV[4], ARGV[5], publish, decision, '', count,
     opened[2], opened[1], now, at_expiry)

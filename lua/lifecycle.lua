@@ -24,13 +24,14 @@ local function tally_json(votes, ballots, tally)
   return '{' .. table.concat(parts, ',') .. '}'
 end
 
--- A closed decision's keys expire `retention` ms from now, and it leaves the deadlines index.
--- `parts` lists its keys.
-local function close_decision(parts, deadlines, decision, retention)
+-- A closed decision's keys (`parts`) expire `retention` ms from now. Only once its event is
+-- in the log: on one Redis the run that closes a decision logs it too and calls this; on a
+-- cluster the closing run leaves the keys without an expiry and mark_logged.lua sets it, so
+-- that a decision is never gone before its event is logged.
+local function retain(parts, retention)
   for _, key in ipairs(parts) do
     redis.call('PEXPIRE', key, retention)
   end
-  redis.call('ZREM', deadlines, decision)
 end
 
 -- Whether a decision with deadline `closes_at` (ms, '' or false for none) is past it at

@@ -41,8 +41,8 @@
 -- 'later' when a decision event is published only once its write is on replicas (the hub
 -- runs publish_pending.lua then), '' to publish it at once, ARGV[17] closeAfterMs stated by
 -- the caller ('' when omitted), ARGV[18] closeAfterMs to open the decision with (the stated
--- one, or the longest any decision stays open), ARGV[19] how long a closed decision's keys
--- are kept (ms).
+-- one, or the longest any decision stays open), ARGV[19] ('log' only) how long a closed
+-- decision's keys are kept (ms).
 --
 -- Returns {outcome, voteCount, totalInstances, quorum, finalDecision or '', recordedValue or '',
 -- eventId or '', decidedAt or '', place or ''}, place being (for already_voted, 'defer' mode)
@@ -57,7 +57,8 @@
 --
 -- A decision past its deadline (closesAt) without quorum is closed as expired by the first
 -- script that finds it so, this one or expire.lua: the vote that reaches quorum and the
--- deadline cannot both win. A closed decision's keys expire after the retention.
+-- deadline cannot both win. A closed decision's keys expire after the retention, which
+-- starts once its event is logged: here in 'log' mode, in mark_logged.lua in 'defer' mode.
 --
 -- Only a vote that would be recorded counts against the rate limit: a retry of a vote that
 -- already counted always learns so, and nothing is written for a refused vote.
@@ -74,9 +75,6 @@ local deferred, refused_for, place = ARGV[13] == 'defer', ARGV[14], ARGV[15]
 local stated_close, opening_close, retention = ARGV[17], ARGV[18], ARGV[19]
 local deadlines = KEYS[10]
 local parts = {votes, tally, result, meta, ballots}
-if deferred then
-  parts[#parts + 1] = KEYS[9]
-end
 
 local opened = redis.call('HMGET', meta, 'totalInstances', 'quorum', 'closeAfterMs', 'closesAt')
 local total, quorum = opened[1], opened[2]
@@ -112,11 +110,12 @@ if total and past_deadline(opened[4], now_ms()) then
   local count = string.format('%d', redis.call('ZCARD', votes))
   local at_expiry = tally_json(votes, ballots, tally)
   redis.call('HSET', result, 'expiredAt', expired_at, 'voteCount', count, 'tally', at_expiry)
-  close_decision(parts, deadlines, decision, retention)
+  redis.call('ZREM', deadlines, decision)
   if deferred then
     redis.call('ZADD', log, expired_at, decision)
     return answer('expired_now', count, '', at_expiry, '', expired_at)
   end
+  retain(parts, retention)
   local publish = ARGV[16] == 'later' and '' or 'PUBLISH'
   local event_id = log_event(log, KEYS[9], stream_cap, channel, publish, decision, '', count,
     quorum, total, expired_at, at_expiry)
@@ -205,11 +204,12 @@ end
 local decided_at = now_ms()
 local vote_count = string.format('%d', seq)
 redis.call('HSET', result, 'value', winner, 'voteCount', vote_count, 'decidedAt', decided_at)
-close_decision(parts, deadlines, decision, retention)
+redis.call('ZREM', deadlines, decision)
 if deferred then
   redis.call('ZADD', log, decided_at, decision)
   return answer('decided_now', seq, winner, '', '', decided_at)
 end
+retain(parts, retention)
 local publish = ARGV[16] == 'later' and '' or 'PUBLISH'
 local event_id = log_event(log, KEYS[9], stream_cap, channel, publish, decision, winner,
   vote_count, quorum, total, decided_at)

@@ -69,8 +69,8 @@ pub struct Config {
     #[arg(long, env = "QUORUM_MAX_OPEN", default_value = "7d", value_parser = parse_max_open)]
     pub max_open: Duration,
 
-    /// How long a decided or expired decision is kept after it closed; then its keys expire
-    /// and it is gone from system.get_state and system.quorum.status (at least 1s).
+    /// How long a decided or expired decision is kept once its event is logged; then its keys
+    /// expire and it is gone from system.get_state and system.quorum.status (10s to 3650d).
     #[arg(long, env = "QUORUM_DECISION_RETENTION", default_value = "7d", value_parser = parse_retention)]
     pub decision_retention: Duration,
 
@@ -220,9 +220,10 @@ fn parse_max_open(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// Shortest `--decision-retention`: well above the time a closed decision may wait for its
-/// event to be logged on a cluster (the sweep's period and grace), so that it is never
-/// gone before its event is in the log.
+/// Shortest `--decision-retention`: on a cluster it is also how long a decision's logged
+/// mark lives, which must outlast the time between logging its event and recording the
+/// event id beside the decision (milliseconds, or the sweep's period and grace after a
+/// failed step), so that logging it again finds the event it was logged with.
 pub const MIN_DECISION_RETENTION: Duration = Duration::from_secs(10);
 /// Longest `--decision-retention` (ten years).
 pub const MAX_DECISION_RETENTION: Duration = Duration::from_secs(3650 * 86_400);

@@ -1,5 +1,6 @@
 //! What only a Redis Cluster can show: votes spread over the primaries, a decision whose
-//! event could not be logged at once is logged by the sweep exactly once, the rate-limit
+//! event could not be logged at once is logged by the sweep exactly once (and kept, however
+//! long past its retention, until it is), the rate-limit
 //! reservation is given back, votes are broadcast only while a dashboard listens, decision
 //! events follow the event log when its slot moves, and a primary killed with -9 under
 //! load is survived: votes flow again within seconds, and every session gets every
@@ -117,6 +118,125 @@ async fn a_decision_whose_event_could_not_be_logged_is_logged_by_the_sweep_exact
     assert_eq!(reply["reason"], "decided", "{reply}");
     let entries: u64 = redis.query(&["XLEN", log]).await;
     assert_eq!(entries, 1);
+}
+
+/// The retention in the test that keeps decisions unlogged longer than it: below what
+/// `--decision-retention` accepts, so that the test outlasts it quickly.
+const SHORT_RETENTION: Duration = Duration::from_secs(2);
+
+/// Reads, in one atomic run, a decision's event id ('' before it is logged) and the PTTL
+/// (ms; -1: no expiry) of each of its keys.
+const EVENT_ID_AND_TTLS: &str = "local read = {redis.call('HGET', KEYS[1], 'eventId') or ''} \
+    for _, key in ipairs(KEYS) do read[#read + 1] = tostring(redis.call('PTTL', key)) end \
+    return read";
+
+/// A decision's event id ('' while unlogged) and the PTTL of each of its keys (result,
+/// votes, tally, metadata, ballots, places).
+async fn event_id_and_ttls(redis: &RedisServer, decision: &str) -> (String, Vec<i64>) {
+    let keys: Vec<String> = ["result", "votes", "tally", "metadata", "ballots", "places"]
+        .iter()
+        .map(|part| redis.decision_key(decision, part))
+        .collect();
+    let count = keys.len().to_string();
+    let mut command = vec!["EVAL", EVENT_ID_AND_TTLS, &count];
+    command.extend(keys.iter().map(String::as_str));
+    let read: Vec<String> = redis.query(&command).await;
+    let ttls = read[1..].iter().map(|ttl| ttl.parse().unwrap()).collect();
+    (read[0].clone(), ttls)
+}
+
+/// Redis's clock (ms), as the scripts read it.
+async fn redis_now_ms(redis: &RedisServer) -> u64 {
+    let times: Vec<(u64, u64)> = redis.query_each_node(&["TIME"]).await;
+    let (secs, micros) = times[0];
+    secs * 1000 + micros / 1000
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_decision_is_kept_past_the_retention_until_its_event_is_logged() {
+    let redis = RedisServer::start_cluster();
+    let mut config = without_rate_limits(&redis);
+    config.decision_retention = SHORT_RETENTION;
+    // With a vote rate limit, each recorded vote keeps its place beside the decision.
+    config.vote_rate_limit = quorum_hub::config::RateLimit {
+        max: 100,
+        window: Duration::from_secs(60),
+    };
+    let hub = TestHub::start_with(config).await;
+    let mut watcher = hub.client().await;
+    let mut voter = hub.client_as("patient").await;
+    // The log step fails while the stream key holds a string (WRONGTYPE), as it does while
+    // the event log's primary fails over: one decision is made, one expires at its deadline.
+    let log = event_log(&redis);
+    let _: () = redis.query(&["DEL", log]).await;
+    let _: () = redis.query(&["SET", log, "not a stream"]).await;
+    let made = voter.vote("patient", "made-unlogged", "yes", 1).await;
+    assert_eq!(made["finalDecision"], "yes", "{made}");
+    let mut closing = vote_params("patient", "lapsed-unlogged", "no", Some(2));
+    closing["closeAfterMs"] = json!(200);
+    voter.result("system.quorum.vote", closing).await;
+    let expired_at = eventually("the deadline to close a decision", async || {
+        let status = voter
+            .result(
+                "system.quorum.status",
+                json!({"decision": "lapsed-unlogged"}),
+            )
+            .await;
+        status["expiredAt"].as_u64()
+    })
+    .await;
+    // Longer than the retention since both closed, their events still not logged.
+    let retained_until = expired_at + SHORT_RETENTION.as_millis() as u64 + 500;
+    eventually("the retention to pass while unlogged", async || {
+        (redis_now_ms(&redis).await > retained_until).then_some(())
+    })
+    .await;
+    for (decision, state) in [("made-unlogged", "decided"), ("lapsed-unlogged", "expired")] {
+        let reply = voter
+            .call("system.quorum.status", json!({ "decision": decision }))
+            .await;
+        assert_eq!(
+            reply["result"]["state"], state,
+            "{decision} is gone before its event was logged: {reply}"
+        );
+        let (event_id, ttls) = event_id_and_ttls(&redis, decision).await;
+        assert_eq!(event_id, "");
+        assert_eq!(ttls, [-1; 6], "{decision} expires before it is logged");
+    }
+    // The log recovers: the sweep logs both, every session gets them, and only now does
+    // the retention start, on every key of each.
+    let _: () = redis.query(&["DEL", log]).await;
+    let mut heard = Vec::new();
+    for _ in 0..2 {
+        let event = watcher.next_notification().await;
+        heard.push((event["method"].clone(), event["params"]["decision"].clone()));
+    }
+    heard.sort_by_key(|(_, decision)| decision.to_string());
+    assert_eq!(
+        heard,
+        [
+            (json!("quorum.decision.expired"), json!("lapsed-unlogged")),
+            (json!("quorum.decision.made"), json!("made-unlogged")),
+        ]
+    );
+    for (decision, state) in [("made-unlogged", "decided"), ("lapsed-unlogged", "expired")] {
+        let ttls = eventually("the decision to be marked as logged", async || {
+            let (event_id, ttls) = event_id_and_ttls(&redis, decision).await;
+            (!event_id.is_empty()).then_some(ttls)
+        })
+        .await;
+        let retention = SHORT_RETENTION.as_millis() as i64;
+        assert!(
+            ttls.iter().all(|ttl| (1..=retention).contains(ttl)),
+            "{decision}: every key expires within the retention once logged: {ttls:?}"
+        );
+        let status = voter
+            .result("system.quorum.status", json!({ "decision": decision }))
+            .await;
+        assert_eq!(status["state"], state, "{status}");
+    }
+    let entries: u64 = redis.query(&["XLEN", log]).await;
+    assert_eq!(entries, 2, "each logged once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,11 @@
 //! A decision's deadline (`closesAt`) is fixed by its first vote and indexed in a sorted
 //! set (one per partition on a cluster). Every hub asks the index for the decisions due now
 //! and closes each with `expire.lua`; a vote that finds its decision past the deadline
-//! closes it the same way. The script that closes a decision, by quorum or by deadline,
-//! sets its keys to expire after the retention.
+//! closes it the same way. A closed decision's keys expire after the retention, counted
+//! from when its event is logged: on one Redis the script that closes the decision, by
+//! quorum or by deadline, logs its event and sets the expiry in the same run; on a cluster
+//! the log step does (`mark_logged.lua`), so a decision is never gone before its event is
+//! in the log.
 
 use std::time::Duration;
 
@@ -21,7 +24,8 @@ use super::{Error, Store};
 pub(crate) struct Lifecycle {
     /// The deadline of a decision whose votes state none (`--max-open`).
     pub(crate) max_open: Duration,
-    /// How long a closed decision's keys are kept (`--decision-retention`).
+    /// How long a closed decision's keys are kept once its event is logged
+    /// (`--decision-retention`).
     pub(crate) retention: Duration,
 }
 
@@ -140,23 +144,21 @@ impl Store {
     async fn expire(&self, name: &str) -> Result<bool, Error> {
         let key = |part| self.layout.decision(name, part);
         let deferred = self.layout.is_cluster();
-        let (log, last) = match self.layout.unlogged(name) {
-            Some(unlogged) => (unlogged, key("places")),
-            None => (
-                self.layout.stream().to_owned(),
-                self.layout.published().to_owned(),
-            ),
-        };
-        let keys = [
+        let mut keys = vec![
             key("votes"),
             key("tally"),
             key("result"),
             key("metadata"),
             key("ballots"),
             self.layout.deadlines(name),
-            log,
-            last,
         ];
+        match self.layout.unlogged(name) {
+            Some(unlogged) => keys.push(unlogged),
+            None => {
+                keys.push(self.layout.stream().to_owned());
+                keys.push(self.layout.published().to_owned());
+            }
+        }
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let reply: ExpireReply = self
             .eval_acknowledged(

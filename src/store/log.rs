@@ -20,6 +20,10 @@ pub(crate) const LOG_SCRIPT: &str = concat!(
 /// Most unlogged decisions one sweep logs per partition.
 const SWEEP_BATCH: usize = 100;
 
+/// The parts of a decision, besides its result, that expire with it once its event is
+/// logged (`places` holds the rate-window places of its recorded votes).
+const RETAINED_WITH_RESULT: [&str; 5] = ["votes", "tally", "metadata", "ballots", "places"];
+
 /// A decision a script closed (made, or expired): everything its event carries but the
 /// event id.
 #[derive(Debug, Clone)]
@@ -38,8 +42,9 @@ pub(crate) struct Decided {
 
 impl Store {
     /// Appends a decided decision's event to the log (or finds the one it was logged
-    /// with), then records its event id beside the result and takes it off the unlogged
-    /// set, in the decision's slot.
+    /// with), then, in the decision's slot, records its event id beside the result, takes
+    /// it off the unlogged set and sets its keys to expire after the retention: on a
+    /// cluster a closed decision is kept, however long, until its event is logged.
     pub(crate) async fn log_decided(&self, decided: &Decided) -> Result<EventId, Error> {
         let name = decided.decision.as_str();
         let Some(unlogged) = self.layout.unlogged(name) else {
@@ -75,10 +80,19 @@ impl Store {
             )
             .await?;
         self.publish_acknowledged_upto(&event_id).await;
+        // The decision's retention starts here, now that its event is logged.
+        let key = |part| self.layout.decision(name, part);
+        let mut keys = vec![key("result"), unlogged];
+        keys.extend(RETAINED_WITH_RESULT.iter().map(|part| key(part)));
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         self.eval::<i64>(
             &self.scripts.mark_logged,
-            &[&self.layout.decision(name, "result"), &unlogged],
-            &[&event_id, name],
+            &key_refs,
+            &[
+                &event_id,
+                name,
+                &self.lifecycle.retention.as_millis().to_string(),
+            ],
         )
         .await?;
         event_id.parse().map_err(internal)
