@@ -318,7 +318,10 @@ async fn a_redis_that_lost_its_data_is_reported_even_when_new_events_are_above_e
     // decided anew with another value.
     let _: String = redis.query(&["FLUSHALL"]).await;
     let denied = log_decided(&redis, "*", "old-decision", "deny").await;
-    assert!(parsed(&denied) > parsed(&approved), "{denied} <= {approved}");
+    assert!(
+        parsed(&denied) > parsed(&approved),
+        "{denied} <= {approved}"
+    );
     // A client resuming from the event it saw is told the log does not hold it.
     let mut resumed = WsClient::connect(&format!("{}?lastEventId={approved}", hub.ws_url())).await;
     let notice = resumed.next_notification().await;

@@ -130,15 +130,21 @@ async fn a_hub_without_replica_waits_publishes_its_own_event_behind_any_number_w
     let mut hasty_voter = hasty.client_as("hasty").await;
     // Eight voters on the careful hub, each deciding its share alone; no replica confirms.
     redis.pause(replica);
-    let votes = voters.into_iter().enumerate().map(|(n, mut voter)| async move {
-        for k in (n..MORE_THAN_A_BATCH).step_by(8) {
-            let params = vote_params(&format!("careful-{n}"), &format!("w-{k}"), "y", Some(1));
-            // Answered `replication` (or, on a busy machine, `timeout`): either way the
-            // decision is in the primary and its event waits; the log below says which.
-            let reply = voter.call("system.quorum.vote", params).await;
-            assert!(reply.get("error").is_some(), "confirmed without a replica: {reply}");
-        }
-    });
+    let votes = voters
+        .into_iter()
+        .enumerate()
+        .map(|(n, mut voter)| async move {
+            for k in (n..MORE_THAN_A_BATCH).step_by(8) {
+                let params = vote_params(&format!("careful-{n}"), &format!("w-{k}"), "y", Some(1));
+                // Answered `replication` (or, on a busy machine, `timeout`): either way the
+                // decision is in the primary and its event waits; the log below says which.
+                let reply = voter.call("system.quorum.vote", params).await;
+                assert!(
+                    reply.get("error").is_some(),
+                    "confirmed without a replica: {reply}"
+                );
+            }
+        });
     futures::future::join_all(votes).await;
     let mut link = redis::Client::open(primary_url.as_str())
         .unwrap()
