@@ -10,7 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{HubProcess, RedisServer, WsClient, bin_path, http, request, vote_params};
+use std::net::SocketAddr;
+
+use common::{
+    DEADLINE, HubProcess, RedisServer, TestHub, WsClient, bin_path, http, request, vote_params,
+    without_rate_limits,
+};
 use futures::future::join_all;
 use serde_json::{Value, json};
 
@@ -77,11 +82,7 @@ async fn one_dashboard_subscriber_neither_delays_decisions_nor_grows_memory() {
     let with = run_phase(&url, &mut prober, "with", true).await;
     let rss_with = hub.rss_kib();
 
-    let (_, metrics) = http(hub.addr, "GET", "/metrics", "").await.unwrap();
-    let dropped = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("quorum_dashboard_events_dropped_total "))
-        .unwrap_or("absent");
+    let dropped = metric(hub.addr, DROPPED).await;
     eprintln!(
         "without a subscriber: {} votes, median decision {:?}; with one: {} votes, median {:?}, \
          {} dashboard events received, {dropped} dropped; RSS {rss_without} KiB -> {rss_with} KiB",
@@ -107,6 +108,89 @@ async fn one_dashboard_subscriber_neither_delays_decisions_nor_grows_memory() {
     );
     assert!(hub.panics().is_empty(), "{:?}", hub.panics());
     drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_that_stops_reading_loses_dashboard_events_counted_never_its_session() {
+    const VOTES: usize = 3_000;
+    let redis = RedisServer::start();
+    let mut config = without_rate_limits(&redis);
+    config.session_queue = 64;
+    config.session_queue_bytes = 64 * 1024;
+    let hub = TestHub::start_with(config).await;
+    let mut dashboard = WsClient::connect_small_buffer(hub.addr).await;
+    dashboard
+        .result(
+            "system.subscribe",
+            json!({"events": ["quorum.vote.recorded"]}),
+        )
+        .await;
+    // The dashboard stops reading while far more votes are recorded than its socket and
+    // half its queue hold.
+    let mut voter = hub.client_as("flood").await;
+    for first in (0..VOTES).step_by(BATCH) {
+        let batch: Vec<Value> = (first..first + BATCH)
+            .map(|n| {
+                let params = vote_params("flood", &format!("flood-{n}"), "y", Some(1000));
+                request(n, "system.quorum.vote", params)
+            })
+            .collect();
+        voter.send_text(&Value::Array(batch).to_string()).await;
+        assert!(voter.recv_value().await.is_array());
+    }
+    voter.vote("flood", "after-flood", "go", 1).await;
+    // Reading again, it gets the decision (decisions always find room), and every dashboard
+    // event (one per vote, the deciding one too) is either received or counted as dropped,
+    // each once.
+    let events = VOTES as u64 + 1;
+    let deadline = Instant::now() + DEADLINE;
+    let (mut recorded, mut decided) = (0, false);
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), dashboard.recv_value()).await {
+            Ok(value) if value["method"] == "quorum.vote.recorded" => recorded += 1,
+            Ok(value) => {
+                assert_eq!(value["method"], "quorum.decision.made", "{value}");
+                assert_eq!(value["params"]["decision"], "after-flood", "{value}");
+                decided = true;
+            }
+            Err(_) => {
+                let dropped = metric(hub.addr, DROPPED).await;
+                if decided && recorded + dropped == events {
+                    assert!(
+                        recorded > 0 && dropped > 0,
+                        "{recorded} received, {dropped} dropped"
+                    );
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "decided: {decided}; {recorded} received and {dropped} dropped of {events}"
+                );
+            }
+        }
+    }
+    // Its session is still open, and it was never counted as a slow consumer.
+    let status = dashboard
+        .result("system.quorum.status", json!({"decision": "after-flood"}))
+        .await;
+    assert_eq!(status["finalDecision"], "go", "{status}");
+    assert_eq!(
+        metric(hub.addr, "quorum_slow_consumer_closes_total").await,
+        0
+    );
+}
+
+/// The hub's counter of dashboard events it dropped.
+const DROPPED: &str = "quorum_dashboard_events_dropped_total";
+
+/// A counter or gauge from the hub's `/metrics`.
+async fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let (_, text) = http(addr, "GET", "/metrics", "")
+        .await
+        .expect("GET /metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in /metrics:\n{text}"))
 }
 
 /// Runs [`VOTERS`] voters for [`PHASE`] (with a `quorum.vote.recorded` subscriber if
