@@ -1,26 +1,28 @@
 //! Redis Sentinel: which node is the primary, kept up to date as the sentinels fail it
 //! over, and the connections that follow it.
 //!
-//! The hub asks the sentinels for the primary (`SENTINEL get-master-addr-by-name`), and
-//! asks again when a sentinel announces `+switch-master`, every [`RECHECK_PERIOD`] (the
-//! announcement is fire-and-forget and can be missed), and whenever a call fails in a way
-//! that says the node is gone or is no longer the primary (`READONLY`), but never twice
-//! within [`MIN_ASK_INTERVAL`]. A sentinel's answer counts only once the node it names
-//! says (`ROLE`) that it is the primary: a sentinel that lost track (restarted, or cut off
-//! with the old primary) is passed over for the next, and when none names a confirmed
-//! primary the hub stays where it is. The sentinel that answered last is asked first.
-//! Each connection notices that the primary changed on its next call and reconnects to
-//! the new one.
+//! The hub asks every sentinel at once for the primary (`SENTINEL
+//! get-master-addr-by-name`), and asks again when a sentinel announces `+switch-master`,
+//! every [`RECHECK_PERIOD`] (the announcement is fire-and-forget and can be missed), and
+//! whenever a call fails in a way that says the node is gone or is no longer the primary
+//! (`READONLY`), but never twice within [`MIN_ASK_INTERVAL`]. It follows the node that a
+//! majority of the sentinels it lists name (a majority of the list, not of those that
+//! answered), once that node says (`ROLE`) that it is the primary. A sentinel that lost
+//! track (restarted, or cut off with an old primary that still says it is one) is outvoted;
+//! when no node has a majority, or the one that has does not confirm, the hub stays where
+//! it is. Each connection notices that the primary changed on its next call and reconnects
+//! to the new one.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::{join_all, select_all};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError};
 use tokio::sync::{Notify, watch};
-use tokio::time::{Instant, sleep_until, timeout_at};
+use tokio::time::{Instant, sleep_until};
 
 use super::connection::split_credentials;
 
@@ -34,9 +36,12 @@ pub(crate) type Primary = (u64, Option<ConnectionInfo>);
 /// How often the hub asks the sentinels for the primary even when nothing announced a
 /// change.
 const RECHECK_PERIOD: Duration = Duration::from_secs(1);
-/// Longest one question to one sentinel may take: connecting to it, its answer, and
-/// asking the node it names for its role.
+/// Longest one sentinel may take to answer: connecting to it, and its answer (or its
+/// `+switch-master` subscription). The sentinels are asked at once, so a round of
+/// questions waits this long for the slowest.
 const SENTINEL_TIMEOUT: Duration = Duration::from_millis(500);
+/// Longest the node a majority of the sentinels name may take to say its role.
+const ROLE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Shortest time between two asks of the sentinels. Every failed call asks for a recheck
 /// and every ask opens new connections (to the sentinels and the node they name); a
 /// recheck that comes sooner waits for the rest of it.
@@ -46,12 +51,9 @@ const PRIMARY_ROLE: &str = "master";
 
 /// The sentinels that watch one primary, and the primary they last named.
 pub(super) struct Sentinels {
-    /// The sentinels, in the order the URL lists them.
+    /// The sentinels, in the order the URL lists them. A node is followed only once more
+    /// than half of them name it.
     nodes: Vec<ConnectionInfo>,
-    /// Which of `nodes` named a confirmed primary last, and is asked first next time: the
-    /// one that was right stays the one listened to, so that a sentinel that lost track
-    /// does not get to answer first on every ask.
-    first: AtomicUsize,
     /// Set once a data node refused `ROLE` (the Redis user may not run it), so that the
     /// warning that the sentinels' word is then taken unchecked is given once.
     role_refused: AtomicBool,
@@ -104,7 +106,6 @@ impl Sentinels {
         .into_connection_info()?;
         Ok(Self {
             nodes,
-            first: AtomicUsize::new(0),
             role_refused: AtomicBool::new(false),
             master: master.to_owned(),
             data_node,
@@ -134,30 +135,44 @@ impl Sentinels {
         self.recheck.notify_one();
     }
 
-    /// Asks the sentinels which node is the primary, starting with the one that answered
-    /// last: the first whose node confirms that it is the primary answers (and is asked
-    /// first next time). Otherwise, why each one did not.
-    async fn ask(&self) -> Result<ConnectionInfo, String> {
-        let first = self.first.load(Ordering::Relaxed);
-        let mut failures = Vec::new();
-        for turn in 0..self.nodes.len() {
-            let index = (first + turn) % self.nodes.len();
-            let sentinel = &self.nodes[index];
-            match self.ask_one(sentinel).await {
-                Ok(primary) => {
-                    self.first.store(index, Ordering::Relaxed);
-                    return Ok(primary);
-                }
-                Err(failure) => failures.push(format!("{}: {failure}", sentinel.addr())),
-            }
-        }
-        Err(failures.join("; "))
+    /// How many of the listed sentinels must name a node for the hub to follow it: more
+    /// than half of the list, whether or not the others answer.
+    fn majority(&self) -> usize {
+        self.nodes.len() / 2 + 1
     }
 
-    /// The primary `sentinel` names, once that node said it is the primary; both
-    /// questions within one [`SENTINEL_TIMEOUT`].
-    async fn ask_one(&self, sentinel: &ConnectionInfo) -> Result<ConnectionInfo, String> {
-        let deadline = Instant::now() + SENTINEL_TIMEOUT;
+    /// Asks every sentinel at once which node is the primary: the node a majority of them
+    /// name, once it confirms that it is the primary. Otherwise why not, with what each
+    /// sentinel said.
+    async fn ask(&self) -> Result<ConnectionInfo, String> {
+        let answers = join_all(self.nodes.iter().map(|sentinel| self.named_by(sentinel))).await;
+        let said = || {
+            let said: Vec<String> = self
+                .nodes
+                .iter()
+                .zip(&answers)
+                .map(|(sentinel, answer)| match answer {
+                    Ok(named) => format!("{} names {}", sentinel.addr(), named.addr()),
+                    Err(failure) => format!("{}: {failure}", sentinel.addr()),
+                })
+                .collect();
+            said.join("; ")
+        };
+        let Some(named) = named_by_majority(&answers, self.majority()) else {
+            return Err(format!(
+                "no node is named by {} of the {} sentinels ({})",
+                self.majority(),
+                self.nodes.len(),
+                said()
+            ));
+        };
+        self.confirm(named.clone())
+            .await
+            .map_err(|failure| format!("{failure} ({})", said()))
+    }
+
+    /// The primary `sentinel` names, within [`SENTINEL_TIMEOUT`].
+    async fn named_by(&self, sentinel: &ConnectionInfo) -> Result<ConnectionInfo, String> {
         let question = async {
             let client = redis::Client::open(sentinel.clone())?;
             let mut conn = client.get_multiplexed_async_connection().await?;
@@ -167,34 +182,43 @@ impl Sentinels {
                 .query_async::<Option<(String, u16)>>(&mut conn)
                 .await
         };
-        let (host, port) = match timeout_at(deadline, question).await {
-            Ok(Ok(Some(named))) => named,
-            Ok(Ok(None)) => return Err(format!("does not know {:?}", self.master)),
-            Ok(Err(err)) => return Err(err.to_string()),
-            Err(_) => return Err(format!("no answer in {SENTINEL_TIMEOUT:?}")),
-        };
-        let named = self
-            .data_node
-            .clone()
-            .set_addr(ConnectionAddr::Tcp(host, port));
-        match timeout_at(deadline, role_of(&named)).await {
+        match tokio::time::timeout(SENTINEL_TIMEOUT, question).await {
+            Ok(Ok(Some((host, port)))) => Ok(self
+                .data_node
+                .clone()
+                .set_addr(ConnectionAddr::Tcp(host, port))),
+            Ok(Ok(None)) => Err(format!("does not know {:?}", self.master)),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err(format!("no answer in {SENTINEL_TIMEOUT:?}")),
+        }
+    }
+
+    /// `named`, once it says (`ROLE`, within [`ROLE_TIMEOUT`]) that it is the primary.
+    async fn confirm(&self, named: ConnectionInfo) -> Result<ConnectionInfo, String> {
+        match tokio::time::timeout(ROLE_TIMEOUT, role_of(&named)).await {
             Ok(Ok(role)) if role == PRIMARY_ROLE => Ok(named),
-            Ok(Ok(role)) => Err(format!("names {}, whose role is {role:?}", named.addr())),
+            Ok(Ok(role)) => Err(format!(
+                "the majority names {}, whose role is {role:?}",
+                named.addr()
+            )),
             // A Redis user that may not run `ROLE` (it is `@admin`) must not leave the
-            // hub without a primary: the sentinel's word is taken as it stands.
+            // hub without a primary: the majority's word is taken as it stands.
             Ok(Err(err)) if err.code() == Some("NOPERM") => {
                 if !self.role_refused.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         %err,
-                        "the Redis user may not run ROLE: the primary a sentinel names is \
+                        "the Redis user may not run ROLE: the primary the sentinels name is \
                          followed without checking that it is one"
                     );
                 }
                 Ok(named)
             }
-            Ok(Err(err)) => Err(format!("names {}, which fails ROLE: {err}", named.addr())),
+            Ok(Err(err)) => Err(format!(
+                "the majority names {}, which fails ROLE: {err}",
+                named.addr()
+            )),
             Err(_) => Err(format!(
-                "names {}, whose role is not known in {SENTINEL_TIMEOUT:?}",
+                "the majority names {}, whose role is not known in {ROLE_TIMEOUT:?}",
                 named.addr()
             )),
         }
@@ -214,22 +238,76 @@ impl Sentinels {
             true
         });
     }
+}
 
-    /// A `+switch-master` subscription on the first sentinel that takes it.
-    async fn announcements(&self) -> Option<redis::aio::PubSub> {
-        for node in &self.nodes {
-            let subscribe = async {
-                let mut pubsub = redis::Client::open(node.clone())?
-                    .get_async_pubsub()
-                    .await?;
-                pubsub.subscribe("+switch-master").await?;
-                Ok::<_, RedisError>(pubsub)
-            };
-            if let Ok(Ok(pubsub)) = tokio::time::timeout(SENTINEL_TIMEOUT, subscribe).await {
-                return Some(pubsub);
-            }
+/// The node that at least `majority` of the sentinels' answers name, if one is.
+fn named_by_majority(
+    answers: &[Result<ConnectionInfo, String>],
+    majority: usize,
+) -> Option<&ConnectionInfo> {
+    let named: Vec<&ConnectionInfo> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+    named.iter().copied().find(|candidate| {
+        let votes = named
+            .iter()
+            .filter(|n| n.addr() == candidate.addr())
+            .count();
+        votes >= majority
+    })
+}
+
+/// The sentinels' `+switch-master` announcements: a subscription on each sentinel that
+/// took one (the others are asked again on the next round).
+struct Announcements(Vec<Option<redis::aio::PubSub>>);
+
+impl Announcements {
+    fn new(sentinels: &Sentinels) -> Self {
+        Self(sentinels.nodes.iter().map(|_| None).collect())
+    }
+
+    /// Subscribes on every sentinel that has no subscription, at once, each within
+    /// [`SENTINEL_TIMEOUT`].
+    async fn subscribe(&mut self, sentinels: &Sentinels) {
+        let missing = self
+            .0
+            .iter_mut()
+            .zip(&sentinels.nodes)
+            .filter(|(subscription, _)| subscription.is_none())
+            .map(|(subscription, node)| async move {
+                let subscribe = async {
+                    let mut pubsub = redis::Client::open(node.clone())?
+                        .get_async_pubsub()
+                        .await?;
+                    pubsub.subscribe("+switch-master").await?;
+                    Ok::<_, RedisError>(pubsub)
+                };
+                if let Ok(Ok(pubsub)) = tokio::time::timeout(SENTINEL_TIMEOUT, subscribe).await {
+                    *subscription = Some(pubsub);
+                }
+            });
+        join_all(missing).await;
+    }
+
+    /// Resolves when a sentinel announces something, or its subscription ends (it is
+    /// dropped, to be taken again); never while there is no subscription.
+    async fn next(&mut self) {
+        let listening: Vec<_> = self
+            .0
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, subscription)| {
+                let pubsub = subscription.as_mut()?;
+                Some(Box::pin(async move {
+                    (index, pubsub.on_message().next().await.is_some())
+                }))
+            })
+            .collect();
+        if listening.is_empty() {
+            return std::future::pending().await;
         }
-        None
+        let ((index, still_open), _, _) = select_all(listening).await;
+        if !still_open {
+            self.0[index] = None;
+        }
     }
 }
 
@@ -247,7 +325,7 @@ async fn role_of(node: &ConnectionInfo) -> Result<String, RedisError> {
 
 /// Keeps `sentinels`' primary up to date until every connection that uses it is gone.
 pub(super) async fn follow(sentinels: std::sync::Weak<Sentinels>) {
-    let mut announcements: Option<redis::aio::PubSub> = None;
+    let mut announcements = None;
     let mut last_failure = String::new();
     let mut next_ask = Instant::now();
     loop {
@@ -267,30 +345,19 @@ pub(super) async fn follow(sentinels: std::sync::Weak<Sentinels>) {
                     tracing::warn!(
                         %failure,
                         ?current,
-                        "no sentinel named a node that says it is the primary; staying with \
-                         the current one"
+                        "no node that a majority of the sentinels name says it is the \
+                         primary; staying with the current one"
                     );
                 }
                 last_failure = failure;
             }
         }
-        if announcements.is_none() {
-            announcements = sentinels.announcements().await;
-        }
-        let announced = async {
-            match announcements.as_mut() {
-                Some(pubsub) => pubsub.on_message().next().await.is_some(),
-                None => std::future::pending().await,
-            }
-        };
+        let announcements = announcements.get_or_insert_with(|| Announcements::new(&sentinels));
+        announcements.subscribe(&sentinels).await;
         tokio::select! {
             _ = sentinels.recheck.notified() => {}
             _ = tokio::time::sleep(RECHECK_PERIOD) => {}
-            still_open = announced => {
-                if !still_open {
-                    announcements = None;
-                }
-            }
+            _ = announcements.next() => {}
         }
     }
 }
@@ -377,6 +444,53 @@ mod tests {
         let (generation, primary) = sentinels.primary();
         assert_eq!(generation, 0);
         assert!(primary.is_none());
+    }
+
+    #[test]
+    fn the_node_followed_is_the_one_more_than_half_of_the_listed_sentinels_name() {
+        let node = |port: u16| {
+            Ok(format!("redis://127.0.0.1:{port}")
+                .into_connection_info()
+                .unwrap())
+        };
+        let silent = || Err("no answer".to_owned());
+        let followed = |answers: &[Result<ConnectionInfo, String>]| {
+            let majority = answers.len() / 2 + 1;
+            named_by_majority(answers, majority).map(|n| n.addr().clone())
+        };
+        // Two of three outvote one, whichever answered first.
+        assert_eq!(
+            followed(&[node(1), node(2), node(2)]),
+            Some(tcp("127.0.0.1", 2))
+        );
+        assert_eq!(
+            followed(&[node(2), node(1), node(2)]),
+            Some(tcp("127.0.0.1", 2))
+        );
+        // A majority of the list, not of those that answered.
+        assert_eq!(followed(&[node(1), silent(), silent()]), None);
+        assert_eq!(followed(&[node(1), node(2), silent()]), None);
+        assert_eq!(
+            followed(&[node(2), node(2), silent()]),
+            Some(tcp("127.0.0.1", 2))
+        );
+        assert_eq!(followed(&[node(1), node(1), node(2), node(2)]), None);
+        assert_eq!(
+            followed(&[node(1), node(2), node(2), node(2)]),
+            Some(tcp("127.0.0.1", 2))
+        );
+        assert_eq!(followed(&[node(1)]), Some(tcp("127.0.0.1", 1)));
+        assert_eq!(followed(&[silent()]), None);
+        // The majority a URL's list needs.
+        for (list, majority) in [
+            ("h:1", 1),
+            ("h:1,h:2", 2),
+            ("h:1,h:2,h:3", 2),
+            ("h:1,h:2,h:3,h:4", 3),
+        ] {
+            let sentinels = Sentinels::parse(&format!("{list}/quorum")).unwrap();
+            assert_eq!(sentinels.majority(), majority, "{list}");
+        }
     }
 
     #[test]

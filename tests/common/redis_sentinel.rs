@@ -1,5 +1,6 @@
 //! `RedisSentinel`: a private primary, its replica and three sentinels watching them,
-//! for one test of `redis+sentinel://` and of failing the primary over.
+//! for one test of `redis+sentinel://` and of failing the primary over, optionally with
+//! the first sentinel cut off from the other two on the primary's side of a partition.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -25,6 +26,11 @@ const DOWN_AFTER_MS: u32 = 2000;
 /// and, doubled, how long before a sentinel tries the same primary again. Redis's default
 /// (3 minutes) would hold a test up that long if a first attempt failed.
 const FAILOVER_TIMEOUT_MS: u32 = 5000;
+/// The user the cut-off sentinel of [`RedisSentinel::start_split`] reaches the data nodes
+/// as (its password is the same): it may use no pub/sub channel, so it neither hears the
+/// other sentinels' hello messages nor is heard in them, and it may not run `REPLICAOF`,
+/// so it cannot turn the node the others promoted back into a replica.
+const CUT_OFF_USER: &str = "cut-off";
 /// How long a probe write waits (`WAIT`) for the replica to confirm it before
 /// [`wait_streaming`] writes another.
 const STREAMING_PROBE_MS: u32 = 2000;
@@ -42,8 +48,8 @@ struct Process {
 enum Kind {
     /// A data node, a replica of the node on that port if any.
     Data { replica_of: Option<u16> },
-    /// A sentinel watching the primary on that port.
-    Sentinel { primary: u16 },
+    /// A sentinel watching the primary on that port; `cut_off`: as [`CUT_OFF_USER`].
+    Sentinel { primary: u16, cut_off: bool },
 }
 
 /// A primary and a replica on loopback ports, and three sentinels (quorum 2) that
@@ -61,6 +67,23 @@ impl RedisSentinel {
     /// replica streams from the primary and every sentinel knows the replica and the other
     /// two sentinels.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// [`Self::start`], but with the first sentinel cut off from the other two, on the
+    /// primary's side of a partition that the hubs see across: it reaches the data nodes
+    /// as [`CUT_OFF_USER`], so it never learns of the others nor they of it, and the
+    /// primary refuses `REPLICAOF` to every client, as if the other two could not reach
+    /// it. Once the other two fail the primary over (`SENTINEL FAILOVER` on one of
+    /// them), the old primary goes on saying it is the primary and taking writes, and the
+    /// cut-off sentinel goes on naming it, while the other two name the promoted replica.
+    /// Returns once the replica streams from the primary, the other two sentinels know it
+    /// and each other, and the cut-off one watches the primary and knows no other.
+    pub fn start_split() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(split: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("qh-sentinel")
             .tempdir()
@@ -82,26 +105,55 @@ impl RedisSentinel {
                 .then_some(())
         });
         wait_streaming(primary_port);
+        if split {
+            for port in [primary_port, replica_port] {
+                let password = format!(">{CUT_OFF_USER}");
+                let user = [
+                    CUT_OFF_USER,
+                    "on",
+                    &password,
+                    "~*",
+                    "resetchannels",
+                    "+@all",
+                ];
+                let denied = ["-replicaof", "-slaveof"];
+                let args = [&["ACL", "SETUSER"][..], &user, &denied].concat();
+                assert_eq!(cli(port, &args).trim(), "OK");
+            }
+            let args = ["ACL", "SETUSER", "default", "-replicaof", "-slaveof"];
+            assert_eq!(cli(primary_port, &args).trim(), "OK");
+        }
         // Started once the replica is linked, a sentinel finds it in its first look at
         // the primary (`INFO`, otherwise every 10 s).
         for n in 0..SENTINELS {
             let sentinel_dir = harness.dir.path().join(format!("sentinel-{n}"));
             let kind = Kind::Sentinel {
                 primary: primary_port,
+                cut_off: split && n == 0,
             };
             harness.sentinels.push(Process::start(sentinel_dir, kind));
         }
-        for sentinel in &harness.sentinels {
+        for (n, sentinel) in harness.sentinels.iter().enumerate() {
             let port = sentinel.port;
+            let cut_off = split && n == 0;
+            // The cut-off sentinel knows no other sentinel, and has read the primary's
+            // `INFO` once it lists the replica (whose links it sees drop and come back:
+            // the replica refuses its hello subscription).
+            let others_known = match (split, cut_off) {
+                (false, _) => SENTINELS - 1,
+                (true, false) => SENTINELS - 2,
+                (true, true) => 0,
+            };
             eventually_blocking("every sentinel to know the replica and the others", || {
                 let replicas = entries(&cli(port, &["SENTINEL", "REPLICAS", MASTER_NAME]));
                 let others = entries(&cli(port, &["SENTINEL", "SENTINELS", MASTER_NAME]));
                 let replica_known = replicas.iter().any(|r| {
                     r.get("port") == Some(&replica_port.to_string())
-                        && r.get("flags").map(String::as_str) == Some("slave")
-                        && r.get("master-link-status").map(String::as_str) == Some("ok")
+                        && (cut_off
+                            || r.get("flags").map(String::as_str) == Some("slave")
+                                && r.get("master-link-status").map(String::as_str) == Some("ok"))
                 });
-                (replica_known && others.len() == SENTINELS - 1).then_some(())
+                (replica_known && others.len() == others_known).then_some(())
             });
         }
         harness
@@ -109,15 +161,17 @@ impl RedisSentinel {
 
     /// The URL a hub is given: every sentinel, and the master name.
     pub fn url(&self) -> String {
-        let sentinels: Vec<String> = self
-            .sentinels
-            .iter()
-            .map(|s| format!("127.0.0.1:{}", s.port))
-            .collect();
+        self.url_listing(&self.sentinel_ports())
+    }
+
+    /// The URL with the sentinels on `ports`, in that order, and the master name.
+    pub fn url_listing(&self, ports: &[u16]) -> String {
+        let sentinels: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         format!("redis+sentinel://{}/{MASTER_NAME}", sentinels.join(","))
     }
 
-    /// The port of the current primary, as the first sentinel names it.
+    /// The port of the current primary, as the first sentinel names it (after a failover
+    /// of [`Self::start_split`], the old primary).
     pub fn primary(&self) -> u16 {
         self.named_by(self.sentinels[0].port)
             .expect("the first sentinel names a primary")
@@ -144,16 +198,17 @@ impl RedisSentinel {
         self.node(port).kill();
     }
 
-    /// Stops a data node with SIGSTOP: it holds its connections but answers nothing.
+    /// Stops a data node or a sentinel with SIGSTOP: it holds its connections but answers
+    /// nothing.
     pub fn pause(&mut self, port: u16) {
-        self.node(port).signal("STOP", true);
+        self.process(port).signal("STOP", true);
     }
 
-    /// Lets a paused data node run again (SIGCONT). A primary failed over meanwhile
-    /// still says it is one, and takes writes, until the sentinels make it a replica
-    /// (about 10 s later, see [`Self::restart`]).
+    /// Lets a paused data node or sentinel run again (SIGCONT). A primary failed over
+    /// meanwhile still says it is one, and takes writes, until the sentinels make it a
+    /// replica (about 10 s later, see [`Self::restart`]).
     pub fn resume(&mut self, port: u16) {
-        self.node(port).signal("CONT", false);
+        self.process(port).signal("CONT", false);
     }
 
     /// Starts a killed data node again on its port, directory and arguments: the first
@@ -168,17 +223,53 @@ impl RedisSentinel {
     /// Waits until every sentinel names a primary other than `old` and that node says
     /// it is a primary; returns its port.
     pub fn wait_promoted(&self, old: u16) -> u16 {
+        self.wait_promoted_by(&self.sentinel_ports(), old)
+    }
+
+    /// Waits until each of the sentinels on `ports` names the same primary, other than
+    /// `old`, and that node says it is a primary; returns its port.
+    pub fn wait_promoted_by(&self, ports: &[u16], old: u16) -> u16 {
         eventually_blocking("the sentinels to promote a new primary", || {
-            let named: Vec<Option<u16>> = self
-                .sentinels
-                .iter()
-                .map(|s| self.named_by(s.port))
-                .collect();
+            let named: Vec<Option<u16>> = ports.iter().map(|&s| self.named_by(s)).collect();
             let new = named[0].filter(|&port| port != old)?;
             let agreed = named.iter().all(|&port| port == Some(new));
-            let promoted = cli(new, &["INFO", "replication"]).contains("role:master");
-            (agreed && promoted).then_some(new)
+            (agreed && self.role(new) == "master").then_some(new)
         })
+    }
+
+    /// The port of the primary the sentinel on `port` names, if it answers.
+    pub fn named_by(&self, port: u16) -> Option<u16> {
+        let reply = cli(port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME]);
+        reply.lines().nth(1)?.trim().parse().ok()
+    }
+
+    /// The role the data node on `port` reports (`ROLE`'s first line: `master`, `slave`),
+    /// or `""` if it does not answer.
+    pub fn role(&self, port: u16) -> String {
+        let reply = cli(port, &["ROLE"]);
+        reply.lines().next().unwrap_or_default().trim().to_owned()
+    }
+
+    /// The instances whose votes on `decision` the data node on `port` holds, in vote
+    /// order.
+    pub fn voters_on(&self, port: u16, decision: &str) -> Vec<String> {
+        let votes = quorum_hub::decision_key(&self.url(), decision, "votes");
+        let reply = cli(port, &["ZRANGE", &votes, "0", "-1"]);
+        reply
+            .lines()
+            .filter(|line| !line.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// How many connections the node or sentinel on `port` has accepted since it started
+    /// (`INFO stats`), this question's own included.
+    pub fn connections_received(&self, port: u16) -> u64 {
+        cli(port, &["INFO", "stats"])
+            .lines()
+            .find_map(|line| line.strip_prefix("total_connections_received:"))
+            .and_then(|count| count.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no connection count from port {port}"))
     }
 
     /// Waits until the data node on `replica` is a replica of the one on `primary`, its
@@ -195,17 +286,20 @@ impl RedisSentinel {
         wait_streaming(primary);
     }
 
-    /// The port of the primary the sentinel on `port` names, if it answers.
-    fn named_by(&self, port: u16) -> Option<u16> {
-        let reply = cli(port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME]);
-        reply.lines().nth(1)?.trim().parse().ok()
-    }
-
     fn node(&mut self, port: u16) -> &mut Process {
         self.data
             .iter_mut()
             .find(|n| n.port == port)
             .unwrap_or_else(|| panic!("no data node on port {port}"))
+    }
+
+    /// The data node or the sentinel on `port`.
+    fn process(&mut self, port: u16) -> &mut Process {
+        self.data
+            .iter_mut()
+            .chain(&mut self.sentinels)
+            .find(|p| p.port == port)
+            .unwrap_or_else(|| panic!("no data node nor sentinel on port {port}"))
     }
 }
 
@@ -262,10 +356,10 @@ impl Process {
                     command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
                 }
             }
-            Kind::Sentinel { primary } => {
+            Kind::Sentinel { primary, cut_off } => {
                 // A file of its own: a sentinel rewrites its config.
                 let conf = self.dir.join("sentinel.conf");
-                let text = format!(
+                let mut text = format!(
                     "port {port}\n\
                      bind 127.0.0.1\n\
                      dir \"{dir}\"\n\
@@ -277,6 +371,12 @@ impl Process {
                     port = self.port,
                     dir = self.dir.display(),
                 );
+                if cut_off {
+                    text += &format!(
+                        "sentinel auth-user {MASTER_NAME} {CUT_OFF_USER}\n\
+                         sentinel auth-pass {MASTER_NAME} {CUT_OFF_USER}\n"
+                    );
+                }
                 std::fs::write(&conf, text).expect("sentinel config");
                 command.arg(&conf).arg("--sentinel");
             }
@@ -314,13 +414,13 @@ impl Process {
     /// Sends `SIG<signal>` and waits until the process is stopped (`stopped`) or no
     /// longer stopped.
     fn signal(&self, signal: &str, stopped: bool) {
-        let pid = self.child.as_ref().expect("a running data node").id();
+        let pid = self.child.as_ref().expect("a running process").id();
         let status = Command::new("kill")
             .args([format!("-{signal}"), pid.to_string()])
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -{signal} {pid} failed");
-        eventually_blocking("a data node to stop or continue", || {
+        eventually_blocking("a process to stop or continue", || {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let state = stat.rsplit_once(") ")?.1.chars().next()?;
             ((state == 'T') == stopped).then_some(())
