@@ -131,7 +131,7 @@ pub(super) enum Conn {
 fn no_primary() -> RedisError {
     (
         redis::ErrorKind::Io,
-        "no sentinel has named the primary yet",
+        "a majority of the sentinels has not named a primary yet",
     )
         .into()
 }

@@ -216,7 +216,7 @@ impl Store {
             node = sentinels
                 .primary()
                 .1
-                .ok_or_else(|| Error::Internal("no sentinel has named the primary yet".into()))?;
+                .ok_or_else(|| Error::Internal("a majority of the sentinels has not named a primary yet".into()))?;
         }
         if self.layout.is_cluster() {
             let (host, port) = self.primary_for(self.layout.stream()).await?;

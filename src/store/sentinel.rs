@@ -380,7 +380,7 @@ impl SentinelConn {
     }
 
     /// The connection to the current primary (a new one after a change), or `None` while
-    /// no sentinel has named one.
+    /// no majority of the sentinels has named one.
     pub(super) fn connection(&self) -> Option<ConnectionManager> {
         let (generation, primary) = self.sentinels.primary();
         let primary = primary?;
