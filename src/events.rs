@@ -369,8 +369,9 @@ async fn follow_log(
     let holding = |notice: EventsIncomplete| notice.holding(placed.oldest, placed.newest);
     let continued = match placed.place {
         // Another epoch is another log (a Redis that lost its data made it anew), whatever
-        // ids it holds: sessions are always told, even when every event delivered is in it.
-        _ if replaced.is_some() => false,
+        // ids it holds: sessions are always told, even when every event delivered is in it,
+        // unless the hub stands at the very beginning (there is nothing to take back).
+        _ if replaced.is_some() => delivered == EventId::ZERO,
         CursorPlace::Kept => still_holds(hub, store, delivered).await?,
         CursorPlace::Trimmed => {
             tracing::warn!(
