@@ -31,6 +31,12 @@ pub struct Metrics {
     /// Events that found a session's queue full (the session is then closed).
     pub events_dropped: Counter,
     pub slow_consumer_closes: Counter,
+    /// Bytes held for the sessions' outbound (queued, being written, or left unflushed by a
+    /// direct write), each session's in whole steps of 64 KiB (`HELD_STEP_BYTES` in
+    /// `session/state.rs`).
+    pub session_outbound_bytes: Gauge,
+    /// The most bytes one session has held for its outbound at once, since the hub started.
+    pub session_outbound_peak_bytes: Gauge,
     /// 0 closed, 1 half-open, 2 open.
     pub breaker_state: Gauge,
     /// Redis calls that failed (connection errors, timeouts).
@@ -52,6 +58,8 @@ impl Metrics {
             events_written_direct: Counter::default(),
             events_dropped: Counter::default(),
             slow_consumer_closes: Counter::default(),
+            session_outbound_bytes: Gauge::default(),
+            session_outbound_peak_bytes: Gauge::default(),
             breaker_state: Gauge::default(),
             redis_errors: Counter::default(),
             redis_resubscribes: Counter::default(),
@@ -105,6 +113,16 @@ impl Metrics {
             "slow_consumer_closes",
             "Sessions closed for not reading",
             self.slow_consumer_closes.clone(),
+        );
+        r.register(
+            "session_outbound_bytes",
+            "Bytes held for the sessions' outbound (queued, being written or unflushed), each session's in whole 64 KiB",
+            self.session_outbound_bytes.clone(),
+        );
+        r.register(
+            "session_outbound_peak_bytes",
+            "Most bytes one session has held for its outbound at once (queued, being written or unflushed)",
+            self.session_outbound_peak_bytes.clone(),
         );
         r.register(
             "breaker_state",
