@@ -415,7 +415,7 @@ async fn metric(addr: SocketAddr, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_that_never_read_hold_at_most_their_budget_and_one_reply() {
-    const SESSIONS: u64 = 16;
+    const SESSIONS: u64 = 32;
     const BUDGET: u64 = 1024 * 1024;
     /// `session::HELD_STEP_BYTES`: the hub's total counts each session in such steps.
     const STEP: u64 = 64 * 1024;
@@ -442,10 +442,9 @@ async fn sessions_that_never_read_hold_at_most_their_budget_and_one_reply() {
     assert_eq!(reply.as_array().unwrap().len(), 100);
     let reply_len = reply.to_string().len() as u64;
     assert!(reply_len > BUDGET, "a reply of only {reply_len} bytes");
-    let before_kib = hub.rss_kib();
-
     // Sessions that send batch after batch and read nothing: each holds one reply, which
     // its writer cannot write, and its reader runs no more calls.
+    let before_kib = hub.rss_kib();
     let mut stalled = Vec::new();
     for _ in 0..SESSIONS {
         let mut session = WsClient::connect_small_buffer(hub.addr).await;
@@ -492,7 +491,7 @@ async fn sessions_that_never_read_hold_at_most_their_budget_and_one_reply() {
     eprintln!(
         "one reply: {reply_len} bytes; held for {SESSIONS} sessions that never read: \
          {held_by_all} bytes, at most {held} for one (bound {BUDGET} + {reply_len}); hub RSS \
-         {before_kib} KiB before, {stalled_kib} KiB with the sessions stalled, {} KiB per session",
+         {before_kib} KiB before, {stalled_kib} KiB with the sessions stalled: {} KiB per session",
         stalled_kib.saturating_sub(before_kib) / SESSIONS
     );
     // The budget, passed by one reply at most. The hub's own fields in each page (uptime,
