@@ -391,9 +391,10 @@ async fn state_batches_from_many_callers_leave_memory_bounded_and_votes_answered
     );
     let peak = hub.peak_rss_kib();
     eprintln!("hub peak RSS: {baseline} KiB before, {peak} KiB during the attack");
-    // What the bounds allow: about 1.3 MiB per /rpc request served (16 at once) and per
-    // session, a few pages being built, and the allocator's own slack. Before the bounds
-    // this attack grew the hub by gigabytes.
+    // What the bounds allow: a reply of about 1.5 MiB per /rpc request served (16 at once),
+    // at most about 5.5 MiB per session (SECURITY.md, "Memory per session"), a few pages
+    // being built, and the allocator's own slack. Before the bounds this attack grew the
+    // hub by gigabytes.
     const BOUND_KIB: u64 = 128 * 1024;
     assert!(
         peak < baseline + BOUND_KIB,
