@@ -299,6 +299,10 @@ impl SessionHandle {
     /// the writer is gone instead. The reader waits here before it runs a call, so a call's
     /// reply is held only in the queue, counted, never beside it.
     pub(super) async fn room_for_replies(&self) -> bool {
+        // The common case, room at once, takes no waiter.
+        if self.held_now().replies < self.reply_share() {
+            return !self.queue_closed.load(Ordering::Acquire);
+        }
         loop {
             // Registered before checking, so a release in between is not missed.
             let room = self.queue_room.notified();
