@@ -126,9 +126,10 @@ pub struct Config {
     #[arg(long, env = "QUORUM_SESSION_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub session_queue: u64,
 
-    /// Bytes a session may have waiting to be written: replies wait for room, and a pushed
-    /// event that finds none closes the session as a slow consumer (1008). A larger
-    /// message still goes out, alone.
+    /// Bytes held for a session's outbound, each message at its whole length until it is
+    /// written: the session's next call waits while its replies hold half of it (one reply
+    /// may pass it), and a pushed event that finds no room closes the session as a slow
+    /// consumer (1008).
     #[arg(long, env = "QUORUM_SESSION_QUEUE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(64 * 1024..=1024 * 1024 * 1024))]
     pub session_queue_bytes: u64,
 

@@ -34,6 +34,12 @@ pub struct Metrics {
     /// Dashboard events (`quorum.vote.recorded`, `instance.*`) not passed on: the hub's
     /// backlog of them was full, or a subscriber's queue had no room to spare for them.
     pub dashboard_events_dropped: Counter,
+    /// Bytes held for the sessions' outbound (queued, being written, or left unflushed by a
+    /// direct write), each session's in whole steps of 64 KiB (`HELD_STEP_BYTES` in
+    /// `session/state.rs`).
+    pub session_outbound_bytes: Gauge,
+    /// The most bytes one session has held for its outbound at once, since the hub started.
+    pub session_outbound_peak_bytes: Gauge,
     /// 0 closed, 1 half-open, 2 open.
     pub breaker_state: Gauge,
     /// Redis calls that failed (connection errors, timeouts).
@@ -56,6 +62,8 @@ impl Metrics {
             events_dropped: Counter::default(),
             slow_consumer_closes: Counter::default(),
             dashboard_events_dropped: Counter::default(),
+            session_outbound_bytes: Gauge::default(),
+            session_outbound_peak_bytes: Gauge::default(),
             breaker_state: Gauge::default(),
             redis_errors: Counter::default(),
             redis_resubscribes: Counter::default(),
@@ -114,6 +122,16 @@ impl Metrics {
             "dashboard_events_dropped",
             "Dashboard events dropped because the hub or a subscriber could not keep up",
             self.dashboard_events_dropped.clone(),
+        );
+        r.register(
+            "session_outbound_bytes",
+            "Bytes held for the sessions' outbound (queued, being written or unflushed), each session's in whole 64 KiB",
+            self.session_outbound_bytes.clone(),
+        );
+        r.register(
+            "session_outbound_peak_bytes",
+            "Most bytes one session has held for its outbound at once (queued, being written or unflushed)",
+            self.session_outbound_peak_bytes.clone(),
         );
         r.register(
             "breaker_state",

@@ -391,15 +391,134 @@ async fn state_batches_from_many_callers_leave_memory_bounded_and_votes_answered
     );
     let peak = hub.peak_rss_kib();
     eprintln!("hub peak RSS: {baseline} KiB before, {peak} KiB during the attack");
-    // What the bounds allow: about 1.3 MiB per /rpc request served (16 at once) and per
-    // session, a few pages being built, and the allocator's own slack. Before the bounds
-    // this attack grew the hub by gigabytes.
+    // What the bounds allow: a reply of about 1.5 MiB per /rpc request served (16 at once),
+    // at most about 5.5 MiB per session (SECURITY.md, "Memory per session"), a few pages
+    // being built, and the allocator's own slack. Before the bounds this attack grew the
+    // hub by gigabytes.
     const BOUND_KIB: u64 = 128 * 1024;
     assert!(
         peak < baseline + BOUND_KIB,
         "peak RSS grew by {} KiB",
         peak - baseline
     );
+    assert_eq!(hub.panics(), Vec::<String>::new());
+}
+
+/// The value of one of the hub's metrics without labels (`quorum_...`).
+async fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let (_, text) = http(addr, "GET", "/metrics", "")
+        .await
+        .expect("GET /metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_that_never_read_hold_at_most_their_budget_and_one_reply() {
+    const SESSIONS: u64 = 32;
+    const BUDGET: u64 = 1024 * 1024;
+    /// `session::HELD_STEP_BYTES`: the hub's total counts each session in such steps.
+    const STEP: u64 = 64 * 1024;
+    let redis = RedisServer::start();
+    // No call budgets: only the session's own bounds hold the line.
+    let hub = HubProcess::spawn(
+        Command::new(bin_path())
+            .args(["--listen", "127.0.0.1:0", "--redis-url", &redis.url()])
+            .args(["--session-rate-limit", "off", "--vote-rate-limit", "off"])
+            .args(["--session-queue-bytes", &BUDGET.to_string()]),
+    );
+    register_many_with(hub.addr, 300, 1024, &largest_roles()).await;
+    let batch = Value::Array(
+        (0..100)
+            .map(|n| request(n, "system.get_state", json!({"limit": 1000})))
+            .collect(),
+    )
+    .to_string();
+    // The reply such a batch makes (its calls run until the replies reach 1 MiB), as a
+    // session that reads gets it.
+    let mut reader = WsClient::connect(&hub.ws_url()).await;
+    reader.send_text(&batch).await;
+    let reply = reader.recv_reply().await;
+    assert_eq!(reply.as_array().unwrap().len(), 100);
+    let reply_len = reply.to_string().len() as u64;
+    assert!(reply_len > BUDGET, "a reply of only {reply_len} bytes");
+    // Sessions that send batch after batch and read nothing: each holds one reply, which
+    // its writer cannot write, and its reader runs no more calls.
+    let before_kib = hub.rss_kib();
+    let mut stalled = Vec::new();
+    for _ in 0..SESSIONS {
+        let mut session = WsClient::connect_small_buffer(hub.addr).await;
+        for _ in 0..4 {
+            session.send_text(&batch).await;
+        }
+        stalled.push(session);
+    }
+    let total = "quorum_session_outbound_bytes";
+    let each = reply_len / STEP * STEP;
+    let held_by_all = eventually("every session to hold a reply", async || {
+        let held = metric(hub.addr, total).await;
+        (held >= SESSIONS * each).then_some(held)
+    })
+    .await;
+    let stalled_kib = hub.rss_kib();
+    // One reply each, nothing beside it (the hub's total counts each session's bytes in
+    // whole steps).
+    assert_eq!(
+        held_by_all,
+        SESSIONS * each,
+        "bytes held for {SESSIONS} sessions"
+    );
+
+    // Decision events then take the room the replies leave, until every such session is
+    // closed as a slow consumer.
+    let mut voter = WsClient::connect(&hub.ws_url()).await;
+    voter.register("pusher").await;
+    let mut decisions = 0;
+    let closed = format!("quorum_slow_consumer_closes_total {SESSIONS}");
+    eventually("the sessions that never read to be closed", async || {
+        for _ in 0..25 {
+            // Long names and values: fewer events fill the room.
+            let decision = format!("held-{decisions:05}-{}", "d".repeat(180));
+            voter.vote("pusher", &decision, &"v".repeat(256), 1).await;
+            decisions += 1;
+        }
+        voter.notifications.clear();
+        assert!(
+            decisions <= 4000,
+            "still open after {decisions} decision events"
+        );
+        metrics_show(hub.addr, &closed).await.then_some(())
+    })
+    .await;
+    let held = metric(hub.addr, "quorum_session_outbound_peak_bytes").await;
+    eprintln!(
+        "one reply: {reply_len} bytes; held for {SESSIONS} sessions that never read: \
+         {held_by_all} bytes, at most {held} for one (bound {BUDGET} + {reply_len}); hub RSS \
+         {before_kib} KiB before, {stalled_kib} KiB with the sessions stalled: {} KiB per session",
+        stalled_kib.saturating_sub(before_kib) / SESSIONS
+    );
+    // The budget, passed by one reply at most. The hub's own fields in each page (uptime,
+    // session count) may differ by a few bytes from the reply measured above.
+    const PAGE_FIELDS_SLACK: u64 = 1024;
+    assert!(
+        held <= BUDGET + reply_len + PAGE_FIELDS_SLACK,
+        "one session held {held} bytes, more than its budget {BUDGET} and one reply of {reply_len}"
+    );
+    // Events were held beside a whole reply: at least half the budget, less the last event
+    // that did not fit.
+    assert!(
+        held > reply_len + BUDGET / 2 - 2048,
+        "{held} bytes held at most"
+    );
+    // Closed sessions hold nothing.
+    eventually("the closed sessions to be gone", async || {
+        metrics_show(hub.addr, "quorum_sessions_open 2")
+            .await
+            .then_some(())
+    })
+    .await;
+    assert_eq!(metric(hub.addr, total).await, 0);
     assert_eq!(hub.panics(), Vec::<String>::new());
 }
 

@@ -49,6 +49,10 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MAX_UNANSWERED_PINGS: u32 = 2;
 /// Most queued messages written with one flush.
 pub const WRITE_BATCH: usize = 64;
+/// Longest WebSocket frame the writer sends: a longer message goes as fragments of this
+/// size, so the WebSocket's write buffer (which writes once it holds 128 KiB, and keeps its
+/// largest size) never holds more than that plus one fragment.
+pub const WRITE_FRAGMENT_BYTES: usize = 16 * 1024;
 
 /// Everything a new session starts with, decided at the upgrade.
 pub struct Opening {
@@ -123,6 +127,12 @@ async fn read_calls(
     // Only a session whose token expires carries a timer.
     let mut expiry = Expiry::new(session.expires_at_ms());
     loop {
+        // The next call runs only once the replies have room: its reply is then queued at
+        // once, whatever its size, and held nowhere else.
+        let next_frame = async {
+            session.room_for_replies().await;
+            stream.next().await
+        };
         let frame = tokio::select! {
             // The hub's own reasons to close come before the next frame.
             biased;
@@ -136,7 +146,7 @@ async fn read_calls(
                 session.send(Outbound::Close(close::code::POLICY_VIOLATION, close::TOKEN_EXPIRED)).await;
                 break;
             }
-            frame = stream.next() => frame,
+            frame = next_frame => frame,
         };
         // Any frame shows the peer is alive.
         session.unanswered_pings.store(0, Ordering::Release);
@@ -183,7 +193,7 @@ async fn read_calls(
             text.as_str(),
         ));
         if let Some(reply) = call.await
-            && !session.send(Outbound::Text(reply.into())).await
+            && !session.queue_reply(Outbound::Reply(reply.into())).await
         {
             break;
         }

@@ -156,7 +156,7 @@ impl SessionHandle {
                 if id <= skip_upto {
                     continue;
                 }
-                if !self.send(Outbound::Text(text)).await {
+                if !self.send(Outbound::Reply(text)).await {
                     lock(&self.live.events).held = None; // the session is gone
                     return;
                 }
@@ -219,7 +219,7 @@ async fn replay_then(
             let notice = notice.holding(placed.oldest, placed.newest);
             let ahead = notice.reason == GapReason::Ahead;
             let text = frame::events_incomplete(&notice);
-            session.send(Outbound::Text(text.into())).await;
+            session.send(Outbound::Reply(text.into())).await;
             if ahead {
                 return Ok(());
             }
@@ -230,7 +230,7 @@ async fn replay_then(
                 let page = hub.store.events_after(after, upto).await?;
                 for event in &page.events {
                     session
-                        .send(Outbound::Text(frame::logged_event(event).into()))
+                        .send(Outbound::Reply(frame::logged_event(event).into()))
                         .await;
                     end.last_replayed = Some(event.event_id());
                     after = event.event_id();
@@ -248,7 +248,7 @@ async fn replay_then(
     if result.is_err() && notify_failure {
         let notice = EventsIncomplete::unreadable(end.last_replayed.unwrap_or(since));
         let text = frame::events_incomplete(&notice);
-        session.send(Outbound::Text(text.into())).await;
+        session.send(Outbound::Reply(text.into())).await;
     }
     session.end_replay(end).await;
     result.map(|()| replayed)
@@ -288,7 +288,7 @@ pub async fn resume(hub: &Hub, session: &SessionHandle, from: Resume) {
                 log.and_then(|log| log.newest),
             );
             let text = frame::events_incomplete(&notice);
-            session.send(Outbound::Text(text.into())).await;
+            session.send(Outbound::Reply(text.into())).await;
             session
                 .end_replay(ReplayEnd {
                     floor: EventId::ZERO,
@@ -338,7 +338,7 @@ mod tests {
         session.end_replay(finished(id(4), None)).await;
         session.push_live(id(4), &"live-4".into());
         session.push_live(id(5), &"live-5".into());
-        let Some(Outbound::Text(first)) = queue.recv().await else {
+        let Some(Outbound::Pushed(first)) = queue.recv().await else {
             panic!("nothing queued")
         };
         assert_eq!(first.as_str(), "live-5");
@@ -351,7 +351,7 @@ mod tests {
         assert_eq!(session.begin_replay(id(0)), Some(Some(id(1))));
         // The replay fills the queue, and two live events arrive meanwhile.
         for text in ["replayed-1", "replayed-2"] {
-            assert!(session.send(Outbound::Text(text.into())).await);
+            assert!(session.send(Outbound::Reply(text.into())).await);
         }
         session.push_live(id(2), &"live-2".into());
         session.push_live(id(3), &"live-3".into());
@@ -362,7 +362,7 @@ mod tests {
             let bound = std::time::Duration::from_secs(5);
             while seen.len() < 4 {
                 match tokio::time::timeout(bound, queue.recv()).await {
-                    Ok(Some(Outbound::Text(text))) => seen.push(text.to_string()),
+                    Ok(Some(Outbound::Reply(text))) => seen.push(text.to_string()),
                     Ok(other) => panic!("unexpected {other:?}"),
                     Err(_) => break,
                 }
@@ -380,7 +380,7 @@ mod tests {
     /// The texts queued so far.
     fn queued(queue: &mut tokio::sync::mpsc::Receiver<Outbound>) -> Vec<String> {
         std::iter::from_fn(|| match queue.try_recv() {
-            Ok(Outbound::Text(text)) => Some(text.to_string()),
+            Ok(Outbound::Pushed(text) | Outbound::Reply(text)) => Some(text.to_string()),
             _ => None,
         })
         .collect()
@@ -403,7 +403,7 @@ mod tests {
     async fn a_rewind_during_a_replay_skips_none_of_the_new_log() {
         let (session, mut queue) = session(8, id(5), true);
         assert_eq!(session.begin_replay(id(2)), Some(Some(id(5))));
-        assert!(session.send(Outbound::Text("replayed-3".into())).await);
+        assert!(session.send(Outbound::Reply("replayed-3".into())).await);
         // The log went back to 1 while the replay ran; the new log's events are held.
         session.rewind(id(1), Some(&"notice".into()));
         session.push_live(id(2), &"new-2".into());

@@ -7,12 +7,16 @@ use std::time::Duration;
 
 use futures::SinkExt;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
-use super::state::{Outbound, SessionHandle};
-use super::{CLOSE_TIMEOUT, MAX_UNANSWERED_PINGS, Sink, WRITE_BATCH, WRITE_TIMEOUT};
+use super::state::{Held, Outbound, SessionHandle};
+use super::{
+    CLOSE_TIMEOUT, MAX_UNANSWERED_PINGS, Sink, WRITE_BATCH, WRITE_FRAGMENT_BYTES, WRITE_TIMEOUT,
+};
 use crate::hub::Hub;
 use crate::protocol::close::{self as reason, code};
 
@@ -40,9 +44,9 @@ pub(super) async fn write_outbound(
     let reader_gone = reader_done.cancelled();
     tokio::pin!(evicted, reader_gone);
     let mut pending_close = None;
-    // Bytes taken off the queue for the current write: they count against the session's
-    // byte budget until written, so a blocked write holds the queue's room too.
-    let mut in_write = 0;
+    // Bytes taken off the queue for the current write: they stay held until written, so a
+    // blocked write holds the queue's room too.
+    let mut in_write = Held::default();
     loop {
         let message = match pending_close.take() {
             Some(message) => message,
@@ -58,7 +62,7 @@ pub(super) async fn write_outbound(
                             continue;
                         }
                     };
-                    session.written(session.unflushed.swap(0, Ordering::AcqRel));
+                    session.written(Held::events(session.unflushed.swap(0, Ordering::AcqRel)));
                     match flushed {
                         Ok(Ok(())) => continue,
                         Ok(Err(err)) => tracing::debug!(%err, "write failed"),
@@ -71,9 +75,9 @@ pub(super) async fn write_outbound(
                 }
                 next = outbound.recv() => match next {
                     Some(message) => {
-                        in_write += session.counted(&message);
+                        in_write += Held::of(&message);
                         match message {
-                            Outbound::Text(text) => Message::Text(text),
+                            Outbound::Pushed(text) | Outbound::Reply(text) => Message::Text(text),
                             Outbound::Close(code, reason) => close(code, reason),
                         }
                     }
@@ -99,15 +103,17 @@ pub(super) async fn write_outbound(
         };
         // Whatever else is already queued goes out in the same write.
         let write = async {
-            sink.feed(message).await?;
+            feed(&mut sink, message).await?;
             if !closing {
                 for _ in 1..WRITE_BATCH {
                     let Ok(message) = outbound.try_recv() else {
                         break;
                     };
-                    in_write += session.counted(&message);
+                    in_write += Held::of(&message);
                     match message {
-                        Outbound::Text(text) => sink.feed(Message::Text(text)).await?,
+                        Outbound::Pushed(text) | Outbound::Reply(text) => {
+                            feed(&mut sink, Message::Text(text)).await?;
+                        }
                         Outbound::Close(code, reason) => {
                             pending_close = Some(close(code, reason));
                             break;
@@ -122,24 +128,31 @@ pub(super) async fn write_outbound(
             // A client that stopped reading blocks the write; eviction must not wait for it.
             _ = &mut evicted, if !closing => None,
         };
+        if !matches!(written, Some(Ok(Ok(())))) {
+            // The write did not finish, and may have stopped between the fragments of a
+            // message: the wire takes no more direct writes before its bytes are given back.
+            if let Some(wire) = session.wire() {
+                wire.close_begun();
+            }
+        }
         session.written(std::mem::take(&mut in_write));
-        let Some(written) = written else {
-            let slow = close(code::POLICY_VIOLATION, reason::SLOW_CONSUMER);
-            let send = async {
-                sink.feed(slow).await?;
-                sink.flush().await
-            };
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, send).await;
-            break;
-        };
         match written {
-            Ok(Ok(())) if !closing => {}
-            Ok(Ok(())) => break,
-            Ok(Err(err)) => {
+            Some(Ok(Ok(()))) if !closing => {}
+            Some(Ok(Ok(()))) => break,
+            None => {
+                let slow = close(code::POLICY_VIOLATION, reason::SLOW_CONSUMER);
+                let send = async {
+                    sink.feed(slow).await?;
+                    sink.flush().await
+                };
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, send).await;
+                break;
+            }
+            Some(Ok(Err(err))) => {
                 tracing::debug!(%err, "write failed");
                 break;
             }
-            Err(_) => {
+            Some(Err(_)) => {
                 tracing::info!(
                     session = session.id,
                     "client stopped reading for {limit:?}; dropping session"
@@ -152,4 +165,63 @@ pub(super) async fn write_outbound(
     session.close_queue();
     writer_done.cancel();
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+}
+
+/// Feeds one message to the socket; a text longer than [`WRITE_FRAGMENT_BYTES`] goes as
+/// fragments of that size, so the WebSocket's write buffer never holds a copy of a whole
+/// large reply, nor keeps its size once it is written.
+async fn feed(sink: &mut Sink, message: Message) -> Result<(), WsError> {
+    let Message::Text(text) = message else {
+        return sink.feed(message).await;
+    };
+    if text.len() <= WRITE_FRAGMENT_BYTES {
+        return sink.feed(Message::Text(text)).await;
+    }
+    for fragment in fragments(&text) {
+        sink.feed(Message::Frame(fragment)).await?;
+    }
+    Ok(())
+}
+
+/// A text message as WebSocket fragments of at most [`WRITE_FRAGMENT_BYTES`] each, sharing
+/// its bytes (a fragment may end inside a character: the peer checks the whole message).
+fn fragments(text: &Utf8Bytes) -> impl Iterator<Item = Frame> + use<> {
+    let bytes: Bytes = AsRef::<Bytes>::as_ref(text).clone();
+    let len = bytes.len();
+    (0..len).step_by(WRITE_FRAGMENT_BYTES).map(move |start| {
+        let end = (start + WRITE_FRAGMENT_BYTES).min(len);
+        let opcode = if start == 0 {
+            Data::Text
+        } else {
+            Data::Continue
+        };
+        Frame::message(bytes.slice(start..end), OpCode::Data(opcode), end == len)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_text_goes_as_fragments_that_rebuild_it() {
+        let text: String = (0..WRITE_FRAGMENT_BYTES * 5 / 2)
+            .map(|n| char::from(b'a' + (n % 26) as u8))
+            .collect();
+        let frames: Vec<Frame> = fragments(&text.clone().into()).collect();
+        let headers: Vec<(OpCode, bool, usize)> = frames
+            .iter()
+            .map(|f| (f.header().opcode, f.header().is_final, f.payload().len()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                (OpCode::Data(Data::Text), false, WRITE_FRAGMENT_BYTES),
+                (OpCode::Data(Data::Continue), false, WRITE_FRAGMENT_BYTES),
+                (OpCode::Data(Data::Continue), true, WRITE_FRAGMENT_BYTES / 2),
+            ]
+        );
+        let rebuilt: Vec<u8> = frames.iter().flat_map(|f| f.payload().to_vec()).collect();
+        assert_eq!(rebuilt, text.as_bytes());
+    }
 }

@@ -213,10 +213,9 @@ impl Store {
     pub(crate) async fn events_client(&self) -> Result<redis::Client, Error> {
         let mut node = self.events_node.clone();
         if let Some(sentinels) = &self.sentinels {
-            node = sentinels
-                .primary()
-                .1
-                .ok_or_else(|| Error::Internal("a majority of the sentinels has not named a primary yet".into()))?;
+            node = sentinels.primary().1.ok_or_else(|| {
+                Error::Internal("a majority of the sentinels has not named a primary yet".into())
+            })?;
         }
         if self.layout.is_cluster() {
             let (host, port) = self.primary_for(self.layout.stream()).await?;
