@@ -10,10 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use std::net::SocketAddr;
-
 use common::{
-    DEADLINE, HubProcess, RedisServer, TestHub, WsClient, bin_path, http, request, vote_params,
+    DEADLINE, HubProcess, RedisServer, TestHub, WsClient, bin_path, metric, request, vote_params,
     without_rate_limits,
 };
 use futures::future::join_all;
@@ -182,16 +180,6 @@ async fn a_dashboard_that_stops_reading_loses_dashboard_events_counted_never_its
 
 /// The hub's counter of dashboard events it dropped.
 const DROPPED: &str = "quorum_dashboard_events_dropped_total";
-
-/// A counter or gauge from the hub's `/metrics`.
-async fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let (_, text) = http(addr, "GET", "/metrics", "")
-        .await
-        .expect("GET /metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} in /metrics:\n{text}"))
-}
 
 /// Runs [`VOTERS`] voters for [`PHASE`] (with a `quorum.vote.recorded` subscriber if
 /// `subscriber`), and meanwhile times probe decisions from `prober`.

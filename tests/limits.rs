@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    HubProcess, RedisServer, TestHub, WsClient, assert_error, bin_path, eventually, http,
+    HubProcess, RedisServer, TestHub, WsClient, assert_error, bin_path, eventually, http, metric,
     metrics_show, request, rpc, rpc_call, vote_params, without_rate_limits,
 };
 use futures::future::join_all;
@@ -402,16 +402,6 @@ async fn state_batches_from_many_callers_leave_memory_bounded_and_votes_answered
         peak - baseline
     );
     assert_eq!(hub.panics(), Vec::<String>::new());
-}
-
-/// The value of one of the hub's metrics without labels (`quorum_...`).
-async fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let (_, text) = http(addr, "GET", "/metrics", "")
-        .await
-        .expect("GET /metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

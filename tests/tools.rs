@@ -237,6 +237,24 @@ impl UnreadableLog {
         }
     }
 
+    /// Decides `live-1` while the entry is unreadable, repairs the log, decides `live-2`;
+    /// returns every decision after `seen`, in log order, with its event id.
+    async fn decide_around_repair(
+        &self,
+        redis: &RedisServer,
+        voter: &mut common::WsClient,
+    ) -> Vec<(String, String)> {
+        let mut expected: Vec<(String, String)> = ["missed-1", "missed-2"]
+            .map(String::from)
+            .into_iter()
+            .zip(self.missed.iter().cloned())
+            .collect();
+        expected.push(("live-1".into(), voter.decide("maker", "live-1").await));
+        self.repair(redis).await;
+        expected.push(("live-2".into(), voter.decide("maker", "live-2").await));
+        expected
+    }
+
     /// Removes the unreadable entry: a replay from `seen` reads every event after it.
     async fn repair(&self, redis: &RedisServer) {
         let removed: i64 = redis
@@ -269,14 +287,7 @@ async fn a_client_told_the_log_is_unreadable_resumes_again_and_misses_nothing() 
     }
     // A decision made after the notice, while the log is still unreadable; then the log is
     // repaired, and one more decision is made.
-    let mut expected: Vec<(String, String)> = ["missed-1", "missed-2"]
-        .map(String::from)
-        .into_iter()
-        .zip(log.missed.iter().cloned())
-        .collect();
-    expected.push(("live-1".into(), voter.decide("maker", "live-1").await));
-    log.repair(&redis).await;
-    expected.push(("live-2".into(), voter.decide("maker", "live-2").await));
+    let expected = log.decide_around_repair(&redis, &mut voter).await;
 
     // The client resumed again from `seen` until the hub could read the log: every decision
     // after `seen`, once and in order, the missed ones first.
@@ -334,14 +345,7 @@ async fn watch_since_a_cursor_the_hub_cannot_read_past_prints_every_decision_onc
         notice.starts_with("events incomplete:") && notice.contains("could not be read"),
         "{notice}"
     );
-    let mut expected: Vec<(String, String)> = ["missed-1", "missed-2"]
-        .map(String::from)
-        .into_iter()
-        .zip(log.missed.iter().cloned())
-        .collect();
-    expected.push(("live-1".into(), voter.decide("maker", "live-1").await));
-    log.repair(&redis).await;
-    expected.push(("live-2".into(), voter.decide("maker", "live-2").await));
+    let expected = log.decide_around_repair(&redis, &mut voter).await;
     let mut printed = Vec::new();
     while printed.len() < expected.len() {
         let line = tokio::time::timeout(DEADLINE, stdout.next_line())

@@ -104,3 +104,13 @@ pub async fn metrics_show(addr: SocketAddr, line: &str) -> bool {
         .expect("GET /metrics");
     metrics.lines().any(|l| l == line)
 }
+
+/// The value of one of the hub's metrics without labels (`quorum_...`).
+pub async fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let (_, text) = http(addr, "GET", "/metrics", "")
+        .await
+        .expect("GET /metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}

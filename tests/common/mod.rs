@@ -17,7 +17,7 @@ pub mod ws;
 
 use std::time::{Duration, Instant};
 
-pub use self::http::{http, http_with, metrics_show, rpc, rpc_call};
+pub use self::http::{http, http_with, metric, metrics_show, rpc, rpc_call};
 pub use self::hub::{
     HubProcess, TestHub, bin_path, wait_ready, without_rate_limits, without_rate_limits_at,
 };
