@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -510,6 +511,155 @@ async def test_a_call_in_flight_when_the_connection_drops_fails_at_once(hub: Hub
         with pytest.raises(ConnectionLost, match="dropped"):
             await asyncio.wait_for(call, DEADLINE)
         assert loop.time() - killed < 2.0  # at once, not after call_timeout (20 s)
+
+
+# Linux TCP states, as /proc/net/tcp and sock_diag report them.
+TCP_ESTABLISHED = 0x01
+TCP_CLOSE_WAIT = 0x08  # the peer's FIN was received
+
+
+def local_ports_to(port: int) -> list[int]:
+    """The local ports of this host's established IPv4 TCP connections to port `port`."""
+    found = []
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = row.split()
+        if int(fields[2].rsplit(":", 1)[1], 16) == port and int(fields[3], 16) == TCP_ESTABLISHED:
+            found.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return found
+
+
+def loopback_socket(local_port: int, remote_port: int) -> tuple[int, int] | None:
+    """The state of the TCP socket from 127.0.0.1:local_port to 127.0.0.1:remote_port, and
+    the bytes it has received that its process has not read yet (a FIN counts one), asked
+    of the kernel (sock_diag, in microseconds where /proc/net/tcp can take milliseconds);
+    None once there is no such socket (it was reset)."""
+    loopback = socket.inet_aton("127.0.0.1") + bytes(12)
+    # struct inet_diag_req_v2: any state, the exact socket (no cookie).
+    request = (struct.pack("=BBBBI", socket.AF_INET, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF)
+               + struct.pack("!HH", local_port, remote_port) + loopback + loopback
+               + struct.pack("=III", 0, 0xFFFFFFFF, 0xFFFFFFFF))
+    netlink_sock_diag, sock_diag_by_family, nlm_f_request, nlmsg_error = 4, 20, 1, 2
+    header = struct.pack("=IHHII", 16 + len(request), sock_diag_by_family, nlm_f_request, 1, 0)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink_sock_diag) as diag:
+        diag.send(header + request)
+        reply = diag.recv(8192)
+    if struct.unpack_from("=IH", reply)[1] == nlmsg_error:
+        return None
+    # struct inet_diag_msg after the header: family, state, timer, retrans, the 48-byte
+    # socket id, expires, rqueue (received, not read).
+    state: int = reply[17]
+    unread: int = struct.unpack_from("=I", reply, 16 + 56)[0]
+    return state, unread
+
+
+def test_many_callers_keep_the_event_loop_running_when_the_hub_is_killed(
+    redis: RedisServer, hubs: Callable[..., Hub]
+) -> None:
+    # The client and its 300 callers run in a process of their own (tests/crowd.py), so
+    # that an event loop that stops turning fails this test instead of freezing it.
+    # (The hub does not ping: the last frames the client reads are replies.)
+    hub = hubs(redis, "--ping-interval", "0s")
+    callers = 300
+    crowd = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("crowd.py")), hub.url, str(callers)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    hub_port = int(hub.addr.rsplit(":", 1)[1])
+    try:
+        output = Lines(crowd.stdout)
+
+        def expect(pattern: str, since: int = 0) -> re.Match[str]:
+            """The first line from line `since` on matching `pattern`; fails at once if the
+            crowd exits first."""
+            def found() -> re.Match[str] | str | None:
+                for line in output.lines[since:]:
+                    match = re.search(pattern, line)
+                    if match:
+                        return match
+                return None if crowd.poll() is None else f"exited with {crowd.returncode}"
+
+            try:
+                result = wait_until(f"a line matching {pattern!r}", found)
+            except AssertionError as err:
+                raise AssertionError(f"{err}; last output:\n"
+                                     + "\n".join(output.lines[-60:])) from None
+            if not isinstance(result, re.Match):
+                output.join()
+                raise AssertionError(
+                    f"the crowd {result} before a line matching {pattern!r}; "
+                    "its last output:\n" + "\n".join(output.lines[-60:]))
+            return result
+
+        expect(r"^ready$")  # every caller has had a reply; they go on calling
+        # The hub's last replies and the end of its connection reach the client together:
+        # the client reads the replies, the callers answered call again at once, and they
+        # find the socket closed before the client's reader has seen the end. Lined up
+        # here: the hub is paused until every caller waits for a reply (the client has
+        # nothing else to do); the crowd is paused; the hub answers until a reply waits
+        # unread, and is paused with only a few sent (past 16 unread frames the websockets
+        # library pauses its reads, and the reader sees the end first), then killed; the
+        # crowd resumes once the end of the connection has reached its socket.
+        [crowd_port] = local_ports_to(hub_port)
+
+        def unread() -> int:
+            found = loopback_socket(crowd_port, hub_port)
+            assert found is not None and found[0] == TCP_ESTABLISHED, found
+            return found[1]
+
+        def wait_unread(what: str, check: Callable[[int], bool]) -> None:
+            """Polls every 0.1 ms: the hub answers about one call a millisecond."""
+            end = time.monotonic() + DEADLINE
+            while not check(unread()):
+                assert time.monotonic() < end, f"timed out waiting for {what}"
+                time.sleep(0.0001)
+
+        few = 4096  # bytes: about ten replies
+        for _ in range(20):
+            hub.proc.send_signal(signal.SIGSTOP)
+            wait_unread("the crowd to read every reply", lambda n: n == 0)
+            expect(rf"^tick \d+ connected=1 in_flight={callers}$", len(output.lines))
+            crowd.send_signal(signal.SIGSTOP)
+            hub.proc.send_signal(signal.SIGCONT)
+            wait_unread("a reply to the paused crowd", lambda n: n > 0)
+            hub.proc.send_signal(signal.SIGSTOP)
+            if unread() <= few:
+                break
+            # More than a few replies came before the hub stopped: again.
+            crowd.send_signal(signal.SIGCONT)
+            hub.proc.send_signal(signal.SIGCONT)
+        else:
+            raise AssertionError("the hub never stopped within a few replies")
+        killed_at = len(output.lines)
+        hub.kill()
+
+        def end_received() -> bool:
+            found = loopback_socket(crowd_port, hub_port)
+            return found is None or found[0] == TCP_CLOSE_WAIT  # reset, or a FIN
+
+        wait_until("the crowd's socket to receive the end of the connection", end_received)
+        crowd.send_signal(signal.SIGCONT)
+        # While the hub is down the loop turns: the client notices, the ticker goes on.
+        down = int(expect(r"^tick (\d+) connected=0 ", killed_at).group(1))
+        expect(rf"^tick {down + 20} connected=0 ", killed_at)
+        restarted_at = len(output.lines)
+        hub.restart()
+        # And after: every caller has a reply on the new connection.
+        up = int(expect(r"^tick (\d+) connected=1 ", restarted_at).group(1))
+        assert up > down + 20
+        done = expect(r"^done callers=(\d+) ok=(\d+) lost=(\d+) connections=(\d+)$",
+                      restarted_at)
+        assert crowd.wait(DEADLINE) == 0
+        assert int(done.group(1)) == callers
+        assert int(done.group(2)) >= 2 * callers  # one reply before the kill, one after
+        # Only a call in flight when the connection dropped failed (ConnectionLost), at most
+        # one per caller; the calls made after it waited for the new connection.
+        assert int(done.group(3)) <= callers
+        assert int(done.group(4)) == 2
+    finally:
+        if crowd.poll() is None:
+            crowd.send_signal(signal.SIGCONT)
+            crowd.kill()
+        crowd.wait()
 
 
 async def test_backoff_is_jittered_doubling_and_capped() -> None:

@@ -299,8 +299,12 @@ class Client:
             try:
                 return await self._call_on(ws, method, params)
             except _NotSent:
-                # The connection went away before the request left: nothing ran, so wait
-                # for the next one.
+                # The connection went away before the request left: nothing ran. The
+                # reader may not have noticed yet, and a send on a closed socket fails
+                # without yielding to the event loop: this is the disconnect, so wait for
+                # the next connection like any call made while disconnected.
+                if self._ws is ws:
+                    self._connected.clear()
                 continue
 
     async def register(self) -> dict[str, Any]:
