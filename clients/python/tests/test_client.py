@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import pytest
 
 from quorum_hub import (
+    EVENT_BUFFER,
     BackendUnavailable,
     CircuitOpen,
     Client,
@@ -828,7 +829,7 @@ async def test_a_decision_event_is_passed_on_once_and_in_order() -> None:
                     # The log went back: what follows continues from `since`.
                     incomplete("rewound", "5-0"), made("6-0", "d"), made("6-0", "d"),
                     incomplete("trimmed", "6-0"), made("7-0", "e")]:
-        assert client._dispatch(message) is False
+        assert await client._dispatch(message) is False
     events = client.decisions()
     seen = [await next_event(events) for _ in range(client._events.qsize())]
     assert [(e["event"].rsplit(".", 1)[-1], e.get("decision", e.get("reason"))) for e in seen] == [
@@ -836,7 +837,7 @@ async def test_a_decision_event_is_passed_on_once_and_in_order() -> None:
         ("made", "d"), ("incomplete", "trimmed"), ("made", "e")]
     assert client.last_event_id == "7-0"
     # An unreadable resume is passed on, and makes the client leave that session.
-    assert client._dispatch(incomplete("unreadable", "7-0")) is True
+    assert await client._dispatch(incomplete("unreadable", "7-0")) is True
     assert (await next_event(events))["reason"] == "unreadable"
 
 
@@ -854,6 +855,109 @@ async def test_last_event_id_is_the_last_event_yielded(hub: Hub) -> None:
         events = restarted.decisions()
         assert [(await next_event(events))["decision"] for _ in range(2)] == [
             "persist-1", "persist-2"]
+
+
+async def test_an_agent_that_does_not_read_its_events_holds_at_most_event_buffer(
+    redis: RedisServer, hubs: Callable[..., Hub]
+) -> None:
+    # The Rust client's bound, which the Python client mirrors.
+    rust = (REPO / "src" / "client.rs").read_text()
+    assert f"pub const EVENT_BUFFER: usize = {EVENT_BUFFER};" in rust
+    hub = hubs(redis)
+    prefix = name("unread")
+    made: list[str] = []
+    reference: list[dict[str, Any]] = []  # what an agent that reads receives: the log
+    evicted = "slow consumer: closing session"
+    # Four makers: a session's calls run one after the other.
+    async with Client(hub.url, instance_id="deaf", max_backoff=0.2) as deaf, \
+            Client(hub.url, instance_id="maker-0") as maker, \
+            Client(hub.url, instance_id="maker-1") as maker_1, \
+            Client(hub.url, instance_id="maker-2") as maker_2, \
+            Client(hub.url, instance_id="maker-3") as maker_3:
+        makers = [maker, maker_1, maker_2, maker_3]
+
+        async def collect(source: Client, into: list[dict[str, Any]] | None) -> None:
+            async for event in source.decisions():
+                if into is not None and event.get("decision", "").startswith(prefix):
+                    into.append(event)
+
+        # Every maker reads its events; the first keeps them, as the log's order.
+        collectors = [asyncio.create_task(collect(m, reference if m is maker else None))
+                      for m in makers]
+        stop = asyncio.Event()
+        held = [0]  # the most events the deaf agent's client held, after each vote
+
+        async def produce(source: Client, n: int) -> None:
+            k = 0
+            while not stop.is_set():
+                decision = f"{prefix}-{n}-{k:05}"
+                reply = await source.vote(decision, "go", total_instances=1)
+                assert reply["quorumReached"] is True, reply
+                made.append(decision)
+                k += 1
+                held[0] = max(held[0], deaf._events.qsize())
+
+        producers = [asyncio.create_task(produce(m, n)) for n, m in enumerate(makers)]
+        await eventually("the deaf agent's client to hold EVENT_BUFFER events",
+                         lambda: held[0] >= EVENT_BUFFER)
+        full_at = len(made)
+        await eventually("more events after that", lambda: len(reference) >= full_at + 50)
+        # However many events wait, the client holds at most EVENT_BUFFER.
+        assert (held[0], deaf._events.qsize()) == (EVENT_BUFFER, EVENT_BUFFER)
+        # At the bound the client stops reading its connection: a reply waits behind
+        # the events that came before it.
+        deaf.call_timeout = 0.5
+        with pytest.raises(ConnectionLost, match="no reply within 0.5 s"):
+            await deaf.status(made[0])
+        # The hub's own queue for the session fills in turn, and it closes the session.
+        await eventually("the hub to close the session that does not read",
+                         lambda: any(evicted in line for line in hub.output.lines),
+                         deadline=60.0)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*producers), DEADLINE)
+        assert (held[0], deaf._events.qsize()) == (EVENT_BUFFER, EVENT_BUFFER)
+        assert deaf.connections == 1
+        assert all(m.connections == 1 for m in makers)
+        assert sum(evicted in line for line in hub.output.lines) == 1  # the deaf one only
+        await eventually("every decision at the reading agent",
+                         lambda: len(reference) == len(made))
+
+        # Once the agent reads, it receives every decision, once, in the log's order:
+        # those it held, those still in its socket, and, after it resumes on a new
+        # connection, those the hub could not deliver.
+        deaf.call_timeout = DEADLINE
+        received: list[dict[str, Any]] = []
+        events = deaf.decisions()
+        while len(received) < len(made):
+            event = await next_event(events)
+            if event.get("decision", "").startswith(prefix):
+                received.append(event)
+
+        def key(event: dict[str, Any]) -> tuple[str, str, str]:
+            return event["event"], event["decision"], event["eventId"]
+
+        assert [key(e) for e in received] == [key(e) for e in reference]
+        assert sorted(e["decision"] for e in received) == sorted(made)
+        # The replayed events come before the reply to the new connection's registration.
+        await eventually("the new connection to be registered", lambda: deaf.connected)
+        assert deaf.connections == 2
+        assert deaf.last_event_id == reference[-1]["eventId"]
+        assert (await deaf.status(made[0]))["state"] == "decided"  # calls are answered again
+        for task in collectors:
+            task.cancel()
+
+
+async def test_a_full_client_that_closes_passes_on_what_it_held_then_ends() -> None:
+    client = Client("ws://127.0.0.1:1/ws")
+    for n in range(EVENT_BUFFER):
+        event = {"jsonrpc": "2.0", "method": "quorum.decision.made",
+                 "params": {"decision": f"d-{n}", "value": "v", "eventId": f"{n + 1}-0"}}
+        assert await client._dispatch(event) is False
+    assert client._events.full()
+    await client.close()
+    seen = [event["decision"] async for event in client.decisions()]
+    assert seen == [f"d-{n}" for n in range(EVENT_BUFFER)]
+    assert [event async for event in client.decisions()] == []  # ended, and stays so
 
 
 async def test_an_unreadable_resume_is_resumed_again(
