@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -33,6 +34,7 @@ from typing import Any, TypeVar
 import pytest
 
 from quorum_hub import (
+    EVENT_BUFFER,
     BackendUnavailable,
     CircuitOpen,
     Client,
@@ -512,6 +514,155 @@ async def test_a_call_in_flight_when_the_connection_drops_fails_at_once(hub: Hub
         assert loop.time() - killed < 2.0  # at once, not after call_timeout (20 s)
 
 
+# Linux TCP states, as /proc/net/tcp and sock_diag report them.
+TCP_ESTABLISHED = 0x01
+TCP_CLOSE_WAIT = 0x08  # the peer's FIN was received
+
+
+def local_ports_to(port: int) -> list[int]:
+    """The local ports of this host's established IPv4 TCP connections to port `port`."""
+    found = []
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = row.split()
+        if int(fields[2].rsplit(":", 1)[1], 16) == port and int(fields[3], 16) == TCP_ESTABLISHED:
+            found.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return found
+
+
+def loopback_socket(local_port: int, remote_port: int) -> tuple[int, int] | None:
+    """The state of the TCP socket from 127.0.0.1:local_port to 127.0.0.1:remote_port, and
+    the bytes it has received that its process has not read yet (a FIN counts one), asked
+    of the kernel (sock_diag, in microseconds where /proc/net/tcp can take milliseconds);
+    None once there is no such socket (it was reset)."""
+    loopback = socket.inet_aton("127.0.0.1") + bytes(12)
+    # struct inet_diag_req_v2: any state, the exact socket (no cookie).
+    request = (struct.pack("=BBBBI", socket.AF_INET, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF)
+               + struct.pack("!HH", local_port, remote_port) + loopback + loopback
+               + struct.pack("=III", 0, 0xFFFFFFFF, 0xFFFFFFFF))
+    netlink_sock_diag, sock_diag_by_family, nlm_f_request, nlmsg_error = 4, 20, 1, 2
+    header = struct.pack("=IHHII", 16 + len(request), sock_diag_by_family, nlm_f_request, 1, 0)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink_sock_diag) as diag:
+        diag.send(header + request)
+        reply = diag.recv(8192)
+    if struct.unpack_from("=IH", reply)[1] == nlmsg_error:
+        return None
+    # struct inet_diag_msg after the header: family, state, timer, retrans, the 48-byte
+    # socket id, expires, rqueue (received, not read).
+    state: int = reply[17]
+    unread: int = struct.unpack_from("=I", reply, 16 + 56)[0]
+    return state, unread
+
+
+def test_many_callers_keep_the_event_loop_running_when_the_hub_is_killed(
+    redis: RedisServer, hubs: Callable[..., Hub]
+) -> None:
+    # The client and its 300 callers run in a process of their own (tests/crowd.py), so
+    # that an event loop that stops turning fails this test instead of freezing it.
+    # (The hub does not ping: the last frames the client reads are replies.)
+    hub = hubs(redis, "--ping-interval", "0s")
+    callers = 300
+    crowd = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("crowd.py")), hub.url, str(callers)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    hub_port = int(hub.addr.rsplit(":", 1)[1])
+    try:
+        output = Lines(crowd.stdout)
+
+        def expect(pattern: str, since: int = 0) -> re.Match[str]:
+            """The first line from line `since` on matching `pattern`; fails at once if the
+            crowd exits first."""
+            def found() -> re.Match[str] | str | None:
+                for line in output.lines[since:]:
+                    match = re.search(pattern, line)
+                    if match:
+                        return match
+                return None if crowd.poll() is None else f"exited with {crowd.returncode}"
+
+            try:
+                result = wait_until(f"a line matching {pattern!r}", found)
+            except AssertionError as err:
+                raise AssertionError(f"{err}; last output:\n"
+                                     + "\n".join(output.lines[-60:])) from None
+            if not isinstance(result, re.Match):
+                output.join()
+                raise AssertionError(
+                    f"the crowd {result} before a line matching {pattern!r}; "
+                    "its last output:\n" + "\n".join(output.lines[-60:]))
+            return result
+
+        expect(r"^ready$")  # every caller has had a reply; they go on calling
+        # The hub's last replies and the end of its connection reach the client together:
+        # the client reads the replies, the callers answered call again at once, and they
+        # find the socket closed before the client's reader has seen the end. Lined up
+        # here: the hub is paused until every caller waits for a reply (the client has
+        # nothing else to do); the crowd is paused; the hub answers until a reply waits
+        # unread, and is paused with only a few sent (past 16 unread frames the websockets
+        # library pauses its reads, and the reader sees the end first), then killed; the
+        # crowd resumes once the end of the connection has reached its socket.
+        [crowd_port] = local_ports_to(hub_port)
+
+        def unread() -> int:
+            found = loopback_socket(crowd_port, hub_port)
+            assert found is not None and found[0] == TCP_ESTABLISHED, found
+            return found[1]
+
+        def wait_unread(what: str, check: Callable[[int], bool]) -> None:
+            """Polls every 0.1 ms: the hub answers about one call a millisecond."""
+            end = time.monotonic() + DEADLINE
+            while not check(unread()):
+                assert time.monotonic() < end, f"timed out waiting for {what}"
+                time.sleep(0.0001)
+
+        few = 4096  # bytes: about ten replies
+        for _ in range(20):
+            hub.proc.send_signal(signal.SIGSTOP)
+            wait_unread("the crowd to read every reply", lambda n: n == 0)
+            expect(rf"^tick \d+ connected=1 in_flight={callers}$", len(output.lines))
+            crowd.send_signal(signal.SIGSTOP)
+            hub.proc.send_signal(signal.SIGCONT)
+            wait_unread("a reply to the paused crowd", lambda n: n > 0)
+            hub.proc.send_signal(signal.SIGSTOP)
+            if unread() <= few:
+                break
+            # More than a few replies came before the hub stopped: again.
+            crowd.send_signal(signal.SIGCONT)
+            hub.proc.send_signal(signal.SIGCONT)
+        else:
+            raise AssertionError("the hub never stopped within a few replies")
+        killed_at = len(output.lines)
+        hub.kill()
+
+        def end_received() -> bool:
+            found = loopback_socket(crowd_port, hub_port)
+            return found is None or found[0] == TCP_CLOSE_WAIT  # reset, or a FIN
+
+        wait_until("the crowd's socket to receive the end of the connection", end_received)
+        crowd.send_signal(signal.SIGCONT)
+        # While the hub is down the loop turns: the client notices, the ticker goes on.
+        down = int(expect(r"^tick (\d+) connected=0 ", killed_at).group(1))
+        expect(rf"^tick {down + 20} connected=0 ", killed_at)
+        restarted_at = len(output.lines)
+        hub.restart()
+        # And after: every caller has a reply on the new connection.
+        up = int(expect(r"^tick (\d+) connected=1 ", restarted_at).group(1))
+        assert up > down + 20
+        done = expect(r"^done callers=(\d+) ok=(\d+) lost=(\d+) connections=(\d+)$",
+                      restarted_at)
+        assert crowd.wait(DEADLINE) == 0
+        assert int(done.group(1)) == callers
+        assert int(done.group(2)) >= 2 * callers  # one reply before the kill, one after
+        # Only a call in flight when the connection dropped failed (ConnectionLost), at most
+        # one per caller; the calls made after it waited for the new connection.
+        assert int(done.group(3)) <= callers
+        assert int(done.group(4)) == 2
+    finally:
+        if crowd.poll() is None:
+            crowd.send_signal(signal.SIGCONT)
+            crowd.kill()
+        crowd.wait()
+
+
 async def test_backoff_is_jittered_doubling_and_capped() -> None:
     rng = random.Random(7)
     delays = [[backoff_delay(attempt, 0.1, 2.0, rng) for _ in range(200)]
@@ -678,7 +829,7 @@ async def test_a_decision_event_is_passed_on_once_and_in_order() -> None:
                     # The log went back: what follows continues from `since`.
                     incomplete("rewound", "5-0"), made("6-0", "d"), made("6-0", "d"),
                     incomplete("trimmed", "6-0"), made("7-0", "e")]:
-        assert client._dispatch(message) is False
+        assert await client._dispatch(message) is False
     events = client.decisions()
     seen = [await next_event(events) for _ in range(client._events.qsize())]
     assert [(e["event"].rsplit(".", 1)[-1], e.get("decision", e.get("reason"))) for e in seen] == [
@@ -686,7 +837,7 @@ async def test_a_decision_event_is_passed_on_once_and_in_order() -> None:
         ("made", "d"), ("incomplete", "trimmed"), ("made", "e")]
     assert client.last_event_id == "7-0"
     # An unreadable resume is passed on, and makes the client leave that session.
-    assert client._dispatch(incomplete("unreadable", "7-0")) is True
+    assert await client._dispatch(incomplete("unreadable", "7-0")) is True
     assert (await next_event(events))["reason"] == "unreadable"
 
 
@@ -704,6 +855,109 @@ async def test_last_event_id_is_the_last_event_yielded(hub: Hub) -> None:
         events = restarted.decisions()
         assert [(await next_event(events))["decision"] for _ in range(2)] == [
             "persist-1", "persist-2"]
+
+
+async def test_an_agent_that_does_not_read_its_events_holds_at_most_event_buffer(
+    redis: RedisServer, hubs: Callable[..., Hub]
+) -> None:
+    # The Rust client's bound, which the Python client mirrors.
+    rust = (REPO / "src" / "client.rs").read_text()
+    assert f"pub const EVENT_BUFFER: usize = {EVENT_BUFFER};" in rust
+    hub = hubs(redis)
+    prefix = name("unread")
+    made: list[str] = []
+    reference: list[dict[str, Any]] = []  # what an agent that reads receives: the log
+    evicted = "slow consumer: closing session"
+    # Four makers: a session's calls run one after the other.
+    async with Client(hub.url, instance_id="deaf", max_backoff=0.2) as deaf, \
+            Client(hub.url, instance_id="maker-0") as maker, \
+            Client(hub.url, instance_id="maker-1") as maker_1, \
+            Client(hub.url, instance_id="maker-2") as maker_2, \
+            Client(hub.url, instance_id="maker-3") as maker_3:
+        makers = [maker, maker_1, maker_2, maker_3]
+
+        async def collect(source: Client, into: list[dict[str, Any]] | None) -> None:
+            async for event in source.decisions():
+                if into is not None and event.get("decision", "").startswith(prefix):
+                    into.append(event)
+
+        # Every maker reads its events; the first keeps them, as the log's order.
+        collectors = [asyncio.create_task(collect(m, reference if m is maker else None))
+                      for m in makers]
+        stop = asyncio.Event()
+        held = [0]  # the most events the deaf agent's client held, after each vote
+
+        async def produce(source: Client, n: int) -> None:
+            k = 0
+            while not stop.is_set():
+                decision = f"{prefix}-{n}-{k:05}"
+                reply = await source.vote(decision, "go", total_instances=1)
+                assert reply["quorumReached"] is True, reply
+                made.append(decision)
+                k += 1
+                held[0] = max(held[0], deaf._events.qsize())
+
+        producers = [asyncio.create_task(produce(m, n)) for n, m in enumerate(makers)]
+        await eventually("the deaf agent's client to hold EVENT_BUFFER events",
+                         lambda: held[0] >= EVENT_BUFFER)
+        full_at = len(made)
+        await eventually("more events after that", lambda: len(reference) >= full_at + 50)
+        # However many events wait, the client holds at most EVENT_BUFFER.
+        assert (held[0], deaf._events.qsize()) == (EVENT_BUFFER, EVENT_BUFFER)
+        # At the bound the client stops reading its connection: a reply waits behind
+        # the events that came before it.
+        deaf.call_timeout = 0.5
+        with pytest.raises(ConnectionLost, match="no reply within 0.5 s"):
+            await deaf.status(made[0])
+        # The hub's own queue for the session fills in turn, and it closes the session.
+        await eventually("the hub to close the session that does not read",
+                         lambda: any(evicted in line for line in hub.output.lines),
+                         deadline=60.0)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*producers), DEADLINE)
+        assert (held[0], deaf._events.qsize()) == (EVENT_BUFFER, EVENT_BUFFER)
+        assert deaf.connections == 1
+        assert all(m.connections == 1 for m in makers)
+        assert sum(evicted in line for line in hub.output.lines) == 1  # the deaf one only
+        await eventually("every decision at the reading agent",
+                         lambda: len(reference) == len(made))
+
+        # Once the agent reads, it receives every decision, once, in the log's order:
+        # those it held, those still in its socket, and, after it resumes on a new
+        # connection, those the hub could not deliver.
+        deaf.call_timeout = DEADLINE
+        received: list[dict[str, Any]] = []
+        events = deaf.decisions()
+        while len(received) < len(made):
+            event = await next_event(events)
+            if event.get("decision", "").startswith(prefix):
+                received.append(event)
+
+        def key(event: dict[str, Any]) -> tuple[str, str, str]:
+            return event["event"], event["decision"], event["eventId"]
+
+        assert [key(e) for e in received] == [key(e) for e in reference]
+        assert sorted(e["decision"] for e in received) == sorted(made)
+        # The replayed events come before the reply to the new connection's registration.
+        await eventually("the new connection to be registered", lambda: deaf.connected)
+        assert deaf.connections == 2
+        assert deaf.last_event_id == reference[-1]["eventId"]
+        assert (await deaf.status(made[0]))["state"] == "decided"  # calls are answered again
+        for task in collectors:
+            task.cancel()
+
+
+async def test_a_full_client_that_closes_passes_on_what_it_held_then_ends() -> None:
+    client = Client("ws://127.0.0.1:1/ws")
+    for n in range(EVENT_BUFFER):
+        event = {"jsonrpc": "2.0", "method": "quorum.decision.made",
+                 "params": {"decision": f"d-{n}", "value": "v", "eventId": f"{n + 1}-0"}}
+        assert await client._dispatch(event) is False
+    assert client._events.full()
+    await client.close()
+    seen = [event["decision"] async for event in client.decisions()]
+    assert seen == [f"d-{n}" for n in range(EVENT_BUFFER)]
+    assert [event async for event in client.decisions()] == []  # ended, and stays so
 
 
 async def test_an_unreadable_resume_is_resumed_again(

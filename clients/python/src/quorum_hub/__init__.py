@@ -3,6 +3,7 @@
 from .client import (
     DECISION_EXPIRED,
     DECISION_MADE,
+    EVENT_BUFFER,
     EVENTS_INCOMPLETE,
     INSTANCE_LOST,
     Client,
@@ -45,6 +46,7 @@ __all__ = [
     "DECISION_MADE",
     "DECISION_EXPIRED",
     "EVENTS_INCOMPLETE",
+    "EVENT_BUFFER",
     "INSTANCE_LOST",
     "QuorumHubError",
     "ConnectionLost",

@@ -43,6 +43,7 @@ __all__ = [
     "DECISION_EXPIRED",
     "EVENTS_INCOMPLETE",
     "INSTANCE_LOST",
+    "EVENT_BUFFER",
 ]
 
 log = logging.getLogger("quorum_hub")
@@ -59,6 +60,11 @@ TokenSource = Union[str, TokenProvider]
 
 #: An event id ``<ms>-<seq>`` as a comparable pair.
 EventId = tuple[int, int]
+
+#: Events the client buffers for a consumer that is not reading :meth:`Client.decisions`
+#: (the Rust client's bound). While that many wait, the client stops reading the
+#: connection, replies to calls included, until the consumer takes one.
+EVENT_BUFFER = 1024
 
 #: Share of a token's remaining lifetime after which the client asks its provider for a
 #: newer one (the hub ends a session when its token expires).
@@ -206,7 +212,9 @@ class Client:
         self._closed = False
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(EVENT_BUFFER)
+        # Set by close(): decisions() ends once the queue is empty.
+        self._ended = False
         self._subscriptions: list[str] = []
         self._supervisor: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -249,7 +257,10 @@ class Client:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
         await self._drop_connection(ClientClosed("the client was closed"))
-        self._events.put_nowait(None)
+        self._ended = True
+        # Wakes a consumer waiting on an empty queue; a full one is drained first.
+        with contextlib.suppress(asyncio.QueueFull):
+            self._events.put_nowait(None)
 
     @property
     def connected(self) -> bool:
@@ -299,8 +310,12 @@ class Client:
             try:
                 return await self._call_on(ws, method, params)
             except _NotSent:
-                # The connection went away before the request left: nothing ran, so wait
-                # for the next one.
+                # The connection went away before the request left: nothing ran. The
+                # reader may not have noticed yet, and a send on a closed socket fails
+                # without yielding to the event loop: this is the disconnect, so wait for
+                # the next connection like any call made while disconnected.
+                if self._ws is ws:
+                    self._connected.clear()
                 continue
 
     async def register(self) -> dict[str, Any]:
@@ -413,9 +428,13 @@ class Client:
         ``system.events.incomplete`` (some missed events could not be replayed: read
         :meth:`state`), ``system.instance.lost``, and any subscribed event. Decision events
         come once each, across reconnections. Events are buffered from the moment the
-        client connects, so none is lost before this is called; meant for one consumer.
-        Ends when the client is closed."""
+        client connects, so none is lost before this is called, up to
+        :data:`EVENT_BUFFER`: with that many unread, the client stops reading the
+        connection (replies to calls wait too) until this takes one. Meant for one
+        consumer. Ends when the client is closed."""
         while True:
+            if self._ended and self._events.empty():
+                return
             event = await self._events.get()
             if event is None:
                 self._events.put_nowait(None)  # let other iterators end too
@@ -636,7 +655,7 @@ class Client:
                     log.warning("quorum-hub: ignoring a frame that is not JSON")
                     continue
                 for item in message if isinstance(message, list) else [message]:
-                    if isinstance(item, dict) and self._dispatch(item):
+                    if isinstance(item, dict) and await self._dispatch(item):
                         # The hub could not replay what was missed: leave this session
                         # before any live event moves the cursor past the gap, and resume
                         # again from the same cursor on the next connection.
@@ -654,13 +673,14 @@ class Client:
                 + (f" ({self.last_error})" if self.last_error else "")
             ))
 
-    def _dispatch(self, message: dict[str, Any]) -> bool:
-        """Handles one message; True when the session must be left (an unreadable resume)."""
+    async def _dispatch(self, message: dict[str, Any]) -> bool:
+        """Handles one message; True when the session must be left (an unreadable resume).
+        Waits while :meth:`decisions` has :data:`EVENT_BUFFER` events unread."""
         if "method" in message and "id" not in message:
             params = message.get("params")
             event = dict(params) if isinstance(params, dict) else {"params": params}
             event["event"] = message["method"]
-            self._pass_on(event)
+            await self._pass_on(event)
             return event["event"] == EVENTS_INCOMPLETE and event.get("reason") == _UNREADABLE
         request_id = message.get("id")
         future = self._pending.get(request_id) if isinstance(request_id, int) else None
@@ -672,21 +692,27 @@ class Client:
             future.set_result(message.get("result"))
         return False
 
-    def _pass_on(self, event: dict[str, Any]) -> None:
-        """Queues an event for :meth:`decisions`; a decision event only once per id."""
+    async def _pass_on(self, event: dict[str, Any]) -> None:
+        """Queues an event for :meth:`decisions`; a decision event only once per id. While
+        :data:`EVENT_BUFFER` events wait unread, this waits for the consumer, and the
+        connection is not read meanwhile. The cursor moves only once the event is queued,
+        so a connection dropped while waiting resumes before this event."""
         kind = event["event"]
+        moved_to: tuple[str, EventId] | None = None
         if kind in (DECISION_MADE, DECISION_EXPIRED):
             event_id = event.get("eventId")
             pair = parse_event_id(event_id)
             if pair is not None:
                 if self._cursor_pair is not None and pair <= self._cursor_pair:
                     return
-                self._cursor, self._cursor_pair = event_id, pair
+                moved_to = str(event_id), pair
         elif kind == EVENTS_INCOMPLETE and event.get("reason") in _CURSOR_MOVES:
             pair = parse_event_id(event.get("since"))
             if pair is not None:
-                self._cursor, self._cursor_pair = event["since"], pair
-        self._events.put_nowait(event)
+                moved_to = event["since"], pair
+        await self._events.put(event)
+        if moved_to is not None:
+            self._cursor, self._cursor_pair = moved_to
 
     def _fail_pending(self, error: Exception) -> None:
         # Every pending call belongs to the one open connection: a new one opens only
