@@ -1,7 +1,7 @@
 """Exceptions raised by :class:`quorum_hub.Client`.
 
 Every JSON-RPC error the hub answers becomes an :class:`RpcError` subclass chosen by its
-``code`` (see the hub's README, "Errors"); each carries ``code``, ``message`` and ``data``.
+``code`` (see the hub's docs/protocol.md, "Errors"); each carries ``code``, ``message`` and ``data``.
 """
 
 from __future__ import annotations
