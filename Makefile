@@ -30,6 +30,7 @@ CLUSTER_SUITES := --test vote_rules --test jsonrpc --test fanout --test resilien
 ## test: install what is missing and run every test, then the contract suites again on a
 ## Redis Cluster (the dashboard tests drive Chromium), then the Python client's suite
 test: deps browser-deps
+	scripts/check-links README.md ARCHITECTURE.md SECURITY.md docs/*.md clients/python/README.md
 	$(CARGO) test --locked --no-run
 	scripts/watchdog $(TEST_LIMIT) $(CARGO) test --locked
 	QUORUM_TEST_REDIS=cluster scripts/watchdog $(TEST_LIMIT) $(CARGO) test --locked $(CLUSTER_SUITES)
