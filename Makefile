@@ -27,7 +27,7 @@ TEST_LIMIT ?= 900
 # paging, the limits, deadlines, and replies against the OpenRPC document).
 CLUSTER_SUITES := --test vote_rules --test jsonrpc --test fanout --test resilience --test limits --test lifecycle --test openrpc
 
-## test: install what is missing and run every test, then the contract suites again on a
+## test: install what is missing, check the documents' links, run every test, then the contract suites again on a
 ## Redis Cluster (the dashboard tests drive Chromium), then the Python client's suite
 test: deps browser-deps
 	scripts/check-links README.md ARCHITECTURE.md SECURITY.md docs/*.md clients/python/README.md
