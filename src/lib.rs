@@ -26,6 +26,7 @@
 //! - `store`: Redis access; the only module that knows key names and scripts.
 //! - [`decision`], [`instance`]: domain types, validation and the quorum rule.
 //! - `clock`: wall-clock time as the hub records it.
+//! - `sync`: locking a mutex whose data stays consistent even if a holder panicked.
 //! - `managed_redis`: the private redis-server a hub starts without `--redis-url`.
 //! - `breaker`: the circuit breaker in front of Redis.
 //! - [`error`]: the error type, its JSON-RPC code, message and data.
@@ -62,6 +63,7 @@ mod probe;
 mod publisher;
 mod session;
 mod store;
+mod sync;
 pub(crate) mod upgrade;
 
 pub use store::{

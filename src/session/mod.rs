@@ -13,7 +13,6 @@ pub mod wire;
 mod writer;
 
 pub use replay::{Resume, replay};
-pub(crate) use state::lock;
 pub use state::{Outbound, SessionHandle, SessionSettings, SessionSlot};
 
 use std::sync::Arc;

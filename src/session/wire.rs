@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 
-use super::state::lock;
+use crate::sync::lock;
 
 /// The TCP stream of one session.
 pub struct Wire {
