@@ -17,7 +17,7 @@
 //! - `guards`: what a browser page may reach (the Origin and Host checks).
 //! - `budget`: how many calls a session or an `/rpc` client may make per window.
 //! - `hub`: shared state of one hub process and the fan-out to its sessions.
-//! - `events`: the pub/sub listener, the event log's continuity check and gap recovery
+//! - `listener`: the pub/sub listener, the event log's continuity check and gap recovery
 //!   after a dropped link.
 //! - `keepalive`: keeps the instances of open sessions registered.
 //! - `probe`: closes an open circuit breaker as soon as Redis answers again.
@@ -52,10 +52,10 @@ mod breaker;
 mod budget;
 mod clock;
 mod deadlines;
-mod events;
 mod guards;
 mod hub;
 mod keepalive;
+mod listener;
 mod managed_redis;
 mod methods;
 mod metrics;
