@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::protocol::BreakerState;
+use crate::sync::lock;
 
 /// Default number of consecutive backend failures that opens the breaker.
 pub const DEFAULT_FAILURES: u32 = 5;
@@ -51,7 +52,7 @@ impl Breaker {
 
     /// Asks to make a backend call. Every `Allowed` must be followed by one `record`.
     pub fn admit(&self) -> Admission {
-        let mut state = self.lock();
+        let mut state = lock(&self.state);
         match *state {
             State::Closed { .. } => Admission::Allowed,
             State::Open { until } => {
@@ -75,7 +76,7 @@ impl Breaker {
     /// Reports how an admitted call went. Only backend failures (connection errors,
     /// timeouts) count as failures; a refused vote or bad input is a success here.
     pub fn record(&self, backend_failed: bool) {
-        let mut state = self.lock();
+        let mut state = lock(&self.state);
         *state = match (*state, backend_failed) {
             (State::Trial, false) => {
                 tracing::info!("circuit breaker closed: Redis answers again");
@@ -103,7 +104,7 @@ impl Breaker {
     /// Closes an open breaker because the hub's own probe found every part of Redis
     /// answering (see `probe`): callers need not wait out the open period.
     pub fn close_after_probe(&self) {
-        let mut state = self.lock();
+        let mut state = lock(&self.state);
         if !matches!(*state, State::Closed { .. }) {
             tracing::info!("circuit breaker closed: the hub's probe found Redis answering again");
             *state = State::Closed { failures: 0 };
@@ -111,17 +112,11 @@ impl Breaker {
     }
 
     pub fn state(&self) -> BreakerState {
-        match *self.lock() {
+        match *lock(&self.state) {
             State::Closed { .. } => BreakerState::Closed,
             State::Open { until } if Instant::now() < until => BreakerState::Open,
             State::Open { .. } | State::Trial => BreakerState::HalfOpen,
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

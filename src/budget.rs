@@ -8,7 +8,7 @@ use std::time::Instant;
 use dashmap::DashMap;
 
 use crate::config::RateLimit;
-use crate::session::lock;
+use crate::sync::lock;
 
 /// A caller that makes this many times its allowance in one window is flooding (a session
 /// doing so is closed, 1008).

@@ -30,7 +30,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::protocol::peer::{self, CallError, Incoming, RpcError, Socket};
+use crate::protocol::peer::{self, CallError, Incoming, PeerSocket, RpcError};
 use crate::protocol::{
     DecisionEvent, DecisionExpired, DecisionStatus, EventId, GapReason, Notification,
     RefreshParams, Refreshed, RegisterParams, Registered, State, StateParams, StatusParams,
@@ -283,7 +283,7 @@ impl Driver {
     /// socket and the notifications that arrived before the registration's reply (a
     /// resumed session's replay), for the driver's task to pass on: the caller may not
     /// hold the receiving end yet, and a long replay must not wait for it here.
-    async fn open(&mut self) -> Result<(Socket, Vec<Notification>), ClientError> {
+    async fn open(&mut self) -> Result<(PeerSocket, Vec<Notification>), ClientError> {
         let mut url = self.config.url.clone();
         if let Some(id) = self.last_event.or(self.joined_at) {
             url.push(if url.contains('?') { '&' } else { '?' });
@@ -374,7 +374,7 @@ impl Driver {
 
     async fn run(
         mut self,
-        mut socket: Socket,
+        mut socket: PeerSocket,
         mut early: Vec<Notification>,
         mut calls: mpsc::Receiver<Call>,
     ) {
@@ -430,7 +430,7 @@ impl Driver {
 
     /// Serves calls on one connection. Returns true when the client was closed, false
     /// when the connection dropped or is to be left.
-    async fn serve(&mut self, socket: &mut Socket, calls: &mut mpsc::Receiver<Call>) -> bool {
+    async fn serve(&mut self, socket: &mut PeerSocket, calls: &mut mpsc::Receiver<Call>) -> bool {
         let mut pending: HashMap<u64, Reply> = HashMap::new();
         let mut next_id = 1u64;
         // A refresh on its way: its request id and the token it sent.
@@ -501,7 +501,7 @@ impl Driver {
     /// later), or `Err` when the connection dropped.
     async fn start_refresh(
         &mut self,
-        socket: &mut Socket,
+        socket: &mut PeerSocket,
         id: u64,
     ) -> Result<Option<HeldToken>, ()> {
         let (Some(source), Some(held)) = (&self.config.token, self.token.as_mut()) else {

@@ -21,8 +21,9 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::protocol::{BreakerState, EventId, LoggedEvent, frame};
 use crate::session::wire::{self, Wire};
-use crate::session::{Outbound, SessionHandle, SessionSettings, SessionSlot, lock};
+use crate::session::{Outbound, SessionHandle, SessionSettings, SessionSlot};
 use crate::store::Store;
+use crate::sync::lock;
 
 /// Who on this hub wants dashboard events (`quorum.vote.recorded`, `instance.*`), and
 /// whether the listener receives them: every vote publishes one, so a hub subscribes to

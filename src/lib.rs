@@ -25,10 +25,10 @@ mod breaker;
 mod budget;
 mod clock;
 mod deadlines;
-mod events;
 mod guards;
 mod hub;
 mod keepalive;
+mod listener;
 mod managed_redis;
 mod methods;
 mod metrics;
@@ -36,6 +36,7 @@ mod probe;
 mod publisher;
 mod session;
 mod store;
+mod sync;
 pub(crate) mod upgrade;
 
 pub use store::{

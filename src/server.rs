@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{EventId, openrpc};
 use crate::store::Store;
 use crate::upgrade::WebSocketRequest;
-use crate::{deadlines, events, guards, keepalive, probe, publisher, session};
+use crate::{deadlines, guards, keepalive, listener, probe, publisher, session};
 
 /// Longest the hub waits, on shutdown, for sessions to finish their calls and close.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -152,11 +152,11 @@ async fn serve(
         hub.clone(),
         layout_conflict.clone(),
     ));
-    hub.tracker.spawn(events::listen(hub.clone()));
+    hub.tracker.spawn(listener::listen(hub.clone()));
     if hub.store.layout().is_cluster() {
-        hub.tracker.spawn(events::sweep_unlogged(hub.clone()));
+        hub.tracker.spawn(listener::sweep_unlogged(hub.clone()));
         hub.tracker
-            .spawn(events::keep_dashboards_flagged(hub.clone()));
+            .spawn(listener::keep_dashboards_flagged(hub.clone()));
     }
     hub.tracker.spawn(keepalive::run(hub.clone()));
     hub.tracker.spawn(probe::run(hub.clone()));

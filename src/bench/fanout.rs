@@ -15,7 +15,7 @@ use super::{
     BenchError, DEFAULT_URL, Percentiles, Progress, Table, call, connect, histogram, register,
     run_tag,
 };
-use crate::protocol::peer::Socket;
+use crate::protocol::peer::PeerSocket;
 use crate::protocol::{StatusParams, VoteParams, VoteReply, event, method};
 
 /// Calls the probing session makes, one after another, before its decisions: the
@@ -207,7 +207,7 @@ pub async fn run(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
 
 /// The voter and what it needs to make decisions and wait for every session to have each.
 struct Deciding {
-    voter: Socket,
+    voter: PeerSocket,
     instance: String,
     tag: String,
     /// Each decision event a listener received: its decision, and when.

@@ -22,7 +22,7 @@ use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::protocol::peer::{self, CallError, Socket};
+use crate::protocol::peer::{self, CallError, PeerSocket};
 use crate::protocol::{RegisterParams, Registered, method};
 
 /// Sessions opened at once while setting up a scenario.
@@ -230,14 +230,14 @@ fn run_tag() -> String {
     format!("{:x}{:x}", nanos, std::process::id() & 0xfff)
 }
 
-async fn connect(url: &str) -> Result<Socket, BenchError> {
+async fn connect(url: &str) -> Result<PeerSocket, BenchError> {
     connect_nth(url, 0).await
 }
 
 /// Opens the `n`th session of a scenario. To a hub on 127.0.0.1, sessions come from
 /// 127.0.0.1, then 127.0.0.2, ... in turns of [`SESSIONS_PER_SOURCE`]: one source address
 /// has about 28,000 ephemeral ports, fewer than a 50,000-session scenario needs.
-async fn connect_nth(url: &str, n: usize) -> Result<Socket, BenchError> {
+async fn connect_nth(url: &str, n: usize) -> Result<PeerSocket, BenchError> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let failed = |e: &dyn std::fmt::Display| BenchError::Connect(url.to_owned(), e.to_string());
     let request = url.into_client_request().map_err(|e| failed(&e))?;
@@ -281,7 +281,7 @@ async fn connect_nth(url: &str, n: usize) -> Result<Socket, BenchError> {
 
 /// One request on a bench socket; notifications that arrive first are skipped.
 async fn call<R: serde::de::DeserializeOwned>(
-    socket: &mut Socket,
+    socket: &mut PeerSocket,
     id: u64,
     method: &str,
     params: &impl Serialize,
@@ -289,7 +289,7 @@ async fn call<R: serde::de::DeserializeOwned>(
     peer::call(socket, id, method, params, |_| {}).await
 }
 
-async fn register(socket: &mut Socket, instance: &str) -> Result<(), BenchError> {
+async fn register(socket: &mut PeerSocket, instance: &str) -> Result<(), BenchError> {
     let params = RegisterParams {
         instance_id: instance,
         roles: &[],
@@ -304,10 +304,10 @@ async fn open_sessions<F, Fut>(
     url: &str,
     count: usize,
     prepare: F,
-) -> Result<Vec<Socket>, BenchError>
+) -> Result<Vec<PeerSocket>, BenchError>
 where
-    F: Fn(Socket, usize) -> Fut,
-    Fut: Future<Output = Result<Socket, BenchError>>,
+    F: Fn(PeerSocket, usize) -> Fut,
+    Fut: Future<Output = Result<PeerSocket, BenchError>>,
 {
     let mut sessions = Vec::with_capacity(count);
     let mut progress = Progress::new("connecting", count as u64);
@@ -328,7 +328,11 @@ where
 }
 
 /// Opens `count` registered sessions (instances `{prefix}-{i}`), a few at a time.
-async fn open_registered(url: &str, prefix: &str, count: usize) -> Result<Vec<Socket>, BenchError> {
+async fn open_registered(
+    url: &str,
+    prefix: &str,
+    count: usize,
+) -> Result<Vec<PeerSocket>, BenchError> {
     open_sessions(url, count, |mut socket, i| async move {
         register(&mut socket, &format!("{prefix}-{i}")).await?;
         Ok(socket)

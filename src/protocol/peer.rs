@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::Notification;
 
 /// A WebSocket to a hub.
-pub type Socket =
+pub type PeerSocket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A JSON-RPC error object, as the hub sends it.
@@ -105,7 +105,7 @@ pub fn typed<R: DeserializeOwned>(outcome: Result<Value, RpcError>) -> Result<R,
 /// Sends one request and reads until the reply with its id. Notifications that arrive
 /// first are handed to `notified`, in order; other replies are skipped.
 pub async fn call<R: DeserializeOwned>(
-    socket: &mut Socket,
+    socket: &mut PeerSocket,
     id: u64,
     method: &str,
     params: &impl Serialize,

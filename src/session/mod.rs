@@ -13,7 +13,6 @@ pub mod wire;
 mod writer;
 
 pub use replay::{Resume, replay};
-pub(crate) use state::lock;
 pub use state::{Outbound, SessionHandle, SessionSettings, SessionSlot};
 
 use std::sync::Arc;
@@ -34,10 +33,10 @@ use crate::hub::Hub;
 use crate::methods::{self, Caller};
 use crate::protocol::close;
 use crate::upgrade::Upgraded;
-use wire::{SessionIo, Socket, Wire};
+use wire::{SessionIo, Wire, WireSocket};
 
 /// A session's WebSocket.
-type SessionSocket = Socket<Arc<SessionHandle>>;
+type SessionSocket = WireSocket<Arc<SessionHandle>>;
 /// The writing half of a session's WebSocket, the writer task's own.
 type Sink = SplitSink<SessionSocket, Message>;
 
@@ -82,7 +81,7 @@ pub async fn serve(hub: Arc<Hub>, upgraded: Upgraded, config: WebSocketConfig, o
         Some(config),
     )
     .await;
-    let socket = Socket::new(socket);
+    let socket = WireSocket::new(socket);
     // A debug span costs nothing per session unless debug logging is on; the few
     // info-level lines below name their session themselves.
     let span = tracing::debug_span!("session", id = session.id);

@@ -3,11 +3,12 @@
 
 use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
-use super::state::{Outbound, SessionHandle, lock};
+use super::state::{Outbound, SessionHandle};
 use crate::error::Error;
 use crate::hub::Hub;
 use crate::protocol::{EventId, EventsIncomplete, GapReason, frame};
 use crate::store::CursorPlace;
+use crate::sync::lock;
 
 /// Longest a notice about a malformed cursor waits to learn which events the log holds;
 /// past it the notice goes out without them.

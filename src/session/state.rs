@@ -2,7 +2,7 @@
 //! instance binding, its call allowance and its dashboard subscriptions.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
@@ -15,6 +15,7 @@ use crate::config::RateLimit;
 use crate::instance::{InstanceId, Registration};
 use crate::metrics::Metrics;
 use crate::protocol::{EventId, event};
+use crate::sync::lock;
 
 /// The expiry of a session whose token never expires.
 const NEVER: u64 = u64::MAX;
@@ -98,13 +99,6 @@ impl std::ops::AddAssign for Held {
         self.events += other.events;
         self.replies += other.replies;
     }
-}
-
-/// Locks a mutex whose data stays consistent even if a holder panicked.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// One of the hub's limited session places, given back when dropped.

@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 
-use super::state::lock;
+use crate::sync::lock;
 
 /// The TCP stream of one session.
 pub struct Wire {
@@ -196,11 +196,11 @@ impl<H: HoldsWire + Unpin> AsyncWrite for SessionIo<H> {
 /// A session's WebSocket, which ends direct writes on its wire as soon as a close frame
 /// passes either way: before the WebSocket can answer a peer's close, and before it sends
 /// its own.
-pub struct Socket<H> {
+pub struct WireSocket<H> {
     inner: WebSocketStream<SessionIo<H>>,
 }
 
-impl<H: HoldsWire + Unpin> Socket<H> {
+impl<H: HoldsWire + Unpin> WireSocket<H> {
     pub fn new(inner: WebSocketStream<SessionIo<H>>) -> Self {
         Self { inner }
     }
@@ -212,7 +212,7 @@ impl<H: HoldsWire + Unpin> Socket<H> {
     }
 }
 
-impl<H: HoldsWire + Unpin> Stream for Socket<H> {
+impl<H: HoldsWire + Unpin> Stream for WireSocket<H> {
     type Item = Result<Message, WsError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -227,7 +227,7 @@ impl<H: HoldsWire + Unpin> Stream for Socket<H> {
     }
 }
 
-impl<H: HoldsWire + Unpin> Sink<Message> for Socket<H> {
+impl<H: HoldsWire + Unpin> Sink<Message> for WireSocket<H> {
     type Error = WsError;
 
     fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
@@ -438,11 +438,11 @@ mod tests {
     async fn websockets(
         wire: &Arc<Wire>,
         peer: TcpStream,
-    ) -> (Socket<Arc<Wire>>, WebSocketStream<TcpStream>) {
+    ) -> (WireSocket<Arc<Wire>>, WebSocketStream<TcpStream>) {
         let hub = WebSocketStream::from_raw_socket(SessionIo(wire.clone()), Role::Server, None);
         let peer = WebSocketStream::from_raw_socket(peer, Role::Client, None);
         let (hub, peer) = tokio::join!(hub, peer);
-        (Socket::new(hub), peer)
+        (WireSocket::new(hub), peer)
     }
 
     #[tokio::test]

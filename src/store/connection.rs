@@ -14,6 +14,7 @@ use redis::{Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, Redis
 use super::CLUSTER_SCHEME;
 use super::sentinel::{SENTINEL_SCHEME, SentinelConn, Sentinels, follow};
 use crate::error::Error;
+use crate::sync::lock;
 
 /// Longest the hub waits for one Redis reply before the call fails.
 const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,13 +103,13 @@ pub(super) struct ClusterLink {
 
 impl ClusterLink {
     pub(super) fn current(&self) -> (u64, ClusterConnection) {
-        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let current = lock(&self.current);
         (current.0, current.1.clone())
     }
 
     /// Replaces connection `generation` (if no other call replaced it already).
     pub(super) fn renew(&self, generation: u64) {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = lock(&self.current);
         if current.0 == generation {
             tracing::warn!("the Redis Cluster connection stopped answering; opening a new one");
             *current = (

@@ -25,6 +25,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, sleep_until};
 
 use super::connection::split_credentials;
+use crate::sync::lock;
 
 /// The URL scheme that names a primary by the sentinels that watch it.
 pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
@@ -384,7 +385,7 @@ impl SentinelConn {
     pub(super) fn connection(&self) -> Option<ConnectionManager> {
         let (generation, primary) = self.sentinels.primary();
         let primary = primary?;
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = lock(&self.current);
         if let Some((known, conn)) = current.as_ref()
             && *known == generation
         {
