@@ -9,7 +9,9 @@ use super::stream::DECISION_STREAM_CAP;
 use crate::config::RateLimit;
 use crate::decision::{DEFAULT_TOTAL_INSTANCES, quorum_for};
 
-use super::decisions::DECISION_INDEX_CAP;
+/// Decisions the recent-decisions index keeps; older ones drop out of `system.get_state`
+/// (their keys and audit trail stay). The vote script trims the index to it.
+pub(crate) const DECISION_INDEX_CAP: u64 = 10_000;
 
 /// What the voter's rate-window reservation gives the vote script (cluster only).
 pub(super) struct Reserved<'a> {
@@ -55,7 +57,7 @@ pub(super) enum Reservation {
 }
 
 /// A ballot as the vote script takes it.
-pub(super) struct Ballot<'a> {
+pub(super) struct ScriptBallot<'a> {
     pub(super) decision: &'a str,
     pub(super) instance: &'a str,
     pub(super) value: &'a str,
@@ -74,13 +76,13 @@ pub(super) struct Ballot<'a> {
 /// and publishes the vote only while the partition's dashboards flag is set.
 pub(super) fn vote_invocation(
     layout: &Layout,
-    ballot: Ballot<'_>,
+    ballot: ScriptBallot<'_>,
     limit: RateLimit,
     reserved: Reserved<'_>,
     publish_later: bool,
     lifecycle: Lifecycle,
 ) -> (Vec<String>, Vec<String>) {
-    let Ballot {
+    let ScriptBallot {
         decision,
         instance,
         value,
@@ -148,7 +150,7 @@ pub(crate) fn vote_benchmark_command(
     total_instances: u64,
     limit: RateLimit,
 ) -> Vec<String> {
-    let ballot = Ballot {
+    let ballot = ScriptBallot {
         decision: "rb__rand_int__",
         instance: "i__rand_int__",
         value: "yes",
@@ -182,8 +184,8 @@ mod tests {
         window: Duration::from_secs(1),
     };
 
-    fn ballot(total_instances: Option<u64>) -> Ballot<'static> {
-        Ballot {
+    fn ballot(total_instances: Option<u64>) -> ScriptBallot<'static> {
+        ScriptBallot {
             decision: "d",
             instance: "i",
             value: "v",

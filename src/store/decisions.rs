@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::FromRedisValue;
 
-use super::ballot::{Ballot, Reservation, Reserved, vote_invocation};
+use super::ballot::{Reservation, Reserved, ScriptBallot, vote_invocation};
 use super::keys;
 use super::log::Decided;
 use super::{MAX_PAGE_BYTES, Store, field_u64, internal};
@@ -16,10 +16,6 @@ use crate::error::Error;
 use crate::protocol::{
     DecisionCursor, DecisionState, DecisionStatus, DecisionSummary, RecordedVote,
 };
-
-/// Decisions the recent-decisions index keeps; older ones drop out of `system.get_state`
-/// (their keys and audit trail stay).
-pub(crate) const DECISION_INDEX_CAP: u64 = 10_000;
 
 /// Bytes a decision's summary counts for in a page, beyond its name (its value is at most
 /// 256 characters).
@@ -64,7 +60,7 @@ impl Store {
         };
         let (keys, args) = vote_invocation(
             &self.layout,
-            Ballot {
+            ScriptBallot {
                 decision: ballot.decision.as_str(),
                 instance,
                 value: ballot.value.as_str(),
@@ -79,7 +75,7 @@ impl Store {
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let voted = self
-            .eval_acknowledged::<VoteReply>(&self.scripts.vote, &key_refs, &args)
+            .eval_acknowledged::<VoteScriptReply>(&self.scripts.vote, &key_refs, &args)
             .await;
         if let (Some(Reservation::Taken { at }), Ok(reply)) = (&reservation, &voted) {
             // Counted: recorded now, or recorded by an earlier try of this same call (the
@@ -437,7 +433,7 @@ fn tally_in_vote_order(
 /// One vote script reply: outcome, voteCount, totalInstances, quorum, finalDecision,
 /// recordedValue, eventId, decidedAt, and the rate-window place of a recorded vote (see
 /// `lua/quorum_vote.lua`).
-type VoteReply = (
+type VoteScriptReply = (
     String,
     u64,
     u64,
