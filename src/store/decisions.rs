@@ -2,7 +2,6 @@
 //! recent-decisions index.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use redis::FromRedisValue;
 
@@ -113,27 +112,7 @@ impl Store {
                 // The script answers an expired decision's tally where a recorded value goes.
                 expired_tally: expired.then(|| recorded.clone()),
             };
-            let log_step = async {
-                // A vote that closed it was confirmed with it; any other vote may
-                // have written nothing, so with --wait-replicas the decision's own write
-                // is confirmed before it is logged (and so published).
-                if !closed_now && let Some(mark) = self.layout.partition_ack_mark(&decided.decision)
-                {
-                    self.confirm_partition(&mark).await?;
-                }
-                self.log_decided(&decided).await
-            };
-            // Bounded on its own, well within the vote's timeout: the vote is answered
-            // from the script's result whatever happens here.
-            match tokio::time::timeout(LOG_STEP_TIMEOUT, log_step).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(err)) => {
-                    tracing::warn!(%err, decision = %decided.decision, "could not log a decision yet; the sweep will")
-                }
-                Err(_) => {
-                    tracing::warn!(decision = %decided.decision, "logging a decision is slow; the sweep will finish it")
-                }
-            }
+            self.log_after_vote(&decided, closed_now).await;
         }
         Ok(match outcome.as_str() {
             "recorded" => VoteOutcome::Recorded { vote_count },
@@ -444,7 +423,3 @@ type VoteScriptReply = (
     String,
     String,
 );
-
-/// On a cluster, longest a vote waits for the decision it made to be logged before it is
-/// answered anyway (the sweep finishes the log step).
-const LOG_STEP_TIMEOUT: Duration = Duration::from_millis(500);
