@@ -140,6 +140,22 @@ pub enum VoteOutcome {
     RateLimited { retry_after_ms: u64 },
 }
 
+impl VoteOutcome {
+    /// The `outcome` label of `quorum_votes_total` for this outcome: a vote that decided
+    /// counts as recorded, and a ballot refused for stating another `totalInstances` or
+    /// `closeAfterMs` as an error.
+    pub fn label(&self) -> &'static str {
+        match self {
+            VoteOutcome::Recorded { .. } | VoteOutcome::DecidedNow { .. } => "recorded",
+            VoteOutcome::AlreadyVoted { .. } => "already_voted",
+            VoteOutcome::Decided { .. } => "decided",
+            VoteOutcome::RateLimited { .. } => "rate_limited",
+            VoteOutcome::Expired { .. } => "expired",
+            VoteOutcome::TotalMismatch { .. } | VoteOutcome::CloseMismatch { .. } => "error",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +175,44 @@ mod tests {
         assert!(VoteValue::parse("value", "").is_err());
         assert!(VoteValue::parse("value", &"é".repeat(256)).is_ok());
         assert!(VoteValue::parse("value", &"é".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn each_outcome_has_its_metric_label() {
+        let cases = [
+            (VoteOutcome::Recorded { vote_count: 1 }, "recorded"),
+            (
+                VoteOutcome::DecidedNow {
+                    vote_count: 2,
+                    final_decision: "yes".into(),
+                },
+                "recorded",
+            ),
+            (
+                VoteOutcome::AlreadyVoted {
+                    vote_count: 2,
+                    recorded_value: "no".into(),
+                    final_decision: None,
+                },
+                "already_voted",
+            ),
+            (
+                VoteOutcome::Decided {
+                    vote_count: 2,
+                    final_decision: "yes".into(),
+                },
+                "decided",
+            ),
+            (VoteOutcome::TotalMismatch { opened_with: 5 }, "error"),
+            (VoteOutcome::CloseMismatch { opened_with: 100 }, "error"),
+            (VoteOutcome::Expired { vote_count: 1 }, "expired"),
+            (
+                VoteOutcome::RateLimited { retry_after_ms: 9 },
+                "rate_limited",
+            ),
+        ];
+        for (outcome, label) in cases {
+            assert_eq!(outcome.label(), label, "{outcome:?}");
+        }
     }
 }

@@ -269,22 +269,15 @@ async fn vote(hub: &Hub, caller: Caller<'_>, ballot: Ballot) -> Result<VoteReply
     hub.metrics
         .vote_latency
         .observe(started.elapsed().as_secs_f64());
-    let label = match &outcome {
+    if let Ok(Some(VoteOutcome::DecidedNow { .. })) = &outcome {
+        hub.metrics.decisions_made.inc();
+    }
+    hub.metrics.vote(match &outcome {
         // The seed's fallback while the breaker is open.
         Ok(None) => "circuit_open",
-        Ok(Some(VoteOutcome::Recorded { .. })) => "recorded",
-        Ok(Some(VoteOutcome::DecidedNow { .. })) => {
-            hub.metrics.decisions_made.inc();
-            "recorded"
-        }
-        Ok(Some(VoteOutcome::AlreadyVoted { .. })) => "already_voted",
-        Ok(Some(VoteOutcome::Decided { .. })) => "decided",
-        Ok(Some(VoteOutcome::RateLimited { .. })) => "rate_limited",
-        Ok(Some(VoteOutcome::Expired { .. })) => "expired",
-        Ok(Some(VoteOutcome::TotalMismatch { .. } | VoteOutcome::CloseMismatch { .. }))
-        | Err(_) => "error",
-    };
-    hub.metrics.vote(label);
+        Ok(Some(outcome)) => outcome.label(),
+        Err(_) => "error",
+    });
     match outcome? {
         None => Ok(VoteReply::circuit_open()),
         Some(outcome) => vote_reply(hub, &ballot, outcome),

@@ -2,13 +2,11 @@
 //! recent-decisions index.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use redis::FromRedisValue;
 
-use super::ballot::{Ballot, Reservation, Reserved, vote_invocation};
+use super::ballot::{Reservation, Reserved, ScriptBallot, VoteScriptReply, vote_invocation};
 use super::keys;
-use super::log::Decided;
 use super::{MAX_PAGE_BYTES, Store, field_u64, internal};
 use crate::config::RateLimit;
 use crate::decision::{self, DecisionName, VoteOutcome};
@@ -16,10 +14,6 @@ use crate::error::Error;
 use crate::protocol::{
     DecisionCursor, DecisionState, DecisionStatus, DecisionSummary, RecordedVote,
 };
-
-/// Decisions the recent-decisions index keeps; older ones drop out of `system.get_state`
-/// (their keys and audit trail stay).
-pub(crate) const DECISION_INDEX_CAP: u64 = 10_000;
 
 /// Bytes a decision's summary counts for in a page, beyond its name (its value is at most
 /// 256 characters).
@@ -64,7 +58,7 @@ impl Store {
         };
         let (keys, args) = vote_invocation(
             &self.layout,
-            Ballot {
+            ScriptBallot {
                 decision: ballot.decision.as_str(),
                 instance,
                 value: ballot.value.as_str(),
@@ -79,91 +73,30 @@ impl Store {
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let voted = self
-            .eval_acknowledged::<VoteReply>(&self.scripts.vote, &key_refs, &args)
+            .eval_acknowledged::<VoteScriptReply>(&self.scripts.vote, &key_refs, &args)
             .await;
-        if let (Some(Reservation::Taken { at }), Ok(reply)) = (&reservation, &voted) {
-            // Counted: recorded now, or recorded by an earlier try of this same call (the
-            // cluster client retries a call whose answer it lost). A vote that failed keeps
-            // its place too, since the failure may hide a recorded vote.
-            let counted = match reply.0.as_str() {
-                "recorded" | "decided_now" => true,
-                "already_voted" => reply.8 == *at,
-                _ => false,
-            };
-            if !counted {
-                self.refund_vote(instance, at).await;
-            }
+        // A vote that did not count gives its place back. A vote that failed keeps it,
+        // since the failure may hide a recorded vote.
+        if let (Some(Reservation::Taken { at }), Ok(reply)) = (&reservation, &voted)
+            && !reply.counted(at)
+        {
+            self.refund_vote(instance, at).await;
         }
-        let (outcome, vote_count, total, quorum, final_decision, recorded, event_id, decided_at, _) =
-            voted?;
+        let reply = voted?;
         // Closed by this very vote: its WAIT confirmed the close (a vote that only found
         // the decision closed wrote nothing, so its WAIT confirms nothing).
-        let closed_now = outcome == "decided_now" || outcome == "expired_now";
-        if closed_now && !event_id.is_empty() {
+        if reply.closed_now && !reply.event_id.is_empty() {
             // On one Redis the vote logged the event itself; with --wait-replicas it is
             // published now that the write is on the replicas.
-            self.publish_acknowledged_upto(&event_id).await;
+            self.publish_acknowledged_upto(&reply.event_id).await;
         }
-        let expired = outcome == "expired" || outcome == "expired_now";
-        let closed = !final_decision.is_empty() || expired;
-        if self.layout.is_cluster() && closed && event_id.is_empty() {
-            let decided = Decided {
-                decision: ballot.decision.as_str().to_owned(),
-                value: final_decision.clone(),
-                vote_count,
-                quorum,
-                total_instances: total,
-                decided_at: decided_at.parse().unwrap_or_default(),
-                // The script answers an expired decision's tally where a recorded value goes.
-                expired_tally: expired.then(|| recorded.clone()),
-            };
-            let log_step = async {
-                // A vote that closed it was confirmed with it; any other vote may
-                // have written nothing, so with --wait-replicas the decision's own write
-                // is confirmed before it is logged (and so published).
-                if !closed_now && let Some(mark) = self.layout.partition_ack_mark(&decided.decision)
-                {
-                    self.confirm_partition(&mark).await?;
-                }
-                self.log_decided(&decided).await
-            };
-            // Bounded on its own, well within the vote's timeout: the vote is answered
-            // from the script's result whatever happens here.
-            match tokio::time::timeout(LOG_STEP_TIMEOUT, log_step).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(err)) => {
-                    tracing::warn!(%err, decision = %decided.decision, "could not log a decision yet; the sweep will")
-                }
-                Err(_) => {
-                    tracing::warn!(decision = %decided.decision, "logging a decision is slow; the sweep will finish it")
-                }
-            }
+        if self.layout.is_cluster()
+            && reply.event_id.is_empty()
+            && let Some(decided) = reply.closed(ballot.decision.as_str())
+        {
+            self.log_after_vote(&decided, reply.closed_now).await;
         }
-        Ok(match outcome.as_str() {
-            "recorded" => VoteOutcome::Recorded { vote_count },
-            "decided_now" => VoteOutcome::DecidedNow {
-                vote_count,
-                final_decision,
-            },
-            "already_voted" => VoteOutcome::AlreadyVoted {
-                vote_count,
-                recorded_value: recorded,
-                final_decision: (!final_decision.is_empty()).then_some(final_decision),
-            },
-            "decided" => VoteOutcome::Decided {
-                vote_count,
-                final_decision,
-            },
-            "total_mismatch" => VoteOutcome::TotalMismatch { opened_with: total },
-            "close_mismatch" => VoteOutcome::CloseMismatch {
-                opened_with: vote_count,
-            },
-            "expired" | "expired_now" => VoteOutcome::Expired { vote_count },
-            "rate_limited" => VoteOutcome::RateLimited {
-                retry_after_ms: vote_count.max(1),
-            },
-            other => return Err(Error::Internal(format!("vote script returned {other:?}"))),
-        })
+        Ok(reply.outcome)
     }
 
     /// Takes a place in the instance's vote-rate window (cluster only).
@@ -433,22 +366,3 @@ fn tally_in_vote_order(
     }
     ordered
 }
-
-/// One vote script reply: outcome, voteCount, totalInstances, quorum, finalDecision,
-/// recordedValue, eventId, decidedAt, and the rate-window place of a recorded vote (see
-/// `lua/quorum_vote.lua`).
-type VoteReply = (
-    String,
-    u64,
-    u64,
-    u64,
-    String,
-    String,
-    String,
-    String,
-    String,
-);
-
-/// On a cluster, longest a vote waits for the decision it made to be logged before it is
-/// answered anyway (the sweep finishes the log step).
-const LOG_STEP_TIMEOUT: Duration = Duration::from_millis(500);

@@ -2,6 +2,7 @@
 //! and the sweep that finishes decisions whose hub stopped between the two steps.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use futures::future::join_all;
 
@@ -16,6 +17,10 @@ pub(crate) const LOG_SCRIPT: &str = concat!(
     include_str!("../../lua/decision_event.lua"),
     include_str!("../../lua/log_decision.lua")
 );
+
+/// On a cluster, longest a vote waits for the decision it made to be logged before it is
+/// answered anyway (the sweep finishes the log step).
+const LOG_STEP_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Most unlogged decisions one sweep logs per partition.
 const SWEEP_BATCH: usize = 100;
@@ -41,6 +46,32 @@ pub(crate) struct Decided {
 }
 
 impl Store {
+    /// The log step of a vote that found its decision closed and its event not logged yet
+    /// (`closed_now`: closed by this very vote). A failure is left to the sweep
+    /// ([`Store::log_unlogged`]).
+    pub(crate) async fn log_after_vote(&self, decided: &Decided, closed_now: bool) {
+        let log_step = async {
+            // A vote that closed it was confirmed with it; any other vote may
+            // have written nothing, so with --wait-replicas the decision's own write
+            // is confirmed before it is logged (and so published).
+            if !closed_now && let Some(mark) = self.layout.partition_ack_mark(&decided.decision) {
+                self.confirm_partition(&mark).await?;
+            }
+            self.log_decided(decided).await
+        };
+        // Bounded on its own, well within the vote's timeout: the vote is answered
+        // from the script's result whatever happens here.
+        match tokio::time::timeout(LOG_STEP_TIMEOUT, log_step).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(%err, decision = %decided.decision, "could not log a decision yet; the sweep will")
+            }
+            Err(_) => {
+                tracing::warn!(decision = %decided.decision, "logging a decision is slow; the sweep will finish it")
+            }
+        }
+    }
+
     /// Appends a decided decision's event to the log (or finds the one it was logged
     /// with), then, in the decision's slot, records its event id beside the result, takes
     /// it off the unlogged set and sets its keys to expire after the retention: on a
