@@ -1,6 +1,6 @@
 //! The connections the store's calls go through: one Redis, a primary named by sentinels,
-//! or a Redis Cluster link that is replaced when it stops answering; the pool that votes
-//! waiting for replicas use; and the seed list of a `redis+cluster://` URL.
+//! or a Redis Cluster link that is replaced when it stops answering; and the pool that
+//! votes waiting for replicas use.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,10 +9,10 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
+use redis::{Cmd, ConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
 
-use super::CLUSTER_SCHEME;
-use super::sentinel::{SENTINEL_SCHEME, SentinelConn, Sentinels, follow};
+use super::sentinel::{SentinelConn, Sentinels, follow};
+use super::target::{CLUSTER_SCHEME, SENTINEL_SCHEME, cluster_seeds};
 use crate::error::Error;
 
 /// Longest the hub waits for one Redis reply before the call fails.
@@ -167,31 +167,6 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// Splits the credentials off a node list (a URL after its scheme): `user:password@` (or
-/// `""` when there are none), ready to go in front of one node's `HOST:PORT`, and the
-/// rest. Split at the last `@`, so that a password may hold one.
-pub(super) fn split_credentials(list: &str) -> (String, &str) {
-    match list.rsplit_once('@') {
-        Some((auth, rest)) => (format!("{auth}@"), rest),
-        None => (String::new(), list),
-    }
-}
-
-/// The seed nodes of a `redis+cluster://` URL (after the scheme): `HOST:PORT[,HOST:PORT...]`,
-/// with an optional `user:password@` on the first, which applies to every node.
-pub(crate) fn cluster_seeds(list: &str) -> Result<Vec<ConnectionInfo>, RedisError> {
-    let (auth, list) = split_credentials(list);
-    let list = list.trim_end_matches('/');
-    let seeds: Vec<ConnectionInfo> = list
-        .split(',')
-        .map(|seed| format!("redis://{auth}{}", seed.trim()).into_connection_info())
-        .collect::<Result<_, _>>()?;
-    if seeds.is_empty() || list.trim().is_empty() {
-        return Err((redis::ErrorKind::InvalidClientConfig, "no seed nodes").into());
-    }
-    Ok(seeds)
-}
-
 /// Everything a store connects through.
 pub(super) struct Connections {
     /// What the store's calls go through.
@@ -306,27 +281,5 @@ pub(super) fn watch<T>(backend: &Backend, generation: u64, result: &Result<T, Re
         (Backend::Cluster(link), Err(err)) if err.is_timeout() => link.renew(generation),
         (Backend::Sentinel(link), result) => link.watch(result),
         _ => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_split_off_at_the_last_at_sign() {
-        assert_eq!(
-            split_credentials("user:p@ss@h1:1,h2:2"),
-            ("user:p@ss@".to_owned(), "h1:1,h2:2")
-        );
-        assert_eq!(split_credentials("h1:1,h2:2"), (String::new(), "h1:1,h2:2"));
-        let seeds = cluster_seeds(":secret@h1:1, h2:2/").unwrap();
-        assert_eq!(seeds.len(), 2);
-        assert!(
-            seeds
-                .iter()
-                .all(|seed| seed.redis_settings().password() == Some("secret"))
-        );
-        assert!(cluster_seeds("user:pass@").is_err());
     }
 }

@@ -10,7 +10,8 @@
 
 use std::sync::Arc;
 
-use super::{CLUSTER_SCHEME, slots};
+use super::slots;
+use super::target::CLUSTER_SCHEME;
 
 /// Stream: every decision event, capped (see `DECISION_STREAM_CAP`).
 const DECISION_EVENTS_STREAM: &str = "cb:stream:quorum.decision.made";

@@ -31,6 +31,7 @@ mod publish;
 mod sentinel;
 mod slots;
 mod stream;
+mod target;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,7 +48,6 @@ use crate::breaker::{Admission, Breaker};
 use crate::error::Error;
 
 pub(crate) use ballot::vote_benchmark_command;
-pub(crate) use connection::cluster_seeds;
 use connection::{Acked, Backend, Conn, connect, connection_of, watch};
 pub(crate) use decisions::VOTE_SCRIPT;
 pub(crate) use instances::{Claim, Standing};
@@ -55,11 +55,9 @@ use keys::layout_for;
 pub(crate) use keys::{DASHBOARD_CHANNELS, EVENT_CHANNEL_PREFIX, Layout};
 pub use keys::{decision_key, event_log_epoch_key, event_log_key, instances_by_id_key};
 pub(crate) use lifecycle::Lifecycle;
-pub use sentinel::SENTINEL_SCHEME;
 pub(crate) use stream::CursorPlace;
-
-/// The URL scheme that names a Redis Cluster by its seed nodes.
-pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+pub(crate) use target::cluster_seeds;
+pub use target::{CLUSTER_SCHEME, SENTINEL_SCHEME};
 
 /// Roughly the most bytes of entries one page of `system.get_state` lists, per kind: a
 /// page ends early (with a cursor to continue) rather than grow past it.

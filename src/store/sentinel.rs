@@ -24,10 +24,7 @@ use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError};
 use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, sleep_until};
 
-use super::connection::split_credentials;
-
-/// The URL scheme that names a primary by the sentinels that watch it.
-pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
+use super::target::split_credentials;
 
 /// The primary's address as the sentinels last named it (`None` until one has), and how
 /// many times it changed.
