@@ -12,7 +12,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
 
 use super::sentinel::{SentinelConn, Sentinels, follow};
-use super::target::{CLUSTER_SCHEME, SENTINEL_SCHEME, cluster_seeds};
+use super::target::RedisTarget;
 use crate::error::Error;
 
 /// Longest the hub waits for one Redis reply before the call fails.
@@ -179,15 +179,14 @@ pub(super) struct Connections {
     pub(super) sentinels: Option<Arc<Sentinels>>,
 }
 
-/// Connections to the Redis that `url` names, with a pool of their own for votes that
+/// Connections to the Redis that `target` names, with a pool of their own for votes that
 /// wait for `wait_replicas`. Connects lazily: nothing fails here if Redis is down. With
 /// sentinels, starts the task that follows the primary (so it needs a Tokio runtime).
 pub(super) fn connect(
-    url: &str,
+    target: RedisTarget,
     longest_call: Duration,
     wait_replicas: u32,
 ) -> Result<Connections, Error> {
-    let invalid = |e: RedisError| Error::Internal(format!("invalid Redis URL {url:?}: {e}"));
     let response_timeout = REDIS_RESPONSE_TIMEOUT.max(longest_call + CALL_MARGIN);
     // The store's own, then with replicas to wait for the votes' pool and the publisher's.
     let count = 1 + if wait_replicas > 0 {
@@ -201,54 +200,60 @@ pub(super) fn connect(
         .set_max_delay(REDIS_MAX_RECONNECT_DELAY)
         .set_number_of_retries(REDIS_CONNECT_ATTEMPTS);
     let mut sentinels = None;
-    let (mut backends, events_node) = if let Some(seeds) = url.strip_prefix(CLUSTER_SCHEME) {
-        let seeds = cluster_seeds(seeds).map_err(invalid)?;
-        let first = seeds[0].clone();
-        let client = ClusterClient::builder(seeds)
-            .retries(CLUSTER_RETRIES)
-            .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
-            .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS)
-            .overall_response_timeout(Some(longest_call + CALL_MARGIN))
-            .build()
-            .map_err(invalid)?;
-        let config = ClusterConfig::new()
-            .set_connection_timeout(REDIS_CONNECT_TIMEOUT)
-            .set_response_timeout(CLUSTER_NODE_RESPONSE_TIMEOUT);
-        let links = (0..count)
-            .map(|_| {
-                let conn = client.get_pending_async_connection_with_config(config.clone());
-                Backend::Cluster(Arc::new(ClusterLink {
-                    client: client.clone(),
-                    config: config.clone(),
-                    current: std::sync::Mutex::new((0, conn)),
-                }))
-            })
-            .collect::<Vec<_>>();
-        (links, first)
-    } else if let Some(rest) = url.strip_prefix(SENTINEL_SCHEME) {
-        let watched = Arc::new(Sentinels::parse(rest).map_err(invalid)?);
-        tokio::spawn(follow(Arc::downgrade(&watched)));
-        let conns = (0..count)
-            .map(|_| {
-                Backend::Sentinel(Arc::new(SentinelConn::new(
-                    watched.clone(),
-                    single_config.clone(),
-                )))
-            })
-            .collect::<Vec<_>>();
-        let events_node = watched.data_node().clone();
-        sentinels = Some(watched);
-        (conns, events_node)
-    } else {
-        let client = redis::Client::open(url).map_err(invalid)?;
-        let conns = (0..count)
-            .map(|_| {
-                client
-                    .get_connection_manager_lazy(single_config.clone())
-                    .map(Backend::Single)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        (conns, client.get_connection_info().clone())
+    let (mut backends, events_node) = match target {
+        RedisTarget::Cluster { seeds } => {
+            let first = seeds[0].clone();
+            let client = ClusterClient::builder(seeds)
+                .retries(CLUSTER_RETRIES)
+                .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
+                .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS)
+                .overall_response_timeout(Some(longest_call + CALL_MARGIN))
+                .build()?;
+            let config = ClusterConfig::new()
+                .set_connection_timeout(REDIS_CONNECT_TIMEOUT)
+                .set_response_timeout(CLUSTER_NODE_RESPONSE_TIMEOUT);
+            let links = (0..count)
+                .map(|_| {
+                    let conn = client.get_pending_async_connection_with_config(config.clone());
+                    Backend::Cluster(Arc::new(ClusterLink {
+                        client: client.clone(),
+                        config: config.clone(),
+                        current: std::sync::Mutex::new((0, conn)),
+                    }))
+                })
+                .collect::<Vec<_>>();
+            (links, first)
+        }
+        RedisTarget::Sentinel {
+            sentinels: nodes,
+            master,
+            data_node,
+        } => {
+            let watched = Arc::new(Sentinels::new(nodes, master, data_node));
+            tokio::spawn(follow(Arc::downgrade(&watched)));
+            let conns = (0..count)
+                .map(|_| {
+                    Backend::Sentinel(Arc::new(SentinelConn::new(
+                        watched.clone(),
+                        single_config.clone(),
+                    )))
+                })
+                .collect::<Vec<_>>();
+            let events_node = watched.data_node().clone();
+            sentinels = Some(watched);
+            (conns, events_node)
+        }
+        RedisTarget::Single(node) => {
+            let client = redis::Client::open(node)?;
+            let conns = (0..count)
+                .map(|_| {
+                    client
+                        .get_connection_manager_lazy(single_config.clone())
+                        .map(Backend::Single)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            (conns, client.get_connection_info().clone())
+        }
     };
     let backend = backends.remove(0);
     Ok(Connections {

@@ -2,6 +2,7 @@
 //!
 //! The store is the only part of the hub that knows Redis key names, scripts and reply
 //! shapes. Its calls are split by what they touch:
+//! - `target`: the Redis URL, read once into the Redis it names.
 //! - `connection`: the connection to one Redis, to a sentinel-named primary, or the link to
 //!   a cluster; `sentinel`: following the primary the sentinels name.
 //! - `keys`: key and channel names, per layout (one Redis or a cluster).
@@ -51,12 +52,11 @@ pub(crate) use ballot::vote_benchmark_command;
 use connection::{Acked, Backend, Conn, connect, connection_of, watch};
 pub(crate) use decisions::VOTE_SCRIPT;
 pub(crate) use instances::{Claim, Standing};
-use keys::layout_for;
 pub(crate) use keys::{DASHBOARD_CHANNELS, EVENT_CHANNEL_PREFIX, Layout};
 pub use keys::{decision_key, event_log_epoch_key, event_log_key, instances_by_id_key};
 pub(crate) use lifecycle::Lifecycle;
 pub(crate) use stream::CursorPlace;
-pub(crate) use target::cluster_seeds;
+pub(crate) use target::RedisTarget;
 pub use target::{CLUSTER_SCHEME, SENTINEL_SCHEME};
 
 /// Roughly the most bytes of entries one page of `system.get_state` lists, per kind: a
@@ -175,8 +175,10 @@ impl Store {
         lifecycle: Lifecycle,
         errors: Counter,
     ) -> Result<Self, Error> {
-        let layout = layout_for(url);
-        let connections = connect(url, longest_call, wait_replicas)?;
+        let target = RedisTarget::parse(url)
+            .map_err(|e| Error::Internal(format!("invalid Redis URL {url:?}: {e}")))?;
+        let layout = Layout::of(&target);
+        let connections = connect(target, longest_call, wait_replicas)?;
         Ok(Self {
             events_node: connections.events_node,
             sentinels: connections.sentinels,
