@@ -307,15 +307,18 @@ async fn large_runs(options: &SuiteOptions) -> Result<Option<Large>, BenchError>
 
 /// Each node a hub's Redis URL names (every seed of a cluster, with its credentials).
 fn redis_nodes(url: &str) -> Vec<redis::ConnectionInfo> {
-    use redis::IntoConnectionInfo;
-    let nodes = match url.strip_prefix(crate::CLUSTER_SCHEME) {
-        Some(seeds) => store::cluster_seeds(seeds),
-        None => url.into_connection_info().map(|node| vec![node]),
-    };
-    nodes.unwrap_or_else(|err| {
-        eprintln!("cannot read {url:?} ({err}); no Redis CPU figures");
-        Vec::new()
-    })
+    match store::RedisTarget::parse(url) {
+        Ok(store::RedisTarget::Single(node)) => vec![node],
+        Ok(store::RedisTarget::Cluster { seeds }) => seeds,
+        Ok(store::RedisTarget::Sentinel { .. }) => {
+            eprintln!("{url:?} names sentinels, not the data nodes; no Redis CPU figures");
+            Vec::new()
+        }
+        Err(err) => {
+            eprintln!("cannot read {url:?} ({err}); no Redis CPU figures");
+            Vec::new()
+        }
+    }
 }
 
 /// CPU time (user + system, seconds) the nodes have used, or `None` if one cannot be read.

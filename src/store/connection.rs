@@ -1,6 +1,6 @@
 //! The connections the store's calls go through: one Redis, a primary named by sentinels,
-//! or a Redis Cluster link that is replaced when it stops answering; the pool that votes
-//! waiting for replicas use; and the seed list of a `redis+cluster://` URL.
+//! or a Redis Cluster link that is replaced when it stops answering; and the pool that
+//! votes waiting for replicas use.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,10 +9,10 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
+use redis::{Cmd, ConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
 
-use super::CLUSTER_SCHEME;
-use super::sentinel::{SENTINEL_SCHEME, SentinelConn, Sentinels, follow};
+use super::sentinel::{SentinelConn, Sentinels, follow};
+use super::target::RedisTarget;
 use crate::error::Error;
 use crate::sync::lock;
 
@@ -168,31 +168,6 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// Splits the credentials off a node list (a URL after its scheme): `user:password@` (or
-/// `""` when there are none), ready to go in front of one node's `HOST:PORT`, and the
-/// rest. Split at the last `@`, so that a password may hold one.
-pub(super) fn split_credentials(list: &str) -> (String, &str) {
-    match list.rsplit_once('@') {
-        Some((auth, rest)) => (format!("{auth}@"), rest),
-        None => (String::new(), list),
-    }
-}
-
-/// The seed nodes of a `redis+cluster://` URL (after the scheme): `HOST:PORT[,HOST:PORT...]`,
-/// with an optional `user:password@` on the first, which applies to every node.
-pub(crate) fn cluster_seeds(list: &str) -> Result<Vec<ConnectionInfo>, RedisError> {
-    let (auth, list) = split_credentials(list);
-    let list = list.trim_end_matches('/');
-    let seeds: Vec<ConnectionInfo> = list
-        .split(',')
-        .map(|seed| format!("redis://{auth}{}", seed.trim()).into_connection_info())
-        .collect::<Result<_, _>>()?;
-    if seeds.is_empty() || list.trim().is_empty() {
-        return Err((redis::ErrorKind::InvalidClientConfig, "no seed nodes").into());
-    }
-    Ok(seeds)
-}
-
 /// Everything a store connects through.
 pub(super) struct Connections {
     /// What the store's calls go through.
@@ -205,15 +180,14 @@ pub(super) struct Connections {
     pub(super) sentinels: Option<Arc<Sentinels>>,
 }
 
-/// Connections to the Redis that `url` names, with a pool of their own for votes that
+/// Connections to the Redis that `target` names, with a pool of their own for votes that
 /// wait for `wait_replicas`. Connects lazily: nothing fails here if Redis is down. With
 /// sentinels, starts the task that follows the primary (so it needs a Tokio runtime).
 pub(super) fn connect(
-    url: &str,
+    target: RedisTarget,
     longest_call: Duration,
     wait_replicas: u32,
 ) -> Result<Connections, Error> {
-    let invalid = |e: RedisError| Error::Internal(format!("invalid Redis URL {url:?}: {e}"));
     let response_timeout = REDIS_RESPONSE_TIMEOUT.max(longest_call + CALL_MARGIN);
     // The store's own, then with replicas to wait for the votes' pool and the publisher's.
     let count = 1 + if wait_replicas > 0 {
@@ -227,54 +201,60 @@ pub(super) fn connect(
         .set_max_delay(REDIS_MAX_RECONNECT_DELAY)
         .set_number_of_retries(REDIS_CONNECT_ATTEMPTS);
     let mut sentinels = None;
-    let (mut backends, events_node) = if let Some(seeds) = url.strip_prefix(CLUSTER_SCHEME) {
-        let seeds = cluster_seeds(seeds).map_err(invalid)?;
-        let first = seeds[0].clone();
-        let client = ClusterClient::builder(seeds)
-            .retries(CLUSTER_RETRIES)
-            .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
-            .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS)
-            .overall_response_timeout(Some(longest_call + CALL_MARGIN))
-            .build()
-            .map_err(invalid)?;
-        let config = ClusterConfig::new()
-            .set_connection_timeout(REDIS_CONNECT_TIMEOUT)
-            .set_response_timeout(CLUSTER_NODE_RESPONSE_TIMEOUT);
-        let links = (0..count)
-            .map(|_| {
-                let conn = client.get_pending_async_connection_with_config(config.clone());
-                Backend::Cluster(Arc::new(ClusterLink {
-                    client: client.clone(),
-                    config: config.clone(),
-                    current: std::sync::Mutex::new((0, conn)),
-                }))
-            })
-            .collect::<Vec<_>>();
-        (links, first)
-    } else if let Some(rest) = url.strip_prefix(SENTINEL_SCHEME) {
-        let watched = Arc::new(Sentinels::parse(rest).map_err(invalid)?);
-        tokio::spawn(follow(Arc::downgrade(&watched)));
-        let conns = (0..count)
-            .map(|_| {
-                Backend::Sentinel(Arc::new(SentinelConn::new(
-                    watched.clone(),
-                    single_config.clone(),
-                )))
-            })
-            .collect::<Vec<_>>();
-        let events_node = watched.data_node().clone();
-        sentinels = Some(watched);
-        (conns, events_node)
-    } else {
-        let client = redis::Client::open(url).map_err(invalid)?;
-        let conns = (0..count)
-            .map(|_| {
-                client
-                    .get_connection_manager_lazy(single_config.clone())
-                    .map(Backend::Single)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        (conns, client.get_connection_info().clone())
+    let (mut backends, events_node) = match target {
+        RedisTarget::Cluster { seeds } => {
+            let first = seeds[0].clone();
+            let client = ClusterClient::builder(seeds)
+                .retries(CLUSTER_RETRIES)
+                .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
+                .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS)
+                .overall_response_timeout(Some(longest_call + CALL_MARGIN))
+                .build()?;
+            let config = ClusterConfig::new()
+                .set_connection_timeout(REDIS_CONNECT_TIMEOUT)
+                .set_response_timeout(CLUSTER_NODE_RESPONSE_TIMEOUT);
+            let links = (0..count)
+                .map(|_| {
+                    let conn = client.get_pending_async_connection_with_config(config.clone());
+                    Backend::Cluster(Arc::new(ClusterLink {
+                        client: client.clone(),
+                        config: config.clone(),
+                        current: std::sync::Mutex::new((0, conn)),
+                    }))
+                })
+                .collect::<Vec<_>>();
+            (links, first)
+        }
+        RedisTarget::Sentinel {
+            sentinels: nodes,
+            master,
+            data_node,
+        } => {
+            let watched = Arc::new(Sentinels::new(nodes, master, data_node));
+            tokio::spawn(follow(Arc::downgrade(&watched)));
+            let conns = (0..count)
+                .map(|_| {
+                    Backend::Sentinel(Arc::new(SentinelConn::new(
+                        watched.clone(),
+                        single_config.clone(),
+                    )))
+                })
+                .collect::<Vec<_>>();
+            let events_node = watched.data_node().clone();
+            sentinels = Some(watched);
+            (conns, events_node)
+        }
+        RedisTarget::Single(node) => {
+            let client = redis::Client::open(node)?;
+            let conns = (0..count)
+                .map(|_| {
+                    client
+                        .get_connection_manager_lazy(single_config.clone())
+                        .map(Backend::Single)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            (conns, client.get_connection_info().clone())
+        }
     };
     let backend = backends.remove(0);
     Ok(Connections {
@@ -307,27 +287,5 @@ pub(super) fn watch<T>(backend: &Backend, generation: u64, result: &Result<T, Re
         (Backend::Cluster(link), Err(err)) if err.is_timeout() => link.renew(generation),
         (Backend::Sentinel(link), result) => link.watch(result),
         _ => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_split_off_at_the_last_at_sign() {
-        assert_eq!(
-            split_credentials("user:p@ss@h1:1,h2:2"),
-            ("user:p@ss@".to_owned(), "h1:1,h2:2")
-        );
-        assert_eq!(split_credentials("h1:1,h2:2"), (String::new(), "h1:1,h2:2"));
-        let seeds = cluster_seeds(":secret@h1:1, h2:2/").unwrap();
-        assert_eq!(seeds.len(), 2);
-        assert!(
-            seeds
-                .iter()
-                .all(|seed| seed.redis_settings().password() == Some("secret"))
-        );
-        assert!(cluster_seeds("user:pass@").is_err());
     }
 }

@@ -10,7 +10,8 @@
 
 use std::sync::Arc;
 
-use super::{CLUSTER_SCHEME, slots};
+use super::slots;
+use super::target::RedisTarget;
 
 /// Stream: every decision event, capped (see `DECISION_STREAM_CAP`).
 const DECISION_EVENTS_STREAM: &str = "cb:stream:quorum.decision.made";
@@ -90,6 +91,14 @@ impl Layout {
     pub(crate) fn partitioned() -> Self {
         Layout::Partitioned {
             tags: slots::partition_tags(PARTITIONS).into(),
+        }
+    }
+
+    /// The layout of the keyspace on `target`: partitioned on a cluster.
+    pub(crate) fn of(target: &RedisTarget) -> Self {
+        match target {
+            RedisTarget::Cluster { .. } => Self::partitioned(),
+            RedisTarget::Single(_) | RedisTarget::Sentinel { .. } => Layout::Single,
         }
     }
 
@@ -319,8 +328,9 @@ pub fn instances_by_id_key(redis_url: &str) -> &'static str {
     layout_for(redis_url).instances_by_id()
 }
 
-pub(super) fn layout_for(redis_url: &str) -> Layout {
-    if redis_url.starts_with(CLUSTER_SCHEME) {
+/// The layout of the keyspace on the Redis that `redis_url` names, told by its scheme.
+fn layout_for(redis_url: &str) -> Layout {
+    if RedisTarget::names_a_cluster(redis_url) {
         Layout::partitioned()
     } else {
         Layout::Single

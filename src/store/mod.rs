@@ -2,6 +2,7 @@
 //!
 //! The store is the only part of the hub that knows Redis key names, scripts and reply
 //! shapes. Its calls are split by what they touch:
+//! - `target`: the Redis URL, read once into the Redis it names.
 //! - `connection`: the connection to one Redis, to a sentinel-named primary, or the link to
 //!   a cluster; `sentinel`: following the primary the sentinels name.
 //! - `keys`: key and channel names, per layout (one Redis or a cluster).
@@ -31,6 +32,7 @@ mod publish;
 mod sentinel;
 mod slots;
 mod stream;
+mod target;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,19 +49,15 @@ use crate::breaker::{Admission, Breaker};
 use crate::error::Error;
 
 pub(crate) use ballot::vote_benchmark_command;
-pub(crate) use connection::cluster_seeds;
 use connection::{Acked, Backend, Conn, connect, connection_of, watch};
 pub(crate) use decisions::VOTE_SCRIPT;
 pub(crate) use instances::{Claim, Standing};
-use keys::layout_for;
 pub(crate) use keys::{DASHBOARD_CHANNELS, EVENT_CHANNEL_PREFIX, Layout};
 pub use keys::{decision_key, event_log_epoch_key, event_log_key, instances_by_id_key};
 pub(crate) use lifecycle::Lifecycle;
-pub use sentinel::SENTINEL_SCHEME;
 pub(crate) use stream::CursorPlace;
-
-/// The URL scheme that names a Redis Cluster by its seed nodes.
-pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+pub(crate) use target::RedisTarget;
+pub use target::{CLUSTER_SCHEME, SENTINEL_SCHEME};
 
 /// Roughly the most bytes of entries one page of `system.get_state` lists, per kind: a
 /// page ends early (with a cursor to continue) rather than grow past it.
@@ -177,8 +175,10 @@ impl Store {
         lifecycle: Lifecycle,
         errors: Counter,
     ) -> Result<Self, Error> {
-        let layout = layout_for(url);
-        let connections = connect(url, longest_call, wait_replicas)?;
+        let target = RedisTarget::parse(url)
+            .map_err(|e| Error::Internal(format!("invalid Redis URL {url:?}: {e}")))?;
+        let layout = Layout::of(&target);
+        let connections = connect(target, longest_call, wait_replicas)?;
         Ok(Self {
             events_node: connections.events_node,
             sentinels: connections.sentinels,

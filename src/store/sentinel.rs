@@ -20,15 +20,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::{join_all, select_all};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError};
+use redis::{ConnectionAddr, ConnectionInfo, RedisError};
 use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, sleep_until};
 
-use super::connection::split_credentials;
 use crate::sync::lock;
-
-/// The URL scheme that names a primary by the sentinels that watch it.
-pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
 
 /// The primary's address as the sentinels last named it (`None` until one has), and how
 /// many times it changed.
@@ -70,49 +66,22 @@ pub(super) struct Sentinels {
 }
 
 impl Sentinels {
-    /// The sentinels of a `redis+sentinel://` URL (after the scheme):
-    /// `[USER:PASS@]HOST:PORT[,HOST:PORT...]/MASTER_NAME`. Credentials apply to the
-    /// primary (and replicas), not to the sentinels.
-    pub(super) fn parse(rest: &str) -> Result<Self, RedisError> {
-        let invalid = |what: &str| -> RedisError {
-            (
-                redis::ErrorKind::InvalidClientConfig,
-                "invalid sentinel URL",
-                what.to_owned(),
-            )
-                .into()
-        };
-        let (auth, rest) = split_credentials(rest);
-        let (list, master) = rest
-            .split_once('/')
-            .ok_or_else(|| invalid("no master name: expected HOST:PORT[,HOST:PORT...]/NAME"))?;
-        let master = master.trim_end_matches('/');
-        if master.is_empty() || master.contains(['/', '?', '#']) {
-            return Err(invalid(
-                "the master name must follow the sentinel list: /NAME",
-            ));
-        }
-        let nodes: Vec<ConnectionInfo> = list
-            .split(',')
-            .filter(|node| !node.trim().is_empty())
-            .map(|node| format!("redis://{}", node.trim()).into_connection_info())
-            .collect::<Result<_, _>>()?;
-        if nodes.is_empty() {
-            return Err(invalid("no sentinels listed"));
-        }
-        let data_node = format!(
-            "redis://{auth}{}",
-            list.split(',').next().unwrap_or_default()
-        )
-        .into_connection_info()?;
-        Ok(Self {
+    /// The sentinels `nodes` (in the order the URL lists them) that watch the primary
+    /// they know as `master`, reached as `data_node` says (credentials, protocol). Nothing
+    /// is named until the sentinels are asked.
+    pub(super) fn new(
+        nodes: Vec<ConnectionInfo>,
+        master: String,
+        data_node: ConnectionInfo,
+    ) -> Self {
+        Self {
             nodes,
             role_refused: AtomicBool::new(false),
-            master: master.to_owned(),
+            master,
             data_node,
             primary: watch::Sender::new((0, None)),
             recheck: Notify::new(),
-        })
+        }
     }
 
     /// How to connect to a data node (the first sentinel's address stands in for the
@@ -418,30 +387,31 @@ impl SentinelConn {
 
 #[cfg(test)]
 mod tests {
+    use redis::IntoConnectionInfo;
+
     use super::*;
+    use crate::store::target::RedisTarget;
 
     fn tcp(host: &str, port: u16) -> ConnectionAddr {
         ConnectionAddr::Tcp(host.to_owned(), port)
     }
 
+    /// The sentinels a `redis+sentinel://` URL lists.
+    fn sentinels_of(url: &str) -> Sentinels {
+        match RedisTarget::parse(url) {
+            Ok(RedisTarget::Sentinel {
+                sentinels,
+                master,
+                data_node,
+            }) => Sentinels::new(sentinels, master, data_node),
+            other => panic!("{url:?} names no sentinels: {other:?}"),
+        }
+    }
+
     #[test]
-    fn a_url_names_its_sentinels_the_master_and_the_data_nodes_credentials() {
-        let sentinels = Sentinels::parse("user:p@ss@10.0.0.1:26379, 10.0.0.2:26380/quorum/")
-            .expect("a valid sentinel URL");
-        let addrs: Vec<_> = sentinels.nodes.iter().map(|n| n.addr().clone()).collect();
-        assert_eq!(addrs, [tcp("10.0.0.1", 26379), tcp("10.0.0.2", 26380)]);
+    fn nothing_is_named_before_a_sentinel_is_asked() {
+        let sentinels = sentinels_of("redis+sentinel://10.0.0.1:26379,10.0.0.2:26380/quorum");
         assert_eq!(sentinels.master, "quorum");
-        // The credentials are the data nodes', not the sentinels'.
-        let data = sentinels.data_node().redis_settings();
-        assert_eq!(data.username(), Some("user"));
-        assert_eq!(data.password(), Some("p@ss"));
-        assert!(
-            sentinels
-                .nodes
-                .iter()
-                .all(|n| n.redis_settings().password().is_none())
-        );
-        // Nothing is named before a sentinel is asked.
         let (generation, primary) = sentinels.primary();
         assert_eq!(generation, 0);
         assert!(primary.is_none());
@@ -489,26 +459,8 @@ mod tests {
             ("h:1,h:2,h:3", 2),
             ("h:1,h:2,h:3,h:4", 3),
         ] {
-            let sentinels = Sentinels::parse(&format!("{list}/quorum")).unwrap();
+            let sentinels = sentinels_of(&format!("redis+sentinel://{list}/quorum"));
             assert_eq!(sentinels.majority(), majority, "{list}");
         }
-    }
-
-    #[test]
-    fn a_url_without_a_master_name_or_sentinels_is_refused() {
-        for url in [
-            "10.0.0.1:26379",
-            "10.0.0.1:26379/",
-            "10.0.0.1:26379/quorum/extra",
-            "10.0.0.1:26379/quorum?db=1",
-            "/quorum",
-            " , /quorum",
-            "user:pass@/quorum",
-        ] {
-            let err = Sentinels::parse(url).err();
-            assert!(err.is_some(), "{url:?} was accepted");
-        }
-        let err = Sentinels::parse("10.0.0.1:26379").err().unwrap();
-        assert!(err.to_string().contains("no master name"), "{err}");
     }
 }
