@@ -24,19 +24,16 @@ pub mod tools;
 mod breaker;
 mod budget;
 mod clock;
-mod deadlines;
 mod guards;
 mod hub;
-mod keepalive;
 mod listener;
 mod managed_redis;
 mod methods;
 mod metrics;
-mod probe;
-mod publisher;
 mod session;
 mod store;
 mod sync;
+mod tasks;
 pub(crate) mod upgrade;
 
 pub use store::{

@@ -1,9 +1,9 @@
 //! Decision events (decisions made and decisions expired, the entries of the event log):
 //! one Redis pub/sub subscription per hub feeding every session, gap
 //! recovery from the stream after a dropped link (after checking that the log is still the
-//! one the hub delivered from), and (on a cluster) the sweep that logs decisions left
-//! unlogged. (Replays for resuming clients are the session's:
-//! [`crate::session::replay`].)
+//! one the hub delivered from). (Replays for resuming clients are the session's:
+//! [`crate::session::replay`]; the cluster's sweep for decisions left unlogged is
+//! [`crate::tasks::sweep`].)
 //!
 //! The subscription is a RESP3 connection of its own to the node that carries decision
 //! events: the one Redis (`SUBSCRIBE`), or on a cluster the primary serving the event
@@ -17,7 +17,6 @@ use std::time::Duration;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::clock::now_ms;
 use crate::error::Error;
 use crate::hub::{Hub, fingerprint};
 use crate::protocol::{
@@ -34,16 +33,9 @@ pub const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(2);
 const LINK_TIMEOUT: Duration = Duration::from_secs(2);
 /// On a cluster, how long the dashboards flags a hub sets live.
 const DASHBOARDS_FLAG_TTL: Duration = Duration::from_secs(5);
-/// How often a hub with dashboards sets them again.
-const DASHBOARDS_FLAG_REFRESH: Duration = Duration::from_secs(1);
 /// How often the listener checks that its link still answers (`PING`): a link whose peer
 /// vanished without closing it would otherwise look quiet forever.
 const LINK_CHECK_PERIOD: Duration = Duration::from_secs(5);
-/// How often a hub on a cluster looks for decisions decided but not logged.
-pub const SWEEP_PERIOD: Duration = Duration::from_secs(1);
-/// How old an unlogged decision must be before the sweep logs it: the hub that decided it
-/// is normally done well within this.
-pub const SWEEP_GRACE: Duration = Duration::from_secs(1);
 /// Dashboard events (`quorum.vote.recorded`, `instance.*`) a hub holds between receiving
 /// them from Redis and passing them to their subscribers; beyond it, new ones are dropped
 /// and counted. Every vote publishes one, so a hub that cannot keep up holds this many at
@@ -145,7 +137,7 @@ async fn forward(hub: &Arc<Hub>) -> Result<(), Error> {
             if wanted {
                 link.subscribe(&store::DASHBOARD_CHANNELS[..]).await?;
                 // Set before the subscription is reported live, so that votes on any hub
-                // are published from then on (`keep_dashboards_flagged` keeps them set).
+                // are published from then on (`tasks::dashboards` keeps them set).
                 flag_dashboards(&store).await;
             } else {
                 link.unsubscribe(&store::DASHBOARD_CHANNELS[..]).await?;
@@ -223,7 +215,7 @@ async fn primary_moved<T>(moves: &mut Option<tokio::sync::watch::Receiver<T>>) {
 
 /// Sets every partition's dashboards flag (cluster only; a failure is logged: dashboard
 /// events are best effort).
-async fn flag_dashboards(store: &crate::store::Store) {
+pub(crate) async fn flag_dashboards(store: &crate::store::Store) {
     if !store.layout().is_cluster() {
         return;
     }
@@ -231,44 +223,6 @@ async fn flag_dashboards(store: &crate::store::Store) {
         Ok(Ok(())) => {}
         Ok(Err(err)) => tracing::warn!(%err, "could not set the dashboards flags"),
         Err(_) => tracing::warn!("setting the dashboards flags timed out"),
-    }
-}
-
-/// Runs until the hub shuts down (cluster only): while a session here has subscribed to
-/// dashboard events, sets every partition's dashboards flag again every
-/// [`DASHBOARDS_FLAG_REFRESH`], so that votes on every hub keep being published.
-pub async fn keep_dashboards_flagged(hub: Arc<Hub>) {
-    let store = hub.store.unguarded();
-    let wanted = hub.dashboards_wanted();
-    loop {
-        tokio::select! {
-            _ = hub.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(DASHBOARDS_FLAG_REFRESH) => {}
-        }
-        if *wanted.borrow() {
-            flag_dashboards(&store).await;
-        }
-    }
-}
-
-/// Runs until the hub shuts down (cluster only): every [`SWEEP_PERIOD`], logs the
-/// decisions decided more than [`SWEEP_GRACE`] ago whose events are not in the log yet.
-/// Every hub sweeps; logging is idempotent, so hubs that race log each decision once.
-pub async fn sweep_unlogged(hub: Arc<Hub>) {
-    let store = hub.store.unguarded();
-    loop {
-        tokio::select! {
-            _ = hub.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(SWEEP_PERIOD) => {}
-        }
-        let before = now_ms().saturating_sub(SWEEP_GRACE.as_millis() as u64);
-        let (logged, failure) = store.log_unlogged(before).await;
-        if logged > 0 {
-            tracing::info!(logged, "logged decisions their deciding hub left unlogged");
-        }
-        if let Some(err) = failure {
-            tracing::warn!(%err, "could not sweep every partition for unlogged decisions; the next sweep tries again");
-        }
     }
 }
 

@@ -25,8 +25,9 @@ use crate::methods::{self, Caller};
 use crate::metrics::Metrics;
 use crate::protocol::{EventId, openrpc};
 use crate::store::Store;
+use crate::tasks::{dashboards, deadlines, keepalive, probe, publisher, sweep};
 use crate::upgrade::WebSocketRequest;
-use crate::{deadlines, guards, keepalive, listener, probe, publisher, session};
+use crate::{guards, listener, session};
 
 /// Longest the hub waits, on shutdown, for sessions to finish their calls and close.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -154,9 +155,9 @@ async fn serve(
     ));
     hub.tracker.spawn(listener::listen(hub.clone()));
     if hub.store.layout().is_cluster() {
-        hub.tracker.spawn(listener::sweep_unlogged(hub.clone()));
+        hub.tracker.spawn(sweep::sweep_unlogged(hub.clone()));
         hub.tracker
-            .spawn(listener::keep_dashboards_flagged(hub.clone()));
+            .spawn(dashboards::keep_dashboards_flagged(hub.clone()));
     }
     hub.tracker.spawn(keepalive::run(hub.clone()));
     hub.tracker.spawn(probe::run(hub.clone()));

@@ -1,0 +1,35 @@
+//! On a cluster, logs the decisions their deciding hub left unlogged (decided, but their
+//! event never written to the log).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::now_ms;
+use crate::hub::Hub;
+
+/// How often a hub on a cluster looks for decisions decided but not logged.
+pub const SWEEP_PERIOD: Duration = Duration::from_secs(1);
+/// How old an unlogged decision must be before the sweep logs it: the hub that decided it
+/// is normally done well within this.
+pub const SWEEP_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs until the hub shuts down (cluster only): every [`SWEEP_PERIOD`], logs the
+/// decisions decided more than [`SWEEP_GRACE`] ago whose events are not in the log yet.
+/// Every hub sweeps; logging is idempotent, so hubs that race log each decision once.
+pub async fn sweep_unlogged(hub: Arc<Hub>) {
+    let store = hub.store.unguarded();
+    loop {
+        tokio::select! {
+            _ = hub.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SWEEP_PERIOD) => {}
+        }
+        let before = now_ms().saturating_sub(SWEEP_GRACE.as_millis() as u64);
+        let (logged, failure) = store.log_unlogged(before).await;
+        if logged > 0 {
+            tracing::info!(logged, "logged decisions their deciding hub left unlogged");
+        }
+        if let Some(err) = failure {
+            tracing::warn!(%err, "could not sweep every partition for unlogged decisions; the next sweep tries again");
+        }
+    }
+}
