@@ -155,15 +155,24 @@ async fn serve(
     ));
     hub.tracker.spawn(listener::listen(hub.clone()));
     if hub.store.layout().is_cluster() {
-        hub.tracker.spawn(sweep::sweep_unlogged(hub.clone()));
-        hub.tracker
-            .spawn(dashboards::keep_dashboards_flagged(hub.clone()));
+        hub.tracker.spawn(sweep::sweep_unlogged(
+            hub.store.clone(),
+            hub.shutdown.clone(),
+        ));
+        hub.tracker.spawn(dashboards::keep_dashboards_flagged(
+            hub.store.clone(),
+            hub.dashboards_wanted(),
+            hub.shutdown.clone(),
+        ));
     }
     hub.tracker.spawn(keepalive::run(hub.clone()));
-    hub.tracker.spawn(probe::run(hub.clone()));
-    hub.tracker.spawn(deadlines::run(hub.clone()));
+    hub.tracker
+        .spawn(probe::run(hub.store.clone(), hub.shutdown.clone()));
+    hub.tracker
+        .spawn(deadlines::run(hub.store.clone(), hub.shutdown.clone()));
     if hub.store.waits_for_replicas() {
-        hub.tracker.spawn(publisher::run(hub.clone()));
+        hub.tracker
+            .spawn(publisher::run(hub.store.clone(), hub.shutdown.clone()));
     }
 
     let app = router(hub.clone(), &web_dir);

@@ -2,19 +2,20 @@
 //! [`DEADLINE_CHECK_PERIOD`], each hub asks the deadlines index which decisions are due and
 //! closes them as expired (`store::lifecycle`). Hubs that race close each decision once.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::hub::Hub;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
 
 /// How often a hub looks for decisions past their deadline: an expiry reaches sessions
 /// within about this much of the deadline.
 pub const DEADLINE_CHECK_PERIOD: Duration = Duration::from_millis(200);
 
-/// Runs until the hub shuts down.
-pub async fn run(hub: Arc<Hub>) {
+/// Runs until `shutdown` is cancelled.
+pub async fn run(store: Store, shutdown: CancellationToken) {
     // Past the breaker, like the hub's other upkeep: its failures are not callers'.
-    let store = hub.store.unguarded();
+    let store = store.unguarded();
     let mut failing = false;
     let mut more = false;
     loop {
@@ -24,9 +25,8 @@ pub async fn run(hub: Arc<Hub>) {
         } else {
             DEADLINE_CHECK_PERIOD
         };
-        tokio::select! {
-            _ = hub.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
+        if !super::wait(pause, &shutdown).await {
+            return;
         }
         let expiries = store.expire_due().await;
         more = expiries.more && expiries.failure.is_none();

@@ -24,13 +24,9 @@ pub fn period(ttl: Duration) -> Duration {
 /// Runs until the hub shuts down.
 pub async fn run(hub: Arc<Hub>) {
     let ttl = hub.config.instance_ttl;
-    let mut wait = period(ttl);
-    loop {
-        tokio::select! {
-            _ = hub.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        wait = match refresh(&hub, ttl).await {
+    let mut pause = period(ttl);
+    while super::wait(pause, &hub.shutdown).await {
+        pause = match refresh(&hub, ttl).await {
             Ok(()) => period(ttl),
             Err(err) => {
                 tracing::warn!(%err, "could not refresh session registrations");

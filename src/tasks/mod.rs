@@ -10,3 +10,17 @@ pub mod keepalive;
 pub mod probe;
 pub mod publisher;
 pub mod sweep;
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// Waits `pause` unless `shutdown` is cancelled first: true once the pause is over, false
+/// when the task should stop. Every task waits on it before each round, so a round starts
+/// a whole pause after the previous one ended, however long that one took.
+pub async fn wait(pause: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(pause) => true,
+    }
+}

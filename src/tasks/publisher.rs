@@ -3,22 +3,19 @@
 //! voting hub timed out waiting, or stopped before publishing). Every hub runs it; each
 //! event is published once, in log order.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::hub::Hub;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
 
 /// How often a hub looks for decision events still waiting to be published.
 pub const PUBLISH_PERIOD: Duration = Duration::from_secs(1);
 
-/// Runs until the hub shuts down.
-pub async fn run(hub: Arc<Hub>) {
-    let store = hub.store.unguarded();
-    loop {
-        tokio::select! {
-            _ = hub.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(PUBLISH_PERIOD) => {}
-        }
+/// Runs until `shutdown` is cancelled.
+pub async fn run(store: Store, shutdown: CancellationToken) {
+    let store = store.unguarded();
+    while super::wait(PUBLISH_PERIOD, &shutdown).await {
         match store.publish_acknowledged().await {
             Ok(0) => {}
             Ok(published) => {
