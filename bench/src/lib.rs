@@ -54,7 +54,7 @@ impl From<CallError> for BenchError {
     }
 }
 
-/// `quorum-hub bench` and its scenarios.
+/// `quorum-hub-bench` and its scenarios.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Vote throughput and latency: S sessions, G to a decision, one vote in flight each.

@@ -50,7 +50,7 @@ pub struct SuiteOptions {
     /// calls `system.quorum.status` over and over (0: none).
     #[arg(long, default_value_t = 10)]
     pub call_probe_decisions: usize,
-    /// A fan-out floor (`quorum-hub bench floor`) to compare the hub's fan-out with.
+    /// A fan-out floor (`quorum-hub-bench floor`) to compare the hub's fan-out with.
     #[arg(long)]
     pub floor_url: Option<String>,
     /// Sessions of the large fan-out and memory runs (fewer when the file-descriptor limit
