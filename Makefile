@@ -4,7 +4,7 @@
 CARGO ?= cargo
 # Extra flags for the hub started by `make run`, e.g. make run HUB_ARGS="--listen 0.0.0.0:8080"
 HUB_ARGS ?=
-# Extra flags for `quorum-hub bench suite`, e.g. make bench BENCH_ARGS="--duration 30s"
+# Extra flags for `quorum-hub-bench suite`, e.g. make bench BENCH_ARGS="--duration 30s"
 BENCH_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The Python client's tests run in this virtual environment (make python-test).

@@ -1,7 +1,7 @@
 #!/bin/sh
 # `make bench`: starts a release hub with its own managed Redis (as `make run` does) and
-# the fan-out floor (`quorum-hub bench floor`, a bare broadcaster), then runs
-# `quorum-hub bench suite` against them: vote throughput and latency (G=60, G=3, and at
+# the fan-out floor (`quorum-hub-bench floor`, a bare broadcaster), then runs
+# `quorum-hub-bench suite` against them: vote throughput and latency (G=60, G=3, and at
 # half the maximum rate), fan-out to 10,000 registered sessions beside the floor (four
 # rounds, taking turns at going first), memory per session, fan-out and memory at 50,000
 # sessions (or as many as the open-files limit allows), redis-benchmark running the same
@@ -60,10 +60,10 @@ logged_address() {
 addr=$(logged_address "$dir/hub.log" "the hub")
 # Ready once its decision listener is subscribed (the log says so).
 wait_for_line "$dir/hub.log" "decision listener subscribed" 1200 "the hub never became ready"
-./target/release/quorum-hub bench floor --listen 127.0.0.1:0 2>"$dir/floor.log" &
+./target/release/quorum-hub-bench floor --listen 127.0.0.1:0 2>"$dir/floor.log" &
 floor=$!
 floor_addr=$(logged_address "$dir/floor.log" "the floor")
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); $(redis-server --version | cut -d' ' -f1-3)" >&2
 # shellcheck disable=SC2086
-./target/release/quorum-hub bench suite --url "ws://$addr/ws" --hub-pid "$hub" \
+./target/release/quorum-hub-bench suite --url "ws://$addr/ws" --hub-pid "$hub" \
   --floor-url "ws://$floor_addr/ws" $measure "$@"

@@ -10,7 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
-pub mod bench;
+pub mod bench_seams;
 pub mod client;
 
 pub mod config;

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use quorum_hub::auth::Authority;
-use quorum_hub::bench::{self, BenchCommand};
 use quorum_hub::client::{ClientConfig, TokenSource};
 use quorum_hub::config::{Config, parse_duration};
 use quorum_hub::protocol::EventId;
@@ -47,9 +46,6 @@ enum Command {
     Vote(VoteArgs),
     /// Print each decision as one JSON line as it is made or expires, until interrupted.
     Watch(WatchArgs),
-    /// Load-test a running hub.
-    #[command(subcommand)]
-    Bench(BenchCommand),
     /// Print the hub's OpenRPC document (what `GET /openrpc.json` serves), to generate a
     /// client from.
     Openrpc,
@@ -189,11 +185,6 @@ fn main() -> ExitCode {
                     .map(|()| String::new()),
             )
         }
-        Some(Command::Bench(command)) => report(
-            runtime
-                .block_on(bench::run(command))
-                .map_err(|e| e.to_string()),
-        ),
         Some(Command::Token(_) | Command::Openrpc) => unreachable!("handled above"),
     }
 }

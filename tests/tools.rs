@@ -1,4 +1,5 @@
-//! The agent client, the `vote`, `watch` and `bench` subcommands, and `/metrics`.
+//! The agent client, the `vote` and `watch` subcommands, the load generator
+//! (`quorum-hub-bench`), and `/metrics`.
 
 mod common;
 
@@ -606,22 +607,34 @@ async fn metrics_count_the_votes_a_client_made() {
     assert!(value("quorum_events_delivered_total") >= 3.0);
 }
 
-/// Runs `quorum-hub bench SCENARIO --url URL ARGS --json` against a hub in this process
-/// (so without blocking the runtime that serves it) and returns the parsed report.
+/// Runs `quorum-hub-bench SCENARIO --url URL ARGS --json` against a hub in this process:
+/// the bench crate's command line, parsed and run on a runtime of its own in a thread of
+/// its own (so without blocking the runtime that serves the hub); returns the parsed report.
 async fn bench(scenario: &str, url: &str, args: &[&str]) -> Value {
-    let output = tokio::process::Command::new(bin_path())
-        .args(["bench", scenario, "--url", url])
-        .args(args)
-        .arg("--json")
-        .output()
+    #[derive(clap::Parser)]
+    struct Bench {
+        #[command(subcommand)]
+        command: quorum_hub_bench::BenchCommand,
+    }
+    let argv: Vec<String> = ["quorum-hub-bench", scenario, "--url", url]
+        .into_iter()
+        .chain(args.iter().copied())
+        .chain(["--json"])
+        .map(String::from)
+        .collect();
+    let command = <Bench as clap::Parser>::try_parse_from(&argv)
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+        .command;
+    let run = std::thread::spawn(move || {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(quorum_hub_bench::run(command))
+    });
+    let output = tokio::task::spawn_blocking(move || run.join().unwrap())
         .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "bench {scenario} {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("bench {scenario} {args:?}: {e}"));
+    serde_json::from_str(&output).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -706,6 +719,8 @@ async fn the_storm_bench_restarts_its_hub_and_every_client_resumes() {
             "3",
             "--wait",
             "30s",
+            "--hub-bin",
+            bin_path().to_str().unwrap(),
         ],
     )
     .await;

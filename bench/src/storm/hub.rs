@@ -1,4 +1,4 @@
-//! The bench's own hub: this executable in a child process, watched through its log and
+//! The bench's own hub: a `quorum-hub` child process, watched through its log and
 //! stopped with SIGTERM, so that it can be restarted under its clients.
 
 use std::collections::VecDeque;
@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 use super::StormOptions;
-use crate::bench::BenchError;
+use crate::BenchError;
 
 /// Longest the bench's hub may take to listen and subscribe to decisions.
 const HUB_START_WAIT: Duration = Duration::from_secs(30);
@@ -32,7 +32,10 @@ struct HubLog {
     tail: VecDeque<String>,
 }
 
-/// The bench's own hub: this executable in a child process, its log drained by tasks.
+/// The hub binary's name, looked for beside this executable unless `--hub-bin` names one.
+const HUB_BIN: &str = "quorum-hub";
+
+/// The bench's own hub: a `quorum-hub` child process, its log drained by tasks.
 pub(super) struct OwnHub {
     child: Child,
     pub(super) spawned: Instant,
@@ -44,9 +47,13 @@ impl OwnHub {
         options: &StormOptions,
         listen: SocketAddr,
     ) -> Result<Self, BenchError> {
-        let exe = std::env::current_exe()
-            .map_err(|e| BenchError::Other(format!("cannot find this executable: {e}")))?;
-        let mut command = Command::new(exe);
+        let exe = match &options.hub_bin {
+            Some(exe) => exe.clone(),
+            None => std::env::current_exe()
+                .map_err(|e| BenchError::Other(format!("cannot find this executable: {e}")))?
+                .with_file_name(HUB_BIN),
+        };
+        let mut command = Command::new(&exe);
         // Only the flags below configure it, not the bench's QUORUM_* environment.
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("QUORUM_") {
@@ -67,9 +74,12 @@ impl OwnHub {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let spawned = Instant::now();
-        let mut child = command
-            .spawn()
-            .map_err(|e| BenchError::Other(format!("cannot start the bench's hub: {e}")))?;
+        let mut child = command.spawn().map_err(|e| {
+            BenchError::Other(format!(
+                "cannot start the bench's hub {}: {e}",
+                exe.display()
+            ))
+        })?;
         let (tx, log) = watch::channel(HubLog::default());
         let tx = Arc::new(tx);
         if let Some(stdout) = child.stdout.take() {

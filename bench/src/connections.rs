@@ -7,7 +7,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{BenchError, DEFAULT_URL, Table, call, connect, rss_kib, run_tag};
-use crate::protocol::{NoParams, State, method};
+use quorum_hub::protocol::{NoParams, State, method};
 
 /// Longest the scenario waits for the hub to release the sessions it opened.
 const RELEASE_WAIT: Duration = Duration::from_secs(60);

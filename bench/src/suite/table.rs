@@ -1,8 +1,8 @@
 //! The suite's table: every figure of a [`Suite`], the hub's fan-out beside the floor's.
 
 use super::{GROUP, Suite};
-use crate::bench::fanout::{self, CallProbe, FanoutReport};
-use crate::bench::{Percentiles, Table, connections, ms, storm};
+use crate::fanout::{self, CallProbe, FanoutReport};
+use crate::{Percentiles, Table, connections, ms, storm};
 
 /// The suite as one table.
 pub fn table(s: &Suite) -> String {

@@ -2,6 +2,7 @@
 //! while decisions are made through another hub on the same Redis, and the time until
 //! every client is back, registered and has each missed decision exactly once.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,9 +14,9 @@ use super::{
     BenchError, CONNECT_CONCURRENCY, DEFAULT_URL, Percentiles, Progress, Table, call, connect,
     histogram, register, run_tag,
 };
-use crate::client::{Client, ClientConfig, Link};
-use crate::config::parse_duration;
-use crate::protocol::{Notification, VoteParams, VoteReply, method};
+use quorum_hub::client::{Client, ClientConfig, Link};
+use quorum_hub::config::parse_duration;
+use quorum_hub::protocol::{Notification, VoteParams, VoteReply, method};
 
 mod hub;
 use hub::OwnHub;
@@ -43,6 +44,10 @@ pub struct StormOptions {
     /// Longest the clients may take to come back and resume after the restart.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub wait: Duration,
+    /// The `quorum-hub` binary the bench's own hub runs; by default the one beside this
+    /// executable (cargo builds both into the same directory).
+    #[arg(long)]
+    pub hub_bin: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,8 +99,8 @@ pub struct StormReport {
     pub duplicated: u64,
 }
 
-/// Runs the storm. Its own hub is this executable (`quorum-hub` started with
-/// `--listen`, `--redis-url` and raised limits), so call it from the binary.
+/// Runs the storm. Its own hub is a `quorum-hub` process (see [`StormOptions::hub_bin`])
+/// started with `--listen`, `--redis-url` and raised limits.
 pub async fn run(options: &StormOptions) -> Result<StormReport, BenchError> {
     super::raise_open_files_limit();
     let tag = run_tag();

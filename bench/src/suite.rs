@@ -11,8 +11,8 @@ use super::fanout::{self, FanoutOptions, FanoutReport};
 use super::storm::{self, StormOptions, StormReport};
 use super::votes::{self, VotesOptions, VotesReport};
 use super::{BenchError, DEFAULT_URL};
-use crate::config::{RateLimit, parse_duration};
-use crate::store;
+use quorum_hub::bench_seams;
+use quorum_hub::config::{RateLimit, parse_duration};
 
 mod table;
 pub use table::table;
@@ -50,7 +50,7 @@ pub struct SuiteOptions {
     /// calls `system.quorum.status` over and over (0: none).
     #[arg(long, default_value_t = 10)]
     pub call_probe_decisions: usize,
-    /// A fan-out floor (`quorum-hub bench floor`) to compare the hub's fan-out with.
+    /// A fan-out floor (`quorum-hub-bench floor`) to compare the hub's fan-out with.
     #[arg(long)]
     pub floor_url: Option<String>,
     /// Sessions of the large fan-out and memory runs (fewer when the file-descriptor limit
@@ -163,6 +163,7 @@ pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
                     clients: options.storm_clients,
                     decisions: STORM_DECISIONS,
                     wait: STORM_WAIT,
+                    hub_bin: None,
                 })
                 .await?,
             )
@@ -307,18 +308,10 @@ async fn large_runs(options: &SuiteOptions) -> Result<Option<Large>, BenchError>
 
 /// Each node a hub's Redis URL names (every seed of a cluster, with its credentials).
 fn redis_nodes(url: &str) -> Vec<redis::ConnectionInfo> {
-    match store::RedisTarget::parse(url) {
-        Ok(store::RedisTarget::Single(node)) => vec![node],
-        Ok(store::RedisTarget::Cluster { seeds }) => seeds,
-        Ok(store::RedisTarget::Sentinel { .. }) => {
-            eprintln!("{url:?} names sentinels, not the data nodes; no Redis CPU figures");
-            Vec::new()
-        }
-        Err(err) => {
-            eprintln!("cannot read {url:?} ({err}); no Redis CPU figures");
-            Vec::new()
-        }
-    }
+    bench_seams::redis_nodes(url).unwrap_or_else(|reason| {
+        eprintln!("{reason}; no Redis CPU figures");
+        Vec::new()
+    })
 }
 
 /// CPU time (user + system, seconds) the nodes have used, or `None` if one cannot be read.
@@ -360,7 +353,7 @@ async fn redis_benchmark(
         .map_err(other)?;
     let sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
-        .arg(store::VOTE_SCRIPT)
+        .arg(bench_seams::VOTE_SCRIPT)
         .query_async(&mut conn)
         .await
         .map_err(other)?;
@@ -369,7 +362,7 @@ async fn redis_benchmark(
     command
         .args(["-s", socket, "-q", "-r", "1000000", "-n", &requests])
         .args(["-c", &clients.to_string(), "-P", &pipeline.to_string()])
-        .args(store::vote_benchmark_command(
+        .args(bench_seams::vote_benchmark_command(
             &sha,
             GROUP as u64,
             RateLimit {

@@ -16,10 +16,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use super::BenchError;
-use crate::error::Error;
-use crate::protocol::frame;
-use crate::protocol::{DecisionEvent, EventId, Registered, VoteReply, method};
-use crate::session::wire::{SessionIo, Wire, send, text_frame};
+use quorum_hub::bench_seams::{SessionIo, Wire, send, text_frame};
+use quorum_hub::error::Error;
+use quorum_hub::protocol::frame;
+use quorum_hub::protocol::{DecisionEvent, EventId, Registered, VoteReply, method};
 
 #[derive(Debug, Clone, Args)]
 pub struct FloorOptions {

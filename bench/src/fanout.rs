@@ -15,8 +15,8 @@ use super::{
     BenchError, DEFAULT_URL, Percentiles, Progress, Table, call, connect, histogram, register,
     run_tag,
 };
-use crate::protocol::peer::PeerSocket;
-use crate::protocol::{StatusParams, VoteParams, VoteReply, event, method};
+use quorum_hub::protocol::peer::PeerSocket;
+use quorum_hub::protocol::{StatusParams, VoteParams, VoteReply, event, method};
 
 /// Calls the probing session makes, one after another, before its decisions: the
 /// baseline for calls made while they fan out.

@@ -1,4 +1,4 @@
-//! The load generator behind `quorum-hub bench`, against a running hub.
+//! The load generator behind `quorum-hub-bench`, against a running hub.
 //!
 //! - [`votes`]: vote throughput and latency.
 //! - [`fanout`]: time until every idle session has a decision.
@@ -22,8 +22,8 @@ use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::protocol::peer::{self, CallError, PeerSocket};
-use crate::protocol::{RegisterParams, Registered, method};
+use quorum_hub::protocol::peer::{self, CallError, PeerSocket};
+use quorum_hub::protocol::{RegisterParams, Registered, method};
 
 /// Sessions opened at once while setting up a scenario.
 const CONNECT_CONCURRENCY: usize = 200;
@@ -54,7 +54,7 @@ impl From<CallError> for BenchError {
     }
 }
 
-/// `quorum-hub bench` and its scenarios.
+/// `quorum-hub-bench` and its scenarios.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Vote throughput and latency: S sessions, G to a decision, one vote in flight each.
@@ -268,7 +268,7 @@ async fn connect_nth(url: &str, n: usize) -> Result<PeerSocket, BenchError> {
     // A small first read buffer, as the client's: tungstenite's default of 128 KiB, zeroed
     // on first use, would cost 6 GiB and most of the connecting time at 50,000 sessions.
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(crate::client::READ_BUFFER_BYTES);
+        .read_buffer_size(quorum_hub::client::READ_BUFFER_BYTES);
     tokio_tungstenite::client_async_with_config(
         request,
         tokio_tungstenite::MaybeTlsStream::Plain(stream),

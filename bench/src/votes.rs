@@ -10,9 +10,9 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{BenchError, DEFAULT_URL, Percentiles, Progress, Table, call, histogram, run_tag};
-use crate::config::parse_duration;
-use crate::protocol::peer::CallError;
-use crate::protocol::{VoteParams, VoteReply, method};
+use quorum_hub::config::parse_duration;
+use quorum_hub::protocol::peer::CallError;
+use quorum_hub::protocol::{VoteParams, VoteReply, method};
 
 /// How often the progress bar is redrawn while the votes run.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
