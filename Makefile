@@ -15,7 +15,7 @@ PYVENV := target/pyvenv
 
 ## run: install what is missing, build, and start a hub with its managed Redis on :8080
 run: deps
-	$(CARGO) build --release --locked
+	$(CARGO) build --release --locked -p quorum-hub
 	./target/release/quorum-hub $(HUB_ARGS)
 
 # Longest either run of the Rust suites may take (built beforehand) before scripts/watchdog

@@ -4,7 +4,7 @@
 # Ctrl-C stops the hubs and the cluster and removes the directory.
 set -eu
 cd "$(dirname "$0")/.."
-cargo build --release --locked
+cargo build --release --locked -p quorum-hub
 dir=$(mktemp -d /tmp/qh-cluster.XXXXXX)
 hubs=""
 stop() {
