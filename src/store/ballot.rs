@@ -326,6 +326,19 @@ mod tests {
 
     use super::*;
 
+    /// The script's reply to a vote that found its decision past the deadline and closed it.
+    const EXPIRED_NOW: [&str; 9] = [
+        "expired_now",
+        "1",
+        "3",
+        "2",
+        "",
+        "{\"no\":1}",
+        "",
+        "1800",
+        "",
+    ];
+
     const LIMIT: RateLimit = RateLimit {
         max: 5,
         window: Duration::from_secs(1),
@@ -530,20 +543,7 @@ mod tests {
                 ],
                 VoteOutcome::Expired { vote_count: 1 },
             ),
-            (
-                [
-                    "expired_now",
-                    "1",
-                    "3",
-                    "2",
-                    "",
-                    "{\"no\":1}",
-                    "",
-                    "1800",
-                    "",
-                ],
-                VoteOutcome::Expired { vote_count: 1 },
-            ),
+            (EXPIRED_NOW, VoteOutcome::Expired { vote_count: 1 }),
             (
                 ["rate_limited", "250", "3", "2", "", "", "", "", ""],
                 VoteOutcome::RateLimited {
@@ -623,19 +623,7 @@ mod tests {
         );
         assert_eq!(decided.expired_tally, None);
 
-        let expired = decode([
-            "expired_now",
-            "1",
-            "3",
-            "2",
-            "",
-            "{\"no\":1}",
-            "",
-            "1800",
-            "",
-        ])
-        .closed("d")
-        .expect("expired");
+        let expired = decode(EXPIRED_NOW).closed("d").expect("expired");
         assert_eq!(expired.value, "");
         assert_eq!((expired.vote_count, expired.decided_at), (1, 1800));
         assert_eq!(expired.expired_tally.as_deref(), Some("{\"no\":1}"));
