@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use redis::FromRedisValue;
 
-use super::ballot::{Reservation, Reserved, ScriptBallot, VoteScriptReply, vote_invocation};
+use super::ballot::{Reservation, Reserved, ScriptBallot, vote_invocation};
 use super::keys;
+use super::vote_reply::VoteScriptReply;
 use super::{MAX_PAGE_BYTES, Store, field_u64, internal};
 use crate::config::RateLimit;
 use crate::decision::{self, DecisionName, VoteOutcome};

@@ -8,7 +8,7 @@
 //! - `keys`: key and channel names, per layout (one Redis or a cluster).
 //! - `slots`: Redis Cluster slots and the partitions decisions are spread over.
 //! - `decisions`: the vote script, audit trails and the recent-decisions index;
-//!   `ballot`: the vote script's arguments.
+//!   `ballot`: the vote script's arguments; `vote_reply`: its reply, decoded.
 //! - `lifecycle`: deadlines, expiry and retention.
 //! - `log`: on a cluster, the second step of a decision: its event into the log.
 //! - `publish`: with `--wait-replicas`, publishing events once replicas have them.
@@ -33,6 +33,7 @@ mod sentinel;
 mod slots;
 mod stream;
 mod target;
+mod vote_reply;
 
 use std::collections::HashMap;
 use std::sync::Arc;
