@@ -25,66 +25,9 @@ use crate::session::{Outbound, SessionHandle, SessionSettings, SessionSlot};
 use crate::store::Store;
 use crate::sync::lock;
 
-/// Who on this hub wants dashboard events (`quorum.vote.recorded`, `instance.*`), and
-/// whether the listener receives them: every vote publishes one, so a hub subscribes to
-/// them only while one of its sessions wants them.
-struct Dashboards {
-    /// Sessions subscribed to any event beyond decisions, in the order they subscribed:
-    /// a dashboard event goes to these alone, never through every open session.
-    watchers: Mutex<Arc<[Arc<SessionHandle>]>>,
-    /// Whether any session wants dashboard events; the listener follows it.
-    wanted: watch::Sender<bool>,
-    /// Whether the listener is subscribed to the dashboard channels right now.
-    live: watch::Sender<bool>,
-}
+mod dashboards;
 
-impl Dashboards {
-    fn new() -> Self {
-        Self {
-            watchers: Mutex::new(Arc::new([])),
-            wanted: watch::Sender::new(false),
-            live: watch::Sender::new(false),
-        }
-    }
-
-    fn watcher_added(&self, session: Arc<SessionHandle>) {
-        {
-            let mut watchers = lock(&self.watchers);
-            let mut list = watchers.to_vec();
-            list.push(session);
-            *watchers = list.into();
-        }
-        self.update_wanted();
-    }
-
-    fn watcher_removed(&self, session: u64) {
-        {
-            let mut watchers = lock(&self.watchers);
-            let list: Vec<_> = watchers
-                .iter()
-                .filter(|s| s.id != session)
-                .cloned()
-                .collect();
-            *watchers = list.into();
-        }
-        self.update_wanted();
-    }
-
-    /// The sessions subscribed to dashboard events right now.
-    fn watchers(&self) -> Arc<[Arc<SessionHandle>]> {
-        lock(&self.watchers).clone()
-    }
-
-    /// Sets `wanted` from the watchers as they are now. Done under the watch's lock, so of
-    /// two sessions racing (one leaving, one arriving) the last to update sees the final
-    /// list.
-    fn update_wanted(&self) {
-        self.wanted.send_if_modified(|wanted| {
-            let now = !lock(&self.watchers).is_empty();
-            std::mem::replace(wanted, now) != now
-        });
-    }
-}
+use dashboards::Dashboards;
 
 /// Most `POST /rpc` requests a hub serves at once: what their replies can take in memory
 /// is bounded by this times a batch's reply bound.
@@ -279,7 +222,7 @@ impl Hub {
 
     /// Whether any session is subscribed to dashboard events right now.
     pub fn has_watchers(&self) -> bool {
-        !lock(&self.dashboards.watchers).is_empty()
+        !self.dashboards.watchers().is_empty()
     }
 
     /// Follows whether any session is subscribed to dashboard events.
