@@ -24,6 +24,7 @@ pub mod tools;
 mod breaker;
 mod budget;
 mod clock;
+mod connection;
 mod guards;
 mod hub;
 mod listener;

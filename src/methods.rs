@@ -457,7 +457,7 @@ async fn subscribe(
         hub.dashboards_flowing(SUBSCRIBE_WAIT).await;
     }
     let replayed = match since {
-        Some(since) => Some(session::replay(hub, session, since).await?),
+        Some(since) => Some(session::replay(&hub.store, session, since).await?),
         None => None,
     };
     Ok(Subscribed {

@@ -27,7 +27,7 @@ use crate::protocol::{EventId, openrpc};
 use crate::store::Store;
 use crate::tasks::{dashboards, deadlines, keepalive, probe, publisher, sweep};
 use crate::upgrade::WebSocketRequest;
-use crate::{guards, listener, session};
+use crate::{connection, guards, listener, session};
 
 /// Longest the hub waits, on shutdown, for sessions to finish their calls and close.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -418,11 +418,11 @@ async fn upgrade(
         // Read buffers grow on demand; a small start keeps idle sessions cheap.
         .read_buffer_size(READ_BUFFER_BYTES);
     handshake.accept(move |upgraded| async move {
-        session::serve(
+        connection::serve(
             hub,
             upgraded,
             config,
-            session::Opening {
+            connection::Opening {
                 slot,
                 grant,
                 expires_at_ms,

@@ -5,9 +5,8 @@ use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
 use super::state::{Outbound, SessionHandle};
 use crate::error::Error;
-use crate::hub::Hub;
 use crate::protocol::{EventId, EventsIncomplete, GapReason, frame};
-use crate::store::CursorPlace;
+use crate::store::{CursorPlace, Store};
 use crate::sync::lock;
 
 /// Longest a notice about a malformed cursor waits to learn which events the log holds;
@@ -184,15 +183,19 @@ struct ReplayEnd {
 /// longer kept, if `since` is not an event of the log, or if `since` is ahead of every event
 /// (then the session's cursor moves back to the newest event). Returns how many events it
 /// replayed.
-pub async fn replay(hub: &Hub, session: &SessionHandle, since: EventId) -> Result<usize, Error> {
-    replay_then(hub, session, since, false).await
+pub async fn replay(
+    store: &Store,
+    session: &SessionHandle,
+    since: EventId,
+) -> Result<usize, Error> {
+    replay_then(store, session, since, false).await
 }
 
 /// [`replay`], and with `notify_failure`, a `system.events.incomplete` notice when Redis
 /// cannot be read, queued before the held live events are released, so that the session
 /// learns of the gap before it sees anything newer.
 async fn replay_then(
-    hub: &Hub,
+    store: &Store,
     session: &SessionHandle,
     since: EventId,
     notify_failure: bool,
@@ -205,7 +208,7 @@ async fn replay_then(
     };
     let mut replayed = 0;
     let result = async {
-        let placed = hub.store.place_cursor(since).await?;
+        let placed = store.place_cursor(since).await?;
         let notice = match placed.place {
             CursorPlace::Kept => None,
             CursorPlace::Trimmed => Some(EventsIncomplete::after(since)),
@@ -228,7 +231,7 @@ async fn replay_then(
         if let Some(upto) = plan {
             let mut after = since;
             loop {
-                let page = hub.store.events_after(after, upto).await?;
+                let page = store.events_after(after, upto).await?;
                 for event in &page.events {
                     session
                         .send(Outbound::Reply(frame::logged_event(event).into()))
@@ -267,10 +270,10 @@ pub enum Resume {
 /// [`replay`] for a session that resumes as it opens: when Redis cannot be read, or the
 /// cursor is not an event id, the session is told with a `system.events.incomplete`
 /// notice rather than left to assume it has everything.
-pub async fn resume(hub: &Hub, session: &SessionHandle, from: Resume) {
+pub async fn resume(store: &Store, session: &SessionHandle, from: Resume) {
     match from {
         Resume::After(since) => {
-            if let Err(err) = replay_then(hub, session, since, true).await {
+            if let Err(err) = replay_then(store, session, since, true).await {
                 tracing::warn!(session = session.id, %err, "could not replay missed decision events");
             }
         }
@@ -279,11 +282,10 @@ pub async fn resume(hub: &Hub, session: &SessionHandle, from: Resume) {
                 .live_after
                 .unwrap_or(EventId::ZERO);
             // What the log holds, if Redis answers soon; the notice goes out either way.
-            let log =
-                tokio::time::timeout(LOG_LOOKUP_TIMEOUT, hub.store.place_cursor(EventId::ZERO))
-                    .await
-                    .ok()
-                    .and_then(Result::ok);
+            let log = tokio::time::timeout(LOG_LOOKUP_TIMEOUT, store.place_cursor(EventId::ZERO))
+                .await
+                .ok()
+                .and_then(Result::ok);
             let notice = EventsIncomplete::malformed(&raw, live_after).holding(
                 log.and_then(|log| log.oldest),
                 log.and_then(|log| log.newest),

@@ -292,7 +292,7 @@ impl SessionHandle {
     /// Waits until the session's replies hold less than half the byte budget; false when
     /// the writer is gone instead. The reader waits here before it runs a call, so a call's
     /// reply is held only in the queue, counted, never beside it.
-    pub(super) async fn room_for_replies(&self) -> bool {
+    pub async fn room_for_replies(&self) -> bool {
         // The common case, room at once, takes no waiter.
         if self.held_now().replies < self.reply_share() {
             return !self.queue_closed.load(Ordering::Acquire);
@@ -314,7 +314,7 @@ impl SessionHandle {
 
     /// Queues a reply (or a close) at once, whatever its size: its bytes are held from here
     /// on, also while it waits for a place in a queue full by messages.
-    pub(super) async fn queue_reply(&self, message: Outbound) -> bool {
+    pub async fn queue_reply(&self, message: Outbound) -> bool {
         let held = Held::of(&message);
         self.hold(held);
         if self.outbound.send(message).await.is_ok() {

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::SinkExt;
+use futures::stream::SplitSink;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -13,15 +14,39 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
+use super::SessionSocket;
 use super::state::{Held, Outbound, SessionHandle};
-use super::{
-    CLOSE_TIMEOUT, MAX_UNANSWERED_PINGS, Sink, WRITE_BATCH, WRITE_FRAGMENT_BYTES, WRITE_TIMEOUT,
-};
-use crate::hub::Hub;
 use crate::protocol::close::{self as reason, code};
 
-pub(super) async fn write_outbound(
-    hub: &Hub,
+/// The writing half of a session's WebSocket, the writer task's own.
+pub type Sink = SplitSink<SessionSocket, Message>;
+
+/// Longest one write to a client may take before the session is dropped.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest the hub tries to deliver a close frame before dropping the connection.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pings a peer may leave unanswered before its session is closed.
+pub const MAX_UNANSWERED_PINGS: u32 = 2;
+/// Most queued messages written with one flush.
+pub const WRITE_BATCH: usize = 64;
+/// Longest WebSocket frame the writer sends: a longer message goes as fragments of this
+/// size, so the WebSocket's write buffer (which writes once it holds 128 KiB, and keeps its
+/// largest size) never holds more than that plus one fragment.
+pub const WRITE_FRAGMENT_BYTES: usize = 16 * 1024;
+
+/// What a session's writer is told by the hub's configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterSettings {
+    /// How often the writer pings its peer (zero: never).
+    pub ping_interval: Duration,
+}
+
+/// Writes a session's outbound queue to its WebSocket until the session ends: the reader
+/// is done (`reader_done`) and everything it queued is written, the session is evicted,
+/// the peer stops reading or answering pings, or a close goes out. Cancels `writer_done`
+/// when it stops writing.
+pub async fn write_outbound(
+    settings: WriterSettings,
     session: &SessionHandle,
     mut sink: Sink,
     mut outbound: mpsc::Receiver<Outbound>,
@@ -35,7 +60,7 @@ pub(super) async fn write_outbound(
         }))
     };
     // A zero interval turns pings off.
-    let ping_every = hub.config.ping_interval;
+    let ping_every = settings.ping_interval;
     let mut pings = tokio::time::interval(ping_every.max(Duration::from_millis(1)));
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     pings.reset();

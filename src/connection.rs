@@ -1,0 +1,239 @@
+//! Serving one WebSocket connection: opens its session on the hub, reads its calls in
+//! order and hands each to the methods, and closes it when the client leaves, the hub
+//! stops, its token expires or it floods.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures::StreamExt;
+use futures::stream::SplitStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::auth::{self, Grant};
+use crate::hub::Hub;
+use crate::methods::{self, Caller};
+use crate::protocol::close;
+use crate::session::wire::{SessionIo, Wire, WireSocket};
+use crate::session::writer::{self, WriterSettings};
+use crate::session::{self, Outbound, Resume, SessionHandle, SessionSlot, SessionSocket};
+use crate::upgrade::Upgraded;
+
+/// Everything a new session starts with, decided at the upgrade.
+pub struct Opening {
+    pub slot: SessionSlot,
+    pub grant: Grant,
+    /// When the session's token expires, in ms since the Unix epoch (`None`: never).
+    pub expires_at_ms: Option<u64>,
+    /// Where to resume in the decision events before going live (`?lastEventId=`).
+    pub resume: Option<Resume>,
+}
+
+/// Serves one upgraded connection until the client leaves, the hub stops, or the session
+/// is closed for cause. Calls on a session run one at a time, in the order they arrive.
+pub async fn serve(hub: Arc<Hub>, upgraded: Upgraded, config: WebSocketConfig, opening: Opening) {
+    let Opening {
+        slot,
+        grant,
+        expires_at_ms,
+        resume,
+    } = opening;
+    let wire = Wire::new(upgraded.tcp);
+    let (session, outbound) = hub.open_session(slot, grant, expires_at_ms, resume.is_some(), wire);
+    let socket = WebSocketStream::from_partially_read(
+        SessionIo(session.clone()),
+        upgraded.read_buf,
+        Role::Server,
+        Some(config),
+    )
+    .await;
+    let socket = WireSocket::new(socket);
+    let writer_settings = WriterSettings {
+        ping_interval: hub.config.ping_interval,
+    };
+    // A debug span costs nothing per session unless debug logging is on; the few
+    // info-level lines below name their session themselves.
+    let span = tracing::debug_span!("session", id = session.id);
+    async {
+        tracing::debug!("opened");
+        let (sink, stream) = socket.split();
+        let reader_done = CancellationToken::new();
+        let writer_done = CancellationToken::new();
+        tokio::join!(
+            async {
+                if let Some(from) = resume {
+                    Box::pin(session::resume(&hub.store, &session, from)).await;
+                }
+                read_calls(&hub, &session, stream, &writer_done).await;
+                reader_done.cancel();
+            },
+            writer::write_outbound(
+                writer_settings,
+                &session,
+                sink,
+                outbound,
+                &reader_done,
+                &writer_done
+            ),
+        );
+        // Others may hold the session (and its wire) a little longer; the peer need not wait.
+        if let Some(wire) = session.wire() {
+            wire.shut_down();
+        }
+        tracing::debug!("closing");
+        // Boxed like every Redis call here: the session's own future stays small while idle.
+        Box::pin(hub.close_session(&session)).await;
+        tracing::debug!("closed");
+    }
+    .instrument(span)
+    .await
+}
+
+async fn read_calls(
+    hub: &Hub,
+    session: &SessionHandle,
+    mut stream: SplitStream<SessionSocket>,
+    writer_done: &CancellationToken,
+) {
+    // Created once, not on every frame: a busy session is polled often.
+    let shutdown = hub.shutdown.cancelled();
+    let writer_gone = writer_done.cancelled();
+    tokio::pin!(shutdown, writer_gone);
+    // Only a session whose token expires carries a timer.
+    let mut expiry = Expiry::new(session.expires_at_ms());
+    loop {
+        // The next call runs only once the replies have room: its reply is then queued at
+        // once, whatever its size, and held nowhere else.
+        let next_frame = async {
+            session.room_for_replies().await;
+            stream.next().await
+        };
+        let frame = tokio::select! {
+            // The hub's own reasons to close come before the next frame.
+            biased;
+            _ = &mut shutdown => {
+                session.send(Outbound::Close(close::code::GOING_AWAY, close::SHUTTING_DOWN)).await;
+                break;
+            }
+            _ = &mut writer_gone => break,
+            () = expiry.reached() => {
+                tracing::info!(session = session.id, "token expired; closing the session");
+                session.send(Outbound::Close(close::code::POLICY_VIOLATION, close::TOKEN_EXPIRED)).await;
+                break;
+            }
+            frame = next_frame => frame,
+        };
+        // Any frame shows the peer is alive.
+        session.unanswered_pings.store(0, Ordering::Release);
+        let text = match frame {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(_))) => {
+                session
+                    .send(Outbound::Close(
+                        close::code::UNSUPPORTED_DATA,
+                        close::BINARY,
+                    ))
+                    .await;
+                break;
+            }
+            // Pings and pongs are frames like any other: they count against the call budget
+            // (the WebSocket layer answers pings).
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                session.admit_call();
+                if close_if_flooding(session).await {
+                    break;
+                }
+                continue;
+            }
+            // A read returns whole messages, never raw frames.
+            Some(Ok(Message::Close(_) | Message::Frame(_))) | None => break,
+            Some(Err(err)) => {
+                if is_too_long(err) {
+                    tracing::info!(session = session.id, "message over the size limit");
+                    session
+                        .send(Outbound::Close(
+                            close::code::MESSAGE_TOO_BIG,
+                            close::TOO_BIG,
+                        ))
+                        .await;
+                }
+                break;
+            }
+        };
+        // Boxed: a call's future is large and lives only while the call runs, so an idle
+        // session does not carry its space.
+        let call = Box::pin(methods::handle_frame(
+            hub,
+            Caller::Session(session),
+            text.as_str(),
+        ));
+        if let Some(reply) = call.await
+            && !session.queue_reply(Outbound::Reply(reply.into())).await
+        {
+            break;
+        }
+        if close_if_flooding(session).await {
+            break;
+        }
+        // A call may have refreshed the token.
+        expiry.follow(session.expires_at_ms());
+    }
+}
+
+/// The timer that ends a session when its token expires.
+struct Expiry {
+    at_ms: Option<u64>,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Expiry {
+    fn new(at_ms: Option<u64>) -> Self {
+        Self {
+            at_ms,
+            timer: at_ms.map(|ms| Box::pin(tokio::time::sleep_until(auth::session_deadline(ms)))),
+        }
+    }
+
+    /// Re-arms the timer if the token's expiry moved.
+    fn follow(&mut self, at_ms: Option<u64>) {
+        if at_ms != self.at_ms {
+            *self = Self::new(at_ms);
+        }
+    }
+
+    /// Completes once the token has expired; never, for a session without one.
+    async fn reached(&mut self) {
+        match self.timer.as_mut() {
+            Some(timer) => timer.as_mut().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Closes a session that made far more calls than its budget (1008); returns whether it did.
+async fn close_if_flooding(session: &SessionHandle) -> bool {
+    if !session.flooding.load(Ordering::Acquire) {
+        return false;
+    }
+    tracing::info!(session = session.id, "session keeps flooding; closing it");
+    session
+        .send(Outbound::Close(
+            close::code::POLICY_VIOLATION,
+            close::FLOODING,
+        ))
+        .await;
+    true
+}
+
+/// Whether a read failed because the message is over the size limit (closed with 1009).
+fn is_too_long(err: WsError) -> bool {
+    let too_long = matches!(err, WsError::Capacity(CapacityError::MessageTooLong { .. }));
+    if !too_long {
+        tracing::debug!(%err, "read failed");
+    }
+    too_long
+}
