@@ -81,7 +81,7 @@ pub async fn serve(hub: Arc<Hub>, upgraded: Upgraded, config: WebSocketConfig, o
             ),
         );
         // Others may hold the session (and its wire) a little longer; the peer need not wait.
-        if let Some(wire) = session.wire() {
+        if let Some(wire) = session.outbox.wire() {
             wire.shut_down();
         }
         tracing::debug!("closing");
@@ -109,20 +109,20 @@ async fn read_calls(
         // The next call runs only once the replies have room: its reply is then queued at
         // once, whatever its size, and held nowhere else.
         let next_frame = async {
-            session.room_for_replies().await;
+            session.outbox.room_for_replies().await;
             stream.next().await
         };
         let frame = tokio::select! {
             // The hub's own reasons to close come before the next frame.
             biased;
             _ = &mut shutdown => {
-                session.send(Outbound::Close(close::code::GOING_AWAY, close::SHUTTING_DOWN)).await;
+                session.outbox.send(Outbound::Close(close::code::GOING_AWAY, close::SHUTTING_DOWN)).await;
                 break;
             }
             _ = &mut writer_gone => break,
             () = expiry.reached() => {
                 tracing::info!(session = session.id, "token expired; closing the session");
-                session.send(Outbound::Close(close::code::POLICY_VIOLATION, close::TOKEN_EXPIRED)).await;
+                session.outbox.send(Outbound::Close(close::code::POLICY_VIOLATION, close::TOKEN_EXPIRED)).await;
                 break;
             }
             frame = next_frame => frame,
@@ -133,6 +133,7 @@ async fn read_calls(
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Binary(_))) => {
                 session
+                    .outbox
                     .send(Outbound::Close(
                         close::code::UNSUPPORTED_DATA,
                         close::BINARY,
@@ -155,6 +156,7 @@ async fn read_calls(
                 if is_too_long(err) {
                     tracing::info!(session = session.id, "message over the size limit");
                     session
+                        .outbox
                         .send(Outbound::Close(
                             close::code::MESSAGE_TOO_BIG,
                             close::TOO_BIG,
@@ -172,7 +174,10 @@ async fn read_calls(
             text.as_str(),
         ));
         if let Some(reply) = call.await
-            && !session.queue_reply(Outbound::Reply(reply.into())).await
+            && !session
+                .outbox
+                .queue_reply(Outbound::Reply(reply.into()))
+                .await
         {
             break;
         }
@@ -221,6 +226,7 @@ async fn close_if_flooding(session: &SessionHandle) -> bool {
     }
     tracing::info!(session = session.id, "session keeps flooding; closing it");
     session
+        .outbox
         .send(Outbound::Close(
             close::code::POLICY_VIOLATION,
             close::FLOODING,

@@ -186,8 +186,8 @@ impl Hub {
         self.unsubscribe(session, None);
         // Waits for a keepalive round that holds the binding, so that the release is
         // written after its refresh, never before.
-        let _binding = session.binding_change.lock().await;
-        if let Some(registration) = session.unbind()
+        let _binding = session.binding.change().await;
+        if let Some(registration) = session.binding.take()
             && let Err(err) = self
                 .store
                 .release(&registration.instance, &session.owner_tag)
@@ -242,12 +242,12 @@ impl Hub {
     }
 
     /// Sends a live event to the sessions subscribed to it (dashboards), as far as each has
-    /// room to spare ([`SessionHandle::push_dashboard`]). These events are best effort and
+    /// room to spare (`Outbox::push_dashboard`). These events are best effort and
     /// not replayed: a client that missed some reads `system.get_state`.
     pub fn broadcast_subscribed(&self, name: &str, text: &Utf8Bytes) {
         for session in self.dashboards.watchers().iter() {
             if session.wants(name) {
-                session.push_dashboard(text);
+                session.outbox.push_dashboard(text);
             }
         }
     }
@@ -312,7 +312,7 @@ impl Hub {
     pub fn notify_all(&self, notice: &Utf8Bytes) {
         let _delivery = lock(&self.delivered);
         for session in self.sessions.iter() {
-            session.push_notice(notice);
+            session.outbox.push_notice(notice);
         }
     }
 
@@ -362,7 +362,7 @@ impl Hub {
     pub fn bound_sessions(&self) -> Vec<Arc<SessionHandle>> {
         self.sessions
             .iter()
-            .filter(|s| s.is_bound())
+            .filter(|s| s.binding.is_bound())
             .map(|s| s.clone())
             .collect()
     }

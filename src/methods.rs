@@ -19,7 +19,7 @@ use crate::protocol::{
     Alive, EventId, HubInfo, Refreshed, Registered, Request, SessionInfo, State, Subscribed,
     Unregistered, VoteReply, method,
 };
-use crate::session::{self, SessionHandle};
+use crate::session::{self, BindingChange, SessionHandle};
 use crate::store::{Claim, Standing};
 
 /// Most calls one batch may hold.
@@ -171,7 +171,11 @@ async fn register(
     let _binding = binding_change(caller).await;
     let owner = match caller {
         Caller::Session(session) => {
-            if let Some(bound) = session.bound().filter(|bound| *bound != instance) {
+            if let Some(bound) = session
+                .binding
+                .instance()
+                .filter(|bound| *bound != instance)
+            {
                 return Err(Error::Unauthorized(format!(
                     "this session is registered as {bound}; a session holds one instance \
                      (unregister {bound} first, or open another session)"
@@ -189,7 +193,7 @@ async fn register(
     // Bound even when replicas did not confirm the registration: it is in Redis, and the
     // session's close must release it.
     if let Caller::Session(session) = caller {
-        session.bind(registration);
+        session.binding.set(registration);
     }
     confirmed?;
     hub.metrics.registrations.inc();
@@ -201,10 +205,10 @@ async fn register(
 }
 
 /// Holds a session's binding still while a call changes it and writes it to Redis (see
-/// `SessionHandle::binding_change`); HTTP callers hold no binding.
-async fn binding_change<'a>(caller: Caller<'a>) -> Option<tokio::sync::MutexGuard<'a, ()>> {
+/// [`BindingChange`]); HTTP callers hold no binding.
+async fn binding_change<'a>(caller: Caller<'a>) -> Option<BindingChange<'a>> {
     match caller {
-        Caller::Session(session) => Some(session.binding_change.lock().await),
+        Caller::Session(session) => Some(session.binding.change().await),
         Caller::Http(..) => None,
     }
 }
@@ -247,7 +251,7 @@ async fn unregister(
     if let Caller::Session(session) = caller
         && owner.is_some()
     {
-        session.unbind();
+        session.binding.take();
     }
     Ok(Unregistered {
         unregistered: claim == Claim::Done,
@@ -355,8 +359,8 @@ fn opened_with_another(ballot: &Ballot, field: &'static str, opened_with: u64) -
 async fn may_vote_as(hub: &Hub, caller: Caller<'_>, instance: &InstanceId) -> Result<(), Error> {
     match caller {
         // The common case is checked without copying the binding.
-        Caller::Session(session) if session.holds(instance) => Ok(()),
-        Caller::Session(session) => match session.bound() {
+        Caller::Session(session) if session.binding.holds(instance) => Ok(()),
+        Caller::Session(session) => match session.binding.instance() {
             None => Err(Error::Unauthorized(format!(
                 "this session has not registered; call system.register with instanceId {instance} first"
             ))),
@@ -410,7 +414,7 @@ async fn state_page(hub: &Hub, caller: Caller<'_>, page: StatePage) -> Result<St
         .await?;
     let session = match caller {
         Caller::Session(session) => Some(SessionInfo {
-            instance_id: session.bound().map(|id| id.to_string()),
+            instance_id: session.binding.instance().map(|id| id.to_string()),
         }),
         Caller::Http(..) => None,
     };

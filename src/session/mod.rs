@@ -4,18 +4,33 @@
 //! today (the wire and the writer). It knows neither the methods nor the hub: the code
 //! that serves a connection (`crate::connection`) sits above both.
 //!
+//! Any transport:
 //! - [`state`]: what the rest of the hub sees of a session ([`SessionHandle`]).
-//! - [`replay`]: live events held while a resuming session replays what it missed.
-//! - [`writer`]: the half that writes the outbound queue to a WebSocket.
+//! - [`outbox`]: its bounded outbound queue, byte budget and direct writes.
+//! - [`cursor`], [`live`], [`replay`]: where it stands in the decision event stream, live
+//!   delivery at that place, and the replay of what it missed.
+//! - [`binding`]: the instance it registered as.
+//!
+//! The WebSocket:
+//! - [`writer`]: the half that writes the outbox's queue to a WebSocket.
 //! - [`wire`]: the TCP stream under the WebSocket, which the fan-out writes frames into.
+//!
+//! A second transport (Server-Sent Events) brings its own writer draining the same queue;
+//! it takes no direct writes (its outbox has no wire) and has no reader of calls.
 
+mod binding;
+mod cursor;
+mod live;
+mod outbox;
 mod replay;
 mod state;
 pub mod wire;
 pub mod writer;
 
+pub use binding::BindingChange;
+pub use outbox::Outbound;
 pub use replay::{Resume, replay, resume};
-pub use state::{Outbound, SessionHandle, SessionSettings, SessionSlot};
+pub use state::{SessionHandle, SessionSettings, SessionSlot};
 
 use std::sync::Arc;
 

@@ -1,182 +1,16 @@
-//! Where a session stands in the decision event stream: live events held while a replay
-//! runs, and the replay itself, so a resuming session gets every event once and in order.
+//! The replay of what a resuming session missed: every decision event after its cursor,
+//! read from the event log page by page, before the live events held meanwhile.
 
-use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
-
-use super::state::{Outbound, SessionHandle};
+use super::cursor::ReplayEnd;
+use super::outbox::Outbound;
+use super::state::SessionHandle;
 use crate::error::Error;
 use crate::protocol::{EventId, EventsIncomplete, GapReason, frame};
 use crate::store::{CursorPlace, Store};
-use crate::sync::lock;
 
 /// Longest a notice about a malformed cursor waits to learn which events the log holds;
 /// past it the notice goes out without them.
 const LOG_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Where a session stands in the decision event stream.
-#[derive(Debug)]
-pub struct EventCursor {
-    /// Every event after this id reaches the session live (or is held for it);
-    /// a replay covers what lies before. `None` until the hub knows its own position.
-    live_after: Option<EventId>,
-    /// The session's own cursor: it never gets an event at or before this one.
-    floor: EventId,
-    /// While a replay runs, live events wait here so that they follow the replayed ones.
-    held: Option<Vec<(EventId, Utf8Bytes)>>,
-    /// Set when the hub rewound while a replay ran: how far back the session's cursor went.
-    rewound_to: Option<EventId>,
-}
-
-impl EventCursor {
-    /// A cursor at `live_after`; with `hold`, live events are held from the start.
-    pub fn new(live_after: Option<EventId>, hold: bool) -> Self {
-        Self {
-            live_after,
-            floor: EventId::ZERO,
-            held: hold.then(Vec::new),
-            rewound_to: None,
-        }
-    }
-}
-
-impl SessionHandle {
-    /// Sends a live event without waiting, through the session's queue; a full queue (or
-    /// a full hold) marks the session a slow consumer.
-    pub fn push_live(&self, id: EventId, text: &Utf8Bytes) {
-        if self.admit_live(id, text) {
-            self.push_now(text);
-        }
-    }
-
-    /// Sends a live event without waiting, given its WebSocket frame: straight into the
-    /// socket when it can (see [`SessionHandle::push_direct`], which says what the
-    /// returned value means), else like [`SessionHandle::push_live`].
-    #[must_use = "direct writes are counted by the caller"]
-    pub fn push_live_direct(&self, id: EventId, text: &Utf8Bytes, frame: &Bytes) -> bool {
-        self.admit_live(id, text) && self.push_direct(text, frame)
-    }
-
-    /// Whether a live event is to be sent now: not one the session has had (by replay),
-    /// and not held while a replay runs (it is held here then).
-    fn admit_live(&self, id: EventId, text: &Utf8Bytes) -> bool {
-        let mut cursor = lock(&self.live.events);
-        if cursor.live_after.is_none() {
-            cursor.live_after = Some(id.predecessor());
-        }
-        if id <= cursor.floor {
-            return false;
-        }
-        if let Some(held) = cursor.held.as_mut() {
-            if held.len() >= self.queue_len {
-                self.evict();
-            } else {
-                held.push((id, text.clone()));
-            }
-            return false;
-        }
-        true
-    }
-
-    /// Moves the session's cursor back to `to` when the hub's event log is not a
-    /// continuation of the one it delivered from, so that the events after `to` in the log
-    /// as it is now reach the session, and queues `notice` ahead of them.
-    pub fn rewind(&self, to: EventId, notice: Option<&Utf8Bytes>) {
-        let mut cursor = lock(&self.live.events);
-        cursor.floor = cursor.floor.min(to);
-        cursor.live_after = cursor.live_after.map(|live_after| live_after.min(to));
-        if cursor.held.is_some() {
-            cursor.rewound_to = Some(cursor.rewound_to.map_or(to, |before| before.min(to)));
-        }
-        drop(cursor);
-        if let Some(notice) = notice {
-            self.push_notice(notice);
-        }
-    }
-
-    /// Starts holding live events for a replay of the events after `since` (they may be
-    /// held already, from the session's start) and returns the last id the replay must
-    /// cover: `Some(None)` means up to the newest, `None` means nothing to replay because
-    /// the session gets everything after `since` live. Always followed by `end_replay`.
-    fn begin_replay(&self, since: EventId) -> Option<Option<EventId>> {
-        let mut cursor = lock(&self.live.events);
-        cursor.held.get_or_insert_with(Vec::new);
-        match cursor.live_after {
-            Some(live_after) if since >= live_after => None,
-            live_after => Some(live_after),
-        }
-    }
-
-    /// Ends a replay: raises the session's cursor to `end.floor`, records what the replay
-    /// covered and sends the held live events that come after both, in order. They are sent
-    /// like the replay, waiting for room in the queue: a reader that keeps up is not closed
-    /// for the replay's own volume. Live events that arrive meanwhile stay held until the
-    /// hold is empty.
-    ///
-    /// A replay that did not finish leaves the covered range where it was, so that a later
-    /// replay from the last event the session got covers the rest.
-    ///
-    /// If the hub rewound meanwhile, the cursor stays at or below where it went back to and
-    /// every held event after that point is sent: the replay may have read either log, so
-    /// the session may get some events twice (it was told, with the rewind's notice), but
-    /// none of the log as it is now is skipped.
-    async fn end_replay(&self, end: ReplayEnd) {
-        let skip_upto = {
-            let mut cursor = lock(&self.live.events);
-            cursor.floor = cursor.floor.max(end.floor);
-            if let Some(after) = end.covered_after {
-                cursor.live_after = Some(match cursor.live_after {
-                    Some(live_after) => live_after.min(after),
-                    None => after,
-                });
-            }
-            let skip_upto = end
-                .last_replayed
-                .map_or(cursor.floor, |last| last.max(cursor.floor));
-            match cursor.rewound_to.take() {
-                Some(to) => {
-                    cursor.floor = cursor.floor.min(to);
-                    cursor.live_after = cursor.live_after.map(|live_after| live_after.min(to));
-                    skip_upto.min(to)
-                }
-                None => skip_upto,
-            }
-        };
-        loop {
-            let batch = {
-                let mut cursor = lock(&self.live.events);
-                match cursor.held.as_mut() {
-                    Some(held) if !held.is_empty() => std::mem::take(held),
-                    _ => {
-                        cursor.held = None;
-                        return;
-                    }
-                }
-            };
-            for (id, text) in batch {
-                if id <= skip_upto {
-                    continue;
-                }
-                if !self.send(Outbound::Reply(text)).await {
-                    lock(&self.live.events).held = None; // the session is gone
-                    return;
-                }
-                self.metrics.events_delivered.inc();
-            }
-        }
-    }
-}
-
-/// How a replay ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ReplayEnd {
-    /// The session's cursor from now on: it never gets an event at or before it.
-    floor: EventId,
-    /// The last event the replay sent.
-    last_replayed: Option<EventId>,
-    /// The replay covered every event after this one up to where live delivery starts
-    /// (`None`: it did not finish, or had nothing it could cover).
-    covered_after: Option<EventId>,
-}
 
 /// Sends a session every decision event after `since` that it has not had, in order,
 /// before any live event that arrives meanwhile; first a notice if some of them are no
@@ -223,7 +57,7 @@ async fn replay_then(
             let notice = notice.holding(placed.oldest, placed.newest);
             let ahead = notice.reason == GapReason::Ahead;
             let text = frame::events_incomplete(&notice);
-            session.send(Outbound::Reply(text.into())).await;
+            session.outbox.send(Outbound::Reply(text.into())).await;
             if ahead {
                 return Ok(());
             }
@@ -234,6 +68,7 @@ async fn replay_then(
                 let page = store.events_after(after, upto).await?;
                 for event in &page.events {
                     session
+                        .outbox
                         .send(Outbound::Reply(frame::logged_event(event).into()))
                         .await;
                     end.last_replayed = Some(event.event_id());
@@ -252,7 +87,7 @@ async fn replay_then(
     if result.is_err() && notify_failure {
         let notice = EventsIncomplete::unreadable(end.last_replayed.unwrap_or(since));
         let text = frame::events_incomplete(&notice);
-        session.send(Outbound::Reply(text.into())).await;
+        session.outbox.send(Outbound::Reply(text.into())).await;
     }
     session.end_replay(end).await;
     result.map(|()| replayed)
@@ -278,9 +113,7 @@ pub async fn resume(store: &Store, session: &SessionHandle, from: Resume) {
             }
         }
         Resume::Malformed(raw) => {
-            let live_after = lock(&session.live.events)
-                .live_after
-                .unwrap_or(EventId::ZERO);
+            let live_after = session.live_after().unwrap_or(EventId::ZERO);
             // What the log holds, if Redis answers soon; the notice goes out either way.
             let log = tokio::time::timeout(LOG_LOOKUP_TIMEOUT, store.place_cursor(EventId::ZERO))
                 .await
@@ -291,7 +124,7 @@ pub async fn resume(store: &Store, session: &SessionHandle, from: Resume) {
                 log.and_then(|log| log.newest),
             );
             let text = frame::events_incomplete(&notice);
-            session.send(Outbound::Reply(text.into())).await;
+            session.outbox.send(Outbound::Reply(text.into())).await;
             session
                 .end_replay(ReplayEnd {
                     floor: EventId::ZERO,
@@ -354,7 +187,7 @@ mod tests {
         assert_eq!(session.begin_replay(id(0)), Some(Some(id(1))));
         // The replay fills the queue, and two live events arrive meanwhile.
         for text in ["replayed-1", "replayed-2"] {
-            assert!(session.send(Outbound::Reply(text.into())).await);
+            assert!(session.outbox.send(Outbound::Reply(text.into())).await);
         }
         session.push_live(id(2), &"live-2".into());
         session.push_live(id(3), &"live-3".into());
@@ -377,7 +210,7 @@ mod tests {
             reader.await.unwrap(),
             ["replayed-1", "replayed-2", "live-2", "live-3"]
         );
-        assert!(!session.slow.load(std::sync::atomic::Ordering::Acquire));
+        assert!(!session.outbox.is_slow());
     }
 
     /// The texts queued so far.
@@ -406,7 +239,12 @@ mod tests {
     async fn a_rewind_during_a_replay_skips_none_of_the_new_log() {
         let (session, mut queue) = session(8, id(5), true);
         assert_eq!(session.begin_replay(id(2)), Some(Some(id(5))));
-        assert!(session.send(Outbound::Reply("replayed-3".into())).await);
+        assert!(
+            session
+                .outbox
+                .send(Outbound::Reply("replayed-3".into()))
+                .await
+        );
         // The log went back to 1 while the replay ran; the new log's events are held.
         session.rewind(id(1), Some(&"notice".into()));
         session.push_live(id(2), &"new-2".into());

@@ -15,7 +15,8 @@ use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes
 use tokio_util::sync::CancellationToken;
 
 use super::SessionSocket;
-use super::state::{Held, Outbound, SessionHandle};
+use super::outbox::{Held, Outbound};
+use super::state::SessionHandle;
 use crate::protocol::close::{self as reason, code};
 
 /// The writing half of a session's WebSocket, the writer task's own.
@@ -65,7 +66,7 @@ pub async fn write_outbound(
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     pings.reset();
     // Created once, not per message; the session ends when either fires.
-    let evicted = session.evicted.notified();
+    let evicted = session.outbox.evicted.notified();
     let reader_gone = reader_done.cancelled();
     tokio::pin!(evicted, reader_gone);
     let mut pending_close = None;
@@ -79,7 +80,7 @@ pub async fn write_outbound(
                 biased;
                 _ = &mut evicted => close(code::POLICY_VIOLATION, reason::SLOW_CONSUMER),
                 // A direct write left bytes on the wire: they go before anything queued.
-                () = session.flush_wanted.notified() => {
+                () = session.outbox.flush_wanted.notified() => {
                     let flushed = tokio::select! {
                         flushed = tokio::time::timeout(WRITE_TIMEOUT, sink.flush()) => flushed,
                         _ = &mut evicted => {
@@ -87,7 +88,7 @@ pub async fn write_outbound(
                             continue;
                         }
                     };
-                    session.written(Held::events(session.unflushed.swap(0, Ordering::AcqRel)));
+                    session.outbox.written(Held::events(session.outbox.unflushed.swap(0, Ordering::AcqRel)));
                     match flushed {
                         Ok(Ok(())) => continue,
                         Ok(Err(err)) => tracing::debug!(%err, "write failed"),
@@ -156,11 +157,11 @@ pub async fn write_outbound(
         if !matches!(written, Some(Ok(Ok(())))) {
             // The write did not finish, and may have stopped between the fragments of a
             // message: the wire takes no more direct writes before its bytes are given back.
-            if let Some(wire) = session.wire() {
+            if let Some(wire) = session.outbox.wire() {
                 wire.close_begun();
             }
         }
-        session.written(std::mem::take(&mut in_write));
+        session.outbox.written(std::mem::take(&mut in_write));
         match written {
             Some(Ok(Ok(()))) if !closing => {}
             Some(Ok(Ok(()))) => break,
@@ -187,7 +188,7 @@ pub async fn write_outbound(
         }
     }
     // Nothing is written any more: whoever waits for room in the queue gives up now.
-    session.close_queue();
+    session.outbox.close_queue();
     writer_done.cancel();
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
 }

@@ -46,8 +46,8 @@ async fn refresh(hub: &Hub, ttl: Duration) -> Result<(), Error> {
     // let go of. A session busy changing its binding is left for the next round.
     let mut held = Vec::with_capacity(sessions.len());
     for session in &sessions {
-        if let Ok(guard) = session.binding_change.try_lock()
-            && let Some(registration) = session.binding()
+        if let Some(guard) = session.binding.try_change()
+            && let Some(registration) = session.binding.registration()
         {
             held.push((session, registration, guard));
         }
@@ -104,9 +104,9 @@ fn lost(session: &SessionHandle, registration: &Registration) {
         instance = %registration.instance,
         "binding lapsed and another session took the instance; closing this session"
     );
-    session.unbind();
+    session.binding.take();
     let notice = frame::instance_lost(registration.instance.as_str());
-    session.close_with_notice(
+    session.outbox.close_with_notice(
         notice.into(),
         close::code::POLICY_VIOLATION,
         close::INSTANCE_TAKEN,
