@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authority, Grant};
-use crate::budget::RpcBudgets;
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -28,10 +27,6 @@ use crate::sync::lock;
 mod dashboards;
 
 use dashboards::Dashboards;
-
-/// Most `POST /rpc` requests a hub serves at once: what their replies can take in memory
-/// is bounded by this times a batch's reply bound.
-pub const MAX_RPC_IN_FLIGHT: usize = 16;
 
 /// Most `system.get_state` calls a hub builds pages for at once: each may hold a few
 /// hundred KiB while it reads and serializes.
@@ -87,11 +82,6 @@ pub struct Hub {
     next_session: AtomicU64,
     /// Checks tokens when the hub runs with a secret.
     pub authority: Option<Authority>,
-    /// The call budgets of `POST /rpc` clients, by address.
-    pub rpc_budgets: RpcBudgets,
-    /// Places for `POST /rpc` requests being served at once ([`MAX_RPC_IN_FLIGHT`]);
-    /// others wait, holding only their body.
-    pub rpc_in_flight: tokio::sync::Semaphore,
     /// Places for `system.get_state` calls building their pages at once
     /// ([`MAX_STATE_CALLS`]); others wait their turn.
     pub state_calls: tokio::sync::Semaphore,
@@ -117,7 +107,6 @@ impl Hub {
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Self {
-        let rpc_limit = config.session_rate_limit;
         Self {
             registry: metrics.registry(),
             metrics,
@@ -128,8 +117,6 @@ impl Hub {
             session_slots: Arc::new(AtomicUsize::new(0)),
             dashboards: Dashboards::new(),
             authority,
-            rpc_budgets: RpcBudgets::new(rpc_limit),
-            rpc_in_flight: tokio::sync::Semaphore::new(MAX_RPC_IN_FLIGHT),
             state_calls: tokio::sync::Semaphore::new(MAX_STATE_CALLS),
             next_session: AtomicU64::new(1),
             delivered: Mutex::new(Delivery::default()),

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,19 +15,25 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 
-use crate::auth::{Authority, Grant};
+use crate::auth::Authority;
 use crate::breaker::Breaker;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::managed_redis::ManagedRedis;
 pub use crate::managed_redis::ManagedRedisError;
-use crate::methods::{self, Caller};
 use crate::metrics::Metrics;
 use crate::protocol::{EventId, openrpc};
 use crate::store::Store;
 use crate::tasks::{dashboards, deadlines, keepalive, probe, publisher, sweep};
 use crate::upgrade::WebSocketRequest;
-use crate::{connection, guards, listener, session};
+use crate::{connection, listener, session};
+
+mod gate;
+mod rpc;
+
+use gate::{authenticate, check_origin, guard_host, refuse};
+pub use rpc::MAX_RPC_IN_FLIGHT;
+use rpc::RpcRoute;
 
 /// Longest the hub waits, on shutdown, for sessions to finish their calls and close.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -267,7 +273,9 @@ fn router(hub: Arc<Hub>, web_dir: &std::path::Path) -> Router {
         .route("/ws", get(upgrade))
         .route(
             "/rpc",
-            post(rpc).layer(DefaultBodyLimit::max(hub.config.max_message_bytes as usize)),
+            post(rpc::rpc)
+                .with_state(Arc::new(RpcRoute::new(hub.clone())))
+                .layer(DefaultBodyLimit::max(hub.config.max_message_bytes as usize)),
         )
         .fallback_service(ServeDir::new(web_dir))
         .layer(axum::middleware::from_fn_with_state(
@@ -292,90 +300,6 @@ struct SessionQuery {
     last_event_id: Option<String>,
     /// A token, for browsers, which cannot set headers on a WebSocket.
     token: Option<String>,
-}
-
-/// An HTTP refusal with a one-line reason.
-struct Refusal(StatusCode, String);
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        (self.0, format!("{}\n", self.1)).into_response()
-    }
-}
-
-fn refuse(status: StatusCode, message: impl std::fmt::Display) -> Refusal {
-    Refusal(status, message.to_string())
-}
-
-/// Checks the request's token, if the hub has a secret.
-/// What the caller's token allows, and when it expires (`None`: the hub has no secret, so
-/// nothing expires).
-fn authenticate(
-    hub: &Hub,
-    headers: &HeaderMap,
-    query_token: Option<&str>,
-) -> Result<(Grant, Option<u64>), Refusal> {
-    let Some(authority) = &hub.authority else {
-        return Ok((Grant::Open, None));
-    };
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    authority
-        .check(bearer.or(query_token))
-        .map(|verified| (verified.grant, Some(verified.expires_at_ms)))
-        .map_err(|err| refuse(StatusCode::UNAUTHORIZED, err))
-}
-
-/// Refuses a browser request from an origin that is not allowed (cross-site WebSocket
-/// hijacking, cross-site form posts). Requests without `Origin` are not from a page.
-fn check_origin(hub: &Hub, headers: &HeaderMap) -> Result<(), Refusal> {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let origin = origin.to_str().unwrap_or_default();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    if guards::origin_allowed(origin, host, &hub.config.allowed_origins) {
-        Ok(())
-    } else {
-        Err(refuse(
-            StatusCode::FORBIDDEN,
-            format_args!("origin {origin} is not allowed; add it to --allowed-origins"),
-        ))
-    }
-}
-
-/// Without a secret, refuses a request whose `Host` this hub does not answer to, so a
-/// page on a name that an attacker points at this machine (DNS rebinding) reaches nothing.
-/// With a secret, the token is the guard.
-async fn guard_host(
-    State(hub): State<Arc<Hub>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if hub.authority.is_none()
-        && let Some(host) = request.headers().get(header::HOST)
-    {
-        let host = host.to_str().unwrap_or_default();
-        if !guards::host_allowed(host, hub.config.listen, &hub.config.allowed_hosts) {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                format_args!(
-                    "host {host:?} is not served without --auth-secret; add it to --allowed-hosts"
-                ),
-            )
-            .into_response();
-        }
-    }
-    next.run(request).await
 }
 
 async fn upgrade(
@@ -432,35 +356,6 @@ async fn upgrade(
         .await;
         drop(guard);
     })
-}
-
-async fn rpc(
-    State(hub): State<Arc<Hub>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
-    if let Err(refused) = check_origin(&hub, &headers) {
-        return refused.into_response();
-    }
-    let (grant, _) = match authenticate(&hub, &headers, None) {
-        Ok(verified) => verified,
-        Err(refused) => return refused.into_response(),
-    };
-    let Some(budget) = hub.rpc_budgets.of(peer.ip()) else {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many clients are calling /rpc at once; retry in a second",
-        )
-        .into_response();
-    };
-    let Ok(_serving) = hub.rpc_in_flight.acquire().await else {
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "hub shutting down").into_response();
-    };
-    match methods::handle_frame(&hub, Caller::Http(&grant, &budget), &body).await {
-        Some(reply) => ([(header::CONTENT_TYPE, "application/json")], reply).into_response(),
-        None => StatusCode::NO_CONTENT.into_response(),
-    }
 }
 
 async fn metrics_text(State(hub): State<Arc<Hub>>) -> Response {

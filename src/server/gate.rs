@@ -1,0 +1,96 @@
+//! Who may reach a hub over HTTP: the token a request carries, its `Origin` and its
+//! `Host`, and the one-line refusals that answer the rest.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::auth::Grant;
+use crate::guards;
+use crate::hub::Hub;
+
+/// An HTTP refusal with a one-line reason.
+pub(super) struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, format!("{}\n", self.1)).into_response()
+    }
+}
+
+pub(super) fn refuse(status: StatusCode, message: impl std::fmt::Display) -> Refusal {
+    Refusal(status, message.to_string())
+}
+
+/// Checks the request's token, if the hub has a secret.
+/// What the caller's token allows, and when it expires (`None`: the hub has no secret, so
+/// nothing expires).
+pub(super) fn authenticate(
+    hub: &Hub,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<(Grant, Option<u64>), Refusal> {
+    let Some(authority) = &hub.authority else {
+        return Ok((Grant::Open, None));
+    };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    authority
+        .check(bearer.or(query_token))
+        .map(|verified| (verified.grant, Some(verified.expires_at_ms)))
+        .map_err(|err| refuse(StatusCode::UNAUTHORIZED, err))
+}
+
+/// Refuses a browser request from an origin that is not allowed (cross-site WebSocket
+/// hijacking, cross-site form posts). Requests without `Origin` are not from a page.
+pub(super) fn check_origin(hub: &Hub, headers: &HeaderMap) -> Result<(), Refusal> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    if guards::origin_allowed(origin, host, &hub.config.allowed_origins) {
+        Ok(())
+    } else {
+        Err(refuse(
+            StatusCode::FORBIDDEN,
+            format_args!("origin {origin} is not allowed; add it to --allowed-origins"),
+        ))
+    }
+}
+
+/// Without a secret, refuses a request whose `Host` this hub does not answer to, so a
+/// page on a name that an attacker points at this machine (DNS rebinding) reaches nothing.
+/// With a secret, the token is the guard.
+pub(super) async fn guard_host(
+    State(hub): State<Arc<Hub>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if hub.authority.is_none()
+        && let Some(host) = request.headers().get(header::HOST)
+    {
+        let host = host.to_str().unwrap_or_default();
+        if !guards::host_allowed(host, hub.config.listen, &hub.config.allowed_hosts) {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                format_args!(
+                    "host {host:?} is not served without --auth-secret; add it to --allowed-hosts"
+                ),
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
