@@ -8,19 +8,17 @@ use serde_json::value::RawValue;
 use crate::auth::Grant;
 use crate::budget::{CallAdmission, CallBudget};
 use crate::clock::now_ms;
-use crate::decision::{Ballot, DecisionName, VoteOutcome};
+use crate::decision::DecisionName;
 use crate::error::Error;
 use crate::hub::Hub;
-use crate::instance::{InstanceId, Registration};
+use crate::instance::InstanceId;
 use crate::protocol::frame::{self, Call, Entry, Frame};
 use crate::protocol::openrpc;
 use crate::protocol::request::StatePage;
 use crate::protocol::{
-    Alive, EventId, HubInfo, Refreshed, Registered, Request, SessionInfo, State, Subscribed,
-    Unregistered, VoteReply, method,
+    EventId, HubInfo, Refreshed, Request, SessionInfo, State, Subscribed, method,
 };
-use crate::session::{self, BindingChange, SessionHandle};
-use crate::store::{Claim, Standing};
+use crate::session::{self, SessionHandle};
 
 /// Most calls one batch may hold.
 pub const MAX_BATCH_LEN: usize = 100;
@@ -152,233 +150,11 @@ async fn call_once(hub: &Hub, caller: Caller<'_>, call: Call) -> Result<Box<RawV
     }
 }
 
-fn bound_elsewhere(instance: &InstanceId, ttl: std::time::Duration) -> Error {
-    Error::Unauthorized(format!(
-        "instance {instance} is bound to another open session; close that session first \
-         (a binding whose session vanished expires within {}s)",
-        ttl.as_secs()
-    ))
-}
+mod instances;
+mod vote;
 
-async fn register(
-    hub: &Hub,
-    caller: Caller<'_>,
-    registration: Registration,
-) -> Result<Registered, Error> {
-    let instance = registration.instance.clone();
-    caller.grant().may_act_as(&instance)?;
-    let ttl = hub.config.instance_ttl;
-    let _binding = binding_change(caller).await;
-    let owner = match caller {
-        Caller::Session(session) => {
-            if let Some(bound) = session
-                .binding
-                .instance()
-                .filter(|bound| *bound != instance)
-            {
-                return Err(Error::Unauthorized(format!(
-                    "this session is registered as {bound}; a session holds one instance \
-                     (unregister {bound} first, or open another session)"
-                )));
-            }
-            Some(session.owner_tag.as_str())
-        }
-        Caller::Http(..) => None,
-    };
-    let (claim, confirmed) = hub.store.register(&registration, owner, ttl).await?;
-    match claim {
-        Claim::BoundElsewhere | Claim::Missing => return Err(bound_elsewhere(&instance, ttl)),
-        Claim::Done => {}
-    }
-    // Bound even when replicas did not confirm the registration: it is in Redis, and the
-    // session's close must release it.
-    if let Caller::Session(session) = caller {
-        session.binding.set(registration);
-    }
-    confirmed?;
-    hub.metrics.registrations.inc();
-    Ok(Registered {
-        registered: true,
-        instance_id: instance.to_string(),
-        ttl_seconds: ttl.as_secs(),
-    })
-}
-
-/// Holds a session's binding still while a call changes it and writes it to Redis (see
-/// [`BindingChange`]); HTTP callers hold no binding.
-async fn binding_change<'a>(caller: Caller<'a>) -> Option<BindingChange<'a>> {
-    match caller {
-        Caller::Session(session) => Some(session.binding.change().await),
-        Caller::Http(..) => None,
-    }
-}
-
-/// The owner tag a caller presents for `instance`: its session's, if that holds it.
-fn owner_tag<'a>(caller: Caller<'a>, instance: &InstanceId) -> Option<&'a str> {
-    match caller {
-        Caller::Session(session) => session.owner_tag_for(instance),
-        Caller::Http(..) => None,
-    }
-}
-
-async fn heartbeat(hub: &Hub, caller: Caller<'_>, instance: InstanceId) -> Result<Alive, Error> {
-    caller.grant().may_act_as(&instance)?;
-    let _binding = binding_change(caller).await;
-    let owner = owner_tag(caller, &instance);
-    match hub
-        .store
-        .heartbeat(&instance, owner, hub.config.instance_ttl)
-        .await?
-    {
-        Claim::Done => Ok(Alive { alive: true }),
-        Claim::Missing => Ok(Alive { alive: false }),
-        Claim::BoundElsewhere => Err(bound_elsewhere(&instance, hub.config.instance_ttl)),
-    }
-}
-
-async fn unregister(
-    hub: &Hub,
-    caller: Caller<'_>,
-    instance: InstanceId,
-) -> Result<Unregistered, Error> {
-    caller.grant().may_act_as(&instance)?;
-    let _binding = binding_change(caller).await;
-    let owner = owner_tag(caller, &instance);
-    let claim = hub.store.unregister(&instance, owner).await?;
-    if claim == Claim::BoundElsewhere {
-        return Err(bound_elsewhere(&instance, hub.config.instance_ttl));
-    }
-    if let Caller::Session(session) = caller
-        && owner.is_some()
-    {
-        session.binding.take();
-    }
-    Ok(Unregistered {
-        unregistered: claim == Claim::Done,
-    })
-}
-
-async fn vote(hub: &Hub, caller: Caller<'_>, ballot: Ballot) -> Result<VoteReply, Error> {
-    let max_open = hub.config.max_open.as_millis() as u64;
-    if let Some(close_after) = ballot.close_after_ms.filter(|ms| *ms > max_open) {
-        return Err(Error::invalid(
-            "closeAfterMs",
-            format!(
-                "closeAfterMs may be at most {max_open} on this hub (--max-open; got {close_after})"
-            ),
-        ));
-    }
-    let started = std::time::Instant::now();
-    let outcome = vote_once(hub, caller, &ballot).await;
-    hub.metrics
-        .vote_latency
-        .observe(started.elapsed().as_secs_f64());
-    if let Ok(Some(VoteOutcome::DecidedNow { .. })) = &outcome {
-        hub.metrics.decisions_made.inc();
-    }
-    hub.metrics.vote(match &outcome {
-        // The seed's fallback while the breaker is open.
-        Ok(None) => "circuit_open",
-        Ok(Some(outcome)) => outcome.label(),
-        Err(_) => "error",
-    });
-    match outcome? {
-        None => Ok(VoteReply::circuit_open()),
-        Some(outcome) => vote_reply(hub, &ballot, outcome),
-    }
-}
-
-/// Checks the caller and runs the vote script, bounded by the vote timeout. `None` when the
-/// circuit breaker is open: then Redis was not touched.
-async fn vote_once(
-    hub: &Hub,
-    caller: Caller<'_>,
-    ballot: &Ballot,
-) -> Result<Option<VoteOutcome>, Error> {
-    caller.grant().may_act_as(&ballot.instance)?;
-    let work = async {
-        may_vote_as(hub, caller, &ballot.instance).await?;
-        hub.store.vote(ballot, hub.config.vote_rate_limit).await
-    };
-    match tokio::time::timeout(hub.config.vote_timeout, work).await {
-        Err(_) => Err(Error::Timeout(hub.config.vote_timeout)),
-        Ok(Err(Error::CircuitOpen { .. })) => Ok(None),
-        Ok(outcome) => outcome.map(Some),
-    }
-}
-
-/// The reply to a vote the script answered.
-fn vote_reply(hub: &Hub, ballot: &Ballot, outcome: VoteOutcome) -> Result<VoteReply, Error> {
-    let limit = hub.config.vote_rate_limit;
-    Ok(match outcome {
-        VoteOutcome::Recorded { vote_count } => VoteReply::recorded(vote_count),
-        VoteOutcome::DecidedNow {
-            vote_count,
-            final_decision,
-        } => VoteReply::decided_now(vote_count, final_decision),
-        VoteOutcome::AlreadyVoted {
-            vote_count,
-            recorded_value,
-            final_decision,
-        } => VoteReply::already_voted(vote_count, recorded_value, final_decision),
-        VoteOutcome::Decided {
-            vote_count,
-            final_decision,
-        } => VoteReply::decided(vote_count, final_decision),
-        VoteOutcome::RateLimited { retry_after_ms } => {
-            return Err(Error::RateLimited {
-                retry_after_ms,
-                message: format!(
-                    "instance {} may record at most {} votes per {:?}; retry in {retry_after_ms} ms",
-                    ballot.instance, limit.max, limit.window
-                ),
-            });
-        }
-        VoteOutcome::Expired { .. } => VoteReply::expired(),
-        VoteOutcome::CloseMismatch { opened_with } => {
-            return Err(opened_with_another(ballot, "closeAfterMs", opened_with));
-        }
-        VoteOutcome::TotalMismatch { opened_with } => {
-            return Err(opened_with_another(ballot, "totalInstances", opened_with));
-        }
-    })
-}
-
-/// A vote that states another `field` than the one its decision was opened with.
-fn opened_with_another(ballot: &Ballot, field: &'static str, opened_with: u64) -> Error {
-    Error::invalid(
-        field,
-        format!(
-            "decision {} was opened with {field}={opened_with}; omit {field} or send {opened_with}",
-            ballot.decision.as_str()
-        ),
-    )
-}
-
-/// Rule 2: only a registered instance votes, and on a WebSocket only as the session's own.
-async fn may_vote_as(hub: &Hub, caller: Caller<'_>, instance: &InstanceId) -> Result<(), Error> {
-    match caller {
-        // The common case is checked without copying the binding.
-        Caller::Session(session) if session.binding.holds(instance) => Ok(()),
-        Caller::Session(session) => match session.binding.instance() {
-            None => Err(Error::Unauthorized(format!(
-                "this session has not registered; call system.register with instanceId {instance} first"
-            ))),
-            Some(bound) => Err(Error::Unauthorized(format!(
-                "this session is registered as {bound}; it cannot vote as {instance}"
-            ))),
-        },
-        Caller::Http(..) => match hub.store.standing(instance).await? {
-            Standing::Registered => Ok(()),
-            Standing::NotRegistered => Err(Error::Unauthorized(format!(
-                "instance {instance} is not registered; call system.register first"
-            ))),
-            Standing::BoundToSession => Err(Error::Unauthorized(format!(
-                "instance {instance} is bound to an open WebSocket session; only that session votes as it"
-            ))),
-        },
-    }
-}
+use instances::{heartbeat, register, unregister};
+use vote::vote;
 
 async fn status(hub: &Hub, decision: DecisionName) -> Result<Box<RawValue>, Error> {
     match hub.store.status(&decision).await? {
