@@ -43,7 +43,8 @@ pub async fn serve(hub: Arc<Hub>, upgraded: Upgraded, config: WebSocketConfig, o
         resume,
     } = opening;
     let wire = Wire::new(upgraded.tcp);
-    let (session, outbound) = hub.open_session(slot, grant, expires_at_ms, resume.is_some(), wire);
+    let (session, outbound) =
+        hub.open_session(slot, grant, expires_at_ms, resume.is_some(), Some(wire));
     let socket = WebSocketStream::from_partially_read(
         SessionIo(session.clone()),
         upgraded.read_buf,

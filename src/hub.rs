@@ -2,8 +2,6 @@
 //! exactly-once delivery of decision events (decisions made or expired, the entries of the
 //! event log) to them.
 
-use std::collections::VecDeque;
-use std::hash::Hasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,55 +17,23 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::protocol::{BreakerState, EventId, LoggedEvent, frame};
-use crate::session::wire::{self, Wire};
+use crate::session::wire::Wire;
 use crate::session::{Outbound, SessionHandle, SessionSettings, SessionSlot};
 use crate::store::Store;
 use crate::sync::lock;
 
 mod dashboards;
+mod delivery;
+mod fan_out;
 
 use dashboards::Dashboards;
+use delivery::Delivery;
+pub use delivery::fingerprint;
+use fan_out::fan_out;
 
 /// Most `system.get_state` calls a hub builds pages for at once: each may hold a few
 /// hundred KiB while it reads and serializes.
 pub const MAX_STATE_CALLS: usize = 4;
-
-/// Decision events a hub remembers having delivered (id and fingerprint), newest last: when
-/// the event log turns out not to be a continuation of the one it delivered from, the
-/// newest of them the log still holds is where delivery picks up again.
-pub const RECENT_DELIVERIES: usize = 1024;
-
-/// Where a hub stands in the event log.
-#[derive(Default)]
-struct Delivery {
-    /// The last decision event this hub delivered (or started after).
-    last: Option<EventId>,
-    /// The epoch of the log it delivers from, once read.
-    epoch: Option<String>,
-    /// The last [`RECENT_DELIVERIES`] events it delivered, oldest first.
-    recent: VecDeque<(EventId, u64)>,
-    /// The open sessions, as the last delivery listed them, in the order they opened;
-    /// dropped whenever a session opens or closes. Between those, deliveries share one
-    /// list instead of copying the session map (and touching every session) for each event.
-    listeners: Option<Arc<[Arc<SessionHandle>]>>,
-}
-
-impl Delivery {
-    fn remember(&mut self, id: EventId, fingerprint: u64) {
-        if self.recent.len() == RECENT_DELIVERIES {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((id, fingerprint));
-    }
-}
-
-/// Tells one delivered event from another event under the same id (a promoted replica can
-/// reuse ids): a hash of its notification's text.
-pub fn fingerprint(text: &str) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    hasher.write(text.as_bytes());
-    hasher.finish()
-}
 
 /// One hub process.
 pub struct Hub {
@@ -132,15 +98,17 @@ impl Hub {
         SessionSlot::reserve(&self.session_slots, self.config.max_sessions)
     }
 
-    /// Opens a session on `wire`: returns its handle and the receiving end of its outbound
-    /// queue. With `hold`, live events are held from the start, for a replay to follow.
+    /// Opens a session: returns its handle and the receiving end of its outbound queue, for
+    /// the transport's writer to drain. `wire` is the TCP stream that live events may be
+    /// written into directly (`None`: a transport that takes only queued messages). With
+    /// `hold`, live events are held from the start, for a replay to follow.
     pub fn open_session(
         &self,
         slot: SessionSlot,
         grant: Grant,
         expires_at_ms: Option<u64>,
         hold: bool,
-        wire: Wire,
+        wire: Option<Wire>,
     ) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         // Held while the session joins, so it gets each event either live or by replay.
@@ -157,7 +125,7 @@ impl Hub {
             metrics: self.metrics.clone(),
             live_after: delivered.last,
             hold,
-            wire: Some(wire),
+            wire,
         });
         self.sessions.insert(id, handle.clone());
         delivered.listeners = None;
@@ -393,77 +361,6 @@ impl Hub {
 }
 
 /// 64 random bits as hex, from the OS; falls back to time and pid.
-/// Sessions from which an event is written straight into each socket by one task per core
-/// (a share each). Below, it is queued for each session's writer, which writes whatever
-/// has queued up meanwhile with one flush: at high event rates to few sessions, that
-/// batching is worth more than the wake-up it costs.
-const FAN_OUT_DIRECT: usize = 1024;
-/// Sessions a fan-out loop takes at a time: a few hundred microseconds of writes, so the
-/// loops finish within about that of each other.
-const FAN_OUT_RUN: usize = 32;
-/// Runs a fan-out loop writes between giving its core to the other tasks (about a
-/// millisecond of writes). Without it, a call from another session that arrived as a
-/// 10,000-session fan-out began waited for all of it: measured with `bench fanout`'s call
-/// probe, the calls made during fan-outs had a p99 of up to 42 ms and a max of 54 ms,
-/// against 6 to 8 ms and 17 to 23 ms with it, at no cost to the fan-out that alternating
-/// rounds beside the floor could tell from noise.
-const FAN_OUT_RUNS_PER_YIELD: usize = 4;
-
-/// Gives one event to every session in `sessions`. To many, each session writes it into
-/// its socket at once when it can (see [`SessionHandle::push_direct`]), so the cost is
-/// mostly one `send` per session, spread evenly over the cores. The loops run outside
-/// tokio's cooperative budget: with it, every socket after the first 128 writes of a
-/// loop reports "not ready", and the writes fall back to the sessions' own tasks. They
-/// yield every [`FAN_OUT_RUNS_PER_YIELD`] runs instead, so that other sessions' calls
-/// go on meanwhile.
-/// Returns how many sessions had the event written directly (not yet counted).
-async fn fan_out(sessions: Arc<[Arc<SessionHandle>]>, id: EventId, text: &Utf8Bytes) -> u64 {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    if sessions.len() < FAN_OUT_DIRECT {
-        for session in sessions.iter() {
-            session.push_live(id, text);
-        }
-        return 0;
-    }
-    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let next = Arc::new(AtomicUsize::new(0));
-    // One loop per core, each taking the next run of sessions until none is left: a core
-    // that also serves other work (the readers, or a client on the same machine) takes
-    // fewer, and all finish together. Every loop is a task of its own: a task spawned
-    // from a worker waits in that worker's LIFO slot, which no other worker takes from,
-    // so a loop kept inline here would run on one core with it, one after the other.
-    let parts: Vec<_> = (0..cores)
-        .map(|_| {
-            // Copies of its own: a shared reference count, touched by every core for every
-            // queued event, would bounce between their caches.
-            let (sessions, next) = (sessions.clone(), next.clone());
-            let text = Utf8Bytes::from(text.as_str());
-            let frame = wire::text_frame(text.as_bytes());
-            tokio::spawn(tokio::task::unconstrained(async move {
-                let mut written = 0;
-                for turn in 1.. {
-                    let start = next.fetch_add(FAN_OUT_RUN, Ordering::Relaxed);
-                    let Some(run) = sessions.get(start..) else {
-                        break;
-                    };
-                    for session in run.iter().take(FAN_OUT_RUN) {
-                        written += u64::from(session.push_live_direct(id, &text, &frame));
-                    }
-                    if turn % FAN_OUT_RUNS_PER_YIELD == 0 {
-                        tokio::task::yield_now().await;
-                    }
-                }
-                written
-            }))
-        })
-        .collect();
-    let mut written = 0;
-    for part in parts {
-        written += part.await.unwrap_or_default();
-    }
-    written
-}
-
 fn random_id() -> String {
     use std::io::Read;
     let mut bytes = [0u8; 8];
