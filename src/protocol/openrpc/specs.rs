@@ -1,0 +1,163 @@
+//! What the document says of each method and notification: its name, summary, params
+//! and, for a method, its result and the errors it can end with.
+
+use schemars::{JsonSchema, SchemaGenerator};
+
+use super::failures::{AS_INSTANCE, Failure, READS};
+use crate::protocol::{
+    Alive, DecisionEvent, DecisionExpired, DecisionStatus, EventsIncomplete, InstanceLost,
+    InstanceParams, InstanceRegistered, InstanceUnregistered, RefreshParams, Refreshed,
+    RegisterParams, Registered, State, StateParams, StatusParams, SubscribeParams, Subscribed,
+    Unregistered, UnsubscribeParams, VoteParams, VoteRecorded, VoteReply, event, method,
+};
+
+/// One method as the document describes it.
+pub(super) struct MethodSpec {
+    pub(super) name: &'static str,
+    pub(super) summary: &'static str,
+    pub(super) params: fn(&mut SchemaGenerator) -> schemars::Schema,
+    pub(super) result: fn(&mut SchemaGenerator) -> schemars::Schema,
+    pub(super) result_name: &'static str,
+    pub(super) errors: &'static [Failure],
+}
+
+pub(super) fn params<T: JsonSchema>(generator: &mut SchemaGenerator) -> schemars::Schema {
+    generator.root_schema_for::<T>()
+}
+
+fn result<T: JsonSchema>(generator: &mut SchemaGenerator) -> schemars::Schema {
+    generator.subschema_for::<T>()
+}
+
+pub(super) const METHODS: [MethodSpec; 9] = [
+    MethodSpec {
+        name: method::REGISTER,
+        summary: "Registers this session as an instance (one per session); registering again \
+                  refreshes roles and metadata.",
+        params: params::<RegisterParams>,
+        result: result::<Registered>,
+        result_name: "Registered",
+        errors: &AS_INSTANCE,
+    },
+    MethodSpec {
+        name: method::HEARTBEAT,
+        summary: "Keeps a registration alive without an open session.",
+        params: params::<InstanceParams>,
+        result: result::<Alive>,
+        result_name: "Alive",
+        errors: &AS_INSTANCE,
+    },
+    MethodSpec {
+        name: method::UNREGISTER,
+        summary: "Removes the instance's registration and frees it for another session.",
+        params: params::<InstanceParams>,
+        result: result::<Unregistered>,
+        result_name: "Unregistered",
+        errors: &AS_INSTANCE,
+    },
+    MethodSpec {
+        name: method::VOTE,
+        summary: "Records this instance's vote on a decision (once, immutable); the vote that \
+                  reaches a majority of totalInstances fixes the decision.",
+        params: params::<VoteParams>,
+        result: result::<VoteReply>,
+        result_name: "VoteReply",
+        errors: &AS_INSTANCE,
+    },
+    MethodSpec {
+        name: method::STATUS,
+        summary: "A decision's state, tally and every recorded vote in arrival order.",
+        params: params::<StatusParams>,
+        result: result::<DecisionStatus>,
+        result_name: "DecisionStatus",
+        errors: &[
+            Failure::NotFound,
+            Failure::CircuitOpen,
+            Failure::Backend,
+            Failure::Internal,
+        ],
+    },
+    MethodSpec {
+        name: method::GET_STATE,
+        summary: "One page of registered instances and one of decisions (newest first), with \
+                  this hub and session.",
+        params: params::<StateParams>,
+        result: result::<State>,
+        result_name: "State",
+        errors: &READS,
+    },
+    MethodSpec {
+        name: method::SUBSCRIBE,
+        summary: "Adds event subscriptions; with since, first replays the decision events after \
+                  that id. Decision events reach every session without subscribing.",
+        params: params::<SubscribeParams>,
+        result: result::<Subscribed>,
+        result_name: "Subscribed",
+        errors: &[],
+    },
+    MethodSpec {
+        name: method::UNSUBSCRIBE,
+        summary: "Drops event subscriptions (every one when events is omitted).",
+        params: params::<UnsubscribeParams>,
+        result: result::<Subscribed>,
+        result_name: "Subscribed",
+        errors: &[],
+    },
+    MethodSpec {
+        name: method::AUTH_REFRESH,
+        summary: "Replaces the session's token with a newer one for the same instance and roles, \
+                  before the old one expires.",
+        params: params::<RefreshParams>,
+        result: result::<Refreshed>,
+        result_name: "Refreshed",
+        errors: &[Failure::Unauthorized],
+    },
+];
+
+/// One notification as the document describes it.
+pub(super) struct NotificationSpec {
+    pub(super) name: &'static str,
+    pub(super) summary: &'static str,
+    pub(super) params: fn(&mut SchemaGenerator) -> schemars::Schema,
+}
+
+pub(super) const NOTIFICATIONS: [NotificationSpec; 7] = [
+    NotificationSpec {
+        name: event::DECISION_MADE,
+        summary: "A decision was fixed. Sent to every session, once, in event id order.",
+        params: result::<DecisionEvent>,
+    },
+    NotificationSpec {
+        name: event::DECISION_EXPIRED,
+        summary: "A decision's deadline passed without quorum; it is closed. Sent to every \
+                  session, in the same sequence as decisions made.",
+        params: result::<DecisionExpired>,
+    },
+    NotificationSpec {
+        name: event::EVENTS_INCOMPLETE,
+        summary: "The session cannot be given every decision event after its cursor; since \
+                  says where the events that follow pick up.",
+        params: result::<EventsIncomplete>,
+    },
+    NotificationSpec {
+        name: event::INSTANCE_LOST,
+        summary: "Another session took this session's instance; this session is closed next.",
+        params: result::<InstanceLost>,
+    },
+    NotificationSpec {
+        name: event::VOTE_RECORDED,
+        summary: "A vote was recorded (to sessions subscribed to it).",
+        params: result::<VoteRecorded>,
+    },
+    NotificationSpec {
+        name: event::INSTANCE_REGISTERED,
+        summary: "An instance registered or refreshed its registration (to sessions subscribed \
+                  to it).",
+        params: result::<InstanceRegistered>,
+    },
+    NotificationSpec {
+        name: event::INSTANCE_UNREGISTERED,
+        summary: "An instance was removed, or its session closed (to sessions subscribed to it).",
+        params: result::<InstanceUnregistered>,
+    },
+];
