@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::{MAX_PAGE_BYTES, Store, evalsha, field_u64, internal, keys};
+use super::calls::evalsha;
+use super::{MAX_PAGE_BYTES, Store, field_u64, internal, keys};
 use crate::clock::now_ms;
 use crate::error::Error;
 use crate::instance::{InstanceId, Registration};

@@ -49,7 +49,6 @@ use crate::breaker::Breaker;
 use crate::error::Error;
 
 pub(crate) use ballot::vote_benchmark_command;
-use calls::evalsha;
 use connection::{Acked, Backend, connect};
 pub(crate) use decisions::VOTE_SCRIPT;
 pub(crate) use instances::{Claim, Standing};
