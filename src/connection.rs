@@ -3,7 +3,6 @@
 //! stops, its token expires or it floods.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 use futures::stream::SplitStream;
@@ -129,7 +128,7 @@ async fn read_calls(
             frame = next_frame => frame,
         };
         // Any frame shows the peer is alive.
-        session.unanswered_pings.store(0, Ordering::Release);
+        session.peer_heard();
         let text = match frame {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Binary(_))) => {
@@ -222,7 +221,7 @@ impl Expiry {
 
 /// Closes a session that made far more calls than its budget (1008); returns whether it did.
 async fn close_if_flooding(session: &SessionHandle) -> bool {
-    if !session.flooding.load(Ordering::Acquire) {
+    if !session.is_flooding() {
         return false;
     }
     tracing::info!(session = session.id, "session keeps flooding; closing it");

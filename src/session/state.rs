@@ -66,9 +66,9 @@ pub struct SessionHandle {
     subscriptions: Mutex<Vec<String>>,
     calls: CallBudget,
     /// Set when the session floods; its reader closes it.
-    pub flooding: AtomicBool,
+    flooding: AtomicBool,
     /// Pings sent since the peer last showed it is alive.
-    pub unanswered_pings: AtomicU32,
+    unanswered_pings: AtomicU32,
     /// Holds one of the hub's session slots while the session exists.
     _slot: SessionSlot,
 }
@@ -147,6 +147,21 @@ impl SessionHandle {
             self.flooding.store(true, Ordering::Release);
         }
         admission
+    }
+
+    /// Whether the session made far more calls than its allowance (its reader closes it).
+    pub fn is_flooding(&self) -> bool {
+        self.flooding.load(Ordering::Acquire)
+    }
+
+    /// Records that the peer showed it is alive (any frame does).
+    pub fn peer_heard(&self) {
+        self.unanswered_pings.store(0, Ordering::Release);
+    }
+
+    /// Records a ping sent to the peer; returns how many were unanswered before it.
+    pub fn ping_sent(&self) -> u32 {
+        self.unanswered_pings.fetch_add(1, Ordering::AcqRel)
     }
 
     /// The session's call allowance.

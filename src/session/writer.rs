@@ -112,7 +112,7 @@ pub async fn write_outbound(
                 // Everything the reader queued has been written (the queue is polled first).
                 _ = &mut reader_gone => break,
                 _ = pings.tick(), if !ping_every.is_zero() => {
-                    if session.unanswered_pings.fetch_add(1, Ordering::AcqRel) >= MAX_UNANSWERED_PINGS {
+                    if session.ping_sent() >= MAX_UNANSWERED_PINGS {
                         tracing::info!(session = session.id, "peer left {MAX_UNANSWERED_PINGS} pings unanswered; closing");
                         close(code::POLICY_VIOLATION, reason::PING_TIMEOUT)
                     } else {
