@@ -137,6 +137,107 @@ pub struct Config {
     /// is closed and its instance released.
     #[arg(long, env = "QUORUM_PING_INTERVAL", default_value = "20s", value_parser = parse_duration)]
     pub ping_interval: Duration,
+
+    #[command(flatten)]
+    pub webhooks: WebhookConfig,
+}
+
+/// How the hub delivers decisions to webhook endpoints.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebhookConfig {
+    /// Webhook endpoints to add at start, if the keyspace has none with the same URL
+    /// (repeatable, or comma-separated); they are signed with --webhook-secret-file.
+    #[arg(long = "webhook", env = "QUORUM_WEBHOOKS", value_delimiter = ',')]
+    pub urls: Vec<String>,
+
+    /// File holding the `whsec_` secret that endpoints given with --webhook are signed with.
+    #[arg(long = "webhook-secret-file", env = "QUORUM_WEBHOOK_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+
+    /// Longest one delivery attempt may take (connecting, sending, and the answer's head).
+    #[arg(long = "webhook-timeout", env = "QUORUM_WEBHOOK_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// When each attempt at a delivery is made, after the one before it (the first after
+    /// the event); after the last, the delivery is given up and recorded so.
+    #[arg(long = "webhook-retry-schedule", env = "QUORUM_WEBHOOK_RETRY_SCHEDULE", default_value = "0s,5s,5m,30m,2h,5h,10h,10h")]
+    pub retry_schedule: RetrySchedule,
+
+    /// An endpoint whose every attempt has failed for this long is disabled.
+    #[arg(long = "webhook-disable-after", env = "QUORUM_WEBHOOK_DISABLE_AFTER", default_value = "5d", value_parser = parse_duration)]
+    pub disable_after: Duration,
+
+    /// Deliver also to loopback, private, link-local and unspecified addresses (refused
+    /// otherwise, checked on the address connected to).
+    #[arg(long = "webhook-allow-private", env = "QUORUM_WEBHOOK_ALLOW_PRIVATE")]
+    pub allow_private: bool,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            secret_file: None,
+            timeout: Duration::from_secs(15),
+            retry_schedule: RetrySchedule::standard(),
+            disable_after: Duration::from_secs(5 * 86_400),
+            allow_private: false,
+        }
+    }
+}
+
+/// Most attempts a retry schedule may list.
+pub const MAX_RETRY_SCHEDULE: usize = 32;
+
+/// When each attempt at a webhook delivery is made, each after the one before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySchedule(Vec<Duration>);
+
+impl RetrySchedule {
+    /// The Standard Webhooks schedule: at once, then after 5 s, 5 min, 30 min, 2 h, 5 h,
+    /// 10 h and 10 h.
+    pub fn standard() -> Self {
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        Self(vec![
+            Duration::ZERO,
+            Duration::from_secs(5),
+            minutes(5),
+            minutes(30),
+            minutes(120),
+            minutes(300),
+            minutes(600),
+            minutes(600),
+        ])
+    }
+
+    /// How long after attempt `made` (from 1) the next one is due; `None` when that was
+    /// the last.
+    pub fn after(&self, made: u32) -> Option<Duration> {
+        self.0.get(made as usize).copied()
+    }
+
+    /// Attempts the schedule makes at most.
+    pub fn attempts(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl std::str::FromStr for RetrySchedule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let steps = s
+            .split(',')
+            .map(|step| parse_duration(step.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if steps.len() > MAX_RETRY_SCHEDULE {
+            return Err(format!(
+                "a retry schedule lists at most {MAX_RETRY_SCHEDULE} attempts (got {})",
+                steps.len()
+            ));
+        }
+        Ok(Self(steps))
+    }
 }
 
 /// A vote rate limit: at most `max` votes per instance in any `window`.
@@ -287,6 +388,7 @@ impl Config {
             session_queue: 1024,
             session_queue_bytes: 1024 * 1024,
             ping_interval: Duration::from_secs(20),
+            webhooks: WebhookConfig::default(),
         }
     }
 }
@@ -313,5 +415,20 @@ mod tests {
         assert_eq!("off".parse(), Ok(RateLimit::OFF));
         assert!("0/60s".parse::<RateLimit>().is_err());
         assert!("50".parse::<RateLimit>().is_err());
+    }
+
+    #[test]
+    fn a_retry_schedule_lists_the_wait_before_each_attempt() {
+        let schedule: RetrySchedule = "0s, 200ms,1s".parse().unwrap();
+        assert_eq!(schedule.attempts(), 3);
+        assert_eq!(schedule.after(1), Some(Duration::from_millis(200)));
+        assert_eq!(schedule.after(2), Some(Duration::from_secs(1)));
+        assert_eq!(schedule.after(3), None);
+        assert_eq!(
+            "0s,5s,5m,30m,2h,5h,10h,10h".parse::<RetrySchedule>(),
+            Ok(RetrySchedule::standard())
+        );
+        assert!("0s,5x".parse::<RetrySchedule>().is_err());
+        assert!(vec!["1s"; 33].join(",").parse::<RetrySchedule>().is_err());
     }
 }

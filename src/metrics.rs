@@ -36,7 +36,7 @@ pub struct Metrics {
     pub dashboard_events_dropped: Counter,
     /// Bytes held for the sessions' outbound (queued, being written, or left unflushed by a
     /// direct write), each session's in whole steps of 64 KiB (`HELD_STEP_BYTES` in
-    /// `session/state.rs`).
+    /// `session/outbox.rs`).
     pub session_outbound_bytes: Gauge,
     /// The most bytes one session has held for its outbound at once, since the hub started.
     pub session_outbound_peak_bytes: Gauge,
@@ -46,6 +46,13 @@ pub struct Metrics {
     pub redis_errors: Counter,
     /// Times the decision listener had to subscribe again.
     pub redis_resubscribes: Counter,
+    /// Webhook delivery attempts this hub made, by outcome: delivered, gone, failed, error.
+    pub webhook_attempts: Family<Outcome, Counter>,
+    /// From a decision event to a webhook receiver's 2xx, per endpoint.
+    pub webhook_delivery: Histogram,
+    /// Webhook deliveries waiting (due, or being attempted), over every endpoint, as this
+    /// hub last read them.
+    pub webhook_pending: Gauge,
 }
 
 impl Metrics {
@@ -67,6 +74,10 @@ impl Metrics {
             breaker_state: Gauge::default(),
             redis_errors: Counter::default(),
             redis_resubscribes: Counter::default(),
+            webhook_attempts: Family::default(),
+            // 1 ms to about 19 h (the retry schedule reaches days).
+            webhook_delivery: Histogram::new(exponential_buckets(0.001, 4.0, 14)),
+            webhook_pending: Gauge::default(),
         }
     }
 
@@ -147,6 +158,21 @@ impl Metrics {
             "redis_resubscribes",
             "Times the event listener subscribed again",
             self.redis_resubscribes.clone(),
+        );
+        r.register(
+            "webhook_attempts",
+            "Webhook delivery attempts, by outcome",
+            self.webhook_attempts.clone(),
+        );
+        r.register(
+            "webhook_delivery_seconds",
+            "From a decision event to its webhook receiver's 2xx",
+            self.webhook_delivery.clone(),
+        );
+        r.register(
+            "webhook_pending",
+            "Webhook deliveries waiting, over every endpoint",
+            self.webhook_pending.clone(),
         );
         r
     }

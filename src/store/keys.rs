@@ -37,6 +37,11 @@ pub(crate) const INSTANCE_REGISTERED_CHANNEL: &str = "cb:events:instance.registe
 pub(crate) const INSTANCE_UNREGISTERED_CHANNEL: &str = "cb:events:instance.unregistered";
 /// Prefix of every event channel; the rest of the name is the event's method name.
 pub(crate) const EVENT_CHANNEL_PREFIX: &str = "cb:events:";
+/// Sorted set: webhook endpoint id -> when it was added (ms). Each endpoint's own keys
+/// (see [`WebhookPart`]) are named after it. On a cluster all of them share the event
+/// log's slot, so that one script reads the log and moves an endpoint's deliveries.
+const WEBHOOKS_INDEX: &str = "cb:webhooks";
+const CLUSTER_WEBHOOKS_INDEX: &str = "cb:{events}:webhooks";
 /// Sorted set: decision name -> time its first vote was recorded (ms).
 const DECISIONS_INDEX: &str = "cb:decisions";
 /// The decisions index `redis-benchmark` writes when `bench suite` measures the vote
@@ -61,6 +66,30 @@ const ACKED_KIND: &str = "acked";
 const DEADLINES_KIND: &str = "deadlines";
 /// Sorted set: decision name -> closesAt (ms), for the decisions still open.
 const DEADLINES_INDEX: &str = "cb:deadlines";
+
+/// The keys of one webhook endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WebhookPart {
+    /// Hash: the endpoint (url, patterns, state, secrets, its cursor in the event log).
+    Endpoint,
+    /// Sorted set: delivery (event id, or a gap notice) -> when it is due (ms).
+    Due,
+    /// Hash: delivery -> attempts made.
+    Tries,
+    /// Stream: the attempt log, capped.
+    Attempts,
+}
+
+impl WebhookPart {
+    fn suffix(self) -> &'static str {
+        match self {
+            WebhookPart::Endpoint => "",
+            WebhookPart::Due => ":due",
+            WebhookPart::Tries => ":tries",
+            WebhookPart::Attempts => ":attempts",
+        }
+    }
+}
 
 /// `{tag}`: a partition's hash tag as it appears in key names.
 fn partition_tag(tag: &str) -> String {
@@ -230,6 +259,23 @@ impl Layout {
             Layout::Single => DECISION_EVENTS_STREAM,
             Layout::Partitioned { .. } => CLUSTER_EVENTS_STREAM,
         }
+    }
+
+    /// The index of webhook endpoints (in the stream's slot).
+    pub(crate) fn webhooks(&self) -> &'static str {
+        match self {
+            Layout::Single => WEBHOOKS_INDEX,
+            Layout::Partitioned { .. } => CLUSTER_WEBHOOKS_INDEX,
+        }
+    }
+
+    /// One key of the webhook endpoint `id` (in the stream's slot).
+    pub(crate) fn webhook(&self, id: &str, part: WebhookPart) -> String {
+        let prefix = match self {
+            Layout::Single => "cb:webhook",
+            Layout::Partitioned { .. } => "cb:{events}:webhook",
+        };
+        format!("{prefix}:{id}{}", part.suffix())
     }
 
     /// String: the id of the last decision event published once its write reached

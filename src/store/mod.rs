@@ -37,6 +37,7 @@ mod slots;
 mod stream;
 mod target;
 mod vote_reply;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,6 +59,10 @@ pub(crate) use lifecycle::Lifecycle;
 pub(crate) use stream::CursorPlace;
 pub(crate) use target::RedisTarget;
 pub use target::{CLUSTER_SCHEME, SENTINEL_SCHEME};
+pub(crate) use webhooks::{
+    ATTEMPT_LOG_CAP, Added, AttemptReport, Claimed, Delivery, LastAttempt, LoggedAttempt, MAX_WEBHOOKS,
+    NewEndpoint, Settled, StoredEndpoint,
+};
 
 /// Roughly the most bytes of entries one page of `system.get_state` lists, per kind: a
 /// page ends early (with a cursor to continue) rather than grow past it.
@@ -75,6 +80,10 @@ struct Scripts {
     heartbeat: Script,
     unregister: Script,
     release: Script,
+    webhook_add: Script,
+    webhook_next: Script,
+    webhook_settle: Script,
+    webhook_change: Script,
 }
 
 impl Scripts {
@@ -90,10 +99,14 @@ impl Scripts {
             heartbeat: Script::new(include_str!("../../lua/heartbeat.lua")),
             unregister: Script::new(include_str!("../../lua/unregister.lua")),
             release: Script::new(include_str!("../../lua/release.lua")),
+            webhook_add: Script::new(include_str!("../../lua/webhook_add.lua")),
+            webhook_next: Script::new(include_str!("../../lua/webhook_next.lua")),
+            webhook_settle: Script::new(include_str!("../../lua/webhook_settle.lua")),
+            webhook_change: Script::new(include_str!("../../lua/webhook_change.lua")),
         }
     }
 
-    fn all(&self) -> [&Script; 10] {
+    fn all(&self) -> [&Script; 14] {
         [
             &self.vote,
             &self.log_decision,
@@ -105,6 +118,10 @@ impl Scripts {
             &self.heartbeat,
             &self.unregister,
             &self.release,
+            &self.webhook_add,
+            &self.webhook_next,
+            &self.webhook_settle,
+            &self.webhook_change,
         ]
     }
 }

@@ -332,7 +332,10 @@ fn parse_stream_entries(reply: redis::Value) -> Result<(Vec<LoggedEvent>, usize)
 
 /// One entry's fields as an event: `event=expired` for a decision that expired, none for a
 /// decision made. `None` (logged) for an expired entry whose tally does not parse.
-fn logged_event(event_id: EventId, fields: HashMap<String, String>) -> Option<LoggedEvent> {
+pub(super) fn logged_event(
+    event_id: EventId,
+    fields: HashMap<String, String>,
+) -> Option<LoggedEvent> {
     let text = |name: &str| fields.get(name).cloned().unwrap_or_default();
     if fields.get("event").is_some_and(|kind| kind == EXPIRED) {
         let tally = serde_json::from_str(fields.get("tally").map_or("", String::as_str))

@@ -1,0 +1,35 @@
+-- webhook_add.lua: adds a webhook endpoint, whose deliveries start after the newest event
+-- handed out now.
+--
+-- KEYS[1] index      zset    endpoint id -> added at (ms)
+-- KEYS[2] endpoint   hash    the endpoint
+-- KEYS[3] stream     stream  decision events
+-- KEYS[4] published  string  the last event published once replicas had it (absent:
+--                            nothing waits for replicas)
+-- ARGV[1] id, ARGV[2] most endpoints, ARGV[3] now in ms, ARGV[4] url, ARGV[5] event
+-- patterns as JSON, ARGV[6] description, ARGV[7] secret, ARGV[8] '1' to keep an endpoint
+-- that exists under this id (the ones given at start) instead of refusing.
+--
+-- Returns 1 when added, 0 when the keyspace holds the most endpoints already, 2 when the
+-- id exists (kept as it is).
+
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return 2
+end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+local cursor = '0-0'
+local newest = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+if newest[1] then
+  cursor = newest[1][1]
+end
+-- Events that wait for replicas are not handed out yet: the endpoint gets them too.
+local published = redis.call('GET', KEYS[4])
+if published then
+  cursor = published
+end
+redis.call('HSET', KEYS[2], 'url', ARGV[4], 'events', ARGV[5], 'description', ARGV[6],
+  'addedAt', ARGV[3], 'state', 'enabled', 'secret', ARGV[7], 'cursor', cursor)
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1

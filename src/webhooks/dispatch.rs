@@ -1,0 +1,338 @@
+//! This hub's share of webhook deliveries. Every hub runs one dispatcher; they share the
+//! work through Redis: each claims an endpoint's due deliveries for a lease
+//! (`Store::webhook_next`), attempts them over HTTP, signed, and records the outcome
+//! (`Store::webhook_settle`), which also says when the next attempt is due. A hub that
+//! dies mid-attempt leaves its claims to run out, and another hub makes the attempt.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::http::{Outcome, Poster, PosterSettings, WebhookUrl};
+use super::sign::{Secret, signature_header};
+use crate::clock::now_ms;
+use crate::config::WebhookConfig;
+use crate::metrics::{Metrics, Outcome as OutcomeLabel};
+use crate::protocol::event;
+use crate::protocol::webhook::{
+    ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookMessage, event_message, event_name,
+    gap_message,
+};
+use crate::store::{AttemptReport, Claimed, Delivery, Settled, Store, StoredEndpoint};
+
+/// How often a dispatcher looks for due deliveries when no new event wakes it.
+pub const DISPATCH_TICK: Duration = Duration::from_secs(1);
+/// Most deliveries one hub attempts at once, over every endpoint.
+pub const MAX_IN_FLIGHT: usize = 64;
+/// Most deliveries one hub attempts at once to one endpoint: one slow event does not hold
+/// back the others (receivers order by event id).
+pub const MAX_IN_FLIGHT_PER_ENDPOINT: usize = 8;
+/// Shortest lease a claimed delivery is held for, however short the attempt timeout.
+const MIN_LEASE: Duration = Duration::from_secs(1);
+
+/// The event patterns an endpoint gets when it names none: both decision events.
+pub const DEFAULT_EVENTS: [&str; 2] = [event::DECISION_MADE, event::DECISION_EXPIRED];
+
+/// How long a claimed delivery is this hub's: twice the attempt timeout, so that an
+/// attempt in flight is never made twice, and a hub that dies leaves it within that.
+pub fn lease(timeout: Duration) -> Duration {
+    (timeout * 2).max(MIN_LEASE)
+}
+
+/// One hub's dispatcher.
+pub struct Dispatcher {
+    store: Store,
+    poster: Poster,
+    config: WebhookConfig,
+    metrics: Metrics,
+    /// Raised when this hub delivers a decision event: there may be a delivery to make.
+    wake: Arc<Notify>,
+}
+
+/// What one attempt came to, for the dispatcher's loop.
+struct Done {
+    endpoint: String,
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, config: WebhookConfig, metrics: Metrics, wake: Arc<Notify>) -> Self {
+        let poster = Poster::new(PosterSettings {
+            timeout: config.timeout,
+            allow_private: config.allow_private,
+            user_agent: format!("quorum-hub/{}", env!("CARGO_PKG_VERSION")),
+        });
+        Self {
+            store,
+            poster,
+            config,
+            metrics,
+            wake,
+        }
+    }
+
+    /// Runs until `shutdown`; attempts in flight then finish (bounded by their timeout)
+    /// or, if the hub stops first, are left to their lease.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut attempts: JoinSet<Done> = JoinSet::new();
+        let mut in_flight: HashMap<String, usize> = HashMap::new();
+        let mut tick = tokio::time::interval(DISPATCH_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+                () = self.wake.notified() => {}
+                Some(done) = attempts.join_next() => {
+                    if let Ok(done) = done {
+                        release(&mut in_flight, &done.endpoint);
+                    }
+                    // Others that finished meanwhile free their places too.
+                    while let Some(done) = attempts.try_join_next() {
+                        if let Ok(done) = done {
+                            release(&mut in_flight, &done.endpoint);
+                        }
+                    }
+                }
+            }
+            if let Err(err) = self.round(&mut attempts, &mut in_flight).await {
+                tracing::debug!(%err, "webhook round failed; trying again");
+            }
+        }
+        // Attempts in flight finish with their own timeout; their results are recorded.
+        let _ = tokio::time::timeout(self.config.timeout, async {
+            while attempts.join_next().await.is_some() {}
+        })
+        .await;
+    }
+
+    /// Claims what is due on every enabled endpoint, as far as this hub has room, and
+    /// starts the attempts.
+    async fn round(
+        self: &Arc<Self>,
+        attempts: &mut JoinSet<Done>,
+        in_flight: &mut HashMap<String, usize>,
+    ) -> Result<(), crate::error::Error> {
+        let endpoints = self.store.webhook_endpoints().await?;
+        let lease_ms = lease(self.config.timeout).as_millis() as u64;
+        let mut pending = 0;
+        for endpoint in endpoints {
+            if endpoint.disabled.is_some() {
+                pending += endpoint.waiting;
+                continue;
+            }
+            let busy = in_flight.get(&endpoint.id).copied().unwrap_or_default();
+            let room = MAX_IN_FLIGHT_PER_ENDPOINT
+                .saturating_sub(busy)
+                .min(MAX_IN_FLIGHT.saturating_sub(attempts.len()));
+            let Some((waiting, claimed)) = self
+                .store
+                .webhook_next(&endpoint.id, room, now_ms(), lease_ms)
+                .await?
+            else {
+                continue;
+            };
+            pending += waiting;
+            if claimed.is_empty() {
+                continue;
+            }
+            *in_flight.entry(endpoint.id.clone()).or_default() += claimed.len();
+            let endpoint = Arc::new(endpoint);
+            for claim in claimed {
+                let this = self.clone();
+                let endpoint = endpoint.clone();
+                attempts.spawn(async move {
+                    this.attempt(&endpoint, claim).await;
+                    Done {
+                        endpoint: endpoint.id.clone(),
+                    }
+                });
+            }
+        }
+        self.metrics.webhook_pending.set(pending as i64);
+        Ok(())
+    }
+
+    /// Makes one attempt at a claimed delivery and records what it came to.
+    async fn attempt(&self, endpoint: &StoredEndpoint, claim: Claimed) {
+        let now = now_ms();
+        let message = match &claim.delivery {
+            Delivery::Event(logged) => {
+                let name = event_name(logged);
+                if !wants(endpoint, name) {
+                    self.settle(endpoint, &claim, Settled::Skipped, None, None, 0)
+                        .await;
+                    return;
+                }
+                event_message(logged)
+            }
+            Delivery::Gap(after) => gap_message(*after, now),
+            Delivery::Unreadable(_) => {
+                let error = "the event log's entry does not read as an event";
+                self.settle(endpoint, &claim, Settled::GivenUp, None, Some(error), 0)
+                    .await;
+                return;
+            }
+        };
+        let (settled, status, error, duration) = match self.post(endpoint, &message).await {
+            Ok(attempt) => {
+                let label = attempt.outcome.label();
+                self.metrics
+                    .webhook_attempts
+                    .get_or_create(&OutcomeLabel { outcome: label })
+                    .inc();
+                let (settled, status, error) = self.follow(&claim, &attempt.outcome);
+                (settled, status, error, attempt.duration)
+            }
+            Err(error) => {
+                self.metrics
+                    .webhook_attempts
+                    .get_or_create(&OutcomeLabel { outcome: "error" })
+                    .inc();
+                let settled = self.retry_or_give_up(claim.attempt, None);
+                (settled, None, Some(error), Duration::ZERO)
+            }
+        };
+        if settled == Settled::Delivered
+            && let Delivery::Event(logged) = &claim.delivery
+        {
+            let at = match logged {
+                crate::protocol::LoggedEvent::Made(made) => made.timestamp,
+                crate::protocol::LoggedEvent::Expired(expired) => expired.timestamp,
+            };
+            let seconds = now_ms().saturating_sub(at) as f64 / 1000.0;
+            self.metrics.webhook_delivery.observe(seconds);
+        }
+        self.settle(
+            endpoint,
+            &claim,
+            settled,
+            status,
+            error.as_deref(),
+            duration.as_millis() as u64,
+        )
+        .await;
+    }
+
+    /// Signs and sends one message to the endpoint.
+    async fn post(
+        &self,
+        endpoint: &StoredEndpoint,
+        message: &WebhookMessage,
+    ) -> Result<super::http::Attempt, String> {
+        let url = WebhookUrl::parse(&endpoint.url, true).map_err(|err| err.to_string())?;
+        let secret = Secret::parse(&endpoint.secret).map_err(|err| err.to_string())?;
+        let now = now_ms();
+        let previous = endpoint
+            .previous_secret
+            .as_ref()
+            .filter(|(_, until)| *until > now)
+            .and_then(|(secret, _)| Secret::parse(secret).ok());
+        let mut secrets = vec![&secret];
+        secrets.extend(previous.as_ref());
+        let timestamp = (now / 1000) as i64;
+        let signature = signature_header(&secrets, &message.id, timestamp, &message.body);
+        let headers = [
+            (ID_HEADER, message.id.clone()),
+            (TIMESTAMP_HEADER, timestamp.to_string()),
+            (SIGNATURE_HEADER, signature),
+        ];
+        Ok(self
+            .poster
+            .post(&url, &headers, message.body.clone().into())
+            .await)
+    }
+
+    /// What follows from an attempt's outcome: delivered, gone, or another attempt (as
+    /// the receiver asked with `Retry-After`, else on the schedule) unless that was the
+    /// last.
+    fn follow(
+        &self,
+        claim: &Claimed,
+        outcome: &Outcome,
+    ) -> (Settled, Option<u16>, Option<String>) {
+        match outcome {
+            Outcome::Delivered { status } => (Settled::Delivered, Some(*status), None),
+            Outcome::Gone => (Settled::Gone, Some(410), None),
+            Outcome::Failed {
+                status,
+                retry_after,
+            } => (
+                self.retry_or_give_up(claim.attempt, *retry_after),
+                Some(*status),
+                None,
+            ),
+            Outcome::Error { reason } => (
+                self.retry_or_give_up(claim.attempt, None),
+                None,
+                Some(reason.clone()),
+            ),
+        }
+    }
+
+    fn retry_or_give_up(&self, attempt: u32, retry_after: Option<Duration>) -> Settled {
+        match self.config.retry_schedule.after(attempt) {
+            Some(wait) => {
+                let wait = retry_after.unwrap_or(wait);
+                Settled::Retry(now_ms() + wait.as_millis() as u64)
+            }
+            None => Settled::GivenUp,
+        }
+    }
+
+    async fn settle(
+        &self,
+        endpoint: &StoredEndpoint,
+        claim: &Claimed,
+        settled: Settled,
+        status: Option<u16>,
+        error: Option<&str>,
+        duration_ms: u64,
+    ) {
+        let report = AttemptReport {
+            endpoint: &endpoint.id,
+            delivery: &claim.delivery,
+            attempt: claim.attempt,
+            settled,
+            status,
+            error,
+            duration_ms,
+            now_ms: now_ms(),
+            disable_after_ms: self.config.disable_after.as_millis() as u64,
+        };
+        match self.store.webhook_settle(&report).await {
+            Ok(true) => tracing::warn!(
+                endpoint = %endpoint.id,
+                url = %endpoint.url,
+                "webhook endpoint disabled ({})",
+                match settled {
+                    Settled::Gone => "it answered 410 Gone",
+                    _ => "every attempt failed for too long",
+                }
+            ),
+            Ok(false) => {}
+            // The claim runs out, and the delivery is attempted again (at least once).
+            Err(err) => tracing::warn!(%err, endpoint = %endpoint.id, "could not record a webhook attempt"),
+        }
+    }
+}
+
+/// Whether an endpoint asked for events named `name`.
+fn wants(endpoint: &StoredEndpoint, name: &str) -> bool {
+    endpoint
+        .events
+        .iter()
+        .any(|pattern| event::pattern_matches(pattern, name))
+}
+
+fn release(in_flight: &mut HashMap<String, usize>, endpoint: &str) {
+    if let Some(busy) = in_flight.get_mut(endpoint) {
+        *busy = busy.saturating_sub(1);
+        if *busy == 0 {
+            in_flight.remove(endpoint);
+        }
+    }
+}
