@@ -1,5 +1,6 @@
 //! Authentication: HS256 JWTs whose `sub` names the one instance the holder may act as,
-//! or whose `role` is `observer` (read and watch only).
+//! or whose `role` is `observer` (read and watch only) or `admin` (manage the hub's
+//! webhooks, read and watch).
 
 use std::time::Duration;
 
@@ -15,6 +16,8 @@ pub const MIN_SECRET_LEN: usize = 16;
 pub const CLOCK_LEEWAY: Duration = Duration::from_secs(5);
 /// The `role` claim of a read-only token.
 pub const OBSERVER_ROLE: &str = "observer";
+/// The `role` claim of a token that manages the hub (its webhooks), and may read and watch.
+pub const ADMIN_ROLE: &str = "admin";
 
 /// The claims of a hub token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,7 +25,7 @@ pub struct Claims {
     /// The instance the holder may register and vote as (absent for observers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
-    /// `observer` for a read-only token.
+    /// `observer` for a read-only token, `admin` for one that manages the hub.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     /// Expiry, seconds since the Unix epoch.
@@ -40,10 +43,16 @@ pub struct Claims {
 pub enum Grant {
     /// The hub runs without a secret: anyone may act as any instance.
     Open,
+    /// The hub runs without a secret and the caller is on loopback: as [`Grant::Open`], and
+    /// it may manage the hub too.
+    Local,
     /// May register, heartbeat, unregister and vote as this instance only.
     Instance(String),
     /// May read state and receive events; may not register or vote.
     Observer,
+    /// May manage the hub (its webhooks), read state and receive events; may not register
+    /// or vote.
+    Admin,
 }
 
 impl Grant {
@@ -51,6 +60,8 @@ impl Grant {
     pub fn describe(&self) -> String {
         match self {
             Grant::Open => "anyone (no secret)".into(),
+            Grant::Local => "anyone on this machine (no secret)".into(),
+            Grant::Admin => "an admin".into(),
             Grant::Instance(sub) => format!("instance {sub}"),
             Grant::Observer => "an observer".into(),
         }
@@ -59,7 +70,12 @@ impl Grant {
     /// Checks that the holder may act as `instance`.
     pub fn may_act_as(&self, instance: &InstanceId) -> Result<(), Error> {
         match self {
-            Grant::Open => Ok(()),
+            Grant::Open | Grant::Local => Ok(()),
+            Grant::Admin => Err(Error::Unauthorized(
+                "this is an admin token: it manages the hub, reads state and receives events; it \
+                 does not register or vote"
+                    .into(),
+            )),
             Grant::Instance(sub) if sub == instance.as_str() => Ok(()),
             Grant::Instance(sub) => Err(Error::Unauthorized(format!(
                 "this token is for instance {sub}; it may not act as {instance}"
@@ -67,6 +83,25 @@ impl Grant {
             Grant::Observer => Err(Error::Unauthorized(
                 "this is an observer token: it may read state and receive events, not register or vote".into(),
             )),
+        }
+    }
+}
+
+impl Grant {
+    /// Checks that the holder may manage the hub (its webhooks): an admin token, or with no
+    /// secret a caller on loopback.
+    pub fn may_administer(&self) -> Result<(), Error> {
+        match self {
+            Grant::Admin | Grant::Local => Ok(()),
+            Grant::Open => Err(Error::Unauthorized(
+                "without --auth-secret only clients on this machine (loopback) manage the hub"
+                    .into(),
+            )),
+            Grant::Instance(_) | Grant::Observer => Err(Error::Unauthorized(format!(
+                "managing the hub takes an admin token (quorum-hub token --admin); this token \
+                 is for {}",
+                self.describe()
+            ))),
         }
     }
 }
@@ -159,6 +194,7 @@ impl Authority {
         let expires_at_ms = claims.exp.saturating_mul(1000);
         let grant = match (claims.role.as_deref(), claims.sub) {
             (Some(OBSERVER_ROLE), _) => Grant::Observer,
+            (Some(ADMIN_ROLE), _) => Grant::Admin,
             (Some(other), _) => {
                 return Err(AuthError::Invalid(format!("unknown role {other:?}")));
             }
@@ -176,6 +212,20 @@ impl Authority {
             grant,
             expires_at_ms,
         })
+    }
+
+    /// Mints an admin token, valid for `ttl`.
+    pub fn mint_admin(&self, ttl: Duration) -> Result<String, String> {
+        let now = crate::clock::now_ms() / 1000;
+        let claims = Claims {
+            sub: None,
+            role: Some(ADMIN_ROLE.to_owned()),
+            exp: now + ttl.as_secs(),
+            iat: now,
+            nbf: None,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| e.to_string())
     }
 
     /// Mints a token for `sub` (or an observer token), valid for `ttl`.
@@ -216,6 +266,14 @@ mod tests {
         );
         let observer = authority.mint(None, true, Duration::from_secs(60)).unwrap();
         assert_eq!(authority.verify(Some(&observer)).unwrap(), Grant::Observer);
+        let admin = authority.mint_admin(Duration::from_secs(60)).unwrap();
+        assert_eq!(authority.verify(Some(&admin)).unwrap(), Grant::Admin);
+        assert!(Grant::Admin.may_administer().is_ok());
+        assert!(Grant::Local.may_administer().is_ok());
+        for other in [Grant::Open, Grant::Observer, Grant::Instance("w".into())] {
+            assert!(other.may_administer().is_err(), "{other:?} may administer");
+        }
+        assert!(Grant::Admin.may_act_as(&InstanceId::parse("id", "w").unwrap()).is_err());
 
         let other = Authority::new("another-secret-of-enough-length").unwrap();
         assert!(matches!(

@@ -56,13 +56,17 @@ struct TokenArgs {
     /// The instance the token lets its holder register and vote as.
     #[arg(
         long,
-        required_unless_present = "observer",
-        conflicts_with = "observer"
+        required_unless_present_any = ["observer", "admin"],
+        conflicts_with_all = ["observer", "admin"]
     )]
     sub: Option<String>,
     /// A read-only token: connect, read state, receive events; never register or vote.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "admin")]
     observer: bool,
+    /// A token that manages the hub (its webhooks), reads state and receives events;
+    /// never registers or votes.
+    #[arg(long)]
+    admin: bool,
     /// How long the token is valid (e.g. 30m, 1h, 24h).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     ttl: Duration,
@@ -124,8 +128,13 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Token(args)) => {
             return report(
-                Authority::new(&args.auth_secret)
-                    .and_then(|a| a.mint(args.sub.as_deref(), args.observer, args.ttl)),
+                Authority::new(&args.auth_secret).and_then(|a| {
+                    if args.admin {
+                        a.mint_admin(args.ttl)
+                    } else {
+                        a.mint(args.sub.as_deref(), args.observer, args.ttl)
+                    }
+                }),
             );
         }
         Some(Command::Openrpc) => {

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -304,6 +304,7 @@ struct SessionQuery {
 
 async fn upgrade(
     State(hub): State<Arc<Hub>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<SessionQuery>,
     headers: HeaderMap,
     handshake: WebSocketRequest,
@@ -314,7 +315,7 @@ async fn upgrade(
     if let Err(refused) = check_origin(&hub, &headers) {
         return refused.into_response();
     }
-    let (grant, expires_at_ms) = match authenticate(&hub, &headers, query.token.as_deref()) {
+    let (grant, expires_at_ms) = match authenticate(&hub, peer.ip(), &headers, query.token.as_deref()) {
         Ok(verified) => verified,
         Err(refused) => return refused.into_response(),
     };

@@ -84,11 +84,17 @@ pub mod method {
     pub const SUBSCRIBE: &str = "system.subscribe";
     pub const UNSUBSCRIBE: &str = "system.unsubscribe";
     pub const AUTH_REFRESH: &str = "system.auth.refresh";
+    pub const WEBHOOKS_ADD: &str = "system.webhooks.add";
+    pub const WEBHOOKS_LIST: &str = "system.webhooks.list";
+    pub const WEBHOOKS_REMOVE: &str = "system.webhooks.remove";
+    pub const WEBHOOKS_ENABLE: &str = "system.webhooks.enable";
+    pub const WEBHOOKS_ROTATE: &str = "system.webhooks.rotate";
+    pub const WEBHOOKS_DELIVERIES: &str = "system.webhooks.deliveries";
     /// Returns the hub's OpenRPC document (the same as `GET /openrpc.json`).
     pub const DISCOVER: &str = "rpc.discover";
 
     /// Every method the hub serves.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 16] = [
         REGISTER,
         HEARTBEAT,
         UNREGISTER,
@@ -98,6 +104,12 @@ pub mod method {
         SUBSCRIBE,
         UNSUBSCRIBE,
         AUTH_REFRESH,
+        WEBHOOKS_ADD,
+        WEBHOOKS_LIST,
+        WEBHOOKS_REMOVE,
+        WEBHOOKS_ENABLE,
+        WEBHOOKS_ROTATE,
+        WEBHOOKS_DELIVERIES,
         DISCOVER,
     ];
 }
@@ -116,6 +128,8 @@ pub mod pattern {
     pub const EVENT_ID: &str = r"^[0-9]{1,20}(-[0-9]{1,20})?$";
     /// `get_state` page cursors: `<openedAt>:<decision>`.
     pub const CURSOR: &str = r"^[0-9]{1,20}:.+$";
+    /// Webhook endpoint ids.
+    pub const WEBHOOK_ID: &str = r"^[A-Za-z0-9_-]{1,64}$";
     /// Subscription patterns: an event name, or a prefix followed by `.*`.
     pub const EVENT_PATTERN: &str = r"^[a-z]+(\.[a-z]+)*(\.\*)?$";
 }

@@ -3,6 +3,9 @@
 
 use serde_json::{Map, Value};
 
+use super::webhook::{
+    DEFAULT_DELIVERIES_PAGE, MAX_DELIVERIES_PAGE, MAX_WEBHOOK_DESCRIPTION_LEN, MAX_WEBHOOK_URL_LEN,
+};
 use super::{DecisionCursor, EventId, event, method};
 use crate::decision::{Ballot, DecisionName, VoteValue, parse_close_after, parse_total_instances};
 use crate::error::Error;
@@ -28,8 +31,30 @@ pub enum Request {
     AuthRefresh {
         token: String,
     },
+    /// One of the `system.webhooks.*` methods.
+    Webhook(WebhookCall),
     /// The hub's OpenRPC document.
     Discover,
+}
+
+/// A validated `system.webhooks.*` call. The URL is checked for its form here; whether the
+/// hub may reach it is the method's to say.
+#[derive(Debug, Clone)]
+pub enum WebhookCall {
+    Add {
+        url: String,
+        events: Vec<String>,
+        description: Option<String>,
+    },
+    List,
+    Remove(String),
+    Enable(String),
+    Rotate(String),
+    Deliveries {
+        id: String,
+        limit: usize,
+        after: Option<EventId>,
+    },
 }
 
 /// Instances and decisions one `system.get_state` page lists when no `limit` is given.
@@ -167,6 +192,12 @@ impl Request {
                     token: token.to_owned(),
                 })
             }
+            method::WEBHOOKS_ADD
+            | method::WEBHOOKS_LIST
+            | method::WEBHOOKS_REMOVE
+            | method::WEBHOOKS_ENABLE
+            | method::WEBHOOKS_ROTATE
+            | method::WEBHOOKS_DELIVERIES => Ok(Request::Webhook(webhook_call(method, params)?)),
             method::DISCOVER => {
                 Params::new(params, &[])?;
                 Ok(Request::Discover)
@@ -177,6 +208,109 @@ impl Request {
             ))),
         }
     }
+}
+
+fn webhook_call(method: &str, params: Option<Value>) -> Result<WebhookCall, Error> {
+    Ok(match method {
+        method::WEBHOOKS_ADD => {
+            let p = Params::new(params, &["url", "events", "description"])?;
+            let url = p.str("url")?;
+            let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+            if !scheme.is_some_and(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https")) {
+                return Err(Error::invalid(
+                    "url",
+                    "url: expected an http:// or https:// URL",
+                ));
+            }
+            if url.len() > MAX_WEBHOOK_URL_LEN {
+                return Err(Error::invalid(
+                    "url",
+                    format!("url: at most {MAX_WEBHOOK_URL_LEN} bytes"),
+                ));
+            }
+            let description = p.opt_str("description")?;
+            if description.is_some_and(|d| d.len() > MAX_WEBHOOK_DESCRIPTION_LEN) {
+                return Err(Error::invalid(
+                    "description",
+                    format!("description: at most {MAX_WEBHOOK_DESCRIPTION_LEN} bytes"),
+                ));
+            }
+            let events = p.opt_strings("events")?;
+            for pattern in &events {
+                if ![event::DECISION_MADE, event::DECISION_EXPIRED]
+                    .iter()
+                    .any(|name| event::pattern_matches(pattern, name))
+                {
+                    return Err(Error::invalid(
+                        "events",
+                        format!(
+                            "events: {pattern:?} matches no decision event; webhooks carry {} and {}",
+                            event::DECISION_MADE,
+                            event::DECISION_EXPIRED
+                        ),
+                    ));
+                }
+            }
+            WebhookCall::Add {
+                url: url.to_owned(),
+                events,
+                description: description.map(str::to_owned),
+            }
+        }
+        method::WEBHOOKS_LIST => {
+            Params::new(params, &[])?;
+            WebhookCall::List
+        }
+        method::WEBHOOKS_DELIVERIES => {
+            let p = Params::new(params, &["id", "limit", "after"])?;
+            let limit = match p.opt_u64("limit")? {
+                None => DEFAULT_DELIVERIES_PAGE,
+                Some(n) if (1..=MAX_DELIVERIES_PAGE as u64).contains(&n) => n as usize,
+                Some(n) => {
+                    return Err(Error::invalid(
+                        "limit",
+                        format!("limit: expected 1 to {MAX_DELIVERIES_PAGE}, got {n}"),
+                    ));
+                }
+            };
+            let after = p
+                .opt_str("after")?
+                .map(|raw| {
+                    raw.parse::<EventId>()
+                        .map_err(|e| Error::invalid("after", format!("after: {e}")))
+                })
+                .transpose()?;
+            WebhookCall::Deliveries {
+                id: webhook_id(&p)?,
+                limit,
+                after,
+            }
+        }
+        _ => {
+            let id = webhook_id(&Params::new(params, &["id"])?)?;
+            match method {
+                method::WEBHOOKS_REMOVE => WebhookCall::Remove(id),
+                method::WEBHOOKS_ENABLE => WebhookCall::Enable(id),
+                _ => WebhookCall::Rotate(id),
+            }
+        }
+    })
+}
+
+/// A webhook endpoint's id: 1 to 64 letters, digits, `_` or `-`.
+fn webhook_id(params: &Params) -> Result<String, Error> {
+    let id = params.str("id")?;
+    let valid = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !valid {
+        return Err(Error::invalid(
+            "id",
+            "id: expected a webhook id (1 to 64 letters, digits, _ or -)",
+        ));
+    }
+    Ok(id.to_owned())
 }
 
 fn instance(params: &Params) -> Result<InstanceId, Error> {

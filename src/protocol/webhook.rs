@@ -1,10 +1,149 @@
-//! What a webhook delivery carries (the Standard Webhooks format): a JSON body with the
-//! event's type, time and the notification's params, and the names of the headers that
-//! identify and sign it.
+//! Webhooks on the wire: the params and results of the `system.webhooks.*` methods, and
+//! what a delivery carries (the Standard Webhooks format): a JSON body with the event's
+//! type, time and the notification's params, and the names of the headers that identify
+//! and sign it.
 
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-use super::{EventId, EventsIncomplete, LoggedEvent, event};
+use super::{EventId, EventsIncomplete, LoggedEvent, event, pattern};
+
+/// Longest webhook URL, in bytes.
+pub const MAX_WEBHOOK_URL_LEN: usize = 2048;
+/// Longest webhook description, in bytes.
+pub const MAX_WEBHOOK_DESCRIPTION_LEN: usize = 256;
+/// Attempts one `system.webhooks.deliveries` page lists when no `limit` is given.
+pub const DEFAULT_DELIVERIES_PAGE: usize = 50;
+/// Largest `limit` of a `system.webhooks.deliveries` page.
+pub const MAX_DELIVERIES_PAGE: usize = 1000;
+
+/// Params of `system.webhooks.add`.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAddParams<'a> {
+    /// Where deliveries are POSTed: an `http` or `https` URL.
+    #[schemars(length(min = 1, max = MAX_WEBHOOK_URL_LEN), regex(pattern = r"^[hH][tT][tT][pP][sS]?://"))]
+    pub url: &'a str,
+    /// Which decision events it gets, as `system.subscribe` patterns (default: both
+    /// decision events, made and expired).
+    #[serde(default, skip_serializing_if = "<[String]>::is_empty")]
+    #[schemars(inner(regex(pattern = pattern::EVENT_PATTERN)))]
+    pub events: &'a [String],
+    /// What the endpoint is for, shown by `system.webhooks.list`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_WEBHOOK_DESCRIPTION_LEN))]
+    pub description: Option<&'a str>,
+}
+
+/// Params of `system.webhooks.remove`, `system.webhooks.enable` and
+/// `system.webhooks.rotate`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct WebhookIdParams<'a> {
+    /// The endpoint's id, as `system.webhooks.add` returned it.
+    #[schemars(regex(pattern = pattern::WEBHOOK_ID))]
+    pub id: &'a str,
+}
+
+/// Params of `system.webhooks.deliveries`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookDeliveriesParams<'a> {
+    #[schemars(regex(pattern = pattern::WEBHOOK_ID))]
+    pub id: &'a str,
+    /// Most attempts to list (default 50).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_DELIVERIES_PAGE))]
+    pub limit: Option<u64>,
+    /// List the attempts older than this one (`next` of the previous page).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = pattern::EVENT_ID))]
+    pub after: Option<&'a str>,
+}
+
+/// Result of `system.webhooks.add` and `system.webhooks.rotate`: the endpoint's secret,
+/// shown only here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WebhookSecret {
+    pub id: String,
+    /// A Standard Webhooks secret (`whsec_` and base64): deliveries are signed with it.
+    pub secret: String,
+}
+
+/// Result of `system.webhooks.list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WebhookList {
+    /// Every endpoint, in the order they were added.
+    pub webhooks: Vec<WebhookInfo>,
+}
+
+/// One webhook endpoint, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookInfo {
+    pub id: String,
+    pub url: String,
+    /// The event patterns it gets.
+    pub events: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `enabled`, or `disabled` (see `disabledReason`).
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    /// When it was disabled (ms since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_at: Option<u64>,
+    /// When it was added (ms since the Unix epoch).
+    pub added_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt: Option<WebhookAttempt>,
+    /// Deliveries waiting: due, or being attempted.
+    pub pending: u64,
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAttempt {
+    /// The event delivered (for a notice of missing events, the id after which they are
+    /// missing).
+    pub event_id: String,
+    /// Which attempt at this delivery (from 1; absent for the latest attempt of `list`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// The receiver's HTTP status, if it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why there was no answer (refused address, timeout, connection refused, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How long the attempt took (absent for the latest attempt of `list`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// When it was made (ms since the Unix epoch).
+    pub at: u64,
+    /// What followed: `delivered`, `retry`, `given_up` or `gone` (the endpoint was
+    /// disabled).
+    pub outcome: String,
+}
+
+/// Result of `system.webhooks.deliveries`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WebhookDeliveries {
+    /// The attempt log, newest first.
+    pub attempts: Vec<WebhookAttempt>,
+    /// Pass as `after` for the next page (absent on the last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// Result of `system.webhooks.remove` and `system.webhooks.enable`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WebhookChanged {
+    pub id: String,
+    /// `removed` or `enabled`.
+    pub done: String,
+}
 
 /// The message id: the event id, the same on every attempt (receivers deduplicate on it).
 pub const ID_HEADER: &str = "webhook-id";

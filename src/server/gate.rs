@@ -1,6 +1,7 @@
 //! Who may reach a hub over HTTP: the token a request carries, its `Origin` and its
 //! `Host`, and the one-line refusals that answer the rest.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -24,16 +25,21 @@ pub(super) fn refuse(status: StatusCode, message: impl std::fmt::Display) -> Ref
     Refusal(status, message.to_string())
 }
 
-/// Checks the request's token, if the hub has a secret.
-/// What the caller's token allows, and when it expires (`None`: the hub has no secret, so
-/// nothing expires).
+/// Checks the request's token, if the hub has a secret: what the caller may do, and when
+/// its token expires (`None`: the hub has no secret, so nothing expires). Without a secret
+/// anyone may act as any instance, and a caller on loopback may manage the hub too.
 pub(super) fn authenticate(
     hub: &Hub,
+    peer: IpAddr,
     headers: &HeaderMap,
     query_token: Option<&str>,
 ) -> Result<(Grant, Option<u64>), Refusal> {
     let Some(authority) = &hub.authority else {
-        return Ok((Grant::Open, None));
+        let local = match peer {
+            IpAddr::V4(ip) => ip.is_loopback(),
+            IpAddr::V6(ip) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|ip| ip.is_loopback()),
+        };
+        return Ok((if local { Grant::Local } else { Grant::Open }, None));
     };
     let bearer = headers
         .get(header::AUTHORIZATION)

@@ -49,7 +49,7 @@ pub(super) async fn rpc(
     if let Err(refused) = check_origin(hub, &headers) {
         return refused.into_response();
     }
-    let (grant, _) = match authenticate(hub, &headers, None) {
+    let (grant, _) = match authenticate(hub, peer.ip(), &headers, None) {
         Ok(verified) => verified,
         Err(refused) => return refused.into_response(),
     };
