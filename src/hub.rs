@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -62,6 +62,8 @@ pub struct Hub {
     pub shutdown: CancellationToken,
     /// Sessions and background tasks, awaited (bounded) on shutdown.
     pub tracker: TaskTracker,
+    /// Raised when this hub delivers a decision event: the webhook dispatcher wakes on it.
+    pub event_delivered: Arc<Notify>,
     started: Instant,
 }
 
@@ -89,6 +91,7 @@ impl Hub {
             listening: AtomicBool::new(false),
             shutdown,
             tracker: TaskTracker::new(),
+            event_delivered: Arc::new(Notify::new()),
             started: Instant::now(),
         }
     }
@@ -303,6 +306,7 @@ impl Hub {
                 })
                 .clone()
         };
+        self.event_delivered.notify_one();
         let written = fan_out(sessions, id, text).await;
         self.metrics.events_delivered.inc_by(written);
         self.metrics.events_written_direct.inc_by(written);

@@ -36,9 +36,7 @@ mod store;
 mod sync;
 mod tasks;
 pub(crate) mod upgrade;
-// The delivery engine calls these modules; until a caller exists only their tests use them.
-#[allow(dead_code)]
-pub(crate) mod webhooks;
+mod webhooks;
 
 pub use store::{
     CLUSTER_SCHEME, SENTINEL_SCHEME, decision_key, event_log_epoch_key, event_log_key,

@@ -146,12 +146,14 @@ async fn call_once(hub: &Hub, caller: Caller<'_>, call: Call) -> Result<Box<RawV
         Request::Subscribe { events, since } => reply(subscribe(hub, caller, events, since).await?),
         Request::Unsubscribe { events } => reply(unsubscribe(hub, caller, &events)?),
         Request::AuthRefresh { token } => reply(refresh(hub, caller, &token)?),
+        Request::Webhook(call) => reply(webhooks::call(hub, caller, call).await?),
         Request::Discover => Ok(openrpc::document_text().to_owned()),
     }
 }
 
 mod instances;
 mod vote;
+mod webhooks;
 
 use instances::{heartbeat, register, unregister};
 use vote::vote;

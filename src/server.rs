@@ -26,6 +26,7 @@ use crate::protocol::{EventId, openrpc};
 use crate::store::Store;
 use crate::tasks::{dashboards, deadlines, keepalive, probe, publisher, sweep};
 use crate::upgrade::WebSocketRequest;
+use crate::webhooks::dispatch::{self, Dispatcher};
 use crate::{connection, listener, session};
 
 mod gate;
@@ -138,6 +139,7 @@ async fn serve(
     )?;
     let external = config.redis_url.is_some();
     let web_dir = config.web_dir.clone();
+    let configured_webhooks = dispatch::configured(&config.webhooks).map_err(StartError::Config)?;
     let hub = Arc::new(Hub::new(
         store,
         config,
@@ -180,6 +182,15 @@ async fn serve(
         hub.tracker
             .spawn(publisher::run(hub.store.clone(), hub.shutdown.clone()));
     }
+    let dispatcher = Dispatcher::new(
+        hub.store.unguarded(),
+        hub.config.webhooks.clone(),
+        configured_webhooks,
+        hub.metrics.clone(),
+        hub.event_delivered.clone(),
+    );
+    hub.tracker
+        .spawn(Arc::new(dispatcher).run(hub.shutdown.clone()));
 
     let app = router(hub.clone(), &web_dir);
     if let Some(metrics_addr) = hub.config.metrics_listen {

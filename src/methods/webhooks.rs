@@ -74,7 +74,7 @@ pub(super) async fn call(
             })
         }
     };
-    value
+    Ok(value)
 }
 
 async fn add(

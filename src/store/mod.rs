@@ -60,8 +60,8 @@ pub(crate) use stream::CursorPlace;
 pub(crate) use target::RedisTarget;
 pub use target::{CLUSTER_SCHEME, SENTINEL_SCHEME};
 pub(crate) use webhooks::{
-    ATTEMPT_LOG_CAP, Added, AttemptReport, Claimed, Delivery, LastAttempt, LoggedAttempt, MAX_WEBHOOKS,
-    NewEndpoint, Settled, StoredEndpoint,
+    Added, AttemptReport, Claimed, Delivery, LoggedAttempt, MAX_WEBHOOKS, NewEndpoint, Settled,
+    StoredEndpoint,
 };
 
 /// Roughly the most bytes of entries one page of `system.get_state` lists, per kind: a

@@ -22,7 +22,10 @@ use crate::protocol::webhook::{
     ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookMessage, event_message, event_name,
     gap_message,
 };
-use crate::store::{AttemptReport, Claimed, Delivery, Settled, Store, StoredEndpoint};
+use crate::store::{
+    Added, AttemptReport, Claimed, Delivery, NewEndpoint, Settled, Store, StoredEndpoint,
+};
+use crate::sync::lock;
 
 /// How often a dispatcher looks for due deliveries when no new event wakes it.
 pub const DISPATCH_TICK: Duration = Duration::from_secs(1);
@@ -43,11 +46,50 @@ pub fn lease(timeout: Duration) -> Duration {
     (timeout * 2).max(MIN_LEASE)
 }
 
+/// An endpoint given at start (`--webhook`), added once on the keyspace.
+#[derive(Debug, Clone)]
+pub struct Configured {
+    pub id: String,
+    pub url: String,
+    /// The `whsec_` secret from `--webhook-secret-file`.
+    pub secret: String,
+}
+
+/// The endpoints given at start, checked: each URL, and the secret they are signed with.
+pub fn configured(config: &WebhookConfig) -> Result<Vec<Configured>, String> {
+    if config.urls.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(path) = &config.secret_file else {
+        return Err("--webhook needs --webhook-secret-file (a file holding a whsec_ secret)".into());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("cannot read --webhook-secret-file {}: {err}", path.display()))?;
+    let secret = Secret::parse(&text)
+        .map_err(|err| format!("--webhook-secret-file {}: {err}", path.display()))?
+        .to_whsec();
+    config
+        .urls
+        .iter()
+        .map(|url| {
+            let parsed = WebhookUrl::parse(url, config.allow_private)
+                .map_err(|err| format!("--webhook {url}: {err}"))?;
+            Ok(Configured {
+                id: super::configured_endpoint_id(parsed.as_str()),
+                url: parsed.as_str().to_owned(),
+                secret: secret.clone(),
+            })
+        })
+        .collect()
+}
+
 /// One hub's dispatcher.
 pub struct Dispatcher {
     store: Store,
     poster: Poster,
     config: WebhookConfig,
+    /// Endpoints given at start, until they are in the keyspace.
+    configured: std::sync::Mutex<Vec<Configured>>,
     metrics: Metrics,
     /// Raised when this hub delivers a decision event: there may be a delivery to make.
     wake: Arc<Notify>,
@@ -59,7 +101,13 @@ struct Done {
 }
 
 impl Dispatcher {
-    pub fn new(store: Store, config: WebhookConfig, metrics: Metrics, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        store: Store,
+        config: WebhookConfig,
+        configured: Vec<Configured>,
+        metrics: Metrics,
+        wake: Arc<Notify>,
+    ) -> Self {
         let poster = Poster::new(PosterSettings {
             timeout: config.timeout,
             allow_private: config.allow_private,
@@ -69,6 +117,7 @@ impl Dispatcher {
             store,
             poster,
             config,
+            configured: std::sync::Mutex::new(configured),
             metrics,
             wake,
         }
@@ -116,6 +165,7 @@ impl Dispatcher {
         attempts: &mut JoinSet<Done>,
         in_flight: &mut HashMap<String, usize>,
     ) -> Result<(), crate::error::Error> {
+        self.add_configured().await?;
         let endpoints = self.store.webhook_endpoints().await?;
         let lease_ms = lease(self.config.timeout).as_millis() as u64;
         let mut pending = 0;
@@ -153,6 +203,34 @@ impl Dispatcher {
             }
         }
         self.metrics.webhook_pending.set(pending as i64);
+        Ok(())
+    }
+
+    /// Adds the endpoints given at start that the keyspace lacks (once Redis answers).
+    async fn add_configured(&self) -> Result<(), crate::error::Error> {
+        let pending = std::mem::take(&mut *lock(&self.configured));
+        let events: Vec<String> = DEFAULT_EVENTS.map(str::to_owned).to_vec();
+        for (n, endpoint) in pending.iter().enumerate() {
+            let new = NewEndpoint {
+                id: &endpoint.id,
+                url: &endpoint.url,
+                events: &events,
+                description: "given at start (--webhook)",
+                secret: &endpoint.secret,
+            };
+            match self.store.webhook_add(&new, now_ms()).await {
+                Ok(Added::Full) => tracing::warn!(
+                    url = %endpoint.url,
+                    "cannot add the --webhook endpoint: the keyspace holds its maximum of endpoints"
+                ),
+                Ok(Added::Added | Added::Exists) => {}
+                Err(err) => {
+                    // Kept for the next round.
+                    lock(&self.configured).extend(pending[n..].iter().cloned());
+                    return Err(err);
+                }
+            }
+        }
         Ok(())
     }
 

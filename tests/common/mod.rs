@@ -9,6 +9,7 @@ pub mod hub;
 pub mod jsonrpc;
 pub mod oracle;
 pub mod ports;
+pub mod receiver;
 pub mod redis_cli;
 pub mod redis_cluster;
 pub mod redis_sentinel;
