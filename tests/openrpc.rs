@@ -474,6 +474,57 @@ async fn auth_refresh_replies_match_the_document() {
     assert_eq!(refused["error"]["code"], -32002, "{refused}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_replies_match_the_document() {
+    let redis = RedisServer::start();
+    let mut config = without_rate_limits(&redis);
+    config.webhooks.allow_private = true;
+    let hub = TestHub::start_with(config).await;
+    let contract = Contract::fetch(&hub).await;
+    let receiver = common::receiver::Receiver::ok().await;
+    let mut admin = hub.client().await;
+    let added = checked_call(
+        &contract,
+        &mut admin,
+        "system.webhooks.add",
+        json!({"url": receiver.url(), "description": "ci", "events": ["quorum.decision.made"]}),
+    )
+    .await;
+    let id = added["result"]["id"].as_str().unwrap().to_owned();
+    let mut voter = hub.client_as("v").await;
+    voter.decide("v", "d").await;
+    receiver.wait_for(1).await;
+    let listed = common::eventually("the attempt to be listed", async || {
+        let listed = checked_call(&contract, &mut admin, "system.webhooks.list", json!({})).await;
+        listed["result"]["webhooks"][0]["lastAttempt"]
+            .is_object()
+            .then_some(listed)
+    })
+    .await;
+    assert_eq!(listed["result"]["webhooks"][0]["id"], id.as_str());
+    let page = checked_call(
+        &contract,
+        &mut admin,
+        "system.webhooks.deliveries",
+        json!({"id": id, "limit": 1}),
+    )
+    .await;
+    assert_eq!(page["result"]["attempts"][0]["outcome"], "delivered", "{page}");
+    for method in [
+        "system.webhooks.rotate",
+        "system.webhooks.enable",
+        "system.webhooks.remove",
+        "system.webhooks.remove",
+    ] {
+        checked_call(&contract, &mut admin, method, json!({"id": id})).await;
+    }
+    // The document and the hub refuse the same URL.
+    let ftp = json!({"url": "ftp://example.com/"});
+    assert!(!contract.params_validator("system.webhooks.add").is_valid(&ftp));
+    let refused = admin.call("system.webhooks.add", ftp).await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+}
+
 /// The params schemas accept what the hub accepts and refuse what it refuses, at each limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn params_schemas_draw_the_hubs_limits() {

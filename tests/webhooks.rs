@@ -451,7 +451,8 @@ async fn a_hub_killed_during_an_attempt_leaves_the_delivery_to_another_hub() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decision_made_while_no_hub_runs_is_delivered_when_one_starts() {
-    let redis = RedisServer::start();
+    // One Redis whatever the mode: the vote script is run here with one Redis's keys.
+    let redis = RedisServer::start_single();
     let receiver = Receiver::ok().await;
     let hub = TestHub::start_with(config(&redis)).await;
     let mut admin = hub.client().await;

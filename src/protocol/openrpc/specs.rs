@@ -4,8 +4,12 @@
 use schemars::{JsonSchema, SchemaGenerator};
 
 use super::failures::{AS_INSTANCE, Failure, READS};
+use crate::protocol::webhook::{
+    WebhookAddParams, WebhookChanged, WebhookDeliveries, WebhookDeliveriesParams, WebhookIdParams,
+    WebhookList, WebhookSecret,
+};
 use crate::protocol::{
-    Alive, DecisionEvent, DecisionExpired, DecisionStatus, EventsIncomplete, InstanceLost,
+    Alive, NoParams, DecisionEvent, DecisionExpired, DecisionStatus, EventsIncomplete, InstanceLost,
     InstanceParams, InstanceRegistered, InstanceUnregistered, RefreshParams, Refreshed,
     RegisterParams, Registered, State, StateParams, StatusParams, SubscribeParams, Subscribed,
     Unregistered, UnsubscribeParams, VoteParams, VoteRecorded, VoteReply, event, method,
@@ -29,7 +33,15 @@ fn result<T: JsonSchema>(generator: &mut SchemaGenerator) -> schemars::Schema {
     generator.subschema_for::<T>()
 }
 
-pub(super) const METHODS: [MethodSpec; 9] = [
+/// What a `system.webhooks.*` call can end with.
+const WEBHOOK_FAILURES: [Failure; 4] = [
+    Failure::Unauthorized,
+    Failure::NotFound,
+    Failure::Backend,
+    Failure::Internal,
+];
+
+pub(super) const METHODS: [MethodSpec; 15] = [
     MethodSpec {
         name: method::REGISTER,
         summary: "Registers this session as an instance (one per session); registering again \
@@ -111,6 +123,58 @@ pub(super) const METHODS: [MethodSpec; 9] = [
         result: result::<Refreshed>,
         result_name: "Refreshed",
         errors: &[Failure::Unauthorized],
+    },
+    MethodSpec {
+        name: method::WEBHOOKS_ADD,
+        summary: "Adds a webhook endpoint: decision events are POSTed to it, signed (Standard \
+                  Webhooks), from the next event on. Returns its secret, shown only here. Admin \
+                  tokens only (without a secret: clients on loopback).",
+        params: params::<WebhookAddParams>,
+        result: result::<WebhookSecret>,
+        result_name: "WebhookSecret",
+        errors: &WEBHOOK_FAILURES,
+    },
+    MethodSpec {
+        name: method::WEBHOOKS_LIST,
+        summary: "Every webhook endpoint with its state, last attempt and waiting deliveries \
+                  (never its secret).",
+        params: params::<NoParams>,
+        result: result::<WebhookList>,
+        result_name: "WebhookList",
+        errors: &WEBHOOK_FAILURES,
+    },
+    MethodSpec {
+        name: method::WEBHOOKS_REMOVE,
+        summary: "Removes a webhook endpoint and its waiting deliveries.",
+        params: params::<WebhookIdParams>,
+        result: result::<WebhookChanged>,
+        result_name: "WebhookChanged",
+        errors: &WEBHOOK_FAILURES,
+    },
+    MethodSpec {
+        name: method::WEBHOOKS_ENABLE,
+        summary: "Enables a disabled webhook endpoint; what waited for it is delivered.",
+        params: params::<WebhookIdParams>,
+        result: result::<WebhookChanged>,
+        result_name: "WebhookChanged",
+        errors: &WEBHOOK_FAILURES,
+    },
+    MethodSpec {
+        name: method::WEBHOOKS_ROTATE,
+        summary: "Gives a webhook endpoint a new secret; for 24 h deliveries carry the old \
+                  one's signature too.",
+        params: params::<WebhookIdParams>,
+        result: result::<WebhookSecret>,
+        result_name: "WebhookSecret",
+        errors: &WEBHOOK_FAILURES,
+    },
+    MethodSpec {
+        name: method::WEBHOOKS_DELIVERIES,
+        summary: "A webhook endpoint's attempt log, newest first.",
+        params: params::<WebhookDeliveriesParams>,
+        result: result::<WebhookDeliveries>,
+        result_name: "WebhookDeliveries",
+        errors: &WEBHOOK_FAILURES,
     },
 ];
 
