@@ -426,12 +426,14 @@ async fn a_hub_killed_during_an_attempt_leaves_the_delivery_to_another_hub() {
     );
     common::wait_ready(process.addr).await;
     let mut admin = WsClient::connect(&process.ws_url()).await;
-    let (id, _) = add(&mut admin, json!({"url": receiver.url()})).await;
+    let (id, secret) = add(&mut admin, json!({"url": receiver.url()})).await;
     let mut voter = WsClient::connect(&process.ws_url()).await;
     voter.register("voter").await;
     let event = voter.decide("voter", "d1").await;
     let held = receiver.wait_for(1).await;
     assert_eq!(held[0].id(), event);
+    let key = secret.trim_start_matches("whsec_");
+    assert!(process.logged(key).is_empty(), "the log shows the secret");
     // Killed (-9) while the receiver holds its request.
     drop((admin, voter));
     drop(process);
@@ -485,4 +487,102 @@ async fn a_decision_made_while_no_hub_runs_is_delivered_when_one_starts() {
     assert_eq!(received[0].json()["data"]["decision"], "rb1");
     let mut admin = hub.client().await;
     drained(&mut admin, &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_receiver_is_given_up_per_event_and_disabled_after_failing_long_enough() {
+    let redis = RedisServer::start();
+    let mut config = config(&redis);
+    config.webhooks.retry_schedule = "0s,100ms".parse().unwrap();
+    config.webhooks.disable_after = Duration::from_secs(1);
+    let hub = TestHub::start_with(config).await;
+    let failing = Receiver::start(|_, _| Answer::Status(500, Vec::new())).await;
+    let mut admin = hub.client().await;
+    let (id, _) = add(&mut admin, json!({"url": failing.url()})).await;
+    let mut voter = hub.client_as("voter").await;
+    let first = voter.decide("voter", "d1").await;
+    let given_up = eventually("the first event to be given up", async || {
+        attempts(&mut admin, &id)
+            .await
+            .into_iter()
+            .find(|a| a["eventId"] == first.as_str() && a["outcome"] == "given_up")
+    })
+    .await;
+    assert_eq!(given_up["attempt"], 2, "the schedule has two attempts: {given_up}");
+    assert_eq!(given_up["status"], 500);
+    // Failing on for longer than --webhook-disable-after disables the endpoint.
+    let mut n = 1;
+    let endpoint = eventually("the endpoint to be disabled", async || {
+        let endpoint = listed(&mut admin, &id).await;
+        if endpoint["state"] == "disabled" {
+            return Some(endpoint);
+        }
+        n += 1;
+        voter.decide("voter", &format!("d{n}")).await;
+        None
+    })
+    .await;
+    assert!(
+        endpoint["disabledReason"]
+            .as_str()
+            .unwrap()
+            .contains("every attempt failed"),
+        "{endpoint}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_event_a_receiver_holds_does_not_hold_back_the_next() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start_with(config(&redis)).await;
+    let receiver = Receiver::start(|n, _| {
+        if n == 0 {
+            Answer::Hang
+        } else {
+            Answer::Status(200, Vec::new())
+        }
+    })
+    .await;
+    let mut admin = hub.client().await;
+    add(&mut admin, json!({"url": receiver.url()})).await;
+    let mut voter = hub.client_as("voter").await;
+    let held = voter.decide("voter", "d1").await;
+    receiver.wait_for(1).await;
+    let next = voter.decide("voter", "d2").await;
+    let received = receiver.wait_for(2).await;
+    assert_eq!(
+        (received[0].id(), received[1].id()),
+        (held.as_str(), next.as_str()),
+        "the second event went out while the first was held"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_given_at_start_are_added_once_for_every_hub() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::ok().await;
+    let dir = common::short_tempdir();
+    let secret_file = dir.path().join("webhook-secret");
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    let mut config = config(&redis);
+    config.webhooks.urls = vec![receiver.url()];
+    config.webhooks.secret_file = Some(secret_file);
+    let first = TestHub::start_with(config.clone()).await;
+    let second = TestHub::start_with(config).await;
+    let mut admin = second.client().await;
+    let list = eventually("the endpoint given at start", async || {
+        let list = admin.result("system.webhooks.list", json!({})).await;
+        (list["webhooks"].as_array().unwrap().len() == 1).then_some(list)
+    })
+    .await;
+    let endpoint = &list["webhooks"][0];
+    assert_eq!(endpoint["url"], receiver.url(), "{endpoint}");
+    let mut voter = first.client_as("voter").await;
+    let event = voter.decide("voter", "d1").await;
+    let request = &receiver.wait_for(1).await[0];
+    assert_eq!(request.id(), event);
+    assert!(signed_with(request, secret), "signed with the secret file's secret");
+    let list = admin.result("system.webhooks.list", json!({})).await;
+    assert_eq!(list["webhooks"].as_array().unwrap().len(), 1, "added once: {list}");
 }
