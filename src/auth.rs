@@ -273,7 +273,11 @@ mod tests {
         for other in [Grant::Open, Grant::Observer, Grant::Instance("w".into())] {
             assert!(other.may_administer().is_err(), "{other:?} may administer");
         }
-        assert!(Grant::Admin.may_act_as(&InstanceId::parse("id", "w").unwrap()).is_err());
+        assert!(
+            Grant::Admin
+                .may_act_as(&InstanceId::parse("id", "w").unwrap())
+                .is_err()
+        );
 
         let other = Authority::new("another-secret-of-enough-length").unwrap();
         assert!(matches!(

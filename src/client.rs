@@ -26,9 +26,13 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::protocol::peer::{CallError, RpcError};
+use crate::protocol::webhook::{
+    WebhookAddParams, WebhookChanged, WebhookDeliveries, WebhookDeliveriesParams, WebhookIdParams,
+    WebhookList, WebhookSecret,
+};
 use crate::protocol::{
-    DecisionStatus, EventId, Notification, RegisterParams, Registered, State, StateParams,
-    StatusParams, SubscribeParams, Subscribed, VoteParams, VoteReply, method,
+    DecisionStatus, EventId, NoParams, Notification, RegisterParams, Registered, State,
+    StateParams, StatusParams, SubscribeParams, Subscribed, VoteParams, VoteReply, method,
 };
 
 /// After a drop, the first reconnection attempt comes at a uniform random point within
@@ -243,5 +247,40 @@ impl Client {
             since: None,
         };
         self.call(method::SUBSCRIBE, &params).await
+    }
+
+    /// Adds a webhook endpoint (an admin's call); the result holds its secret, shown only
+    /// here. `events` empty: both decision events.
+    pub async fn add_webhook(
+        &self,
+        url: &str,
+        events: &[String],
+        description: Option<&str>,
+    ) -> Result<WebhookSecret, ClientError> {
+        let params = WebhookAddParams {
+            url,
+            events,
+            description,
+        };
+        self.call(method::WEBHOOKS_ADD, &params).await
+    }
+
+    /// Every webhook endpoint, without secrets (an admin's call).
+    pub async fn webhooks(&self) -> Result<WebhookList, ClientError> {
+        self.call(method::WEBHOOKS_LIST, &NoParams {}).await
+    }
+
+    /// Removes a webhook endpoint (an admin's call).
+    pub async fn remove_webhook(&self, id: &str) -> Result<WebhookChanged, ClientError> {
+        self.call(method::WEBHOOKS_REMOVE, &WebhookIdParams { id })
+            .await
+    }
+
+    /// A page of a webhook endpoint's attempt log, newest first (an admin's call).
+    pub async fn webhook_deliveries(
+        &self,
+        params: &WebhookDeliveriesParams<'_>,
+    ) -> Result<WebhookDeliveries, ClientError> {
+        self.call(method::WEBHOOKS_DELIVERIES, params).await
     }
 }

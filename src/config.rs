@@ -160,7 +160,11 @@ pub struct WebhookConfig {
 
     /// When each attempt at a delivery is made, after the one before it (the first after
     /// the event); after the last, the delivery is given up and recorded so.
-    #[arg(long = "webhook-retry-schedule", env = "QUORUM_WEBHOOK_RETRY_SCHEDULE", default_value = "0s,5s,5m,30m,2h,5h,10h,10h")]
+    #[arg(
+        long = "webhook-retry-schedule",
+        env = "QUORUM_WEBHOOK_RETRY_SCHEDULE",
+        default_value = "0s,5s,5m,30m,2h,5h,10h,10h"
+    )]
     pub retry_schedule: RetrySchedule,
 
     /// An endpoint whose every attempt has failed for this long is disabled.

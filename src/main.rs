@@ -46,6 +46,9 @@ enum Command {
     Vote(VoteArgs),
     /// Print each decision as one JSON line as it is made or expires, until interrupted.
     Watch(WatchArgs),
+    /// Manage the hub's webhook endpoints (an admin token, or without a secret a client on
+    /// loopback): add, list, remove, deliveries. Prints the hub's reply as JSON.
+    Webhooks(WebhooksArgs),
     /// Print the hub's OpenRPC document (what `GET /openrpc.json` serves), to generate a
     /// client from.
     Openrpc,
@@ -115,6 +118,41 @@ struct VoteArgs {
 }
 
 #[derive(Debug, Args)]
+struct WebhooksArgs {
+    #[command(flatten)]
+    connection: Connection,
+    #[command(subcommand)]
+    command: WebhooksCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhooksCommand {
+    /// Add an endpoint; prints its id and its secret (shown only now).
+    Add {
+        /// Where deliveries are POSTed (http:// or https://).
+        endpoint: String,
+        /// Event patterns it gets (repeatable; default both decision events).
+        #[arg(long = "event")]
+        events: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List the endpoints with their state, last attempt and waiting deliveries.
+    List,
+    /// Remove an endpoint.
+    Remove { id: String },
+    /// An endpoint's attempt log, newest first.
+    Deliveries {
+        id: String,
+        #[arg(long)]
+        limit: Option<u64>,
+        /// List the attempts older than this one (`next` of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
 struct WatchArgs {
     #[command(flatten)]
     connection: Connection,
@@ -127,15 +165,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Token(args)) => {
-            return report(
-                Authority::new(&args.auth_secret).and_then(|a| {
-                    if args.admin {
-                        a.mint_admin(args.ttl)
-                    } else {
-                        a.mint(args.sub.as_deref(), args.observer, args.ttl)
-                    }
-                }),
-            );
+            return report(Authority::new(&args.auth_secret).and_then(|a| {
+                if args.admin {
+                    a.mint_admin(args.ttl)
+                } else {
+                    a.mint(args.sub.as_deref(), args.observer, args.ttl)
+                }
+            }));
         }
         Some(Command::Openrpc) => {
             println!("{}", quorum_hub::protocol::openrpc::document_text());
@@ -193,6 +229,26 @@ fn main() -> ExitCode {
                     ))
                     .map(|()| String::new()),
             )
+        }
+        Some(Command::Webhooks(args)) => {
+            let config = client_config(&args.connection, None, None);
+            let command = match args.command {
+                WebhooksCommand::Add {
+                    endpoint,
+                    events,
+                    description,
+                } => tools::WebhookCommand::Add {
+                    url: endpoint,
+                    events,
+                    description,
+                },
+                WebhooksCommand::List => tools::WebhookCommand::List,
+                WebhooksCommand::Remove { id } => tools::WebhookCommand::Remove { id },
+                WebhooksCommand::Deliveries { id, limit, after } => {
+                    tools::WebhookCommand::Deliveries { id, limit, after }
+                }
+            };
+            report(runtime.block_on(tools::webhooks(config, command)))
         }
         Some(Command::Token(_) | Command::Openrpc) => unreachable!("handled above"),
     }

@@ -326,10 +326,11 @@ async fn upgrade(
     if let Err(refused) = check_origin(&hub, &headers) {
         return refused.into_response();
     }
-    let (grant, expires_at_ms) = match authenticate(&hub, peer.ip(), &headers, query.token.as_deref()) {
-        Ok(verified) => verified,
-        Err(refused) => return refused.into_response(),
-    };
+    let (grant, expires_at_ms) =
+        match authenticate(&hub, peer.ip(), &headers, query.token.as_deref()) {
+            Ok(verified) => verified,
+            Err(refused) => return refused.into_response(),
+        };
     // A cursor that is not an event id still opens the session: it is told so in a
     // notice, then gets live events (a client stuck on a bad id must not be locked out).
     let resume = query.last_event_id.map(|raw| match raw.parse::<EventId>() {

@@ -1,7 +1,64 @@
-//! The command-line tools built on the client: `vote` and `watch`.
+//! The command-line tools built on the client: `vote`, `watch` and `webhooks`.
 
 use crate::client::{Client, ClientConfig, ClientError};
+use crate::protocol::webhook::WebhookDeliveriesParams;
 use crate::protocol::{Notification, VoteParams, VoteReply};
+
+/// What `quorum-hub webhooks` does.
+#[derive(Debug, Clone)]
+pub enum WebhookCommand {
+    Add {
+        url: String,
+        events: Vec<String>,
+        description: Option<String>,
+    },
+    List,
+    Remove {
+        id: String,
+    },
+    Deliveries {
+        id: String,
+        limit: Option<u64>,
+        after: Option<String>,
+    },
+}
+
+/// Runs one webhook command as an admin; returns the hub's result as JSON text, or the
+/// JSON-RPC error object as JSON text.
+pub async fn webhooks(config: ClientConfig, command: WebhookCommand) -> Result<String, String> {
+    let (client, _events) = Client::connect(config).await.map_err(|e| e.to_string())?;
+    let result = match command {
+        WebhookCommand::Add {
+            url,
+            events,
+            description,
+        } => json(
+            client
+                .add_webhook(&url, &events, description.as_deref())
+                .await,
+        ),
+        WebhookCommand::List => json(client.webhooks().await),
+        WebhookCommand::Remove { id } => json(client.remove_webhook(&id).await),
+        WebhookCommand::Deliveries { id, limit, after } => json(
+            client
+                .webhook_deliveries(&WebhookDeliveriesParams {
+                    id: &id,
+                    limit,
+                    after: after.as_deref(),
+                })
+                .await,
+        ),
+    };
+    result
+}
+
+fn json<T: serde::Serialize>(reply: Result<T, ClientError>) -> Result<String, String> {
+    match reply {
+        Ok(result) => serde_json::to_string(&result).map_err(|e| e.to_string()),
+        Err(ClientError::Rpc(error)) => Err(serde_json::to_string(&error).unwrap_or_default()),
+        Err(other) => Err(other.to_string()),
+    }
+}
 
 /// Registers (through the client) and casts one vote; returns the hub's result, or the
 /// JSON-RPC error object as JSON text.

@@ -509,7 +509,10 @@ async fn webhook_replies_match_the_document() {
         json!({"id": id, "limit": 1}),
     )
     .await;
-    assert_eq!(page["result"]["attempts"][0]["outcome"], "delivered", "{page}");
+    assert_eq!(
+        page["result"]["attempts"][0]["outcome"], "delivered",
+        "{page}"
+    );
     for method in [
         "system.webhooks.rotate",
         "system.webhooks.enable",
@@ -520,7 +523,11 @@ async fn webhook_replies_match_the_document() {
     }
     // The document and the hub refuse the same URL.
     let ftp = json!({"url": "ftp://example.com/"});
-    assert!(!contract.params_validator("system.webhooks.add").is_valid(&ftp));
+    assert!(
+        !contract
+            .params_validator("system.webhooks.add")
+            .is_valid(&ftp)
+    );
     let refused = admin.call("system.webhooks.add", ftp).await;
     assert_eq!(refused["error"]["code"], -32602, "{refused}");
 }

@@ -732,3 +732,49 @@ async fn the_storm_bench_restarts_its_hub_and_every_client_resumes() {
     assert_eq!(storm["other_failures"], 0, "{storm}");
     assert_eq!(storm["extra_reconnections"], 0, "{storm}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhooks_tool_adds_lists_reads_and_removes_endpoints() {
+    let redis = RedisServer::start();
+    let mut config = without_rate_limits(&redis);
+    config.webhooks.allow_private = true;
+    let hub = TestHub::start_with(config).await;
+    let receiver = common::receiver::Receiver::ok().await;
+    let tool = async |args: &[&str]| -> serde_json::Value {
+        let output = tokio::process::Command::new(bin_path())
+            .args(["webhooks", "--url", &hub.ws_url()])
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "webhooks {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let added = tool(&["add", &receiver.url(), "--description", "ci"]).await;
+    let id = added["id"].as_str().unwrap().to_owned();
+    assert!(added["secret"].as_str().unwrap().starts_with("whsec_"));
+    let mut voter = hub.client_as("cli").await;
+    let event = voter.decide("cli", "by-webhook").await;
+    assert_eq!(receiver.wait_for(1).await[0].id(), event);
+    let listed = tool(&["list"]).await;
+    assert_eq!(listed["webhooks"][0]["id"], id.as_str(), "{listed}");
+    assert_eq!(listed["webhooks"][0]["description"], "ci", "{listed}");
+    let attempts = common::eventually("the attempt logged", async || {
+        let page = tool(&["deliveries", &id, "--limit", "5"]).await;
+        (page["attempts"].as_array().unwrap().len() == 1).then_some(page)
+    })
+    .await;
+    assert_eq!(attempts["attempts"][0]["eventId"], event.as_str());
+    assert_eq!(tool(&["remove", &id]).await["done"], "removed");
+    let output = Command::new(bin_path())
+        .args(["webhooks", "--url", &hub.ws_url(), "remove", &id])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error: serde_json::Value = serde_json::from_slice(&output.stderr).unwrap();
+    assert_eq!(error["code"], -32004, "{error}");
+}

@@ -125,7 +125,10 @@ async fn every_decision_made_and_expired_reaches_two_endpoints_exactly_once_sign
         let expected: BTreeSet<&str> = events.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids.iter().copied().collect::<BTreeSet<_>>(), expected);
         for request in &received {
-            assert_eq!((request.method.as_str(), request.path.as_str()), ("POST", "/hook"));
+            assert_eq!(
+                (request.method.as_str(), request.path.as_str()),
+                ("POST", "/hook")
+            );
             assert_eq!(request.header("content-type"), "application/json");
             assert!(
                 request.header("user-agent").starts_with("quorum-hub/"),
@@ -133,7 +136,10 @@ async fn every_decision_made_and_expired_reaches_two_endpoints_exactly_once_sign
                 request.headers
             );
             assert!(signed_with(request, secret), "{:?}", request.headers);
-            assert!(!signed_with(request, other), "signed with the other endpoint's secret");
+            assert!(
+                !signed_with(request, other),
+                "signed with the other endpoint's secret"
+            );
             let body = request.json();
             let (_, kind) = events.iter().find(|(id, _)| id == request.id()).unwrap();
             assert_eq!(body["type"], *kind, "{body}");
@@ -146,11 +152,17 @@ async fn every_decision_made_and_expired_reaches_two_endpoints_exactly_once_sign
         }
         let endpoint = listed(&mut admin, id).await;
         assert_eq!(endpoint["state"], "enabled", "{endpoint}");
-        assert_eq!(endpoint["lastAttempt"]["outcome"], "delivered", "{endpoint}");
+        assert_eq!(
+            endpoint["lastAttempt"]["outcome"], "delivered",
+            "{endpoint}"
+        );
         assert_eq!(endpoint["lastAttempt"]["status"], 200, "{endpoint}");
     }
     let list = admin.result("system.webhooks.list", json!({})).await;
-    assert_eq!(listed(&mut admin, &first_id).await["description"], "deploys");
+    assert_eq!(
+        listed(&mut admin, &first_id).await["description"],
+        "deploys"
+    );
     assert_eq!(
         listed(&mut admin, &first_id).await["events"],
         json!(["quorum.decision.made", "quorum.decision.expired"])
@@ -201,7 +213,11 @@ async fn a_receiver_down_then_busy_gets_every_event_under_the_same_id_on_every_a
     assert_eq!(received.len(), 4, "two busy answers, then each event once");
     let mut delivered = BTreeSet::new();
     for (n, request) in received.iter().enumerate() {
-        assert!(made.iter().any(|id| id == request.id()), "{:?}", request.id());
+        assert!(
+            made.iter().any(|id| id == request.id()),
+            "{:?}",
+            request.id()
+        );
         assert!(signed_with(request, &secret));
         if n >= 2 {
             delivered.insert(request.id().to_owned());
@@ -212,10 +228,20 @@ async fn a_receiver_down_then_busy_gets_every_event_under_the_same_id_on_every_a
     let log = attempts(&mut admin, &id).await;
     for event in &made {
         let mine: Vec<&Value> = log.iter().filter(|a| a["eventId"] == *event).collect();
-        let numbers: Vec<u64> = mine.iter().map(|a| a["attempt"].as_u64().unwrap()).collect();
-        assert_eq!(numbers, (1..=numbers.len() as u64).collect::<Vec<_>>(), "{mine:?}");
+        let numbers: Vec<u64> = mine
+            .iter()
+            .map(|a| a["attempt"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            numbers,
+            (1..=numbers.len() as u64).collect::<Vec<_>>(),
+            "{mine:?}"
+        );
         assert!(mine.len() >= 3, "refused, then answered: {mine:?}");
-        assert!(mine[0]["error"].as_str().unwrap().contains("refused"), "{mine:?}");
+        assert!(
+            mine[0]["error"].as_str().unwrap().contains("refused"),
+            "{mine:?}"
+        );
         assert_eq!(mine.last().unwrap()["outcome"], "delivered", "{mine:?}");
         assert_eq!(mine.last().unwrap()["status"], 200, "{mine:?}");
     }
@@ -238,10 +264,9 @@ async fn gone_disables_a_redirect_is_not_followed_and_a_hanging_receiver_times_o
     .await;
     let target = Receiver::ok().await;
     let location = target.url();
-    let redirect = Receiver::start(move |_, _| {
-        Answer::Status(301, vec![("location", location.clone())])
-    })
-    .await;
+    let redirect =
+        Receiver::start(move |_, _| Answer::Status(301, vec![("location", location.clone())]))
+            .await;
     let hanging = Receiver::start(|_, _| Answer::Hang).await;
     let mut admin = hub.client().await;
     let (gone_id, _) = add(&mut admin, json!({"url": gone.url()})).await;
@@ -250,22 +275,32 @@ async fn gone_disables_a_redirect_is_not_followed_and_a_hanging_receiver_times_o
     let mut voter = hub.client_as("voter").await;
     let first = voter.decide("voter", "d1").await;
 
-    let endpoint = eventually("the endpoint that answered 410 to be disabled", async || {
-        let endpoint = listed(&mut admin, &gone_id).await;
-        (endpoint["state"] == "disabled").then_some(endpoint)
-    })
+    let endpoint = eventually(
+        "the endpoint that answered 410 to be disabled",
+        async || {
+            let endpoint = listed(&mut admin, &gone_id).await;
+            (endpoint["state"] == "disabled").then_some(endpoint)
+        },
+    )
     .await;
     assert!(
         endpoint["disabledReason"].as_str().unwrap().contains("410"),
         "{endpoint}"
     );
-    assert_eq!(endpoint["pending"], 1, "the delivery waits for the endpoint: {endpoint}");
+    assert_eq!(
+        endpoint["pending"], 1,
+        "the delivery waits for the endpoint: {endpoint}"
+    );
     let second = voter.decide("voter", "d2").await;
     eventually("the redirect answered twice", async || {
         (redirect.received().len() >= 2).then_some(())
     })
     .await;
-    assert_eq!(gone.received().len(), 1, "a disabled endpoint gets nothing more");
+    assert_eq!(
+        gone.received().len(),
+        1,
+        "a disabled endpoint gets nothing more"
+    );
     assert!(target.received().is_empty(), "the redirect was followed");
     let log = attempts(&mut admin, &redirect_id).await;
     assert_eq!(log[0]["status"], 301, "{log:?}");
@@ -308,14 +343,19 @@ async fn private_addresses_are_refused_also_behind_a_name() {
         .await;
     assert_error(&error, -32602, "private");
     assert!(
-        error["message"].as_str().unwrap().contains("--webhook-allow-private"),
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("--webhook-allow-private"),
         "{error}"
     );
     for (url, says) in [
         ("ftp://example.com/hook", "http"),
         ("http://user:pass@example.com/hook", ""),
     ] {
-        let error = admin.error("system.webhooks.add", json!({"url": url})).await;
+        let error = admin
+            .error("system.webhooks.add", json!({"url": url}))
+            .await;
         assert_eq!(error["code"], -32602, "{url}: {error}");
         assert!(error["message"].as_str().unwrap().contains(says), "{error}");
     }
@@ -329,8 +369,14 @@ async fn private_addresses_are_refused_also_behind_a_name() {
     })
     .await;
     let error = attempt["error"].as_str().unwrap();
-    assert!(error.contains("private") && error.contains("127.0.0.1"), "{attempt}");
-    assert!(receiver.received().is_empty(), "a private address was reached");
+    assert!(
+        error.contains("private") && error.contains("127.0.0.1"),
+        "{attempt}"
+    );
+    assert!(
+        receiver.received().is_empty(),
+        "a private address was reached"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,14 +434,20 @@ async fn only_admins_manage_webhooks_and_secrets_never_show() {
     assert!(signed_with(request, &endpoint_secret));
     assert_eq!(request.header("webhook-signature").split(' ').count(), 2);
 
-    let list = admin.result("system.webhooks.list", json!({})).await.to_string();
+    let list = admin
+        .result("system.webhooks.list", json!({}))
+        .await
+        .to_string();
     let (_, metrics) = common::http(hub.addr, "GET", "/metrics", "").await.unwrap();
     for secret in [&endpoint_secret, &new_secret] {
         let key = secret.trim_start_matches("whsec_");
         assert!(!list.contains(key), "list shows a secret: {list}");
         assert!(!metrics.contains(key), "metrics show a secret");
     }
-    assert!(metrics.contains("quorum_webhook_attempts_total{outcome=\"delivered\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("quorum_webhook_attempts_total{outcome=\"delivered\"} 1"),
+        "{metrics}"
+    );
     let removed = admin
         .result("system.webhooks.remove", json!({"id": id}))
         .await;
@@ -442,7 +494,11 @@ async fn a_hub_killed_during_an_attempt_leaves_the_delivery_to_another_hub() {
     other.webhooks.timeout = Duration::from_secs(1);
     let hub = TestHub::start_with(other).await;
     let received = receiver.wait_for(2).await;
-    assert_eq!(received[1].id(), event, "the other hub made the same delivery");
+    assert_eq!(
+        received[1].id(),
+        event,
+        "the other hub made the same delivery"
+    );
     let mut admin = hub.client().await;
     drained(&mut admin, &id).await;
     let log = attempts(&mut admin, &id).await;
@@ -508,7 +564,10 @@ async fn a_failing_receiver_is_given_up_per_event_and_disabled_after_failing_lon
             .find(|a| a["eventId"] == first.as_str() && a["outcome"] == "given_up")
     })
     .await;
-    assert_eq!(given_up["attempt"], 2, "the schedule has two attempts: {given_up}");
+    assert_eq!(
+        given_up["attempt"], 2,
+        "the schedule has two attempts: {given_up}"
+    );
     assert_eq!(given_up["status"], 500);
     // Failing on for longer than --webhook-disable-after disables the endpoint.
     let mut n = 1;
@@ -582,7 +641,14 @@ async fn endpoints_given_at_start_are_added_once_for_every_hub() {
     let event = voter.decide("voter", "d1").await;
     let request = &receiver.wait_for(1).await[0];
     assert_eq!(request.id(), event);
-    assert!(signed_with(request, secret), "signed with the secret file's secret");
+    assert!(
+        signed_with(request, secret),
+        "signed with the secret file's secret"
+    );
     let list = admin.result("system.webhooks.list", json!({})).await;
-    assert_eq!(list["webhooks"].as_array().unwrap().len(), 1, "added once: {list}");
+    assert_eq!(
+        list["webhooks"].as_array().unwrap().len(),
+        1,
+        "added once: {list}"
+    );
 }

@@ -216,7 +216,9 @@ fn webhook_call(method: &str, params: Option<Value>) -> Result<WebhookCall, Erro
             let p = Params::new(params, &["url", "events", "description"])?;
             let url = p.str("url")?;
             let scheme = url.split_once("://").map(|(scheme, _)| scheme);
-            if !scheme.is_some_and(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https")) {
+            if !scheme
+                .is_some_and(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
+            {
                 return Err(Error::invalid(
                     "url",
                     "url: expected an http:// or https:// URL",

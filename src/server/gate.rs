@@ -37,7 +37,9 @@ pub(super) fn authenticate(
     let Some(authority) = &hub.authority else {
         let local = match peer {
             IpAddr::V4(ip) => ip.is_loopback(),
-            IpAddr::V6(ip) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|ip| ip.is_loopback()),
+            IpAddr::V6(ip) => {
+                ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|ip| ip.is_loopback())
+            }
         };
         return Ok((if local { Grant::Local } else { Grant::Open }, None));
     };

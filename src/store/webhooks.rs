@@ -160,7 +160,11 @@ impl Store {
     }
 
     /// Adds an endpoint; its deliveries start after the newest event handed out now.
-    pub(crate) async fn webhook_add(&self, new: &NewEndpoint<'_>, now_ms: u64) -> Result<Added, Error> {
+    pub(crate) async fn webhook_add(
+        &self,
+        new: &NewEndpoint<'_>,
+        now_ms: u64,
+    ) -> Result<Added, Error> {
         let events = serde_json::to_string(new.events).map_err(internal)?;
         let cmd = evalsha(
             &self.scripts.webhook_add,

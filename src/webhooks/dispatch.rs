@@ -61,10 +61,16 @@ pub fn configured(config: &WebhookConfig) -> Result<Vec<Configured>, String> {
         return Ok(Vec::new());
     }
     let Some(path) = &config.secret_file else {
-        return Err("--webhook needs --webhook-secret-file (a file holding a whsec_ secret)".into());
+        return Err(
+            "--webhook needs --webhook-secret-file (a file holding a whsec_ secret)".into(),
+        );
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| format!("cannot read --webhook-secret-file {}: {err}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        format!(
+            "cannot read --webhook-secret-file {}: {err}",
+            path.display()
+        )
+    })?;
     let secret = Secret::parse(&text)
         .map_err(|err| format!("--webhook-secret-file {}: {err}", path.display()))?
         .to_whsec();
@@ -327,11 +333,7 @@ impl Dispatcher {
     /// What follows from an attempt's outcome: delivered, gone, or another attempt (as
     /// the receiver asked with `Retry-After`, else on the schedule) unless that was the
     /// last.
-    fn follow(
-        &self,
-        claim: &Claimed,
-        outcome: &Outcome,
-    ) -> (Settled, Option<u16>, Option<String>) {
+    fn follow(&self, claim: &Claimed, outcome: &Outcome) -> (Settled, Option<u16>, Option<String>) {
         match outcome {
             Outcome::Delivered { status } => (Settled::Delivered, Some(*status), None),
             Outcome::Gone => (Settled::Gone, Some(410), None),
@@ -393,7 +395,9 @@ impl Dispatcher {
             ),
             Ok(false) => {}
             // The claim runs out, and the delivery is attempted again (at least once).
-            Err(err) => tracing::warn!(%err, endpoint = %endpoint.id, "could not record a webhook attempt"),
+            Err(err) => {
+                tracing::warn!(%err, endpoint = %endpoint.id, "could not record a webhook attempt")
+            }
         }
     }
 }

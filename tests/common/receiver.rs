@@ -108,10 +108,13 @@ impl Receiver {
 
     /// Waits until at least `n` requests have arrived, and returns them all.
     pub async fn wait_for(&self, n: usize) -> Vec<Received> {
-        eventually(&format!("{n} webhook requests at {}", self.addr), async || {
-            let received = self.received();
-            (received.len() >= n).then_some(received)
-        })
+        eventually(
+            &format!("{n} webhook requests at {}", self.addr),
+            async || {
+                let received = self.received();
+                (received.len() >= n).then_some(received)
+            },
+        )
         .await
     }
 }
@@ -139,7 +142,8 @@ async fn serve(
     };
     match answered {
         Answer::Status(status, headers) => {
-            let mut head = format!("HTTP/1.1 {status} Answer\r\ncontent-length: 0\r\nconnection: close\r\n");
+            let mut head =
+                format!("HTTP/1.1 {status} Answer\r\ncontent-length: 0\r\nconnection: close\r\n");
             for (name, value) in headers {
                 head.push_str(&format!("{name}: {value}\r\n"));
             }
@@ -167,7 +171,10 @@ async fn read_request(stream: &mut TcpStream) -> Option<Received> {
     let head = String::from_utf8_lossy(&data[..head_end]).to_string();
     let mut lines = head.split("\r\n");
     let mut request_line = lines.next()?.split(' ');
-    let (method, path) = (request_line.next()?.to_owned(), request_line.next()?.to_owned());
+    let (method, path) = (
+        request_line.next()?.to_owned(),
+        request_line.next()?.to_owned(),
+    );
     let headers: HashMap<String, String> = lines
         .filter_map(|line| line.split_once(':'))
         .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))

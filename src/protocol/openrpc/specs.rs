@@ -9,8 +9,8 @@ use crate::protocol::webhook::{
     WebhookList, WebhookSecret,
 };
 use crate::protocol::{
-    Alive, NoParams, DecisionEvent, DecisionExpired, DecisionStatus, EventsIncomplete, InstanceLost,
-    InstanceParams, InstanceRegistered, InstanceUnregistered, RefreshParams, Refreshed,
+    Alive, DecisionEvent, DecisionExpired, DecisionStatus, EventsIncomplete, InstanceLost,
+    InstanceParams, InstanceRegistered, InstanceUnregistered, NoParams, RefreshParams, Refreshed,
     RegisterParams, Registered, State, StateParams, StatusParams, SubscribeParams, Subscribed,
     Unregistered, UnsubscribeParams, VoteParams, VoteRecorded, VoteReply, event, method,
 };
