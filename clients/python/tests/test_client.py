@@ -178,9 +178,11 @@ class Lines:
 
 
 class Hub:
-    """A quorum-hub process; `addr` is the address it logged."""
+    """A quorum-hub process; `addr` is the address it logged. `extra` holds options with
+    their values (flag, value, ...); `flags`, options that take none."""
 
-    def __init__(self, redis: RedisServer, listen: str = "127.0.0.1:0", *extra: str) -> None:
+    def __init__(self, redis: RedisServer, listen: str = "127.0.0.1:0", *extra: str,
+                 flags: tuple[str, ...] = ()) -> None:
         options = {
             "--listen": listen, "--redis-url": redis.url,
             "--vote-rate-limit": "off", "--session-rate-limit": "off",
@@ -192,6 +194,7 @@ class Hub:
         self.args = [str(hub_binary())]
         for flag, value in options.items():
             self.args += [flag, value]
+        self.args += flags
         self._start()
 
     def _start(self) -> None:

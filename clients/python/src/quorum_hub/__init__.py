@@ -24,6 +24,7 @@ from .errors import (
     InvalidParams,
     InvalidRequest,
     MethodNotFound,
+    NotFound,
     NotRegistered,
     NotRun,
     ParseError,
@@ -31,6 +32,15 @@ from .errors import (
     RateLimited,
     RpcError,
     Unauthorized,
+    WebhookVerificationError,
+)
+from .webhooks import (
+    WebhookAttempt,
+    WebhookChanged,
+    WebhookDeliveries,
+    WebhookInfo,
+    WebhookSecret,
+    verify,
 )
 
 __version__ = "0.1.0"
@@ -63,5 +73,13 @@ __all__ = [
     "NotRegistered",
     "NotRun",
     "DecisionNotFound",
+    "NotFound",
     "BackendUnavailable",
+    "WebhookVerificationError",
+    "verify",
+    "WebhookSecret",
+    "WebhookInfo",
+    "WebhookAttempt",
+    "WebhookDeliveries",
+    "WebhookChanged",
 ]

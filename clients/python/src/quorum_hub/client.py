@@ -24,13 +24,14 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any, Union
+from typing import Any, Union, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 
 from .errors import ClientClosed, ConnectionLost, InvalidRequest, RpcError, rpc_error
+from .webhooks import WebhookChanged, WebhookDeliveries, WebhookInfo, WebhookSecret
 
 __all__ = [
     "Client",
@@ -421,6 +422,63 @@ class Client:
             self._source = token
         return result
 
+    # Webhook endpoints: an admin token's session, or on a hub without --auth-secret a
+    # client on loopback, may manage them; others get Unauthorized.
+
+    async def add_webhook(
+        self,
+        url: str,
+        events: Iterable[str] | None = None,
+        description: str | None = None,
+    ) -> WebhookSecret:
+        """``system.webhooks.add``: the hub POSTs the events matching ``events``
+        (``system.subscribe`` patterns; default: decisions made and expired) to ``url``,
+        signed. Returns ``{id, secret}``: the ``whsec_`` secret is shown only here, keep it
+        for :func:`quorum_hub.webhooks.verify`. Raises :class:`InvalidParams` for a URL the
+        hub refuses."""
+        params: dict[str, Any] = {"url": url}
+        if events is not None:
+            params["events"] = list(events)
+        if description is not None:
+            params["description"] = description
+        return cast(WebhookSecret, _as_object(await self.call("system.webhooks.add", params)))
+
+    async def webhooks(self) -> list[WebhookInfo]:
+        """``system.webhooks.list``: every endpoint, in the order they were added, with its
+        state, pending deliveries and latest attempt (never its secret)."""
+        result = _as_object(await self.call("system.webhooks.list", {}))
+        return cast(list[WebhookInfo], result.get("webhooks", []))
+
+    async def remove_webhook(self, id: str) -> WebhookChanged:
+        """``system.webhooks.remove``: no more deliveries to it. Raises
+        :class:`DecisionNotFound` (alias :data:`NotFound`) for an unknown ``id``."""
+        return cast(WebhookChanged, await self._webhook_call("system.webhooks.remove", id))
+
+    async def enable_webhook(self, id: str) -> WebhookChanged:
+        """``system.webhooks.enable``: delivers again to an endpoint the hub disabled."""
+        return cast(WebhookChanged, await self._webhook_call("system.webhooks.enable", id))
+
+    async def rotate_webhook_secret(self, id: str) -> WebhookSecret:
+        """``system.webhooks.rotate``: a new secret, shown only here. For a day,
+        deliveries carry a signature with the old secret too, so receivers can switch to
+        the new one at any time in between."""
+        return cast(WebhookSecret, await self._webhook_call("system.webhooks.rotate", id))
+
+    async def webhook_deliveries(
+        self, id: str, limit: int | None = None, after: str | None = None
+    ) -> WebhookDeliveries:
+        """``system.webhooks.deliveries``: a page of the endpoint's attempt log, newest
+        first (``limit``, default 50). Pass the page's ``next`` as ``after`` for the next
+        one; the last page has no ``next``."""
+        params: dict[str, Any] = {"id": id}
+        if limit is not None:
+            params["limit"] = limit
+        if after is not None:
+            params["after"] = after
+        return cast(
+            WebhookDeliveries, _as_object(await self.call("system.webhooks.deliveries", params))
+        )
+
     async def decisions(self) -> AsyncIterator[dict[str, Any]]:
         """Every event the hub pushes, in order, as the notification's params plus an
         ``"event"`` key naming it: ``quorum.decision.made`` (has ``value``),
@@ -448,6 +506,9 @@ class Client:
             yield event
 
     # ------------------------------------------------------------------ internals
+
+    async def _webhook_call(self, method: str, id: str) -> dict[str, Any]:
+        return _as_object(await self.call(method, {"id": id}))
 
     def _register_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"instanceId": self.instance_id}

@@ -24,7 +24,9 @@ __all__ = [
     "NotRegistered",
     "NotRun",
     "DecisionNotFound",
+    "NotFound",
     "BackendUnavailable",
+    "WebhookVerificationError",
     "rpc_error",
 ]
 
@@ -109,8 +111,8 @@ class CircuitOpen(_RetryAfter):
 
 
 class Unauthorized(RpcError):
-    """-32002: not registered, another session's instance, bound elsewhere, or a token
-    refused."""
+    """-32002: not registered, another session's instance, bound elsewhere, a token
+    refused, or a ``system.webhooks.*`` call without an admin token."""
 
 
 #: The hub answers an unregistered voter with -32002, the same code as other refusals.
@@ -122,12 +124,24 @@ class NotRun(RpcError):
 
 
 class DecisionNotFound(RpcError):
-    """-32004: no such decision (no votes, or past its retention)."""
+    """-32004: no such decision (no votes, or past its retention), or no such webhook
+    endpoint."""
+
+
+#: The hub answers an unknown webhook endpoint with -32004, the same code as an unknown
+#: decision.
+NotFound = DecisionNotFound
 
 
 class BackendUnavailable(RpcError):
     """-32005: Redis could not be reached or did not finish in time (``reason``:
     ``timeout``, ``replication``); the call may be retried."""
+
+
+class WebhookVerificationError(QuorumHubError):
+    """A webhook delivery failed :func:`quorum_hub.webhooks.verify`: a header missing, a
+    timestamp outside the tolerance, no signature matching the secret, or a body that is
+    not JSON."""
 
 
 _BY_CODE: dict[int, type[RpcError]] = {
