@@ -41,8 +41,8 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 pub struct PosterSettings {
     /// Bounds a whole attempt: resolving, connecting, TLS, the request and the response head.
     pub timeout: Duration,
-    /// Lets attempts connect to addresses [`address_allowed`](super::url::address_allowed)
-    /// refuses (`--webhook-allow-private`).
+    /// Lets attempts connect to the addresses the rule in [`super::url`] refuses
+    /// (`--webhook-allow-private`).
     pub allow_private: bool,
     /// The `user-agent` header of every request.
     pub user_agent: String,
