@@ -2,7 +2,8 @@
 //! once, with retries across hubs.
 //!
 //! - [`sign`]: Standard Webhooks secrets and signatures.
-//! - [`http`]: one bounded POST to a receiver, on an address the hub may reach.
+//! - [`url`]: what a webhook URL is, and which addresses the hub may reach.
+//! - [`http`]: one bounded POST to a receiver.
 //! - [`dispatch`]: this hub's share of the deliveries, claimed from Redis.
 //!
 //! Endpoints and their deliveries live in Redis (`store/webhooks.rs`), so every hub on a
@@ -11,6 +12,7 @@
 pub mod dispatch;
 pub mod http;
 pub mod sign;
+pub mod url;
 
 use std::time::Duration;
 

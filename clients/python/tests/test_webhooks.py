@@ -8,12 +8,16 @@ Every wait polls with a deadline; none sleeps a fixed time to wait for something
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,7 +27,20 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError as StandardVerificationError
-from test_client import Hub, RedisServer, eventually, hub_binary, jwt, name, next_event
+from test_client import (
+    DEADLINE,
+    EXAMPLES,
+    PACKAGE,
+    Hub,
+    Lines,
+    RedisServer,
+    eventually,
+    free_port,
+    hub_binary,
+    jwt,
+    name,
+    next_event,
+)
 
 from quorum_hub import (
     Client,
@@ -419,3 +436,53 @@ async def test_only_an_admin_token_manages_webhooks(
         added = await admin.add_webhook(receiver.url, events=["quorum.decision.made"])
         assert [(w["id"], w["events"]) for w in await admin.webhooks()] == [
             (added["id"], ["quorum.decision.made"])]
+
+
+async def test_the_readme_webhook_receiver_example(
+    redis: RedisServer, hubs: Callable[..., Hub]
+) -> None:
+    source = (EXAMPLES / "webhook_receiver.py").read_text()
+    readme = (PACKAGE / "README.md").read_text()
+    assert f"```python\n{source}```" in readme, (
+        "README.md must show examples/webhook_receiver.py as is")
+
+    hub = hubs(redis)
+    port = free_port()
+    async with Client(hub.url, instance_id=name("voter")) as client:
+        added = await client.add_webhook(f"http://127.0.0.1:{port}/")
+        proc = subprocess.Popen(
+            [sys.executable, "webhook_receiver.py", str(port)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=EXAMPLES,
+            env={**os.environ, "WEBHOOK_SECRET": added["secret"]},
+        )
+        try:
+            output = Lines(proc.stdout)
+            await asyncio.to_thread(output.wait_for, rf"^listening on {port}$")
+            events = client.decisions()
+            decision = name("readme")
+            await client.vote(decision, "approve", total_instances=1)
+            made = await next_event(events)
+            await asyncio.to_thread(
+                output.wait_for,
+                rf"^{made['eventId']} quorum.decision.made: {decision} -> approve$")
+            await eventually("the delivery to be recorded",
+                             lambda: settled(client, added["id"], made["eventId"]))
+            log = await client.webhook_deliveries(added["id"])
+            assert [(a["eventId"], a.get("status"), a["outcome"]) for a in log["attempts"]] == [
+                (made["eventId"], 204, "delivered")]
+
+            # A request not signed with the secret is refused with 400.
+            forged = urllib.request.Request(
+                f"http://127.0.0.1:{port}/", data=b'{"type": "x", "data": {}}', method="POST",
+                headers={"webhook-id": "forged", "webhook-timestamp": str(int(time.time())),
+                         "webhook-signature": sign(random_secret(), "forged",
+                                                   int(time.time()), b"{}")})
+            direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                await asyncio.to_thread(direct.open, forged, timeout=DEADLINE)
+            assert refused.value.code == 400
+            await asyncio.to_thread(
+                output.wait_for, r"^refused: no webhook-signature matches the secret$")
+        finally:
+            proc.kill()
+            proc.wait()
