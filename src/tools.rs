@@ -27,7 +27,7 @@ pub enum WebhookCommand {
 /// JSON-RPC error object as JSON text.
 pub async fn webhooks(config: ClientConfig, command: WebhookCommand) -> Result<String, String> {
     let (client, _events) = Client::connect(config).await.map_err(|e| e.to_string())?;
-    let result = match command {
+    match command {
         WebhookCommand::Add {
             url,
             events,
@@ -48,8 +48,7 @@ pub async fn webhooks(config: ClientConfig, command: WebhookCommand) -> Result<S
                 })
                 .await,
         ),
-    };
-    result
+    }
 }
 
 fn json<T: serde::Serialize>(reply: Result<T, ClientError>) -> Result<String, String> {

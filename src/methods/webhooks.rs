@@ -12,7 +12,7 @@ use crate::protocol::webhook::{
 };
 use crate::store::{Added, LoggedAttempt, MAX_WEBHOOKS, NewEndpoint, StoredEndpoint};
 use crate::webhooks::dispatch::DEFAULT_EVENTS;
-use crate::webhooks::http::WebhookUrl;
+use crate::webhooks::url::WebhookUrl;
 use crate::webhooks::sign::Secret;
 use crate::webhooks::{ROTATION_OVERLAP, new_endpoint_id};
 
@@ -106,7 +106,7 @@ async fn add(
         )
         .await?;
     match added {
-        Added::Added => Ok(WebhookSecret {
+        Added::New => Ok(WebhookSecret {
             id,
             secret: secret.to_whsec(),
         }),

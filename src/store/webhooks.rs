@@ -33,7 +33,8 @@ pub(crate) struct NewEndpoint<'a> {
 /// How adding an endpoint went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Added {
-    Added,
+    /// A new endpoint.
+    New,
     /// The keyspace holds [`MAX_WEBHOOKS`] endpoints already.
     Full,
     /// An endpoint with this id exists; it was kept as it is.
@@ -186,7 +187,7 @@ impl Store {
         );
         let code: i64 = self.query(&cmd).await?;
         Ok(match code {
-            1 => Added::Added,
+            1 => Added::New,
             2 => Added::Exists,
             _ => Added::Full,
         })

@@ -12,7 +12,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::http::{Outcome, Poster, PosterSettings, WebhookUrl};
+use super::http::{Outcome, Poster, PosterSettings};
+use super::url::WebhookUrl;
 use super::sign::{Secret, signature_header};
 use crate::clock::now_ms;
 use crate::config::WebhookConfig;
@@ -229,7 +230,7 @@ impl Dispatcher {
                     url = %endpoint.url,
                     "cannot add the --webhook endpoint: the keyspace holds its maximum of endpoints"
                 ),
-                Ok(Added::Added | Added::Exists) => {}
+                Ok(Added::New | Added::Exists) => {}
                 Err(err) => {
                     // Kept for the next round.
                     lock(&self.configured).extend(pending[n..].iter().cloned());
