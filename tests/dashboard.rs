@@ -1,24 +1,39 @@
 //! The dashboard in a real headless Chromium: live connection, a simulation run from the
 //! page, decisions made elsewhere, two pages at once, hostile strings shown as text, and a
-//! decision's deadline: counted down while open, and an expiry shown with its tally.
+//! decision's deadline: counted down while open, and an expiry shown with its tally; the
+//! webhooks panel: endpoints with their state, last delivery and backlog, or, for a page
+//! without an admin token, the one line that says what it takes.
 
 mod common;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use common::browser::{Browser, Page};
+use common::receiver::Receiver;
 use common::{RedisServer, TestHub, vote_params};
+use quorum_hub::auth::Authority;
 use quorum_hub::config::Config;
 use serde_json::json;
 
-async fn dashboard_hub(redis: &RedisServer) -> TestHub {
+/// A hub configuration that serves the dashboard.
+fn dashboard_config(redis: &RedisServer) -> Config {
     let mut config = Config::with_redis(redis.url());
     config.web_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web-demo");
-    TestHub::start_with(config).await
+    config
+}
+
+async fn dashboard_hub(redis: &RedisServer) -> TestHub {
+    TestHub::start_with(dashboard_config(redis)).await
 }
 
 async fn open_dashboard(browser: &mut Browser, hub: &TestHub) -> Page {
-    let page = browser.open(&format!("http://{}/", hub.addr)).await;
+    open_dashboard_at(browser, hub, "/").await
+}
+
+/// Opens the dashboard at `path` (with a `?token=`, say) and waits for its socket.
+async fn open_dashboard_at(browser: &mut Browser, hub: &TestHub, path: &str) -> Page {
+    let page = browser.open(&format!("http://{}{path}", hub.addr)).await;
     browser
         .wait_for(
             &page,
@@ -330,4 +345,162 @@ async fn open_decisions_count_down_and_an_expired_one_shows_its_deadline_and_tal
         )
         .await;
     assert!(still["countdown"].is_string(), "{still}");
+}
+
+/// JavaScript that returns the webhooks panel as plain data: its note (state and text) and
+/// its rows.
+const WEBHOOKS_PANEL: &str = "(() => {
+    const note = document.getElementById('webhooks-note');
+    return { note: note.hidden ? null : { state: note.dataset.state, text: note.textContent },
+             tableShown: !document.getElementById('webhooks-table').hidden,
+             rows: [...document.querySelectorAll('#webhooks tr')].map(r => ({
+                 id: r.dataset.webhook, state: r.dataset.state, status: r.dataset.status,
+                 outcome: r.dataset.outcome, event: r.dataset.event, pending: Number(r.dataset.pending),
+                 cells: [...r.cells].map(c => c.textContent) })) }; })()";
+
+/// JavaScript that returns the webhooks panel once `condition` (over `p`, the panel) holds.
+fn webhooks_panel_when(condition: &str) -> String {
+    format!("(() => {{ const p = {WEBHOOKS_PANEL}; return {condition} ? p : null; }})()")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhooks_panel_lists_endpoints_with_their_state_last_delivery_and_backlog() {
+    let redis = RedisServer::start();
+    let mut config = dashboard_config(&redis);
+    config.webhooks.allow_private = true;
+    let hub = TestHub::start_with(config).await;
+    let mut browser = Browser::launch().await;
+    let page = open_dashboard(&mut browser, &hub).await;
+
+    // No endpoints yet: the panel says so (the page is on loopback, so it may list them).
+    let empty = browser
+        .wait_for(
+            &page,
+            "the panel to say there are no endpoints",
+            &webhooks_panel_when("p.note?.state === 'none'"),
+        )
+        .await;
+    assert!(
+        empty["note"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("No webhook endpoints"),
+        "{empty}"
+    );
+    assert_eq!(empty["tableShown"], false, "{empty}");
+
+    // An endpoint added by a client on loopback, described with markup that must stay text.
+    let receiver = Receiver::ok().await;
+    let description = "<img src=x onerror=window.__xss=1>ops pager";
+    let mut admin = hub.client().await;
+    let added = admin
+        .result(
+            "system.webhooks.add",
+            json!({"url": receiver.url(), "description": description}),
+        )
+        .await;
+    let id = added["id"].as_str().unwrap().to_owned();
+    let listed = browser
+        .wait_for(
+            &page,
+            "the endpoint listed",
+            &webhooks_panel_when("p.rows.length > 0"),
+        )
+        .await;
+    assert_eq!(listed["note"], serde_json::Value::Null, "{listed}");
+    assert_eq!(listed["tableShown"], true, "{listed}");
+    let rows = listed["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{listed}");
+    let row = &rows[0];
+    assert_eq!(row["id"], id.as_str(), "{listed}");
+    assert_eq!(row["state"], "enabled", "{listed}");
+    assert_eq!(row["status"], "", "nothing attempted yet: {listed}");
+    assert_eq!(row["pending"], 0, "{listed}");
+    assert_eq!(
+        row["cells"],
+        json!([
+            format!("{}{description}", receiver.url()),
+            "enabled",
+            "–",
+            "0"
+        ]),
+        "{listed}"
+    );
+    assert_eq!(
+        browser
+            .eval(&page, "document.querySelectorAll('img').length")
+            .await,
+        0
+    );
+    assert_eq!(
+        browser.eval(&page, "window.__xss === undefined").await,
+        true
+    );
+
+    // A decision: its delivery reaches the receiver, and the panel shows it delivered.
+    let mut voter = hub.client_as("hook-voter").await;
+    let event_id = voter.decide("hook-voter", "hooked-decision").await;
+    let delivered = browser
+        .wait_for(
+            &page,
+            "the delivery shown",
+            &webhooks_panel_when(
+                "p.rows.length === 1 && p.rows[0].outcome === 'delivered' && p.rows[0].pending === 0",
+            ),
+        )
+        .await;
+    let row = &delivered["rows"][0];
+    assert_eq!(row["state"], "enabled", "{delivered}");
+    assert_eq!(row["status"], "200", "{delivered}");
+    assert_eq!(row["event"], event_id.as_str(), "{delivered}");
+    let attempt = row["cells"][2].as_str().unwrap();
+    assert!(
+        attempt.starts_with("HTTP 200, delivered at "),
+        "{delivered}"
+    );
+    let received = receiver.received();
+    assert_eq!(received.len(), 1, "one delivery: {received:?}");
+    assert_eq!(received[0].id(), event_id);
+    assert_eq!(received[0].json()["data"]["decision"], "hooked-decision");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_admin_token_the_webhooks_panel_says_what_it_takes() {
+    let redis = RedisServer::start();
+    let secret = "dashboard-test-secret-0123456789";
+    let mut config = dashboard_config(&redis);
+    config.auth_secret = Some(secret.to_owned());
+    let hub = TestHub::start_with(config).await;
+    let authority = Authority::new(secret).unwrap();
+    let ttl = Duration::from_secs(600);
+    let mut browser = Browser::launch().await;
+
+    // An observer watches the hub, but its token does not manage it.
+    let observer = authority.mint(None, true, ttl).unwrap();
+    let page = open_dashboard_at(&mut browser, &hub, &format!("/?token={observer}")).await;
+    let refused = browser
+        .wait_for(
+            &page,
+            "the panel to say an admin token is needed",
+            &webhooks_panel_when("p.note?.state === 'refused'"),
+        )
+        .await;
+    let text = refused["note"]["text"].as_str().unwrap();
+    assert!(
+        text.contains("admin token (quorum-hub token --admin)"),
+        "{refused}"
+    );
+    assert_eq!(refused["tableShown"], false, "{refused}");
+    assert_eq!(refused["rows"], json!([]), "{refused}");
+
+    // The same page with an admin token lists the endpoints: there are none.
+    let admin = authority.mint_admin(ttl).unwrap();
+    let page = open_dashboard_at(&mut browser, &hub, &format!("/?token={admin}")).await;
+    browser
+        .wait_for(
+            &page,
+            "the admin's panel to say there are no endpoints",
+            &webhooks_panel_when("p.note?.state === 'none'"),
+        )
+        .await;
 }

@@ -1,6 +1,7 @@
 // The dashboard: instances, decisions with live tallies (open ones counting down to their
-// deadline, expired ones with their tally at expiry), audit trails, a live feed of decisions
-// and a simulator. Every string from the hub is rendered as text, never HTML.
+// deadline, expired ones with their tally at expiry), audit trails, a live feed of decisions,
+// the hub's webhook endpoints and a simulator. Every string from the hub is rendered as text,
+// never HTML.
 
 import { RpcSocket, hubUrl } from './rpc-socket.js';
 
@@ -9,6 +10,10 @@ const MAX_DECISIONS = 50;
 const MAX_FEED = 100;
 // How often the deadlines of open decisions are counted down on screen.
 const COUNTDOWN_MS = 250;
+// How often the webhook endpoints are read again (each decision event reads them at once too).
+const WEBHOOKS_REFRESH_MS = 3000;
+// The JSON-RPC error of a call the page's token (or, without a secret, its address) does not allow.
+const UNAUTHORIZED = -32002;
 
 const $ = (id) => document.getElementById(id);
 // name -> {name, state ('open' | 'decided' | 'expired'), totalInstances, quorum, voteCount,
@@ -17,6 +22,9 @@ const decisions = new Map();
 const instances = new Map(); // id -> {instanceId, roles, status, lastSeen}
 let selected = null;
 let notificationsOn = false;
+// Reads of the webhook list asked for and shown: a reply older than the one shown is dropped.
+let webhooksAsked = 0;
+let webhooksShown = 0;
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -115,6 +123,27 @@ async function refresh() {
   renderDecisions();
 }
 
+async function refreshWebhooks() {
+  const asked = ++webhooksAsked;
+  let list;
+  try {
+    list = await socket.call('system.webhooks.list', {});
+  } catch (error) {
+    if (asked < webhooksShown) return;
+    webhooksShown = asked;
+    if (error.code === UNAUTHORIZED) {
+      showWebhooksNote('refused', 'Webhooks are shown only to an admin: open this page with ?token= and an admin token (quorum-hub token --admin), or, on a hub without --auth-secret, from the hub\'s own machine.');
+    } else if (error.code !== undefined) {
+      showWebhooksNote('error', `Could not list the webhooks: ${error.message}`);
+    }
+    // Not connected: the next refresh tries again.
+    return;
+  }
+  if (asked < webhooksShown) return;
+  webhooksShown = asked;
+  renderWebhooks(list.webhooks);
+}
+
 // ---- events ----
 
 function onNotification(method, params) {
@@ -177,6 +206,8 @@ function onDecision(event) {
   decision.voteCount = Math.max(decision.voteCount, event.voteCount);
   if ([...decision.tally.values()].reduce((a, b) => a + b, 0) < event.voteCount) loadTally(event.decision);
   renderDecisions();
+  // Deliveries follow decisions.
+  refreshWebhooks();
   addFeed(el('li', { dataset: { decision: event.decision, value: event.value, state: 'decided' } },
     el('time', {}, time(event.timestamp)),
     el('strong', {}, event.decision), ' → ', el('span', { class: 'value' }, event.value),
@@ -196,6 +227,7 @@ function onExpired(event) {
   decision.tally = new Map(Object.entries(event.tally));
   renderDecisions();
   if (selected === event.decision) loadTally(event.decision);
+  refreshWebhooks();
   addFeed(el('li', { class: 'expired', dataset: { decision: event.decision, value: '', state: 'expired' } },
     el('time', {}, time(event.timestamp)),
     el('strong', {}, event.decision), ' expired without quorum',
@@ -303,6 +335,51 @@ function renderInstances() {
   $('instances').replaceChildren(...rows);
 }
 
+// A line in place of the webhook table: none added, not allowed to see them, or an error.
+function showWebhooksNote(state, text) {
+  const note = $('webhooks-note');
+  note.dataset.state = state;
+  note.textContent = text;
+  note.hidden = false;
+  $('webhooks-table').hidden = true;
+  $('webhooks').replaceChildren();
+}
+
+// What followed an attempt, by its outcome.
+const OUTCOMES = { delivered: 'delivered', retry: 'will retry', given_up: 'given up', gone: 'endpoint disabled' };
+
+// "HTTP 200, delivered at 12:00:01", "connection refused by …, will retry at …"; "–" before any.
+function attemptText(attempt) {
+  if (!attempt) return '–';
+  const answer = attempt.status != null ? `HTTP ${attempt.status}` : attempt.error ?? 'no answer';
+  return `${answer}, ${OUTCOMES[attempt.outcome] ?? attempt.outcome} at ${time(attempt.at)}`;
+}
+
+function renderWebhooks(webhooks) {
+  if (webhooks.length === 0) {
+    showWebhooksNote('none', 'No webhook endpoints. Add one with quorum-hub webhooks add URL.');
+    return;
+  }
+  const note = $('webhooks-note');
+  note.dataset.state = 'listed';
+  note.hidden = true;
+  $('webhooks-table').hidden = false;
+  $('webhooks').replaceChildren(...webhooks.map((w) => {
+    const last = w.lastAttempt;
+    const endpoint = [el('span', { class: 'webhook-url' }, w.url)];
+    if (w.description) endpoint.push(el('span', { class: 'webhook-description' }, w.description));
+    const state = [w.state];
+    if (w.state === 'disabled') {
+      state.push(el('span', { class: 'webhook-reason' }, `${w.disabledReason ?? 'no reason given'} (at ${time(w.disabledAt)})`));
+    }
+    return el('tr', { dataset: { webhook: w.id, state: w.state, status: last?.status ?? '', outcome: last?.outcome ?? '', event: last?.eventId ?? '', pending: w.pending } },
+      el('td', {}, ...endpoint),
+      el('td', { class: `webhook-${w.state}` }, ...state),
+      el('td', {}, attemptText(last)),
+      el('td', {}, w.pending));
+  }));
+}
+
 // ---- simulation: real sessions, one instance each ----
 
 function parseSpread(text) {
@@ -385,10 +462,12 @@ const socket = new RpcSocket(hubUrl(window.location), {
   async onOpen() {
     await socket.call('system.subscribe', { events: ['quorum.vote.recorded', 'instance.*'] }).catch(() => {});
     refresh();
+    refreshWebhooks();
   },
   onNotification,
 });
 setInterval(refresh, REFRESH_MS);
+setInterval(refreshWebhooks, WEBHOOKS_REFRESH_MS);
 // Counts down in place: re-rendering the cards would take the focus off a selected one.
 setInterval(() => {
   for (const node of document.querySelectorAll('#decisions .countdown')) {
