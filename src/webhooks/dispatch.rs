@@ -13,8 +13,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::http::{Outcome, Poster, PosterSettings};
-use super::url::WebhookUrl;
 use super::sign::{Secret, signature_header};
+use super::url::WebhookUrl;
 use crate::clock::now_ms;
 use crate::config::WebhookConfig;
 use crate::metrics::{Metrics, Outcome as OutcomeLabel};
@@ -37,6 +37,12 @@ pub const MAX_IN_FLIGHT: usize = 64;
 pub const MAX_IN_FLIGHT_PER_ENDPOINT: usize = 8;
 /// Shortest lease a claimed delivery is held for, however short the attempt timeout.
 const MIN_LEASE: Duration = Duration::from_secs(1);
+/// Least time between two rounds that an event or a finished attempt started: a busy hub
+/// delivers thousands of events a second, and each round reads every endpoint.
+pub const MIN_ROUND_GAP: Duration = Duration::from_millis(20);
+/// How long attempts in flight get to finish when the hub stops; the rest are left to
+/// their claims, which another hub takes over.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
 /// The event patterns an endpoint gets when it names none: both decision events.
 pub const DEFAULT_EVENTS: [&str; 2] = [event::DECISION_MADE, event::DECISION_EXPIRED];
@@ -137,11 +143,12 @@ impl Dispatcher {
         let mut in_flight: HashMap<String, usize> = HashMap::new();
         let mut tick = tokio::time::interval(DISPATCH_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_round = tokio::time::Instant::now();
         loop {
-            tokio::select! {
+            let woken = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tick.tick() => {}
-                () = self.wake.notified() => {}
+                _ = tick.tick() => false,
+                () = self.wake.notified() => true,
                 Some(done) = attempts.join_next() => {
                     if let Ok(done) = done {
                         release(&mut in_flight, &done.endpoint);
@@ -152,14 +159,23 @@ impl Dispatcher {
                             release(&mut in_flight, &done.endpoint);
                         }
                     }
+                    true
+                }
+            };
+            if woken {
+                let next = last_round + MIN_ROUND_GAP;
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    () = tokio::time::sleep_until(next) => {}
                 }
             }
+            last_round = tokio::time::Instant::now();
             if let Err(err) = self.round(&mut attempts, &mut in_flight).await {
                 tracing::debug!(%err, "webhook round failed; trying again");
             }
         }
-        // Attempts in flight finish with their own timeout; their results are recorded.
-        let _ = tokio::time::timeout(self.config.timeout, async {
+        // Attempts in flight may finish, and their outcomes are recorded.
+        let _ = tokio::time::timeout(SHUTDOWN_WAIT, async {
             while attempts.join_next().await.is_some() {}
         })
         .await;
