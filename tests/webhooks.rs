@@ -652,3 +652,31 @@ async fn endpoints_given_at_start_are_added_once_for_every_hub() {
         "added once: {list}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_in_flight_is_made_by_one_hub_only() {
+    let redis = RedisServer::start();
+    let mut config = config(&redis);
+    config.webhooks.timeout = Duration::from_secs(5);
+    // Both hubs go round several times while the receiver holds the request.
+    let receiver = Receiver::start(|_, _| Answer::Slow(Duration::from_millis(2500), 200)).await;
+    let first = TestHub::start_with(config.clone()).await;
+    let _second = TestHub::start_with(config).await;
+    let mut admin = first.client().await;
+    let (id, _) = add(&mut admin, json!({"url": receiver.url()})).await;
+    let mut voter = first.client_as("voter").await;
+    let event = voter.decide("voter", "d1").await;
+    let log = eventually("the delivery to be recorded", async || {
+        let log = attempts(&mut admin, &id).await;
+        (!log.is_empty()).then_some(log)
+    })
+    .await;
+    assert_eq!((log.len(), &log[0]["attempt"]), (1, &json!(1)), "{log:?}");
+    assert_eq!(log[0]["outcome"], "delivered", "{log:?}");
+    let ids: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.id().to_owned())
+        .collect();
+    assert_eq!(ids, [event], "attempted more than once");
+}

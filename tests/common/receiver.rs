@@ -47,6 +47,8 @@ pub enum Answer {
     Status(u16, Vec<(&'static str, String)>),
     /// No answer: the connection is held open until the receiver is dropped.
     Hang,
+    /// This status, after holding the request this long (a slow receiver).
+    Slow(std::time::Duration, u16),
 }
 
 type Answering = Box<dyn FnMut(usize, &Received) -> Answer + Send>;
@@ -152,6 +154,14 @@ async fn serve(
             let _ = stream.shutdown().await;
         }
         Answer::Hang => std::future::pending::<()>().await,
+        Answer::Slow(hold, status) => {
+            tokio::time::sleep(hold).await;
+            let head = format!(
+                "HTTP/1.1 {status} Answer\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
     }
 }
 
