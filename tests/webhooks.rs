@@ -28,6 +28,18 @@ fn config(redis: &RedisServer) -> Config {
     config
 }
 
+/// A receiver that holds its first request unanswered and answers 200 to the rest.
+async fn holds_the_first() -> Receiver {
+    Receiver::start(|n, _| {
+        if n == 0 {
+            Answer::Hang
+        } else {
+            Answer::Status(200, Vec::new())
+        }
+    })
+    .await
+}
+
 /// Adds an endpoint; returns its id and secret.
 async fn add(admin: &mut WsClient, params: Value) -> (String, String) {
     let added = admin.result("system.webhooks.add", params).await;
@@ -461,14 +473,7 @@ async fn only_admins_manage_webhooks_and_secrets_never_show() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_killed_during_an_attempt_leaves_the_delivery_to_another_hub() {
     let redis = RedisServer::start();
-    let receiver = Receiver::start(|n, _| {
-        if n == 0 {
-            Answer::Hang
-        } else {
-            Answer::Status(200, Vec::new())
-        }
-    })
-    .await;
+    let receiver = holds_the_first().await;
     let process = HubProcess::spawn(
         std::process::Command::new(bin_path())
             .args(["--listen", "127.0.0.1:0", "--webhook-allow-private"])
@@ -594,14 +599,7 @@ async fn a_failing_receiver_is_given_up_per_event_and_disabled_after_failing_lon
 async fn one_event_a_receiver_holds_does_not_hold_back_the_next() {
     let redis = RedisServer::start();
     let hub = TestHub::start_with(config(&redis)).await;
-    let receiver = Receiver::start(|n, _| {
-        if n == 0 {
-            Answer::Hang
-        } else {
-            Answer::Status(200, Vec::new())
-        }
-    })
-    .await;
+    let receiver = holds_the_first().await;
     let mut admin = hub.client().await;
     add(&mut admin, json!({"url": receiver.url()})).await;
     let mut voter = hub.client_as("voter").await;

@@ -131,16 +131,7 @@ impl Request {
             }
             method::GET_STATE => {
                 let p = Params::new(params, &["limit", "instancesAfter", "decisionsAfter"])?;
-                let limit = match p.opt_u64("limit")? {
-                    None => DEFAULT_STATE_PAGE,
-                    Some(n) if (1..=MAX_STATE_PAGE as u64).contains(&n) => n as usize,
-                    Some(n) => {
-                        return Err(Error::invalid(
-                            "limit",
-                            format!("limit: expected 1 to {MAX_STATE_PAGE}, got {n}"),
-                        ));
-                    }
-                };
+                let limit = page_limit(&p, DEFAULT_STATE_PAGE, MAX_STATE_PAGE)?;
                 let instances_after = p
                     .opt_str("instancesAfter")?
                     .map(|raw| InstanceId::parse("instancesAfter", raw))
@@ -265,16 +256,7 @@ fn webhook_call(method: &str, params: Option<Value>) -> Result<WebhookCall, Erro
         }
         method::WEBHOOKS_DELIVERIES => {
             let p = Params::new(params, &["id", "limit", "after"])?;
-            let limit = match p.opt_u64("limit")? {
-                None => DEFAULT_DELIVERIES_PAGE,
-                Some(n) if (1..=MAX_DELIVERIES_PAGE as u64).contains(&n) => n as usize,
-                Some(n) => {
-                    return Err(Error::invalid(
-                        "limit",
-                        format!("limit: expected 1 to {MAX_DELIVERIES_PAGE}, got {n}"),
-                    ));
-                }
-            };
+            let limit = page_limit(&p, DEFAULT_DELIVERIES_PAGE, MAX_DELIVERIES_PAGE)?;
             let after = p
                 .opt_str("after")?
                 .map(|raw| {
@@ -313,6 +295,18 @@ fn webhook_id(params: &Params) -> Result<String, Error> {
         ));
     }
     Ok(id.to_owned())
+}
+
+/// A page's `limit`: `default` when absent, else 1 to `max`.
+fn page_limit(params: &Params, default: usize, max: usize) -> Result<usize, Error> {
+    match params.opt_u64("limit")? {
+        None => Ok(default),
+        Some(n) if (1..=max as u64).contains(&n) => Ok(n as usize),
+        Some(n) => Err(Error::invalid(
+            "limit",
+            format!("limit: expected 1 to {max}, got {n}"),
+        )),
+    }
 }
 
 fn instance(params: &Params) -> Result<InstanceId, Error> {
