@@ -245,13 +245,6 @@ class Hub:
 
 
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def hubs() -> Iterator[Callable[..., Hub]]:
     started: list[Hub] = []
 

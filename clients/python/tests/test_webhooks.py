@@ -149,13 +149,6 @@ def receivers() -> Iterator[Callable[..., Receiver]]:
 
 
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def hubs() -> Iterator[Callable[..., Hub]]:
     """Starts hubs that deliver to receivers on loopback and retry quickly."""
     started: list[Hub] = []
