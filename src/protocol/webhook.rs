@@ -97,7 +97,9 @@ pub struct WebhookInfo {
     pub added_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_attempt: Option<WebhookAttempt>,
-    /// Deliveries waiting: due, or being attempted.
+    /// Deliveries waiting: due, or being attempted. Events logged since the endpoint last
+    /// took any (within a second while it is enabled; a disabled one takes none) are not
+    /// counted yet.
     pub pending: u64,
 }
 
