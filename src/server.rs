@@ -29,6 +29,7 @@ use crate::upgrade::WebSocketRequest;
 use crate::webhooks::dispatch::{self, Dispatcher};
 use crate::{connection, listener, session};
 
+mod events;
 mod gate;
 mod rpc;
 
@@ -282,6 +283,7 @@ fn router(hub: Arc<Hub>, web_dir: &std::path::Path) -> Router {
     // What a browser page can reach sits behind the Host guard; health checks do not.
     let pages = Router::new()
         .route("/ws", get(upgrade))
+        .route("/events", get(events::events))
         .route(
             "/rpc",
             post(rpc::rpc)

@@ -56,6 +56,7 @@ mod params;
 pub mod peer;
 pub mod request;
 mod results;
+pub mod sse;
 pub mod webhook;
 
 pub use events::{

@@ -11,18 +11,18 @@
 //!   delivery at that place, and the replay of what it missed.
 //! - [`binding`]: the instance it registered as.
 //!
-//! The WebSocket:
+//! The transports:
 //! - [`writer`]: the half that writes the outbox's queue to a WebSocket.
 //! - [`wire`]: the TCP stream under the WebSocket, which the fan-out writes frames into.
-//!
-//! A second transport (Server-Sent Events) brings its own writer draining the same queue;
-//! it takes no direct writes (its outbox has no wire) and has no reader of calls.
+//! - [`sse`]: the body of a Server-Sent Events stream, drained from the same queue; it
+//!   takes no direct writes (its outbox has no wire) and reads no calls.
 
 mod binding;
 mod cursor;
 mod live;
 mod outbox;
 mod replay;
+pub mod sse;
 mod state;
 pub mod wire;
 pub mod writer;
