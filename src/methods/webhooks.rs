@@ -12,8 +12,8 @@ use crate::protocol::webhook::{
 };
 use crate::store::{Added, LoggedAttempt, MAX_WEBHOOKS, NewEndpoint, StoredEndpoint};
 use crate::webhooks::dispatch::DEFAULT_EVENTS;
-use crate::webhooks::url::WebhookUrl;
 use crate::webhooks::sign::Secret;
+use crate::webhooks::url::WebhookUrl;
 use crate::webhooks::{ROTATION_OVERLAP, new_endpoint_id};
 
 /// Runs one `system.webhooks.*` call.

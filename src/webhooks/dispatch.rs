@@ -13,8 +13,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::http::{Outcome, Poster, PosterSettings};
-use super::url::WebhookUrl;
 use super::sign::{Secret, signature_header};
+use super::url::WebhookUrl;
 use crate::clock::now_ms;
 use crate::config::WebhookConfig;
 use crate::metrics::{Metrics, Outcome as OutcomeLabel};
