@@ -3,9 +3,11 @@
 # the fan-out floor (`quorum-hub-bench floor`, a bare broadcaster), then runs
 # `quorum-hub-bench suite` against them: vote throughput and latency (G=60, G=3, and at
 # half the maximum rate), fan-out to 10,000 registered sessions beside the floor (four
-# rounds, taking turns at going first), memory per session, fan-out and memory at 50,000
-# sessions (or as many as the open-files limit allows), redis-benchmark running the same
-# vote script on the same Redis, and the CPU time Redis spent per vote, as one table.
+# rounds, taking turns at going first), memory per session, decisions delivered to 4
+# webhook endpoints at a receiver in the bench (beside the same over the WebSocket),
+# fan-out and memory at 50,000 sessions (or as many as the open-files limit allows),
+# redis-benchmark running the same vote script on the same Redis, and the CPU time Redis
+# spent per vote, as one table.
 # With --cluster first, the hub runs on a local Redis Cluster of 3 primaries and 3 replicas
 # instead (scripts/cluster.sh, ports 7201-7206; no redis-benchmark row).
 # Extra arguments go to `bench suite` (e.g. --duration 30s --json).
@@ -37,9 +39,11 @@ fi
 ulimit -n 120000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 echo "open files limit: $(ulimit -n)" >&2
 # Rate limits stay on, raised so that they are checked on every call but do not bind.
+# --webhook-allow-private lets the hub deliver to the bench's receiver on 127.0.0.1.
 # shellcheck disable=SC2086
 ./target/release/quorum-hub --listen 127.0.0.1:0 $redis --max-sessions 60000 \
-  --vote-rate-limit 1000000/60s --session-rate-limit 100000/1s >"$dir/hub.log" 2>&1 &
+  --vote-rate-limit 1000000/60s --session-rate-limit 100000/1s \
+  --webhook-allow-private >"$dir/hub.log" 2>&1 &
 hub=$!
 # Waits until FILE has a line matching PATTERN, polling every 50 ms up to TRIES times;
 # fails with the log, saying that WHAT never happened.

@@ -643,6 +643,7 @@ async fn the_bench_runs_a_tiny_scenario_of_each_kind() {
     let mut config = Config::with_redis(redis.url());
     config.vote_rate_limit = "1000000/60s".parse::<RateLimit>().unwrap();
     config.session_rate_limit = RateLimit::OFF;
+    config.webhooks.allow_private = true;
     let hub = TestHub::start_with(config).await;
     let url = hub.ws_url();
     let votes = bench(
@@ -686,6 +687,20 @@ async fn the_bench_runs_a_tiny_scenario_of_each_kind() {
     // The 200 baseline calls come before any probe decision: never during one.
     assert!(calls["idle_calls"].as_u64().unwrap() >= 200, "{fanout}");
     assert!(calls["idle_us"]["p50"].as_u64().unwrap() > 0, "{fanout}");
+
+    let webhooks = bench("webhooks", &url, &["--endpoints", "3", "--decisions", "10"]).await;
+    assert_eq!(webhooks["delivered"], 30, "{webhooks}");
+    for count in ["missed", "duplicated", "mismatched_ids", "websocket_missed"] {
+        assert_eq!(webhooks[count], 0, "{count}: {webhooks}");
+    }
+    for latency in ["receiver_us", "websocket_us", "vote_us"] {
+        assert!(webhooks[latency]["p50"].as_u64().unwrap() > 0, "{webhooks}");
+    }
+    assert!(webhooks["deliveries_per_second"].as_f64().unwrap() > 0.0);
+    // The bench removes the endpoints it added.
+    let mut admin = hub.client().await;
+    let listed = admin.result("system.webhooks.list", json!({})).await;
+    assert_eq!(listed["webhooks"], json!([]), "{listed}");
 
     let pid = std::process::id().to_string();
     let connections = bench(

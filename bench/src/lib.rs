@@ -6,6 +6,7 @@
 //! - [`floor`]: a bare broadcaster that the hub's fan-out is compared with.
 //! - [`netstat`]: what the kernel dropped and sent again while a scenario ran.
 //! - [`storm`]: a reconnect storm: a hub of its own restarted under many agent clients.
+//! - [`webhooks`]: decisions delivered to webhook endpoints at a receiver of its own.
 //! - [`suite`]: all of them plus `redis-benchmark` on the vote script, as one table.
 
 pub mod connections;
@@ -15,6 +16,7 @@ pub mod netstat;
 pub mod storm;
 pub mod suite;
 pub mod votes;
+pub mod webhooks;
 
 use std::io::IsTerminal;
 
@@ -92,6 +94,14 @@ pub enum BenchCommand {
         #[command(flatten)]
         output: Output,
     },
+    /// Webhook delivery: E endpoints at a receiver in the bench, a voter making decisions;
+    /// deliveries per second and decision-to-receiver latency beside the WebSocket's.
+    Webhooks {
+        #[command(flatten)]
+        options: webhooks::WebhooksOptions,
+        #[command(flatten)]
+        output: Output,
+    },
     /// Everything above plus redis-benchmark on the vote script, as one table.
     Suite {
         #[command(flatten)]
@@ -137,6 +147,10 @@ pub async fn run(command: BenchCommand) -> Result<String, BenchError> {
         BenchCommand::Storm { options, output } => {
             let report = storm::run(&options).await?;
             output.render(&report, |r| Table::of(r, storm::rows))
+        }
+        BenchCommand::Webhooks { options, output } => {
+            let report = webhooks::run(&options).await?;
+            output.render(&report, |r| Table::of(r, webhooks::rows))
         }
         BenchCommand::Suite { options, output } => {
             output.render(&suite::run(&options).await?, suite::table)

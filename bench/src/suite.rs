@@ -10,6 +10,7 @@ use super::connections::{self, ConnectionsOptions, ConnectionsReport};
 use super::fanout::{self, FanoutOptions, FanoutReport};
 use super::storm::{self, StormOptions, StormReport};
 use super::votes::{self, VotesOptions, VotesReport};
+use super::webhooks::{self, WebhooksOptions, WebhooksReport};
 use super::{BenchError, DEFAULT_URL};
 use quorum_hub::bench_seams;
 use quorum_hub::config::{RateLimit, parse_duration};
@@ -25,6 +26,8 @@ const STORM_DECISIONS: usize = 5;
 const STORM_WAIT: Duration = Duration::from_secs(120);
 /// Sessions per decision in the throughput runs (and in redis-benchmark's votes).
 const GROUP: usize = 60;
+/// Longest the webhook run waits, after its last decision, for every delivery.
+const WEBHOOK_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Args)]
 pub struct SuiteOptions {
@@ -53,6 +56,13 @@ pub struct SuiteOptions {
     /// A fan-out floor (`quorum-hub-bench floor`) to compare the hub's fan-out with.
     #[arg(long)]
     pub floor_url: Option<String>,
+    /// Webhook endpoints at the bench's own receiver, each getting every decision of the
+    /// webhook run (the hub needs --webhook-allow-private).
+    #[arg(long, default_value_t = 4)]
+    pub webhook_endpoints: usize,
+    /// Decisions of the webhook run (0 skips it).
+    #[arg(long, default_value_t = 200)]
+    pub webhook_decisions: usize,
     /// Sessions of the large fan-out and memory runs (fewer when the file-descriptor limit
     /// of this process or the hub's is lower; 0 skips them).
     #[arg(long, default_value_t = 50_000)]
@@ -87,6 +97,8 @@ pub struct Suite {
     /// The floor's, alternating with the hub's.
     pub floor: Vec<FanoutReport>,
     pub connections: ConnectionsReport,
+    /// Decisions delivered to webhook endpoints, beside the same over the WebSocket.
+    pub webhooks: Option<WebhooksReport>,
     /// The fan-out and memory runs at `large_sessions` (or as many as the limits allow).
     pub large: Option<Large>,
     /// A hub of the bench's own restarted under `storm_clients` agent clients.
@@ -152,6 +164,25 @@ pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
     })
     .await?;
     let (fanout, floor) = fanout_rounds(options).await?;
+    let webhooks = match options.webhook_decisions {
+        0 => None,
+        decisions => {
+            eprintln!(
+                "webhooks: {} endpoints, {decisions} decisions",
+                options.webhook_endpoints
+            );
+            Some(
+                webhooks::run(&WebhooksOptions {
+                    url: options.url.clone(),
+                    endpoints: options.webhook_endpoints,
+                    decisions,
+                    wait: WEBHOOK_WAIT,
+                    pause: None,
+                })
+                .await?,
+            )
+        }
+    };
     let large = large_runs(options).await?;
     let storm = match &options.redis_url {
         Some(redis_url) if options.storm_clients > 0 => {
@@ -187,6 +218,7 @@ pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
         fanout,
         floor,
         connections,
+        webhooks,
         large,
         storm,
         redis_script_limit: limit,

@@ -2,7 +2,7 @@
 
 use super::{GROUP, Suite};
 use crate::fanout::{self, CallProbe, FanoutReport};
-use crate::{Percentiles, Table, connections, ms, storm};
+use crate::{Percentiles, Table, connections, ms, storm, webhooks};
 
 /// The suite as one table.
 pub fn table(s: &Suite) -> String {
@@ -58,6 +58,9 @@ pub fn table(s: &Suite) -> String {
         h.latency_us.short_ms(),
     );
     fanout_rows(&mut t, s);
+    if let Some(report) = &s.webhooks {
+        webhooks::rows(&mut t, report);
+    }
     connections::rows(&mut t, &s.connections);
     if let Some(large) = &s.large {
         fanout::rows(&mut t, &large.fanout);
