@@ -17,6 +17,7 @@ use futures::StreamExt;
 use super::gate::{authenticate, check_origin, refuse};
 use crate::auth;
 use crate::hub::Hub;
+use crate::methods;
 use crate::protocol::{EventId, event};
 use crate::session::sse::{SseSettings, event_stream};
 use crate::session::{self, SessionHandle};
@@ -83,6 +84,8 @@ pub(super) async fn events(
     let (session, outbound) = hub.open_session(slot, grant, expires_at_ms, resume.is_some(), None);
     if !patterns.is_empty() {
         hub.subscribe(&session, patterns);
+        // As system.subscribe does: the stream starts once dashboard events flow here.
+        hub.dashboards_flowing(methods::SUBSCRIBE_WAIT).await;
     }
     if let Some(from) = resume {
         let (store, session) = (hub.store.clone(), session.clone());
