@@ -155,6 +155,8 @@ struct Opened {
 impl Drop for Opened {
     fn drop(&mut self) {
         if let Some(session) = self.session.take() {
+            // Nothing drains the queue any more: a replay waiting for room gives up.
+            session.outbox.close_queue();
             let hub = self.hub.clone();
             self.hub
                 .tracker

@@ -318,7 +318,7 @@ impl Outbox {
 
     /// Ends the queue once the writer is gone: a sender waiting for room fails instead of
     /// waiting forever.
-    pub(super) fn close_queue(&self) {
+    pub fn close_queue(&self) {
         self.closed.store(true, Ordering::Release);
         self.room.notify_waiters();
     }
