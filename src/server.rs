@@ -22,18 +22,18 @@ use crate::hub::Hub;
 use crate::managed_redis::ManagedRedis;
 pub use crate::managed_redis::ManagedRedisError;
 use crate::metrics::Metrics;
-use crate::protocol::{EventId, openrpc};
+use crate::protocol::openrpc;
 use crate::store::Store;
 use crate::tasks::{dashboards, deadlines, keepalive, probe, publisher, sweep};
 use crate::upgrade::WebSocketRequest;
 use crate::webhooks::dispatch::{self, Dispatcher};
-use crate::{connection, listener, session};
+use crate::{connection, listener};
 
 mod events;
 mod gate;
 mod rpc;
 
-use gate::{authenticate, check_origin, guard_host, refuse};
+use gate::{Admitted, admit_session, guard_host, resume_from};
 pub use rpc::MAX_RPC_IN_FLIGHT;
 use rpc::RpcRoute;
 
@@ -322,33 +322,15 @@ async fn upgrade(
     headers: HeaderMap,
     handshake: WebSocketRequest,
 ) -> Response {
-    if hub.shutdown.is_cancelled() {
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "hub is shutting down").into_response();
-    }
-    if let Err(refused) = check_origin(&hub, &headers) {
-        return refused.into_response();
-    }
-    let (grant, expires_at_ms) =
-        match authenticate(&hub, peer.ip(), &headers, query.token.as_deref()) {
-            Ok(verified) => verified,
-            Err(refused) => return refused.into_response(),
-        };
-    // A cursor that is not an event id still opens the session: it is told so in a
-    // notice, then gets live events (a client stuck on a bad id must not be locked out).
-    let resume = query.last_event_id.map(|raw| match raw.parse::<EventId>() {
-        Ok(id) => session::Resume::After(id),
-        Err(_) => session::Resume::Malformed(raw),
-    });
-    let Some(slot) = hub.reserve_session() else {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format_args!(
-                "this hub holds its maximum of {} sessions; try another hub or later",
-                hub.config.max_sessions
-            ),
-        )
-        .into_response();
+    let Admitted {
+        grant,
+        expires_at_ms,
+        slot,
+    } = match admit_session(&hub, peer.ip(), &headers, query.token.as_deref()) {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused.into_response(),
     };
+    let resume = query.last_event_id.map(resume_from);
     let guard = hub.tracker.token();
     let max = hub.config.max_message_bytes as usize;
     let config = WebSocketConfig::default()

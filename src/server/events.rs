@@ -14,11 +14,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
-use super::gate::{authenticate, check_origin, refuse};
+use super::gate::{Admitted, admit_session, refuse, resume_from};
 use crate::auth;
 use crate::hub::Hub;
 use crate::methods;
-use crate::protocol::{EventId, event};
+use crate::protocol::event;
 use crate::session::sse::{SseSettings, event_stream};
 use crate::session::{self, SessionHandle};
 
@@ -46,17 +46,14 @@ pub(super) async fn events(
     Query(query): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if hub.shutdown.is_cancelled() {
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "hub is shutting down").into_response();
-    }
-    if let Err(refused) = check_origin(&hub, &headers) {
-        return refused.into_response();
-    }
-    let (grant, expires_at_ms) =
-        match authenticate(&hub, peer.ip(), &headers, query.token.as_deref()) {
-            Ok(verified) => verified,
-            Err(refused) => return refused.into_response(),
-        };
+    let Admitted {
+        grant,
+        expires_at_ms,
+        slot,
+    } = match admit_session(&hub, peer.ip(), &headers, query.token.as_deref()) {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused.into_response(),
+    };
     let patterns = match patterns(query.events.as_deref()) {
         Ok(patterns) => patterns,
         Err(message) => return refuse(StatusCode::BAD_REQUEST, message).into_response(),
@@ -64,23 +61,9 @@ pub(super) async fn events(
     let cursor = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+        .map(|v| v.trim().to_owned())
         .or(query.last_event_id);
-    // As on /ws, a cursor that is not an event id still opens the stream, with a notice.
-    let resume = cursor.map(|raw| match raw.trim().parse::<EventId>() {
-        Ok(id) => session::Resume::After(id),
-        Err(_) => session::Resume::Malformed(raw),
-    });
-    let Some(slot) = hub.reserve_session() else {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format_args!(
-                "this hub holds its maximum of {} sessions; try another hub or later",
-                hub.config.max_sessions
-            ),
-        )
-        .into_response();
-    };
+    let resume = cursor.map(resume_from);
     let (session, outbound) = hub.open_session(slot, grant, expires_at_ms, resume.is_some(), None);
     if !patterns.is_empty() {
         hub.subscribe(&session, patterns);

@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use crate::auth::Grant;
 use crate::guards;
 use crate::hub::Hub;
+use crate::protocol::EventId;
+use crate::session::{Resume, SessionSlot};
 
 /// An HTTP refusal with a one-line reason.
 pub(super) struct Refusal(StatusCode, String);
@@ -101,4 +103,55 @@ pub(super) async fn guard_host(
         }
     }
     next.run(request).await
+}
+
+/// A client let in for a session (`/ws` or `/events`): what it may do, when its token
+/// expires, and its place among `--max-sessions`.
+pub(super) struct Admitted {
+    pub grant: Grant,
+    pub expires_at_ms: Option<u64>,
+    pub slot: SessionSlot,
+}
+
+/// Lets a client in for a session, or answers why not: the hub is stopping (503), the
+/// origin is not allowed (403), the token does not check out (401), or every place is
+/// taken (503).
+pub(super) fn admit_session(
+    hub: &Hub,
+    peer: IpAddr,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<Admitted, Refusal> {
+    if hub.shutdown.is_cancelled() {
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "hub is shutting down",
+        ));
+    }
+    check_origin(hub, headers)?;
+    let (grant, expires_at_ms) = authenticate(hub, peer, headers, query_token)?;
+    let Some(slot) = hub.reserve_session() else {
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format_args!(
+                "this hub holds its maximum of {} sessions; try another hub or later",
+                hub.config.max_sessions
+            ),
+        ));
+    };
+    Ok(Admitted {
+        grant,
+        expires_at_ms,
+        slot,
+    })
+}
+
+/// Where a session resumes from, given its cursor. A cursor that is not an event id still
+/// opens the session: it is told so in a notice, then gets live events (a client stuck on a
+/// bad id must not be locked out).
+pub(super) fn resume_from(cursor: String) -> Resume {
+    match cursor.parse::<EventId>() {
+        Ok(id) => Resume::After(id),
+        Err(_) => Resume::Malformed(cursor),
+    }
 }
