@@ -1,12 +1,15 @@
 -- webhook_next.lua: one endpoint's next deliveries. Takes the events logged since its
--- cursor into its due set (a notice first if the log no longer holds some of them), then
--- claims the deliveries that are due, each for one hub for a lease: a claimed delivery is
--- due again when the lease runs out, so a hub that dies during an attempt leaves it to
--- another hub.
+-- cursor into its due set, then claims the deliveries that are due, each for one hub for a
+-- lease: a claimed delivery is due again when the lease runs out, so a hub that dies
+-- during an attempt leaves it to another hub.
 --
--- KEYS[1] endpoint   hash    state, cursor (the last event taken)
--- KEYS[2] due        zset    delivery -> when it is due (ms): an event id, or
---                            'gap:<id>' for a notice that events after <id> are missing
+-- Events the log deleted (trimmed by its cap) before the endpoint had them, whether not
+-- taken yet or waiting for a retry, are replaced by one notice that the events after the
+-- earliest point are missing: the member 'gap' of the due set, that point in the
+-- endpoint's field 'gap'.
+--
+-- KEYS[1] endpoint   hash    state, cursor (the last event taken), gap
+-- KEYS[2] due        zset    delivery -> when it is due (ms): an event id, or 'gap'
 -- KEYS[3] tries      hash    delivery -> attempts claimed
 -- KEYS[4] stream     stream  decision events
 -- KEYS[5] published  string  the last event published once replicas had it (absent:
@@ -16,8 +19,8 @@
 --
 -- Returns {} when the endpoint is gone or disabled; otherwise {waiting, claimed...}, where
 -- waiting counts the deliveries left due or leased and each claimed delivery is
--- {delivery, attempt, fields} (fields {} for a notice; an event the log no longer holds is
--- claimed as a notice that it is missing).
+-- {delivery, attempt, fields}: an event id with its entry's fields, or 'gap:<id>' (events
+-- after <id> are missing) with none.
 
 if redis.call('HGET', KEYS[1], 'state') ~= 'enabled' then
   return {}
@@ -42,15 +45,23 @@ local function after(a, b)
   local bms, bseq = parse(b)
   return ams > bms or (ams == bms and aseq > bseq)
 end
+-- Notes that events after `from` are missing: the one notice due covers the earliest.
+local function note_gap(from)
+  local noted = redis.call('HGET', KEYS[1], 'gap')
+  if not noted or after(noted, from) then
+    redis.call('HSET', KEYS[1], 'gap', from)
+  end
+  redis.call('ZADD', KEYS[2], 'NX', now, 'gap')
+end
 
--- Events after the cursor that the log deleted (trimmed) before they were taken.
+-- Events after the cursor that the log deleted before they were taken.
 local info = redis.pcall('XINFO', 'STREAM', KEYS[4])
 if type(info) == 'table' and not info.err then
   for i = 1, #info, 2 do
     if info[i] == 'max-deleted-entry-id' then
       local deleted = info[i + 1]
       if deleted ~= '0-0' and after(deleted, cursor) then
-        redis.call('ZADD', KEYS[2], 'NX', now, 'gap:' .. cursor)
+        note_gap(cursor)
         cursor = deleted
       end
     end
@@ -65,25 +76,38 @@ for _, entry in ipairs(taken) do
 end
 redis.call('HSET', KEYS[1], 'cursor', cursor)
 
-local claimed = {}
+-- Due events the log deleted while they waited for a retry join the notice first, so that
+-- it is claimed below with the earliest point.
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, ARGV[3])
-local leased = now + tonumber(ARGV[2])
+local entries = {}
 for _, delivery in ipairs(due) do
-  local fields = {}
-  if string.sub(delivery, 1, 4) ~= 'gap:' then
+  if delivery ~= 'gap' then
     local entry = redis.call('XRANGE', KEYS[4], delivery, delivery)
     if entry[1] then
-      fields = entry[1][2]
+      entries[delivery] = entry[1][2]
     else
-      -- Trimmed while it waited for a retry: the endpoint is told it is missing.
       redis.call('ZREM', KEYS[2], delivery)
       redis.call('HDEL', KEYS[3], delivery)
-      delivery = 'gap:' .. predecessor(delivery)
+      note_gap(predecessor(delivery))
     end
   end
-  redis.call('ZADD', KEYS[2], leased, delivery)
-  local attempt = redis.call('HINCRBY', KEYS[3], delivery, 1)
-  table.insert(claimed, {delivery, attempt, fields})
+end
+
+local claimed = {}
+local leased = now + tonumber(ARGV[2])
+due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, ARGV[3])
+for _, delivery in ipairs(due) do
+  local fields = entries[delivery]
+  local name = delivery
+  if delivery == 'gap' then
+    name = 'gap:' .. redis.call('HGET', KEYS[1], 'gap')
+    fields = {}
+  end
+  if fields then
+    redis.call('ZADD', KEYS[2], leased, delivery)
+    local attempt = redis.call('HINCRBY', KEYS[3], delivery, 1)
+    table.insert(claimed, {name, attempt, fields})
+  end
 end
 local out = {redis.call('ZCARD', KEYS[2])}
 for _, c in ipairs(claimed) do

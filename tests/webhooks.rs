@@ -678,3 +678,84 @@ async fn an_attempt_in_flight_is_made_by_one_hub_only() {
         .collect();
     assert_eq!(ids, [event], "attempted more than once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_log_no_longer_holds_are_replaced_by_one_incomplete_delivery() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start_with(config(&redis)).await;
+    // Gone at first: the endpoint is disabled and takes nothing from the log meanwhile.
+    let receiver = Receiver::start(|n, _| {
+        if n == 0 {
+            Answer::Status(410, Vec::new())
+        } else {
+            Answer::Status(200, Vec::new())
+        }
+    })
+    .await;
+    let mut admin = hub.client().await;
+    let (id, _) = add(&mut admin, json!({"url": receiver.url()})).await;
+    let mut voter = hub.client_as("voter").await;
+    let first = voter.decide("voter", "d1").await;
+    eventually("the endpoint to be disabled", async || {
+        (listed(&mut admin, &id).await["state"] == "disabled").then_some(())
+    })
+    .await;
+    let missed = voter.decide("voter", "d2").await;
+    // The log's cap trims the oldest events; here everything so far goes at once.
+    let log = if redis.is_cluster() {
+        "cb:{events}:stream"
+    } else {
+        "cb:stream:quorum.decision.made"
+    };
+    let _: u64 = redis.query(&["XTRIM", log, "MAXLEN", "0"]).await;
+    let after = voter.decide("voter", "d3").await;
+    admin
+        .result("system.webhooks.enable", json!({"id": id}))
+        .await;
+    let received = receiver.wait_for(3).await;
+    // The notice covers the first event too: it got 410 and waited, and went with the log.
+    let (ms, seq) = first.split_once('-').unwrap();
+    let before_first = match seq.parse::<u64>().unwrap() {
+        0 => format!("{}-{}", ms.parse::<u64>().unwrap() - 1, u64::MAX),
+        seq => format!("{ms}-{}", seq - 1),
+    };
+    // Deliveries go out side by side: receivers order them by event id, not arrival.
+    let kinds: BTreeSet<(String, String)> = received[1..]
+        .iter()
+        .map(|r| {
+            (
+                r.json()["type"].as_str().unwrap().to_owned(),
+                r.id().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            (
+                "system.events.incomplete".to_owned(),
+                format!("incomplete-{before_first}")
+            ),
+            ("quorum.decision.made".to_owned(), after.clone()),
+        ]),
+        "the events the log lost ({first}, {missed}) are replaced by one notice"
+    );
+    let notice = received[1..]
+        .iter()
+        .find(|r| r.id().starts_with("incomplete-"))
+        .unwrap()
+        .json();
+    assert_eq!(notice["data"]["since"], before_first.as_str(), "{notice}");
+    assert_eq!(notice["data"]["reason"], "trimmed", "{notice}");
+    let log = eventually("both deliveries recorded", async || {
+        let log = attempts(&mut admin, &id).await;
+        (log.iter().filter(|a| a["outcome"] == "delivered").count() == 2).then_some(log)
+    })
+    .await;
+    drained(&mut admin, &id).await;
+    assert_eq!(
+        receiver.received().len(),
+        3,
+        "one notice, not one per lost event: {log:?}"
+    );
+}
