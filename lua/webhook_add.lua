@@ -7,11 +7,10 @@
 -- KEYS[4] published  string  the last event published once replicas had it (absent:
 --                            nothing waits for replicas)
 -- ARGV[1] id, ARGV[2] most endpoints, ARGV[3] now in ms, ARGV[4] url, ARGV[5] event
--- patterns as JSON, ARGV[6] description, ARGV[7] secret, ARGV[8] '1' to keep an endpoint
--- that exists under this id (the ones given at start) instead of refusing.
+-- patterns as JSON, ARGV[6] description, ARGV[7] secret.
 --
 -- Returns 1 when added, 0 when the keyspace holds the most endpoints already, 2 when the
--- id exists (kept as it is).
+-- id exists (kept as it is: an endpoint given at start, which every hub adds).
 
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return 2
