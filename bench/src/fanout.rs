@@ -12,11 +12,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::netstat::{Counters, Losses};
 use super::{
-    BenchError, DEFAULT_URL, Percentiles, Progress, Table, call, connect, histogram, register,
-    run_tag,
+    BenchError, DEFAULT_URL, Percentiles, Progress, Table, call, connect, decide_alone, histogram,
+    register, run_tag,
 };
 use quorum_hub::protocol::peer::PeerSocket;
-use quorum_hub::protocol::{StatusParams, VoteParams, VoteReply, event, method};
+use quorum_hub::protocol::{StatusParams, event, method};
 
 /// Calls the probing session makes, one after another, before its decisions: the
 /// baseline for calls made while they fan out.
@@ -233,22 +233,8 @@ impl Deciding {
     /// has it, or [`FANOUT_WAIT`].
     async fn decide(&mut self, n: usize) -> Result<Decided, BenchError> {
         let decision = format!("bf{}-{n}", self.tag);
-        let params = VoteParams {
-            instance_id: &self.instance,
-            decision: &decision,
-            value: "go",
-            total_instances: Some(1),
-            close_after_ms: None,
-        };
-        let sent = Instant::now();
-        let reply: VoteReply = call(&mut self.voter, n as u64 + 1, method::VOTE, &params).await?;
-        let replied = Instant::now();
-        if !reply.quorum_reached {
-            return Err(BenchError::Refused(format!(
-                "decision {decision} was not made: {}",
-                reply.outcome()
-            )));
-        }
+        let (sent, replied) =
+            decide_alone(&mut self.voter, n as u64 + 1, &self.instance, &decision).await?;
         let mut deliveries = Vec::with_capacity(self.sessions);
         let wait_until = tokio::time::Instant::now() + FANOUT_WAIT;
         while deliveries.len() < self.sessions {

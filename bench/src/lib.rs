@@ -303,6 +303,33 @@ async fn call<R: serde::de::DeserializeOwned>(
     peer::call(socket, id, method, params, |_| {}).await
 }
 
+/// Has `instance` make `decision` alone (`totalInstances` 1) as call `id`; returns when the
+/// vote was sent and when its reply came, or why the decision was not made.
+async fn decide_alone(
+    voter: &mut PeerSocket,
+    id: u64,
+    instance: &str,
+    decision: &str,
+) -> Result<(std::time::Instant, std::time::Instant), BenchError> {
+    let params = quorum_hub::protocol::VoteParams {
+        instance_id: instance,
+        decision,
+        value: "go",
+        total_instances: Some(1),
+        close_after_ms: None,
+    };
+    let sent = std::time::Instant::now();
+    let reply: quorum_hub::protocol::VoteReply = call(voter, id, method::VOTE, &params).await?;
+    let replied = std::time::Instant::now();
+    if !reply.quorum_reached {
+        return Err(BenchError::Refused(format!(
+            "decision {decision} was not made: {}",
+            reply.outcome()
+        )));
+    }
+    Ok((sent, replied))
+}
+
 async fn register(socket: &mut PeerSocket, instance: &str) -> Result<(), BenchError> {
     let params = RegisterParams {
         instance_id: instance,

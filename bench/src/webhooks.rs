@@ -16,13 +16,15 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{BenchError, DEFAULT_URL, Percentiles, Progress, Table, call, connect, register};
+use super::{
+    BenchError, DEFAULT_URL, Percentiles, Progress, Table, call, connect, decide_alone, register,
+};
 use quorum_hub::config::parse_duration;
 use quorum_hub::protocol::peer::{Incoming, PeerSocket};
 use quorum_hub::protocol::webhook::{
     WebhookAddParams, WebhookChanged, WebhookIdParams, WebhookSecret,
 };
-use quorum_hub::protocol::{Notification, VoteParams, VoteReply, event, method};
+use quorum_hub::protocol::{Notification, event, method};
 
 mod receiver;
 use receiver::{Delivery, Receiver, endpoint_of};
@@ -253,22 +255,8 @@ impl Deciding {
     /// Makes decision `n` alone (`totalInstances` 1).
     async fn decide(&mut self, n: usize) -> Result<Made, BenchError> {
         let decision = format!("{}{n}", self.prefix);
-        let params = VoteParams {
-            instance_id: &self.instance,
-            decision: &decision,
-            value: "go",
-            total_instances: Some(1),
-            close_after_ms: None,
-        };
-        let sent = Instant::now();
-        let reply: VoteReply = call(&mut self.voter, n as u64 + 1, method::VOTE, &params).await?;
-        let replied = Instant::now();
-        if !reply.quorum_reached {
-            return Err(BenchError::Refused(format!(
-                "decision {decision} was not made: {}",
-                reply.outcome()
-            )));
-        }
+        let (sent, replied) =
+            decide_alone(&mut self.voter, n as u64 + 1, &self.instance, &decision).await?;
         Ok(Made { sent, replied })
     }
 
