@@ -115,6 +115,13 @@ async fn every_decision_made_and_expired_reaches_two_endpoints_exactly_once_sign
     .await;
     assert!(first_secret.starts_with("whsec_"), "{first_secret}");
     assert_ne!(first_secret, second_secret);
+    // An endpoint that asked for decisions made only.
+    let made_only = Receiver::ok().await;
+    let (made_only_id, _) = add(
+        &mut admin,
+        json!({"url": made_only.url(), "events": ["quorum.decision.made"]}),
+    )
+    .await;
 
     let mut voter = hub.client_as("voter").await;
     let mut events = Vec::new();
@@ -170,6 +177,20 @@ async fn every_decision_made_and_expired_reaches_two_endpoints_exactly_once_sign
         );
         assert_eq!(endpoint["lastAttempt"]["status"], 200, "{endpoint}");
     }
+    // The expired decision is passed over for it, not delivered.
+    drained(&mut admin, &made_only_id).await;
+    let made: BTreeSet<String> = events
+        .iter()
+        .filter(|(_, kind)| *kind == "quorum.decision.made")
+        .map(|(id, _)| id.clone())
+        .collect();
+    let got: Vec<String> = made_only
+        .received()
+        .iter()
+        .map(|r| r.id().to_owned())
+        .collect();
+    assert_eq!(got.len(), made.len(), "{got:?}");
+    assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), made);
     let list = admin.result("system.webhooks.list", json!({})).await;
     assert_eq!(
         listed(&mut admin, &first_id).await["description"],
