@@ -140,6 +140,23 @@ pub struct Config {
 
     #[command(flatten)]
     pub webhooks: WebhookConfig,
+
+    #[command(flatten)]
+    pub push: PushConfig,
+}
+
+/// How the hub signs Web Push messages (VAPID, RFC 8292).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PushConfig {
+    /// Who push services contact about this hub's messages: a mailto: or https: URL. A hub
+    /// with --auth-secret sends Web Push only when given one.
+    #[arg(long = "vapid-subject", env = "QUORUM_VAPID_SUBJECT")]
+    pub vapid_subject: Option<String>,
+
+    /// File holding the VAPID private key (base64url), made at first start if missing.
+    /// Without it, the hubs on a keyspace share a key kept in Redis.
+    #[arg(long = "vapid-key-file", env = "QUORUM_VAPID_KEY_FILE")]
+    pub vapid_key_file: Option<PathBuf>,
 }
 
 /// How the hub delivers decisions to webhook endpoints.
@@ -393,6 +410,7 @@ impl Config {
             session_queue_bytes: 1024 * 1024,
             ping_interval: Duration::from_secs(20),
             webhooks: WebhookConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }

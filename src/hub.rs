@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::protocol::{BreakerState, EventId, LoggedEvent, frame};
+use crate::push::Push;
 use crate::session::wire::Wire;
 use crate::session::{Outbound, SessionHandle, SessionSettings, SessionSlot};
 use crate::store::Store;
@@ -64,6 +65,8 @@ pub struct Hub {
     pub tracker: TaskTracker,
     /// Raised when this hub delivers a decision event: the webhook dispatcher wakes on it.
     pub event_delivered: Arc<Notify>,
+    /// Web Push, unless it is off on this hub.
+    pub push: Option<Arc<Push>>,
     started: Instant,
 }
 
@@ -74,6 +77,7 @@ impl Hub {
         authority: Option<Authority>,
         metrics: Metrics,
         shutdown: CancellationToken,
+        push: Option<Arc<Push>>,
     ) -> Self {
         Self {
             registry: metrics.registry(),
@@ -92,6 +96,7 @@ impl Hub {
             shutdown,
             tracker: TaskTracker::new(),
             event_delivered: Arc::new(Notify::new()),
+            push,
             started: Instant::now(),
         }
     }

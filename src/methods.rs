@@ -147,11 +147,13 @@ async fn call_once(hub: &Hub, caller: Caller<'_>, call: Call) -> Result<Box<RawV
         Request::Unsubscribe { events } => reply(unsubscribe(hub, caller, &events)?),
         Request::AuthRefresh { token } => reply(refresh(hub, caller, &token)?),
         Request::Webhook(call) => reply(webhooks::call(hub, caller, call).await?),
+        Request::Push(call) => push::call(hub, caller, call).await,
         Request::Discover => Ok(openrpc::document_text().to_owned()),
     }
 }
 
 mod instances;
+mod push;
 mod vote;
 mod webhooks;
 

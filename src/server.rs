@@ -23,6 +23,7 @@ use crate::managed_redis::ManagedRedis;
 pub use crate::managed_redis::ManagedRedisError;
 use crate::metrics::Metrics;
 use crate::protocol::openrpc;
+use crate::push::Push;
 use crate::store::Store;
 use crate::tasks::{dashboards, deadlines, keepalive, probe, publisher, sweep};
 use crate::upgrade::WebSocketRequest;
@@ -31,6 +32,7 @@ use crate::{connection, listener};
 
 mod events;
 mod gate;
+mod push_key;
 mod rpc;
 
 use gate::{Admitted, admit_session, guard_host, resume_from};
@@ -141,12 +143,16 @@ async fn serve(
     let external = config.redis_url.is_some();
     let web_dir = config.web_dir.clone();
     let configured_webhooks = dispatch::configured(&config.webhooks).map_err(StartError::Config)?;
+    let push = Push::from_config(&config)
+        .map_err(StartError::Config)?
+        .map(Arc::new);
     let hub = Arc::new(Hub::new(
         store,
         config,
         authority,
         metrics,
         shutdown.clone(),
+        push,
     ));
     // Start-up work is the hub's own: it never counts towards the breaker.
     let loader = hub.store.unguarded();
@@ -189,6 +195,7 @@ async fn serve(
         configured_webhooks,
         hub.metrics.clone(),
         hub.event_delivered.clone(),
+        hub.push.clone(),
     );
     hub.tracker
         .spawn(Arc::new(dispatcher).run(hub.shutdown.clone()));
@@ -284,6 +291,7 @@ fn router(hub: Arc<Hub>, web_dir: &std::path::Path) -> Router {
     let pages = Router::new()
         .route("/ws", get(upgrade))
         .route("/events", get(events::events))
+        .route("/push/key", get(push_key::push_key))
         .route(
             "/rpc",
             post(rpc::rpc)

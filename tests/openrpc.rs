@@ -680,3 +680,57 @@ async fn params_schemas_draw_the_hubs_limits() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_replies_match_the_document() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+
+    let redis = RedisServer::start();
+    let hub = TestHub::start_with(without_rate_limits(&redis)).await;
+    let contract = Contract::fetch(&hub).await;
+    let mut client = hub.client().await;
+    let browser = p256::SecretKey::from_slice(&[7u8; 32]).unwrap();
+    let endpoint = "https://push.example/browser";
+    let subscription = json!({
+        "endpoint": endpoint,
+        "expirationTime": null,
+        "keys": {
+            "p256dh": URL_SAFE_NO_PAD.encode(browser.public_key().to_encoded_point(false).as_bytes()),
+            "auth": URL_SAFE_NO_PAD.encode([1u8; 16]),
+        }
+    });
+    let subscribed = checked_call(
+        &contract,
+        &mut client,
+        "system.push.subscribe",
+        json!({"subscription": subscription, "events": ["quorum.decision.*"]}),
+    )
+    .await;
+    assert_eq!(subscribed["result"]["done"], "subscribed", "{subscribed}");
+    let listed = checked_call(&contract, &mut client, "system.push.list", json!({})).await;
+    assert_eq!(
+        listed["result"]["subscriptions"][0]["pushService"], "https://push.example",
+        "{listed}"
+    );
+    for done in ["removed", "absent"] {
+        let reply = checked_call(
+            &contract,
+            &mut client,
+            "system.push.unsubscribe",
+            json!({ "endpoint": endpoint }),
+        )
+        .await;
+        assert_eq!(reply["result"]["done"], done, "{reply}");
+    }
+    // The document and the hub refuse the same endpoint.
+    let ftp = json!({"subscription": {"endpoint": "ftp://push.example/", "keys": {"p256dh": "a", "auth": "b"}}});
+    assert!(
+        !contract
+            .params_validator("system.push.subscribe")
+            .is_valid(&ftp)
+    );
+    let refused = client.call("system.push.subscribe", ftp).await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+}

@@ -10,7 +10,7 @@ use crate::protocol::request::WebhookCall;
 use crate::protocol::webhook::{
     WebhookAttempt, WebhookChanged, WebhookDeliveries, WebhookInfo, WebhookList, WebhookSecret,
 };
-use crate::store::{Added, LoggedAttempt, MAX_WEBHOOKS, NewEndpoint, StoredEndpoint};
+use crate::store::{Added, EndpointKind, LoggedAttempt, MAX_WEBHOOKS, NewEndpoint, StoredEndpoint};
 use crate::webhooks::dispatch::DEFAULT_EVENTS;
 use crate::webhooks::sign::Secret;
 use crate::webhooks::url::WebhookUrl;
@@ -31,7 +31,12 @@ pub(super) async fn call(
         } => to_value(add(hub, &url, events, description.as_deref()).await?),
         WebhookCall::List => to_value(list(hub).await?),
         WebhookCall::Remove(id) => {
-            found(hub.store.webhook_remove(&id).await?, &id)?;
+            found(
+                hub.store
+                    .endpoint_remove(EndpointKind::Webhook, &id)
+                    .await?,
+                &id,
+            )?;
             to_value(WebhookChanged {
                 id,
                 done: "removed".into(),
@@ -96,11 +101,13 @@ async fn add(
         .store
         .webhook_add(
             &NewEndpoint {
+                kind: EndpointKind::Webhook,
                 id: &id,
                 url: url.as_str(),
                 events: &events,
                 description: description.unwrap_or_default(),
                 secret: &secret.to_whsec(),
+                push_keys: None,
             },
             now_ms(),
         )
@@ -124,7 +131,7 @@ async fn add(
 }
 
 async fn list(hub: &Hub) -> Result<WebhookList, Error> {
-    let endpoints = hub.store.webhook_endpoints().await?;
+    let endpoints = hub.store.endpoints(EndpointKind::Webhook).await?;
     Ok(WebhookList {
         webhooks: endpoints.into_iter().map(info).collect(),
     })

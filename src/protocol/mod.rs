@@ -54,6 +54,7 @@ pub mod frame;
 pub mod openrpc;
 mod params;
 pub mod peer;
+pub mod push;
 pub mod request;
 mod results;
 pub mod sse;
@@ -91,11 +92,14 @@ pub mod method {
     pub const WEBHOOKS_ENABLE: &str = "system.webhooks.enable";
     pub const WEBHOOKS_ROTATE: &str = "system.webhooks.rotate";
     pub const WEBHOOKS_DELIVERIES: &str = "system.webhooks.deliveries";
+    pub const PUSH_SUBSCRIBE: &str = "system.push.subscribe";
+    pub const PUSH_UNSUBSCRIBE: &str = "system.push.unsubscribe";
+    pub const PUSH_LIST: &str = "system.push.list";
     /// Returns the hub's OpenRPC document (the same as `GET /openrpc.json`).
     pub const DISCOVER: &str = "rpc.discover";
 
     /// Every method the hub serves.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 19] = [
         REGISTER,
         HEARTBEAT,
         UNREGISTER,
@@ -111,6 +115,9 @@ pub mod method {
         WEBHOOKS_ENABLE,
         WEBHOOKS_ROTATE,
         WEBHOOKS_DELIVERIES,
+        PUSH_SUBSCRIBE,
+        PUSH_UNSUBSCRIBE,
+        PUSH_LIST,
         DISCOVER,
     ];
 }

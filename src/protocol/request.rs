@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value};
 
+use super::push::{PushCall, push_call};
 use super::webhook::{
     DEFAULT_DELIVERIES_PAGE, MAX_DELIVERIES_PAGE, MAX_WEBHOOK_DESCRIPTION_LEN, MAX_WEBHOOK_URL_LEN,
 };
@@ -33,6 +34,8 @@ pub enum Request {
     },
     /// One of the `system.webhooks.*` methods.
     Webhook(WebhookCall),
+    /// One of the `system.push.*` methods.
+    Push(PushCall),
     /// The hub's OpenRPC document.
     Discover,
 }
@@ -189,6 +192,9 @@ impl Request {
             | method::WEBHOOKS_ENABLE
             | method::WEBHOOKS_ROTATE
             | method::WEBHOOKS_DELIVERIES => Ok(Request::Webhook(webhook_call(method, params)?)),
+            method::PUSH_SUBSCRIBE | method::PUSH_UNSUBSCRIBE | method::PUSH_LIST => {
+                Ok(Request::Push(push_call(method, params)?))
+            }
             method::DISCOVER => {
                 Params::new(params, &[])?;
                 Ok(Request::Discover)
@@ -229,21 +235,7 @@ fn webhook_call(method: &str, params: Option<Value>) -> Result<WebhookCall, Erro
                 ));
             }
             let events = p.opt_strings("events")?;
-            for pattern in &events {
-                if ![event::DECISION_MADE, event::DECISION_EXPIRED]
-                    .iter()
-                    .any(|name| event::pattern_matches(pattern, name))
-                {
-                    return Err(Error::invalid(
-                        "events",
-                        format!(
-                            "events: {pattern:?} matches no decision event; webhooks carry {} and {}",
-                            event::DECISION_MADE,
-                            event::DECISION_EXPIRED
-                        ),
-                    ));
-                }
-            }
+            decision_event_patterns(&events, "webhooks")?;
             WebhookCall::Add {
                 url: url.to_owned(),
                 events,
@@ -279,6 +271,27 @@ fn webhook_call(method: &str, params: Option<Value>) -> Result<WebhookCall, Erro
             }
         }
     })
+}
+
+/// Checks that each pattern matches a decision event, which is all that `carrier` (an
+/// endpoint's deliveries) carries.
+pub(super) fn decision_event_patterns(events: &[String], carrier: &str) -> Result<(), Error> {
+    for pattern in events {
+        if ![event::DECISION_MADE, event::DECISION_EXPIRED]
+            .iter()
+            .any(|name| event::pattern_matches(pattern, name))
+        {
+            return Err(Error::invalid(
+                "events",
+                format!(
+                    "events: {pattern:?} matches no decision event; {carrier} carry {} and {}",
+                    event::DECISION_MADE,
+                    event::DECISION_EXPIRED
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A webhook endpoint's id: 1 to 64 letters, digits, `_` or `-`.

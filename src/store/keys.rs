@@ -42,6 +42,13 @@ pub(crate) const EVENT_CHANNEL_PREFIX: &str = "cb:events:";
 /// log's slot, so that one script reads the log and moves an endpoint's deliveries.
 const WEBHOOKS_INDEX: &str = "cb:webhooks";
 const CLUSTER_WEBHOOKS_INDEX: &str = "cb:{events}:webhooks";
+/// Sorted set: Web Push subscription id -> when it was added (ms). A subscription is an
+/// endpoint like a webhook's (its keys are named as a webhook endpoint's, its id starts
+/// `push_`), listed apart and bounded apart.
+const PUSH_INDEX: &str = "cb:push:subscriptions";
+const CLUSTER_PUSH_INDEX: &str = "cb:{events}:push:subscriptions";
+/// String: the keyspace's VAPID private key, made by the first hub that needs it.
+const VAPID_KEY: &str = "cb:push:vapid";
 /// Sorted set: decision name -> time its first vote was recorded (ms).
 const DECISIONS_INDEX: &str = "cb:decisions";
 /// The decisions index `redis-benchmark` writes when `bench suite` measures the vote
@@ -267,6 +274,19 @@ impl Layout {
             Layout::Single => WEBHOOKS_INDEX,
             Layout::Partitioned { .. } => CLUSTER_WEBHOOKS_INDEX,
         }
+    }
+
+    /// The index of Web Push subscriptions (in the stream's slot).
+    pub(crate) fn push_subscriptions(&self) -> &'static str {
+        match self {
+            Layout::Single => PUSH_INDEX,
+            Layout::Partitioned { .. } => CLUSTER_PUSH_INDEX,
+        }
+    }
+
+    /// The keyspace's VAPID key (a key of its own; any slot).
+    pub(crate) fn vapid_key(&self) -> &'static str {
+        VAPID_KEY
     }
 
     /// One key of the webhook endpoint `id` (in the stream's slot).

@@ -32,6 +32,7 @@ mod lifecycle;
 mod log;
 mod persistence;
 mod publish;
+mod push;
 mod sentinel;
 mod slots;
 mod stream;
@@ -60,8 +61,8 @@ pub(crate) use stream::CursorPlace;
 pub(crate) use target::RedisTarget;
 pub use target::{CLUSTER_SCHEME, SENTINEL_SCHEME};
 pub(crate) use webhooks::{
-    Added, AttemptReport, Claimed, Delivery, LoggedAttempt, MAX_WEBHOOKS, NewEndpoint, Settled,
-    StoredEndpoint,
+    Added, AttemptReport, Claimed, Delivery, EndpointKind, LoggedAttempt, MAX_PUSH_SUBSCRIPTIONS,
+    MAX_WEBHOOKS, NewEndpoint, Settled, StoredEndpoint,
 };
 
 /// Roughly the most bytes of entries one page of `system.get_state` lists, per kind: a

@@ -15,19 +15,51 @@ use crate::protocol::{EventId, LoggedEvent};
 
 /// Most webhook endpoints one keyspace holds.
 pub(crate) const MAX_WEBHOOKS: usize = 100;
+/// Most Web Push subscriptions one keyspace holds: each is read on every delivery round
+/// of every hub.
+pub(crate) const MAX_PUSH_SUBSCRIPTIONS: usize = 200;
 /// Most attempts an endpoint's attempt log keeps (about; Redis trims it in whole nodes).
 pub(crate) const ATTEMPT_LOG_CAP: usize = 1000;
 /// Most events one claim moves from the log into an endpoint's due set.
 const TAKE_BATCH: usize = 256;
 
+/// The two kinds of endpoint deliveries go to. They are listed and bounded apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndpointKind {
+    /// A receiver the hub POSTs signed JSON to.
+    Webhook,
+    /// A browser's push subscription: messages go encrypted through its push service.
+    Push,
+}
+
+impl EndpointKind {
+    fn index(self, layout: &super::Layout) -> &'static str {
+        match self {
+            EndpointKind::Webhook => layout.webhooks(),
+            EndpointKind::Push => layout.push_subscriptions(),
+        }
+    }
+
+    fn most(self) -> usize {
+        match self {
+            EndpointKind::Webhook => MAX_WEBHOOKS,
+            EndpointKind::Push => MAX_PUSH_SUBSCRIPTIONS,
+        }
+    }
+}
+
 /// What a new endpoint is added with.
 pub(crate) struct NewEndpoint<'a> {
+    pub kind: EndpointKind,
     pub id: &'a str,
     pub url: &'a str,
     pub events: &'a [String],
     pub description: &'a str,
-    /// The `whsec_` secret.
+    /// The `whsec_` secret (none for a push subscription).
     pub secret: &'a str,
+    /// A push subscription's keys, `p256dh` and `auth` (base64url). A subscription added
+    /// again replaces its keys and patterns and is enabled.
+    pub push_keys: Option<(&'a str, &'a str)>,
 }
 
 /// How adding an endpoint went.
@@ -35,9 +67,10 @@ pub(crate) struct NewEndpoint<'a> {
 pub(crate) enum Added {
     /// A new endpoint.
     New,
-    /// The keyspace holds [`MAX_WEBHOOKS`] endpoints already.
+    /// The keyspace holds the most endpoints of this kind already.
     Full,
-    /// An endpoint with this id exists; it was kept as it is.
+    /// An endpoint with this id exists; it was kept as it is (a push subscription: with
+    /// the new keys and patterns).
     Exists,
 }
 
@@ -56,6 +89,8 @@ pub(crate) struct StoredEndpoint {
     /// signature too.
     pub previous_secret: Option<(String, u64)>,
     pub last: Option<LastAttempt>,
+    /// A push subscription's keys, `p256dh` and `auth` (`None`: a webhook).
+    pub push_keys: Option<(String, String)>,
     /// Deliveries due or being attempted.
     pub waiting: u64,
 }
@@ -167,22 +202,25 @@ impl Store {
         now_ms: u64,
     ) -> Result<Added, Error> {
         let events = serde_json::to_string(new.events).map_err(internal)?;
+        let (p256dh, auth) = new.push_keys.unwrap_or_default();
         let cmd = evalsha(
             &self.scripts.webhook_add,
             &[
-                self.layout.webhooks(),
+                new.kind.index(&self.layout),
                 &self.webhook_key(new.id, WebhookPart::Endpoint),
                 self.layout.stream(),
                 self.layout.published(),
             ],
             &[
                 new.id,
-                &MAX_WEBHOOKS.to_string(),
+                &new.kind.most().to_string(),
                 &now_ms.to_string(),
                 new.url,
                 &events,
                 new.description,
                 new.secret,
+                p256dh,
+                auth,
             ],
         );
         let code: i64 = self.query(&cmd).await?;
@@ -193,12 +231,12 @@ impl Store {
         })
     }
 
-    /// Every endpoint, in the order they were added.
-    pub(crate) async fn webhook_endpoints(&self) -> Result<Vec<StoredEndpoint>, Error> {
+    /// Every endpoint of a kind, in the order they were added.
+    pub(crate) async fn endpoints(&self, kind: EndpointKind) -> Result<Vec<StoredEndpoint>, Error> {
         let ids: Vec<String> = self
             .query(
                 redis::cmd("ZRANGE")
-                    .arg(self.layout.webhooks())
+                    .arg(kind.index(&self.layout))
                     .arg(0)
                     .arg(-1),
             )
@@ -229,13 +267,18 @@ impl Store {
     }
 
     /// Removes an endpoint with everything it holds; false if there is none.
-    pub(crate) async fn webhook_remove(&self, id: &str) -> Result<bool, Error> {
-        self.webhook_change(id, &["remove", id]).await
+    pub(crate) async fn endpoint_remove(
+        &self,
+        kind: EndpointKind,
+        id: &str,
+    ) -> Result<bool, Error> {
+        self.webhook_change(kind, id, &["remove", id]).await
     }
 
     /// Enables an endpoint again; false if there is none.
     pub(crate) async fn webhook_enable(&self, id: &str) -> Result<bool, Error> {
-        self.webhook_change(id, &["enable", id]).await
+        self.webhook_change(EndpointKind::Webhook, id, &["enable", id])
+            .await
     }
 
     /// Gives an endpoint a new secret; deliveries carry the old one's signature too until
@@ -246,15 +289,21 @@ impl Store {
         secret: &str,
         previous_until_ms: u64,
     ) -> Result<bool, Error> {
-        self.webhook_change(id, &["rotate", id, secret, &previous_until_ms.to_string()])
+        let until = previous_until_ms.to_string();
+        self.webhook_change(EndpointKind::Webhook, id, &["rotate", id, secret, &until])
             .await
     }
 
-    async fn webhook_change(&self, id: &str, args: &[&str]) -> Result<bool, Error> {
+    async fn webhook_change(
+        &self,
+        kind: EndpointKind,
+        id: &str,
+        args: &[&str],
+    ) -> Result<bool, Error> {
         let cmd = evalsha(
             &self.scripts.webhook_change,
             &[
-                self.layout.webhooks(),
+                kind.index(&self.layout),
                 &self.webhook_key(id, WebhookPart::Endpoint),
                 &self.webhook_key(id, WebhookPart::Due),
                 &self.webhook_key(id, WebhookPart::Tries),
@@ -428,6 +477,7 @@ fn stored_endpoint(id: String, fields: &HashMap<String, String>, waiting: u64) -
         previous_secret: text(fields, "previousSecret")
             .map(|secret| (secret, field_u64(fields, "previousUntil"))),
         last,
+        push_keys: text(fields, "p256dh").zip(text(fields, "auth")),
         waiting,
     }
 }

@@ -3,6 +3,10 @@
 //! (`Store::webhook_next`), attempts them over HTTP, signed, and records the outcome
 //! (`Store::webhook_settle`), which also says when the next attempt is due. A hub that
 //! dies mid-attempt leaves its claims to run out, and another hub makes the attempt.
+//!
+//! Web Push subscriptions are endpoints too: their deliveries are encrypted for the
+//! browser and signed with the hub's VAPID key (`crate::push`) instead, and a push service
+//! that answers 404 or 410 has the subscription removed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,8 +27,10 @@ use crate::protocol::webhook::{
     ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookMessage, event_message, event_name,
     gap_message,
 };
+use crate::push::{Push, event_payload};
 use crate::store::{
-    Added, AttemptReport, Claimed, Delivery, NewEndpoint, Settled, Store, StoredEndpoint,
+    Added, AttemptReport, Claimed, Delivery, EndpointKind, NewEndpoint, Settled, Store,
+    StoredEndpoint,
 };
 use crate::sync::lock;
 
@@ -106,6 +112,8 @@ pub struct Dispatcher {
     metrics: Metrics,
     /// Raised when this hub delivers a decision event: there may be a delivery to make.
     wake: Arc<Notify>,
+    /// Web Push, unless it is off on this hub.
+    push: Option<Arc<Push>>,
 }
 
 /// What one attempt came to, for the dispatcher's loop.
@@ -120,6 +128,7 @@ impl Dispatcher {
         configured: Vec<Configured>,
         metrics: Metrics,
         wake: Arc<Notify>,
+        push: Option<Arc<Push>>,
     ) -> Self {
         let poster = Poster::new(PosterSettings {
             timeout: config.timeout,
@@ -133,6 +142,7 @@ impl Dispatcher {
             configured: std::sync::Mutex::new(configured),
             metrics,
             wake,
+            push,
         }
     }
 
@@ -189,7 +199,10 @@ impl Dispatcher {
         in_flight: &mut HashMap<String, usize>,
     ) -> Result<(), crate::error::Error> {
         self.add_configured().await?;
-        let endpoints = self.store.webhook_endpoints().await?;
+        let mut endpoints = self.store.endpoints(EndpointKind::Webhook).await?;
+        if self.push.is_some() {
+            endpoints.extend(self.store.endpoints(EndpointKind::Push).await?);
+        }
         let lease_ms = lease(self.config.timeout).as_millis() as u64;
         let mut pending = 0;
         for endpoint in endpoints {
@@ -235,11 +248,13 @@ impl Dispatcher {
         let events: Vec<String> = DEFAULT_EVENTS.map(str::to_owned).to_vec();
         for (n, endpoint) in pending.iter().enumerate() {
             let new = NewEndpoint {
+                kind: EndpointKind::Webhook,
                 id: &endpoint.id,
                 url: &endpoint.url,
                 events: &events,
                 description: "given at start (--webhook)",
                 secret: &endpoint.secret,
+                push_keys: None,
             };
             match self.store.webhook_add(&new, now_ms()).await {
                 Ok(Added::Full) => tracing::warn!(
@@ -268,7 +283,11 @@ impl Dispatcher {
                         .await;
                     return;
                 }
-                event_message(logged)
+                if endpoint.push_keys.is_some() {
+                    event_payload(logged)
+                } else {
+                    event_message(logged)
+                }
             }
             Delivery::Gap(after) => gap_message(*after, now),
             Delivery::Unreadable(_) => {
@@ -285,6 +304,10 @@ impl Dispatcher {
                     .webhook_attempts
                     .get_or_create(&OutcomeLabel { outcome: label })
                     .inc();
+                if endpoint.push_keys.is_some() && attempt.outcome.ends_subscription() {
+                    self.unsubscribe(endpoint, &attempt.outcome).await;
+                    return;
+                }
                 let (settled, status, error) = self.follow(&claim, &attempt.outcome);
                 (settled, status, error, attempt.duration)
             }
@@ -324,6 +347,14 @@ impl Dispatcher {
         endpoint: &StoredEndpoint,
         message: &WebhookMessage,
     ) -> Result<super::http::Attempt, String> {
+        if endpoint.push_keys.is_some() {
+            let push = self.push.as_ref().ok_or("Web Push is off on this hub")?;
+            let (url, request) = push.request(&self.store, endpoint, message).await?;
+            return Ok(self
+                .poster
+                .post(&url, &request.headers, request.body.into())
+                .await);
+        }
         let url = WebhookUrl::parse(&endpoint.url, true).map_err(|err| err.to_string())?;
         let secret = Secret::parse(&endpoint.secret).map_err(|err| err.to_string())?;
         let now = now_ms();
@@ -367,6 +398,24 @@ impl Dispatcher {
                 None,
                 Some(reason.clone()),
             ),
+        }
+    }
+
+    /// Removes a subscription its push service no longer knows (404 or 410).
+    async fn unsubscribe(&self, endpoint: &StoredEndpoint, outcome: &Outcome) {
+        match self
+            .store
+            .endpoint_remove(EndpointKind::Push, &endpoint.id)
+            .await
+        {
+            Ok(_) => tracing::info!(
+                subscription = %endpoint.id,
+                "push subscription removed: its push service answered {outcome}"
+            ),
+            // The claim runs out and the next attempt meets the same answer.
+            Err(err) => {
+                tracing::warn!(%err, subscription = %endpoint.id, "could not remove a push subscription")
+            }
         }
     }
 

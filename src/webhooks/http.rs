@@ -67,6 +67,11 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// True when a push service says the subscription is no more: 404 or 410.
+    pub fn ends_subscription(&self) -> bool {
+        matches!(self, Outcome::Gone | Outcome::Failed { status: 404, .. })
+    }
+
     /// The outcome's name for a metric label.
     pub fn label(&self) -> &'static str {
         match self {
@@ -189,12 +194,17 @@ impl Poster {
             .method(Method::POST)
             .uri(url.target.clone())
             .header(header::HOST, url.authority.as_str())
-            .header(header::CONTENT_TYPE, "application/json")
             .header(header::USER_AGENT, self.settings.user_agent.as_str())
             .header(header::CONTENT_LENGTH, body.len())
             .header(header::CONNECTION, "close");
         for (name, value) in headers {
             request = request.header(*name, value.as_str());
+        }
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        {
+            request = request.header(header::CONTENT_TYPE, "application/json");
         }
         request
             .body(Full::new(body))

@@ -131,9 +131,21 @@ impl WebhookUrl {
     }
 
     /// True for `https`.
-    #[cfg(test)]
     pub fn is_https(&self) -> bool {
         self.https
+    }
+
+    /// True when the host is a loopback address (written as an IP address, or `localhost`).
+    pub fn is_loopback(&self) -> bool {
+        match self.host.parse::<IpAddr>() {
+            Ok(ip) => ip.is_loopback(),
+            Err(_) => self.host.eq_ignore_ascii_case("localhost"),
+        }
+    }
+
+    /// The URL's origin: scheme, host, and the port unless it is the scheme's default.
+    pub fn origin(&self) -> String {
+        self.url.origin().ascii_serialization()
     }
 }
 

@@ -4,6 +4,7 @@
 use schemars::{JsonSchema, SchemaGenerator};
 
 use super::failures::{AS_INSTANCE, Failure, READS};
+use crate::protocol::push::{PushList, PushSubscribeParams, PushSubscribed, PushUnsubscribeParams};
 use crate::protocol::webhook::{
     WebhookAddParams, WebhookChanged, WebhookDeliveries, WebhookDeliveriesParams, WebhookIdParams,
     WebhookList, WebhookSecret,
@@ -41,7 +42,15 @@ const WEBHOOK_FAILURES: [Failure; 4] = [
     Failure::Internal,
 ];
 
-pub(super) const METHODS: [MethodSpec; 15] = [
+/// What a `system.push.*` call can end with; only `system.push.list` asks for an admin.
+const PUSH_FAILURES: [Failure; 4] = [
+    Failure::Unauthorized,
+    Failure::CircuitOpen,
+    Failure::Backend,
+    Failure::Internal,
+];
+
+pub(super) const METHODS: [MethodSpec; 18] = [
     MethodSpec {
         name: method::REGISTER,
         summary: "Registers this session as an instance (one per session); registering again \
@@ -175,6 +184,35 @@ pub(super) const METHODS: [MethodSpec; 15] = [
         result: result::<WebhookDeliveries>,
         result_name: "WebhookDeliveries",
         errors: &WEBHOOK_FAILURES,
+    },
+    MethodSpec {
+        name: method::PUSH_SUBSCRIBE,
+        summary: "Subscribes a browser to decision events by Web Push: each is sent to its push \
+                  service encrypted for it (RFC 8291) and signed with the hub's VAPID key \
+                  (GET /push/key), with retries. Subscribing the same endpoint again replaces \
+                  its keys and patterns. A push service answering 404 or 410 ends it.",
+        params: params::<PushSubscribeParams>,
+        result: result::<PushSubscribed>,
+        result_name: "PushSubscribed",
+        errors: &PUSH_FAILURES,
+    },
+    MethodSpec {
+        name: method::PUSH_UNSUBSCRIBE,
+        summary: "Ends the push subscription made with this endpoint, and its waiting messages.",
+        params: params::<PushUnsubscribeParams>,
+        result: result::<PushSubscribed>,
+        result_name: "PushSubscribed",
+        errors: &PUSH_FAILURES,
+    },
+    MethodSpec {
+        name: method::PUSH_LIST,
+        summary: "Every push subscription: its push service, patterns, last outcome and \
+                  waiting messages (never the endpoint's path or the keys). Admin tokens only \
+                  (without a secret: clients on loopback).",
+        params: params::<NoParams>,
+        result: result::<PushList>,
+        result_name: "PushList",
+        errors: &PUSH_FAILURES,
     },
 ];
 
