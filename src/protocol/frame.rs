@@ -268,7 +268,7 @@ mod tests {
     #[test]
     fn unknown_param_is_named() {
         let params = Some(json!({"totalinstance": 5}));
-        let Err(err) = super::super::request::Params::new(params, &["totalInstances"]) else {
+        let Err(err) = super::super::fields::Params::new(params, &["totalInstances"]) else {
             panic!()
         };
         let reply = failure(&json!(1), &err);

@@ -50,6 +50,7 @@ macro_rules! schema_as_text {
 }
 
 mod events;
+mod fields;
 pub mod frame;
 pub mod openrpc;
 mod params;

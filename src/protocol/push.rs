@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::request::{Params, decision_event_patterns};
+use super::fields::{Params, decision_event_patterns};
 use super::{method, pattern};
 use crate::error::Error;
 
