@@ -31,6 +31,7 @@ mod listener;
 mod managed_redis;
 mod methods;
 mod metrics;
+mod outbound;
 mod push;
 mod session;
 mod store;

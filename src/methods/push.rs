@@ -13,7 +13,7 @@ use crate::push::subscription::{self, SubscriptionKeys};
 use crate::push::subscription_id;
 use crate::store::{Added, EndpointKind, MAX_PUSH_SUBSCRIPTIONS, NewEndpoint, StoredEndpoint};
 use crate::webhooks::dispatch::DEFAULT_EVENTS;
-use crate::webhooks::url::WebhookUrl;
+use crate::outbound::url::WebhookUrl;
 
 /// Runs one `system.push.*` call.
 pub(super) async fn call(

@@ -13,7 +13,7 @@ use crate::protocol::webhook::{
 use crate::store::{Added, EndpointKind, LoggedAttempt, MAX_WEBHOOKS, NewEndpoint, StoredEndpoint};
 use crate::webhooks::dispatch::DEFAULT_EVENTS;
 use crate::webhooks::sign::Secret;
-use crate::webhooks::url::WebhookUrl;
+use crate::outbound::url::WebhookUrl;
 use crate::webhooks::{ROTATION_OVERLAP, new_endpoint_id};
 
 /// Runs one `system.webhooks.*` call.

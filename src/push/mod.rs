@@ -22,7 +22,7 @@ use crate::error::Error;
 use crate::protocol::LoggedEvent;
 use crate::protocol::webhook::{WebhookMessage, event_message};
 use crate::store::{Store, StoredEndpoint};
-use crate::webhooks::url::WebhookUrl;
+use crate::outbound::url::WebhookUrl;
 use message::{MAX_PLAINTEXT_BYTES, PushRequest};
 use subscription::SubscriptionKeys;
 use vapid::VapidKey;

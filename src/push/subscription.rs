@@ -2,7 +2,7 @@
 //! browser decrypts with (`p256dh`, `auth`), as `PushSubscription.toJSON()` gives them.
 
 use super::vapid::decode_base64url;
-use crate::webhooks::url::{UrlError, WebhookUrl};
+use crate::outbound::url::{UrlError, WebhookUrl};
 
 /// Longest endpoint URL accepted, in bytes (push services' endpoints are a few hundred).
 pub const MAX_ENDPOINT_BYTES: usize = 1024;

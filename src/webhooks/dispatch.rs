@@ -16,9 +16,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::http::{Outcome, Poster, PosterSettings};
+use crate::outbound::http::{Outcome, Poster, PosterSettings};
 use super::sign::{Secret, signature_header};
-use super::url::WebhookUrl;
+use crate::outbound::url::WebhookUrl;
 use crate::clock::now_ms;
 use crate::config::WebhookConfig;
 use crate::metrics::{Metrics, Outcome as OutcomeLabel};
@@ -346,7 +346,7 @@ impl Dispatcher {
         &self,
         endpoint: &StoredEndpoint,
         message: &WebhookMessage,
-    ) -> Result<super::http::Attempt, String> {
+    ) -> Result<crate::outbound::http::Attempt, String> {
         if endpoint.push_keys.is_some() {
             let push = self.push.as_ref().ok_or("Web Push is off on this hub")?;
             let (url, request) = push.request(&self.store, endpoint, message).await?;

@@ -2,17 +2,14 @@
 //! once, with retries across hubs.
 //!
 //! - [`sign`]: Standard Webhooks secrets and signatures.
-//! - [`url`]: what a webhook URL is, and which addresses the hub may reach.
-//! - [`http`]: one bounded POST to a receiver.
-//! - [`dispatch`]: this hub's share of the deliveries, claimed from Redis.
+//! - [`dispatch`]: this hub's share of the deliveries, claimed from Redis, POSTed through
+//!   `crate::outbound`.
 //!
 //! Endpoints and their deliveries live in Redis (`store/webhooks.rs`), so every hub on a
 //! keyspace shares them; the `system.webhooks.*` methods manage them.
 
 pub mod dispatch;
-pub mod http;
 pub mod sign;
-pub mod url;
 
 use std::time::Duration;
 
