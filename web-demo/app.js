@@ -4,6 +4,7 @@
 // never HTML.
 
 import { RpcSocket, hubUrl } from './rpc-socket.js';
+import { pushSubscribed, pushSupported, subscribePush, unsubscribePush } from './push.js';
 
 const REFRESH_MS = 5000;
 const MAX_DECISIONS = 50;
@@ -449,7 +450,34 @@ $('notify').addEventListener('click', async () => {
   }
   notificationsOn = (await Notification.requestPermission()) === 'granted';
   $('notify').textContent = notificationsOn ? 'Notifications on' : 'Notifications blocked';
+  if (notificationsOn) offerPush();
 });
+
+// Offers Web Push once notifications are allowed, ticked if this browser is subscribed.
+async function offerPush() {
+  if (!pushSupported()) return;
+  $('push-closed').checked = await pushSubscribed().catch(() => false);
+  $('push-control').hidden = false;
+}
+
+$('push-closed').addEventListener('change', async (event) => {
+  const on = event.target.checked;
+  const call = (method, params) => socket.call(method, params);
+  $('push-status').textContent = on ? 'subscribing…' : 'unsubscribing…';
+  try {
+    if (on) await subscribePush(call);
+    else await unsubscribePush(call);
+    $('push-status').textContent = on ? 'Web Push on' : 'Web Push off';
+  } catch (err) {
+    event.target.checked = !on;
+    $('push-status').textContent = `Web Push: ${err.message || err}`;
+  }
+});
+if ('Notification' in window && Notification.permission === 'granted') {
+  notificationsOn = true;
+  $('notify').textContent = 'Notifications on';
+  offerPush();
+}
 
 // ---- the page's own session ----
 

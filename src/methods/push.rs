@@ -8,12 +8,12 @@ use super::{Caller, reply};
 use crate::clock::now_ms;
 use crate::error::Error;
 use crate::hub::Hub;
+use crate::outbound::url::EndpointUrl;
 use crate::protocol::push::{PushCall, PushInfo, PushList, PushSubscribed};
 use crate::push::subscription::{self, SubscriptionKeys};
 use crate::push::subscription_id;
 use crate::store::{Added, EndpointKind, MAX_PUSH_SUBSCRIPTIONS, NewEndpoint, StoredEndpoint};
 use crate::webhooks::dispatch::DEFAULT_EVENTS;
-use crate::outbound::url::WebhookUrl;
 
 /// Runs one `system.push.*` call.
 pub(super) async fn call(
@@ -65,7 +65,7 @@ pub(super) async fn call(
 
 async fn subscribe(
     hub: &Hub,
-    url: &WebhookUrl,
+    url: &EndpointUrl,
     p256dh: &str,
     auth: &str,
     events: Vec<String>,
@@ -112,13 +112,13 @@ async fn subscribe(
 
 /// The endpoint as stored (normalised), so that unsubscribing finds it as it was written.
 fn normalised(endpoint: &str) -> String {
-    WebhookUrl::parse(endpoint, true)
+    EndpointUrl::parse(endpoint, true)
         .map_or_else(|_| endpoint.to_owned(), |url| url.as_str().to_owned())
 }
 
 /// A subscription as `list` shows it: its push service, not the browser's endpoint.
 fn info(subscription: StoredEndpoint) -> PushInfo {
-    let push_service = WebhookUrl::parse(&subscription.url, true)
+    let push_service = EndpointUrl::parse(&subscription.url, true)
         .map_or_else(|_| String::new(), |url| url.origin());
     PushInfo {
         id: subscription.id,

@@ -6,6 +6,7 @@ use super::Caller;
 use crate::clock::now_ms;
 use crate::error::Error;
 use crate::hub::Hub;
+use crate::outbound::url::EndpointUrl;
 use crate::protocol::request::WebhookCall;
 use crate::protocol::webhook::{
     WebhookAttempt, WebhookChanged, WebhookDeliveries, WebhookInfo, WebhookList, WebhookSecret,
@@ -13,7 +14,6 @@ use crate::protocol::webhook::{
 use crate::store::{Added, EndpointKind, LoggedAttempt, MAX_WEBHOOKS, NewEndpoint, StoredEndpoint};
 use crate::webhooks::dispatch::DEFAULT_EVENTS;
 use crate::webhooks::sign::Secret;
-use crate::outbound::url::WebhookUrl;
 use crate::webhooks::{ROTATION_OVERLAP, new_endpoint_id};
 
 /// Runs one `system.webhooks.*` call.
@@ -88,7 +88,7 @@ async fn add(
     events: Vec<String>,
     description: Option<&str>,
 ) -> Result<WebhookSecret, Error> {
-    let url = WebhookUrl::parse(url, hub.config.webhooks.allow_private)
+    let url = EndpointUrl::parse(url, hub.config.webhooks.allow_private)
         .map_err(|err| Error::invalid("url", format!("url: {err}")))?;
     let events = if events.is_empty() {
         DEFAULT_EVENTS.map(str::to_owned).to_vec()

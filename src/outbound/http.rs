@@ -1,5 +1,5 @@
 //! One webhook POST to a receiver: a single bounded HTTP/1.1 attempt (plain or TLS) to a
-//! [`WebhookUrl`] whose answer becomes an [`Outcome`] the delivery engine acts on.
+//! [`EndpointUrl`] whose answer becomes an [`Outcome`] the delivery engine acts on.
 //!
 //! The address rule ([`super::url`]) is applied to every address the host resolves to, at
 //! connect time, so a name that resolves (or later re-resolves) to a loopback or private
@@ -25,7 +25,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::ServerName;
 
-use super::url::{ALLOW_PRIVATE_FLAG, UrlError, WebhookUrl, refused_kind};
+use super::url::{ALLOW_PRIVATE_FLAG, EndpointUrl, UrlError, refused_kind};
 
 /// Most response-body bytes read (and discarded) after a response head, so a receiver that
 /// answers with a large or endless body costs the hub nothing more.
@@ -140,7 +140,12 @@ impl Poster {
 
     /// POSTs `body` as JSON to `url` with `headers` added (the webhook's id, timestamp and
     /// signature), once, within the settings' timeout.
-    pub async fn post(&self, url: &WebhookUrl, headers: &[(&str, String)], body: Bytes) -> Attempt {
+    pub async fn post(
+        &self,
+        url: &EndpointUrl,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Attempt {
         let started = Instant::now();
         let outcome = self
             .attempt(url, headers, body, started + self.settings.timeout)
@@ -153,7 +158,7 @@ impl Poster {
 
     async fn attempt(
         &self,
-        url: &WebhookUrl,
+        url: &EndpointUrl,
         headers: &[(&str, String)],
         body: Bytes,
         deadline: Instant,
@@ -186,7 +191,7 @@ impl Poster {
 
     fn request(
         &self,
-        url: &WebhookUrl,
+        url: &EndpointUrl,
         headers: &[(&str, String)],
         body: Bytes,
     ) -> Result<Request<Full<Bytes>>, String> {
@@ -212,7 +217,7 @@ impl Poster {
     }
 
     /// Resolves the host and connects to the first address that is allowed and answers.
-    async fn connect(&self, url: &WebhookUrl) -> Result<TcpStream, String> {
+    async fn connect(&self, url: &EndpointUrl) -> Result<TcpStream, String> {
         let addresses: Vec<SocketAddr> = tokio::net::lookup_host((url.host.as_str(), url.port))
             .await
             .map_err(|err| format!("cannot resolve {}: {err}", url.host))?

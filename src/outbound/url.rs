@@ -1,5 +1,5 @@
 //! What a webhook URL is and which addresses the hub may reach: a receiver's URL checked at
-//! the edge ([`WebhookUrl`]), and the ranges of addresses a webhook never connects to unless
+//! the edge ([`EndpointUrl`]), and the ranges of addresses a webhook never connects to unless
 //! the hub is started with `--webhook-allow-private`.
 
 use std::fmt;
@@ -37,7 +37,7 @@ pub enum UrlError {
 
 /// A receiver's URL, checked: `http` or `https`, a host, no user info, a bounded length.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookUrl {
+pub struct EndpointUrl {
     url: url::Url,
     pub(super) https: bool,
     /// The host to resolve and to name in TLS: a domain, or an IP address without brackets.
@@ -49,10 +49,10 @@ pub struct WebhookUrl {
     pub(super) target: Uri,
 }
 
-impl WebhookUrl {
+impl EndpointUrl {
     /// Checks a receiver's URL. An IP-literal host in a refused range is refused here unless
     /// `allow_private`; a name is judged by what it resolves to, at each attempt.
-    pub fn parse(text: &str, allow_private: bool) -> Result<WebhookUrl, UrlError> {
+    pub fn parse(text: &str, allow_private: bool) -> Result<EndpointUrl, UrlError> {
         let text = text.trim();
         if text.len() > MAX_URL_BYTES {
             return Err(UrlError::TooLong { bytes: text.len() });
@@ -103,7 +103,7 @@ impl WebhookUrl {
         let target = target.parse::<Uri>().map_err(|err| {
             UrlError::Malformed(format!("its path or query cannot be sent: {err}"))
         })?;
-        Ok(WebhookUrl {
+        Ok(EndpointUrl {
             url,
             https,
             host,
@@ -149,7 +149,7 @@ impl WebhookUrl {
     }
 }
 
-impl fmt::Display for WebhookUrl {
+impl fmt::Display for EndpointUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }

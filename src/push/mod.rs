@@ -19,10 +19,10 @@ use tokio::sync::OnceCell;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::Error;
+use crate::outbound::url::EndpointUrl;
 use crate::protocol::LoggedEvent;
 use crate::protocol::webhook::{WebhookMessage, event_message};
 use crate::store::{Store, StoredEndpoint};
-use crate::outbound::url::WebhookUrl;
 use message::{MAX_PLAINTEXT_BYTES, PushRequest};
 use subscription::SubscriptionKeys;
 use vapid::VapidKey;
@@ -81,12 +81,12 @@ impl Push {
         store: &Store,
         subscription: &StoredEndpoint,
         message: &WebhookMessage,
-    ) -> Result<(WebhookUrl, PushRequest), String> {
+    ) -> Result<(EndpointUrl, PushRequest), String> {
         let Some((p256dh, auth)) = &subscription.push_keys else {
             return Err("the subscription has no keys".into());
         };
         let keys = SubscriptionKeys::parse(p256dh, auth).map_err(|err| err.to_string())?;
-        let url = WebhookUrl::parse(&subscription.url, true).map_err(|err| err.to_string())?;
+        let url = EndpointUrl::parse(&subscription.url, true).map_err(|err| err.to_string())?;
         let key = self.key(store).await.map_err(|err| err.to_string())?;
         let request = message::build(
             &message.body,

@@ -2,7 +2,7 @@
 //! browser decrypts with (`p256dh`, `auth`), as `PushSubscription.toJSON()` gives them.
 
 use super::vapid::decode_base64url;
-use crate::outbound::url::{UrlError, WebhookUrl};
+use crate::outbound::url::{EndpointUrl, UrlError};
 
 /// Longest endpoint URL accepted, in bytes (push services' endpoints are a few hundred).
 pub const MAX_ENDPOINT_BYTES: usize = 1024;
@@ -52,11 +52,11 @@ impl SubscriptionKeys {
 
 /// Checks a push service's endpoint: `https`, or plain `http` to a loopback address when
 /// `allow_private` (a push service under test). Addresses are judged as for webhooks.
-pub fn endpoint(text: &str, allow_private: bool) -> Result<WebhookUrl, SubscriptionError> {
+pub fn endpoint(text: &str, allow_private: bool) -> Result<EndpointUrl, SubscriptionError> {
     if text.len() > MAX_ENDPOINT_BYTES {
         return Err(SubscriptionError::EndpointTooLong { bytes: text.len() });
     }
-    let url = WebhookUrl::parse(text, allow_private).map_err(SubscriptionError::Endpoint)?;
+    let url = EndpointUrl::parse(text, allow_private).map_err(SubscriptionError::Endpoint)?;
     if !(url.is_https() || allow_private && url.is_loopback()) {
         return Err(SubscriptionError::NotHttps);
     }

@@ -16,12 +16,12 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::outbound::http::{Outcome, Poster, PosterSettings};
 use super::sign::{Secret, signature_header};
-use crate::outbound::url::WebhookUrl;
 use crate::clock::now_ms;
 use crate::config::WebhookConfig;
 use crate::metrics::{Metrics, Outcome as OutcomeLabel};
+use crate::outbound::http::{Outcome, Poster, PosterSettings};
+use crate::outbound::url::EndpointUrl;
 use crate::protocol::event;
 use crate::protocol::webhook::{
     ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookMessage, event_message, event_name,
@@ -91,7 +91,7 @@ pub fn configured(config: &WebhookConfig) -> Result<Vec<Configured>, String> {
         .urls
         .iter()
         .map(|url| {
-            let parsed = WebhookUrl::parse(url, config.allow_private)
+            let parsed = EndpointUrl::parse(url, config.allow_private)
                 .map_err(|err| format!("--webhook {url}: {err}"))?;
             Ok(Configured {
                 id: super::configured_endpoint_id(parsed.as_str()),
@@ -355,7 +355,7 @@ impl Dispatcher {
                 .post(&url, &request.headers, request.body.into())
                 .await);
         }
-        let url = WebhookUrl::parse(&endpoint.url, true).map_err(|err| err.to_string())?;
+        let url = EndpointUrl::parse(&endpoint.url, true).map_err(|err| err.to_string())?;
         let secret = Secret::parse(&endpoint.secret).map_err(|err| err.to_string())?;
         let now = now_ms();
         let previous = endpoint

@@ -29,6 +29,8 @@ pub struct Browser {
     child: Child,
     socket: Socket,
     next_id: u64,
+    /// DevTools events that arrived while waiting for replies, oldest first.
+    events: Vec<Value>,
     _profile: tempfile::TempDir,
 }
 
@@ -36,6 +38,13 @@ pub struct Browser {
 #[derive(Clone)]
 pub struct Page {
     session: String,
+}
+
+impl Page {
+    /// The DevTools session the tab is attached as, for commands to it.
+    pub fn session(&self) -> &str {
+        &self.session
+    }
 }
 
 fn chromium() -> String {
@@ -82,6 +91,7 @@ impl Browser {
             child,
             socket,
             next_id: 1,
+            events: Vec::new(),
             _profile: profile,
         }
     }
@@ -103,6 +113,31 @@ impl Browser {
             if reply["id"] == json!(id) {
                 assert!(reply.get("error").is_none(), "{method} failed: {reply}");
                 return reply["result"].clone();
+            }
+            if reply.get("method").is_some() {
+                self.events.push(reply);
+            }
+        }
+    }
+
+    /// Waits for a DevTools event named `method` whose params pass `wanted` (events that
+    /// arrived earlier count), and returns its params.
+    pub async fn event(&mut self, method: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(n) = self
+                .events
+                .iter()
+                .position(|e| e["method"] == method && wanted(&e["params"]))
+            {
+                return self.events.remove(n)["params"].clone();
+            }
+            let text = tokio::time::timeout_at(deadline, next_text(&mut self.socket))
+                .await
+                .unwrap_or_else(|_| panic!("no DevTools event {method} within 10 s"));
+            let event: Value = serde_json::from_str(&text).unwrap();
+            if event.get("method").is_some() {
+                self.events.push(event);
             }
         }
     }

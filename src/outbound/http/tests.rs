@@ -84,8 +84,8 @@ impl Receiver {
         }
     }
 
-    fn url(&self, path: &str) -> WebhookUrl {
-        WebhookUrl::parse(&format!("http://{}{path}", self.address), true).unwrap()
+    fn url(&self, path: &str) -> EndpointUrl {
+        EndpointUrl::parse(&format!("http://{}{path}", self.address), true).unwrap()
     }
 
     fn connections(&self) -> usize {
@@ -173,7 +173,7 @@ fn webhook_headers() -> Vec<(&'static str, String)> {
     ]
 }
 
-async fn post(poster: &Poster, url: &WebhookUrl) -> Outcome {
+async fn post(poster: &Poster, url: &EndpointUrl) -> Outcome {
     poster
         .post(url, &webhook_headers(), Bytes::from_static(BODY))
         .await
@@ -338,7 +338,7 @@ async fn a_stalled_response_body_keeps_the_outcome_of_the_head() {
     });
     // Longer than the body wait, so the attempt's own deadline falls while the body stalls.
     let timeout = RESPONSE_BODY_WAIT * 3;
-    let url = WebhookUrl::parse(&format!("http://{address}/"), true).unwrap();
+    let url = EndpointUrl::parse(&format!("http://{address}/"), true).unwrap();
     let outcome = post(&poster(true, timeout), &url).await;
     assert_eq!(outcome, Outcome::Delivered { status: 200 });
 }
@@ -363,7 +363,7 @@ async fn a_closed_port_is_connection_refused() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     drop(listener);
-    let url = WebhookUrl::parse(&format!("http://{address}/"), true).unwrap();
+    let url = EndpointUrl::parse(&format!("http://{address}/"), true).unwrap();
     let outcome = post(&local_poster(), &url).await;
     assert_eq!(
         outcome,
@@ -410,7 +410,7 @@ async fn a_private_address_is_refused_without_connecting() {
 #[tokio::test]
 async fn a_name_resolving_to_loopback_is_refused_without_connecting() {
     let receiver = Receiver::answering(response("200 OK", "", "")).await;
-    let url = WebhookUrl::parse(
+    let url = EndpointUrl::parse(
         &format!("http://localhost:{}/hook", receiver.address.port()),
         false,
     )

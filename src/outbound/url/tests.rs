@@ -6,7 +6,7 @@ use super::*;
 
 #[test]
 fn parse_keeps_what_the_request_needs() {
-    let url = WebhookUrl::parse("https://Example.COM/a/b?c=1&d=%2F#frag", false).unwrap();
+    let url = EndpointUrl::parse("https://Example.COM/a/b?c=1&d=%2F#frag", false).unwrap();
     assert!(url.is_https());
     assert_eq!(url.host(), "example.com");
     assert_eq!(url.port(), 443);
@@ -14,20 +14,20 @@ fn parse_keeps_what_the_request_needs() {
     assert_eq!(url.target, "/a/b?c=1&d=%2F");
     assert_eq!(url.as_str(), "https://example.com/a/b?c=1&d=%2F#frag");
 
-    let url = WebhookUrl::parse("HTTP://hooks.example.com:8080", false).unwrap();
+    let url = EndpointUrl::parse("HTTP://hooks.example.com:8080", false).unwrap();
     assert!(!url.is_https());
     assert_eq!(url.port(), 8080);
     assert_eq!(url.authority, "hooks.example.com:8080");
     assert_eq!(url.target, "/");
 
-    let url = WebhookUrl::parse("http://example.com:80/x", false).unwrap();
+    let url = EndpointUrl::parse("http://example.com:80/x", false).unwrap();
     assert_eq!((url.port(), url.authority.as_str()), (80, "example.com"));
 
-    let url = WebhookUrl::parse("http://[::1]:9000/x", true).unwrap();
+    let url = EndpointUrl::parse("http://[::1]:9000/x", true).unwrap();
     assert_eq!(url.host(), "::1");
     assert_eq!(url.authority, "[::1]:9000");
 
-    let url = WebhookUrl::parse("https://8.8.8.8/x", false).unwrap();
+    let url = EndpointUrl::parse("https://8.8.8.8/x", false).unwrap();
     assert_eq!((url.host(), url.port()), ("8.8.8.8", 443));
 }
 
@@ -96,25 +96,25 @@ fn parse_refuses_with_a_reason_a_person_can_act_on() {
         ),
     ];
     for (text, error, message) in cases {
-        let refused = WebhookUrl::parse(text, false).unwrap_err();
+        let refused = EndpointUrl::parse(text, false).unwrap_err();
         assert_eq!(&refused, error, "{text}");
         assert_eq!(refused.to_string(), *message, "{text}");
     }
     assert!(matches!(
-        WebhookUrl::parse("http://exa mple.com/", false),
+        EndpointUrl::parse("http://exa mple.com/", false),
         Err(UrlError::Malformed(_))
     ));
-    assert!(WebhookUrl::parse("http://10.0.0.1/hook", true).is_ok());
+    assert!(EndpointUrl::parse("http://10.0.0.1/hook", true).is_ok());
 }
 
 #[test]
 fn parse_bounds_the_length() {
     let at_limit = format!("https://example.com/{}", "a".repeat(MAX_URL_BYTES - 20));
     assert_eq!(at_limit.len(), MAX_URL_BYTES);
-    assert!(WebhookUrl::parse(&at_limit, false).is_ok());
+    assert!(EndpointUrl::parse(&at_limit, false).is_ok());
     let over = format!("{at_limit}a");
     assert_eq!(
-        WebhookUrl::parse(&over, false),
+        EndpointUrl::parse(&over, false),
         Err(UrlError::TooLong {
             bytes: MAX_URL_BYTES + 1
         })
@@ -126,7 +126,7 @@ fn parse_bounds_the_length() {
     // Within the limit as given, over it once the parser has percent-encoded it.
     let expands = format!("https://example.com/{}", " ".repeat(1000));
     assert!(matches!(
-        WebhookUrl::parse(&format!("{expands}x"), false),
+        EndpointUrl::parse(&format!("{expands}x"), false),
         Err(UrlError::TooLong { .. })
     ));
 }

@@ -17,7 +17,7 @@ async fn https_to_a_plain_http_receiver_is_a_tls_error() {
             .await;
         let _ = stream.shutdown().await;
     });
-    let url = WebhookUrl::parse(&format!("https://{address}/"), true).unwrap();
+    let url = EndpointUrl::parse(&format!("https://{address}/"), true).unwrap();
     assert!(url.is_https());
     let outcome = post(&local_poster(), &url).await;
     let Outcome::Error { reason } = &outcome else {
@@ -118,7 +118,7 @@ async fn https_is_delivered_to_a_receiver_whose_certificate_is_trusted() {
         },
         roots,
     );
-    let url = WebhookUrl::parse(&format!("https://{address}/hooks"), true).unwrap();
+    let url = EndpointUrl::parse(&format!("https://{address}/hooks"), true).unwrap();
     let outcome = post(&poster, &url).await;
     assert_eq!(outcome, Outcome::Delivered { status: 200 });
     let received = requests.try_recv().expect("the receiver read a request");
@@ -131,7 +131,7 @@ async fn https_is_delivered_to_a_receiver_whose_certificate_is_trusted() {
 #[tokio::test]
 async fn https_refuses_a_certificate_no_public_authority_issued() {
     let (address, mut requests) = tls_receiver().await;
-    let url = WebhookUrl::parse(&format!("https://{address}/hooks"), true).unwrap();
+    let url = EndpointUrl::parse(&format!("https://{address}/hooks"), true).unwrap();
     let outcome = post(&local_poster(), &url).await;
     let Outcome::Error { reason } = &outcome else {
         panic!("expected an error, got {outcome:?}");
