@@ -24,6 +24,7 @@ pub use crate::managed_redis::ManagedRedisError;
 use crate::metrics::Metrics;
 use crate::protocol::openrpc;
 use crate::push::Push;
+use crate::session::writer::MAX_UNANSWERED_PINGS;
 use crate::store::Store;
 use crate::tasks::{dashboards, deadlines, keepalive, probe, publisher, sweep};
 use crate::upgrade::WebSocketRequest;
@@ -221,7 +222,8 @@ async fn serve(
         tracing::info!("metrics on {metrics_addr}");
     }
     tracing::info!("listening on {addr}");
-    let listener = listener.tap_io(tune_socket);
+    let unacknowledged = hub.config.ping_interval * MAX_UNANSWERED_PINGS;
+    let listener = listener.tap_io(move |tcp| tune_socket(tcp, unacknowledged));
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -269,13 +271,25 @@ async fn refuse_a_foreign_layout(hub: Arc<Hub>, conflict: Arc<OnceLock<String>>)
 
 /// Replies and events are small frames that must leave at once, not wait for Nagle; and
 /// a client that stops reading may hold at most [`SOCKET_SEND_BUFFER`] of kernel memory.
-fn tune_socket(tcp: &mut tokio::net::TcpStream) {
+/// Sets up an accepted connection. `unacknowledged`: how long sent data may wait for the
+/// peer's acknowledgement, or for room in a window the peer keeps closed, before the kernel
+/// drops the connection (`TCP_USER_TIMEOUT`). It ends a Server-Sent Events stream whose
+/// reader stopped reading, which no write of the hub's can notice while the kernel holds
+/// its bytes, and a WebSocket stuck the same way as soon as its keep-alive would.
+fn tune_socket(tcp: &mut tokio::net::TcpStream, unacknowledged: Duration) {
     if let Err(err) = tcp.set_nodelay(true) {
         tracing::debug!(%err, "could not set TCP_NODELAY");
     }
-    if let Err(err) = socket2::SockRef::from(&*tcp).set_send_buffer_size(SOCKET_SEND_BUFFER) {
+    let socket = socket2::SockRef::from(&*tcp);
+    if let Err(err) = socket.set_send_buffer_size(SOCKET_SEND_BUFFER) {
         tracing::debug!(%err, "could not set SO_SNDBUF");
     }
+    #[cfg(target_os = "linux")]
+    if let Err(err) = socket.set_tcp_user_timeout(Some(unacknowledged)) {
+        tracing::debug!(%err, "could not set TCP_USER_TIMEOUT");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = unacknowledged;
 }
 
 /// `GET /openrpc.json`: the contract, as `rpc.discover` returns it.

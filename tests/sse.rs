@@ -1,6 +1,7 @@
-//! Server-Sent Events (`GET /events`) against a real hub: decisions as events with their
-//! ids, resume with `Last-Event-ID` (none missed, none twice), dashboard events by
-//! `?events=`, the same token and session rules as `/ws`, and a clean end at shutdown.
+//! Server-Sent Events (`GET /events`) against a real hub: decisions made and expired as
+//! events with their ids, in order; resume with `Last-Event-ID` (none missed, none twice),
+//! dashboard events by `?events=`, the same token and session rules as `/ws`, a heartbeat
+//! while idle, a stream whose reader stopped reading ended, and a clean end at shutdown.
 
 mod common;
 
@@ -34,6 +35,16 @@ impl Stream {
     /// 200, the stream.
     async fn open(hub: &TestHub, query: &str, headers: &[(&str, &str)]) -> (u16, Option<Stream>) {
         let tcp = TcpStream::connect(hub.addr).await.unwrap();
+        Self::open_over(tcp, hub, query, headers).await
+    }
+
+    /// [`Stream::open`] over a connection made already.
+    async fn open_over(
+        tcp: TcpStream,
+        hub: &TestHub,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Option<Stream>) {
         let mut reader = BufReader::new(tcp);
         let mut request = format!("GET /events{query} HTTP/1.1\r\nHost: {}\r\n", hub.addr);
         for (name, value) in headers {
@@ -89,6 +100,23 @@ impl Stream {
         Some(String::from_utf8(data).unwrap())
     }
 
+    /// Waits up to `within` for a heartbeat comment; returns what came before it.
+    async fn heartbeat(&mut self, within: Duration) -> String {
+        tokio::time::timeout(within, async {
+            loop {
+                if let Some(at) = self.pending.find(": heartbeat\n\n") {
+                    let before: String = self.pending.drain(..at).collect();
+                    self.pending.drain(..": heartbeat\n\n".len());
+                    return before;
+                }
+                let chunk = self.chunk().await.expect("the stream ended");
+                self.pending.push_str(&chunk);
+            }
+        })
+        .await
+        .expect("a heartbeat in time")
+    }
+
     /// The next event (heartbeats and the `retry:` field are taken in passing); `None`
     /// when the stream ends.
     async fn next(&mut self) -> Option<Event> {
@@ -134,6 +162,16 @@ async fn decisions_arrive_as_events_and_a_resume_misses_none_and_repeats_none() 
     for n in 0..3 {
         ids.push(voter.decide("voter", &format!("d{n}")).await);
     }
+    // One vote of three with a short deadline: the decision expires.
+    voter
+        .result(
+            "system.quorum.vote",
+            serde_json::json!({"instanceId": "voter", "decision": "lapsed", "value": "a",
+                               "totalInstances": 3, "closeAfterMs": 200}),
+        )
+        .await;
+    let expired = voter.next_notification().await;
+    assert_eq!(expired["method"], "quorum.decision.expired", "{expired}");
     for (n, id) in ids.iter().enumerate() {
         let event = stream.next().await.unwrap();
         assert_eq!(event.name, "quorum.decision.made");
@@ -141,6 +179,16 @@ async fn decisions_arrive_as_events_and_a_resume_misses_none_and_repeats_none() 
         assert_eq!(event.data["decision"], format!("d{n}"));
         assert_eq!(event.data["eventId"], id.as_str());
     }
+    let event = stream.next().await.unwrap();
+    assert_eq!(event.name, "quorum.decision.expired", "{event:?}");
+    assert_eq!(event.data, expired["params"]);
+    assert_eq!(
+        event.id.as_ref(),
+        expired["params"]["eventId"]
+            .as_str()
+            .map(str::to_owned)
+            .as_ref()
+    );
     assert_eq!(
         stream.retry,
         Some(2000),
@@ -151,15 +199,25 @@ async fn decisions_arrive_as_events_and_a_resume_misses_none_and_repeats_none() 
     let (_, resumed) = Stream::open(&hub, "", &[("Last-Event-ID", &ids[0])]).await;
     let mut resumed = resumed.unwrap();
     let later = voter.decide("voter", "d3").await;
+    let lapsed = expired["params"]["eventId"].as_str().unwrap().to_owned();
     let mut seen = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         seen.push(resumed.next().await.unwrap().id.unwrap());
     }
-    assert_eq!(seen, [ids[1].clone(), ids[2].clone(), later.clone()]);
+    assert_eq!(
+        seen,
+        [
+            ids[1].clone(),
+            ids[2].clone(),
+            lapsed.clone(),
+            later.clone()
+        ]
+    );
     // The first connection resumes with the query instead.
     let (_, by_query) = Stream::open(&hub, &format!("?lastEventId={}", ids[1]), &[]).await;
     let mut by_query = by_query.unwrap();
     assert_eq!(by_query.next().await.unwrap().id.unwrap(), ids[2]);
+    assert_eq!(by_query.next().await.unwrap().id.unwrap(), lapsed);
     assert_eq!(by_query.next().await.unwrap().id.unwrap(), later);
 }
 
@@ -241,4 +299,58 @@ async fn the_stream_ends_cleanly_when_the_hub_stops() {
     drop(voter);
     hub.stop().await;
     assert_eq!(stream.next().await, None, "the body ends");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stream_carries_a_heartbeat_comment_every_15_seconds() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start_with(without_rate_limits(&redis)).await;
+    let (_, stream) = Stream::open(&hub, "", &[]).await;
+    let mut stream = stream.unwrap();
+    let opened = tokio::time::Instant::now();
+    let before = stream.heartbeat(Duration::from_secs(25)).await;
+    let waited = opened.elapsed();
+    assert!(
+        waited >= Duration::from_secs(14),
+        "a heartbeat after {waited:?}, not after 15 s of quiet"
+    );
+    assert_eq!(
+        before.trim(),
+        "retry: 2000",
+        "only the opening came before it"
+    );
+    // The stream still carries events after it.
+    let mut voter = hub.client_as("voter").await;
+    let id = voter.decide("voter", "after-heartbeat").await;
+    assert_eq!(stream.next().await.unwrap().id.unwrap(), id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_reader_stopped_reading_is_ended_and_gives_its_place_back() {
+    let redis = RedisServer::start();
+    let mut config = without_rate_limits(&redis);
+    // A connection whose reader keeps its window closed for two ping intervals is dropped.
+    config.ping_interval = Duration::from_millis(500);
+    config.max_sessions = 2;
+    let hub = TestHub::start_with(config).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(hub.addr).await.unwrap();
+    let (status, stuck) = Stream::open_over(tcp, &hub, "", &[]).await;
+    assert_eq!(status, 200);
+    // The stream is never read again; the voter takes the hub's other place.
+    let mut voter = hub.client_as("voter").await;
+    for n in 0..200 {
+        voter.decide("voter", &format!("flood-{n}")).await;
+    }
+    common::eventually("the stuck stream to be ended", async || {
+        let state = voter
+            .result("system.get_state", serde_json::json!({"limit": 1}))
+            .await;
+        (state["hub"]["sessions"] == 1).then_some(())
+    })
+    .await;
+    let (status, _) = Stream::open(&hub, "", &[]).await;
+    assert_eq!(status, 200, "its place is free again");
+    drop(stuck);
 }
