@@ -18,8 +18,7 @@ use serde_json::{Value, json};
 use common::http::http;
 use common::receiver::{Answer, Received, Receiver};
 use common::{
-    HubProcess, RedisServer, TestHub, WsClient, assert_error, bin_path, eventually,
-    without_rate_limits,
+    HubProcess, RedisServer, TestHub, WsClient, assert_error, eventually, without_rate_limits,
 };
 use quorum_hub::config::Config;
 
@@ -266,14 +265,7 @@ async fn a_hub_killed_during_a_push_leaves_it_to_another_hub_with_the_same_key()
         }
     })
     .await;
-    let process = HubProcess::spawn(
-        std::process::Command::new(bin_path())
-            .args(["--listen", "127.0.0.1:0", "--webhook-allow-private"])
-            .args(["--webhook-timeout", "1s", "--vote-rate-limit", "off"])
-            .arg("--redis-url")
-            .arg(redis.url()),
-    );
-    common::wait_ready(process.addr).await;
+    let process = HubProcess::delivering_to_loopback(&redis).await;
     let key = public_key(process.addr).await;
     let browser = Browser::new();
     let endpoint = format!("http://{}/push/b", service.addr);

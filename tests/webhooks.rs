@@ -12,8 +12,7 @@ use serde_json::{Value, json};
 
 use common::receiver::{Answer, Receiver, signed_with};
 use common::{
-    HubProcess, RedisServer, TestHub, WsClient, assert_error, bin_path, eventually,
-    without_rate_limits,
+    HubProcess, RedisServer, TestHub, WsClient, assert_error, eventually, without_rate_limits,
 };
 use quorum_hub::config::Config;
 
@@ -495,14 +494,7 @@ async fn only_admins_manage_webhooks_and_secrets_never_show() {
 async fn a_hub_killed_during_an_attempt_leaves_the_delivery_to_another_hub() {
     let redis = RedisServer::start();
     let receiver = holds_the_first().await;
-    let process = HubProcess::spawn(
-        std::process::Command::new(bin_path())
-            .args(["--listen", "127.0.0.1:0", "--webhook-allow-private"])
-            .args(["--webhook-timeout", "1s", "--vote-rate-limit", "off"])
-            .arg("--redis-url")
-            .arg(redis.url()),
-    );
-    common::wait_ready(process.addr).await;
+    let process = HubProcess::delivering_to_loopback(&redis).await;
     let mut admin = WsClient::connect(&process.ws_url()).await;
     let (id, secret) = add(&mut admin, json!({"url": receiver.url()})).await;
     let mut voter = WsClient::connect(&process.ws_url()).await;

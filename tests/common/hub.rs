@@ -138,6 +138,20 @@ pub struct HubProcess {
 }
 
 impl HubProcess {
+    /// A hub process on `redis` that delivers webhooks and Web Push to loopback, each
+    /// attempt bounded to 1 s, with votes unlimited; ready when it returns.
+    pub async fn delivering_to_loopback(redis: &RedisServer) -> Self {
+        let process = Self::spawn(
+            Command::new(bin_path())
+                .args(["--listen", "127.0.0.1:0", "--webhook-allow-private"])
+                .args(["--webhook-timeout", "1s", "--vote-rate-limit", "off"])
+                .arg("--redis-url")
+                .arg(redis.url()),
+        );
+        wait_ready(process.addr).await;
+        process
+    }
+
     pub fn spawn(command: &mut Command) -> Self {
         let mut child = command
             .stdout(Stdio::piped())
