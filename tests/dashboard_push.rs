@@ -95,6 +95,44 @@ async fn active_worker(browser: &mut Browser) -> String {
     version["registrationId"].as_str().unwrap().to_owned()
 }
 
+/// Pushes `data` to the service worker until `shown` (JavaScript over the registration's
+/// notifications) is truthy, and returns its value. A worker reported activated may not take
+/// a push yet; one that took it shows the notification within a second.
+async fn push_until_shown(
+    browser: &mut Browser,
+    page: &Page,
+    origin: &str,
+    registration: &str,
+    data: &str,
+    shown: &str,
+) -> Value {
+    let check = format!(
+        "navigator.serviceWorker.ready.then(r => r.getNotifications()).then(ns => ({shown})(ns))"
+    );
+    let deadline = tokio::time::Instant::now() + common::DEADLINE;
+    loop {
+        browser
+            .call(
+                Some(page.session()),
+                "ServiceWorker.deliverPushMessage",
+                json!({"origin": origin, "registrationId": registration, "data": data}),
+            )
+            .await;
+        let pushed = tokio::time::Instant::now();
+        while pushed.elapsed() < std::time::Duration::from_secs(1) {
+            let value = browser.eval(page, &check).await;
+            if !(value.is_null() || value == json!(false)) {
+                return value;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no notification shown for {data} ({shown})"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_worker_shows_a_pushed_decision_and_the_page_offers_web_push() {
     let redis = RedisServer::start();
@@ -136,46 +174,40 @@ async fn the_service_worker_shows_a_pushed_decision_and_the_page_offers_web_push
         "data": {"decision": "deploy-v2", "value": "approve", "voteCount": 3, "quorum": 3,
                  "totalInstances": 5, "eventId": "1-0", "timestamp": 1},
     });
-    browser
-        .call(
-            Some(page.session()),
-            "ServiceWorker.deliverPushMessage",
-            json!({"origin": origin, "registrationId": registration, "data": message.to_string()}),
-        )
-        .await;
-    let shown = browser
-        .wait_for(
-            &page,
-            "the notification to be shown",
-            "navigator.serviceWorker.ready.then(r => r.getNotifications()).then(ns => ns.length > 0 && ns.map(n => ({title: n.title, body: n.body, tag: n.tag})))",
-        )
-        .await;
+    let shown = push_until_shown(
+        &mut browser,
+        &page,
+        &origin,
+        &registration,
+        &message.to_string(),
+        "ns => ns.length > 0 && ns.map(n => ({title: n.title, body: n.body, tag: n.tag}))",
+    )
+    .await;
     assert_eq!(
         shown,
         json!([{"title": "Decided: deploy-v2", "body": "approve (3 of 5 votes)", "tag": "decision:deploy-v2"}])
     );
 
-    // An expiry of the same decision replaces its notification; a message that is not one
-    // of the hub's shows nothing.
-    for data in [
-        json!({"type": "quorum.decision.expired", "data": {"decision": "deploy-v2", "voteCount": 1, "quorum": 3, "totalInstances": 5}}).to_string(),
-        "not json".to_owned(),
-    ] {
-        browser
-            .call(
-                Some(page.session()),
-                "ServiceWorker.deliverPushMessage",
-                json!({"origin": origin, "registrationId": registration, "data": data}),
-            )
-            .await;
-    }
-    let shown = browser
-        .wait_for(
-            &page,
-            "the expiry to replace it",
-            "navigator.serviceWorker.ready.then(r => r.getNotifications()).then(ns => ns.length === 1 && ns[0].title.startsWith('Expired') && ns.map(n => ({title: n.title, body: n.body})))",
+    // A message that is not one of the hub's shows nothing; an expiry of the same decision
+    // replaces its notification.
+    browser
+        .call(
+            Some(page.session()),
+            "ServiceWorker.deliverPushMessage",
+            json!({"origin": origin, "registrationId": registration, "data": "not json"}),
         )
         .await;
+    let expiry = json!({"type": "quorum.decision.expired",
+                        "data": {"decision": "deploy-v2", "voteCount": 1, "quorum": 3, "totalInstances": 5}});
+    let shown = push_until_shown(
+        &mut browser,
+        &page,
+        &origin,
+        &registration,
+        &expiry.to_string(),
+        "ns => ns.some(n => n.title.startsWith('Expired')) && ns.map(n => ({title: n.title, body: n.body}))",
+    )
+    .await;
     assert_eq!(
         shown,
         json!([{"title": "Expired: deploy-v2", "body": "no quorum (1 of 5 votes)"}])
