@@ -2,10 +2,8 @@
 //! their arguments (JSON Schemas an LLM reads) and their results. A hub's error comes back
 //! as a tool error (`isError`) holding its JSON-RPC `code`, `message` and `data`.
 
-use std::time::Duration;
-
 use rmcp::ErrorData;
-use rmcp::model::{CallToolResult, JsonObject, Tool};
+use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -96,7 +94,9 @@ pub(super) fn list() -> Vec<Tool> {
              totalInstances has voted. To learn the outcome later, call quorum_wait.",
             empty(),
         )
-        .with_input_schema::<VoteArgs>(),
+        .with_input_schema::<VoteArgs>()
+        // A repeated vote changes nothing: it answers with the value recorded.
+        .annotate(ToolAnnotations::new().destructive(false).idempotent(true)),
         Tool::new(
             STATUS,
             "The current status of a decision: state (open, decided or expired), tally per \
@@ -105,7 +105,7 @@ pub(super) fn list() -> Vec<Tool> {
             empty(),
         )
         .with_input_schema::<StatusArgs>()
-        .annotate(rmcp::model::ToolAnnotations::new().read_only(true)),
+        .annotate(ToolAnnotations::new().read_only(true)),
         Tool::new(
             WAIT,
             "Wait until a decision is decided or expires, then return its status. Returns at \
@@ -115,7 +115,7 @@ pub(super) fn list() -> Vec<Tool> {
             empty(),
         )
         .with_input_schema::<WaitArgs>()
-        .annotate(rmcp::model::ToolAnnotations::new().read_only(true)),
+        .annotate(ToolAnnotations::new().read_only(true)),
         Tool::new(
             DECISIONS,
             "The most recent decisions, newest first, each with its state, voteCount, quorum, \
@@ -123,7 +123,7 @@ pub(super) fn list() -> Vec<Tool> {
             empty(),
         )
         .with_input_schema::<DecisionsArgs>()
-        .annotate(rmcp::model::ToolAnnotations::new().read_only(true)),
+        .annotate(ToolAnnotations::new().read_only(true)),
     ]
 }
 
@@ -221,9 +221,6 @@ pub(super) fn failure(err: &ClientError) -> CallToolResult {
         other => json!({"message": other.to_string()}),
     })
 }
-
-/// How long a status look may take when a wait ends at its timeout.
-pub(super) const LAST_LOOK: Duration = Duration::from_secs(5);
 
 /// A hub's JSON-RPC error as a JSON object: `code`, `message`, and `data` when it sent any.
 pub(super) fn hub_error_json(err: &RpcError) -> Value {

@@ -13,13 +13,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::QuorumServer;
 use super::closings::Change;
-use super::tools::{LAST_LOOK, WaitArgs, answer, failure};
+use super::tools::{WaitArgs, answer, failure};
 use crate::client::ClientError;
 use crate::protocol::{DecisionState, DecisionStatus};
 
 /// Longest one `quorum_wait` waits (10 minutes); a larger `timeoutMs` is cut to it. A
 /// host's own request timeout may be shorter: the call then ends there.
-pub const MAX_WAIT_MS: u64 = 600_000;
+pub(super) const MAX_WAIT_MS: u64 = 600_000;
+/// How long the last look at the decision may take when a wait's time is up.
+const LAST_LOOK: Duration = Duration::from_secs(5);
 
 /// The hub's codes for answers after which a wait goes on: the decision has no votes yet
 /// (-32004), a rate limit (-32000), Redis not being called or unreachable (-32001,
@@ -40,11 +42,11 @@ pub(super) async fn until_closed(
         let look = tokio::select! {
             look = server.client.status(&args.decision) => Some(look),
             () = tokio::time::sleep_until(deadline) => None,
-            () = cancelled.cancelled() => None,
+            () = cancelled.cancelled() => return withdrawn(),
         };
         match look {
             Some(Ok(status)) if status.state != DecisionState::Open => {
-                return closed(false, status);
+                return waited(false, status);
             }
             Some(Err(err)) if !worth_waiting(&err) => return failure(&err),
             Some(_) => {}
@@ -55,7 +57,7 @@ pub(super) async fn until_closed(
             let change = tokio::select! {
                 change = changes.recv() => change,
                 () = tokio::time::sleep_until(deadline) => break false,
-                () = cancelled.cancelled() => break false,
+                () = cancelled.cancelled() => return withdrawn(),
             };
             match change {
                 Ok(Change::Closed(decision)) if decision == args.decision => break true,
@@ -72,7 +74,7 @@ pub(super) async fn until_closed(
     match tokio::time::timeout(LAST_LOOK, server.client.status(&args.decision)).await {
         Ok(Ok(status)) => {
             let still_open = status.state == DecisionState::Open;
-            closed(still_open, status)
+            waited(still_open, status)
         }
         Ok(Err(err)) => failure(&err),
         Err(_) => answer::<()>(Err(ClientError::Unreachable(format!(
@@ -82,7 +84,13 @@ pub(super) async fn until_closed(
     }
 }
 
-fn closed(timed_out: bool, status: DecisionStatus) -> CallToolResult {
+/// The answer to a wait the host cancelled (which it no longer reads).
+fn withdrawn() -> CallToolResult {
+    CallToolResult::structured_error(json!({"message": "the host cancelled the wait"}))
+}
+
+/// A wait's result: whether its time ran out, and the status it ends with.
+fn waited(timed_out: bool, status: DecisionStatus) -> CallToolResult {
     answer(Ok(json!({"timedOut": timed_out, "status": status})))
 }
 
