@@ -101,7 +101,7 @@ impl ServerHandler for QuorumServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let result = tools::call(self, &request.name, request.arguments, &context.ct).await?;
+        let result = tools::call(self, &request.name, request.arguments, &context).await?;
         Ok(CallToolResponse::Complete(result))
     }
 

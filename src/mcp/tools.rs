@@ -2,13 +2,13 @@
 //! their arguments (JSON Schemas an LLM reads) and their results. A hub's error comes back
 //! as a tool error (`isError`) holding its JSON-RPC `code`, `message` and `data`.
 
-use rmcp::ErrorData;
 use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use super::{QuorumServer, wait};
 use crate::client::ClientError;
@@ -133,7 +133,7 @@ pub(super) async fn call(
     server: &QuorumServer,
     name: &str,
     arguments: Option<JsonObject>,
-    cancelled: &CancellationToken,
+    context: &RequestContext<RoleServer>,
 ) -> Result<CallToolResult, ErrorData> {
     let arguments = Value::Object(arguments.unwrap_or_default());
     Ok(match name {
@@ -155,7 +155,7 @@ pub(super) async fn call(
             Err(err) => invalid(&err),
         },
         WAIT => match parse::<WaitArgs>(arguments) {
-            Ok(args) => wait::until_closed(server, &args, cancelled).await,
+            Ok(args) => wait::until_closed(server, &args, context).await,
             Err(err) => invalid(&err),
         },
         DECISIONS => match parse::<DecisionsArgs>(arguments) {

@@ -1,15 +1,17 @@
 //! `quorum_wait`: a decision's status once it is decided or expired, or when the wait's
 //! time is up. It looks at the decision, then again whenever the hub session passes on
 //! that decision's event, or says events may have gone unseen, or reconnects; so a hub
-//! restarted under the wait still ends it with the decision.
+//! restarted under the wait still ends it with the decision. A host that asked for
+//! progress is told the votes so far whenever a look finds the decision still open.
 
 use std::time::Duration;
 
-use rmcp::model::CallToolResult;
+use rmcp::model::{CallToolResult, ProgressNotificationParam, ProgressToken};
+use rmcp::service::RequestContext;
+use rmcp::{Peer, RoleServer};
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::QuorumServer;
 use super::closings::Change;
@@ -33,8 +35,10 @@ const WAIT_ON_CODES: [i64; 4] = [-32004, -32000, -32001, -32005];
 pub(super) async fn until_closed(
     server: &QuorumServer,
     args: &WaitArgs,
-    cancelled: &CancellationToken,
+    context: &RequestContext<RoleServer>,
 ) -> CallToolResult {
+    let cancelled = &context.ct;
+    let mut progress = Progress::new(context);
     let deadline = Instant::now() + Duration::from_millis(args.timeout_ms.min(MAX_WAIT_MS));
     // Taken before the first look, so that a decision closing after it is not missed.
     let mut changes = server.closings.watch();
@@ -48,8 +52,9 @@ pub(super) async fn until_closed(
             Some(Ok(status)) if status.state != DecisionState::Open => {
                 return waited(false, status);
             }
+            Some(Ok(status)) => progress.report(&status).await,
             Some(Err(err)) if !worth_waiting(&err) => return failure(&err),
-            Some(_) => {}
+            Some(Err(_)) => {}
             None => break,
         }
         // Until something may have changed about this decision.
@@ -100,5 +105,44 @@ fn worth_waiting(err: &ClientError) -> bool {
         ClientError::Rpc(err) => WAIT_ON_CODES.contains(&err.code),
         ClientError::Disconnected | ClientError::Unreachable(_) => true,
         _ => false,
+    }
+}
+
+/// Progress notifications for a host that sent a `progressToken`: the votes an open
+/// decision has (`progress`) of those it needs (`total`), each time that count grew.
+struct Progress {
+    host: Option<(Peer<RoleServer>, ProgressToken)>,
+    reported: Option<u64>,
+}
+
+impl Progress {
+    fn new(context: &RequestContext<RoleServer>) -> Self {
+        let token = context.meta.get_progress_token();
+        Self {
+            host: token.map(|token| (context.peer.clone(), token)),
+            reported: None,
+        }
+    }
+
+    async fn report(&mut self, status: &DecisionStatus) {
+        let Some((host, token)) = &self.host else {
+            return;
+        };
+        if self
+            .reported
+            .is_some_and(|votes| votes >= status.vote_count)
+        {
+            return;
+        }
+        self.reported = Some(status.vote_count);
+        let mut param = ProgressNotificationParam::new(token.clone(), status.vote_count as f64);
+        param.total = Some(status.quorum as f64);
+        param.message = Some(format!(
+            "{} of {} votes needed; waiting for the decision",
+            status.vote_count, status.quorum
+        ));
+        if let Err(err) = host.notify_progress(param).await {
+            tracing::debug!(%err, "the host was not told of a wait's progress");
+        }
     }
 }

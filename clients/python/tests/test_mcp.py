@@ -18,6 +18,7 @@ from urllib.parse import quote
 import pytest
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from test_client import DEADLINE, Hub, RedisServer, eventually, hub_binary, name
 
@@ -34,9 +35,11 @@ class Agent:
         self.session = session
         self.updated = updated
 
-    async def call(self, tool: str, **arguments: Any) -> tuple[bool, dict[str, Any]]:
+    async def call(self, tool: str, progress: ProgressFnT | None = None,
+                   **arguments: Any) -> tuple[bool, dict[str, Any]]:
         """A tool call: whether it is a tool error, and its structured content."""
-        result = await asyncio.wait_for(self.session.call_tool(tool, arguments), DEADLINE)
+        result = await asyncio.wait_for(
+            self.session.call_tool(tool, arguments, progress_callback=progress), DEADLINE)
         assert isinstance(result, types.CallToolResult), result
         content = result.structured_content
         assert isinstance(content, dict), result
@@ -209,8 +212,16 @@ async def test_a_hub_restart_under_a_waiting_wait_still_returns_the_decision(
         voter = await agents.start(other.url, "agent-b")
         decision = name("mcp-restart")
         await waiting.ok("quorum_vote", decision=decision, value="approve", totalInstances=3)
-        wait = asyncio.create_task(
-            waiting.call("quorum_wait", decision=decision, timeoutMs=120_000))
+        reports: list[tuple[float, float | None, str | None]] = []
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            reports.append((progress, total, message))
+
+        wait = asyncio.create_task(waiting.call("quorum_wait", on_progress, decision=decision,
+                                                timeoutMs=120_000))
+        # The wait has looked at the decision (1 vote of 2) and waits for it to close.
+        await eventually("the wait's progress", lambda: reports)
+        assert reports == [(1, 2, "1 of 2 votes needed; waiting for the decision")]
         hub.kill()
         await voter.ok("quorum_vote", decision=decision, value="approve")
         status = await voter.ok("quorum_status", decision=decision)
