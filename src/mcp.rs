@@ -6,6 +6,7 @@
 //! protocol only: logs go to stderr.
 
 mod closings;
+mod reply;
 mod resources;
 mod tools;
 mod wait;

@@ -6,6 +6,7 @@ use rmcp::model::{
     ListResourcesResult, ReadResourceResult, Resource, ResourceContents, ResourceTemplate,
 };
 
+use super::reply::hub_error_json;
 use crate::client::{Client, ClientError};
 use crate::protocol::{DecisionState, State, StateParams, method};
 
@@ -118,7 +119,7 @@ pub(super) async fn read(client: &Client, uri: &str) -> Result<ReadResourceResul
 pub(super) fn hub_error(err: ClientError) -> ErrorData {
     match err {
         ClientError::Rpc(err) => {
-            let data = Some(super::tools::hub_error_json(&err));
+            let data = Some(hub_error_json(&err));
             if err.code == NOT_FOUND {
                 ErrorData::resource_not_found(err.message, data)
             } else {

@@ -10,12 +10,12 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::{QuorumServer, wait};
-use crate::client::ClientError;
+use super::QuorumServer;
+use super::reply::answer;
+use super::wait::{self, WaitArgs};
 use crate::decision::{
     MAX_CLOSE_AFTER_MS, MAX_DECISION_LEN, MAX_TOTAL_INSTANCES, MAX_VALUE_LEN, MIN_CLOSE_AFTER_MS,
 };
-use crate::protocol::peer::RpcError;
 use crate::protocol::{State, StateParams, VoteParams, method, pattern};
 
 /// Decisions `quorum_decisions` lists when no `limit` is given.
@@ -58,19 +58,6 @@ struct StatusArgs {
     /// The decision's name.
     #[schemars(length(min = 1, max = MAX_DECISION_LEN), regex(pattern = pattern::NAME))]
     decision: String,
-}
-
-/// Arguments of `quorum_wait`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct WaitArgs {
-    /// The decision's name. It may have no votes yet: the wait covers its opening too.
-    #[schemars(length(min = 1, max = MAX_DECISION_LEN), regex(pattern = pattern::NAME))]
-    pub(super) decision: String,
-    /// Longest to wait, in milliseconds; past it the current status is returned with
-    /// timedOut true. Larger values are cut to the maximum.
-    #[schemars(range(min = 0, max = wait::MAX_WAIT_MS))]
-    pub(super) timeout_ms: u64,
 }
 
 /// Arguments of `quorum_decisions`.
@@ -202,31 +189,3 @@ fn invalid(err: &serde_json::Error) -> CallToolResult {
 
 /// The JSON-RPC code for invalid params, as the hub also uses it.
 const INVALID_ARGUMENTS: i64 = -32602;
-
-/// The hub's answer as a tool result: its result as structured content, or its error as a
-/// tool error.
-pub(super) fn answer<T: serde::Serialize>(reply: Result<T, ClientError>) -> CallToolResult {
-    match reply.map(|result| serde_json::to_value(result)) {
-        Ok(Ok(result)) => CallToolResult::structured(result),
-        Ok(Err(err)) => failure(&ClientError::Malformed(err.to_string())),
-        Err(err) => failure(&err),
-    }
-}
-
-/// A tool error: the hub's JSON-RPC error (`code`, `message`, `data`), or what kept the
-/// call from reaching the hub (`message` only).
-pub(super) fn failure(err: &ClientError) -> CallToolResult {
-    CallToolResult::structured_error(match err {
-        ClientError::Rpc(err) => hub_error_json(err),
-        other => json!({"message": other.to_string()}),
-    })
-}
-
-/// A hub's JSON-RPC error as a JSON object: `code`, `message`, and `data` when it sent any.
-pub(super) fn hub_error_json(err: &RpcError) -> Value {
-    let mut error = json!({"code": err.code, "message": err.message});
-    if let Some(data) = &err.data {
-        error["data"] = data.clone();
-    }
-    error
-}

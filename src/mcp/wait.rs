@@ -9,15 +9,18 @@ use std::time::Duration;
 use rmcp::model::{CallToolResult, ProgressNotificationParam, ProgressToken};
 use rmcp::service::RequestContext;
 use rmcp::{Peer, RoleServer};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use super::QuorumServer;
 use super::closings::Change;
-use super::tools::{WaitArgs, answer, failure};
+use super::reply::{answer, failure};
 use crate::client::ClientError;
-use crate::protocol::{DecisionState, DecisionStatus};
+use crate::decision::MAX_DECISION_LEN;
+use crate::protocol::{DecisionState, DecisionStatus, pattern};
 
 /// Longest one `quorum_wait` waits (10 minutes); a larger `timeoutMs` is cut to it. A
 /// host's own request timeout may be shorter: the call then ends there.
@@ -29,6 +32,19 @@ const LAST_LOOK: Duration = Duration::from_secs(5);
 /// (-32004), a rate limit (-32000), Redis not being called or unreachable (-32001,
 /// -32005). The connection dropping meanwhile is waited out too.
 const WAIT_ON_CODES: [i64; 4] = [-32004, -32000, -32001, -32005];
+
+/// Arguments of `quorum_wait`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct WaitArgs {
+    /// The decision's name. It may have no votes yet: the wait covers its opening too.
+    #[schemars(length(min = 1, max = MAX_DECISION_LEN), regex(pattern = pattern::NAME))]
+    pub(super) decision: String,
+    /// Longest to wait, in milliseconds; past it the current status is returned with
+    /// timedOut true. Larger values are cut to the maximum.
+    #[schemars(range(min = 0, max = MAX_WAIT_MS))]
+    pub(super) timeout_ms: u64,
+}
 
 /// Waits as [`WaitArgs`] asks; the result is `{timedOut, status}`, or the tool error of
 /// the last look when the decision could not be read at the end.
