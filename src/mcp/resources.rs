@@ -138,3 +138,44 @@ fn state_name(state: DecisionState) -> &'static str {
         DecisionState::Expired => "expired",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decision_name_round_trips_through_its_uri() {
+        for name in ["deploy-v3", "release/v1.2#rc", "a%b?c=d", "ü-ñ", "~._-"] {
+            let uri = uri(name);
+            assert!(uri.starts_with(URI_PREFIX), "{uri}");
+            let encoded = &uri[URI_PREFIX.len()..];
+            assert!(
+                encoded
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)),
+                "{uri}"
+            );
+            assert_eq!(decision_of(&uri).unwrap(), name);
+        }
+        assert_eq!(
+            uri("release/v1.2#rc"),
+            "quorum://decision/release%2Fv1.2%23rc"
+        );
+    }
+
+    #[test]
+    fn a_uri_that_names_no_decision_is_refused() {
+        for bad in [
+            "quorum://decision/",
+            "quorum://other/x",
+            "https://decision/x",
+            "quorum://decision/%",
+            "quorum://decision/%G1",
+            "quorum://decision/%FF",
+        ] {
+            let err = decision_of(bad).unwrap_err();
+            assert_eq!(err.code, rmcp::model::ErrorCode::INVALID_PARAMS, "{bad}");
+            assert!(err.message.contains(bad), "{}", err.message);
+        }
+    }
+}
