@@ -15,9 +15,9 @@ const NOT_FOUND: i64 = -32004;
 
 /// What every decision's URI starts with; the decision's name follows, percent-encoded
 /// where it holds anything but letters, digits and `-._~`.
-pub(super) const URI_PREFIX: &str = "quorum://decision/";
+const URI_PREFIX: &str = "quorum://decision/";
 /// Recent decisions `resources/list` names, newest first.
-pub(super) const LISTED_RESOURCES: u64 = 100;
+const LISTED_RESOURCES: u64 = 100;
 const MIME_TYPE: &str = "application/json";
 
 /// The resource URI of a decision.

@@ -19,9 +19,9 @@ use crate::decision::{
 use crate::protocol::{State, StateParams, VoteParams, method, pattern};
 
 /// Decisions `quorum_decisions` lists when no `limit` is given.
-pub(super) const DEFAULT_DECISIONS_LISTED: u64 = 20;
+const DEFAULT_DECISIONS_LISTED: u64 = 20;
 /// Most decisions `quorum_decisions` lists.
-pub(super) const MAX_DECISIONS_LISTED: u64 = 100;
+const MAX_DECISIONS_LISTED: u64 = 100;
 
 const VOTE: &str = "quorum_vote";
 const STATUS: &str = "quorum_status";
@@ -61,7 +61,7 @@ struct StatusArgs {
 }
 
 /// Arguments of `quorum_decisions`.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Deserialize, JsonSchema)]
 struct DecisionsArgs {
     /// How many of the most recent decisions to list (default 20).
     #[schemars(range(min = 1, max = MAX_DECISIONS_LISTED))]
