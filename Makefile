@@ -38,7 +38,8 @@ test: deps browser-deps
 	$(MAKE) python-test
 
 ## python-test: the Python client's suite (clients/python: mypy --strict, then pytest against
-## a debug hub and private redis-servers) in a virtual environment in target/pyvenv;
+## a debug hub and private redis-servers; with tests/test_mcp.py, `quorum-hub mcp` driven by
+## the official MCP SDK) in a virtual environment in target/pyvenv;
 ## installs python3-venv if `python3 -m venv` cannot work
 python-test: deps
 	@if ! $(PYTHON3) -m ensurepip --version >/dev/null 2>&1 || ! $(PYTHON3) -m venv --help >/dev/null 2>&1; then \
@@ -54,7 +55,7 @@ python-test: deps
 	@if ! $(PYVENV)/bin/python -m pip --version >/dev/null 2>&1; then \
 	  echo "creating $(PYVENV)"; rm -rf $(PYVENV) && $(PYTHON3) -m venv $(PYVENV); \
 	fi
-	$(PYVENV)/bin/pip install -q -e './clients/python[test]'
+	$(PYVENV)/bin/pip install -q -e './clients/python[test,mcp]'
 	$(CARGO) build --locked
 	cd clients/python && $(CURDIR)/$(PYVENV)/bin/mypy --cache-dir $(CURDIR)/target/mypy-cache
 	QUORUM_HUB_BIN=$(CURDIR)/target/debug/quorum-hub $(PYVENV)/bin/python -m pytest clients/python/tests -q

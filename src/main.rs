@@ -12,6 +12,7 @@ use quorum_hub::config::{Config, parse_duration};
 use quorum_hub::protocol::EventId;
 use quorum_hub::tools;
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// mimalloc instead of the system allocator: a hub allocates many small, short-lived
 /// buffers per message, and glibc's malloc showed up as a tenth of its CPU time.
@@ -49,6 +50,9 @@ enum Command {
     /// Manage the hub's webhook endpoints (an admin token, or without a secret a client on
     /// loopback): add, list, remove, deliveries. Prints the hub's reply as JSON.
     Webhooks(WebhooksArgs),
+    /// Serve the Model Context Protocol on stdin and stdout for an LLM agent: tools to
+    /// vote, read and wait for decisions, and each decision as a resource. Logs go to stderr.
+    Mcp(McpArgs),
     /// Print the hub's OpenRPC document (what `GET /openrpc.json` serves), to generate a
     /// client from.
     Openrpc,
@@ -115,6 +119,18 @@ struct VoteArgs {
     /// vote of a decision sets it; without one, the hub's --max-open applies).
     #[arg(long, value_parser = quorum_hub::config::parse_duration)]
     close_after: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+struct McpArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// The instance to register and vote as (the agent's own name).
+    #[arg(long)]
+    instance: String,
+    /// Roles to register with (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    roles: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +203,12 @@ fn main() -> ExitCode {
         })
     });
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    // Under `mcp`, stdout carries the protocol.
+    let logs = logs.with_writer(if matches!(cli.command, Some(Command::Mcp(_))) {
+        BoxMakeWriter::new(std::io::stderr)
+    } else {
+        BoxMakeWriter::new(std::io::stdout)
+    });
     match cli.log_format {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
@@ -249,6 +271,15 @@ fn main() -> ExitCode {
                 }
             };
             report(runtime.block_on(tools::webhooks(config, command)))
+        }
+        Some(Command::Mcp(args)) => {
+            let mut config = client_config(&args.connection, Some(args.instance.clone()), None);
+            config.roles = args.roles;
+            report(
+                runtime
+                    .block_on(quorum_hub::mcp::serve(config))
+                    .map(|()| String::new()),
+            )
         }
         Some(Command::Token(_) | Command::Openrpc) => unreachable!("handled above"),
     }
