@@ -60,6 +60,9 @@ python-test: deps
 	cd clients/python && $(CURDIR)/$(PYVENV)/bin/mypy --cache-dir $(CURDIR)/target/mypy-cache
 	QUORUM_HUB_BIN=$(CURDIR)/target/debug/quorum-hub $(PYVENV)/bin/python -m pytest clients/python/tests -q
 
+# Longest the TypeScript client's suite may take (it takes about 15 s) before scripts/watchdog stops it.
+TS_TEST_LIMIT ?= 300
+
 ## typescript-test: the TypeScript client's suite (clients/typescript: npm ci, tsc --noEmit, then node --test
 ## against a debug hub and private redis-servers); installs Node.js 20 or newer if `node` is missing or older
 typescript-test: deps
@@ -78,7 +81,8 @@ typescript-test: deps
 	$(CARGO) build --locked
 	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error
 	cd clients/typescript && node node_modules/typescript/bin/tsc --noEmit -p .
-	cd clients/typescript && QUORUM_HUB_BIN=$(CURDIR)/target/debug/quorum-hub node --test --test-concurrency=4 test/
+	cd clients/typescript && QUORUM_HUB_BIN=$(CURDIR)/target/debug/quorum-hub $(CURDIR)/scripts/watchdog $(TS_TEST_LIMIT) \
+	  node --test --test-concurrency=4 $$(node --help | grep -q -- --test-force-exit && echo --test-force-exit) test/
 
 ## bench: a release hub with its managed Redis, the load scenarios and redis-benchmark, one table
 bench: deps

@@ -483,18 +483,6 @@ export class Client {
   async #openOnce() {
     const token = await this.#fetchToken();
     const ws = await this.#openSocket(token);
-    this.#ws = ws;
-    this.#leftFor = null;
-    this.#connectionEnded = new Promise((resolve) => {
-      this.#endConnection = resolve;
-    });
-    ws.onmessage = (message) => this.#onMessage(ws, message.data);
-    ws.onclose = (event) => {
-      if (ws !== this.#ws) return;
-      this.lastError = closeText(event);
-      this.#dropConnection(new ConnectionLost(`the connection to the hub dropped (${this.lastError})`));
-    };
-    ws.onerror = () => {};
     try {
       if (this.instanceId !== null) {
         // A resumed session replays what it missed before it reads this call, so the
@@ -574,10 +562,29 @@ export class Client {
       };
       ws.onopen = () => {
         clearTimeout(timer);
-        ws.onopen = ws.onerror = ws.onclose = null;
+        ws.onopen = null;
+        // Messages may follow the upgrade in the same read (a resume's replay): read them
+        // from now on, before anything else runs.
+        this.#adoptSocket(ws);
         resolve(ws);
       };
     });
+  }
+
+  /** Makes `ws` the connection: its messages are read, its end ends the connection. */
+  #adoptSocket(ws) {
+    this.#ws = ws;
+    this.#leftFor = null;
+    this.#connectionEnded = new Promise((resolve) => {
+      this.#endConnection = resolve;
+    });
+    ws.onmessage = (message) => this.#onMessage(ws, message.data);
+    ws.onclose = (event) => {
+      if (ws !== this.#ws) return;
+      this.lastError = closeText(event);
+      this.#dropConnection(new ConnectionLost(`the connection to the hub dropped (${this.lastError})`));
+    };
+    ws.onerror = () => {};
   }
 
   #connectUrl(token) {
