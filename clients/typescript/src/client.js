@@ -493,6 +493,7 @@ export class Client {
         await this.#callOn(ws, 'system.subscribe', { events: this.#subscriptions });
       }
       if (this.#cursor === null && this.#floor === null) await this.#findFloor(ws);
+      if (this.#closed) throw new ClientClosed('the client was closed');
       if (ws !== this.#ws) throw new NotSent();
     } catch (error) {
       const lost = this.lastError ? ` (${this.lastError})` : '';
@@ -561,6 +562,11 @@ export class Client {
         fail(status ? `the hub refused the connection: HTTP ${status[1]}` : `cannot connect to ${this.url}: ${why ?? 'the connection closed'}`);
       };
       ws.onopen = () => {
+        if (this.#closed) {
+          fail('the client was closed');
+          ws.close(1000);
+          return;
+        }
         clearTimeout(timer);
         ws.onopen = null;
         // Messages may follow the upgrade in the same read (a resume's replay): read them
