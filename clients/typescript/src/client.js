@@ -25,6 +25,13 @@ export const INSTANCE_LOST = 'system.instance.lost';
  */
 export const EVENT_BUFFER = 1024;
 
+/**
+ * How often the client pings the hub where its WebSocket can (the `ws` package; a browser's
+ * cannot, and answers the hub's own pings by itself); a ping unanswered by the next one
+ * ends the connection, so a hub that stopped answering is left for another (ms).
+ */
+export const PING_INTERVAL_MS = 20_000;
+
 /** Share of a token's remaining lifetime after which the client asks for a newer one. */
 export const REFRESH_AT_LIFETIME = 0.8;
 /** Pause before asking the token function again when it had nothing newer or failed (ms). */
@@ -102,6 +109,7 @@ export class Client {
       minBackoffMs = 1000,
       maxBackoffMs = 5000,
       openTimeoutMs = 10_000,
+      pingIntervalMs = PING_INTERVAL_MS,
       eventBuffer = EVENT_BUFFER,
       WebSocket: webSocket = null,
       onStateChange = null,
@@ -125,6 +133,7 @@ export class Client {
     this.minBackoffMs = minBackoffMs;
     this.maxBackoffMs = maxBackoffMs;
     this.openTimeoutMs = openTimeoutMs;
+    this.pingIntervalMs = pingIntervalMs;
     this.eventBuffer = eventBuffer;
     this.#source = token;
     this.#tokenInQuery = tokenInQuery;
@@ -591,6 +600,37 @@ export class Client {
       this.#dropConnection(new ConnectionLost(`the connection to the hub dropped (${this.lastError})`));
     };
     ws.onerror = () => {};
+    if (typeof ws.ping === 'function' && typeof ws.on === 'function' && this.pingIntervalMs > 0) this.#keepAlive(ws);
+  }
+
+  /** Pings the hub on `ws` while it is the connection; a ping unanswered by the next ends it. */
+  #keepAlive(ws) {
+    let answered = true;
+    ws.on('pong', () => {
+      answered = true;
+    });
+    const timer = setInterval(() => {
+      if (ws !== this.#ws) {
+        clearInterval(timer);
+        this.#timers.delete(timer);
+        return;
+      }
+      if (!answered) {
+        clearInterval(timer);
+        this.#timers.delete(timer);
+        this.lastError = `the hub did not answer a ping within ${this.pingIntervalMs / 1000} s`;
+        this.#dropConnection(new ConnectionLost(`the connection to the hub dropped (${this.lastError})`));
+        ws.terminate?.();
+        return;
+      }
+      answered = false;
+      try {
+        ws.ping();
+      } catch {
+        // closing: the close event ends the connection
+      }
+    }, this.pingIntervalMs);
+    this.#timers.add(timer);
   }
 
   #connectUrl(token) {

@@ -51,6 +51,8 @@ export interface ClientOptions {
   maxBackoffMs?: number;
   /** Bound on one connection attempt (ms, default 10,000). */
   openTimeoutMs?: number;
+  /** How often to ping the hub where the WebSocket can (the `ws` package); an unanswered ping ends the connection (ms, default `PING_INTERVAL_MS`, 20,000; 0: never). */
+  pingIntervalMs?: number;
   /** Events held for `decisions()` (default `EVENT_BUFFER`). */
   eventBuffer?: number;
   /** The WebSocket class (default: globalThis.WebSocket, else the `ws` package). */
@@ -73,6 +75,8 @@ export declare const EVENTS_INCOMPLETE: 'system.events.incomplete';
 export declare const INSTANCE_LOST: 'system.instance.lost';
 /** Events held for a consumer that is not reading `decisions()`. */
 export declare const EVENT_BUFFER: number;
+/** How often the client pings the hub where its WebSocket can (ms). */
+export declare const PING_INTERVAL_MS: number;
 export declare const REFRESH_AT_LIFETIME: number;
 export declare const REFRESH_RETRY_MS: number;
 
@@ -96,6 +100,7 @@ export declare class Client {
   minBackoffMs: number;
   maxBackoffMs: number;
   openTimeoutMs: number;
+  pingIntervalMs: number;
   readonly eventBuffer: number;
   /** Why the last connection ended or the last attempt failed. */
   readonly lastError: string | null;

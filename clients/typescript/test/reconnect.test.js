@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { Client, backoffDelay, compareEventIds, parseEventId } from '../src/index.js';
+import { Client, ConnectionLost, backoffDelay, compareEventIds, parseEventId } from '../src/index.js';
 import { delay, eventually, name, nextEvent, withRedis } from './harness.js';
 
 const key = (event) => `${event.event} ${event.decision} ${event.eventId}`;
@@ -173,3 +173,37 @@ test('the reconnection pause is full jitter within a doubling, capped window', (
   assert.throws(() => new Client('ws://127.0.0.1:1/ws', { minBackoffMs: 0 }), RangeError);
   assert.throws(() => new Client('ws://127.0.0.1:1/ws', { since: 'not-an-id' }), RangeError);
 });
+
+test('a hub that stops answering is noticed by the client\'s pings, and left for a new connection', () =>
+  withRedis(async ({ startHub }) => {
+    const hub = await startHub();
+    const client = await Client.connect(hub.url, {
+      instanceId: 'pinged',
+      pingIntervalMs: 200,
+      callTimeoutMs: 20_000,
+      openTimeoutMs: 1000,
+      minBackoffMs: 50,
+      maxBackoffMs: 200,
+    });
+    let resumed = false;
+    try {
+      hub.proc.kill('SIGSTOP'); // the hub stops answering; its socket stays open
+      const started = Date.now();
+      // A call in flight fails as soon as the client gives the connection up, not after
+      // its 20 s call timeout.
+      await assert.rejects(client.status('anything'), (error) => {
+        assert.ok(error instanceof ConnectionLost, String(error));
+        assert.match(error.message, /did not answer a ping within 0\.2 s/);
+        return true;
+      });
+      assert.ok(Date.now() - started < 5000, String(Date.now() - started));
+      assert.equal(client.connected, false);
+      hub.proc.kill('SIGCONT');
+      resumed = true;
+      await eventually('the client to connect again', () => client.connections === 2);
+      assert.equal((await client.vote(name('pinged'), 'v', { totalInstances: 1 })).voted, true);
+    } finally {
+      if (!resumed) hub.proc.kill('SIGCONT');
+      client.close();
+    }
+  }));
