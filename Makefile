@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON3 ?= python3
 PYVENV := target/pyvenv
 
-.PHONY: run test python-test bench bench-cluster cluster deps browser-deps build lint fmt clean
+.PHONY: run test python-test typescript-test bench bench-cluster cluster deps browser-deps build lint fmt clean
 
 ## run: install what is missing, build, and start a hub with its managed Redis on :8080
 run: deps
@@ -29,13 +29,14 @@ TEST_LIMIT ?= 900
 CLUSTER_SUITES := --test vote_rules --test jsonrpc --test fanout --test resilience --test limits --test lifecycle --test openrpc --test webhooks --test sse --test push
 
 ## test: install what is missing, check the documents' links, run every test, then the contract suites again on a
-## Redis Cluster (the dashboard tests drive Chromium), then the Python client's suite
+## Redis Cluster (the dashboard tests drive Chromium), then the Python and TypeScript clients' suites
 test: deps browser-deps
-	scripts/check-links README.md ARCHITECTURE.md SECURITY.md docs/*.md clients/python/README.md
+	scripts/check-links README.md ARCHITECTURE.md SECURITY.md docs/*.md clients/python/README.md clients/typescript/README.md
 	$(CARGO) test --locked --no-run
 	scripts/watchdog $(TEST_LIMIT) $(CARGO) test --locked
 	QUORUM_TEST_REDIS=cluster scripts/watchdog $(TEST_LIMIT) $(CARGO) test --locked $(CLUSTER_SUITES)
 	$(MAKE) python-test
+	$(MAKE) typescript-test
 
 ## python-test: the Python client's suite (clients/python: mypy --strict, then pytest against
 ## a debug hub and private redis-servers; with tests/test_mcp.py, `quorum-hub mcp` driven by
@@ -59,6 +60,30 @@ python-test: deps
 	$(CARGO) build --locked
 	cd clients/python && $(CURDIR)/$(PYVENV)/bin/mypy --cache-dir $(CURDIR)/target/mypy-cache
 	QUORUM_HUB_BIN=$(CURDIR)/target/debug/quorum-hub $(PYVENV)/bin/python -m pytest clients/python/tests -q
+
+# Longest the TypeScript client's suite may take (it takes about 15 s) before scripts/watchdog stops it.
+TS_TEST_LIMIT ?= 300
+
+## typescript-test: the TypeScript client's suite (clients/typescript: npm ci, tsc --noEmit, then node --test
+## against a debug hub and private redis-servers); installs Node.js 20 or newer if `node` is missing or older
+typescript-test: deps
+	@if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' >/dev/null 2>&1 \
+	    || ! command -v npm >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Node.js 20 or newer and npm with apt-get"; \
+	    $(SUDO) apt-get update -qq && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; \
+	  fi; \
+	  if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' >/dev/null 2>&1; then \
+	    echo "Node.js 20 or newer is needed (found: $$(node --version 2>/dev/null || echo none)): install it with your package manager or from nodejs.org" >&2; exit 1; \
+	  fi; \
+	fi
+	@node --version
+	$(CARGO) build --locked
+	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error
+	cd clients/typescript && node node_modules/typescript/bin/tsc --noEmit -p .
+	cd clients/typescript && QUORUM_HUB_BIN=$(CURDIR)/target/debug/quorum-hub $(CURDIR)/scripts/watchdog $(TS_TEST_LIMIT) \
+	  node --test --test-concurrency=4 $$(node --help | grep -q -- --test-force-exit && echo --test-force-exit) test/
 
 ## bench: a release hub with its managed Redis, the load scenarios and redis-benchmark, one table
 bench: deps

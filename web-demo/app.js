@@ -3,7 +3,7 @@
 // the hub's webhook endpoints and a simulator. Every string from the hub is rendered as text,
 // never HTML.
 
-import { RpcSocket, hubUrl } from './rpc-socket.js';
+import { Client, backoffDelay } from './lib/index.js';
 import { pushSubscribed, pushSupported, subscribePush, unsubscribePush } from './push.js';
 
 const REFRESH_MS = 5000;
@@ -17,6 +17,8 @@ const WEBHOOKS_REFRESH_MS = 3000;
 const UNAUTHORIZED = -32002;
 
 const $ = (id) => document.getElementById(id);
+// The page's own ?token=, for the hub's sessions (the page's and the simulated agents').
+const pageToken = new URLSearchParams(window.location.search).get('token');
 // name -> {name, state ('open' | 'decided' | 'expired'), totalInstances, quorum, voteCount,
 //          tally: Map, finalDecision, decidedAt, openedAt, closesAt, expiredAt}
 const decisions = new Map();
@@ -396,6 +398,13 @@ function parseSpread(text) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** The hub's /ws URL for this page. */
+function hubUrl(location) {
+  const url = new URL('/ws', location.href);
+  url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return url.toString();
+}
+
 async function simulate(decision, totalInstances, values, closeAfterMs) {
   const run = Math.random().toString(36).slice(2, 7);
   const url = hubUrl(window.location);
@@ -403,18 +412,11 @@ async function simulate(decision, totalInstances, values, closeAfterMs) {
   const status = $('sim-status');
   status.textContent = `Opening ${values.length} sessions…`;
   const agents = values.map((value, i) => (async () => {
-    const agent = new RpcSocket(url, {});
+    const agent = new Client(url, { instanceId: `sim-${run}-${i + 1}`, roles: ['simulated'], token: pageToken });
     try {
-      for (let tries = 0; agent.state !== 'connected'; tries++) {
-        if (tries > 100) throw new Error('could not connect');
-        await sleep(50);
-      }
-      const instanceId = `sim-${run}-${i + 1}`;
-      await agent.call('system.register', { instanceId, roles: ['simulated'] });
+      await agent.connect();
       await sleep(150 + Math.random() * 900);
-      const vote = { instanceId, decision, value, totalInstances };
-      if (closeAfterMs !== null) vote.closeAfterMs = closeAfterMs;
-      const reply = await agent.call('system.quorum.vote', vote);
+      const reply = await agent.vote(decision, value, { totalInstances, closeAfterMs });
       done++;
       const outcome = reply.quorumReached ? `; decided: ${reply.finalDecision}` : reply.reason === 'expired' ? '; the decision expired' : '';
       status.textContent = `${done} of ${values.length} votes cast${outcome}`;
@@ -481,19 +483,39 @@ if ('Notification' in window && Notification.permission === 'granted') {
 
 // ---- the page's own session ----
 
-const socket = new RpcSocket(hubUrl(window.location), {
-  onState(state) {
-    const node = $('conn-state');
-    node.textContent = state;
-    node.dataset.state = state;
-  },
-  async onOpen() {
-    await socket.call('system.subscribe', { events: ['quorum.vote.recorded', 'instance.*'] }).catch(() => {});
+function showState(state) {
+  const node = $('conn-state');
+  node.textContent = state;
+  node.dataset.state = state;
+}
+
+// The page's session (the client reconnects by itself and resumes from the last decision
+// event; it subscribes again after each reconnection, before onConnect).
+const socket = new Client(hubUrl(window.location), {
+  token: pageToken,
+  minBackoffMs: 250,
+  // A refresh while disconnected fails at once; the next connection refreshes.
+  reconnectWaitMs: 0,
+  onStateChange: showState,
+  onConnect() {
     refresh();
     refreshWebhooks();
   },
-  onNotification,
 });
+(async () => {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await socket.connect();
+      break;
+    } catch {
+      showState('reconnecting');
+      await sleep(backoffDelay(attempt, 250, 5000));
+    }
+  }
+  await socket.subscribe(['quorum.vote.recorded', 'instance.*']).catch(() => {});
+  refresh(); // what changed before the subscription took effect
+  for await (const { event, ...params } of socket.decisions()) onNotification(event, params);
+})();
 setInterval(refresh, REFRESH_MS);
 setInterval(refreshWebhooks, WEBHOOKS_REFRESH_MS);
 // Counts down in place: re-rendering the cards would take the focus off a selected one.

@@ -1,0 +1,470 @@
+// The hub's wire types, generated from its OpenRPC document (quorum-hub openrpc)
+// by scripts/generate-types.js: do not edit; run `npm run generate` after a protocol change.
+
+/** Result of `system.register`. */
+export type Registered = {
+  registered: boolean;
+  instanceId: string;
+  /** How long the registration lives without a heartbeat (an open session keeps its own instance alive). */
+  ttlSeconds: number;
+};
+
+/** Result of `system.heartbeat`. */
+export type Alive = {
+  /** False when the instance is not registered (anymore). */
+  alive: boolean;
+};
+
+/** Result of `system.unregister`. */
+export type Unregistered = {
+  /** False when there was no registration to remove. */
+  unregistered: boolean;
+};
+
+/** Result of `system.quorum.vote`. Fields go on the wire in this order, whatever the outcome. */
+export type VoteReply = {
+  /** Whether this call recorded the vote. */
+  voted: boolean;
+  quorumReached: boolean;
+  finalDecision?: string | null;
+  /** Votes recorded on the decision (absent when Redis was not asked). */
+  voteCount?: number | null;
+  reason?: NotVoted | null;
+  /** The value this instance's earlier vote recorded (with `already_voted`). */
+  recordedValue?: string | null;
+};
+
+/** Why a vote was not recorded, when that is a result rather than an error. */
+export type NotVoted = "already_voted" | "decided" | "circuit_open" | "expired" | "unknown";
+
+/** Result of `system.quorum.status`: a decision's audit trail. */
+export type DecisionStatus = {
+  decision: string;
+  state: DecisionState;
+  totalInstances: number;
+  quorum: number;
+  voteCount: number;
+  /** Count per value, in the order each value first received a vote. */
+  tally: Record<string, number>;
+  votes: Array<RecordedVote>;
+  quorumReached: boolean;
+  finalDecision?: string | null;
+  decidedAt?: number | null;
+  /** The decision's deadline (ms), when it has one. */
+  closesAt?: number | null;
+  /** When the decision expired (ms), once it has. */
+  expiredAt?: number | null;
+};
+
+/** Where a decision is in its life. */
+export type DecisionState = "open" | "decided" | "expired";
+
+/** One recorded vote in a decision's audit trail. */
+export type RecordedVote = {
+  instanceId: string;
+  value: string;
+  /** Arrival order within the decision, from 1. */
+  seq: number;
+};
+
+/** Result of `system.get_state`: one page of instances and one of decisions. */
+export type State = {
+  /** Registered instances, in `instanceId` order. */
+  instances: Array<InstanceInfo>;
+  /** Pass as `instancesAfter` for the next page of instances; `null` after the last. */
+  nextInstances: string | null;
+  /** Decisions, the most recently opened first. */
+  decisions: Array<DecisionSummary>;
+  /** Pass as `decisionsAfter` for the next page of decisions; `null` after the last. */
+  nextDecisions: DecisionCursor | null;
+  hub: HubInfo;
+  /** The calling session; `null` over `POST /rpc`. */
+  session: SessionInfo | null;
+};
+
+/** A registered instance as listed by `system.get_state`. */
+export type InstanceInfo = {
+  instanceId: string;
+  roles: Array<string>;
+  metadata: Record<string, unknown>;
+  /** `online` while a session or heartbeats keep it alive, `disconnected` after its session closed (until the TTL removes it). */
+  status: string;
+  lastSeen: number;
+};
+
+/** A decision as listed by `system.get_state`. */
+export type DecisionSummary = {
+  decision: string;
+  state: DecisionState;
+  totalInstances: number;
+  quorum: number;
+  voteCount: number;
+  quorumReached: boolean;
+  finalDecision?: string | null;
+  openedAt: number;
+  decidedAt?: number | null;
+  closesAt?: number | null;
+  expiredAt?: number | null;
+};
+
+/** Where a page of decisions ends; pass it back as `decisionsAfter`. */
+export type DecisionCursor = string;
+
+/** The answering hub, as `system.get_state` reports it. */
+export type HubInfo = {
+  hubId: string;
+  /** Open WebSocket sessions on this hub. */
+  sessions: number;
+  uptimeSeconds: number;
+  breaker: BreakerState;
+  /** The last decision event this hub delivered. */
+  lastEventId: EventId | null;
+  version: string;
+};
+
+/** State of a hub's circuit breaker in front of Redis. */
+export type BreakerState = "closed" | "open" | "halfOpen";
+
+/** The id of an event in the hub's event log, `<ms>-<seq>`, ordered as Redis orders stream ids. */
+export type EventId = string;
+
+/** The calling session, as `system.get_state` reports it. */
+export type SessionInfo = {
+  /** The instance this session registered as. */
+  instanceId: string | null;
+};
+
+/** Result of `system.subscribe` and `system.unsubscribe`. */
+export type Subscribed = {
+  /** Every pattern the session is subscribed to now. */
+  subscribed: Array<string>;
+  /** With `since`: how many decision events were replayed. */
+  replayed?: number | null;
+};
+
+/** Result of `system.auth.refresh`. */
+export type Refreshed = {
+  /** When the session's token now expires (its `exp`), in ms since the Unix epoch. */
+  expiresAt: number;
+};
+
+/** Result of `system.webhooks.add` and `system.webhooks.rotate`: the endpoint's secret, shown only here. */
+export type WebhookSecret = {
+  id: string;
+  /** A Standard Webhooks secret (`whsec_` and base64): deliveries are signed with it. */
+  secret: string;
+};
+
+/** Result of `system.webhooks.list`. */
+export type WebhookList = {
+  /** Every endpoint, in the order they were added. */
+  webhooks: Array<WebhookInfo>;
+};
+
+/** One webhook endpoint, without its secret. */
+export type WebhookInfo = {
+  id: string;
+  url: string;
+  /** The event patterns it gets. */
+  events: Array<string>;
+  description?: string | null;
+  /** `enabled`, or `disabled` (see `disabledReason`). */
+  state: string;
+  disabledReason?: string | null;
+  /** When it was disabled (ms since the Unix epoch). */
+  disabledAt?: number | null;
+  /** When it was added (ms since the Unix epoch). */
+  addedAt: number;
+  lastAttempt?: WebhookAttempt | null;
+  /** Deliveries waiting: due, or being attempted. Events logged since the endpoint last took any (within a second while it is enabled; a disabled one takes none) are not counted yet. */
+  pending: number;
+};
+
+/** One delivery attempt. */
+export type WebhookAttempt = {
+  /** The event delivered (for a notice of missing events, the id after which they are missing). */
+  eventId: string;
+  /** Which attempt at this delivery (from 1; absent for the latest attempt of `list`). */
+  attempt?: number | null;
+  /** The receiver's HTTP status, if it answered. */
+  status?: number | null;
+  /** Why there was no answer (refused address, timeout, connection refused, ...). */
+  error?: string | null;
+  /** How long the attempt took (absent for the latest attempt of `list`). */
+  durationMs?: number | null;
+  /** When it was made (ms since the Unix epoch). */
+  at: number;
+  /** What followed: `delivered`, `retry`, `given_up` or `gone` (the endpoint was disabled). */
+  outcome: string;
+};
+
+/** Result of `system.webhooks.remove` and `system.webhooks.enable`. */
+export type WebhookChanged = {
+  id: string;
+  /** `removed` or `enabled`. */
+  done: string;
+};
+
+/** Result of `system.webhooks.deliveries`. */
+export type WebhookDeliveries = {
+  /** The attempt log, newest first. */
+  attempts: Array<WebhookAttempt>;
+  /** Pass as `after` for the next page (absent on the last). */
+  next?: string | null;
+};
+
+/** `quorum.decision.made`: a decision was fixed. */
+export type DecisionEvent = {
+  decision: string;
+  value: string;
+  voteCount: number;
+  quorum: number;
+  totalInstances: number;
+  /** Unique and identical for every observer; resume after it with `?lastEventId=`. */
+  eventId: EventId;
+  timestamp: number;
+};
+
+/** `quorum.decision.expired`: a decision's deadline passed without quorum; it is closed. */
+export type DecisionExpired = {
+  decision: string;
+  voteCount: number;
+  quorum: number;
+  totalInstances: number;
+  /** Count per value at expiry, in the order each value first received a vote. */
+  tally: Record<string, number>;
+  /** In the same sequence as decision events; resume after it with `?lastEventId=`. */
+  eventId: EventId;
+  /** When the decision expired (ms). */
+  timestamp: number;
+};
+
+/** `system.events.incomplete`: the session cannot be given every decision event after its cursor. `since` is where the events that follow pick up: the cursor itself when events after it are lost, unreadable or not in the log, the newest event when the cursor is ahead of the log, the point the hub went back to when its log was rewound. */
+export type EventsIncomplete = {
+  since: EventId;
+  reason: GapReason;
+  message: string;
+  /** The oldest event the hub's event log holds (absent when the log is empty or could not be read). */
+  oldest?: EventId | null;
+  /** The newest event the hub's event log holds (absent when the log is empty or could not be read). */
+  newest?: EventId | null;
+};
+
+/** Why a session's events are incomplete. */
+export type GapReason = "trimmed" | "unreadable" | "ahead" | "malformed" | "unknown" | "rewound";
+
+/** `system.instance.lost`: this session's instance was taken by another session (its binding lapsed while Redis was unreachable); the session is closed next. */
+export type InstanceLost = {
+  instanceId: string;
+  message: string;
+};
+
+/** `quorum.vote.recorded`: one vote was recorded. */
+export type VoteRecorded = {
+  decision: string;
+  instanceId: string;
+  value: string;
+  voteCount: number;
+  quorum: number;
+  totalInstances: number;
+};
+
+/** `instance.registered`: an instance registered or refreshed its registration. */
+export type InstanceRegistered = {
+  instanceId: string;
+  roles: Array<string>;
+  metadata: Record<string, unknown>;
+  status: string;
+  lastSeen: number;
+};
+
+/** `instance.unregistered`: an instance was removed, or its session closed. */
+export type InstanceUnregistered = {
+  instanceId: string;
+  /** `unregistered` or `disconnected`. */
+  reason: string;
+};
+
+/** Every method: its params (by name) and its result. */
+export interface Methods {
+  /** Registers this session as an instance (one per session); registering again refreshes roles and metadata. */
+  "system.register": {
+    params: {
+      /** The id to register as (no whitespace, control characters or braces). */
+      instanceId: string;
+      /** Role names, listed by `system.get_state` and `instance.registered`. */
+      roles?: Array<string>;
+      /** Free-form data shown with the instance: at most 1024 bytes of JSON. */
+      metadata?: Record<string, unknown> | null;
+    };
+    result: Registered;
+  };
+  /** Keeps a registration alive without an open session. */
+  "system.heartbeat": {
+    params: {
+      /** The instance this session registered as. */
+      instanceId: string;
+    };
+    result: Alive;
+  };
+  /** Removes the instance's registration and frees it for another session. */
+  "system.unregister": {
+    params: {
+      /** The instance this session registered as. */
+      instanceId: string;
+    };
+    result: Unregistered;
+  };
+  /** Records this instance's vote on a decision (once, immutable); the vote that reaches a majority of totalInstances fixes the decision. */
+  "system.quorum.vote": {
+    params: {
+      /** The instance this session registered as. */
+      instanceId: string;
+      /** The decision voted on; the first vote opens it. */
+      decision: string;
+      /** The value voted for. */
+      value: string;
+      /** Instances expected to vote; fixed by the first vote (default 3). A later vote may omit it or state the same number. */
+      totalInstances?: number | null;
+      /** The decision's deadline, from its first vote; fixed by the first vote (default and upper bound: the hub's `--max-open`). A later vote may omit it or state the same. */
+      closeAfterMs?: number | null;
+    };
+    result: VoteReply;
+  };
+  /** A decision's state, tally and every recorded vote in arrival order. */
+  "system.quorum.status": {
+    params: {
+      decision: string;
+    };
+    result: DecisionStatus;
+  };
+  /** One page of registered instances and one of decisions (newest first), with this hub and session. */
+  "system.get_state": {
+    params: {
+      /** Most instances, and most decisions, to list (default 100). */
+      limit?: number | null;
+      /** `nextInstances` of the previous page. */
+      instancesAfter?: string | null;
+      /** `nextDecisions` of the previous page. */
+      decisionsAfter?: string | null;
+    };
+    result: State;
+  };
+  /** Adds event subscriptions; with since, first replays the decision events after that id. Decision events reach every session without subscribing. */
+  "system.subscribe": {
+    params: {
+      /** Event names, or a prefix followed by `.*` (`quorum.*`). */
+      events?: Array<string>;
+      /** Replay the decision events after this one first. */
+      since?: string | null;
+    };
+    result: Subscribed;
+  };
+  /** Drops event subscriptions (every one when events is omitted). */
+  "system.unsubscribe": {
+    params: {
+      /** Patterns to drop, as they were subscribed; without it, every subscription. */
+      events?: Array<string>;
+    };
+    result: Subscribed;
+  };
+  /** Replaces the session's token with a newer one for the same instance and roles, before the old one expires. */
+  "system.auth.refresh": {
+    params: {
+      /** A newer token for the same instance and roles (at most 4096 bytes). */
+      token: string;
+    };
+    result: Refreshed;
+  };
+  /** Adds a webhook endpoint: decision events are POSTed to it, signed (Standard Webhooks), from the next event on. Returns its secret, shown only here. Admin tokens only (without a secret: clients on loopback). */
+  "system.webhooks.add": {
+    params: {
+      /** Where deliveries are POSTed: an `http` or `https` URL. */
+      url: string;
+      /** Which decision events it gets, as `system.subscribe` patterns (default: both decision events, made and expired). */
+      events?: Array<string>;
+      /** What the endpoint is for, shown by `system.webhooks.list`. */
+      description?: string | null;
+    };
+    result: WebhookSecret;
+  };
+  /** Every webhook endpoint with its state, last attempt and waiting deliveries (never its secret). */
+  "system.webhooks.list": {
+    params: {
+    };
+    result: WebhookList;
+  };
+  /** Removes a webhook endpoint and its waiting deliveries. */
+  "system.webhooks.remove": {
+    params: {
+      /** The endpoint's id, as `system.webhooks.add` returned it. */
+      id: string;
+    };
+    result: WebhookChanged;
+  };
+  /** Enables a disabled webhook endpoint; what waited for it is delivered. */
+  "system.webhooks.enable": {
+    params: {
+      /** The endpoint's id, as `system.webhooks.add` returned it. */
+      id: string;
+    };
+    result: WebhookChanged;
+  };
+  /** Gives a webhook endpoint a new secret; for 24 h deliveries carry the old one's signature too. */
+  "system.webhooks.rotate": {
+    params: {
+      /** The endpoint's id, as `system.webhooks.add` returned it. */
+      id: string;
+    };
+    result: WebhookSecret;
+  };
+  /** A webhook endpoint's attempt log, newest first. */
+  "system.webhooks.deliveries": {
+    params: {
+      id: string;
+      /** Most attempts to list (default 50). */
+      limit?: number | null;
+      /** List the attempts older than this one (`next` of the previous page). */
+      after?: string | null;
+    };
+    result: WebhookDeliveries;
+  };
+}
+
+/** Every notification the hub pushes to a session: its params. */
+export interface Notifications {
+  /** A decision was fixed. Sent to every session, once, in event id order. */
+  "quorum.decision.made": DecisionEvent;
+  /** A decision's deadline passed without quorum; it is closed. Sent to every session, in the same sequence as decisions made. */
+  "quorum.decision.expired": DecisionExpired;
+  /** The session cannot be given every decision event after its cursor; since says where the events that follow pick up. */
+  "system.events.incomplete": EventsIncomplete;
+  /** Another session took this session's instance; this session is closed next. */
+  "system.instance.lost": InstanceLost;
+  /** A vote was recorded (to sessions subscribed to it). */
+  "quorum.vote.recorded": VoteRecorded;
+  /** An instance registered or refreshed its registration (to sessions subscribed to it). */
+  "instance.registered": InstanceRegistered;
+  /** An instance was removed, or its session closed (to sessions subscribed to it). */
+  "instance.unregistered": InstanceUnregistered;
+}
+
+/** The JSON-RPC error codes the hub answers with, by name. */
+export interface ErrorCodes {
+  /** invalid params: a field is missing, of the wrong type, out of range or unknown; data.field names it */
+  InvalidParams: -32602;
+  /** rate limited: too many calls from this session, or votes from this instance; data.retryAfterMs says when to retry */
+  RateLimited: -32000;
+  /** circuit open: Redis failed repeatedly and is not called for a while; data.retryAfterMs says for how long */
+  CircuitOpen: -32001;
+  /** not allowed: the session is not registered as this instance, the instance is bound to another session, or the token does not allow it */
+  Unauthorized: -32002;
+  /** not run: this batch's replies reached their size bound; send the call again */
+  BatchReplyFull: -32003;
+  /** no such decision */
+  NotFound: -32004;
+  /** backend unavailable: Redis could not be reached, did not answer in time (data.reason: timeout) or too few replicas confirmed the write (data.reason: replication); retrying is safe */
+  BackendUnavailable: -32005;
+  /** internal error */
+  Internal: -32603;
+}
