@@ -213,6 +213,33 @@ export type WebhookDeliveries = {
   next?: string | null;
 };
 
+/** Result of `system.push.subscribe` and `system.push.unsubscribe`. */
+export type PushSubscribed = {
+  /** The subscription's id: the same for the same endpoint. */
+  id: string;
+  /** `subscribed` (new), `renewed` (its keys and patterns replaced), `removed`, or `absent` (there was no such subscription). */
+  done: string;
+};
+
+/** Result of `system.push.list`: every subscription, without its endpoint's path or keys. */
+export type PushList = {
+  subscriptions: Array<PushInfo>;
+};
+
+/** One push subscription as an operator sees it. */
+export type PushInfo = {
+  id: string;
+  /** The push service's origin (the rest of the endpoint identifies the browser). */
+  pushService: string;
+  events: Array<string>;
+  /** When it was added (ms since the Unix epoch). */
+  addedAt: number;
+  /** The latest attempt's outcome, if any (`delivered`, `retry`, `given_up`). */
+  lastOutcome?: string | null;
+  /** Deliveries waiting: due, or being attempted. */
+  pending: number;
+};
+
 /** `quorum.decision.made`: a decision was fixed. */
 export type DecisionEvent = {
   decision: string;
@@ -428,6 +455,42 @@ export interface Methods {
       after?: string | null;
     };
     result: WebhookDeliveries;
+  };
+  /** Subscribes a browser to decision events by Web Push: each is sent to its push service encrypted for it (RFC 8291) and signed with the hub's VAPID key (GET /push/key), with retries. Subscribing the same endpoint again replaces its keys and patterns. A push service answering 404 or 410 ends it. */
+  "system.push.subscribe": {
+    params: {
+      /** A browser's push subscription, as `PushSubscription.toJSON()` gives it. */
+      subscription: {
+        /** The push service's URL for this browser: `https` (plain `http` only to loopback, on a hub started with `--webhook-allow-private`). */
+        endpoint: string;
+        /** The keys a push message is encrypted for (RFC 8291). */
+        keys: {
+          /** The browser's P-256 public key, base64url. */
+          p256dh: string;
+          /** The browser's 16-byte authentication secret, base64url. */
+          auth: string;
+        };
+        /** Ignored: the push service says when a subscription ends (404 or 410). */
+        expirationTime?: number | null;
+      };
+      /** Which decision events it gets, as `system.subscribe` patterns (default: both decision events, made and expired). */
+      events?: Array<string>;
+    };
+    result: PushSubscribed;
+  };
+  /** Ends the push subscription made with this endpoint, and its waiting messages. */
+  "system.push.unsubscribe": {
+    params: {
+      /** The endpoint the subscription was made with. */
+      endpoint: string;
+    };
+    result: PushSubscribed;
+  };
+  /** Every push subscription: its push service, patterns, last outcome and waiting messages (never the endpoint's path or the keys). Admin tokens only (without a secret: clients on loopback). */
+  "system.push.list": {
+    params: {
+    };
+    result: PushList;
   };
 }
 
