@@ -17,6 +17,7 @@ pub mod config;
 pub mod decision;
 pub mod error;
 pub mod instance;
+pub mod policy;
 pub mod protocol;
 pub mod server;
 pub mod tools;

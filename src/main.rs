@@ -63,6 +63,10 @@ struct TokenArgs {
         conflicts_with_all = ["observer", "admin"]
     )]
     sub: Option<String>,
+    /// A role the instance may register with (repeatable); with --auth-secret an instance
+    /// claims only the roles its token grants.
+    #[arg(long = "role", requires = "sub")]
+    roles: Vec<String>,
     /// A read-only token: connect, read state, receive events; never register or vote.
     #[arg(long, conflicts_with = "admin")]
     observer: bool,
@@ -169,7 +173,7 @@ fn main() -> ExitCode {
                 if args.admin {
                     a.mint_admin(args.ttl)
                 } else {
-                    a.mint(args.sub.as_deref(), args.observer, args.ttl)
+                    a.mint_with_roles(args.sub.as_deref(), args.observer, &args.roles, args.ttl)
                 }
             }));
         }

@@ -147,11 +147,14 @@ async fn call_once(hub: &Hub, caller: Caller<'_>, call: Call) -> Result<Box<RawV
         Request::Unsubscribe { events } => reply(unsubscribe(hub, caller, &events)?),
         Request::AuthRefresh { token } => reply(refresh(hub, caller, &token)?),
         Request::Webhook(call) => reply(webhooks::call(hub, caller, call).await?),
+        Request::Policy(call) => reply(policies::call(hub, caller, call).await?),
         Request::Discover => Ok(openrpc::document_text().to_owned()),
     }
 }
 
 mod instances;
+mod policies;
+mod terms;
 mod vote;
 mod webhooks;
 

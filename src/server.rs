@@ -24,7 +24,7 @@ pub use crate::managed_redis::ManagedRedisError;
 use crate::metrics::Metrics;
 use crate::protocol::openrpc;
 use crate::store::Store;
-use crate::tasks::{dashboards, deadlines, keepalive, probe, publisher, sweep};
+use crate::tasks::{dashboards, deadlines, keepalive, policies, probe, publisher, sweep};
 use crate::upgrade::WebSocketRequest;
 use crate::webhooks::dispatch::{self, Dispatcher};
 use crate::{connection, listener};
@@ -141,6 +141,10 @@ async fn serve(
     let external = config.redis_url.is_some();
     let web_dir = config.web_dir.clone();
     let configured_webhooks = dispatch::configured(&config.webhooks).map_err(StartError::Config)?;
+    let policy_file = match &config.policy_file {
+        Some(path) => crate::policy::read_policy_file(path).map_err(StartError::Config)?,
+        None => Default::default(),
+    };
     let hub = Arc::new(Hub::new(
         store,
         config,
@@ -175,6 +179,7 @@ async fn serve(
         ));
     }
     hub.tracker.spawn(keepalive::run(hub.clone()));
+    hub.tracker.spawn(policies::run(hub.clone(), policy_file));
     hub.tracker
         .spawn(probe::run(hub.store.clone(), hub.shutdown.clone()));
     hub.tracker

@@ -54,6 +54,7 @@ pub mod frame;
 pub mod openrpc;
 mod params;
 pub mod peer;
+pub mod policy;
 pub mod request;
 mod results;
 pub mod sse;
@@ -92,10 +93,13 @@ pub mod method {
     pub const WEBHOOKS_ROTATE: &str = "system.webhooks.rotate";
     pub const WEBHOOKS_DELIVERIES: &str = "system.webhooks.deliveries";
     /// Returns the hub's OpenRPC document (the same as `GET /openrpc.json`).
+    pub const POLICIES_SET: &str = "system.policies.set";
+    pub const POLICIES_LIST: &str = "system.policies.list";
+    pub const POLICIES_REMOVE: &str = "system.policies.remove";
     pub const DISCOVER: &str = "rpc.discover";
 
     /// Every method the hub serves.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 19] = [
         REGISTER,
         HEARTBEAT,
         UNREGISTER,
@@ -111,6 +115,9 @@ pub mod method {
         WEBHOOKS_ENABLE,
         WEBHOOKS_ROTATE,
         WEBHOOKS_DELIVERIES,
+        POLICIES_SET,
+        POLICIES_LIST,
+        POLICIES_REMOVE,
         DISCOVER,
     ];
 }

@@ -33,6 +33,8 @@ pub enum Request {
     },
     /// One of the `system.webhooks.*` methods.
     Webhook(WebhookCall),
+    /// One of the `system.policies.*` methods.
+    Policy(super::policy::PolicyCall),
     /// The hub's OpenRPC document.
     Discover,
 }
@@ -189,6 +191,9 @@ impl Request {
             | method::WEBHOOKS_ENABLE
             | method::WEBHOOKS_ROTATE
             | method::WEBHOOKS_DELIVERIES => Ok(Request::Webhook(webhook_call(method, params)?)),
+            method::POLICIES_SET | method::POLICIES_LIST | method::POLICIES_REMOVE => {
+                Ok(Request::Policy(super::policy::policy_call(method, params)?))
+            }
             method::DISCOVER => {
                 Params::new(params, &[])?;
                 Ok(Request::Discover)
@@ -365,6 +370,10 @@ impl Params {
             });
         }
         Ok(Self { fields })
+    }
+
+    pub fn opt_value(&self, field: &'static str) -> Option<&Value> {
+        self.fields.get(field)
     }
 
     pub fn str(&self, field: &'static str) -> Result<&str, Error> {
