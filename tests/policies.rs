@@ -249,7 +249,7 @@ async fn two_thirds_and_unanimous_decide_at_the_right_vote() {
         &a,
         &b,
         "tt-*",
-        json!({"electorate": {"role": "six"}, "threshold": "two_thirds"}),
+        json!({"electorate": {"role": "five"}, "threshold": "two_thirds"}),
     )
     .await;
     set_policy(
@@ -259,16 +259,16 @@ async fn two_thirds_and_unanimous_decide_at_the_right_vote() {
         json!({"electorate": {"role": "three"}, "threshold": "unanimous"}),
     )
     .await;
-    let mut six = Vec::new();
-    for i in 0..6 {
+    let mut five = Vec::new();
+    for i in 0..5 {
         let hub = if i % 2 == 0 { &a } else { &b };
         let id = format!("s{i}");
-        six.push((id.clone(), member(hub, &id, &["six"]).await));
+        five.push((id.clone(), member(hub, &id, &["five"]).await));
     }
-    // Rule 5's tie-break: at the fourth vote "b" and "a" both have two; "b" got its
-    // second first, so "b" wins.
+    // ceil(2*5/3) = 4 (a majority would be 3). Rule 5's tie-break: at the fourth vote "b"
+    // and "a" both have two; "b" got its second first, so "b" wins.
     let values = ["a", "b", "b", "a"];
-    for (n, ((id, client), value)) in six.iter_mut().zip(values).enumerate() {
+    for (n, ((id, client), value)) in five.iter_mut().zip(values).enumerate() {
         let reply = vote(client, id, "tt-1", value).await;
         assert_eq!(reply["voteCount"], n + 1, "{reply}");
         let at_quorum = n + 1 == 4;
