@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::hub::bin_path;
 use common::{RedisServer, TestHub, WsClient, assert_error, eventually, without_rate_limits};
 use quorum_hub::auth::Authority;
 use serde_json::{Value, json};
@@ -392,4 +393,75 @@ async fn a_decision_no_policy_matches_behaves_as_before() {
     assert!(shown.get("policy").is_none(), "{shown}");
     let error = refused(&mut alone, "solo", "gated-1", "x").await;
     assert_eq!(error["data"]["reason"], "not_in_electorate", "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_mints_roles_and_votes_with_them() {
+    let redis = RedisServer::start();
+    let mut config = without_rate_limits(&redis);
+    config.auth_secret = Some(SECRET.to_owned());
+    let hub = TestHub::start_with(config).await;
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(bin_path())
+            .args(args)
+            .output()
+            .unwrap();
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).trim().to_owned();
+        (
+            output.status.success(),
+            text(&output.stdout),
+            text(&output.stderr),
+        )
+    };
+    let (minted, admin, _) = run(&["token", "--admin", "--auth-secret", SECRET]);
+    assert!(minted);
+    let (minted, token, _) = run(&[
+        "token",
+        "--sub",
+        "cli-d",
+        "--role",
+        "deployer",
+        "--auth-secret",
+        SECRET,
+    ]);
+    assert!(minted);
+    let bearer = format!("Bearer {admin}");
+    let mut admin = WsClient::connect_with(&hub.ws_url(), &[("authorization", &bearer)])
+        .await
+        .unwrap();
+    let policy = json!({"electorate": {"role": "deployer"}, "threshold": "unanimous"});
+    admin
+        .result(
+            "system.policies.set",
+            json!({"pattern": "cli-*", "policy": policy}),
+        )
+        .await;
+    let url = hub.ws_url();
+    let vote = |decision: &str, role: Option<&str>| {
+        let mut args = vec![
+            "vote",
+            "--url",
+            &url,
+            "--token",
+            &token,
+            "--instance",
+            "cli-d",
+        ];
+        args.extend(["--decision", decision, "--value", "ship"]);
+        args.extend(role.iter().flat_map(|role| ["--role", role]));
+        run(&args)
+    };
+    // Registered without the role, it is outside the electorate.
+    let (ok, _, refused) = vote("cli-1", None);
+    assert!(!ok && refused.contains("not_in_electorate"), "{refused}");
+    let (ok, reply, _) = vote("cli-2", Some("deployer"));
+    assert!(ok, "{reply}");
+    let reply: Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(reply["quorumReached"], true, "the only elector: {reply}");
+    // A role the token does not grant is refused at registration.
+    let (ok, _, refused) = vote("cli-3", Some("admin-ish"));
+    assert!(
+        !ok && refused.contains("does not grant role admin-ish"),
+        "{refused}"
+    );
 }
