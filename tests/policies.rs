@@ -59,6 +59,21 @@ async fn member(hub: &TestHub, id: &str, roles: &[&str]) -> WsClient {
     client
 }
 
+/// `n` sessions registered as `{prefix}{i}` with `role`, on the two hubs in turn.
+async fn electors(
+    hubs: [&TestHub; 2],
+    prefix: &str,
+    n: usize,
+    role: &str,
+) -> Vec<(String, WsClient)> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let id = format!("{prefix}{i}");
+        out.push((id.clone(), member(hubs[i % 2], &id, &[role]).await));
+    }
+    out
+}
+
 fn ballot(id: &str, decision: &str, value: &str) -> Value {
     json!({"instanceId": id, "decision": decision, "value": value})
 }
@@ -260,12 +275,7 @@ async fn two_thirds_and_unanimous_decide_at_the_right_vote() {
         json!({"electorate": {"role": "three"}, "threshold": "unanimous"}),
     )
     .await;
-    let mut five = Vec::new();
-    for i in 0..5 {
-        let hub = if i % 2 == 0 { &a } else { &b };
-        let id = format!("s{i}");
-        five.push((id.clone(), member(hub, &id, &["five"]).await));
-    }
+    let mut five = electors([&a, &b], "s", 5, "five").await;
     // ceil(2*5/3) = 4 (a majority would be 3). Rule 5's tie-break: at the fourth vote "b"
     // and "a" both have two; "b" got its second first, so "b" wins.
     let values = ["a", "b", "b", "a"];
@@ -279,12 +289,7 @@ async fn two_thirds_and_unanimous_decide_at_the_right_vote() {
         }
     }
 
-    let mut three = Vec::new();
-    for i in 0..3 {
-        let hub = if i % 2 == 0 { &b } else { &a };
-        let id = format!("u{i}");
-        three.push((id.clone(), member(hub, &id, &["three"]).await));
-    }
+    let mut three = electors([&b, &a], "u", 3, "three").await;
     for (n, (id, client)) in three.iter_mut().enumerate() {
         let reply = vote(client, id, "un-1", "go").await;
         assert_eq!(reply["quorumReached"], n == 2, "vote {}: {reply}", n + 1);
@@ -464,4 +469,38 @@ async fn the_command_line_mints_roles_and_votes_with_them() {
         !ok && refused.contains("does not grant role admin-ish"),
         "{refused}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_file_reaches_every_hub_and_require_policy_refuses_the_rest() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policies.json");
+    let policies = json!({"ops-*": {"threshold": "unanimous", "values": ["go", "stop"]}});
+    std::fs::write(&file, policies.to_string()).unwrap();
+    let mut config = without_rate_limits(&redis);
+    config.policy_file = Some(file);
+    config.require_policy = true;
+    let a = TestHub::start_with(config).await;
+    let b = TestHub::start_with(without_rate_limits(&redis)).await;
+    let mut watcher = b.client().await;
+    eventually("hub b applies the file's policy", async || {
+        let list = watcher.result("system.policies.list", json!({})).await;
+        (list["policies"][0]["pattern"] == "ops-*").then_some(())
+    })
+    .await;
+    let mut voter = member(&b, "op-1", &[]).await;
+    let mut params = ballot("op-1", "ops-1", "go");
+    params["totalInstances"] = json!(2);
+    let reply = voter.result("system.quorum.vote", params).await;
+    assert_eq!(reply["quorumReached"], false, "unanimous of 2: {reply}");
+
+    // Hub a takes votes only on decisions a policy covers; hub b still takes the rest.
+    let mut on_a = member(&a, "op-2", &[]).await;
+    let error = refused(&mut on_a, "op-2", "adhoc", "go").await;
+    assert_error(&error, -32002, "no policy matches decision adhoc");
+    assert_eq!(error["data"]["reason"], "no_policy", "{error}");
+    let reply = vote(&mut on_a, "op-2", "ops-1", "go").await;
+    assert_eq!(reply["quorumReached"], true, "{reply}");
+    vote(&mut voter, "op-1", "adhoc", "go").await;
 }

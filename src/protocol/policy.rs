@@ -3,12 +3,8 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use super::method;
-use super::request::Params;
-use crate::error::Error;
-use crate::policy::{Policy, check_pattern};
+use crate::policy::Policy;
 
 /// A validated `system.policies.*` call.
 #[derive(Debug, Clone)]
@@ -16,34 +12,6 @@ pub enum PolicyCall {
     Set { pattern: String, policy: Policy },
     List,
     Remove(String),
-}
-
-/// Parses the params of one `system.policies.*` method.
-pub(super) fn policy_call(name: &str, params: Option<Value>) -> Result<PolicyCall, Error> {
-    Ok(match name {
-        method::POLICIES_SET => {
-            let p = Params::new(params, &["pattern", "policy"])?;
-            let pattern = pattern(&p)?;
-            let raw = p
-                .opt_value("policy")
-                .ok_or_else(|| Error::invalid("policy", "missing required field \"policy\""))?;
-            let policy: Policy = serde_json::from_value(raw.clone())
-                .map_err(|e| Error::invalid("policy", format!("policy: {e}")))?;
-            policy.check()?;
-            PolicyCall::Set { pattern, policy }
-        }
-        method::POLICIES_LIST => {
-            Params::new(params, &[])?;
-            PolicyCall::List
-        }
-        _ => PolicyCall::Remove(pattern(&Params::new(params, &["pattern"])?)?),
-    })
-}
-
-fn pattern(p: &Params) -> Result<String, Error> {
-    let pattern = p.str("pattern")?;
-    check_pattern(pattern)?;
-    Ok(pattern.to_owned())
 }
 
 /// Params of `system.policies.set`.

@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value};
 
+use super::policy::PolicyCall;
 use super::webhook::{
     DEFAULT_DELIVERIES_PAGE, MAX_DELIVERIES_PAGE, MAX_WEBHOOK_DESCRIPTION_LEN, MAX_WEBHOOK_URL_LEN,
 };
@@ -10,6 +11,7 @@ use super::{DecisionCursor, EventId, event, method};
 use crate::decision::{Ballot, DecisionName, VoteValue, parse_close_after, parse_total_instances};
 use crate::error::Error;
 use crate::instance::{InstanceId, Registration};
+use crate::policy::{Policy, check_pattern};
 
 /// A validated call.
 #[derive(Debug, Clone)]
@@ -34,7 +36,7 @@ pub enum Request {
     /// One of the `system.webhooks.*` methods.
     Webhook(WebhookCall),
     /// One of the `system.policies.*` methods.
-    Policy(super::policy::PolicyCall),
+    Policy(PolicyCall),
     /// The hub's OpenRPC document.
     Discover,
 }
@@ -192,7 +194,7 @@ impl Request {
             | method::WEBHOOKS_ROTATE
             | method::WEBHOOKS_DELIVERIES => Ok(Request::Webhook(webhook_call(method, params)?)),
             method::POLICIES_SET | method::POLICIES_LIST | method::POLICIES_REMOVE => {
-                Ok(Request::Policy(super::policy::policy_call(method, params)?))
+                Ok(Request::Policy(policy_call(method, params)?))
             }
             method::DISCOVER => {
                 Params::new(params, &[])?;
@@ -284,6 +286,35 @@ fn webhook_call(method: &str, params: Option<Value>) -> Result<WebhookCall, Erro
             }
         }
     })
+}
+
+/// Parses the params of one `system.policies.*` method.
+fn policy_call(name: &str, params: Option<Value>) -> Result<PolicyCall, Error> {
+    Ok(match name {
+        method::POLICIES_SET => {
+            let p = Params::new(params, &["pattern", "policy"])?;
+            let pattern = pattern(&p)?;
+            let raw = p
+                .opt_value("policy")
+                .ok_or_else(|| Error::invalid("policy", "missing required field \"policy\""))?;
+            let policy: Policy = serde_json::from_value(raw.clone())
+                .map_err(|e| Error::invalid("policy", format!("policy: {e}")))?;
+            policy.check()?;
+            PolicyCall::Set { pattern, policy }
+        }
+        method::POLICIES_LIST => {
+            Params::new(params, &[])?;
+            PolicyCall::List
+        }
+        _ => PolicyCall::Remove(pattern(&Params::new(params, &["pattern"])?)?),
+    })
+}
+
+/// A policy's pattern: a decision name, or a prefix of one followed by `*`.
+fn pattern(p: &Params) -> Result<String, Error> {
+    let pattern = p.str("pattern")?;
+    check_pattern(pattern)?;
+    Ok(pattern.to_owned())
 }
 
 /// A webhook endpoint's id: 1 to 64 letters, digits, `_` or `-`.

@@ -318,6 +318,57 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_opens_with_its_terms_and_only_asks_before_reading_them() {
+        let terms = crate::policy::Terms {
+            pattern: "deploy-*".into(),
+            policy: serde_json::from_str(
+                r#"{"electorate":{"role":"deployer"},"threshold":"unanimous","values":["a"]}"#,
+            )
+            .unwrap(),
+            electorate: Some(vec!["d1".into(), "d2".into()]),
+            total: 2,
+            quorum: 2,
+            close_after_ms: Some(5000),
+        };
+        let run = |opening| {
+            let ballot = ScriptBallot {
+                opening,
+                ..ballot(None)
+            };
+            let layout = Layout::Single;
+            vote_invocation(
+                &layout,
+                ballot,
+                LIMIT,
+                Reserved::NONE,
+                false,
+                Lifecycle::DEFAULT,
+            )
+            .1
+        };
+        let args = run(Opening::Under(&terms));
+        assert_eq!(
+            args[4..6],
+            ["2", "2"],
+            "the electorate's size and threshold"
+        );
+        assert_eq!(args[17], "5000");
+        assert_eq!(
+            args[19..],
+            [
+                "open",
+                "deploy-*",
+                "deployer",
+                "unanimous",
+                r#"["a"]"#,
+                r#"["d1","d2"]"#,
+                ""
+            ]
+        );
+        assert_eq!(run(Opening::Ask)[19..], ["ask"]);
+    }
+
+    #[test]
     fn the_benchmark_command_declares_every_key_it_passes() {
         let command = vote_benchmark_command("sha", 60, LIMIT);
         let (keys, args) = vote_invocation(
