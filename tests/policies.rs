@@ -9,6 +9,8 @@ use std::time::Duration;
 use common::hub::bin_path;
 use common::{RedisServer, TestHub, WsClient, assert_error, eventually, without_rate_limits};
 use quorum_hub::auth::Authority;
+use quorum_hub::client::{Client, ClientConfig, TokenSource};
+use quorum_hub::policy::Policy;
 use serde_json::{Value, json};
 
 const SECRET: &str = "policies-test-secret-0123456789";
@@ -430,17 +432,18 @@ async fn the_command_line_mints_roles_and_votes_with_them() {
         SECRET,
     ]);
     assert!(minted);
-    let bearer = format!("Bearer {admin}");
-    let mut admin = WsClient::connect_with(&hub.ws_url(), &[("authorization", &bearer)])
-        .await
-        .unwrap();
-    let policy = json!({"electorate": {"role": "deployer"}, "threshold": "unanimous"});
-    admin
-        .result(
-            "system.policies.set",
-            json!({"pattern": "cli-*", "policy": policy}),
-        )
-        .await;
+    // The Rust client, with an admin token, sets the policy.
+    let mut config = ClientConfig::new(hub.ws_url());
+    config.token = Some(TokenSource::Static(admin));
+    let (admin, _events) = Client::connect(config).await.unwrap();
+    let policy: Policy = serde_json::from_value(
+        json!({"electorate": {"role": "deployer"}, "threshold": "unanimous"}),
+    )
+    .unwrap();
+    let set = admin.set_policy("cli-*", &policy).await.unwrap();
+    assert_eq!(set.done, "set");
+    let listed = admin.policies().await.unwrap();
+    assert_eq!(listed.policies[0].policy, policy);
     let url = hub.ws_url();
     let vote = |decision: &str, role: Option<&str>| {
         let mut args = vec![
@@ -464,6 +467,7 @@ async fn the_command_line_mints_roles_and_votes_with_them() {
     let reply: Value = serde_json::from_str(&reply).unwrap();
     assert_eq!(reply["quorumReached"], true, "the only elector: {reply}");
     // A role the token does not grant is refused at registration.
+    assert_eq!(admin.remove_policy("cli-*").await.unwrap().done, "removed");
     let (ok, _, refused) = vote("cli-3", Some("admin-ish"));
     assert!(
         !ok && refused.contains("does not grant role admin-ish"),
