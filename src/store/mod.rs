@@ -82,6 +82,7 @@ struct Scripts {
     heartbeat: Script,
     unregister: Script,
     release: Script,
+    forget_role: Script,
     webhook_add: Script,
     webhook_next: Script,
     webhook_settle: Script,
@@ -101,6 +102,7 @@ impl Scripts {
             heartbeat: Script::new(include_str!("../../lua/heartbeat.lua")),
             unregister: Script::new(include_str!("../../lua/unregister.lua")),
             release: Script::new(include_str!("../../lua/release.lua")),
+            forget_role: Script::new(include_str!("../../lua/forget_role.lua")),
             webhook_add: Script::new(include_str!("../../lua/webhook_add.lua")),
             webhook_next: Script::new(include_str!("../../lua/webhook_next.lua")),
             webhook_settle: Script::new(include_str!("../../lua/webhook_settle.lua")),
@@ -108,7 +110,7 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&Script; 14] {
+    fn all(&self) -> [&Script; 15] {
         [
             &self.vote,
             &self.log_decision,
@@ -120,6 +122,7 @@ impl Scripts {
             &self.heartbeat,
             &self.unregister,
             &self.release,
+            &self.forget_role,
             &self.webhook_add,
             &self.webhook_next,
             &self.webhook_settle,

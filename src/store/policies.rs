@@ -118,15 +118,17 @@ impl Store {
     }
 
     /// The instances registered with `role` now, in id order. Index entries whose
-    /// registration lapsed or no longer holds the role leave the index.
+    /// registration lapsed or no longer holds the role leave the index, unless the
+    /// instance registered with the role again meanwhile (`lua/forget_role.lua`).
     pub(crate) async fn role_members(&self, role: &str) -> Result<RoleMembers, Error> {
         let index = self.layout.role_index(role);
-        let listed: Vec<String> = self
+        let listed: Vec<(String, String)> = self
             .query(
                 redis::cmd("ZRANGE")
                     .arg(&index)
                     .arg(0)
-                    .arg(MAX_ROLE_SCAN as i64 - 1),
+                    .arg(MAX_ROLE_SCAN as i64 - 1)
+                    .arg("WITHSCORES"),
             )
             .await?;
         if listed.is_empty() {
@@ -134,7 +136,7 @@ impl Store {
         }
         let cmds = listed
             .iter()
-            .map(|id| {
+            .map(|(id, _)| {
                 redis::cmd("HGET")
                     .arg(keys::instance(id))
                     .arg("roles")
@@ -144,7 +146,7 @@ impl Store {
         let replies = self.query_each(cmds).await?;
         let mut members = Vec::new();
         let mut gone = Vec::new();
-        for (id, reply) in listed.into_iter().zip(replies) {
+        for ((id, score), reply) in listed.into_iter().zip(replies) {
             let roles: Option<String> =
                 redis::FromRedisValue::from_redis_value(reply).map_err(internal)?;
             let holds = roles
@@ -154,10 +156,12 @@ impl Store {
                 members.push(id);
             } else {
                 gone.push(id);
+                gone.push(score);
             }
         }
         if !gone.is_empty() {
-            self.query::<()>(redis::cmd("ZREM").arg(&index).arg(&gone))
+            let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
+            self.eval::<i64>(&self.scripts.forget_role, &[&index], &gone)
                 .await?;
         }
         if members.len() > MAX_ELECTORATE {
