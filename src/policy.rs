@@ -268,8 +268,21 @@ impl PolicyBook {
             .clone()
     }
 
-    /// Takes `set` as read from the keyspace.
+    /// Takes `set` as read from the keyspace, unless the copy is at a later version already
+    /// (two reloads may finish out of order).
     pub fn replace(&self, set: PolicySet) {
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if set.version >= current.version {
+            *current = Arc::new(set);
+        }
+    }
+
+    /// Takes `set` whatever its version: the keyspace's counter went back (it was emptied
+    /// or replaced).
+    pub fn reset(&self, set: PolicySet) {
         *self
             .current
             .write()

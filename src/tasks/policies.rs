@@ -27,7 +27,9 @@ pub async fn run(hub: Arc<Hub>, mut from_file: BTreeMap<String, Policy>) {
         }
         match store.policies_version().await {
             Ok(version) if version != hub.policies.current().version => {
+                let went_back = version < hub.policies.current().version;
                 match store.policies().await {
+                    Ok(set) if went_back => hub.policies.reset(set),
                     Ok(set) => hub.policies.replace(set),
                     Err(err) => tracing::debug!(%err, "policies not reloaded yet"),
                 }
