@@ -25,8 +25,8 @@ TEST_LIMIT ?= 900
 # The suites that run a second time against a 3+3 Redis Cluster (QUORUM_TEST_REDIS=cluster):
 # the contract (vote rules, JSON-RPC, fan-out across hubs, rate limit, resume, gap repair,
 # paging, the limits, deadlines, replies against the OpenRPC document, webhooks, and
-# Server-Sent Events).
-CLUSTER_SUITES := --test vote_rules --test jsonrpc --test fanout --test resilience --test limits --test lifecycle --test openrpc --test webhooks --test sse --test push
+# Server-Sent Events, Web Push, decision policies).
+CLUSTER_SUITES := --test vote_rules --test jsonrpc --test fanout --test resilience --test limits --test lifecycle --test openrpc --test webhooks --test sse --test push --test policies
 
 ## test: install what is missing, check the documents' links, run every test, then the contract suites again on a
 ## Redis Cluster (the dashboard tests drive Chromium), then the Python and TypeScript clients' suites

@@ -43,12 +43,22 @@
 -- the caller ('' when omitted), ARGV[18] closeAfterMs to open the decision with (the stated
 -- one, or the longest any decision stays open), ARGV[19] ('log' only) how long a closed
 -- decision's keys are kept (ms).
+-- ARGV[20] policy mode: '' (open as the caller states, without a policy), 'ask' (a policy
+-- applies whose terms the hub reads only for a decision not open yet: answer needs_opening
+-- instead of opening it) or 'open' (open it under the policy in ARGV[21..26]),
+-- ARGV[21] the policy's pattern, ARGV[22] its electorate role ('' for none), ARGV[23] its
+-- threshold as written, ARGV[24] its allowed values as a JSON array ('' for any),
+-- ARGV[25] the electorate's members as a JSON array (with a role), ARGV[26] its openers'
+-- role ('' for none). A decision opened under a policy keeps it in its metadata (policy,
+-- threshold, role, values, openers, and member:<instanceId> for each elector): later votes
+-- are judged against those, whatever the caller passes.
 --
 -- Returns {outcome, voteCount, totalInstances, quorum, finalDecision or '', recordedValue or '',
 -- eventId or '', decidedAt or '', place or ''}, place being (for already_voted, 'defer' mode)
 -- the rate-window place the recorded vote took: a retry of this very vote finds its own.
 -- where outcome is one of: recorded, decided_now, already_voted, decided, total_mismatch,
 -- close_mismatch (then voteCount holds the closeAfterMs the decision opened with),
+-- not_in_electorate, value_refused, needs_opening (nothing written for these three),
 -- expired_now (this vote found the decision past its deadline and closed it) or expired
 -- (it was closed before; for both, recordedValue holds the tally at expiry, as JSON, and
 -- decidedAt when it expired),
@@ -76,7 +86,8 @@ local stated_close, opening_close, retention = ARGV[17], ARGV[18], ARGV[19]
 local deadlines = KEYS[10]
 local parts = {votes, tally, result, meta, ballots}
 
-local opened = redis.call('HMGET', meta, 'totalInstances', 'quorum', 'closeAfterMs', 'closesAt')
+local opened = redis.call('HMGET', meta, 'totalInstances', 'quorum', 'closeAfterMs', 'closesAt',
+  'values', 'role', 'member:' .. instance)
 local total, quorum = opened[1], opened[2]
 
 local function answer(outcome, count, final_value, recorded_value, event_id, decided_at, taken)
@@ -123,9 +134,41 @@ if total and past_deadline(opened[4], now_ms()) then
   return answer('expired_now', count, '', at_expiry, event_id, expired_at)
 end
 
+-- Whether `value` is in the JSON array `allowed`.
+local function listed(allowed, wanted)
+  for _, v in ipairs(cjson.decode(allowed)) do
+    if v == wanted then
+      return true
+    end
+  end
+  return false
+end
+
 local opening = not total
+local policy_mode, electorate = ARGV[20], nil
 if opening then
   total, quorum = opening_total, opening_quorum
+  if policy_mode == 'ask' then
+    return answer('needs_opening', 0)
+  end
+  if policy_mode == 'open' then
+    -- Rule: the policy the decision opens under judges its first vote too.
+    if ARGV[22] ~= '' and not listed(ARGV[25], instance) then
+      return answer('not_in_electorate', 0)
+    end
+    if ARGV[24] ~= '' and not listed(ARGV[24], value) then
+      return answer('value_refused', 0)
+    end
+    if ARGV[22] ~= '' then
+      electorate = cjson.decode(ARGV[25])
+    end
+  end
+elseif opened[6] and not opened[7] then
+  -- Rule: a decision opened with an electorate takes votes from its members only.
+  return answer('not_in_electorate', redis.call('ZCARD', votes))
+elseif opened[5] and not listed(opened[5], value) then
+  -- Rule: a decision opened with allowed values takes no other.
+  return answer('value_refused', redis.call('ZCARD', votes))
 elseif stated_total ~= '' and stated_total ~= total then
   -- Rule: the first vote fixed totalInstances; a different stated value is refused.
   return answer('total_mismatch', redis.call('ZCARD', votes))
@@ -159,6 +202,21 @@ if opening then
   local closes_at = string.format('%.0f', tonumber(opened_at) + tonumber(opening_close))
   redis.call('HSET', meta, 'decision', decision, 'totalInstances', total, 'quorum', quorum,
     'openedAt', opened_at, 'closeAfterMs', opening_close, 'closesAt', closes_at)
+  if policy_mode == 'open' then
+    redis.call('HSET', meta, 'policy', ARGV[21], 'threshold', ARGV[23])
+    if ARGV[24] ~= '' then
+      redis.call('HSET', meta, 'values', ARGV[24])
+    end
+    if ARGV[26] ~= '' then
+      redis.call('HSET', meta, 'openers', ARGV[26])
+    end
+    if electorate then
+      redis.call('HSET', meta, 'role', ARGV[22])
+      for _, member in ipairs(electorate) do
+        redis.call('HSET', meta, 'member:' .. member, '1')
+      end
+    end
+  end
   redis.call('ZADD', deadlines, closes_at, decision)
   -- Indexed in this same run, so a recorded decision is never missing from get_state.
   redis.call('ZADD', index, 'NX', opened_at, decision)

@@ -28,6 +28,9 @@ pub struct Claims {
     /// `observer` for a read-only token, `admin` for one that manages the hub.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// The roles the instance may register with (none when absent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
     /// Issued at, seconds since the Unix epoch.
@@ -46,8 +49,9 @@ pub enum Grant {
     /// The hub runs without a secret and the caller is on loopback: as [`Grant::Open`], and
     /// it may manage the hub too.
     Local,
-    /// May register, heartbeat, unregister and vote as this instance only.
-    Instance(String),
+    /// May register, heartbeat, unregister and vote as this instance only, and register it
+    /// with these roles only.
+    Instance(String, Vec<String>),
     /// May read state and receive events; may not register or vote.
     Observer,
     /// May manage the hub (its webhooks), read state and receive events; may not register
@@ -62,7 +66,7 @@ impl Grant {
             Grant::Open => "anyone (no secret)".into(),
             Grant::Local => "anyone on this machine (no secret)".into(),
             Grant::Admin => "an admin".into(),
-            Grant::Instance(sub) => format!("instance {sub}"),
+            Grant::Instance(sub, _) => format!("instance {sub}"),
             Grant::Observer => "an observer".into(),
         }
     }
@@ -76,8 +80,8 @@ impl Grant {
                  does not register or vote"
                     .into(),
             )),
-            Grant::Instance(sub) if sub == instance.as_str() => Ok(()),
-            Grant::Instance(sub) => Err(Error::Unauthorized(format!(
+            Grant::Instance(sub, _) if sub == instance.as_str() => Ok(()),
+            Grant::Instance(sub, _) => Err(Error::Unauthorized(format!(
                 "this token is for instance {sub}; it may not act as {instance}"
             ))),
             Grant::Observer => Err(Error::Unauthorized(
@@ -88,6 +92,24 @@ impl Grant {
 }
 
 impl Grant {
+    /// Checks that the holder may register with `roles`: with a secret, an instance token
+    /// grants the roles it lists and no others.
+    pub fn may_claim_roles(&self, roles: &[String]) -> Result<(), Error> {
+        let Grant::Instance(sub, granted) = self else {
+            return Ok(());
+        };
+        match roles.iter().find(|role| !granted.contains(role)) {
+            None => Ok(()),
+            Some(role) => Err(Error::Refused {
+                reason: "role_not_granted",
+                message: format!(
+                    "the token for instance {sub} does not grant role {role}; mint one with \
+                     quorum-hub token --sub {sub} --role {role}"
+                ),
+            }),
+        }
+    }
+
     /// Checks that the holder may manage the hub (its webhooks): an admin token, or with no
     /// secret a caller on loopback.
     pub fn may_administer(&self) -> Result<(), Error> {
@@ -97,7 +119,7 @@ impl Grant {
                 "without --auth-secret only clients on this machine (loopback) manage the hub"
                     .into(),
             )),
-            Grant::Instance(_) | Grant::Observer => Err(Error::Unauthorized(format!(
+            Grant::Instance(..) | Grant::Observer => Err(Error::Unauthorized(format!(
                 "managing the hub takes an admin token (quorum-hub token --admin); this token \
                  is for {}",
                 self.describe()
@@ -200,7 +222,7 @@ impl Authority {
             }
             (None, Some(sub)) => {
                 InstanceId::parse("sub", &sub).map_err(|e| AuthError::Invalid(e.to_string()))?;
-                Grant::Instance(sub)
+                Grant::Instance(sub, claims.roles)
             }
             (None, None) => {
                 return Err(AuthError::Invalid(
@@ -220,6 +242,7 @@ impl Authority {
         let claims = Claims {
             sub: None,
             role: Some(ADMIN_ROLE.to_owned()),
+            roles: Vec::new(),
             exp: now + ttl.as_secs(),
             iat: now,
             nbf: None,
@@ -230,10 +253,30 @@ impl Authority {
 
     /// Mints a token for `sub` (or an observer token), valid for `ttl`.
     pub fn mint(&self, sub: Option<&str>, observer: bool, ttl: Duration) -> Result<String, String> {
+        self.mint_with_roles(sub, observer, &[], ttl)
+    }
+
+    /// Mints a token for `sub` that lets it register with `roles` (or an observer token),
+    /// valid for `ttl`.
+    pub fn mint_with_roles(
+        &self,
+        sub: Option<&str>,
+        observer: bool,
+        roles: &[String],
+        ttl: Duration,
+    ) -> Result<String, String> {
         let now = crate::clock::now_ms() / 1000;
+        if observer && !roles.is_empty() {
+            return Err("an observer token carries no roles (--role needs --sub)".into());
+        }
+        for role in roles {
+            crate::instance::check_name("role", role, crate::instance::MAX_ROLE_LEN)
+                .map_err(|e| e.to_string())?;
+        }
         let claims = Claims {
             sub: sub.map(str::to_owned),
             role: observer.then(|| OBSERVER_ROLE.to_owned()),
+            roles: roles.to_vec(),
             exp: now + ttl.as_secs(),
             iat: now,
             nbf: None,
@@ -262,7 +305,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             authority.verify(Some(&token)).unwrap(),
-            Grant::Instance("worker-1".into())
+            Grant::Instance("worker-1".into(), Vec::new())
         );
         let observer = authority.mint(None, true, Duration::from_secs(60)).unwrap();
         assert_eq!(authority.verify(Some(&observer)).unwrap(), Grant::Observer);
@@ -270,7 +313,11 @@ mod tests {
         assert_eq!(authority.verify(Some(&admin)).unwrap(), Grant::Admin);
         assert!(Grant::Admin.may_administer().is_ok());
         assert!(Grant::Local.may_administer().is_ok());
-        for other in [Grant::Open, Grant::Observer, Grant::Instance("w".into())] {
+        for other in [
+            Grant::Open,
+            Grant::Observer,
+            Grant::Instance("w".into(), Vec::new()),
+        ] {
             assert!(other.may_administer().is_err(), "{other:?} may administer");
         }
         assert!(
@@ -300,6 +347,7 @@ mod tests {
             let claims = Claims {
                 sub: Some("worker-1".into()),
                 role: None,
+                roles: Vec::new(),
                 exp: now + 3600,
                 iat: now,
                 nbf: Some(nbf),
@@ -313,7 +361,7 @@ mod tests {
         ));
         assert_eq!(
             authority.verify(Some(&token(now - 1))).unwrap(),
-            Grant::Instance("worker-1".into())
+            Grant::Instance("worker-1".into(), Vec::new())
         );
     }
 }

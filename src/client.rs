@@ -25,7 +25,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::policy::Policy;
 use crate::protocol::peer::{CallError, RpcError};
+use crate::protocol::policy::{PolicyChanged, PolicyList, PolicyPatternParams, PolicySetParams};
 use crate::protocol::webhook::{
     WebhookAddParams, WebhookChanged, WebhookDeliveries, WebhookDeliveriesParams, WebhookIdParams,
     WebhookList, WebhookSecret,
@@ -273,6 +275,27 @@ impl Client {
     /// Removes a webhook endpoint (an admin's call).
     pub async fn remove_webhook(&self, id: &str) -> Result<WebhookChanged, ClientError> {
         self.call(method::WEBHOOKS_REMOVE, &WebhookIdParams { id })
+            .await
+    }
+
+    /// Sets the decision policy of `pattern` (an admin's call).
+    pub async fn set_policy(
+        &self,
+        pattern: &str,
+        policy: &Policy,
+    ) -> Result<PolicyChanged, ClientError> {
+        self.call(method::POLICIES_SET, &PolicySetParams { pattern, policy })
+            .await
+    }
+
+    /// The decision policies the hub applies (an admin's call).
+    pub async fn policies(&self) -> Result<PolicyList, ClientError> {
+        self.call(method::POLICIES_LIST, &NoParams {}).await
+    }
+
+    /// Removes the decision policy of `pattern` (an admin's call).
+    pub async fn remove_policy(&self, pattern: &str) -> Result<PolicyChanged, ClientError> {
+        self.call(method::POLICIES_REMOVE, &PolicyPatternParams { pattern })
             .await
     }
 

@@ -69,6 +69,15 @@ pub struct Config {
     #[arg(long, env = "QUORUM_MAX_OPEN", default_value = "7d", value_parser = parse_max_open)]
     pub max_open: Duration,
 
+    /// Decision policies to store at start, as a JSON object from name pattern to policy
+    /// (see docs/policies.md); each replaces the stored policy of its pattern.
+    #[arg(long, env = "QUORUM_POLICY_FILE")]
+    pub policy_file: Option<PathBuf>,
+
+    /// Refuse votes on decisions that no policy matches (-32002, reason "no_policy").
+    #[arg(long, env = "QUORUM_REQUIRE_POLICY")]
+    pub require_policy: bool,
+
     /// How long a decided or expired decision is kept once its event is logged; then its keys
     /// expire and it is gone from system.get_state and system.quorum.status (10s to 3650d).
     #[arg(long, env = "QUORUM_DECISION_RETENTION", default_value = "7d", value_parser = parse_retention)]
@@ -395,6 +404,8 @@ impl Config {
             wait_replicas: 0,
             max_open: Duration::from_millis(crate::decision::MAX_CLOSE_AFTER_MS),
             decision_retention: Duration::from_secs(7 * 86_400),
+            policy_file: None,
+            require_policy: false,
             breaker_failures: crate::breaker::DEFAULT_FAILURES,
             breaker_open: crate::breaker::DEFAULT_OPEN_FOR,
             auth_secret: None,

@@ -138,6 +138,13 @@ pub enum VoteOutcome {
     Expired { vote_count: u64 },
     /// Not recorded: the instance used up its votes for the current window.
     RateLimited { retry_after_ms: u64 },
+    /// Not recorded: the decision's electorate does not hold the instance.
+    NotInElectorate,
+    /// Not recorded: the decision's policy does not allow the value.
+    ValueRefused,
+    /// Not recorded: a policy applies and the decision is not open yet; the vote is to be
+    /// made again with the terms it opens under.
+    NeedsOpening,
 }
 
 impl VoteOutcome {
@@ -151,7 +158,11 @@ impl VoteOutcome {
             VoteOutcome::Decided { .. } => "decided",
             VoteOutcome::RateLimited { .. } => "rate_limited",
             VoteOutcome::Expired { .. } => "expired",
-            VoteOutcome::TotalMismatch { .. } | VoteOutcome::CloseMismatch { .. } => "error",
+            VoteOutcome::TotalMismatch { .. }
+            | VoteOutcome::CloseMismatch { .. }
+            | VoteOutcome::NotInElectorate
+            | VoteOutcome::ValueRefused
+            | VoteOutcome::NeedsOpening => "error",
         }
     }
 }

@@ -25,6 +25,13 @@ pub enum Error {
     /// The caller may not act as this instance: not registered, wrong session, bound elsewhere.
     #[error("{0}")]
     Unauthorized(String),
+    /// A decision's policy refuses the caller; `reason` names the rule (see
+    /// docs/policies.md).
+    #[error("{message}")]
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     NotFound(String),
     /// Redis could not be reached or did not answer.
@@ -73,7 +80,7 @@ impl Error {
             Error::MethodNotFound(_) => -32601,
             Error::InvalidParams { .. } => -32602,
             Error::Internal(_) => -32603,
-            Error::Unauthorized(_) => -32002,
+            Error::Unauthorized(_) | Error::Refused { .. } => -32002,
             Error::NotFound(_) => -32004,
             Error::Backend(_) | Error::Timeout(_) | Error::Replication { .. } => -32005,
             Error::CircuitOpen { .. } => -32001,
@@ -123,6 +130,7 @@ impl Error {
                 .or(*field)
                 .map(|field| json!({ "field": field })),
             Error::Timeout(_) => Some(json!({ "reason": "timeout" })),
+            Error::Refused { reason, .. } => Some(json!({ "reason": reason })),
             Error::Replication {
                 acknowledged,
                 wanted,

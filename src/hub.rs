@@ -53,6 +53,8 @@ pub struct Hub {
     /// ([`MAX_STATE_CALLS`]); others wait their turn.
     pub state_calls: tokio::sync::Semaphore,
     pub metrics: Metrics,
+    /// This hub's copy of the decision policies (kept by [`crate::tasks::policies`]).
+    pub policies: crate::policy::PolicyBook,
     registry: prometheus_client::registry::Registry,
     /// Where this hub stands in the event log. Held while delivering and while opening a
     /// session, so a new session gets each event either live or by replay.
@@ -90,6 +92,7 @@ impl Hub {
             dashboards: Dashboards::new(),
             authority,
             state_calls: tokio::sync::Semaphore::new(MAX_STATE_CALLS),
+            policies: Default::default(),
             next_session: AtomicU64::new(1),
             delivered: Mutex::new(Delivery::default()),
             listening: AtomicBool::new(false),

@@ -18,6 +18,7 @@ pub mod decision;
 pub mod error;
 pub mod instance;
 pub mod mcp;
+pub mod policy;
 pub mod protocol;
 pub mod server;
 pub mod tools;

@@ -67,11 +67,15 @@ struct TokenArgs {
         conflicts_with_all = ["observer", "admin"]
     )]
     sub: Option<String>,
+    /// A role the instance may register with (repeatable); with --auth-secret an instance
+    /// claims only the roles its token grants.
+    #[arg(long = "role", requires = "sub")]
+    roles: Vec<String>,
     /// A read-only token: connect, read state, receive events; never register or vote.
     #[arg(long, conflicts_with = "admin")]
     observer: bool,
-    /// A token that manages the hub (its webhooks), reads state and receives events;
-    /// never registers or votes.
+    /// A token that manages the hub (its webhooks and decision policies), reads state and
+    /// receives events; never registers or votes.
     #[arg(long)]
     admin: bool,
     /// How long the token is valid (e.g. 30m, 1h, 24h).
@@ -112,9 +116,14 @@ struct VoteArgs {
     decision: String,
     #[arg(long)]
     value: String,
-    /// totalInstances (only the first vote of a decision sets it).
+    /// totalInstances (only the first vote of a decision sets it; under a policy with an
+    /// electorate, the electorate's size).
     #[arg(long)]
     total: Option<u64>,
+    /// A role to register the instance with (repeatable), for decision policies'
+    /// electorates and openers; with a secret, only roles the token grants.
+    #[arg(long = "role")]
+    roles: Vec<String>,
     /// The decision's deadline, counted from its first vote, e.g. 30s or 2h (only the first
     /// vote of a decision sets it; without one, the hub's --max-open applies).
     #[arg(long, value_parser = quorum_hub::config::parse_duration)]
@@ -185,7 +194,7 @@ fn main() -> ExitCode {
                 if args.admin {
                     a.mint_admin(args.ttl)
                 } else {
-                    a.mint(args.sub.as_deref(), args.observer, args.ttl)
+                    a.mint_with_roles(args.sub.as_deref(), args.observer, &args.roles, args.ttl)
                 }
             }));
         }
@@ -229,7 +238,8 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Vote(args)) => {
-            let config = client_config(&args.connection, Some(args.instance.clone()), None);
+            let mut config = client_config(&args.connection, Some(args.instance.clone()), None);
+            config.roles = args.roles.clone();
             let params = quorum_hub::protocol::VoteParams {
                 instance_id: &args.instance,
                 decision: &args.decision,

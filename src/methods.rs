@@ -148,12 +148,15 @@ async fn call_once(hub: &Hub, caller: Caller<'_>, call: Call) -> Result<Box<RawV
         Request::AuthRefresh { token } => reply(refresh(hub, caller, &token)?),
         Request::Webhook(call) => reply(webhooks::call(hub, caller, call).await?),
         Request::Push(call) => push::call(hub, caller, call).await,
+        Request::Policy(call) => reply(policies::call(hub, caller, call).await?),
         Request::Discover => Ok(openrpc::document_text().to_owned()),
     }
 }
 
 mod instances;
+mod policies;
 mod push;
+mod terms;
 mod vote;
 mod webhooks;
 

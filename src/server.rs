@@ -26,7 +26,7 @@ use crate::protocol::openrpc;
 use crate::push::Push;
 use crate::session::writer::MAX_UNANSWERED_PINGS;
 use crate::store::Store;
-use crate::tasks::{dashboards, deadlines, keepalive, probe, publisher, sweep};
+use crate::tasks::{dashboards, deadlines, keepalive, policies, probe, publisher, sweep};
 use crate::upgrade::WebSocketRequest;
 use crate::webhooks::dispatch::{self, Dispatcher};
 use crate::{connection, listener};
@@ -147,6 +147,10 @@ async fn serve(
     let push = Push::from_config(&config)
         .map_err(StartError::Config)?
         .map(Arc::new);
+    let policy_file = match &config.policy_file {
+        Some(path) => crate::policy::read_policy_file(path).map_err(StartError::Config)?,
+        None => Default::default(),
+    };
     let hub = Arc::new(Hub::new(
         store,
         config,
@@ -182,6 +186,7 @@ async fn serve(
         ));
     }
     hub.tracker.spawn(keepalive::run(hub.clone()));
+    hub.tracker.spawn(policies::run(hub.clone(), policy_file));
     hub.tracker
         .spawn(probe::run(hub.store.clone(), hub.shutdown.clone()));
     hub.tracker

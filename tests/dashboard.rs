@@ -2,7 +2,8 @@
 //! page, decisions made elsewhere, two pages at once, hostile strings shown as text, and a
 //! decision's deadline: counted down while open, and an expiry shown with its tally; the
 //! webhooks panel: endpoints with their state, last delivery and backlog, or, for a page
-//! without an admin token, the one line that says what it takes.
+//! without an admin token, the one line that says what it takes; a decision's electorate
+//! and threshold under a policy.
 
 mod common;
 
@@ -503,4 +504,57 @@ async fn without_an_admin_token_the_webhooks_panel_says_what_it_takes() {
             &webhooks_panel_when("p.note?.state === 'none'"),
         )
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_under_a_policy_shows_its_electorate_and_threshold() {
+    let redis = RedisServer::start();
+    let hub = dashboard_hub(&redis).await;
+    let other = TestHub::start(&redis).await;
+    let mut browser = Browser::launch().await;
+    let page = open_dashboard(&mut browser, &hub).await;
+
+    let mut admin = other.client().await;
+    let policy = json!({"electorate": {"role": "approver"}, "threshold": "unanimous"});
+    admin
+        .result(
+            "system.policies.set",
+            json!({"pattern": "gate-*", "policy": policy}),
+        )
+        .await;
+    let mut voters = Vec::new();
+    for id in ["ap-2", "ap-1", "ap-3"] {
+        let mut client = other.client().await;
+        client
+            .result(
+                "system.register",
+                json!({"instanceId": id, "roles": ["approver"]}),
+            )
+            .await;
+        voters.push((id, client));
+    }
+    let (id, client) = &mut voters[0];
+    let params = json!({"instanceId": *id, "decision": "gate-42", "value": "go"});
+    client.result("system.quorum.vote", params).await;
+
+    let shown = browser
+        .wait_for(
+            &page,
+            "the card with its electorate and threshold",
+            &format!(
+                "(() => {{ const c = {}; return c?.meta.includes('ap-3') ? c : null; }})()",
+                card("gate-42")
+            ),
+        )
+        .await;
+    let meta = shown["meta"].as_str().unwrap();
+    assert!(meta.contains("threshold unanimous"), "{shown}");
+    assert!(
+        meta.contains("electorate approver: ap-1, ap-2, ap-3"),
+        "{shown}"
+    );
+    assert!(
+        meta.contains("1 of 3 voted") && meta.contains("quorum 3"),
+        "{shown}"
+    );
 }

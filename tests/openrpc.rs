@@ -734,3 +734,54 @@ async fn push_replies_match_the_document() {
     let refused = client.call("system.push.subscribe", ftp).await;
     assert_eq!(refused["error"]["code"], -32602, "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_replies_match_the_document() {
+    let redis = RedisServer::start();
+    let hub = TestHub::start_with(without_rate_limits(&redis)).await;
+    let contract = Contract::fetch(&hub).await;
+    let mut admin = hub.client().await;
+    let policy = json!({
+        "electorate": {"role": "deployer"},
+        "threshold": "two_thirds",
+        "closeAfterMs": 60_000,
+        "values": ["approve", "deny"],
+        "openers": "deployer"
+    });
+    let set = json!({"pattern": "deploy-*", "policy": policy});
+    checked_call(&contract, &mut admin, "system.policies.set", set).await;
+    let listed = checked_call(&contract, &mut admin, "system.policies.list", json!({})).await;
+    assert_eq!(
+        listed["result"]["policies"][0]["policy"], policy,
+        "{listed}"
+    );
+    let mut voter = hub.client().await;
+    let roles = json!({"instanceId": "d1", "roles": ["deployer"]});
+    checked_call(&contract, &mut voter, "system.register", roles).await;
+    let mut outsider = hub.client_as("o1").await;
+    let ballot = |id: &str| json!({"instanceId": id, "decision": "deploy-1", "value": "approve"});
+    let refused = checked_call(&contract, &mut outsider, "system.quorum.vote", ballot("o1")).await;
+    assert_eq!(
+        refused["error"]["data"]["reason"], "not_an_opener",
+        "{refused}"
+    );
+    checked_call(&contract, &mut voter, "system.quorum.vote", ballot("d1")).await;
+    let status = json!({"decision": "deploy-1"});
+    let shown = checked_call(&contract, &mut voter, "system.quorum.status", status).await;
+    assert_eq!(shown["result"]["policy"]["pattern"], "deploy-*", "{shown}");
+    let state = checked_call(&contract, &mut voter, "system.get_state", json!({})).await;
+    assert_eq!(
+        state["result"]["decisions"][0]["threshold"], "two_thirds",
+        "{state}"
+    );
+    let pattern = json!({"pattern": "deploy-*"});
+    checked_call(
+        &contract,
+        &mut admin,
+        "system.policies.remove",
+        pattern.clone(),
+    )
+    .await;
+    let gone = checked_call(&contract, &mut admin, "system.policies.remove", pattern).await;
+    assert_eq!(gone["error"]["code"], -32004, "{gone}");
+}

@@ -20,7 +20,8 @@ const $ = (id) => document.getElementById(id);
 // The page's own ?token=, for the hub's sessions (the page's and the simulated agents').
 const pageToken = new URLSearchParams(window.location.search).get('token');
 // name -> {name, state ('open' | 'decided' | 'expired'), totalInstances, quorum, voteCount,
-//          tally: Map, finalDecision, decidedAt, openedAt, closesAt, expiredAt}
+//          tally: Map, finalDecision, decidedAt, openedAt, closesAt, expiredAt, and under a
+//          policy threshold and electorate ({role, members}, members once its status is read)}
 const decisions = new Map();
 const instances = new Map(); // id -> {instanceId, roles, status, lastSeen}
 let selected = null;
@@ -79,6 +80,8 @@ function decisionFrom(summary) {
     openedAt: summary.openedAt ?? known?.openedAt ?? Date.now(),
     closesAt: summary.closesAt ?? null,
     expiredAt: summary.expiredAt ?? null,
+    threshold: summary.threshold ?? null,
+    electorate: known?.electorate ?? (summary.electorateRole ? { role: summary.electorateRole, members: null } : null),
   };
 }
 
@@ -99,6 +102,8 @@ async function loadTally(name) {
       decision.expiredAt = status.expiredAt ?? null;
     }
     decision.closesAt = status.closesAt ?? decision.closesAt;
+    decision.threshold = status.policy?.threshold ?? decision.threshold;
+    decision.electorate = status.policy?.electorate ?? decision.electorate;
     renderDecisions();
     if (selected === name) renderDetail(status);
   } catch {
@@ -291,6 +296,11 @@ function renderDecision(d) {
     el('span', { class: 'bar-count', 'aria-label': `${d.voteCount} votes in all` }, d.voteCount));
   const meta = [stateBadge(d), el('span', {}, `${d.voteCount} of ${d.totalInstances} voted`), el('span', {}, `quorum ${d.quorum}`)];
   if (d.state === 'expired' && d.closesAt != null) meta.push(el('span', { class: 'deadline' }, `deadline ${time(d.closesAt)}`));
+  if (d.threshold) meta.push(el('span', { class: 'threshold' }, `threshold ${d.threshold}`));
+  if (d.electorate) {
+    const members = d.electorate.members ? `: ${d.electorate.members.join(', ')}` : '';
+    meta.push(el('span', { class: 'electorate' }, `electorate ${d.electorate.role}${members}`));
+  }
   const card = el('li', {
     class: `decision ${d.state}`, tabindex: '0', role: 'button', 'aria-selected': String(selected === d.name),
     dataset: {

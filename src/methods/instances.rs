@@ -24,6 +24,7 @@ pub(super) async fn register(
 ) -> Result<Registered, Error> {
     let instance = registration.instance.clone();
     caller.grant().may_act_as(&instance)?;
+    caller.grant().may_claim_roles(&registration.roles)?;
     let ttl = hub.config.instance_ttl;
     let _binding = binding_change(caller).await;
     let owner = match caller {

@@ -53,7 +53,7 @@ async fn vote_once(
     caller.grant().may_act_as(&ballot.instance)?;
     let work = async {
         may_vote_as(hub, caller, &ballot.instance).await?;
-        hub.store.vote(ballot, hub.config.vote_rate_limit).await
+        super::terms::vote_under_policy(hub, ballot).await
     };
     match tokio::time::timeout(hub.config.vote_timeout, work).await {
         Err(_) => Err(Error::Timeout(hub.config.vote_timeout)),
@@ -95,6 +95,20 @@ fn vote_reply(hub: &Hub, ballot: &Ballot, outcome: VoteOutcome) -> Result<VoteRe
         }
         VoteOutcome::TotalMismatch { opened_with } => {
             return Err(opened_with_another(ballot, "totalInstances", opened_with));
+        }
+        VoteOutcome::NotInElectorate => return Err(super::terms::not_in_electorate(ballot)),
+        VoteOutcome::ValueRefused => {
+            return Err(Error::invalid(
+                "value",
+                format!(
+                    "the policy decision {} opened under does not allow value {:?};                      system.quorum.status lists the values it takes",
+                    ballot.decision.as_str(),
+                    ballot.value.as_str()
+                ),
+            ));
+        }
+        VoteOutcome::NeedsOpening => {
+            return Err(Error::Internal("a vote was left without terms".into()));
         }
     })
 }

@@ -40,6 +40,10 @@ impl Params {
         Ok(Self { fields })
     }
 
+    pub fn opt_value(&self, field: &'static str) -> Option<&Value> {
+        self.fields.get(field)
+    }
+
     pub fn str(&self, field: &'static str) -> Result<&str, Error> {
         match self.fields.get(field) {
             Some(Value::String(s)) => Ok(s),

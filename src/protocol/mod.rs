@@ -55,6 +55,7 @@ pub mod frame;
 pub mod openrpc;
 mod params;
 pub mod peer;
+pub mod policy;
 pub mod push;
 pub mod request;
 mod results;
@@ -97,10 +98,13 @@ pub mod method {
     pub const PUSH_UNSUBSCRIBE: &str = "system.push.unsubscribe";
     pub const PUSH_LIST: &str = "system.push.list";
     /// Returns the hub's OpenRPC document (the same as `GET /openrpc.json`).
+    pub const POLICIES_SET: &str = "system.policies.set";
+    pub const POLICIES_LIST: &str = "system.policies.list";
+    pub const POLICIES_REMOVE: &str = "system.policies.remove";
     pub const DISCOVER: &str = "rpc.discover";
 
     /// Every method the hub serves.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 22] = [
         REGISTER,
         HEARTBEAT,
         UNREGISTER,
@@ -119,6 +123,9 @@ pub mod method {
         PUSH_SUBSCRIBE,
         PUSH_UNSUBSCRIBE,
         PUSH_LIST,
+        POLICIES_SET,
+        POLICIES_LIST,
+        POLICIES_REMOVE,
         DISCOVER,
     ];
 }

@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use super::fields::{Params, decision_event_patterns};
+use super::policy::PolicyCall;
 use super::push::{PushCall, push_call};
 use super::webhook::{
     DEFAULT_DELIVERIES_PAGE, MAX_DELIVERIES_PAGE, MAX_WEBHOOK_DESCRIPTION_LEN, MAX_WEBHOOK_URL_LEN,
@@ -12,6 +13,7 @@ use super::{DecisionCursor, EventId, event, method};
 use crate::decision::{Ballot, DecisionName, VoteValue, parse_close_after, parse_total_instances};
 use crate::error::Error;
 use crate::instance::{InstanceId, Registration};
+use crate::policy::{Policy, check_pattern};
 
 /// A validated call.
 #[derive(Debug, Clone)]
@@ -37,6 +39,8 @@ pub enum Request {
     Webhook(WebhookCall),
     /// One of the `system.push.*` methods.
     Push(PushCall),
+    /// One of the `system.policies.*` methods.
+    Policy(PolicyCall),
     /// The hub's OpenRPC document.
     Discover,
 }
@@ -196,6 +200,9 @@ impl Request {
             method::PUSH_SUBSCRIBE | method::PUSH_UNSUBSCRIBE | method::PUSH_LIST => {
                 Ok(Request::Push(push_call(method, params)?))
             }
+            method::POLICIES_SET | method::POLICIES_LIST | method::POLICIES_REMOVE => {
+                Ok(Request::Policy(policy_call(method, params)?))
+            }
             method::DISCOVER => {
                 Params::new(params, &[])?;
                 Ok(Request::Discover)
@@ -272,6 +279,35 @@ fn webhook_call(method: &str, params: Option<Value>) -> Result<WebhookCall, Erro
             }
         }
     })
+}
+
+/// Parses the params of one `system.policies.*` method.
+fn policy_call(name: &str, params: Option<Value>) -> Result<PolicyCall, Error> {
+    Ok(match name {
+        method::POLICIES_SET => {
+            let p = Params::new(params, &["pattern", "policy"])?;
+            let pattern = pattern(&p)?;
+            let raw = p
+                .opt_value("policy")
+                .ok_or_else(|| Error::invalid("policy", "missing required field \"policy\""))?;
+            let policy: Policy = serde_json::from_value(raw.clone())
+                .map_err(|e| Error::invalid("policy", format!("policy: {e}")))?;
+            policy.check()?;
+            PolicyCall::Set { pattern, policy }
+        }
+        method::POLICIES_LIST => {
+            Params::new(params, &[])?;
+            PolicyCall::List
+        }
+        _ => PolicyCall::Remove(pattern(&Params::new(params, &["pattern"])?)?),
+    })
+}
+
+/// A policy's pattern: a decision name, or a prefix of one followed by `*`.
+fn pattern(p: &Params) -> Result<String, Error> {
+    let pattern = p.str("pattern")?;
+    check_pattern(pattern)?;
+    Ok(pattern.to_owned())
 }
 
 /// A webhook endpoint's id: 1 to 64 letters, digits, `_` or `-`.

@@ -190,6 +190,9 @@ pub struct DecisionStatus {
     /// When the decision expired (ms), once it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expired_at: Option<u64>,
+    /// The policy the decision opened under, when one applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<super::policy::DecisionPolicy>,
 }
 
 /// Where a decision is in its life.
@@ -317,6 +320,15 @@ pub struct DecisionSummary {
     pub closes_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expired_at: Option<u64>,
+    /// The pattern of the policy the decision opened under, when one applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Its threshold as the policy wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<String>,
+    /// The role its electorate was drawn from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub electorate_role: Option<String>,
 }
 
 /// The answering hub, as `system.get_state` reports it.

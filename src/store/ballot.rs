@@ -8,6 +8,7 @@ use super::publish::PUBLISH_LATER;
 use super::stream::DECISION_STREAM_CAP;
 use crate::config::RateLimit;
 use crate::decision::{DEFAULT_TOTAL_INSTANCES, quorum_for};
+use crate::policy::Opening;
 
 /// Decisions the recent-decisions index keeps; older ones drop out of `system.get_state`
 /// (their keys and audit trail stay). The vote script trims the index to it.
@@ -63,6 +64,7 @@ pub(super) struct ScriptBallot<'a> {
     pub(super) value: &'a str,
     pub(super) total_instances: Option<u64>,
     pub(super) close_after_ms: Option<u64>,
+    pub(super) opening: Opening<'a>,
 }
 
 /// KEYS and ARGV of one run of the vote script (see the contract in `lua/quorum_vote.lua`).
@@ -88,9 +90,16 @@ pub(super) fn vote_invocation(
         value,
         total_instances: stated_total,
         close_after_ms: stated_close,
+        opening,
     } = ballot;
-    let opening_close = stated_close.unwrap_or(lifecycle.max_open.as_millis() as u64);
-    let opening_total = stated_total.unwrap_or(DEFAULT_TOTAL_INSTANCES);
+    let mut opening_close = stated_close.unwrap_or(lifecycle.max_open.as_millis() as u64);
+    let mut opening_total = stated_total.unwrap_or(DEFAULT_TOTAL_INSTANCES);
+    let mut opening_quorum = quorum_for(opening_total);
+    if let Opening::Under(terms) = opening {
+        opening_total = terms.total;
+        opening_quorum = terms.quorum;
+        opening_close = terms.close_after_ms.unwrap_or(opening_close);
+    }
     let key = |part| layout.decision(decision, part);
     let mut keys = vec![
         key("votes"),
@@ -115,13 +124,13 @@ pub(super) fn vote_invocation(
         }
     };
     keys.push(layout.deadlines(decision));
-    let args = vec![
+    let mut args = vec![
         decision.to_owned(),
         instance.to_owned(),
         value.to_owned(),
         stated_total.map(|n| n.to_string()).unwrap_or_default(),
         opening_total.to_string(),
-        quorum_for(opening_total).to_string(),
+        opening_quorum.to_string(),
         DECISION_STREAM_CAP.to_string(),
         layout.decision_channel().to_owned(),
         inline_limit.max.to_string(),
@@ -139,7 +148,32 @@ pub(super) fn vote_invocation(
         opening_close.to_string(),
         lifecycle.retention.as_millis().to_string(),
     ];
+    args.extend(policy_args(opening));
     (keys, args)
+}
+
+/// ARGV[20..26] of the vote script: how it may open the decision.
+fn policy_args(opening: Opening<'_>) -> Vec<String> {
+    let terms = match opening {
+        Opening::Plain => return vec![String::new()],
+        Opening::Ask => return vec!["ask".to_owned()],
+        Opening::Under(terms) => terms,
+    };
+    let policy = &terms.policy;
+    let json = |list: &Vec<String>| serde_json::Value::from(list.clone()).to_string();
+    vec![
+        "open".to_owned(),
+        terms.pattern.clone(),
+        policy
+            .electorate
+            .as_ref()
+            .map(|e| e.role.clone())
+            .unwrap_or_default(),
+        policy.threshold.label(),
+        policy.values.as_ref().map(json).unwrap_or_default(),
+        terms.electorate.as_ref().map(json).unwrap_or_default(),
+        policy.openers.clone().unwrap_or_default(),
+    ]
 }
 
 /// Arguments for `redis-benchmark` that run the vote script on random decisions and
@@ -156,6 +190,7 @@ pub(crate) fn vote_benchmark_command(
         value: "yes",
         total_instances: Some(total_instances),
         close_after_ms: None,
+        opening: Opening::Plain,
     };
     let (mut keys, args) = vote_invocation(
         &Layout::Single,
@@ -191,6 +226,7 @@ mod tests {
             value: "v",
             total_instances,
             close_after_ms: None,
+            opening: Opening::Plain,
         }
     }
 
@@ -208,7 +244,8 @@ mod tests {
         assert_eq!(keys[9], Layout::Single.deadlines("d"));
         assert_eq!(keys[5], Layout::Single.decisions_index("d"));
         assert_eq!(keys[8], Layout::Single.published());
-        assert_eq!(args.len(), 19);
+        assert_eq!(args.len(), 20);
+        assert_eq!(args[19], "", "no policy");
         assert_eq!(args[3], "", "nothing stated, so nothing to mismatch");
         assert_eq!(args[4], DEFAULT_TOTAL_INSTANCES.to_string());
         assert_eq!(args[5], quorum_for(DEFAULT_TOTAL_INSTANCES).to_string());
@@ -217,7 +254,7 @@ mod tests {
         let max_open = Lifecycle::DEFAULT.max_open.as_millis().to_string();
         let retention = Lifecycle::DEFAULT.retention.as_millis().to_string();
         assert_eq!(
-            args[16..],
+            args[16..19],
             ["", &max_open, &retention],
             "opens with --max-open"
         );
@@ -278,6 +315,57 @@ mod tests {
         }
         assert_eq!(args[8], "0", "the script applies no limit itself");
         assert_eq!(args[12..16], ["defer", "250", "", ""]);
+    }
+
+    #[test]
+    fn a_policy_opens_with_its_terms_and_only_asks_before_reading_them() {
+        let terms = crate::policy::Terms {
+            pattern: "deploy-*".into(),
+            policy: serde_json::from_str(
+                r#"{"electorate":{"role":"deployer"},"threshold":"unanimous","values":["a"]}"#,
+            )
+            .unwrap(),
+            electorate: Some(vec!["d1".into(), "d2".into()]),
+            total: 2,
+            quorum: 2,
+            close_after_ms: Some(5000),
+        };
+        let run = |opening| {
+            let ballot = ScriptBallot {
+                opening,
+                ..ballot(None)
+            };
+            let layout = Layout::Single;
+            vote_invocation(
+                &layout,
+                ballot,
+                LIMIT,
+                Reserved::NONE,
+                false,
+                Lifecycle::DEFAULT,
+            )
+            .1
+        };
+        let args = run(Opening::Under(&terms));
+        assert_eq!(
+            args[4..6],
+            ["2", "2"],
+            "the electorate's size and threshold"
+        );
+        assert_eq!(args[17], "5000");
+        assert_eq!(
+            args[19..],
+            [
+                "open",
+                "deploy-*",
+                "deployer",
+                "unanimous",
+                r#"["a"]"#,
+                r#"["d1","d2"]"#,
+                ""
+            ]
+        );
+        assert_eq!(run(Opening::Ask)[19..], ["ask"]);
     }
 
     #[test]

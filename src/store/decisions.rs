@@ -12,6 +12,7 @@ use super::{MAX_PAGE_BYTES, Store, field_u64, internal};
 use crate::config::RateLimit;
 use crate::decision::{self, DecisionName, VoteOutcome};
 use crate::error::Error;
+use crate::protocol::policy::{DecisionPolicy, ElectorateSnapshot};
 use crate::protocol::{
     DecisionCursor, DecisionState, DecisionStatus, DecisionSummary, RecordedVote,
 };
@@ -50,6 +51,7 @@ impl Store {
         &self,
         ballot: &decision::Ballot,
         limit: RateLimit,
+        opening: crate::policy::Opening<'_>,
     ) -> Result<VoteOutcome, Error> {
         let instance = ballot.instance.as_str();
         let reservation = if self.layout.is_cluster() && limit.max > 0 {
@@ -65,6 +67,7 @@ impl Store {
                 value: ballot.value.as_str(),
                 total_instances: ballot.total_instances,
                 close_after_ms: ballot.close_after_ms,
+                opening,
             },
             limit,
             Reserved::from(reservation.as_ref()),
@@ -190,6 +193,7 @@ impl Store {
             decided_at: result.get("decidedAt").and_then(|t| t.parse().ok()),
             closes_at: meta.get("closesAt").and_then(|t| t.parse().ok()),
             expired_at,
+            policy: decision_policy(&meta),
         }))
     }
 
@@ -281,7 +285,15 @@ impl Store {
             cmds.push(
                 redis::cmd("HMGET")
                     .arg(key("metadata"))
-                    .arg(&["totalInstances", "quorum", "openedAt", "closesAt"])
+                    .arg(&[
+                        "totalInstances",
+                        "quorum",
+                        "openedAt",
+                        "closesAt",
+                        "policy",
+                        "threshold",
+                        "role",
+                    ])
                     .to_owned(),
             );
             cmds.push(redis::cmd("ZCARD").arg(key("votes")).to_owned());
@@ -297,8 +309,12 @@ impl Store {
         let mut gone = Vec::new();
         for (name, chunk) in names.into_iter().zip(replies.chunks(3)) {
             let [meta, count, result] = chunk else { break };
-            let meta: Vec<Option<u64>> =
+            let text: Vec<Option<String>> =
                 FromRedisValue::from_redis_value_ref(meta).map_err(internal)?;
+            let text = |n: usize| text.get(n).cloned().flatten();
+            let meta: Vec<Option<u64>> = (0..4)
+                .map(|n| text(n).and_then(|t| t.parse().ok()))
+                .collect();
             let vote_count: u64 = FromRedisValue::from_redis_value_ref(count).map_err(internal)?;
             let result: Vec<Option<String>> =
                 FromRedisValue::from_redis_value_ref(result).map_err(internal)?;
@@ -327,6 +343,9 @@ impl Store {
                 quorum_reached: final_decision.is_some(),
                 final_decision,
                 opened_at: meta[2].unwrap_or_default(),
+                policy: text(4),
+                threshold: text(5),
+                electorate_role: text(6),
                 decided_at: result
                     .get(1)
                     .cloned()
@@ -366,4 +385,34 @@ fn tally_in_vote_order(
         }
     }
     ordered
+}
+
+/// The prefix of the metadata fields that list a decision's electors.
+const MEMBER_FIELD: &str = "member:";
+
+/// The terms the vote script stored in a decision's metadata (see `lua/quorum_vote.lua`);
+/// `None` for a decision opened without a policy.
+fn decision_policy(meta: &HashMap<String, String>) -> Option<DecisionPolicy> {
+    let pattern = meta.get("policy")?.clone();
+    let electorate = meta.get("role").map(|role| {
+        let mut members: Vec<String> = meta
+            .keys()
+            .filter_map(|field| field.strip_prefix(MEMBER_FIELD))
+            .map(str::to_owned)
+            .collect();
+        members.sort();
+        ElectorateSnapshot {
+            role: role.clone(),
+            members,
+        }
+    });
+    Some(DecisionPolicy {
+        pattern,
+        threshold: meta.get("threshold").cloned().unwrap_or_default(),
+        electorate,
+        values: meta
+            .get("values")
+            .and_then(|text| serde_json::from_str(text).ok()),
+        openers: meta.get("openers").cloned(),
+    })
 }

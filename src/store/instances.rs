@@ -78,12 +78,14 @@ impl Store {
         let code: i64 = if self.waits_for_replicas() {
             let code;
             (code, confirmed) = self.write_and_wait(register).await?;
-            self.query_each(self.note_seen(&now, &[id]).to_vec())
-                .await?;
+            let mut notes = self.note_seen(&now, &[id]).to_vec();
+            notes.extend(self.note_roles(&now, id, &registration.roles));
+            self.query_each(notes).await?;
             code
         } else {
             let mut cmds = vec![register];
             cmds.extend(self.note_seen(&now, &[id]));
+            cmds.extend(self.note_roles(&now, id, &registration.roles));
             let replies = self.query_each(cmds).await?;
             replies
                 .first()

@@ -347,6 +347,15 @@ impl Layout {
         }
     }
 
+    /// Sorted set: instance id -> registration time, for the instances registered with
+    /// `role` (entries outlive a registration; readers check the registration itself).
+    pub(crate) fn role_index(&self, role: &str) -> String {
+        match self {
+            Layout::Single => format!("{INSTANCES_INDEX}:role:{role}"),
+            Layout::Partitioned { .. } => format!("{CLUSTER_INSTANCES_INDEX}:role:{role}"),
+        }
+    }
+
     pub(crate) fn instances_by_id(&self) -> &'static str {
         match self {
             Layout::Single => INSTANCES_BY_ID,
@@ -362,6 +371,11 @@ pub(crate) const DASHBOARD_CHANNELS: [&str; 3] = [
     INSTANCE_REGISTERED_CHANNEL,
     INSTANCE_UNREGISTERED_CHANNEL,
 ];
+
+/// Hash: policy pattern -> policy (JSON), shared by every hub (one slot on a cluster).
+pub(crate) const POLICIES: &str = "cb:{policies}:all";
+/// String: a counter raised with every change of [`POLICIES`], which hubs poll to reload.
+pub(crate) const POLICIES_VERSION: &str = "cb:{policies}:version";
 
 /// List: an instance's most recent recorded vote times (ms), for the rate limit.
 pub(crate) fn vote_rate(id: &str) -> String {

@@ -31,6 +31,7 @@ mod keys;
 mod lifecycle;
 mod log;
 mod persistence;
+mod policies;
 mod publish;
 mod push;
 mod sentinel;
@@ -57,6 +58,7 @@ pub(crate) use instances::{Claim, Standing};
 pub(crate) use keys::{DASHBOARD_CHANNELS, EVENT_CHANNEL_PREFIX, Layout};
 pub use keys::{decision_key, event_log_epoch_key, event_log_key, instances_by_id_key};
 pub(crate) use lifecycle::Lifecycle;
+pub(crate) use policies::RoleMembers;
 pub(crate) use stream::CursorPlace;
 pub(crate) use target::RedisTarget;
 pub use target::{CLUSTER_SCHEME, SENTINEL_SCHEME};
@@ -81,6 +83,7 @@ struct Scripts {
     heartbeat: Script,
     unregister: Script,
     release: Script,
+    forget_role: Script,
     webhook_add: Script,
     webhook_next: Script,
     webhook_settle: Script,
@@ -100,6 +103,7 @@ impl Scripts {
             heartbeat: Script::new(include_str!("../../lua/heartbeat.lua")),
             unregister: Script::new(include_str!("../../lua/unregister.lua")),
             release: Script::new(include_str!("../../lua/release.lua")),
+            forget_role: Script::new(include_str!("../../lua/forget_role.lua")),
             webhook_add: Script::new(include_str!("../../lua/webhook_add.lua")),
             webhook_next: Script::new(include_str!("../../lua/webhook_next.lua")),
             webhook_settle: Script::new(include_str!("../../lua/webhook_settle.lua")),
@@ -107,7 +111,7 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&Script; 14] {
+    fn all(&self) -> [&Script; 15] {
         [
             &self.vote,
             &self.log_decision,
@@ -119,6 +123,7 @@ impl Scripts {
             &self.heartbeat,
             &self.unregister,
             &self.release,
+            &self.forget_role,
             &self.webhook_add,
             &self.webhook_next,
             &self.webhook_settle,

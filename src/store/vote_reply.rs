@@ -91,6 +91,9 @@ impl FromRedisValue for VoteScriptReply {
                 },
                 false,
             ),
+            "not_in_electorate" => (VoteOutcome::NotInElectorate, false),
+            "value_refused" => (VoteOutcome::ValueRefused, false),
+            "needs_opening" => (VoteOutcome::NeedsOpening, false),
             other => return Err(format!("vote script returned {other:?}").into()),
         };
         Ok(VoteScriptReply {

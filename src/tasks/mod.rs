@@ -2,11 +2,13 @@
 //! an open breaker once Redis answers), [`deadlines`] (closes decisions past their deadline),
 //! [`publisher`] (publishes decision events once replicas confirm them), [`keepalive`]
 //! (refreshes open sessions' bindings), [`sweep`] (logs decisions left unlogged, on a
-//! cluster) and [`dashboards`] (keeps the dashboards flags set, on a cluster).
+//! cluster), [`dashboards`] (keeps the dashboards flags set, on a cluster) and [`policies`]
+//! (keeps the hub's copy of the decision policies current).
 
 pub mod dashboards;
 pub mod deadlines;
 pub mod keepalive;
+pub mod policies;
 pub mod probe;
 pub mod publisher;
 pub mod sweep;

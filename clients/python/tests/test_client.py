@@ -437,6 +437,30 @@ async def test_errors_are_typed(redis: RedisServer, hubs: Callable[..., Hub]) ->
         assert 0 < limit.value.retry_after_ms <= 60_000
 
 
+async def test_a_policy_holds_voters_to_its_electorate_and_values(hub: Hub) -> None:
+    decision = name("gated")
+    async with Client(hub.url) as admin:
+        policy = {"electorate": {"role": "deployer"}, "values": ["approve", "deny"]}
+        assert await admin.set_policy(decision, policy) == {"pattern": decision, "done": "set"}
+        listed = await admin.policies()
+        assert listed["policies"][0]["policy"]["electorate"] == {"role": "deployer"}
+        async with Client(hub.url, instance_id="py-d1", roles=["deployer"]) as voter, \
+                Client(hub.url, instance_id="py-o1", roles=["watcher"]) as outsider:
+            with pytest.raises(Unauthorized) as refused:
+                await outsider.vote(decision, "approve")
+            assert refused.value.code == -32002 and refused.value.reason == "not_in_electorate"
+            with pytest.raises(InvalidParams) as value:
+                await voter.vote(decision, "maybe")
+            assert value.value.field == "value"
+            reply = await voter.vote(decision, "approve")
+            assert reply["quorumReached"] is True, reply
+            status = await voter.status(decision)
+            assert status["policy"]["electorate"] == {"role": "deployer", "members": ["py-d1"]}
+        assert await admin.remove_policy(decision) == {"pattern": decision, "done": "removed"}
+        with pytest.raises(DecisionNotFound):
+            await admin.remove_policy(decision)
+
+
 async def test_backend_errors_are_typed(redis: RedisServer, hubs: Callable[..., Hub]) -> None:
     hub = hubs(redis, "--breaker-failures", "3")
     async with Client(hub.url, instance_id="backend") as client:

@@ -76,7 +76,10 @@ impl Failure {
             }
             Failure::Unauthorized => {
                 "not allowed: the session is not registered as this instance, the instance is \
-                 bound to another session, or the token does not allow it"
+                 bound to another session, or the token does not allow it; a refusal by a \
+                 decision policy names its rule in data.reason (not_in_electorate, \
+                 not_an_opener, electorate_too_large, threshold_unreachable, no_policy, \
+                 role_not_granted)"
             }
             Failure::BatchReplyFull => {
                 "not run: this batch's replies reached their size bound; send the call again"

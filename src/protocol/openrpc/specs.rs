@@ -4,6 +4,7 @@
 use schemars::{JsonSchema, SchemaGenerator};
 
 use super::failures::{AS_INSTANCE, Failure, READS};
+use crate::protocol::policy::{PolicyChanged, PolicyList, PolicyPatternParams, PolicySetParams};
 use crate::protocol::push::{PushList, PushSubscribeParams, PushSubscribed, PushUnsubscribeParams};
 use crate::protocol::webhook::{
     WebhookAddParams, WebhookChanged, WebhookDeliveries, WebhookDeliveriesParams, WebhookIdParams,
@@ -34,7 +35,7 @@ fn result<T: JsonSchema>(generator: &mut SchemaGenerator) -> schemars::Schema {
     generator.subschema_for::<T>()
 }
 
-/// What a `system.webhooks.*` call can end with.
+/// What a `system.webhooks.*` or `system.policies.*` call can end with.
 const WEBHOOK_FAILURES: [Failure; 4] = [
     Failure::Unauthorized,
     Failure::NotFound,
@@ -50,7 +51,7 @@ const PUSH_FAILURES: [Failure; 4] = [
     Failure::Internal,
 ];
 
-pub(super) const METHODS: [MethodSpec; 18] = [
+pub(super) const METHODS: [MethodSpec; 21] = [
     MethodSpec {
         name: method::REGISTER,
         summary: "Registers this session as an instance (one per session); registering again \
@@ -79,7 +80,8 @@ pub(super) const METHODS: [MethodSpec; 18] = [
     MethodSpec {
         name: method::VOTE,
         summary: "Records this instance's vote on a decision (once, immutable); the vote that \
-                  reaches a majority of totalInstances fixes the decision.",
+                  reaches a majority of totalInstances (or the threshold of the decision's \
+                  policy, among its electorate) fixes the decision.",
         params: params::<VoteParams>,
         result: result::<VoteReply>,
         result_name: "VoteReply",
@@ -213,6 +215,31 @@ pub(super) const METHODS: [MethodSpec; 18] = [
         result: result::<PushList>,
         result_name: "PushList",
         errors: &PUSH_FAILURES,
+    },
+    MethodSpec {
+        name: method::POLICIES_SET,
+        summary: "Sets the policy of a decision-name pattern (admin); decisions already open \
+                  keep the terms they opened under.",
+        params: params::<PolicySetParams>,
+        result: result::<PolicyChanged>,
+        result_name: "PolicyChanged",
+        errors: &WEBHOOK_FAILURES,
+    },
+    MethodSpec {
+        name: method::POLICIES_LIST,
+        summary: "The decision policies this hub applies, and their version (admin).",
+        params: params::<NoParams>,
+        result: result::<PolicyList>,
+        result_name: "PolicyList",
+        errors: &WEBHOOK_FAILURES,
+    },
+    MethodSpec {
+        name: method::POLICIES_REMOVE,
+        summary: "Removes the policy of a decision-name pattern (admin).",
+        params: params::<PolicyPatternParams>,
+        result: result::<PolicyChanged>,
+        result_name: "PolicyChanged",
+        errors: &WEBHOOK_FAILURES,
     },
 ];
 

@@ -479,6 +479,27 @@ class Client:
             WebhookDeliveries, _as_object(await self.call("system.webhooks.deliveries", params))
         )
 
+    # Decision policies: an admin's calls, like the webhook endpoints'.
+
+    async def set_policy(self, pattern: str, policy: Mapping[str, Any]) -> dict[str, Any]:
+        """``system.policies.set``: the policy of the decisions ``pattern`` matches (a name,
+        or a prefix followed by ``*``): ``electorate`` (``{"role": R}``), ``threshold``
+        (``"majority"``, ``"two_thirds"``, ``"unanimous"`` or a count), ``closeAfterMs``,
+        ``values`` and ``openers``. Decisions already open keep the terms they opened
+        under. Returns ``{pattern, done}``."""
+        params = {"pattern": pattern, "policy": dict(policy)}
+        return _as_object(await self.call("system.policies.set", params))
+
+    async def policies(self) -> dict[str, Any]:
+        """``system.policies.list``: ``{policies: [{pattern, policy}], version}`` as the
+        answering hub applies them."""
+        return _as_object(await self.call("system.policies.list", {}))
+
+    async def remove_policy(self, pattern: str) -> dict[str, Any]:
+        """``system.policies.remove``. Raises :class:`DecisionNotFound` (alias
+        :data:`NotFound`) when no policy has ``pattern``."""
+        return _as_object(await self.call("system.policies.remove", {"pattern": pattern}))
+
     async def decisions(self) -> AsyncIterator[dict[str, Any]]:
         """Every event the hub pushes, in order, as the notification's params plus an
         ``"event"`` key naming it: ``quorum.decision.made`` (has ``value``),

@@ -112,7 +112,10 @@ class CircuitOpen(_RetryAfter):
 
 class Unauthorized(RpcError):
     """-32002: not registered, another session's instance, bound elsewhere, a token
-    refused, or a ``system.webhooks.*`` call without an admin token."""
+    refused, a ``system.webhooks.*`` or ``system.policies.*`` call without an admin token,
+    or a refusal by a decision's policy, whose rule :attr:`reason` names
+    (``not_in_electorate``, ``not_an_opener``, ``electorate_too_large``,
+    ``threshold_unreachable``, ``no_policy``, ``role_not_granted``)."""
 
 
 #: The hub answers an unregistered voter with -32002, the same code as other refusals.
