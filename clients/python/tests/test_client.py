@@ -274,14 +274,18 @@ async def next_event(events: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
 SECRET = "test-secret-" + "x" * 32
 
 
-def jwt(sub: str, exp: int, secret: str = SECRET) -> str:
-    """An HS256 token as the hub mints them (`quorum-hub token`), with any `exp`."""
+def jwt(sub: str, exp: int, secret: str = SECRET, roles: list[str] | None = None) -> str:
+    """An HS256 token as the hub mints them (`quorum-hub token`), with any `exp`, granting
+    `roles` (none when not given)."""
 
     def b64(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
     head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    body = b64(json.dumps({"sub": sub, "exp": exp, "iat": exp - 60}).encode())
+    claims: dict[str, object] = {"sub": sub, "exp": exp, "iat": exp - 60}
+    if roles:
+        claims["roles"] = roles
+    body = b64(json.dumps(claims).encode())
     signature = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
     return f"{head}.{body}.{b64(signature)}"
 
@@ -1291,7 +1295,8 @@ def test_the_readme_agent_example_with_a_token_file(
 ) -> None:
     hub = hubs(redis, "--auth-secret", SECRET)
     token_file = tmp_path / "token"
-    token_file.write_text(jwt("agent-9", int(time.time()) + 600) + "\n")
+    # The example registers with the role "worker": its token grants it.
+    token_file.write_text(jwt("agent-9", int(time.time()) + 600, roles=["worker"]) + "\n")
     decision = name("with-token")
     proc = subprocess.Popen(
         [sys.executable, "agent.py", hub.url, "agent-9", "--decision", decision, "--total", "1"],

@@ -4,8 +4,8 @@
 //
 // Start it three times (agent-1, agent-2, agent-3): the second vote reaches quorum and every
 // agent prints the decision. On a hub with --auth-secret, set QUORUM_TOKEN_FILE to a file
-// holding this agent's token (`quorum-hub token --sub agent-1`); the file is read at every
-// connection and again before the token expires, so rotate the token in place.
+// holding this agent's token (`quorum-hub token --sub agent-1 --role worker`); the file is
+// read at every connection and again before the token expires, so rotate the token in place.
 
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';

@@ -54,6 +54,8 @@ export type DecisionStatus = {
   closesAt?: number | null;
   /** When the decision expired (ms), once it has. */
   expiredAt?: number | null;
+  /** The policy the decision opened under, when one applied. */
+  policy?: DecisionPolicy | null;
 };
 
 /** Where a decision is in its life. */
@@ -65,6 +67,24 @@ export type RecordedVote = {
   value: string;
   /** Arrival order within the decision, from 1. */
   seq: number;
+};
+
+/** The terms a decision opened under, as `system.quorum.status` shows them. */
+export type DecisionPolicy = {
+  /** The pattern of the policy. */
+  pattern: string;
+  /** `majority`, `two_thirds`, `unanimous` or a count. */
+  threshold: string;
+  electorate?: ElectorateSnapshot | null;
+  values?: Array<string> | null;
+  openers?: string | null;
+};
+
+/** A decision's electorate: the instances registered with its role when it opened. */
+export type ElectorateSnapshot = {
+  role: string;
+  /** In id order (at most `MAX_ELECTORATE`). */
+  members: Array<string>;
 };
 
 /** Result of `system.get_state`: one page of instances and one of decisions. */
@@ -105,6 +125,12 @@ export type DecisionSummary = {
   decidedAt?: number | null;
   closesAt?: number | null;
   expiredAt?: number | null;
+  /** The pattern of the policy the decision opened under, when one applied. */
+  policy?: string | null;
+  /** Its threshold as the policy wrote it. */
+  threshold?: string | null;
+  /** The role its electorate was drawn from. */
+  electorateRole?: string | null;
 };
 
 /** Where a page of decisions ends; pass it back as `decisionsAfter`. */
@@ -240,6 +266,45 @@ export type PushInfo = {
   pending: number;
 };
 
+/** Result of `system.policies.set` and `system.policies.remove`. */
+export type PolicyChanged = {
+  pattern: string;
+  /** `set` or `removed`. */
+  done: string;
+};
+
+/** Result of `system.policies.list`: the policies this hub applies, and their version. */
+export type PolicyList = {
+  policies: Array<PolicyEntry>;
+  version: number;
+};
+
+/** One policy and the pattern it applies to. */
+export type PolicyEntry = {
+  pattern: string;
+  policy: Policy;
+};
+
+/** What an operator fixes for the decisions a pattern matches. */
+export type Policy = {
+  /** Only these instances vote, and `totalInstances` is their number. */
+  electorate?: Electorate | null;
+  threshold: Threshold;
+  /** The deadline a decision opens with, and the longest a vote may state. */
+  closeAfterMs?: number | null;
+  /** The only values a vote may carry. */
+  values?: Array<string> | null;
+  /** Only instances registered with this role open a decision. */
+  openers?: string | null;
+};
+
+/** Who may vote: the instances registered with `role` when the decision opens. */
+export type Electorate = {
+  role: string;
+};
+
+export type Threshold = "majority" | "two_thirds" | "unanimous" | number;
+
 /** `quorum.decision.made`: a decision was fixed. */
 export type DecisionEvent = {
   decision: string;
@@ -342,7 +407,7 @@ export interface Methods {
     };
     result: Unregistered;
   };
-  /** Records this instance's vote on a decision (once, immutable); the vote that reaches a majority of totalInstances fixes the decision. */
+  /** Records this instance's vote on a decision (once, immutable); the vote that reaches a majority of totalInstances (or the threshold of the decision's policy, among its electorate) fixes the decision. */
   "system.quorum.vote": {
     params: {
       /** The instance this session registered as. */
@@ -492,6 +557,41 @@ export interface Methods {
     };
     result: PushList;
   };
+  /** Sets the policy of a decision-name pattern (admin); decisions already open keep the terms they opened under. */
+  "system.policies.set": {
+    params: {
+      /** A decision name, or a prefix of one followed by `*` (`*` alone: every decision). */
+      pattern: string;
+      /** What an operator fixes for the decisions a pattern matches. */
+      policy: {
+        /** Only these instances vote, and `totalInstances` is their number. */
+        electorate?: {
+          role: string;
+        } | null;
+        threshold?: "majority" | "two_thirds" | "unanimous" | number;
+        /** The deadline a decision opens with, and the longest a vote may state. */
+        closeAfterMs?: number | null;
+        /** The only values a vote may carry. */
+        values?: Array<string> | null;
+        /** Only instances registered with this role open a decision. */
+        openers?: string | null;
+      };
+    };
+    result: PolicyChanged;
+  };
+  /** The decision policies this hub applies, and their version (admin). */
+  "system.policies.list": {
+    params: {
+    };
+    result: PolicyList;
+  };
+  /** Removes the policy of a decision-name pattern (admin). */
+  "system.policies.remove": {
+    params: {
+      pattern: string;
+    };
+    result: PolicyChanged;
+  };
 }
 
 /** Every notification the hub pushes to a session: its params. */
@@ -520,7 +620,7 @@ export interface ErrorCodes {
   RateLimited: -32000;
   /** circuit open: Redis failed repeatedly and is not called for a while; data.retryAfterMs says for how long */
   CircuitOpen: -32001;
-  /** not allowed: the session is not registered as this instance, the instance is bound to another session, or the token does not allow it */
+  /** not allowed: the session is not registered as this instance, the instance is bound to another session, or the token does not allow it; a refusal by a decision policy names its rule in data.reason (not_in_electorate, not_an_opener, electorate_too_large, threshold_unreachable, no_policy, role_not_granted) */
   Unauthorized: -32002;
   /** not run: this batch's replies reached their size bound; send the call again */
   BatchReplyFull: -32003;

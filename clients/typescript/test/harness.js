@@ -68,8 +68,9 @@ export function hubBinary() {
 }
 
 /** A token for `sub` minted by `quorum-hub token` with `ttl` (e.g. `1h`, `2s`). */
-export function mintToken(sub, ttl = '1h') {
-  return execFileSync(hubBinary(), ['token', '--sub', sub, '--ttl', ttl], {
+export function mintToken(sub, ttl = '1h', roles = []) {
+  const granted = roles.flatMap((role) => ['--role', role]);
+  return execFileSync(hubBinary(), ['token', '--sub', sub, '--ttl', ttl, ...granted], {
     env: { ...process.env, QUORUM_AUTH_SECRET: SECRET },
     encoding: 'utf8',
   }).trim();

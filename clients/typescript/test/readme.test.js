@@ -74,7 +74,8 @@ test('the README\'s agent with a token file, and without one on a hub with a sec
     const dir = mkdtempSync(join(tmpdir(), 'quorum-ts-token-'));
     try {
       const tokenFile = join(dir, 'token');
-      writeFileSync(tokenFile, `${mintToken('agent-9', '10m')}\n`);
+      // The example registers with the role "worker": its token grants it.
+      writeFileSync(tokenFile, `${mintToken('agent-9', '10m', ['worker'])}\n`);
       const decision = name('with-token');
       const run = agent([hub.url, 'agent-9', '--decision', decision, '--total', '1'], { QUORUM_TOKEN_FILE: tokenFile });
       assert.equal(await run.exit, 0, output(run));
