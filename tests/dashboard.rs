@@ -10,40 +10,13 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::browser::{Browser, Page};
+use common::browser::{
+    Browser, dashboard_config, dashboard_hub, open_dashboard, open_dashboard_at,
+};
 use common::receiver::Receiver;
 use common::{RedisServer, TestHub, vote_params};
 use quorum_hub::auth::Authority;
-use quorum_hub::config::Config;
 use serde_json::json;
-
-/// A hub configuration that serves the dashboard.
-fn dashboard_config(redis: &RedisServer) -> Config {
-    let mut config = Config::with_redis(redis.url());
-    config.web_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web-demo");
-    config
-}
-
-async fn dashboard_hub(redis: &RedisServer) -> TestHub {
-    TestHub::start_with(dashboard_config(redis)).await
-}
-
-async fn open_dashboard(browser: &mut Browser, hub: &TestHub) -> Page {
-    open_dashboard_at(browser, hub, "/").await
-}
-
-/// Opens the dashboard at `path` (with a `?token=`, say) and waits for its socket.
-async fn open_dashboard_at(browser: &mut Browser, hub: &TestHub, path: &str) -> Page {
-    let page = browser.open(&format!("http://{}{path}", hub.addr)).await;
-    browser
-        .wait_for(
-            &page,
-            "the page's socket to connect",
-            "document.getElementById('conn-state')?.dataset.state === 'connected'",
-        )
-        .await;
-    page
-}
 
 /// JavaScript that finds the feed entry for `decision` and returns its value, if any.
 fn feed_value(decision: &str) -> String {

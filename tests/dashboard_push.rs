@@ -5,30 +5,9 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::browser::{Browser, Page};
-use common::{RedisServer, TestHub};
-use quorum_hub::config::Config;
+use common::RedisServer;
+use common::browser::{Browser, Page, dashboard_hub, open_dashboard};
 use serde_json::{Value, json};
-
-async fn dashboard_hub(redis: &RedisServer) -> TestHub {
-    let mut config = Config::with_redis(redis.url());
-    config.web_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web-demo");
-    TestHub::start_with(config).await
-}
-
-async fn open_dashboard(browser: &mut Browser, hub: &TestHub) -> Page {
-    let page = browser.open(&format!("http://{}/", hub.addr)).await;
-    browser
-        .wait_for(
-            &page,
-            "the page's socket to connect",
-            "document.getElementById('conn-state')?.dataset.state === 'connected'",
-        )
-        .await;
-    page
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_source_on_the_dashboards_origin_receives_each_decision_with_its_id() {

@@ -1,7 +1,7 @@
 //! A headless Chromium driven over the DevTools protocol (a WebSocket), enough to load
 //! pages, run JavaScript in them, wait for conditions and take screenshots.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use futures::SinkExt;
@@ -10,6 +10,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::eventually;
 use super::ws::{Socket, next_text};
+use super::{RedisServer, TestHub};
+use quorum_hub::config::Config;
 
 /// Flags a closed network and a root account need.
 const FLAGS: [&str; 10] = [
@@ -230,4 +232,34 @@ fn decode_base64(text: &str) -> Vec<u8> {
         out.extend_from_slice(&acc.to_be_bytes()[1..1 + n]);
     }
     out
+}
+
+/// A hub configuration that serves the dashboard.
+pub fn dashboard_config(redis: &RedisServer) -> Config {
+    let mut config = Config::with_redis(redis.url());
+    config.web_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web-demo");
+    config
+}
+
+/// A hub serving the dashboard from `web-demo/`.
+pub async fn dashboard_hub(redis: &RedisServer) -> TestHub {
+    TestHub::start_with(dashboard_config(redis)).await
+}
+
+/// Opens the dashboard and waits for its socket.
+pub async fn open_dashboard(browser: &mut Browser, hub: &TestHub) -> Page {
+    open_dashboard_at(browser, hub, "/").await
+}
+
+/// Opens the dashboard at `path` (with a `?token=`, say) and waits for its socket.
+pub async fn open_dashboard_at(browser: &mut Browser, hub: &TestHub, path: &str) -> Page {
+    let page = browser.open(&format!("http://{}{path}", hub.addr)).await;
+    browser
+        .wait_for(
+            &page,
+            "the page's socket to connect",
+            "document.getElementById('conn-state')?.dataset.state === 'connected'",
+        )
+        .await;
+    page
 }
