@@ -291,11 +291,26 @@ impl PolicyBook {
 }
 
 /// Reads a policy file: a JSON object from pattern to policy.
+/// A policy file's text: TOML when its name ends `.toml`, JSON otherwise.
+fn parse_policy_file(
+    path: &std::path::Path,
+    text: &str,
+) -> Result<BTreeMap<String, Policy>, String> {
+    let toml = path
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("toml"));
+    let parsed = if toml {
+        toml::from_str(text).map_err(|e| e.to_string())
+    } else {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    };
+    parsed.map_err(|e| format!("policy file {}: {e}", path.display()))
+}
+
 pub fn read_policy_file(path: &std::path::Path) -> Result<BTreeMap<String, Policy>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read policy file {}: {e}", path.display()))?;
-    let policies: BTreeMap<String, Policy> =
-        serde_json::from_str(&text).map_err(|e| format!("policy file {}: {e}", path.display()))?;
+    let policies = parse_policy_file(path, &text)?;
     if policies.len() > MAX_POLICIES {
         return Err(format!(
             "policy file {}: at most {MAX_POLICIES} policies",
@@ -313,6 +328,33 @@ pub fn read_policy_file(path: &std::path::Path) -> Result<BTreeMap<String, Polic
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_file_reads_the_same_in_toml_and_in_json() {
+        let json = r#"{"deploy-*": {"electorate": {"role": "deployer"}, "threshold": "two_thirds",
+                        "values": ["approve", "deny"], "openers": "deployer"},
+                       "emergency-shutdown": {"threshold": 3, "closeAfterMs": 60000}}"#;
+        let toml = r#"
+            ["deploy-*"]
+            electorate = { role = "deployer" }
+            threshold = "two_thirds"
+            values = ["approve", "deny"]
+            openers = "deployer"
+
+            [emergency-shutdown]
+            threshold = 3
+            closeAfterMs = 60000
+        "#;
+        let from_json = parse_policy_file(std::path::Path::new("p.json"), json).unwrap();
+        let from_toml = parse_policy_file(std::path::Path::new("p.toml"), toml).unwrap();
+        assert_eq!(from_json.len(), 2);
+        assert_eq!(
+            serde_json::to_value(&from_json).unwrap(),
+            serde_json::to_value(&from_toml).unwrap()
+        );
+        let error = parse_policy_file(std::path::Path::new("p.toml"), "[x\n").unwrap_err();
+        assert!(error.contains("policy file p.toml"), "{error}");
+    }
 
     #[test]
     fn thresholds_count_votes_among_the_total() {
