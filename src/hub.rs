@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -120,7 +120,10 @@ impl Hub {
         expires_at_ms: Option<u64>,
         hold: bool,
         wire: Option<Wire>,
-    ) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
+    ) -> (
+        Arc<SessionHandle>,
+        crate::session::queue::Receiver<Outbound>,
+    ) {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         // Held while the session joins, so it gets each event either live or by replay.
         let mut delivered = lock(&self.delivered);

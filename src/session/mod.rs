@@ -21,6 +21,7 @@ mod binding;
 mod cursor;
 mod live;
 mod outbox;
+pub mod queue;
 mod replay;
 pub mod sse;
 mod state;

@@ -5,7 +5,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
+
+use super::queue::{self, Receiver, Sender, TrySendError};
 use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
 use super::wire::{Direct, Wire};
@@ -111,7 +113,7 @@ pub struct Outbox {
     /// The session's TCP stream (`None` in unit tests, and for a transport that takes no
     /// direct writes): [`Outbox::push_direct`] writes into it while nothing is queued.
     wire: Option<Wire>,
-    sender: mpsc::Sender<Outbound>,
+    sender: Sender<Outbound>,
     /// Messages the queue holds at most.
     capacity: usize,
     /// Bytes held at most, but for one reply.
@@ -149,8 +151,8 @@ pub struct OutboxSettings {
 
 impl Outbox {
     /// An outbox and the receiving end of its queue, which the session's writer drains.
-    pub fn new(settings: OutboxSettings) -> (Outbox, mpsc::Receiver<Outbound>) {
-        let (sender, receiver) = mpsc::channel(settings.capacity);
+    pub fn new(settings: OutboxSettings) -> (Outbox, Receiver<Outbound>) {
+        let (sender, receiver) = queue::channel(settings.capacity);
         let outbox = Outbox {
             held: AtomicU64::new(0),
             wire: settings.wire,
@@ -240,16 +242,16 @@ impl Outbox {
     /// Queues a pushed message without waiting; `Full` when the queue is full, by messages,
     /// or by bytes: an event fits while the events held stay within what the replies leave
     /// of the budget, which is never less than half of it.
-    fn try_queue(&self, message: Outbound) -> Result<(), mpsc::error::TrySendError<()>> {
+    fn try_queue(&self, message: Outbound) -> Result<(), TrySendError<()>> {
         let held = Held::of(&message);
         if held.total() > 0 && !self.reserve_event(held.events) {
-            return Err(mpsc::error::TrySendError::Full(()));
+            return Err(TrySendError::Full(()));
         }
         self.sender.try_send(message).map_err(|err| {
             self.release(held);
             match err {
-                mpsc::error::TrySendError::Full(_) => mpsc::error::TrySendError::Full(()),
-                mpsc::error::TrySendError::Closed(_) => mpsc::error::TrySendError::Closed(()),
+                TrySendError::Full(_) => TrySendError::Full(()),
+                TrySendError::Closed(_) => TrySendError::Closed(()),
             }
         })
     }
@@ -381,8 +383,8 @@ impl Outbox {
             Ok(()) => {
                 self.metrics.events_delivered.inc();
             }
-            Err(mpsc::error::TrySendError::Closed(())) => {}
-            Err(mpsc::error::TrySendError::Full(())) => self.evict(),
+            Err(TrySendError::Closed(())) => {}
+            Err(TrySendError::Full(())) => self.evict(),
         }
     }
 
@@ -407,9 +409,7 @@ impl Outbox {
     /// Queues a notice without waiting (it is not a decision event, so it is not counted as
     /// one); a full queue marks the session a slow consumer.
     pub fn push_notice(&self, text: &Utf8Bytes) {
-        if let Err(mpsc::error::TrySendError::Full(())) =
-            self.try_queue(Outbound::Pushed(text.clone()))
-        {
+        if let Err(TrySendError::Full(())) = self.try_queue(Outbound::Pushed(text.clone())) {
             self.evict();
         }
     }
@@ -421,7 +421,7 @@ impl Outbox {
         let queued = self
             .try_queue(Outbound::Pushed(notice))
             .and_then(|()| self.try_queue(Outbound::Close(code, reason)));
-        if let Err(mpsc::error::TrySendError::Full(())) = queued {
+        if let Err(TrySendError::Full(())) = queued {
             self.evict();
         }
     }

@@ -151,7 +151,10 @@ mod tests {
         queue_len: usize,
         live_after: EventId,
         hold: bool,
-    ) -> (Arc<SessionHandle>, tokio::sync::mpsc::Receiver<Outbound>) {
+    ) -> (
+        Arc<SessionHandle>,
+        crate::session::queue::Receiver<Outbound>,
+    ) {
         SessionHandle::for_test(queue_len, 1 << 20, Some(live_after), hold)
     }
 
@@ -214,7 +217,7 @@ mod tests {
     }
 
     /// The texts queued so far.
-    fn queued(queue: &mut tokio::sync::mpsc::Receiver<Outbound>) -> Vec<String> {
+    fn queued(queue: &mut crate::session::queue::Receiver<Outbound>) -> Vec<String> {
         std::iter::from_fn(|| match queue.try_recv() {
             Ok(Outbound::Pushed(text) | Outbound::Reply(text)) => Some(text.to_string()),
             _ => None,

@@ -7,8 +7,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::queue;
 use futures::Stream;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +28,7 @@ pub struct SseSettings {
 
 struct Writer {
     session: Arc<SessionHandle>,
-    outbound: mpsc::Receiver<Outbound>,
+    outbound: queue::Receiver<Outbound>,
     settings: SseSettings,
     heartbeat: tokio::time::Interval,
     opened: bool,
@@ -37,7 +37,7 @@ struct Writer {
 /// The body of a session's `GET /events` response.
 pub fn event_stream(
     session: Arc<SessionHandle>,
-    outbound: mpsc::Receiver<Outbound>,
+    outbound: queue::Receiver<Outbound>,
     settings: SseSettings,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     let mut heartbeat = tokio::time::interval(settings.heartbeat);

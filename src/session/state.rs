@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use super::queue;
 
 use super::binding::Binding;
 use super::cursor::EventCursor;
@@ -102,7 +102,7 @@ pub struct SessionSettings {
 
 impl SessionHandle {
     /// A session and the receiving end of its outbound queue.
-    pub fn new(settings: SessionSettings) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
+    pub fn new(settings: SessionSettings) -> (Arc<SessionHandle>, queue::Receiver<Outbound>) {
         let (outbox, receiver) = Outbox::new(OutboxSettings {
             session: settings.id,
             capacity: settings.queue_len,
@@ -223,7 +223,7 @@ impl SessionHandle {
         queue_bytes: usize,
         live_after: Option<EventId>,
         hold: bool,
-    ) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
+    ) -> (Arc<SessionHandle>, queue::Receiver<Outbound>) {
         let slots = Arc::new(AtomicUsize::new(0));
         SessionHandle::new(SessionSettings {
             id: 1,

@@ -5,9 +5,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::queue;
 use futures::SinkExt;
 use futures::stream::SplitSink;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -50,7 +50,7 @@ pub async fn write_outbound(
     settings: WriterSettings,
     session: &SessionHandle,
     mut sink: Sink,
-    mut outbound: mpsc::Receiver<Outbound>,
+    mut outbound: queue::Receiver<Outbound>,
     reader_done: &CancellationToken,
     writer_done: &CancellationToken,
 ) {

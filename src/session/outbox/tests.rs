@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::*;
 
 /// An outbox of 64 messages and `queue_bytes` bytes, shared as a session shares it.
-fn session(queue_bytes: usize) -> (Arc<Outbox>, mpsc::Receiver<Outbound>) {
+fn session(queue_bytes: usize) -> (Arc<Outbox>, queue::Receiver<Outbound>) {
     let (outbox, queue) = Outbox::new(OutboxSettings {
         session: 1,
         capacity: 64,
@@ -29,7 +29,7 @@ fn slow(session: &Outbox) -> bool {
 }
 
 /// Takes the next message off the queue and writes it, as the writer does.
-async fn write_next(session: &Outbox, queue: &mut mpsc::Receiver<Outbound>) {
+async fn write_next(session: &Outbox, queue: &mut queue::Receiver<Outbound>) {
     let message = queue.recv().await.expect("a queued message");
     session.written(Held::of(&message));
 }
