@@ -359,6 +359,12 @@ async fn a_subscription_is_checked_renewed_and_removed_by_its_endpoint() {
         listed(&mut client).await.is_empty(),
         "a refused subscription was kept"
     );
+    // A field of the params themselves is named as it is.
+    let error = client
+        .error("system.push.unsubscribe", json!({"endpoint": 5}))
+        .await;
+    assert_error(&error, -32602, "endpoint must be a string");
+    assert_eq!(error["data"]["field"], "endpoint", "{error}");
 
     // Subscribing again renews; unsubscribing by the endpoint removes.
     let endpoint = "https://push.example/browser";

@@ -136,7 +136,12 @@ pub(super) fn push_call(method_name: &str, params: Option<Value>) -> Result<Push
                 &["endpoint", "keys", "expirationTime"],
             )
             .map_err(|err| in_subscription(err, "subscription"))?;
-            let endpoint = bounded(&subscription, "endpoint", MAX_PUSH_ENDPOINT_LEN)?;
+            let endpoint = bounded(
+                &subscription,
+                Some("subscription"),
+                "endpoint",
+                MAX_PUSH_ENDPOINT_LEN,
+            )?;
             let keys = subscription
                 .opt_object("keys")
                 .map_err(|err| in_subscription(err, "subscription"))?;
@@ -146,15 +151,15 @@ pub(super) fn push_call(method_name: &str, params: Option<Value>) -> Result<Push
             check_patterns(&events)?;
             PushCall::Subscribe {
                 endpoint,
-                p256dh: bounded_key(&keys, "p256dh")?,
-                auth: bounded_key(&keys, "auth")?,
+                p256dh: bounded(&keys, Some("subscription.keys"), "p256dh", MAX_PUSH_KEY_LEN)?,
+                auth: bounded(&keys, Some("subscription.keys"), "auth", MAX_PUSH_KEY_LEN)?,
                 events,
             }
         }
         method::PUSH_UNSUBSCRIBE => {
             let p = Params::new(params, &["endpoint"])?;
             PushCall::Unsubscribe {
-                endpoint: bounded(&p, "endpoint", MAX_PUSH_ENDPOINT_LEN)?,
+                endpoint: bounded(&p, None, "endpoint", MAX_PUSH_ENDPOINT_LEN)?,
             }
         }
         _ => {
@@ -178,30 +183,23 @@ fn in_subscription(err: Error, path: &'static str) -> Error {
     }
 }
 
-fn bounded(p: &Params, field: &'static str, most: usize) -> Result<String, Error> {
-    let text = p
-        .str(field)
-        .map_err(|err| in_subscription(err, "subscription"))?;
+/// A text field of 1 to `most` bytes. `object` names the object that holds it (`None`: the
+/// params themselves), so that an error names the field by its whole path.
+fn bounded(
+    p: &Params,
+    object: Option<&'static str>,
+    field: &'static str,
+    most: usize,
+) -> Result<String, Error> {
+    let text = p.str(field).map_err(|err| match object {
+        Some(object) => in_subscription(err, object),
+        None => err,
+    })?;
     if text.is_empty() || text.len() > most {
+        let path = object.map_or_else(|| field.to_owned(), |object| format!("{object}.{field}"));
         return Err(Error::invalid(
-            field,
-            format!("{field}: 1 to {most} bytes (got {})", text.len()),
-        ));
-    }
-    Ok(text.to_owned())
-}
-
-fn bounded_key(keys: &Params, field: &'static str) -> Result<String, Error> {
-    let text = keys
-        .str(field)
-        .map_err(|err| in_subscription(err, "subscription.keys"))?;
-    if text.is_empty() || text.len() > MAX_PUSH_KEY_LEN {
-        return Err(Error::invalid(
-            "subscription.keys",
-            format!(
-                "subscription.keys.{field}: 1 to {MAX_PUSH_KEY_LEN} base64url characters (got {})",
-                text.len()
-            ),
+            object.unwrap_or(field),
+            format!("{path}: 1 to {most} bytes (got {})", text.len()),
         ));
     }
     Ok(text.to_owned())
