@@ -143,7 +143,8 @@ pub struct Config {
     pub session_queue_bytes: u64,
 
     /// How often the hub pings each WebSocket; a session that leaves two pings unanswered
-    /// is closed and its instance released.
+    /// is closed and its instance released. Any connection (an SSE stream too) whose peer
+    /// leaves sent bytes unacknowledged, or its window closed, for two intervals is dropped.
     #[arg(long, env = "QUORUM_PING_INTERVAL", default_value = "20s", value_parser = parse_duration)]
     pub ping_interval: Duration,
 
@@ -197,8 +198,9 @@ pub struct WebhookConfig {
     #[arg(long = "webhook-disable-after", env = "QUORUM_WEBHOOK_DISABLE_AFTER", default_value = "5d", value_parser = parse_duration)]
     pub disable_after: Duration,
 
-    /// Deliver also to loopback, private, link-local and unspecified addresses (refused
-    /// otherwise, checked on the address connected to).
+    /// Deliver webhooks and Web Push also to loopback, private, link-local and unspecified
+    /// addresses (refused otherwise, checked on the address connected to), and Web Push to
+    /// plain-http push services on loopback (for tests).
     #[arg(long = "webhook-allow-private", env = "QUORUM_WEBHOOK_ALLOW_PRIVATE")]
     pub allow_private: bool,
 }
