@@ -72,9 +72,13 @@ local PUBLISH_BATCH = 500
 --
 -- `expired_tally` is nil for a decision made (`winner` won), and the tally (JSON) at expiry
 -- for a decision that expired (`winner` is then '' and `decided_at` when it expired).
+-- `waiting` says whether `published` exists, when the caller knows (nil: it is asked).
+-- Returns the event id, and whether `published` exists now.
 local function log_event(stream, published, cap, channel, publish, decision, winner,
-    vote_count, quorum, total, decided_at, expired_tally)
-  local waiting = redis.call('EXISTS', published) == 1
+    vote_count, quorum, total, decided_at, expired_tally, waiting)
+  if waiting == nil then
+    waiting = redis.call('EXISTS', published) == 1
+  end
   if publish == '' and not waiting then
     local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
     redis.call('SET', published, last and last[1] or '0-0')
@@ -100,5 +104,5 @@ local function log_event(stream, published, cap, channel, publish, decision, win
         decision_json(decision, winner, vote_count, quorum, total, event_id, decided_at))
     end
   end
-  return event_id
+  return event_id, waiting or publish == ''
 end

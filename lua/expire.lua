@@ -36,6 +36,7 @@ end
 local count = string.format('%d', redis.call('ZCARD', votes))
 local at_expiry = tally_json(votes, ballots, tally)
 redis.call('HSET', result, 'expiredAt', now, 'voteCount', count, 'tally', at_expiry)
+redis.call('HSET', meta, 'closed', 'expired')
 redis.call('ZREM', deadlines, decision)
 local event_id = ''
 if deferred then

@@ -1,6 +1,11 @@
 -- lifecycle.lua: the end of a decision's life, shared by the scripts that close one
 -- (prepended to quorum_vote.lua and expire.lua when the hub loads them).
 
+-- What a decision's metadata holds as `format` when it also says whether the decision is
+-- closed (`closed`: 'decided' or 'expired', beside the result): a vote then reads the
+-- result only for a closed decision. Metadata without it is asked its result every time.
+local FORMAT = '2'
+
 -- The server's time in ms, as a string.
 local function now_ms()
   local t = redis.call('TIME')
@@ -22,6 +27,26 @@ local function tally_json(votes, ballots, tally)
     end
   end
   return '{' .. table.concat(parts, ',') .. '}'
+end
+
+-- The winner of a decision whose votes are `votes` (instance -> sequence number) and
+-- `ballots` (instance -> value): most votes; on a tie, the value that reached that count
+-- first (the earliest sequence number at which it got its last vote).
+local function winner_of(votes, ballots)
+  local voters = redis.call('ZRANGE', votes, 0, -1)
+  local values = redis.call('HMGET', ballots, unpack(voters))
+  local counts, reached_at = {}, {}
+  for i, v in ipairs(values) do
+    counts[v] = (counts[v] or 0) + 1
+    reached_at[v] = i
+  end
+  local winner, best_count, best_at = nil, 0, 0
+  for v, c in pairs(counts) do
+    if c > best_count or (c == best_count and reached_at[v] < best_at) then
+      winner, best_count, best_at = v, c, reached_at[v]
+    end
+  end
+  return winner
 end
 
 -- A closed decision's keys (`parts`) expire `retention` ms from now. Only once its event is

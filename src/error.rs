@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 /// Everything a call can fail with. [`crate::protocol::frame::failure`] puts one on the wire.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The frame is not JSON.
     #[error("parse error: {0}")]

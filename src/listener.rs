@@ -31,7 +31,7 @@ pub const RESUBSCRIBE_MIN_DELAY: Duration = Duration::from_millis(100);
 pub const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(2);
 /// Longest the subscription link waits to connect, or for a reply to a (un)subscribe.
 const LINK_TIMEOUT: Duration = Duration::from_secs(2);
-/// On a cluster, how long the dashboards flags a hub sets live.
+/// How long the dashboards flags a hub sets live.
 const DASHBOARDS_FLAG_TTL: Duration = Duration::from_secs(5);
 /// How often the listener checks that its link still answers (`PING`): a link whose peer
 /// vanished without closing it would otherwise look quiet forever.
@@ -123,10 +123,10 @@ async fn forward(hub: &Arc<Hub>) -> Result<(), Error> {
     }
     hub.set_listening(true);
     tracing::info!(channel, "decision listener subscribed");
-    // Dashboard events flow only while some session here wants them: every vote publishes
-    // one, and a hub without dashboards should not pay for reading them. On a cluster,
-    // where a publish reaches every node, votes are published at all only while some hub
-    // keeps the dashboards flags set.
+    // Dashboard events flow only while some session here wants them: a hub without
+    // dashboards should not pay for reading them. Votes are published at all only while
+    // some hub keeps the dashboards flags set (the vote script asks), so that a fleet
+    // without dashboards does not pay for publishing them.
     let mut watched = hub.dashboards_wanted();
     let mut dashboards = false;
     let mut link_check = tokio::time::interval(LINK_CHECK_PERIOD);
@@ -213,12 +213,9 @@ async fn primary_moved<T>(moves: &mut Option<tokio::sync::watch::Receiver<T>>) {
     }
 }
 
-/// Sets every partition's dashboards flag (cluster only; a failure is logged: dashboard
-/// events are best effort).
+/// Sets the dashboards flag, every partition's on a cluster (a failure is logged:
+/// dashboard events are best effort).
 pub(crate) async fn flag_dashboards(store: &crate::store::Store) {
-    if !store.layout().is_cluster() {
-        return;
-    }
     match tokio::time::timeout(LINK_TIMEOUT, store.flag_dashboards(DASHBOARDS_FLAG_TTL)).await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => tracing::warn!(%err, "could not set the dashboards flags"),

@@ -179,12 +179,12 @@ async fn serve(
             hub.store.clone(),
             hub.shutdown.clone(),
         ));
-        hub.tracker.spawn(dashboards::keep_dashboards_flagged(
-            hub.store.clone(),
-            hub.dashboards_wanted(),
-            hub.shutdown.clone(),
-        ));
     }
+    hub.tracker.spawn(dashboards::keep_dashboards_flagged(
+        hub.store.clone(),
+        hub.dashboards_wanted(),
+        hub.shutdown.clone(),
+    ));
     hub.tracker.spawn(keepalive::run(hub.clone()));
     hub.tracker.spawn(policies::run(hub.clone(), policy_file));
     hub.tracker

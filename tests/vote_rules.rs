@@ -564,3 +564,85 @@ async fn status_and_state_report_the_audit_trail_without_scanning_keys() {
     let error = c.error("system.get_state", json!({"verbose": true})).await;
     assert_eq!(error["data"]["field"], "verbose");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn votes_sent_at_once_are_judged_one_by_one_as_if_each_ran_alone() {
+    // Every session sends its vote and, before any reply, a second vote with another
+    // value: the hub runs them in batches (on one Redis), and each must be judged as a run
+    // of its own would judge it, in the order they were recorded.
+    let redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    let mut observer = hub.client().await;
+    let (decision, total, quorum) = ("burst", 30u64, 16u64);
+    let mut sessions = voters(&hub, decision, total as usize).await;
+    for (i, (id, client)) in sessions.iter_mut().enumerate() {
+        let first = if i % 2 == 0 { "A" } else { "B" };
+        for (n, value) in [first, "C"].into_iter().enumerate() {
+            let params = vote_params(id, decision, value, Some(total));
+            let frame = request(n, "system.quorum.vote", params);
+            client.send_text(&frame.to_string()).await;
+        }
+    }
+    let mut replies = Vec::new();
+    for (id, client) in sessions.iter_mut() {
+        let pair = [client.recv_reply().await, client.recv_reply().await];
+        replies.push((id.clone(), pair.map(|r| r["result"].clone())));
+    }
+    let status = observer
+        .result("system.quorum.status", json!({"decision": decision}))
+        .await;
+    // Each instance's place and value, as recorded.
+    let recorded_as: std::collections::HashMap<&str, (u64, &str)> = status["votes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let place = (v["seq"].as_u64().unwrap(), v["value"].as_str().unwrap());
+            (v["instanceId"].as_str().unwrap(), place)
+        })
+        .collect();
+    let mut counted = Vec::new();
+    for (id, results) in &replies {
+        let recorded: Vec<&Value> = results.iter().filter(|r| r["voted"] == true).collect();
+        assert!(recorded.len() <= 1, "{id} counted twice: {results:?}");
+        if let Some(vote) = recorded.first() {
+            let (seq, value) = recorded_as[id.as_str()];
+            assert_eq!(vote["voteCount"], seq, "{id} was told another's place");
+            counted.push(seq);
+            let other = results.iter().find(|r| r["voted"] != true).unwrap();
+            assert_eq!(other["reason"], "already_voted", "{id}: {other}");
+            assert_eq!(other["recordedValue"], value, "{id}: {other}");
+        } else {
+            assert!(!recorded_as.contains_key(id.as_str()), "{id} was recorded");
+            for result in results {
+                assert_eq!(result["voted"], false, "{id}: {result}");
+                assert!(
+                    result["reason"] == "decided" || result["reason"] == "already_voted",
+                    "{id}: {result}"
+                );
+                assert_eq!(result["voteCount"], quorum, "{id}: {result}");
+            }
+        }
+    }
+    counted.sort_unstable();
+    let expected: Vec<u64> = (1..=quorum).collect();
+    assert_eq!(counted, expected, "each recorded vote got its own place");
+
+    let votes = status["votes"].as_array().unwrap();
+    let seqs: Vec<u64> = votes.iter().map(|v| v["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, expected);
+    let in_order: Vec<&str> = votes.iter().map(|v| v["value"].as_str().unwrap()).collect();
+    assert_eq!(status["finalDecision"], expected_winner(&in_order));
+    let tallied: u64 = status["tally"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(tallied, quorum);
+    let event = observer.next_notification().await;
+    assert_eq!(event["params"]["decision"], decision);
+    assert_eq!(event["params"]["value"], status["finalDecision"]);
+    assert_eq!(event["params"]["voteCount"], quorum);
+    observer.assert_no_more_notifications(decision).await;
+}

@@ -1,6 +1,7 @@
-//! One run of the vote script as the store calls it: its KEYS and ARGV, built from a
-//! ballot, the rate limit, the decision lifecycle's settings and (on a cluster) the voter's
-//! reservation, and the same call as `redis-benchmark` makes it.
+//! Votes as the vote script takes them: each vote's keys and arguments, built from a
+//! ballot, the decision lifecycle's settings and (on a cluster) the voter's reservation;
+//! what a batch of them shares (the rate limit, the event log's settings); and the same
+//! call as `redis-benchmark` makes it.
 
 use super::keys::{self, Layout};
 use super::lifecycle::Lifecycle;
@@ -67,23 +68,31 @@ pub(super) struct ScriptBallot<'a> {
     pub(super) opening: Opening<'a>,
 }
 
-/// KEYS and ARGV of one run of the vote script (see the contract in `lua/quorum_vote.lua`).
+/// Keys the vote script takes for each vote of a batch (see `lua/quorum_vote.lua`).
+const KEYS_PER_VOTE: usize = 6;
+/// Arguments the vote script takes for each vote of a batch.
+const ARGS_PER_VOTE: usize = 11;
+
+/// One vote's part of a run of the vote script: its keys and arguments.
+#[derive(Debug, Clone)]
+pub(super) struct ScriptVote {
+    /// The decision, whose partition (on a cluster) names the run's shared keys.
+    decision: String,
+    keys: [String; KEYS_PER_VOTE],
+    args: [String; ARGS_PER_VOTE],
+}
+
+/// One vote as the vote script takes it (see the contract in `lua/quorum_vote.lua`).
 ///
 /// The quorum is computed here, by [`quorum_for`], and only stored by the script, so the
 /// rule has one source. `stated_total` still goes to the script as given (empty when
 /// omitted), since only a stated total can conflict with the one the decision opened with.
-///
-/// On one Redis the script logs the decision and applies the rate limit itself; on a
-/// cluster it defers the log, gets the verdict of the voter's reservation (`refused_for`),
-/// and publishes the vote only while the partition's dashboards flag is set.
-pub(super) fn vote_invocation(
+pub(super) fn script_vote(
     layout: &Layout,
     ballot: ScriptBallot<'_>,
-    limit: RateLimit,
     reserved: Reserved<'_>,
-    publish_later: bool,
     lifecycle: Lifecycle,
-) -> (Vec<String>, Vec<String>) {
+) -> ScriptVote {
     let ScriptBallot {
         decision,
         instance,
@@ -101,84 +110,130 @@ pub(super) fn vote_invocation(
         opening_close = terms.close_after_ms.unwrap_or(opening_close);
     }
     let key = |part| layout.decision(decision, part);
-    let mut keys = vec![
-        key("votes"),
-        key("tally"),
-        key("result"),
-        key("metadata"),
-        key("ballots"),
-        layout.decisions_index(decision),
-    ];
-    let inline_limit = match (layout.unlogged(decision), layout.dashboards_flag(decision)) {
-        (Some(unlogged), Some(flag)) => {
-            keys.push(unlogged);
-            keys.push(flag);
-            keys.push(key("places"));
-            RateLimit::OFF
-        }
-        _ => {
-            keys.push(layout.stream().to_owned());
-            keys.push(keys::vote_rate(instance));
-            keys.push(layout.published().to_owned());
-            limit
-        }
+    // On one Redis the voter's rate window; on a cluster, where the window lives in the
+    // instance's slot, the places its recorded votes took.
+    let window = if layout.is_cluster() {
+        key("places")
+    } else {
+        keys::vote_rate(instance)
     };
-    keys.push(layout.deadlines(decision));
-    let mut args = vec![
-        decision.to_owned(),
-        instance.to_owned(),
-        value.to_owned(),
-        stated_total.map(|n| n.to_string()).unwrap_or_default(),
-        opening_total.to_string(),
-        opening_quorum.to_string(),
-        DECISION_STREAM_CAP.to_string(),
-        layout.decision_channel().to_owned(),
-        inline_limit.max.to_string(),
-        inline_limit.window.as_millis().to_string(),
-        keys::VOTE_RECORDED_CHANNEL.to_owned(),
-        DECISION_INDEX_CAP.to_string(),
-        if layout.is_cluster() { "defer" } else { "log" }.to_owned(),
-        reserved
-            .refused_for
-            .map(|ms| ms.to_string())
-            .unwrap_or_default(),
-        reserved.place.unwrap_or_default().to_owned(),
-        if publish_later { PUBLISH_LATER } else { "" }.to_owned(),
-        stated_close.map(|ms| ms.to_string()).unwrap_or_default(),
-        opening_close.to_string(),
-        lifecycle.retention.as_millis().to_string(),
-    ];
-    args.extend(policy_args(opening));
-    (keys, args)
+    let number = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
+    ScriptVote {
+        decision: decision.to_owned(),
+        keys: [
+            key("votes"),
+            key("tally"),
+            key("result"),
+            key("metadata"),
+            key("ballots"),
+            window,
+        ],
+        args: [
+            decision.to_owned(),
+            instance.to_owned(),
+            value.to_owned(),
+            number(stated_total),
+            opening_total.to_string(),
+            opening_quorum.to_string(),
+            number(stated_close),
+            opening_close.to_string(),
+            number(reserved.refused_for),
+            reserved.place.unwrap_or_default().to_owned(),
+            policy_arg(opening),
+        ],
+    }
 }
 
-/// ARGV[20..26] of the vote script: how it may open the decision.
-fn policy_args(opening: Opening<'_>) -> Vec<String> {
+/// The vote's policy argument: '' (none), 'ask', or the terms to open under, as JSON.
+fn policy_arg(opening: Opening<'_>) -> String {
     let terms = match opening {
-        Opening::Plain => return vec![String::new()],
-        Opening::Ask => return vec!["ask".to_owned()],
+        Opening::Plain => return String::new(),
+        Opening::Ask => return "ask".to_owned(),
         Opening::Under(terms) => terms,
     };
     let policy = &terms.policy;
-    let json = |list: &Vec<String>| serde_json::Value::from(list.clone()).to_string();
-    vec![
-        "open".to_owned(),
-        terms.pattern.clone(),
-        policy
-            .electorate
-            .as_ref()
-            .map(|e| e.role.clone())
-            .unwrap_or_default(),
-        policy.threshold.label(),
-        policy.values.as_ref().map(json).unwrap_or_default(),
-        terms.electorate.as_ref().map(json).unwrap_or_default(),
-        policy.openers.clone().unwrap_or_default(),
-    ]
+    let mut open = serde_json::Map::new();
+    open.insert("pattern".into(), terms.pattern.clone().into());
+    open.insert("threshold".into(), policy.threshold.label().into());
+    if let Some(electorate) = &policy.electorate {
+        open.insert("role".into(), electorate.role.clone().into());
+        let members = terms.electorate.clone().unwrap_or_default();
+        open.insert("members".into(), members.into());
+    }
+    if let Some(values) = &policy.values {
+        // Kept as text: the script stores it as given, and checks votes against it.
+        let text = serde_json::Value::from(values.clone()).to_string();
+        open.insert("values".into(), text.into());
+    }
+    if let Some(openers) = &policy.openers {
+        open.insert("openers".into(), openers.clone().into());
+    }
+    serde_json::Value::Object(open).to_string()
+}
+
+/// What every vote of one run of the vote script shares: the hub's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RunSettings {
+    pub(super) limit: RateLimit,
+    /// Whether a decision event waits for replicas before it is published.
+    pub(super) publish_later: bool,
+    pub(super) lifecycle: Lifecycle,
+}
+
+/// KEYS and ARGV of one run of the vote script for `votes` (at least one; on a cluster
+/// exactly one, since every key must share the decision's slot).
+///
+/// On one Redis the script logs a decision and applies the rate limit itself; on a
+/// cluster it defers the log and gets the verdict of the voter's reservation.
+pub(super) fn run_invocation(
+    layout: &Layout,
+    votes: &[&ScriptVote],
+    settings: RunSettings,
+) -> (Vec<String>, Vec<String>) {
+    let first = &votes[0].decision;
+    let mut keys = vec![
+        layout.decisions_index(first),
+        layout
+            .unlogged(first)
+            .unwrap_or_else(|| layout.stream().to_owned()),
+        layout.deadlines(first),
+        layout.dashboards_flag(first),
+    ];
+    let limit = if layout.is_cluster() {
+        RateLimit::OFF
+    } else {
+        keys.push(layout.published().to_owned());
+        settings.limit
+    };
+    let mut args = vec![
+        if layout.is_cluster() { "defer" } else { "log" }.to_owned(),
+        DECISION_STREAM_CAP.to_string(),
+        layout.decision_channel().to_owned(),
+        keys::VOTE_RECORDED_CHANNEL.to_owned(),
+        limit.max.to_string(),
+        limit.window.as_millis().to_string(),
+        DECISION_INDEX_CAP.to_string(),
+        if settings.publish_later {
+            PUBLISH_LATER
+        } else {
+            ""
+        }
+        .to_owned(),
+        settings.lifecycle.retention.as_millis().to_string(),
+        votes.len().to_string(),
+    ];
+    keys.reserve(votes.len() * KEYS_PER_VOTE);
+    args.reserve(votes.len() * ARGS_PER_VOTE);
+    for vote in votes {
+        keys.extend(vote.keys.iter().cloned());
+        args.extend(vote.args.iter().cloned());
+    }
+    (keys, args)
 }
 
 /// Arguments for `redis-benchmark` that run the vote script on random decisions and
 /// instances (`__rand_int__` is replaced by the benchmark), the way a hub on one Redis
-/// calls it.
+/// calls it for a single vote.
 pub(crate) fn vote_benchmark_command(
     sha: &str,
     total_instances: u64,
@@ -192,16 +247,15 @@ pub(crate) fn vote_benchmark_command(
         close_after_ms: None,
         opening: Opening::Plain,
     };
-    let (mut keys, args) = vote_invocation(
-        &Layout::Single,
-        ballot,
+    let vote = script_vote(&Layout::Single, ballot, Reserved::NONE, Lifecycle::DEFAULT);
+    let settings = RunSettings {
         limit,
-        Reserved::NONE,
-        false,
-        Lifecycle::DEFAULT,
-    );
-    keys[5] = keys::BENCH_DECISIONS_INDEX.to_owned();
-    keys[9] = keys::BENCH_DEADLINES_INDEX.to_owned();
+        publish_later: false,
+        lifecycle: Lifecycle::DEFAULT,
+    };
+    let (mut keys, args) = run_invocation(&Layout::Single, &[&vote], settings);
+    keys[0] = keys::BENCH_DECISIONS_INDEX.to_owned();
+    keys[2] = keys::BENCH_DEADLINES_INDEX.to_owned();
     let mut command = vec!["EVALSHA".to_owned(), sha.to_owned(), keys.len().to_string()];
     command.extend(keys);
     command.extend(args);
@@ -219,6 +273,12 @@ mod tests {
         window: Duration::from_secs(1),
     };
 
+    const SETTINGS: RunSettings = RunSettings {
+        limit: LIMIT,
+        publish_later: false,
+        lifecycle: Lifecycle::DEFAULT,
+    };
+
     fn ballot(total_instances: Option<u64>) -> ScriptBallot<'static> {
         ScriptBallot {
             decision: "d",
@@ -230,60 +290,92 @@ mod tests {
         }
     }
 
+    fn vote(layout: &Layout, ballot: ScriptBallot<'_>) -> ScriptVote {
+        script_vote(layout, ballot, Reserved::NONE, Lifecycle::DEFAULT)
+    }
+
     #[test]
     fn an_omitted_total_opens_with_the_default_and_its_quorum() {
-        let (keys, args) = vote_invocation(
-            &Layout::Single,
-            ballot(None),
-            LIMIT,
-            Reserved::NONE,
-            false,
-            Lifecycle::DEFAULT,
-        );
-        assert_eq!(keys.len(), 10);
-        assert_eq!(keys[9], Layout::Single.deadlines("d"));
-        assert_eq!(keys[5], Layout::Single.decisions_index("d"));
-        assert_eq!(keys[8], Layout::Single.published());
-        assert_eq!(args.len(), 20);
-        assert_eq!(args[19], "", "no policy");
-        assert_eq!(args[3], "", "nothing stated, so nothing to mismatch");
-        assert_eq!(args[4], DEFAULT_TOTAL_INSTANCES.to_string());
-        assert_eq!(args[5], quorum_for(DEFAULT_TOTAL_INSTANCES).to_string());
-        assert_eq!(args[8..10], ["5", "1000"], "the script applies the limit");
-        assert_eq!(args[12..16], ["log", "", "", ""]);
-        let max_open = Lifecycle::DEFAULT.max_open.as_millis().to_string();
-        let retention = Lifecycle::DEFAULT.retention.as_millis().to_string();
+        let layout = Layout::Single;
+        let one = vote(&layout, ballot(None));
+        let (keys, args) = run_invocation(&layout, &[&one], SETTINGS);
+        assert_eq!(keys.len(), 5 + KEYS_PER_VOTE);
+        assert_eq!(keys[0], layout.decisions_index("d"));
+        assert_eq!(keys[1], layout.stream());
+        assert_eq!(keys[2], layout.deadlines("d"));
+        assert_eq!(keys[3], layout.dashboards_flag("d"));
+        assert_eq!(keys[4], layout.published());
+        assert_eq!(keys[5], layout.decision("d", "votes"));
+        assert_eq!(keys[10], keys::vote_rate("i"));
+        assert_eq!(args.len(), 10 + ARGS_PER_VOTE);
+        assert_eq!(args[0], "log");
+        assert_eq!(args[4..6], ["5", "1000"], "the script applies the limit");
+        assert_eq!(args[7], "", "published at once");
         assert_eq!(
-            args[16..19],
-            ["", &max_open, &retention],
-            "opens with --max-open"
+            args[8],
+            Lifecycle::DEFAULT.retention.as_millis().to_string()
+        );
+        assert_eq!(args[9], "1", "one vote");
+        let max_open = Lifecycle::DEFAULT.max_open.as_millis().to_string();
+        assert_eq!(
+            args[10..],
+            [
+                "d",
+                "i",
+                "v",
+                "",
+                &DEFAULT_TOTAL_INSTANCES.to_string(),
+                &quorum_for(DEFAULT_TOTAL_INSTANCES).to_string(),
+                "",
+                &max_open,
+                "",
+                "",
+                ""
+            ],
+            "nothing stated, so nothing to mismatch; opens with --max-open and no policy"
+        );
+    }
+
+    #[test]
+    fn a_batch_shares_its_settings_and_lists_each_vote_in_order() {
+        let layout = Layout::Single;
+        let first = vote(&layout, ballot(None));
+        let second = vote(
+            &layout,
+            ScriptBallot {
+                decision: "e",
+                instance: "j",
+                ..ballot(Some(6))
+            },
+        );
+        let (keys, args) = run_invocation(&layout, &[&first, &second], SETTINGS);
+        assert_eq!(keys.len(), 5 + 2 * KEYS_PER_VOTE);
+        assert_eq!(args.len(), 10 + 2 * ARGS_PER_VOTE);
+        assert_eq!(args[9], "2");
+        assert_eq!(keys[5 + KEYS_PER_VOTE], layout.decision("e", "votes"));
+        assert_eq!(keys[5 + 2 * KEYS_PER_VOTE - 1], keys::vote_rate("j"));
+        assert_eq!(
+            args[10 + ARGS_PER_VOTE..10 + ARGS_PER_VOTE + 6],
+            ["e", "j", "v", "6", "6", "4"]
         );
     }
 
     #[test]
     fn with_replicas_to_wait_for_the_event_is_published_later() {
-        let (_, args) = vote_invocation(
-            &Layout::Single,
-            ballot(None),
-            LIMIT,
-            Reserved::NONE,
-            true,
-            Lifecycle::DEFAULT,
-        );
-        assert_eq!(args[15], PUBLISH_LATER);
+        let layout = Layout::Single;
+        let one = vote(&layout, ballot(None));
+        let settings = RunSettings {
+            publish_later: true,
+            ..SETTINGS
+        };
+        let (_, args) = run_invocation(&layout, &[&one], settings);
+        assert_eq!(args[7], PUBLISH_LATER);
     }
 
     #[test]
     fn a_stated_total_opens_with_its_own_quorum() {
-        let (_, args) = vote_invocation(
-            &Layout::Single,
-            ballot(Some(6)),
-            LIMIT,
-            Reserved::NONE,
-            false,
-            Lifecycle::DEFAULT,
-        );
-        assert_eq!(args[3..6], ["6", "6", "4"]);
+        let one = vote(&Layout::Single, ballot(Some(6)));
+        assert_eq!(one.args[3..6], ["6", "6", "4"]);
     }
 
     #[test]
@@ -293,28 +385,23 @@ mod tests {
             refused_for: Some(250),
             place: None,
         };
-        let (keys, args) = vote_invocation(
-            &layout,
-            ballot(None),
-            LIMIT,
-            reserved,
-            false,
-            Lifecycle::DEFAULT,
-        );
+        let one = script_vote(&layout, ballot(None), reserved, Lifecycle::DEFAULT);
+        let (keys, args) = run_invocation(&layout, &[&one], SETTINGS);
         assert_eq!(
             keys.len(),
-            10,
+            4 + KEYS_PER_VOTE,
             "no rate key: it lives in the instance's slot"
         );
-        assert_eq!(keys[9], layout.deadlines("d"));
-        assert_eq!(keys[7], layout.dashboards_flag("d").unwrap());
-        assert_eq!(keys[8], layout.decision("d", "places"));
+        assert_eq!(keys[2], layout.deadlines("d"));
+        assert_eq!(keys[3], layout.dashboards_flag("d"));
+        assert_eq!(keys[4 + KEYS_PER_VOTE - 1], layout.decision("d", "places"));
         let slot = super::super::slots::key_slot(&keys[0]);
         for key in &keys {
             assert_eq!(super::super::slots::key_slot(key), slot, "{key}");
         }
-        assert_eq!(args[8], "0", "the script applies no limit itself");
-        assert_eq!(args[12..16], ["defer", "250", "", ""]);
+        assert_eq!(args[0], "defer");
+        assert_eq!(args[4], "0", "the script applies no limit itself");
+        assert_eq!(args[10 + 8..10 + 10], ["250", ""]);
     }
 
     #[test]
@@ -335,16 +422,7 @@ mod tests {
                 opening,
                 ..ballot(None)
             };
-            let layout = Layout::Single;
-            vote_invocation(
-                &layout,
-                ballot,
-                LIMIT,
-                Reserved::NONE,
-                false,
-                Lifecycle::DEFAULT,
-            )
-            .1
+            vote(&Layout::Single, ballot).args
         };
         let args = run(Opening::Under(&terms));
         assert_eq!(
@@ -352,36 +430,29 @@ mod tests {
             ["2", "2"],
             "the electorate's size and threshold"
         );
-        assert_eq!(args[17], "5000");
+        assert_eq!(args[7], "5000");
+        let open: serde_json::Value = serde_json::from_str(&args[10]).unwrap();
         assert_eq!(
-            args[19..],
-            [
-                "open",
-                "deploy-*",
-                "deployer",
-                "unanimous",
-                r#"["a"]"#,
-                r#"["d1","d2"]"#,
-                ""
-            ]
+            open,
+            serde_json::json!({
+                "pattern": "deploy-*",
+                "threshold": "unanimous",
+                "role": "deployer",
+                "members": ["d1", "d2"],
+                "values": r#"["a"]"#,
+            })
         );
-        assert_eq!(run(Opening::Ask)[19..], ["ask"]);
+        assert_eq!(run(Opening::Ask)[10], "ask");
     }
 
     #[test]
     fn the_benchmark_command_declares_every_key_it_passes() {
         let command = vote_benchmark_command("sha", 60, LIMIT);
-        let (keys, args) = vote_invocation(
-            &Layout::Single,
-            ballot(Some(60)),
-            LIMIT,
-            Reserved::NONE,
-            false,
-            Lifecycle::DEFAULT,
-        );
+        let one = vote(&Layout::Single, ballot(Some(60)));
+        let (keys, args) = run_invocation(&Layout::Single, &[&one], SETTINGS);
         assert_eq!(command[..3], ["EVALSHA", "sha", &keys.len().to_string()]);
         assert_eq!(command.len(), 3 + keys.len() + args.len());
-        assert_eq!(command[3 + 5], keys::BENCH_DECISIONS_INDEX);
-        assert_eq!(command[3 + 9], keys::BENCH_DEADLINES_INDEX);
+        assert_eq!(command[3], keys::BENCH_DECISIONS_INDEX);
+        assert_eq!(command[3 + 2], keys::BENCH_DEADLINES_INDEX);
     }
 }

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use redis::FromRedisValue;
 
-use super::ballot::{Reservation, Reserved, ScriptBallot, vote_invocation};
+use super::ballot::{
+    Reservation, Reserved, RunSettings, ScriptBallot, ScriptVote, run_invocation, script_vote,
+};
 use super::keys;
 use super::vote_reply::VoteScriptReply;
 use super::{MAX_PAGE_BYTES, Store, field_u64, internal};
@@ -59,7 +61,7 @@ impl Store {
         } else {
             None
         };
-        let (keys, args) = vote_invocation(
+        let vote = script_vote(
             &self.layout,
             ScriptBallot {
                 decision: ballot.decision.as_str(),
@@ -69,16 +71,21 @@ impl Store {
                 close_after_ms: ballot.close_after_ms,
                 opening,
             },
-            limit,
             Reserved::from(reservation.as_ref()),
-            self.waits_for_replicas(),
             self.lifecycle,
         );
-        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let voted = self
-            .eval_acknowledged::<VoteScriptReply>(&self.scripts.vote, &key_refs, &args)
-            .await;
+        let settings = RunSettings {
+            limit,
+            publish_later: self.waits_for_replicas(),
+            lifecycle: self.lifecycle,
+        };
+        let voted = if self.layout.is_cluster() {
+            self.run_votes(&[&vote], settings)
+                .await
+                .map(|mut answers| answers.remove(0))
+        } else {
+            self.vote_batches.vote(self, vote, settings).await
+        };
         // A vote that did not count gives its place back. A vote that failed keeps it,
         // since the failure may hide a recorded vote.
         if let (Some(Reservation::Taken { at }), Ok(reply)) = (&reservation, &voted)
@@ -101,6 +108,29 @@ impl Store {
             self.log_after_vote(&decided, reply.closed_now).await;
         }
         Ok(reply.outcome)
+    }
+
+    /// Runs the vote script once for `votes` (in order), and with `--wait-replicas`
+    /// answers only once its writes are on the replicas. Returns one answer per vote.
+    pub(super) async fn run_votes(
+        &self,
+        votes: &[&ScriptVote],
+        settings: RunSettings,
+    ) -> Result<Vec<VoteScriptReply>, Error> {
+        let (keys, args) = run_invocation(&self.layout, votes, settings);
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let answers: Vec<VoteScriptReply> = self
+            .eval_acknowledged(&self.scripts.vote, &keys, &args)
+            .await?;
+        if answers.len() != votes.len() {
+            return Err(internal(format!(
+                "the vote script answered {} of {} votes",
+                answers.len(),
+                votes.len()
+            )));
+        }
+        Ok(answers)
     }
 
     /// Takes a place in the instance's vote-rate window (cluster only).

@@ -73,6 +73,8 @@ const ACKED_KIND: &str = "acked";
 const DEADLINES_KIND: &str = "deadlines";
 /// Sorted set: decision name -> closesAt (ms), for the decisions still open.
 const DEADLINES_INDEX: &str = "cb:deadlines";
+/// String: present while some hub has a dashboard listening (one Redis).
+const DASHBOARDS_FLAG: &str = "cb:dashboards";
 
 /// The keys of one webhook endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,16 +231,19 @@ impl Layout {
         self.every_partition(ACKED_KIND)
     }
 
-    /// String (cluster only): present while some hub has a dashboard listening, in the
-    /// partition of `name`; votes there are published only then.
-    pub(crate) fn dashboards_flag(&self, name: &str) -> Option<String> {
+    /// String: present while some hub has a dashboard listening, for `name`'s partition
+    /// on a cluster; votes there are published only then.
+    pub(crate) fn dashboards_flag(&self, name: &str) -> String {
         self.in_partition(DASHBOARDS_KIND, name)
+            .unwrap_or_else(|| DASHBOARDS_FLAG.to_owned())
     }
 
-    /// Every partition's dashboards flag (none on one Redis, where votes are always
-    /// published).
+    /// Every dashboards flag: one, or one per partition.
     pub(crate) fn dashboards_flags(&self) -> Vec<String> {
-        self.every_partition(DASHBOARDS_KIND)
+        match self {
+            Layout::Single => vec![DASHBOARDS_FLAG.to_owned()],
+            Layout::Partitioned { .. } => self.every_partition(DASHBOARDS_KIND),
+        }
     }
 
     /// String (cluster only): the event id a decision was logged with, so that logging it

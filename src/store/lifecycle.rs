@@ -20,7 +20,7 @@ use super::stream::DECISION_STREAM_CAP;
 use super::{Error, Store};
 
 /// How the store closes decisions.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Lifecycle {
     /// The deadline of a decision whose votes state none (`--max-open`).
     pub(crate) max_open: Duration,

@@ -38,6 +38,7 @@ mod sentinel;
 mod slots;
 mod stream;
 mod target;
+mod vote_batch;
 mod vote_reply;
 mod webhooks;
 
@@ -148,6 +149,8 @@ pub struct Store {
     /// How decisions close: their default deadline, and how long they are kept after.
     lifecycle: Lifecycle,
     scripts: Arc<Scripts>,
+    /// Votes waiting for their run of the vote script (one Redis).
+    vote_batches: Arc<vote_batch::VoteBatches>,
     breaker: Arc<Breaker>,
     /// Counts failed Redis calls for `/metrics`.
     errors: Counter,
@@ -183,6 +186,7 @@ impl Store {
             layout,
             lifecycle,
             scripts: Arc::new(Scripts::new()),
+            vote_batches: Arc::default(),
             breaker: Arc::new(breaker),
             errors,
             guarded: true,
@@ -299,8 +303,8 @@ impl Store {
         self.query_each(cmds).await.map(drop)
     }
 
-    /// Sets every partition's dashboards flag for `ttl` (cluster only): votes are then
-    /// published for dashboards, on any hub.
+    /// Sets the dashboards flags (every partition's, on a cluster) for `ttl`: votes are
+    /// then published for dashboards, on any hub.
     pub(crate) async fn flag_dashboards(&self, ttl: Duration) -> Result<(), Error> {
         let ttl = ttl.as_millis().to_string();
         let cmds = self

@@ -1,5 +1,5 @@
-//! On a cluster, keeps every partition's dashboards flag set while a session here has
-//! subscribed to dashboard events, so that votes on every hub keep being published.
+//! Keeps the dashboards flag (every partition's, on a cluster) set while a session here
+//! has subscribed to dashboard events, so that votes on every hub keep being published.
 
 use std::time::Duration;
 
@@ -12,8 +12,8 @@ use crate::store::Store;
 /// How often a hub with dashboards sets them again.
 const DASHBOARDS_FLAG_REFRESH: Duration = Duration::from_secs(1);
 
-/// Runs until `shutdown` is cancelled (cluster only): while `wanted` says a session here
-/// has subscribed to dashboard events, sets every partition's dashboards flag again every
+/// Runs until `shutdown` is cancelled: while `wanted` says a session here has subscribed
+/// to dashboard events, sets the dashboards flags again every
 /// [`DASHBOARDS_FLAG_REFRESH`], so that votes on every hub keep being published.
 pub async fn keep_dashboards_flagged(
     store: Store,
