@@ -6,6 +6,9 @@ CARGO ?= cargo
 HUB_ARGS ?=
 # Extra flags for `quorum-hub-bench suite`, e.g. make bench BENCH_ARGS="--duration 30s"
 BENCH_ARGS ?=
+# The previous build `make bench` measures votes beside (a commit; `none` for no comparison):
+# the build before votes ran in batches and sessions shrank.
+BENCH_BASELINE ?= 3250f6e
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The Python client's tests run in this virtual environment (make python-test).
 PYTHON3 ?= python3
@@ -87,7 +90,7 @@ typescript-test: deps
 
 ## bench: a release hub with its managed Redis, the load scenarios and redis-benchmark, one table
 bench: deps
-	./bench/run.sh $(BENCH_ARGS)
+	BENCH_BASELINE=$(BENCH_BASELINE) ./bench/run.sh $(BENCH_ARGS)
 
 ## bench-cluster: the same load scenarios against a release hub on a local 3+3 Redis Cluster
 bench-cluster: deps

@@ -8,6 +8,9 @@
 # fan-out and memory at 50,000 sessions (or as many as the open-files limit allows),
 # redis-benchmark running the same vote script on the same Redis, and the CPU time Redis
 # spent per vote, as one table.
+# With BENCH_BASELINE set to a commit (one Redis only), that commit's hub is built beside
+# this one (target/bench-baseline, kept between runs) and started on a managed Redis of
+# its own, and the vote runs (G=60 and G=3) are made on both, taking turns at going first.
 # With --cluster first, the hub runs on a local Redis Cluster of 3 primaries and 3 replicas
 # instead (scripts/cluster.sh, ports 7201-7206; no redis-benchmark row).
 # Extra arguments go to `bench suite` (e.g. --duration 30s --json).
@@ -16,11 +19,34 @@ cd "$(dirname "$0")/.."
 cluster=""
 if [ "${1:-}" = "--cluster" ]; then cluster=yes; shift; fi
 cargo build --release --locked
+baseline="${BENCH_BASELINE:-none}"
+[ -z "$cluster" ] || baseline=none
+baseline_bin=""
+if [ "$baseline" != none ]; then
+  if commit=$(git rev-parse --verify --quiet "$baseline^{commit}"); then
+    # The previous build's sources, unpacked once per commit, and its own target dir, so
+    # that later runs build nothing.
+    src="target/bench-baseline/src"
+    if [ "$(cat "$src/.commit" 2>/dev/null)" != "$commit" ]; then
+      rm -rf "$src" && mkdir -p "$src"
+      git archive "$commit" | tar -x -C "$src"
+      echo "$commit" >"$src/.commit"
+    fi
+    echo "building the previous build ($baseline) beside this one" >&2
+    CARGO_TARGET_DIR=target/bench-baseline/target \
+      cargo build --release --locked --manifest-path "$src/Cargo.toml" -p quorum-hub --bin quorum-hub
+    baseline_bin=target/bench-baseline/target/release/quorum-hub
+  else
+    echo "BENCH_BASELINE=$baseline is not a commit here (a shallow clone?): no comparison" >&2
+  fi
+fi
 dir=$(mktemp -d /tmp/qh-bench.XXXXXX)
 hub=""
 floor=""
+base_hub=""
 cleanup() {
   [ -z "$hub" ] || { kill "$hub" 2>/dev/null || true; wait "$hub" 2>/dev/null || true; }
+  [ -z "$base_hub" ] || { kill "$base_hub" 2>/dev/null || true; wait "$base_hub" 2>/dev/null || true; }
   [ -z "$floor" ] || { kill "$floor" 2>/dev/null || true; wait "$floor" 2>/dev/null || true; }
   [ -z "$cluster" ] || scripts/cluster.sh stop "$dir/cluster"
   rm -rf "$dir"
@@ -64,10 +90,21 @@ logged_address() {
 addr=$(logged_address "$dir/hub.log" "the hub")
 # Ready once its decision listener is subscribed (the log says so).
 wait_for_line "$dir/hub.log" "decision listener subscribed" 1200 "the hub never became ready"
+compare=""
+if [ -n "$baseline_bin" ]; then
+  mkdir -p "$dir/baseline"
+  # shellcheck disable=SC2086
+  "$baseline_bin" --listen 127.0.0.1:0 --data-dir "$dir/baseline" --max-sessions 60000 \
+    --vote-rate-limit 1000000/60s --session-rate-limit 100000/1s >"$dir/baseline.log" 2>&1 &
+  base_hub=$!
+  base_addr=$(logged_address "$dir/baseline.log" "the previous build's hub")
+  wait_for_line "$dir/baseline.log" "decision listener subscribed" 1200 "the previous build's hub never became ready"
+  compare="--baseline-url ws://$base_addr/ws --baseline-redis-url unix://$dir/baseline/redis.sock --baseline-label $baseline"
+fi
 ./target/release/quorum-hub-bench floor --listen 127.0.0.1:0 2>"$dir/floor.log" &
 floor=$!
 floor_addr=$(logged_address "$dir/floor.log" "the floor")
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); $(redis-server --version | cut -d' ' -f1-3)" >&2
 # shellcheck disable=SC2086
 ./target/release/quorum-hub-bench suite --url "ws://$addr/ws" --hub-pid "$hub" \
-  --floor-url "ws://$floor_addr/ws" $measure "$@"
+  --floor-url "ws://$floor_addr/ws" $measure $compare "$@"

@@ -5,6 +5,7 @@
 //! - [`connections`]: memory per registered session.
 //! - [`floor`]: a bare broadcaster that the hub's fan-out is compared with.
 //! - [`netstat`]: what the kernel dropped and sent again while a scenario ran.
+//! - [`redis_cost`]: what Redis spends per vote, in CPU time and per command.
 //! - [`storm`]: a reconnect storm: a hub of its own restarted under many agent clients.
 //! - [`webhooks`]: decisions delivered to webhook endpoints at a receiver of its own.
 //! - [`suite`]: all of them plus `redis-benchmark` on the vote script, as one table.
@@ -13,6 +14,7 @@ pub mod connections;
 pub mod fanout;
 pub mod floor;
 pub mod netstat;
+pub mod redis_cost;
 pub mod storm;
 pub mod suite;
 pub mod votes;

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::connections::{self, ConnectionsOptions, ConnectionsReport};
 use super::fanout::{self, FanoutOptions, FanoutReport};
+use super::redis_cost::{RedisCost, RedisSnapshot};
 use super::storm::{self, StormOptions, StormReport};
 use super::votes::{self, VotesOptions, VotesReport};
 use super::webhooks::{self, WebhooksOptions, WebhooksReport};
@@ -80,10 +81,20 @@ pub struct SuiteOptions {
     #[arg(long)]
     pub redis_socket: Option<String>,
     /// The hub's Redis (the URL it was given: one Redis, or `redis+cluster://` naming every
-    /// node to count), to measure the CPU time Redis spends per vote (`INFO cpu` of each
-    /// node named).
+    /// node to count), to measure what Redis spends per vote (`INFO cpu` and `INFO
+    /// commandstats` of each node named).
     #[arg(long)]
     pub redis_url: Option<String>,
+    /// A hub of a previous build, on a Redis of its own, whose votes are measured beside
+    /// this one's (G=60 and G=3, taking turns at going first).
+    #[arg(long, requires = "baseline_redis_url")]
+    pub baseline_url: Option<String>,
+    /// The previous build's Redis, as --redis-url.
+    #[arg(long)]
+    pub baseline_redis_url: Option<String>,
+    /// What the previous build is (a commit), for the table.
+    #[arg(long, default_value = "previous build")]
+    pub baseline_label: String,
 }
 
 /// Everything `bench suite` measures, for one table.
@@ -105,10 +116,23 @@ pub struct Suite {
     pub storm: Option<StormReport>,
     pub redis_script_limit: Option<f64>,
     pub redis_script_limit_pipelined: Option<f64>,
-    /// CPU time all Redis nodes spent per vote in the G=60 run, in microseconds.
-    pub redis_cpu_us_per_vote: Option<f64>,
-    /// Redis nodes the CPU time was summed over (every node the URL names).
+    /// What all Redis nodes spent per vote in the G=60 run and in the G=3 run.
+    pub redis_cost_g60: Option<RedisCost>,
+    pub redis_cost_g3: Option<RedisCost>,
+    /// Redis nodes the figures were summed over (every node the URL names).
     pub redis_nodes: usize,
+    /// The same votes on a previous build.
+    pub baseline: Option<Baseline>,
+}
+
+/// The vote runs on a previous build, beside this one's.
+#[derive(Debug, Serialize)]
+pub struct Baseline {
+    pub label: String,
+    pub votes_g60: VotesReport,
+    pub votes_g3: VotesReport,
+    pub redis_cost_g60: Option<RedisCost>,
+    pub redis_cost_g3: Option<RedisCost>,
 }
 
 /// The large runs, and why they have fewer sessions than asked for when they do.
@@ -122,14 +146,15 @@ pub struct Large {
 
 pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
     super::raise_open_files_limit();
-    let votes = |group: usize, rate: Option<f64>| VotesOptions {
-        url: options.url.clone(),
+    let votes_at = |url: &str, group: usize, rate: Option<f64>| VotesOptions {
+        url: url.to_owned(),
         sessions: options.sessions,
         group,
         duration: options.duration,
         max_votes: None,
         rate,
     };
+    let votes = |url: &str, group: usize| votes_at(url, group, None);
     eprintln!(
         "votes, G={GROUP}, {} sessions, {:?}",
         options.sessions, options.duration
@@ -139,23 +164,40 @@ pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
         .as_deref()
         .map(redis_nodes)
         .unwrap_or_default();
-    let cpu_before = redis_cpu_seconds(&nodes).await;
-    let votes_g60 = votes::run(&votes(GROUP, None)).await?;
-    let cpu_after = redis_cpu_seconds(&nodes).await;
-    let redis_cpu_us_per_vote = match (cpu_before, cpu_after) {
-        (Some(before), Some(after)) if votes_g60.votes > 0 => {
-            Some((after - before) * 1e6 / votes_g60.votes as f64)
-        }
+    let baseline_nodes = options
+        .baseline_redis_url
+        .as_deref()
+        .map(redis_nodes)
+        .unwrap_or_default();
+    let (votes_g60, redis_cost_g60) = measured_votes(&votes(&options.url, GROUP), &nodes).await?;
+    let mut baseline_g60 = None;
+    if let Some(url) = &options.baseline_url {
+        eprintln!("votes, G={GROUP}, on the {}", options.baseline_label);
+        baseline_g60 = Some(measured_votes(&votes(url, GROUP), &baseline_nodes).await?);
+    }
+    eprintln!("votes, G=3");
+    let mut baseline_g3 = None;
+    if let Some(url) = &options.baseline_url {
+        eprintln!("votes, G=3, on the {}", options.baseline_label);
+        baseline_g3 = Some(measured_votes(&votes(url, 3), &baseline_nodes).await?);
+    }
+    let (votes_g3, redis_cost_g3) = measured_votes(&votes(&options.url, 3), &nodes).await?;
+    let baseline = match (baseline_g60, baseline_g3) {
+        (Some((votes_g60, redis_cost_g60)), Some((votes_g3, redis_cost_g3))) => Some(Baseline {
+            label: options.baseline_label.clone(),
+            votes_g60,
+            votes_g3,
+            redis_cost_g60,
+            redis_cost_g3,
+        }),
         _ => None,
     };
-    eprintln!("votes, G=3");
-    let votes_g3 = votes::run(&votes(3, None)).await?;
     let half = votes_g60.votes_per_second / 2.0 / options.sessions as f64;
     eprintln!(
         "votes, G={GROUP} at half the maximum rate ({:.0} votes/s)",
         votes_g60.votes_per_second / 2.0
     );
-    let votes_half_rate = votes::run(&votes(GROUP, Some(half))).await?;
+    let votes_half_rate = votes::run(&votes_at(&options.url, GROUP, Some(half))).await?;
     eprintln!("connections: {}", options.connections);
     let connections = connections::run(&ConnectionsOptions {
         url: options.url.clone(),
@@ -223,8 +265,10 @@ pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
         storm,
         redis_script_limit: limit,
         redis_script_limit_pipelined: pipelined,
-        redis_cpu_us_per_vote,
+        redis_cost_g60,
+        redis_cost_g3,
         redis_nodes: nodes.len(),
+        baseline,
     })
 }
 
@@ -346,28 +390,19 @@ fn redis_nodes(url: &str) -> Vec<redis::ConnectionInfo> {
     })
 }
 
-/// CPU time (user + system, seconds) the nodes have used, or `None` if one cannot be read.
-async fn redis_cpu_seconds(nodes: &[redis::ConnectionInfo]) -> Option<f64> {
-    if nodes.is_empty() {
-        return None;
-    }
-    let mut total = 0.0;
-    for node in nodes {
-        let client = redis::Client::open(node.clone()).ok()?;
-        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-        let info: String = redis::cmd("INFO")
-            .arg("cpu")
-            .query_async(&mut conn)
-            .await
-            .ok()?;
-        total += info
-            .lines()
-            .filter_map(|line| line.split_once(':'))
-            .filter(|(name, _)| matches!(*name, "used_cpu_sys" | "used_cpu_user"))
-            .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
-            .sum::<f64>();
-    }
-    Some(total)
+/// One vote run, and what Redis (`nodes`) spent per vote during it.
+async fn measured_votes(
+    options: &VotesOptions,
+    nodes: &[redis::ConnectionInfo],
+) -> Result<(VotesReport, Option<RedisCost>), BenchError> {
+    let before = RedisSnapshot::take(nodes).await;
+    let report = votes::run(options).await?;
+    let after = RedisSnapshot::take(nodes).await;
+    let cost = match (before, after) {
+        (Some(before), Some(after)) => RedisCost::between(&before, &after, report.votes),
+        _ => None,
+    };
+    Ok((report, cost))
 }
 
 /// Runs `redis-benchmark` with EVALSHA of the vote script on random decisions and

@@ -1,8 +1,8 @@
 //! The suite's table: every figure of a [`Suite`], the hub's fan-out beside the floor's.
 
-use super::{GROUP, Suite};
+use super::{Baseline, GROUP, Suite};
 use crate::fanout::{self, CallProbe, FanoutReport};
-use crate::{Percentiles, Table, connections, ms, storm, webhooks};
+use crate::{Percentiles, Table, connections, ms, redis_cost, storm, webhooks};
 
 /// The suite as one table.
 pub fn table(s: &Suite) -> String {
@@ -16,14 +16,14 @@ pub fn table(s: &Suite) -> String {
         "hub votes/s, G=3",
         format!("{:.0}", s.votes_g3.votes_per_second),
     );
-    if let Some(cpu) = s.redis_cpu_us_per_vote {
-        t.row(
-            format!(
-                "Redis CPU per vote, G={GROUP}, all {} node(s) (us)",
-                s.redis_nodes
-            ),
-            format!("{cpu:.1}"),
-        );
+    let nodes = s.redis_nodes;
+    for (group, cost) in [(GROUP, &s.redis_cost_g60), (3, &s.redis_cost_g3)] {
+        if let Some(cost) = cost {
+            redis_cost::rows(&mut t, &format!("G={group}, all {nodes} node(s)"), cost);
+        }
+    }
+    if let Some(b) = &s.baseline {
+        baseline_rows(&mut t, s, b);
     }
     let limits = [
         ("no pipelining", "script limit", s.redis_script_limit),
@@ -98,6 +98,34 @@ pub fn table(s: &Suite) -> String {
         storm::rows(&mut t, report);
     }
     t.0
+}
+
+/// This build's votes beside the previous build's.
+fn baseline_rows(t: &mut Table, s: &Suite, b: &Baseline) {
+    let label = &b.label;
+    for (group, now, then) in [
+        (GROUP, &s.votes_g60, &b.votes_g60),
+        (3, &s.votes_g3, &b.votes_g3),
+    ] {
+        t.row(
+            format!("votes/s, G={group}: this build / {label}"),
+            format!(
+                "{:.0} / {:.0} = {:.2}x",
+                now.votes_per_second,
+                then.votes_per_second,
+                now.votes_per_second / then.votes_per_second.max(1.0)
+            ),
+        );
+        t.row(
+            format!("vote latency p99, G={group}: this build / {label} (ms)"),
+            format!("{} / {}", ms(now.latency_us.p99), ms(then.latency_us.p99)),
+        );
+    }
+    for (group, cost) in [(GROUP, &b.redis_cost_g60), (3, &b.redis_cost_g3)] {
+        if let Some(cost) = cost {
+            redis_cost::rows(t, &format!("G={group}, {label}"), cost);
+        }
+    }
 }
 
 /// The middle of sorted `values` (the mean of the two middle ones for an even count).
