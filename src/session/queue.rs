@@ -44,6 +44,11 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     )
 }
 
+/// Bytes of the state the two ends share (behind an `Arc`).
+pub const fn shared_size<T>() -> usize {
+    std::mem::size_of::<Shared<T>>()
+}
+
 struct Shared<T> {
     state: Mutex<State<T>>,
     /// Raised when a message is queued or the sender goes: the receiver waits on it.
