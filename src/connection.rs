@@ -123,87 +123,93 @@ fn run(
     }
 }
 
-async fn read_calls(
-    hub: &Hub,
-    session: &SessionHandle,
-    stream: &mut SplitStream<SessionSocket>,
-    writer_done: &Signal,
-) {
-    // Created once, not on every frame: a busy session is polled often.
-    let shutdown = hub.shutdown.cancelled();
-    let writer_gone = writer_done.raised();
-    tokio::pin!(shutdown, writer_gone);
-    // Only a session whose token expires carries a timer.
-    let mut expiry = Expiry::new(session.expires_at_ms());
-    loop {
-        // The next call runs only once the replies have room: its reply is then queued at
-        // once, whatever its size, and held nowhere else.
-        let next_frame = async {
-            session.outbox.room_for_replies().await;
-            stream.next().await
-        };
-        let frame = tokio::select! {
-            // The hub's own reasons to close come before the next frame.
-            biased;
-            _ = &mut shutdown => {
-                send_close(session, close::code::GOING_AWAY, close::SHUTTING_DOWN).await;
-                break;
-            }
-            _ = &mut writer_gone => break,
-            () = expiry.reached() => {
-                tracing::info!(session = session.id, "token expired; closing the session");
-                send_close(session, close::code::POLICY_VIOLATION, close::TOKEN_EXPIRED).await;
-                break;
-            }
-            frame = next_frame => frame,
-        };
-        // Any frame shows the peer is alive.
-        session.peer_heard();
-        let text = match frame {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Binary(_))) => {
-                send_close(session, close::code::UNSUPPORTED_DATA, close::BINARY).await;
-                break;
-            }
-            // Pings and pongs are frames like any other: they count against the call budget
-            // (the WebSocket layer answers pings).
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
-                session.admit_call();
-                if close_if_flooding(session).await {
+/// Reads the session's calls and runs them, one at a time, until the client leaves, the
+/// writer is gone, the hub stops, the token expires or the session floods. An `async move`
+/// block, like [`run`]'s.
+#[allow(clippy::manual_async_fn)]
+fn read_calls<'a>(
+    hub: &'a Hub,
+    session: &'a SessionHandle,
+    stream: &'a mut SplitStream<SessionSocket>,
+    writer_done: &'a Signal,
+) -> impl Future<Output = ()> + Send + 'a {
+    async move {
+        // Created once, not on every frame: a busy session is polled often.
+        let shutdown = hub.shutdown.cancelled();
+        let writer_gone = writer_done.raised();
+        tokio::pin!(shutdown, writer_gone);
+        // Only a session whose token expires carries a timer.
+        let mut expiry = Expiry::new(session.expires_at_ms());
+        loop {
+            // The next call runs only once the replies have room: its reply is then queued at
+            // once, whatever its size, and held nowhere else.
+            let next_frame = async {
+                session.outbox.room_for_replies().await;
+                stream.next().await
+            };
+            let frame = tokio::select! {
+                // The hub's own reasons to close come before the next frame.
+                biased;
+                _ = &mut shutdown => {
+                    send_close(session, close::code::GOING_AWAY, close::SHUTTING_DOWN).await;
                     break;
                 }
-                continue;
-            }
-            // A read returns whole messages, never raw frames.
-            Some(Ok(Message::Close(_) | Message::Frame(_))) | None => break,
-            Some(Err(err)) => {
-                if is_too_long(err) {
-                    tracing::info!(session = session.id, "message over the size limit");
-                    send_close(session, close::code::MESSAGE_TOO_BIG, close::TOO_BIG).await;
+                _ = &mut writer_gone => break,
+                () = expiry.reached() => {
+                    tracing::info!(session = session.id, "token expired; closing the session");
+                    send_close(session, close::code::POLICY_VIOLATION, close::TOKEN_EXPIRED).await;
+                    break;
                 }
+                frame = next_frame => frame,
+            };
+            // Any frame shows the peer is alive.
+            session.peer_heard();
+            let text = match frame {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Binary(_))) => {
+                    send_close(session, close::code::UNSUPPORTED_DATA, close::BINARY).await;
+                    break;
+                }
+                // Pings and pongs are frames like any other: they count against the call budget
+                // (the WebSocket layer answers pings).
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                    session.admit_call();
+                    if close_if_flooding(session).await {
+                        break;
+                    }
+                    continue;
+                }
+                // A read returns whole messages, never raw frames.
+                Some(Ok(Message::Close(_) | Message::Frame(_))) | None => break,
+                Some(Err(err)) => {
+                    if is_too_long(err) {
+                        tracing::info!(session = session.id, "message over the size limit");
+                        send_close(session, close::code::MESSAGE_TOO_BIG, close::TOO_BIG).await;
+                    }
+                    break;
+                }
+            };
+            // Boxed: a call's future is large and lives only while the call runs, so an idle
+            // session does not carry its space.
+            let call = Box::pin(methods::handle_frame(
+                hub,
+                Caller::Session(session),
+                text.as_str(),
+            ));
+            if let Some(reply) = call.await
+                && !session
+                    .outbox
+                    .queue_reply(Outbound::Reply(reply.into()))
+                    .await
+            {
                 break;
             }
-        };
-        // Boxed: a call's future is large and lives only while the call runs, so an idle
-        // session does not carry its space.
-        let call = Box::pin(methods::handle_frame(
-            hub,
-            Caller::Session(session),
-            text.as_str(),
-        ));
-        if let Some(reply) = call.await
-            && !session
-                .outbox
-                .queue_reply(Outbound::Reply(reply.into()))
-                .await
-        {
-            break;
+            if close_if_flooding(session).await {
+                break;
+            }
+            // A call may have refreshed the token.
+            expiry.follow(session.expires_at_ms());
         }
-        if close_if_flooding(session).await {
-            break;
-        }
-        // A call may have refreshed the token.
-        expiry.follow(session.expires_at_ms());
     }
 }
 

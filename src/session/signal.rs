@@ -2,11 +2,14 @@
 //! writer): raised once by one, awaited by the other. It lives in the task itself and
 //! allocates nothing, where a `CancellationToken` allocates its shared state.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures::future::Either;
 use tokio::sync::Notify;
 
-/// Raised once; whoever waits for it returns from then on.
+/// Raised once, and awaited by one waiter at a time: the wait that is on when it is
+/// raised ends, and every wait begun after it ends at once.
 #[derive(Default)]
 pub struct Signal {
     raised: AtomicBool,
@@ -14,23 +17,20 @@ pub struct Signal {
 }
 
 impl Signal {
-    /// Raises the signal: every wait for it ends, now and later.
+    /// Raises the signal: the wait for it ends, and every later one at once.
     pub fn raise(&self) {
         self.raised.store(true, Ordering::Release);
-        self.notify.notify_waiters();
+        // A permit if the waiter has not been polled yet, which its first poll takes.
+        self.notify.notify_one();
     }
 
-    /// Completes once the signal is raised.
-    pub async fn raised(&self) {
-        loop {
-            // Registered before checking, so a raise in between is not missed.
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.raised.load(Ordering::Acquire) {
-                return;
-            }
-            notified.await;
+    /// Completes once the signal is raised. Only the notification itself is kept while
+    /// waiting (the wait lives in every idle session).
+    pub fn raised(&self) -> impl Future<Output = ()> + Send + '_ {
+        if self.raised.load(Ordering::Acquire) {
+            Either::Left(std::future::ready(()))
+        } else {
+            Either::Right(self.notify.notified())
         }
     }
 }
@@ -38,6 +38,16 @@ impl Signal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_wait_begun_before_the_raise_ends_even_if_first_polled_after_it() {
+        let signal = Signal::default();
+        let wait = signal.raised();
+        signal.raise();
+        tokio::time::timeout(std::time::Duration::from_secs(5), wait)
+            .await
+            .expect("the raise left a permit for the wait");
+    }
 
     #[tokio::test]
     async fn a_wait_ends_when_the_signal_is_raised_and_every_later_wait_at_once() {

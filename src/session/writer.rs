@@ -51,77 +51,80 @@ pub struct WriterSettings {
 ///
 /// While the session is idle, this future waits for the next message; everything it
 /// does with one (a write, a flush, a close) runs in a future of its own, boxed, so that
-/// an idle session does not carry their space.
-pub async fn write_outbound(
+/// an idle session does not carry their space. An `async move` block rather than an
+/// `async fn`, which would keep its arguments twice.
+#[allow(clippy::manual_async_fn)]
+pub fn write_outbound<'a>(
     settings: WriterSettings,
-    session: &SessionHandle,
-    sink: &mut Sink,
-    outbound: &mut queue::Receiver<Outbound>,
-    reader_done: &Signal,
-    writer_done: &Signal,
-) {
-    // A zero interval turns pings off.
-    let ping_every = settings.ping_interval;
-    let mut pings = tokio::time::interval(ping_every.max(Duration::from_millis(1)));
-    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    pings.reset();
-    // Created once, not per message; the session ends when either fires.
-    let evicted = session.outbox.evicted.notified();
-    let reader_gone = reader_done.raised();
-    tokio::pin!(evicted, reader_gone);
-    let mut pending_close = None;
-    loop {
-        // The bytes the message holds, given back once it is written.
-        let mut held = Held::default();
-        let message = match pending_close.take() {
-            Some((code, reason)) => close(code, reason),
-            None => tokio::select! {
-                biased;
-                _ = &mut evicted => close(code::POLICY_VIOLATION, reason::SLOW_CONSUMER),
-                // A direct write left bytes on the wire: they go before anything queued.
-                () = session.outbox.flush_wanted.notified() => {
-                    match Box::pin(flush_direct(session, sink, evicted.as_mut())).await {
-                        Flushed::Done => continue,
-                        Flushed::Evicted => {
-                            pending_close = Some((code::POLICY_VIOLATION, reason::SLOW_CONSUMER));
-                            continue;
+    session: &'a SessionHandle,
+    sink: &'a mut Sink,
+    outbound: &'a mut queue::Receiver<Outbound>,
+    reader_done: &'a Signal,
+    writer_done: &'a Signal,
+) -> impl Future<Output = ()> + Send + 'a {
+    async move {
+        // A zero interval turns pings off.
+        let ping_every = settings.ping_interval;
+        let mut pings = tokio::time::interval(ping_every.max(Duration::from_millis(1)));
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        pings.reset();
+        // Created once, not per message; the session ends when either fires.
+        let evicted = session.outbox.evicted.notified();
+        let reader_gone = reader_done.raised();
+        tokio::pin!(evicted, reader_gone);
+        let mut pending_close = None;
+        loop {
+            // The next message, and the bytes of the queue it holds until it is written.
+            let (message, held) = match pending_close.take() {
+                Some((code, reason)) => (close(code, reason), Held::default()),
+                None => tokio::select! {
+                    biased;
+                    _ = &mut evicted => (close(code::POLICY_VIOLATION, reason::SLOW_CONSUMER), Held::default()),
+                    // A direct write left bytes on the wire: they go before anything queued.
+                    () = session.outbox.flush_wanted.notified() => {
+                        match Box::pin(flush_direct(session, sink, evicted.as_mut())).await {
+                            Flushed::Done => continue,
+                            Flushed::Evicted => {
+                                pending_close = Some((code::POLICY_VIOLATION, reason::SLOW_CONSUMER));
+                                continue;
+                            }
+                            Flushed::Failed => break,
                         }
-                        Flushed::Failed => break,
                     }
-                }
-                next = outbound.recv() => match next {
-                    Some(message) => {
-                        held = Held::of(&message);
-                        Message::from(message)
+                    next = outbound.recv() => match next {
+                        Some(message) => {
+                            let held = Held::of(&message);
+                            (Message::from(message), held)
+                        }
+                        None => break,
+                    },
+                    // Everything the reader queued has been written (the queue is polled first).
+                    _ = &mut reader_gone => break,
+                    _ = pings.tick(), if !settings.ping_interval.is_zero() => {
+                        if session.ping_sent() >= MAX_UNANSWERED_PINGS {
+                            tracing::info!(session = session.id, "peer left {MAX_UNANSWERED_PINGS} pings unanswered; closing");
+                            (close(code::POLICY_VIOLATION, reason::PING_TIMEOUT), Held::default())
+                        } else {
+                            (Message::Ping(Default::default()), Held::default())
+                        }
                     }
-                    None => break,
                 },
-                // Everything the reader queued has been written (the queue is polled first).
-                _ = &mut reader_gone => break,
-                _ = pings.tick(), if !ping_every.is_zero() => {
-                    if session.ping_sent() >= MAX_UNANSWERED_PINGS {
-                        tracing::info!(session = session.id, "peer left {MAX_UNANSWERED_PINGS} pings unanswered; closing");
-                        close(code::POLICY_VIOLATION, reason::PING_TIMEOUT)
-                    } else {
-                        Message::Ping(Default::default())
-                    }
-                }
-            },
-        };
-        let batch = Batch {
-            session,
-            sink: &mut *sink,
-            outbound: &mut *outbound,
-            pending_close: &mut pending_close,
-        };
-        if !Box::pin(batch.write(message, held, evicted.as_mut())).await {
-            break;
+            };
+            let batch = Batch {
+                session,
+                sink: &mut *sink,
+                outbound: &mut *outbound,
+                pending_close: &mut pending_close,
+            };
+            if !Box::pin(batch.write(message, held, evicted.as_mut())).await {
+                break;
+            }
         }
+        // Nothing is written any more: whoever waits for room in the queue gives up now.
+        session.outbox.close_queue();
+        writer_done.raise();
+        let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, sink.close())).await;
     }
-    // Nothing is written any more: whoever waits for room in the queue gives up now.
-    session.outbox.close_queue();
-    writer_done.raise();
-    let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, sink.close())).await;
 }
 
 /// A close frame with `code` and `reason`.
