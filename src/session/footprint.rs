@@ -2,6 +2,7 @@
 //! reported as `quorum_session_footprint_bytes{part}` for `quorum-hub-bench connections`,
 //! which sets the parts beside the hub's measured memory per session.
 
+use std::cell::UnsafeCell;
 use std::mem::size_of;
 use std::sync::Arc;
 
@@ -24,8 +25,12 @@ pub fn parts(
         ("task", task_bytes),
         ("session", ARC_COUNTS + size_of::<SessionHandle>()),
         ("queue", ARC_COUNTS + queue::shared_size::<Outbound>()),
-        // The halves of the split WebSocket share it behind one `Arc`.
-        ("socket", ARC_COUNTS + size_of::<SessionSocket>()),
+        // The halves of the split WebSocket share it in a lock behind one `Arc`: the lock's
+        // state and its cell, which the halves can give the socket back from.
+        (
+            "socket",
+            ARC_COUNTS + size_of::<usize>() + size_of::<Option<UnsafeCell<SessionSocket>>>(),
+        ),
         ("read_buffer", read_buffer_bytes),
         // A ping interval keeps its timer in a box.
         (
