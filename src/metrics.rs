@@ -13,6 +13,12 @@ pub struct Outcome {
     pub outcome: &'static str,
 }
 
+/// The `part` label of `quorum_session_footprint_bytes`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Part {
+    pub part: &'static str,
+}
+
 /// Every metric the hub keeps. Cloning shares the underlying values.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -53,6 +59,9 @@ pub struct Metrics {
     /// Webhook deliveries waiting (due, or being attempted), over every endpoint, as this
     /// hub last read them.
     pub webhook_pending: Gauge,
+    /// What one idle WebSocket session holds, by part, as this build lays it out (see
+    /// `session/footprint.rs`); set when the first session opens.
+    pub session_footprint: Family<Part, Gauge>,
 }
 
 impl Metrics {
@@ -78,6 +87,7 @@ impl Metrics {
             // 1 ms to about 19 h (the retry schedule reaches days).
             webhook_delivery: Histogram::new(exponential_buckets(0.001, 4.0, 14)),
             webhook_pending: Gauge::default(),
+            session_footprint: Family::default(),
         }
     }
 
@@ -173,6 +183,11 @@ impl Metrics {
             "webhook_pending",
             "Webhook deliveries waiting, over every endpoint",
             self.webhook_pending.clone(),
+        );
+        r.register(
+            "session_footprint_bytes",
+            "What one idle WebSocket session holds, by part, as this build lays it out",
+            self.session_footprint.clone(),
         );
         r
     }

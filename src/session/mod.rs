@@ -10,19 +10,24 @@
 //! - [`cursor`], [`live`], [`replay`]: where it stands in the decision event stream, live
 //!   delivery at that place, and the replay of what it missed.
 //! - [`binding`]: the instance it registered as.
+//! - [`footprint`]: what an idle session holds, part by part, for the metrics.
 //!
 //! The transports:
 //! - [`writer`]: the half that writes the outbox's queue to a WebSocket.
+//! - [`signal`]: how the reading and writing halves of a session's task tell each other
+//!   they are done.
 //! - [`wire`]: the TCP stream under the WebSocket, which the fan-out writes frames into.
 //! - [`sse`]: the body of a Server-Sent Events stream, drained from the same queue; it
 //!   takes no direct writes (its outbox has no wire) and reads no calls.
 
 mod binding;
 mod cursor;
+pub mod footprint;
 mod live;
 mod outbox;
 pub mod queue;
 mod replay;
+pub mod signal;
 pub mod sse;
 mod state;
 pub mod wire;

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use futures::future::Either;
 use tokio::sync::Notify;
 
 use super::queue::{self, Receiver, Sender, TrySendError};
@@ -12,6 +13,8 @@ use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
 use super::wire::{Direct, Wire};
 use crate::metrics::Metrics;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// Steps in which a session's held bytes count towards the hub's total
 /// (`quorum_session_outbound_bytes`): a session's share changes only when its bytes cross
@@ -131,9 +134,33 @@ pub struct Outbox {
     closed: AtomicBool,
     /// Set once the session is marked a slow consumer (counted once).
     slow: AtomicBool,
-    metrics: Metrics,
+    metrics: OutboxMetrics,
     /// The session's id, for the log.
     session: u64,
+}
+
+/// The few of the hub's metrics an outbox counts in. Every session holds its own copy, so
+/// it holds these and not the whole [`Metrics`].
+struct OutboxMetrics {
+    events_delivered: Counter,
+    events_dropped: Counter,
+    slow_consumer_closes: Counter,
+    dashboard_events_dropped: Counter,
+    session_outbound_bytes: Gauge,
+    session_outbound_peak_bytes: Gauge,
+}
+
+impl From<Metrics> for OutboxMetrics {
+    fn from(metrics: Metrics) -> Self {
+        Self {
+            events_delivered: metrics.events_delivered,
+            events_dropped: metrics.events_dropped,
+            slow_consumer_closes: metrics.slow_consumer_closes,
+            dashboard_events_dropped: metrics.dashboard_events_dropped,
+            session_outbound_bytes: metrics.session_outbound_bytes,
+            session_outbound_peak_bytes: metrics.session_outbound_peak_bytes,
+        }
+    }
 }
 
 /// What a new outbox starts with.
@@ -165,7 +192,7 @@ impl Outbox {
             room: Notify::new(),
             closed: AtomicBool::new(false),
             slow: AtomicBool::new(false),
-            metrics: settings.metrics,
+            metrics: settings.metrics.into(),
             session: settings.session,
         };
         (outbox, receiver)
@@ -208,10 +235,16 @@ impl Outbox {
     /// the writer is gone instead. The reader waits here before it runs a call, so a call's
     /// reply is held only in the queue, counted, never beside it.
     pub async fn room_for_replies(&self) -> bool {
-        // The common case, room at once, takes no waiter.
+        // The common case, room at once, takes no waiter; the wait is boxed, so that a
+        // reader waiting for its next frame does not carry its space.
         if self.held_now().replies < self.reply_share() {
             return !self.closed.load(Ordering::Acquire);
         }
+        Box::pin(self.wait_for_room()).await
+    }
+
+    /// Waits until the replies hold less than half the byte budget, or the writer is gone.
+    async fn wait_for_room(&self) -> bool {
         loop {
             // Registered before checking, so a release in between is not missed.
             let room = self.room.notified();
@@ -229,14 +262,27 @@ impl Outbox {
 
     /// Queues a reply (or a close) at once, whatever its size: its bytes are held from here
     /// on, also while it waits for a place in a queue full by messages.
-    pub async fn queue_reply(&self, message: Outbound) -> bool {
+    ///
+    /// The message is queued, or found unwanted, when this is called; the future returned
+    /// only waits for a place in a full queue (boxed: a reader holding it between calls
+    /// does not carry the wait's space).
+    pub fn queue_reply(&self, message: Outbound) -> impl Future<Output = bool> + Send + '_ {
         let held = Held::of(&message);
         self.hold(held);
-        if self.sender.send(message).await.is_ok() {
-            return true;
+        match self.sender.try_send(message) {
+            Ok(()) => Either::Left(std::future::ready(true)),
+            Err(TrySendError::Closed(_)) => {
+                self.release(held);
+                Either::Left(std::future::ready(false))
+            }
+            Err(TrySendError::Full(message)) => Either::Right(Box::pin(async move {
+                let queued = self.sender.send(message).await.is_ok();
+                if !queued {
+                    self.release(held);
+                }
+                queued
+            })),
         }
-        self.release(held);
-        false
     }
 
     /// Queues a pushed message without waiting; `Full` when the queue is full, by messages,

@@ -180,3 +180,36 @@ async fn a_reply_waiting_for_room_gives_up_when_the_writer_is_gone() {
         "the refused reply holds nothing"
     );
 }
+
+#[tokio::test]
+async fn a_reply_waits_for_a_place_in_a_queue_full_by_messages_holding_its_bytes() {
+    let (session, mut queue) = session(1_000_000);
+    for _ in 0..64 {
+        assert!(session.queue_reply(reply(10)).await);
+    }
+    let waiting = {
+        let session = session.clone();
+        tokio::spawn(async move { session.queue_reply(reply(500)).await })
+    };
+    assert!(still_waiting(&waiting).await);
+    assert_eq!(session.held_now(), Held::replies(64 * 10 + 500));
+    write_next(&session, &mut queue).await;
+    assert!(waiting.await.unwrap(), "queued once a place was free");
+    assert_eq!(session.held_now(), Held::replies(63 * 10 + 500));
+
+    // Full again: a reply that waits gives its bytes back when the writer goes.
+    let waiting = {
+        let session = session.clone();
+        tokio::spawn(async move { session.queue_reply(reply(700)).await })
+    };
+    assert!(still_waiting(&waiting).await);
+    assert_eq!(session.held_now(), Held::replies(63 * 10 + 500 + 700));
+    drop(queue);
+    assert!(!waiting.await.unwrap(), "the writer is gone");
+    assert_eq!(session.held_now(), Held::replies(63 * 10 + 500));
+    assert!(
+        !session.queue_reply(reply(900)).await,
+        "refused at once once the writer is gone"
+    );
+    assert_eq!(session.held_now(), Held::replies(63 * 10 + 500));
+}
