@@ -128,44 +128,45 @@ async fn a_hub_without_replica_waits_publishes_its_own_event_behind_any_number_w
         voters.push(careful.client_as(&format!("careful-{n}")).await);
     }
     let mut hasty_voter = hasty.client_as("hasty").await;
-    // Eight voters on the careful hub, each deciding its share alone; no replica confirms.
+    // Eight voters on the careful hub, each deciding decisions alone; no replica confirms.
+    // A vote that times out while it waits for its batch is never run, so the voters go on
+    // in rounds until more events wait than one publishing run takes.
     redis.pause(replica);
-    let votes = voters
-        .into_iter()
-        .enumerate()
-        .map(|(n, mut voter)| async move {
-            for k in (n..MORE_THAN_A_BATCH).step_by(8) {
-                let params = vote_params(&format!("careful-{n}"), &format!("w-{k}"), "y", Some(1));
-                // Answered `replication` (or, on a busy machine, `timeout`): either way the
-                // decision is in the primary and its event waits; the log below says which.
-                let reply = voter.call("system.quorum.vote", params).await;
-                assert!(
-                    reply.get("error").is_some(),
-                    "confirmed without a replica: {reply}"
-                );
-            }
-        });
-    futures::future::join_all(votes).await;
     let mut link = redis::Client::open(primary_url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let logged: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(log_key)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut link)
-        .await
-        .unwrap();
-    let waiting: Vec<Value> = logged
-        .iter()
-        .filter_map(|(_, fields)| {
-            let (_, decision) = fields.iter().find(|(name, _)| name == "decision")?;
-            Some(json!(decision))
-        })
-        .collect();
-    assert!(waiting.len() > 500, "only {} events wait", waiting.len());
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut round = 0;
+    let waiting = loop {
+        let waiting = waiting_decisions(&mut link, &log_key).await;
+        if waiting.len() > MORE_THAN_A_BATCH {
+            break waiting;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} events wait after {round} rounds",
+            waiting.len()
+        );
+        let votes = voters.iter_mut().enumerate().map(|(n, voter)| async move {
+            let params = vote_params(
+                &format!("careful-{n}"),
+                &format!("w-{round}-{n}"),
+                "y",
+                Some(1),
+            );
+            // Answered `replication` (or, on a busy machine, `timeout`): either way the
+            // vote is not confirmed; the log says which decisions wait.
+            let reply = voter.call("system.quorum.vote", params).await;
+            assert!(
+                reply.get("error").is_some(),
+                "confirmed without a replica: {reply}"
+            );
+        });
+        futures::future::join_all(votes).await;
+        round += 1;
+    };
     // The hub that does not wait publishes every waiting event, then its own, at once.
     let fast = hasty_voter.vote("hasty", "fast", "y", 1).await;
     assert_eq!(fast["finalDecision"], "y", "{fast}");
@@ -261,4 +262,25 @@ async fn on_a_cluster_a_decision_is_logged_only_once_its_own_shard_confirms_it()
     });
     assert_eq!(next_decisions(&mut watcher, 1).await, [json!(decision)]);
     watcher.assert_no_more_notifications(&decision).await;
+}
+
+/// The decisions whose events are in the event log at `log_key`, oldest first.
+async fn waiting_decisions(
+    link: &mut redis::aio::MultiplexedConnection,
+    log_key: &str,
+) -> Vec<Value> {
+    let logged: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(log_key)
+        .arg("-")
+        .arg("+")
+        .query_async(link)
+        .await
+        .unwrap();
+    logged
+        .iter()
+        .filter_map(|(_, fields)| {
+            let (_, decision) = fields.iter().find(|(name, _)| name == "decision")?;
+            Some(json!(decision))
+        })
+        .collect()
 }
