@@ -2,7 +2,7 @@
 //! an open breaker once Redis answers), [`deadlines`] (closes decisions past their deadline),
 //! [`publisher`] (publishes decision events once replicas confirm them), [`keepalive`]
 //! (refreshes open sessions' bindings), [`sweep`] (logs decisions left unlogged, on a
-//! cluster), [`dashboards`] (keeps the dashboards flags set, on a cluster) and [`policies`]
+//! cluster), [`dashboards`] (keeps the dashboards flags set) and [`policies`]
 //! (keeps the hub's copy of the decision policies current).
 
 pub mod dashboards;
