@@ -140,7 +140,7 @@ async fn a_hub_without_replica_waits_publishes_its_own_event_behind_any_number_w
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let mut round = 0;
     let waiting = loop {
-        let waiting = waiting_decisions(&mut link, &log_key).await;
+        let waiting = waiting_decisions(&mut link, log_key).await;
         if waiting.len() > MORE_THAN_A_BATCH {
             break waiting;
         }
