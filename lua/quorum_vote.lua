@@ -7,7 +7,8 @@
 -- It runs in one of two modes (ARGV[1]):
 -- 'log'   (one Redis) a decision event is appended and published in this same run, and
 --         the rate limit is applied here;
--- 'defer' (Redis Cluster, where every key must share the decision's slot: a batch of one)
+-- 'defer' (Redis Cluster, where every key must share one slot: a batch of one partition's
+--         votes)
 --         a decision made here is put in its partition's "decided, not yet logged" set;
 --         the hub then logs it with log_decision.lua and records its event id. The rate
 --         limit was reserved in the instance's slot before this run (reserve_vote.lua),

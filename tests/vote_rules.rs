@@ -568,8 +568,9 @@ async fn status_and_state_report_the_audit_trail_without_scanning_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn votes_sent_at_once_are_judged_one_by_one_as_if_each_ran_alone() {
     // Every session sends its vote and, before any reply, a second vote with another
-    // value: the hub runs them in batches (on one Redis), and each must be judged as a run
-    // of its own would judge it, in the order they were recorded.
+    // value: the hub runs them in batches (on a cluster, the decision's partition's), and
+    // each must be judged as a run of its own would judge it, in the order they were
+    // recorded.
     let redis = RedisServer::start();
     let hub = TestHub::start(&redis).await;
     let mut observer = hub.client().await;

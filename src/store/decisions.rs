@@ -44,8 +44,9 @@ impl Store {
     /// Runs the vote script for one ballot. The script also indexes a decision it opens,
     /// in the same atomic run, so a recorded vote's decision is always in `get_state`.
     ///
-    /// On a cluster a vote takes up to three steps (see ARCHITECTURE.md): a place in the
-    /// voter's rate window, the vote script in the decision's slot, and, for a decision
+    /// The vote joins its partition's batch (see [`super::vote_batch`]). On a cluster a
+    /// vote takes up to three steps (see ARCHITECTURE.md): a place in the voter's rate
+    /// window, the vote script in the decision's slot, and, for a decision
     /// whose event is not logged yet, the log script in the event log's slot. Once the
     /// vote script has answered, the answer stands: a failure to log is left to the sweep
     /// ([`Store::log_unlogged`]) and never turns a recorded vote into an error.
@@ -79,13 +80,11 @@ impl Store {
             publish_later: self.waits_for_replicas(),
             lifecycle: self.lifecycle,
         };
-        let voted = if self.layout.is_cluster() {
-            self.run_votes(&[&vote], settings)
-                .await
-                .map(|mut answers| answers.remove(0))
-        } else {
-            self.vote_batches.vote(self, vote, settings).await
-        };
+        // Votes on one partition share a queue, so that a batch's keys share one slot.
+        let partition = self.layout.partition(ballot.decision.as_str());
+        let voted = self.vote_batches[partition]
+            .vote(self, vote, settings)
+            .await;
         // A vote that did not count gives its place back. A vote that failed keeps it,
         // since the failure may hide a recorded vote.
         if let (Some(Reservation::Taken { at }), Ok(reply)) = (&reservation, &voted)

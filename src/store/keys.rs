@@ -144,6 +144,23 @@ impl Layout {
         matches!(self, Layout::Partitioned { .. })
     }
 
+    /// How many partitions decisions spread over: one on one Redis.
+    pub(crate) fn partitions(&self) -> usize {
+        match self {
+            Layout::Single => 1,
+            Layout::Partitioned { tags } => tags.len(),
+        }
+    }
+
+    /// The partition (`0..partitions()`) decision `name` belongs to: every key a vote on
+    /// it touches shares that partition's slot on a cluster.
+    pub(crate) fn partition(&self, name: &str) -> usize {
+        match self {
+            Layout::Single => 0,
+            Layout::Partitioned { tags } => slots::partition_of(name, tags.len()),
+        }
+    }
+
     /// The hash tag of a decision's partition (cluster only), braces included.
     fn tag(tags: &[String], name: &str) -> String {
         partition_tag(&tags[slots::partition_of(name, tags.len())])

@@ -149,8 +149,9 @@ pub struct Store {
     /// How decisions close: their default deadline, and how long they are kept after.
     lifecycle: Lifecycle,
     scripts: Arc<Scripts>,
-    /// Votes waiting for their run of the vote script (one Redis).
-    vote_batches: Arc<vote_batch::VoteBatches>,
+    /// Votes waiting for their run of the vote script, one queue per partition (one on
+    /// one Redis): a run's keys share one slot.
+    vote_batches: Arc<[Arc<vote_batch::VoteBatches>]>,
     breaker: Arc<Breaker>,
     /// Counts failed Redis calls for `/metrics`.
     errors: Counter,
@@ -178,6 +179,7 @@ impl Store {
             .map_err(|e| Error::Internal(format!("invalid Redis URL {url:?}: {e}")))?;
         let layout = Layout::of(&target);
         let connections = connect(target, longest_call, wait_replicas)?;
+        let vote_batches = (0..layout.partitions()).map(|_| Arc::default()).collect();
         Ok(Self {
             events_node: connections.events_node,
             sentinels: connections.sentinels,
@@ -186,7 +188,7 @@ impl Store {
             layout,
             lifecycle,
             scripts: Arc::new(Scripts::new()),
-            vote_batches: Arc::default(),
+            vote_batches,
             breaker: Arc::new(breaker),
             errors,
             guarded: true,

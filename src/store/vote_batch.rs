@@ -6,8 +6,9 @@
 //! run of the script. The run judges them one after another, in queue order, exactly as
 //! separate runs would; what they share is the run's fixed cost in Redis (the call and
 //! its parsing, the clock, the dashboards flag, the append-only file's transaction) and
-//! one round trip. On a cluster every key of a run must share one slot, so each vote
-//! runs alone there (see [`Store::vote`]).
+//! one round trip. On a cluster every key of a run must share one slot, so the store
+//! keeps one queue per partition (see [`Store::vote`]): a batch holds votes on one
+//! partition's decisions only.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
