@@ -76,10 +76,16 @@ const ARGS_PER_VOTE: usize = 11;
 /// One vote's part of a run of the vote script: its keys and arguments.
 #[derive(Debug, Clone)]
 pub(super) struct ScriptVote {
-    /// The decision, whose partition (on a cluster) names the run's shared keys.
-    decision: String,
     keys: [String; KEYS_PER_VOTE],
+    /// The decision's name first.
     args: [String; ARGS_PER_VOTE],
+}
+
+impl ScriptVote {
+    /// The decision, whose partition (on a cluster) names the run's shared keys.
+    fn decision(&self) -> &str {
+        &self.args[0]
+    }
 }
 
 /// One vote as the vote script takes it (see the contract in `lua/quorum_vote.lua`).
@@ -119,7 +125,6 @@ pub(super) fn script_vote(
     };
     let number = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
     ScriptVote {
-        decision: decision.to_owned(),
         keys: [
             key("votes"),
             key("tally"),
@@ -180,18 +185,46 @@ pub(super) struct RunSettings {
     pub(super) lifecycle: Lifecycle,
 }
 
-/// KEYS and ARGV of one run of the vote script for `votes` (at least one; on a cluster
-/// exactly one, since every key must share the decision's slot).
+/// One run of the vote script: what its votes share, then each vote's keys and arguments,
+/// borrowed (a batch's dozens of keys and arguments are not copied again).
+pub(super) struct Invocation<'a> {
+    shared_keys: Vec<String>,
+    shared_args: Vec<String>,
+    votes: &'a [&'a ScriptVote],
+}
+
+impl Invocation<'_> {
+    /// KEYS: the shared ones, then [`KEYS_PER_VOTE`] per vote.
+    pub(super) fn keys(&self) -> Vec<&str> {
+        let each = self.votes.iter().flat_map(|vote| &vote.keys);
+        let mut keys =
+            Vec::with_capacity(self.shared_keys.len() + self.votes.len() * KEYS_PER_VOTE);
+        keys.extend(self.shared_keys.iter().chain(each).map(String::as_str));
+        keys
+    }
+
+    /// ARGV: the shared ones, then [`ARGS_PER_VOTE`] per vote.
+    pub(super) fn args(&self) -> Vec<&str> {
+        let each = self.votes.iter().flat_map(|vote| &vote.args);
+        let mut args =
+            Vec::with_capacity(self.shared_args.len() + self.votes.len() * ARGS_PER_VOTE);
+        args.extend(self.shared_args.iter().chain(each).map(String::as_str));
+        args
+    }
+}
+
+/// The run of the vote script for `votes` (at least one; on a cluster all in one
+/// partition, since every key of a run must share one slot).
 ///
 /// On one Redis the script logs a decision and applies the rate limit itself; on a
 /// cluster it defers the log and gets the verdict of the voter's reservation.
-pub(super) fn run_invocation(
+pub(super) fn run_invocation<'a>(
     layout: &Layout,
-    votes: &[&ScriptVote],
+    votes: &'a [&'a ScriptVote],
     settings: RunSettings,
-) -> (Vec<String>, Vec<String>) {
-    let first = &votes[0].decision;
-    let mut keys = vec![
+) -> Invocation<'a> {
+    let first = votes[0].decision();
+    let mut shared_keys = vec![
         layout.decisions_index(first),
         layout
             .unlogged(first)
@@ -202,10 +235,10 @@ pub(super) fn run_invocation(
     let limit = if layout.is_cluster() {
         RateLimit::OFF
     } else {
-        keys.push(layout.published().to_owned());
+        shared_keys.push(layout.published().to_owned());
         settings.limit
     };
-    let mut args = vec![
+    let shared_args = vec![
         if layout.is_cluster() { "defer" } else { "log" }.to_owned(),
         DECISION_STREAM_CAP.to_string(),
         layout.decision_channel().to_owned(),
@@ -222,13 +255,11 @@ pub(super) fn run_invocation(
         settings.lifecycle.retention.as_millis().to_string(),
         votes.len().to_string(),
     ];
-    keys.reserve(votes.len() * KEYS_PER_VOTE);
-    args.reserve(votes.len() * ARGS_PER_VOTE);
-    for vote in votes {
-        keys.extend(vote.keys.iter().cloned());
-        args.extend(vote.args.iter().cloned());
+    Invocation {
+        shared_keys,
+        shared_args,
+        votes,
     }
-    (keys, args)
 }
 
 /// Arguments for `redis-benchmark` that run the vote script on random decisions and
@@ -253,12 +284,13 @@ pub(crate) fn vote_benchmark_command(
         publish_later: false,
         lifecycle: Lifecycle::DEFAULT,
     };
-    let (mut keys, args) = run_invocation(&Layout::Single, &[&vote], settings);
-    keys[0] = keys::BENCH_DECISIONS_INDEX.to_owned();
-    keys[2] = keys::BENCH_DEADLINES_INDEX.to_owned();
+    let votes = [&vote];
+    let run = run_invocation(&Layout::Single, &votes, settings);
+    let mut keys = run.keys();
+    keys[0] = keys::BENCH_DECISIONS_INDEX;
+    keys[2] = keys::BENCH_DEADLINES_INDEX;
     let mut command = vec!["EVALSHA".to_owned(), sha.to_owned(), keys.len().to_string()];
-    command.extend(keys);
-    command.extend(args);
+    command.extend(keys.into_iter().chain(run.args()).map(str::to_owned));
     command
 }
 
@@ -298,7 +330,9 @@ mod tests {
     fn an_omitted_total_opens_with_the_default_and_its_quorum() {
         let layout = Layout::Single;
         let one = vote(&layout, ballot(None));
-        let (keys, args) = run_invocation(&layout, &[&one], SETTINGS);
+        let votes = [&one];
+        let run = run_invocation(&layout, &votes, SETTINGS);
+        let (keys, args) = (run.keys(), run.args());
         assert_eq!(keys.len(), 5 + KEYS_PER_VOTE);
         assert_eq!(keys[0], layout.decisions_index("d"));
         assert_eq!(keys[1], layout.stream());
@@ -348,7 +382,9 @@ mod tests {
                 ..ballot(Some(6))
             },
         );
-        let (keys, args) = run_invocation(&layout, &[&first, &second], SETTINGS);
+        let votes = [&first, &second];
+        let run = run_invocation(&layout, &votes, SETTINGS);
+        let (keys, args) = (run.keys(), run.args());
         assert_eq!(keys.len(), 5 + 2 * KEYS_PER_VOTE);
         assert_eq!(args.len(), 10 + 2 * ARGS_PER_VOTE);
         assert_eq!(args[9], "2");
@@ -368,7 +404,9 @@ mod tests {
             publish_later: true,
             ..SETTINGS
         };
-        let (_, args) = run_invocation(&layout, &[&one], settings);
+        let votes = [&one];
+        let run = run_invocation(&layout, &votes, settings);
+        let (_, args) = (run.keys(), run.args());
         assert_eq!(args[7], PUBLISH_LATER);
     }
 
@@ -386,7 +424,9 @@ mod tests {
             place: None,
         };
         let one = script_vote(&layout, ballot(None), reserved, Lifecycle::DEFAULT);
-        let (keys, args) = run_invocation(&layout, &[&one], SETTINGS);
+        let votes = [&one];
+        let run = run_invocation(&layout, &votes, SETTINGS);
+        let (keys, args) = (run.keys(), run.args());
         assert_eq!(
             keys.len(),
             4 + KEYS_PER_VOTE,
@@ -395,7 +435,7 @@ mod tests {
         assert_eq!(keys[2], layout.deadlines("d"));
         assert_eq!(keys[3], layout.dashboards_flag("d"));
         assert_eq!(keys[4 + KEYS_PER_VOTE - 1], layout.decision("d", "places"));
-        let slot = super::super::slots::key_slot(&keys[0]);
+        let slot = super::super::slots::key_slot(keys[0]);
         for key in &keys {
             assert_eq!(super::super::slots::key_slot(key), slot, "{key}");
         }
@@ -449,7 +489,9 @@ mod tests {
     fn the_benchmark_command_declares_every_key_it_passes() {
         let command = vote_benchmark_command("sha", 60, LIMIT);
         let one = vote(&Layout::Single, ballot(Some(60)));
-        let (keys, args) = run_invocation(&Layout::Single, &[&one], SETTINGS);
+        let votes = [&one];
+        let run = run_invocation(&Layout::Single, &votes, SETTINGS);
+        let (keys, args) = (run.keys(), run.args());
         assert_eq!(command[..3], ["EVALSHA", "sha", &keys.len().to_string()]);
         assert_eq!(command.len(), 3 + keys.len() + args.len());
         assert_eq!(command[3], keys::BENCH_DECISIONS_INDEX);

@@ -116,11 +116,9 @@ impl Store {
         votes: &[&ScriptVote],
         settings: RunSettings,
     ) -> Result<Vec<VoteScriptReply>, Error> {
-        let (keys, args) = run_invocation(&self.layout, votes, settings);
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = run_invocation(&self.layout, votes, settings);
         let answers: Vec<VoteScriptReply> = self
-            .eval_acknowledged(&self.scripts.vote, &keys, &args)
+            .eval_acknowledged(&self.scripts.vote, &run.keys(), &run.args())
             .await?;
         if answers.len() != votes.len() {
             return Err(internal(format!(
