@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{
     HubProcess, RedisServer, TestHub, WsClient, assert_error, bin_path, eventually,
-    expected_winner, http, metrics_show, rpc_call, short_tempdir, vote_params, wait_ready,
+    expected_winner, http, metrics_show, rpc_call, short_tempdir, tallied, vote_params, wait_ready,
     without_rate_limits,
 };
 use futures::future::join_all;
@@ -353,14 +353,8 @@ async fn acknowledged_votes_survive_a_kill_9_of_the_managed_redis() {
             votes.len(),
             "{decision}: a vote counted twice: {status}"
         );
-        let tally_sum: u64 = status["tally"]
-            .as_object()
-            .unwrap()
-            .values()
-            .map(|v| v.as_u64().unwrap())
-            .sum();
         assert_eq!(
-            tally_sum,
+            tallied(&status),
             votes.len() as u64,
             "{decision}: tally and votes disagree: {status}"
         );

@@ -4,7 +4,7 @@ mod common;
 
 use common::{
     RedisServer, TestHub, WsClient, assert_error, eventually, expected_winner, request, rpc,
-    rpc_call, vote_params,
+    rpc_call, tallied, vote_params,
 };
 use serde_json::{Value, json};
 
@@ -634,13 +634,7 @@ async fn votes_sent_at_once_are_judged_one_by_one_as_if_each_ran_alone() {
     assert_eq!(seqs, expected);
     let in_order: Vec<&str> = votes.iter().map(|v| v["value"].as_str().unwrap()).collect();
     assert_eq!(status["finalDecision"], expected_winner(&in_order));
-    let tallied: u64 = status["tally"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|n| n.as_u64().unwrap())
-        .sum();
-    assert_eq!(tallied, quorum);
+    assert_eq!(tallied(&status), quorum);
     let event = observer.next_notification().await;
     assert_eq!(event["params"]["decision"], decision);
     assert_eq!(event["params"]["value"], status["finalDecision"]);

@@ -23,7 +23,7 @@ pub use self::hub::{
     HubProcess, TestHub, bin_path, wait_ready, without_rate_limits, without_rate_limits_at,
 };
 pub use self::jsonrpc::{assert_error, request, vote_params};
-pub use self::oracle::expected_winner;
+pub use self::oracle::{expected_winner, tallied};
 pub use self::redis_server::RedisServer;
 pub use self::ws::WsClient;
 
