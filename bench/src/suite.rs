@@ -175,12 +175,13 @@ pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
         eprintln!("votes, G={GROUP}, on the {}", options.baseline_label);
         baseline_g60 = Some(measured_votes(&votes(url, GROUP), &baseline_nodes).await?);
     }
-    eprintln!("votes, G=3");
+    // The previous build goes first at G=3, as this one did at G=60.
     let mut baseline_g3 = None;
     if let Some(url) = &options.baseline_url {
         eprintln!("votes, G=3, on the {}", options.baseline_label);
         baseline_g3 = Some(measured_votes(&votes(url, 3), &baseline_nodes).await?);
     }
+    eprintln!("votes, G=3");
     let (votes_g3, redis_cost_g3) = measured_votes(&votes(&options.url, 3), &nodes).await?;
     let baseline = match (baseline_g60, baseline_g3) {
         (Some((votes_g60, redis_cost_g60)), Some((votes_g3, redis_cost_g3))) => Some(Baseline {
