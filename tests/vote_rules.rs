@@ -566,6 +566,142 @@ async fn status_and_state_report_the_audit_trail_without_scanning_keys() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn votes_on_many_decisions_sent_at_once_are_each_judged_as_if_alone() {
+    // Every session sends, before any reply, a vote on each of four decisions and then a
+    // retry of each with another value: batches hold votes on several decisions at once,
+    // which open, record, decide and refuse within one run. Each decision must end as if
+    // its votes had run one by one: one place per recorded vote, a tally that counts the
+    // recorded ballots, the rule-5 winner, and every answer agreeing with what was kept.
+    let redis = RedisServer::start();
+    let hub = TestHub::start(&redis).await;
+    let mut observer = hub.client().await;
+    let sessions_n = 16usize;
+    // (decision, totalInstances): quorums 2, 3 and 5 are reached; 17 of 33 never is.
+    let decisions = [
+        ("mixed-0", 3u64),
+        ("mixed-1", 5),
+        ("mixed-2", 9),
+        ("mixed-3", 33),
+    ];
+    let mut sessions = voters(&hub, "mixed", sessions_n).await;
+    for (i, (id, client)) in sessions.iter_mut().enumerate() {
+        let mut n = 0;
+        for round in 0..2 {
+            for (d, (decision, total)) in decisions.iter().enumerate() {
+                let value = if round == 0 {
+                    ["A", "B", "C"][(i + d) % 3]
+                } else {
+                    "Z"
+                };
+                let params = vote_params(id, decision, value, Some(*total));
+                client
+                    .send_text(&request(n, "system.quorum.vote", params).to_string())
+                    .await;
+                n += 1;
+            }
+        }
+    }
+    // Each session's answers by decision, in the order it sent them.
+    let mut answers: Vec<(String, Vec<Vec<Value>>)> = Vec::new();
+    for (id, client) in sessions.iter_mut() {
+        let mut by_decision = vec![Vec::new(); decisions.len()];
+        for _ in 0..2 * decisions.len() {
+            let reply = client.recv_reply().await;
+            let n = reply["id"].as_u64().expect("a numbered reply") as usize;
+            by_decision[n % decisions.len()].push((n, reply["result"].clone()));
+        }
+        let ordered = by_decision
+            .into_iter()
+            .map(|mut replies| {
+                replies.sort_by_key(|(n, _)| *n);
+                replies.into_iter().map(|(_, result)| result).collect()
+            })
+            .collect();
+        answers.push((id.clone(), ordered));
+    }
+
+    let mut events = std::collections::HashMap::new();
+    for _ in 0..3 {
+        let event = observer.next_notification().await;
+        let decision = event["params"]["decision"].as_str().unwrap().to_owned();
+        assert!(
+            events.insert(decision, event).is_none(),
+            "a decision made twice"
+        );
+    }
+    for (d, (decision, total)) in decisions.iter().enumerate() {
+        let quorum = total / 2 + 1;
+        let status = observer
+            .result("system.quorum.status", json!({"decision": decision}))
+            .await;
+        let votes = status["votes"].as_array().unwrap();
+        let recorded_as: std::collections::HashMap<&str, (u64, &str)> = votes
+            .iter()
+            .map(|v| {
+                let place = (v["seq"].as_u64().unwrap(), v["value"].as_str().unwrap());
+                (v["instanceId"].as_str().unwrap(), place)
+            })
+            .collect();
+        let kept = quorum.min(sessions_n as u64);
+        let seqs: Vec<u64> = votes.iter().map(|v| v["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, (1..=kept).collect::<Vec<_>>(), "{decision}: {status}");
+        // The tally counts exactly the recorded ballots, value by value.
+        let mut counted: std::collections::HashMap<&str, u64> = Default::default();
+        for (_, value) in recorded_as.values() {
+            *counted.entry(value).or_default() += 1;
+        }
+        let tally: std::collections::HashMap<&str, u64> = status["tally"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(value, n)| (value.as_str(), n.as_u64().unwrap()))
+            .collect();
+        assert_eq!(tally, counted, "{decision}: {status}");
+        assert!(
+            !counted.contains_key("Z"),
+            "{decision}: a retry was counted"
+        );
+        let decided = kept == quorum;
+        let in_order: Vec<&str> = votes.iter().map(|v| v["value"].as_str().unwrap()).collect();
+        if decided {
+            let event = &events
+                .get(*decision)
+                .unwrap_or_else(|| panic!("{decision}: {events:?} {status}"))["params"];
+            assert_eq!(status["finalDecision"], expected_winner(&in_order));
+            assert_eq!(event["value"], status["finalDecision"], "{decision}");
+            assert_eq!(event["voteCount"], quorum, "{decision}");
+        } else {
+            assert!(
+                !events.contains_key(*decision),
+                "{decision} was not decided"
+            );
+            assert_eq!(status["quorumReached"], false, "{decision}: {status}");
+        }
+        for (id, by_decision) in &answers {
+            let results = &by_decision[d];
+            let (first, retry) = (&results[0], &results[1]);
+            assert_eq!(retry["voted"], false, "{id} on {decision}: {retry}");
+            match recorded_as.get(id.as_str()) {
+                Some((seq, value)) => {
+                    assert_eq!(first["voted"], true, "{id} on {decision}: {first}");
+                    assert_eq!(first["voteCount"], *seq, "{id} was told another's place");
+                    assert_eq!(retry["reason"], "already_voted", "{id}: {retry}");
+                    assert_eq!(retry["recordedValue"], *value, "{id}: {retry}");
+                }
+                None => {
+                    for result in results {
+                        assert_eq!(result["reason"], "decided", "{id} on {decision}: {result}");
+                        assert_eq!(result["finalDecision"], status["finalDecision"]);
+                        assert_eq!(result["voteCount"], quorum, "{id}: {result}");
+                    }
+                }
+            }
+        }
+    }
+    observer.assert_no_more_notifications("mixed-3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn votes_sent_at_once_are_judged_one_by_one_as_if_each_ran_alone() {
     // Every session sends its vote and, before any reply, a second vote with another
     // value: the hub runs them in batches (on a cluster, the decision's partition's), and
