@@ -3,12 +3,7 @@
 -- One run takes a batch of votes (one or more, on any decisions) and judges them one after
 -- another, in order, exactly as if each were a run of its own: the run is atomic, so no two
 -- votes on one decision ever interleave, however many hubs race. A batch shares the run's
--- fixed costs (the call, the clock, the dashboards flag) among its votes, and the votes on
--- one decision share that decision's reads and writes: its metadata, its result and its
--- voters' ballots are read once, by the first of them, and kept current in the script as
--- the next are judged; the ballots, votes and tally they record are written together,
--- before anything reads those keys back (closing the decision) and at the end of the run.
--- Only the voter's own rate window is read and written vote by vote.
+-- fixed costs (the call, the clock, the dashboards flag) among its votes.
 -- It runs in one of two modes (ARGV[1]):
 -- 'log'   (one Redis) a decision event is appended and published in this same run, and
 --         the rate limit is applied here;
@@ -93,7 +88,6 @@ local stream_cap, channel, vote_channel = ARGV[2], ARGV[3], ARGV[4]
 local rate_max, rate_window = tonumber(ARGV[5]), tonumber(ARGV[6])
 local index_cap, publish = ARGV[7], ARGV[8] == 'later' and '' or 'PUBLISH'
 local retention = ARGV[9]
-local first_key, batch = deferred and 5 or 6, tonumber(ARGV[10])
 -- One clock reading for the batch: its votes happen in one atomic run.
 local now = now_ms()
 -- What the batch learnt once: whether the dashboards flag is set, whether events wait in
@@ -132,89 +126,41 @@ local function open_under(meta, p)
   end
 end
 
--- The instances voting on each decision in this batch, by its metadata key.
-local voters = {}
-for i = 0, batch - 1 do
-  local meta = KEYS[first_key + i * 6 + 3]
-  voters[meta] = voters[meta] or {}
-  table.insert(voters[meta], ARGV[11 + i * 11 + 1])
+-- The rule that refuses a vote for `value` on an open decision, in the order the rules win,
+-- or nil: 'decided' or 'expired' (`final`, the decision's result, says it is closed),
+-- 'expired_now' (past its deadline), 'not_in_electorate', 'value_refused',
+-- 'total_mismatch' or 'close_mismatch'. `opened` is the metadata as the vote read it.
+local function refusal(opened, final, value, stated_total, stated_close)
+  if final then
+    return final[1] and 'decided' or 'expired'
+  elseif past_deadline(opened[4], now) then
+    return 'expired_now'
+  elseif opened[6] and not opened[7] then
+    return 'not_in_electorate'
+  elseif opened[5] and not listed(opened[5], value) then
+    return 'value_refused'
+  elseif stated_total ~= '' and stated_total ~= opened[1] then
+    return 'total_mismatch'
+  elseif stated_close ~= '' and opened[3] and stated_close ~= opened[3] then
+    return 'close_mismatch'
+  end
+  return nil
 end
 
--- What the batch knows of each decision its votes are on, by metadata key, and those
--- decisions in the order the batch first met them.
-local decisions, met = {}, {}
-
--- A decision's state, as the first of the batch's votes on it reads it: its keys (from
--- KEYS[k]) and its terms while it is open (`total` is false while it is not); `cast`, the
--- ballots of the batch's voters (instance -> value); `final`, the result once it is
--- closed ({value, voteCount, eventId, decidedAt, expiredAt, tally}, false when absent);
--- `count`, how many votes it has (nil: not asked yet); and the votes recorded but not yet
--- written.
-local function decision_at(k)
-  local meta = KEYS[k + 3]
-  local d = decisions[meta]
-  if d then
-    return d
-  end
-  local m = redis.call('HMGET', meta, 'totalInstances', 'quorum', 'closeAfterMs', 'closesAt',
-    'values', 'role', 'closed', 'format')
-  d = {votes = KEYS[k], tally = KEYS[k + 1], result = KEYS[k + 2], meta = meta,
-    ballots = KEYS[k + 4], total = m[1], quorum = m[2], close_after = m[3],
-    closes_at = m[4], values = m[5], role = m[6], cast = {}, final = nil, count = nil,
-    ballots_due = {}, votes_due = {}, tally_due = {}, tally_order = {}}
-  if d.total then
-    local cast = redis.call('HMGET', d.ballots, unpack(voters[meta]))
-    for i, instance in ipairs(voters[meta]) do
-      d.cast[instance] = cast[i]
-    end
-    -- Metadata written without `format` does not say whether the decision is closed: its
-    -- result is asked instead.
-    if m[7] or m[8] ~= FORMAT then
-      local final = redis.call('HMGET', d.result, 'value', 'voteCount', 'eventId', 'decidedAt',
-        'expiredAt', 'tally')
-      if final[1] or final[5] then
-        d.final = final
-      end
-    end
-  else
-    d.count = 0
-  end
-  decisions[meta] = d
-  table.insert(met, d)
-  return d
-end
-
--- How many votes decision `d` has.
-local function votes_of(d)
-  if not d.count then
-    d.count = redis.call('ZCARD', d.votes)
-  end
-  return d.count
-end
-
--- Writes the votes recorded on decision `d` and not yet written: their ballots, their
--- places in the votes, the tally. Returns the tally of the values they were for.
-local function write_due(d)
-  local counts = {}
-  if #d.votes_due == 0 then
-    return counts
-  end
-  redis.call('HSET', d.ballots, unpack(d.ballots_due))
-  redis.call('ZADD', d.votes, unpack(d.votes_due))
-  for _, v in ipairs(d.tally_order) do
-    counts[v] = redis.call('HINCRBY', d.tally, v, d.tally_due[v])
-  end
-  d.ballots_due, d.votes_due, d.tally_due, d.tally_order = {}, {}, {}, {}
-  return counts
-end
-
--- Judges one vote on decision `d`: its keys from KEYS[k], its arguments from ARGV[a].
-local function vote(d, k, a)
-  local rate = KEYS[k + 5]
+-- Judges one vote: its keys from KEYS[k], its arguments from ARGV[a].
+local function vote(k, a)
+  local votes, tally, result, meta, ballots, rate =
+    KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
   local decision, instance, value = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local stated_total, stated_close = ARGV[a + 3], ARGV[a + 6]
-  local meta, result = d.meta, d.result
-  local total, quorum = d.total, d.quorum
+  local parts = {votes, tally, result, meta, ballots}
+
+  -- One read tells an open decision's terms, whether this instance is among its electors,
+  -- and whether it is closed (metadata written without `format` does not say: the result
+  -- is asked instead).
+  local opened = redis.call('HMGET', meta, 'totalInstances', 'quorum', 'closeAfterMs',
+    'closesAt', 'values', 'role', 'member:' .. instance, 'closed', 'format')
+  local total, quorum = opened[1], opened[2]
 
   local function answer(outcome, count, final_value, recorded_value, event_id, decided_at,
       taken)
@@ -222,51 +168,35 @@ local function vote(d, k, a)
       event_id or '', decided_at or '', taken or ''}
   end
 
-  -- The answer for an instance whose vote is recorded already, or nil for one whose vote
-  -- is not.
-  local function already_voted()
-    local recorded = d.cast[instance]
+  -- The answer for an instance whose vote is recorded already (`recorded`, its value), or
+  -- nil for one whose vote is not.
+  local function already_voted(recorded)
     if not recorded then
       return nil
     end
-    local final = d.final or {}
+    local final = redis.call('HMGET', result, 'value', 'eventId', 'decidedAt')
     local taken = deferred and redis.call('HGET', rate, instance) or ''
-    return answer('already_voted', votes_of(d), final[1], recorded, final[3], final[4], taken)
-  end
-
-  -- The rule that refuses a vote on an open decision, in the order they win, or nil.
-  local function refusal()
-    if d.final then
-      return d.final[1] and 'decided' or 'expired'
-    end
-    if past_deadline(d.closes_at, now) then
-      return 'expired_now'
-    end
-    if d.role and not redis.call('HGET', meta, 'member:' .. instance) then
-      return 'not_in_electorate'
-    end
-    if d.values and not listed(d.values, value) then
-      return 'value_refused'
-    end
-    if stated_total ~= '' and stated_total ~= total then
-      return 'total_mismatch'
-    end
-    if stated_close ~= '' and d.close_after and stated_close ~= d.close_after then
-      return 'close_mismatch'
-    end
-    return nil
+    return answer('already_voted', redis.call('ZCARD', votes), final[1], recorded, final[2],
+      final[3], taken)
   end
 
   if total then
-    local refused = refusal()
-    -- Each rule answers only after the one-vote rule: a retry of a vote that counted always
-    -- learns so.
+    -- The rules that refuse a vote on an open decision, in the order they win. Each
+    -- answers only after the one-vote rule: a retry of a vote that counted always learns so.
+    local final = nil
+    if opened[8] or opened[9] ~= FORMAT then
+      final = redis.call('HMGET', result, 'value', 'voteCount', 'eventId', 'decidedAt',
+        'expiredAt', 'tally')
+      if not (final[1] or final[5]) then
+        final = nil
+      end
+    end
+    local refused = refusal(opened, final, value, stated_total, stated_close)
     if refused then
-      local voted = already_voted()
+      local voted = already_voted(redis.call('HGET', ballots, instance))
       if voted then
         return voted
       end
-      local final = d.final
       -- Rule: the result is final. Later votes are not recorded, whatever totalInstances
       -- they state: a decided decision answers every new voter the same way.
       if refused == 'decided' then
@@ -278,15 +208,13 @@ local function vote(d, k, a)
         return answer('expired', tonumber(final[2]), '', final[6], final[3], final[5])
       end
       if refused == 'expired_now' then
-        write_due(d)
-        local count = string.format('%d', votes_of(d))
-        local at_expiry = tally_json(d.votes, d.ballots, d.tally)
+        local count = string.format('%d', redis.call('ZCARD', votes))
+        local at_expiry = tally_json(votes, ballots, tally)
         redis.call('HSET', meta, 'closed', 'expired')
         redis.call('ZREM', deadlines, decision)
         if deferred then
           redis.call('HSET', result, 'expiredAt', now, 'voteCount', count, 'tally', at_expiry)
           redis.call('ZADD', log, now, decision)
-          d.final = {false, count, false, false, now, at_expiry}
           return answer('expired_now', count, '', at_expiry, '', now)
         end
         local event_id
@@ -294,18 +222,17 @@ local function vote(d, k, a)
           '', count, quorum, total, now, at_expiry, waiting)
         redis.call('HSET', result, 'expiredAt', now, 'voteCount', count, 'tally', at_expiry,
           'eventId', event_id)
-        retain({d.votes, d.tally, result, meta, d.ballots}, retention)
-        d.final = {false, count, event_id, false, now, at_expiry}
+        retain(parts, retention)
         return answer('expired_now', count, '', at_expiry, event_id, now)
       end
       -- Rule: the first vote fixed the deadline; a different stated closeAfterMs is refused
       -- (the answer's count is the closeAfterMs the decision opened with).
       if refused == 'close_mismatch' then
-        return answer('close_mismatch', tonumber(d.close_after))
+        return answer('close_mismatch', tonumber(opened[3]))
       end
       -- Rules: a decision opened with an electorate takes votes from its members only; one
       -- opened with allowed values takes no other; the first vote fixed totalInstances.
-      return answer(refused, votes_of(d))
+      return answer(refused, redis.call('ZCARD', votes))
     end
   end
 
@@ -340,28 +267,31 @@ local function vote(d, k, a)
     end
   end
   if wait_ms then
-    return already_voted() or answer('rate_limited', wait_ms)
+    return already_voted(opened[1] and redis.call('HGET', ballots, instance))
+      or answer('rate_limited', wait_ms)
   end
 
   -- Rule: one vote per instance. The vote is recorded unless this instance's already is.
-  if d.cast[instance] then
-    return already_voted()
-  end
-  if not d.total then
+  local seq = 1
+  if opened[1] then
+    if redis.call('HSETNX', ballots, instance, value) == 0 then
+      return already_voted(redis.call('HGET', ballots, instance))
+    end
+    seq = redis.call('ZCARD', votes) + 1
+  else
     local close_after = ARGV[a + 7]
     local closes_at = string.format('%.0f', tonumber(now) + tonumber(close_after))
     redis.call('HSET', meta, 'decision', decision, 'totalInstances', total, 'quorum', quorum,
       'openedAt', now, 'closeAfterMs', close_after, 'closesAt', closes_at, 'format', FORMAT)
     if terms then
       open_under(meta, terms)
-      d.values, d.role = terms.values, terms.role
     end
-    d.total, d.quorum, d.close_after, d.closes_at = total, quorum, close_after, closes_at
     redis.call('ZADD', deadlines, closes_at, decision)
     -- Indexed in this same run, so a recorded decision is never missing from get_state
     -- (and trimmed to its cap once the batch is judged).
     redis.call('ZADD', index, 'NX', now, decision)
     opened_any = true
+    redis.call('HSET', ballots, instance, value)
   end
   if deferred then
     if ARGV[a + 9] ~= '' then
@@ -373,17 +303,8 @@ local function vote(d, k, a)
     end
     redis.call('PEXPIRE', rate, rate_window)
   end
-  local seq = votes_of(d) + 1
-  d.count, d.cast[instance] = seq, value
-  table.insert(d.ballots_due, instance)
-  table.insert(d.ballots_due, value)
-  table.insert(d.votes_due, seq)
-  table.insert(d.votes_due, instance)
-  if not d.tally_due[value] then
-    d.tally_due[value] = 0
-    table.insert(d.tally_order, value)
-  end
-  d.tally_due[value] = d.tally_due[value] + 1
+  redis.call('ZADD', votes, seq, instance)
+  local count = redis.call('HINCRBY', tally, value, 1)
   -- Votes are published for dashboards only while some hub has one listening.
   if dashboards == nil then
     dashboards = redis.call('EXISTS', flag) == 1
@@ -400,10 +321,9 @@ local function vote(d, k, a)
 
   -- Quorum reached by this vote: the decision is made, with the winner of rule 5 (this
   -- vote's value when it holds most of the votes, else as the votes say).
-  local held = write_due(d)[value]
   local winner = value
-  if held <= seq - held then
-    winner = winner_of(d.votes, d.ballots)
+  if count <= seq - count then
+    winner = winner_of(votes, ballots)
   end
   local vote_count = string.format('%d', seq)
   redis.call('HSET', meta, 'closed', 'decided')
@@ -411,7 +331,6 @@ local function vote(d, k, a)
   if deferred then
     redis.call('HSET', result, 'value', winner, 'voteCount', vote_count, 'decidedAt', now)
     redis.call('ZADD', log, now, decision)
-    d.final = {winner, vote_count, false, now, false, false}
     return answer('decided_now', seq, winner, '', '', now)
   end
   local event_id
@@ -419,18 +338,14 @@ local function vote(d, k, a)
     vote_count, quorum, total, now, nil, waiting)
   redis.call('HSET', result, 'value', winner, 'voteCount', vote_count, 'decidedAt', now,
     'eventId', event_id)
-  retain({d.votes, d.tally, result, meta, d.ballots}, retention)
-  d.final = {winner, vote_count, event_id, now, false, false}
+  retain(parts, retention)
   return answer('decided_now', seq, winner, '', event_id, now)
 end
 
 local answers = {}
-for i = 0, batch - 1 do
-  local k = first_key + i * 6
-  answers[i + 1] = vote(decision_at(k), k, 11 + i * 11)
-end
-for _, d in ipairs(met) do
-  write_due(d)
+local first_key = deferred and 5 or 6
+for i = 0, tonumber(ARGV[10]) - 1 do
+  answers[i + 1] = vote(first_key + i * 6, 11 + i * 11)
 end
 if opened_any then
   redis.call('ZREMRANGEBYRANK', index, 0, -tonumber(index_cap) - 1)
