@@ -85,8 +85,13 @@ async fn a_client_that_saw_no_decision_yet_still_gets_those_made_while_it_was_aw
     let addr = hub.addr;
     let other = TestHub::start(&redis).await;
     let mut voter = other.client_as("maker").await;
-    // The log is not empty: the client must not start from its beginning either.
+    let mut observer = hub.client().await;
+    // The log is not empty: the client must not start from its beginning either. The
+    // client connects once the hub has delivered that decision, so that it is before the
+    // client's time.
     voter.vote("maker", "long-before", "a", 1).await;
+    let seen = observer.next_notification().await;
+    assert_eq!(seen["params"]["decision"], "long-before", "{seen}");
     let mut config = ClientConfig::new(format!("ws://{addr}/ws"));
     config.instance = Some("newcomer".into());
     let (_client, mut events) = Client::connect(config).await.unwrap();
