@@ -66,17 +66,30 @@ async fn the_rate_limit_window_rolls() {
     config.vote_rate_limit = "3/2s".parse::<RateLimit>().unwrap();
     let hub = TestHub::start_with(config).await;
     let mut c = hub.client_as("roller").await;
-    for n in 0..3 {
+    // Retries of a vote that counted take no place in the window: three of them, and the
+    // next two votes are still recorded.
+    assert_eq!(c.vote("roller", "roll-0", "y", 3).await["voted"], true);
+    for _ in 0..3 {
+        let retry = c.vote("roller", "roll-0", "n", 3).await;
+        assert_eq!(retry["reason"], "already_voted", "{retry}");
+    }
+    for n in 1..3 {
         assert_eq!(
             c.vote("roller", &format!("roll-{n}"), "y", 3).await["voted"],
             true
         );
     }
     let fourth = vote_params("roller", "roll-3", "y", Some(3));
-    let error = c.error("system.quorum.vote", fourth.clone()).await;
-    assert_eq!(error["code"], -32000);
-    assert!(error["data"]["retryAfterMs"].as_u64().unwrap() <= 2000);
-    // Once the oldest vote leaves the window, a vote is accepted again.
+    for _ in 0..3 {
+        let error = c.error("system.quorum.vote", fourth.clone()).await;
+        assert_eq!(error["code"], -32000);
+        assert!(error["data"]["retryAfterMs"].as_u64().unwrap() <= 2000);
+    }
+    // The window holds the three recorded votes' times, and none of the refused ones'.
+    let held: i64 = redis.query(&["LLEN", "cb:ratelimit:{roller}:votes"]).await;
+    assert_eq!(held, 3, "the window holds a time of a vote not recorded");
+    // Once the oldest vote leaves the window, a vote is accepted again: the refused
+    // attempts meanwhile took no place in it either.
     eventually("the window to roll", async || {
         let reply = c.call("system.quorum.vote", fourth.clone()).await;
         if reply["result"]["voted"] == true {
