@@ -257,24 +257,13 @@ local function vote(k, a)
   -- The voter's reservation in its rate window was refused ('defer' mode), or its window
   -- is full ('log' mode): a sliding window kept as the instance's last rate_max vote
   -- times. Only now, so that the answers above still win over the limit.
-  -- In 'log' mode this vote's time goes into the window first: LPUSH answers the window's
-  -- length, so the oldest time that counts is read only when the window holds more than
-  -- rate_max of them (a voter under its limit costs no read). A vote that is then not
-  -- recorded takes its time out again in this same run, so it never counts.
-  local wait_ms, pushed = nil, false
+  local wait_ms = nil
   if ARGV[a + 8] ~= '' then
     wait_ms = tonumber(ARGV[a + 8])
   elseif not deferred and rate_max > 0 then
-    pushed = true
-    if redis.call('LPUSH', rate, now) > rate_max then
-      local oldest = tonumber(redis.call('LINDEX', rate, rate_max))
-      if oldest + rate_window > tonumber(now) then
-        wait_ms = oldest + rate_window - tonumber(now)
-        redis.call('LPOP', rate)
-      else
-        -- Past the window: it never counts again.
-        redis.call('LTRIM', rate, 0, rate_max - 1)
-      end
+    local oldest = tonumber(redis.call('LINDEX', rate, rate_max - 1))
+    if oldest and oldest + rate_window > tonumber(now) then
+      wait_ms = oldest + rate_window - tonumber(now)
     end
   end
   if wait_ms then
@@ -286,9 +275,6 @@ local function vote(k, a)
   local seq = 1
   if opened[1] then
     if redis.call('HSETNX', ballots, instance, value) == 0 then
-      if pushed then
-        redis.call('LPOP', rate)
-      end
       return already_voted(redis.call('HGET', ballots, instance))
     end
     seq = redis.call('ZCARD', votes) + 1
@@ -311,7 +297,10 @@ local function vote(k, a)
     if ARGV[a + 9] ~= '' then
       redis.call('HSET', rate, instance, ARGV[a + 9])
     end
-  elseif pushed then
+  elseif rate_max > 0 then
+    if redis.call('LPUSH', rate, now) > rate_max then
+      redis.call('LTRIM', rate, 0, rate_max - 1)
+    end
     redis.call('PEXPIRE', rate, rate_window)
   end
   redis.call('ZADD', votes, seq, instance)
