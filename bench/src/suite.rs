@@ -153,6 +153,7 @@ pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
         duration: options.duration,
         max_votes: None,
         rate,
+        together: false,
     };
     let votes = |url: &str, group: usize| votes_at(url, group, None);
     eprintln!(

@@ -1,5 +1,6 @@
 //! Vote throughput and latency: sessions, each its own instance with one vote in flight,
-//! grouped `group` to a decision.
+//! grouped `group` to a decision; each moving on at its own pace, or (`--together`) a
+//! group voting on each decision at once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,6 +37,43 @@ pub struct VotesOptions {
     /// Votes per second per session (default: as fast as replies come).
     #[arg(long)]
     pub rate: Option<f64>,
+    /// A group's sessions vote on each decision together, like agents answering one
+    /// question at once: each round starts once the whole group has its replies to the last.
+    /// Without it each session moves on to its next decision as soon as it has its reply.
+    #[arg(long, conflicts_with = "max_votes")]
+    pub together: bool,
+}
+
+/// Longest a session of a group voting together waits for the rest of its group past the
+/// run's end, should one of them have stopped.
+const TOGETHER_GRACE: Duration = Duration::from_secs(5);
+
+/// What a group voting together shares: where its rounds meet, and whether to stop.
+struct Lockstep {
+    barrier: tokio::sync::Barrier,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl Lockstep {
+    /// Waits for the whole group; false once the group is to stop (the run's end, as its
+    /// leader saw it, or a member that stopped answering).
+    async fn next_round(&self, deadline: Instant) -> bool {
+        let until = (deadline + TOGETHER_GRACE).into();
+        let Ok(met) = tokio::time::timeout_at(until, self.barrier.wait()).await else {
+            return false;
+        };
+        if met.is_leader() {
+            self.stop
+                .store(Instant::now() >= deadline, Ordering::Relaxed);
+        }
+        if tokio::time::timeout_at(until, self.barrier.wait())
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        !self.stop.load(Ordering::Relaxed)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,12 +93,22 @@ pub async fn run(options: &VotesOptions) -> Result<VotesReport, BenchError> {
     let prefix = format!("bv{}", run_tag());
     let sessions = super::open_registered(&options.url, &prefix, options.sessions).await?;
     let group = options.group.max(1);
+    // One meeting point per group of sessions voting together (the last may be smaller).
+    let locksteps: Vec<Arc<Lockstep>> = (0..options.sessions.div_ceil(group))
+        .map(|g| {
+            Arc::new(Lockstep {
+                barrier: tokio::sync::Barrier::new(group.min(options.sessions - g * group)),
+                stop: Default::default(),
+            })
+        })
+        .collect();
     let cast = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + options.duration;
     let mut tasks = Vec::new();
     for (i, mut socket) in sessions.into_iter().enumerate() {
         let (cast, options, prefix) = (cast.clone(), options.clone(), prefix.clone());
+        let lockstep = options.together.then(|| locksteps[i / group].clone());
         tasks.push(tokio::spawn(async move {
             let mut latency = histogram();
             let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
@@ -71,7 +119,11 @@ pub async fn run(options: &VotesOptions) -> Result<VotesReport, BenchError> {
             let mut next_at = Instant::now();
             // Each session stops by itself at the deadline or when the vote budget is spent.
             for round in 0u64.. {
-                if Instant::now() >= deadline {
+                if let Some(lockstep) = &lockstep {
+                    if !lockstep.next_round(deadline).await {
+                        break;
+                    }
+                } else if Instant::now() >= deadline {
                     break;
                 }
                 if let Some(max) = options.max_votes
