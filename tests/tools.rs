@@ -681,6 +681,29 @@ async fn the_bench_runs_a_tiny_scenario_of_each_kind() {
     }
     assert!(votes["latency_us"]["p50"].as_u64().unwrap() > 0);
 
+    // Together, every round is whole: each group of 4 (quorum 3) records two votes, decides
+    // with the third and answers the fourth `decided`, and all stop after the same round.
+    let together = bench(
+        "votes",
+        &url,
+        &[
+            "--sessions",
+            "12",
+            "--group",
+            "4",
+            "--together",
+            "--duration",
+            "1s",
+        ],
+    )
+    .await;
+    let outcome = |name: &str| together["outcomes"][name].as_u64().unwrap_or(0);
+    let decided = outcome("decided_now");
+    assert!(decided >= 3, "{together}");
+    assert_eq!(outcome("recorded"), 2 * decided, "{together}");
+    assert_eq!(outcome("decided"), decided, "{together}");
+    assert_eq!(together["votes"], 4 * decided, "{together}");
+
     let fanout = bench("fanout", &url, &["--sessions", "40", "--decisions", "5"]).await;
     assert_eq!(fanout["missed"], 0, "{fanout}");
     assert!(fanout["vote_us"]["p50"].as_u64().unwrap() > 0, "{fanout}");
