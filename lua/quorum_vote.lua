@@ -3,7 +3,13 @@
 -- One run takes a batch of votes (one or more, on any decisions) and judges them one after
 -- another, in order, exactly as if each were a run of its own: the run is atomic, so no two
 -- votes on one decision ever interleave, however many hubs race. A batch shares the run's
--- fixed costs (the call, the clock, the dashboards flag) among its votes.
+-- fixed costs (the call, the clock, the dashboards flag) among its votes, and its votes on
+-- one decision share that decision's reads: its metadata, result and vote count are read
+-- once and kept current in the script as the votes are judged. When a batch holds more
+-- than one vote on a decision (a group answering one question at once), their ballots are
+-- read together too, and the ballots, places and tally they record are written together,
+-- before the decision closes (which reads them back) and at the end of the run; a lone vote
+-- writes its own at once.
 -- It runs in one of two modes (ARGV[1]):
 -- 'log'   (one Redis) a decision event is appended and published in this same run, and
 --         the rate limit is applied here;
@@ -126,16 +132,139 @@ local function open_under(meta, p)
   end
 end
 
--- The rule that refuses a vote for `value` on an open decision, in the order the rules win,
--- or nil: 'decided' or 'expired' (`final`, the decision's result, says it is closed),
+-- The instances voting on each decision in this batch, by its metadata key.
+local first_key, voters = deferred and 5 or 6, {}
+for i = 0, tonumber(ARGV[10]) - 1 do
+  local meta = KEYS[first_key + i * 6 + 3]
+  local list = voters[meta]
+  if not list then
+    list = {}
+    voters[meta] = list
+  end
+  list[#list + 1] = ARGV[11 + i * 11 + 1]
+end
+
+-- What the batch knows of each decision its votes are on, by metadata key, and the
+-- decisions whose votes wait to be written.
+local decisions, unwritten = {}, {}
+
+-- A decision's state as the first of the batch's votes on it reads it (its keys from
+-- KEYS[k]): `opened`, its metadata {totalInstances, quorum, closeAfterMs, closesAt, values,
+-- role, closed, format}, false where absent; `final`, its result once closed ({value,
+-- voteCount, eventId, decidedAt, expiredAt, tally}), else nil; `count`, its votes (nil: not
+-- asked yet). With more than one vote of the batch on it, `cast` holds its voters' ballots
+-- (instance -> value or false) and `due` what they recorded and is not written yet.
+local function decision_at(k)
+  local meta = KEYS[k + 3]
+  local d = decisions[meta]
+  if d then
+    return d
+  end
+  local opened = redis.call('HMGET', meta, 'totalInstances', 'quorum', 'closeAfterMs',
+    'closesAt', 'values', 'role', 'closed', 'format')
+  d = {votes = KEYS[k], tally = KEYS[k + 1], result = KEYS[k + 2], meta = meta,
+    ballots = KEYS[k + 4], opened = opened}
+  local batch_voters = voters[meta]
+  if #batch_voters > 1 then
+    d.cast = {}
+    if opened[1] then
+      local cast = redis.call('HMGET', d.ballots, unpack(batch_voters))
+      for n, instance in ipairs(batch_voters) do
+        d.cast[instance] = cast[n]
+      end
+    end
+  end
+  if not opened[1] then
+    d.count = 0
+  elseif opened[7] or opened[8] ~= FORMAT then
+    -- Metadata written without `format` does not say whether the decision is closed: its
+    -- result is asked instead.
+    local final = redis.call('HMGET', d.result, 'value', 'voteCount', 'eventId', 'decidedAt',
+      'expiredAt', 'tally')
+    if final[1] or final[5] then
+      d.final = final
+    end
+  end
+  decisions[meta] = d
+  return d
+end
+
+-- How many votes decision `d` has.
+local function votes_of(d)
+  if not d.count then
+    d.count = redis.call('ZCARD', d.votes)
+  end
+  return d.count
+end
+
+-- The value `instance` voted on decision `d`, or false.
+local function ballot_of(d, instance)
+  if d.cast then
+    return d.cast[instance] or false
+  end
+  return redis.call('HGET', d.ballots, instance) or false
+end
+
+-- Records `instance`'s ballot for `value` on decision `d` as vote number `seq`, unless it
+-- has one: returns whether it was recorded, and (for a lone vote) the value's tally.
+local function record(d, instance, value, seq)
+  if d.cast then
+    if d.cast[instance] then
+      return false
+    end
+    d.cast[instance] = value
+    local due = d.due
+    if not due then
+      due = {ballots = {}, votes = {}, tally = {}, values = {}}
+      d.due = due
+      unwritten[#unwritten + 1] = d
+    end
+    local b, v = due.ballots, due.votes
+    b[#b + 1], b[#b + 2] = instance, value
+    v[#v + 1], v[#v + 2] = seq, instance
+    if not due.tally[value] then
+      due.tally[value] = 0
+      due.values[#due.values + 1] = value
+    end
+    due.tally[value] = due.tally[value] + 1
+    return true
+  end
+  if d.count == 0 then
+    redis.call('HSET', d.ballots, instance, value)
+  elseif redis.call('HSETNX', d.ballots, instance, value) == 0 then
+    return false
+  end
+  redis.call('ZADD', d.votes, seq, instance)
+  return true, redis.call('HINCRBY', d.tally, value, 1)
+end
+
+-- Writes what the votes recorded on decision `d` and not written yet: their ballots, their
+-- places, the tally. Returns the tally of the values they were for.
+local function write_due(d)
+  local due, counts = d.due, {}
+  if not due then
+    return counts
+  end
+  redis.call('HSET', d.ballots, unpack(due.ballots))
+  redis.call('ZADD', d.votes, unpack(due.votes))
+  for _, v in ipairs(due.values) do
+    counts[v] = redis.call('HINCRBY', d.tally, v, due.tally[v])
+  end
+  d.due = nil
+  return counts
+end
+
+-- The rule that refuses a vote by `instance` for `value` on open decision `d`, in the order
+-- the rules win, or nil: 'decided' or 'expired' (its result says it is closed),
 -- 'expired_now' (past its deadline), 'not_in_electorate', 'value_refused',
--- 'total_mismatch' or 'close_mismatch'. `opened` is the metadata as the vote read it.
-local function refusal(opened, final, value, stated_total, stated_close)
-  if final then
-    return final[1] and 'decided' or 'expired'
+-- 'total_mismatch' or 'close_mismatch'.
+local function refusal(d, instance, value, stated_total, stated_close)
+  local opened = d.opened
+  if d.final then
+    return d.final[1] and 'decided' or 'expired'
   elseif past_deadline(opened[4], now) then
     return 'expired_now'
-  elseif opened[6] and not opened[7] then
+  elseif opened[6] and not redis.call('HGET', d.meta, 'member:' .. instance) then
     return 'not_in_electorate'
   elseif opened[5] and not listed(opened[5], value) then
     return 'value_refused'
@@ -147,19 +276,13 @@ local function refusal(opened, final, value, stated_total, stated_close)
   return nil
 end
 
--- Judges one vote: its keys from KEYS[k], its arguments from ARGV[a].
-local function vote(k, a)
-  local votes, tally, result, meta, ballots, rate =
-    KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
+-- Judges one vote on decision `d`: its keys from KEYS[k], its arguments from ARGV[a].
+local function vote(d, k, a)
+  local rate = KEYS[k + 5]
+  local votes, tally, result, meta, ballots = d.votes, d.tally, d.result, d.meta, d.ballots
   local decision, instance, value = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local stated_total, stated_close = ARGV[a + 3], ARGV[a + 6]
-  local parts = {votes, tally, result, meta, ballots}
-
-  -- One read tells an open decision's terms, whether this instance is among its electors,
-  -- and whether it is closed (metadata written without `format` does not say: the result
-  -- is asked instead).
-  local opened = redis.call('HMGET', meta, 'totalInstances', 'quorum', 'closeAfterMs',
-    'closesAt', 'values', 'role', 'member:' .. instance, 'closed', 'format')
+  local opened = d.opened
   local total, quorum = opened[1], opened[2]
 
   local function answer(outcome, count, final_value, recorded_value, event_id, decided_at,
@@ -174,29 +297,21 @@ local function vote(k, a)
     if not recorded then
       return nil
     end
-    local final = redis.call('HMGET', result, 'value', 'eventId', 'decidedAt')
+    local final = d.final or {}
     local taken = deferred and redis.call('HGET', rate, instance) or ''
-    return answer('already_voted', redis.call('ZCARD', votes), final[1], recorded, final[2],
-      final[3], taken)
+    return answer('already_voted', votes_of(d), final[1], recorded, final[3], final[4], taken)
   end
 
+  -- Each rule answers only after the one-vote rule: a retry of a vote that counted always
+  -- learns so.
   if total then
-    -- The rules that refuse a vote on an open decision, in the order they win. Each
-    -- answers only after the one-vote rule: a retry of a vote that counted always learns so.
-    local final = nil
-    if opened[8] or opened[9] ~= FORMAT then
-      final = redis.call('HMGET', result, 'value', 'voteCount', 'eventId', 'decidedAt',
-        'expiredAt', 'tally')
-      if not (final[1] or final[5]) then
-        final = nil
-      end
-    end
-    local refused = refusal(opened, final, value, stated_total, stated_close)
+    local refused = refusal(d, instance, value, stated_total, stated_close)
     if refused then
-      local voted = already_voted(redis.call('HGET', ballots, instance))
+      local voted = already_voted(ballot_of(d, instance))
       if voted then
         return voted
       end
+      local final = d.final
       -- Rule: the result is final. Later votes are not recorded, whatever totalInstances
       -- they state: a decided decision answers every new voter the same way.
       if refused == 'decided' then
@@ -208,13 +323,16 @@ local function vote(k, a)
         return answer('expired', tonumber(final[2]), '', final[6], final[3], final[5])
       end
       if refused == 'expired_now' then
-        local count = string.format('%d', redis.call('ZCARD', votes))
+        write_due(d)
+        local count = string.format('%d', votes_of(d))
         local at_expiry = tally_json(votes, ballots, tally)
         redis.call('HSET', meta, 'closed', 'expired')
         redis.call('ZREM', deadlines, decision)
+        opened[7] = 'expired'
         if deferred then
           redis.call('HSET', result, 'expiredAt', now, 'voteCount', count, 'tally', at_expiry)
           redis.call('ZADD', log, now, decision)
+          d.final = {false, count, false, false, now, at_expiry}
           return answer('expired_now', count, '', at_expiry, '', now)
         end
         local event_id
@@ -222,7 +340,8 @@ local function vote(k, a)
           '', count, quorum, total, now, at_expiry, waiting)
         redis.call('HSET', result, 'expiredAt', now, 'voteCount', count, 'tally', at_expiry,
           'eventId', event_id)
-        retain(parts, retention)
+        retain({votes, tally, result, meta, ballots}, retention)
+        d.final = {false, count, event_id, false, now, at_expiry}
         return answer('expired_now', count, '', at_expiry, event_id, now)
       end
       -- Rule: the first vote fixed the deadline; a different stated closeAfterMs is refused
@@ -232,7 +351,7 @@ local function vote(k, a)
       end
       -- Rules: a decision opened with an electorate takes votes from its members only; one
       -- opened with allowed values takes no other; the first vote fixed totalInstances.
-      return answer(refused, redis.call('ZCARD', votes))
+      return answer(refused, votes_of(d))
     end
   end
 
@@ -267,18 +386,12 @@ local function vote(k, a)
     end
   end
   if wait_ms then
-    return already_voted(opened[1] and redis.call('HGET', ballots, instance))
-      or answer('rate_limited', wait_ms)
+    return already_voted(opened[1] and ballot_of(d, instance)) or answer('rate_limited', wait_ms)
   end
 
   -- Rule: one vote per instance. The vote is recorded unless this instance's already is.
-  local seq = 1
-  if opened[1] then
-    if redis.call('HSETNX', ballots, instance, value) == 0 then
-      return already_voted(redis.call('HGET', ballots, instance))
-    end
-    seq = redis.call('ZCARD', votes) + 1
-  else
+  local seq = votes_of(d) + 1
+  if not opened[1] then
     local close_after = ARGV[a + 7]
     local closes_at = string.format('%.0f', tonumber(now) + tonumber(close_after))
     redis.call('HSET', meta, 'decision', decision, 'totalInstances', total, 'quorum', quorum,
@@ -291,8 +404,16 @@ local function vote(k, a)
     -- (and trimmed to its cap once the batch is judged).
     redis.call('ZADD', index, 'NX', now, decision)
     opened_any = true
-    redis.call('HSET', ballots, instance, value)
+    -- Later votes of the batch on it find it open, with these terms.
+    opened = {total, quorum, close_after, closes_at, terms and terms.values or false,
+      terms and terms.role or false, false, FORMAT}
+    d.opened = opened
   end
+  local recorded, count = record(d, instance, value, seq)
+  if not recorded then
+    return already_voted(ballot_of(d, instance))
+  end
+  d.count = seq
   if deferred then
     if ARGV[a + 9] ~= '' then
       redis.call('HSET', rate, instance, ARGV[a + 9])
@@ -303,8 +424,6 @@ local function vote(k, a)
     end
     redis.call('PEXPIRE', rate, rate_window)
   end
-  redis.call('ZADD', votes, seq, instance)
-  local count = redis.call('HINCRBY', tally, value, 1)
   -- Votes are published for dashboards only while some hub has one listening.
   if dashboards == nil then
     dashboards = redis.call('EXISTS', flag) == 1
@@ -321,6 +440,7 @@ local function vote(k, a)
 
   -- Quorum reached by this vote: the decision is made, with the winner of rule 5 (this
   -- vote's value when it holds most of the votes, else as the votes say).
+  count = count or write_due(d)[value]
   local winner = value
   if count <= seq - count then
     winner = winner_of(votes, ballots)
@@ -328,9 +448,11 @@ local function vote(k, a)
   local vote_count = string.format('%d', seq)
   redis.call('HSET', meta, 'closed', 'decided')
   redis.call('ZREM', deadlines, decision)
+  opened[7] = 'decided'
   if deferred then
     redis.call('HSET', result, 'value', winner, 'voteCount', vote_count, 'decidedAt', now)
     redis.call('ZADD', log, now, decision)
+    d.final = {winner, vote_count, false, now, false, false}
     return answer('decided_now', seq, winner, '', '', now)
   end
   local event_id
@@ -338,14 +460,18 @@ local function vote(k, a)
     vote_count, quorum, total, now, nil, waiting)
   redis.call('HSET', result, 'value', winner, 'voteCount', vote_count, 'decidedAt', now,
     'eventId', event_id)
-  retain(parts, retention)
+  retain({votes, tally, result, meta, ballots}, retention)
+  d.final = {winner, vote_count, event_id, now, false, false}
   return answer('decided_now', seq, winner, '', event_id, now)
 end
 
 local answers = {}
-local first_key = deferred and 5 or 6
 for i = 0, tonumber(ARGV[10]) - 1 do
-  answers[i + 1] = vote(first_key + i * 6, 11 + i * 11)
+  local k = first_key + i * 6
+  answers[i + 1] = vote(decision_at(k), k, 11 + i * 11)
+end
+for _, d in ipairs(unwritten) do
+  write_due(d)
 end
 if opened_any then
   redis.call('ZREMRANGEBYRANK', index, 0, -tonumber(index_cap) - 1)
