@@ -86,7 +86,7 @@ pub struct SuiteOptions {
     #[arg(long)]
     pub redis_url: Option<String>,
     /// A hub of a previous build, on a Redis of its own, whose votes are measured beside
-    /// this one's (G=60 and G=3, taking turns at going first).
+    /// this one's (G=60, G=3 and G=60 voting together, taking turns at going first).
     #[arg(long, requires = "baseline_redis_url")]
     pub baseline_url: Option<String>,
     /// The previous build's Redis, as --redis-url.
@@ -102,6 +102,8 @@ pub struct SuiteOptions {
 pub struct Suite {
     pub votes_g60: VotesReport,
     pub votes_g3: VotesReport,
+    /// G=60 with each group voting on each decision at once (`votes --together`).
+    pub votes_g60_together: VotesReport,
     pub votes_half_rate: VotesReport,
     /// The hub's fan-out runs at `fanout_sessions`.
     pub fanout: Vec<FanoutReport>,
@@ -116,9 +118,11 @@ pub struct Suite {
     pub storm: Option<StormReport>,
     pub redis_script_limit: Option<f64>,
     pub redis_script_limit_pipelined: Option<f64>,
-    /// What all Redis nodes spent per vote in the G=60 run and in the G=3 run.
+    /// What all Redis nodes spent per vote in the G=60 run, the G=3 run and the G=60 run
+    /// voting together.
     pub redis_cost_g60: Option<RedisCost>,
     pub redis_cost_g3: Option<RedisCost>,
+    pub redis_cost_g60_together: Option<RedisCost>,
     /// Redis nodes the figures were summed over (every node the URL names).
     pub redis_nodes: usize,
     /// The same votes on a previous build.
@@ -131,8 +135,10 @@ pub struct Baseline {
     pub label: String,
     pub votes_g60: VotesReport,
     pub votes_g3: VotesReport,
+    pub votes_g60_together: VotesReport,
     pub redis_cost_g60: Option<RedisCost>,
     pub redis_cost_g3: Option<RedisCost>,
+    pub redis_cost_g60_together: Option<RedisCost>,
 }
 
 /// The large runs, and why they have fewer sessions than asked for when they do.
@@ -156,6 +162,10 @@ pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
         together: false,
     };
     let votes = |url: &str, group: usize| votes_at(url, group, None);
+    let together = |url: &str| VotesOptions {
+        together: true,
+        ..votes(url, GROUP)
+    };
     eprintln!(
         "votes, G={GROUP}, {} sessions, {:?}",
         options.sessions, options.duration
@@ -184,13 +194,31 @@ pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
     }
     eprintln!("votes, G=3");
     let (votes_g3, redis_cost_g3) = measured_votes(&votes(&options.url, 3), &nodes).await?;
-    let baseline = match (baseline_g60, baseline_g3) {
-        (Some((votes_g60, redis_cost_g60)), Some((votes_g3, redis_cost_g3))) => Some(Baseline {
+    // Each group answering one question at once: this build first again.
+    eprintln!("votes, G={GROUP}, each group together");
+    let (votes_g60_together, redis_cost_g60_together) =
+        measured_votes(&together(&options.url), &nodes).await?;
+    let mut baseline_together = None;
+    if let Some(url) = &options.baseline_url {
+        eprintln!(
+            "votes, G={GROUP}, each group together, on the {}",
+            options.baseline_label
+        );
+        baseline_together = Some(measured_votes(&together(url), &baseline_nodes).await?);
+    }
+    let baseline = match (baseline_g60, baseline_g3, baseline_together) {
+        (
+            Some((votes_g60, redis_cost_g60)),
+            Some((votes_g3, redis_cost_g3)),
+            Some((votes_g60_together, redis_cost_g60_together)),
+        ) => Some(Baseline {
             label: options.baseline_label.clone(),
             votes_g60,
             votes_g3,
+            votes_g60_together,
             redis_cost_g60,
             redis_cost_g3,
+            redis_cost_g60_together,
         }),
         _ => None,
     };
@@ -258,6 +286,7 @@ pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
     Ok(Suite {
         votes_g60,
         votes_g3,
+        votes_g60_together,
         votes_half_rate,
         fanout,
         floor,
@@ -269,6 +298,7 @@ pub async fn run(options: &SuiteOptions) -> Result<Suite, BenchError> {
         redis_script_limit_pipelined: pipelined,
         redis_cost_g60,
         redis_cost_g3,
+        redis_cost_g60_together,
         redis_nodes: nodes.len(),
         baseline,
     })

@@ -16,10 +16,18 @@ pub fn table(s: &Suite) -> String {
         "hub votes/s, G=3",
         format!("{:.0}", s.votes_g3.votes_per_second),
     );
+    t.row(
+        format!("hub votes/s, G={GROUP}, each group together"),
+        format!("{:.0}", s.votes_g60_together.votes_per_second),
+    );
     let nodes = s.redis_nodes;
-    for (group, cost) in [(GROUP, &s.redis_cost_g60), (3, &s.redis_cost_g3)] {
+    for (runs, cost) in runs(
+        &s.redis_cost_g60,
+        &s.redis_cost_g3,
+        &s.redis_cost_g60_together,
+    ) {
         if let Some(cost) = cost {
-            redis_cost::rows(&mut t, &format!("G={group}, all {nodes} node(s)"), cost);
+            redis_cost::rows(&mut t, &format!("{runs}, all {nodes} node(s)"), cost);
         }
     }
     if let Some(b) = &s.baseline {
@@ -103,12 +111,11 @@ pub fn table(s: &Suite) -> String {
 /// This build's votes beside the previous build's.
 fn baseline_rows(t: &mut Table, s: &Suite, b: &Baseline) {
     let label = &b.label;
-    for (group, now, then) in [
-        (GROUP, &s.votes_g60, &b.votes_g60),
-        (3, &s.votes_g3, &b.votes_g3),
-    ] {
+    let now = runs(&s.votes_g60, &s.votes_g3, &s.votes_g60_together);
+    let then = runs(&b.votes_g60, &b.votes_g3, &b.votes_g60_together);
+    for ((runs, now), (_, then)) in now.into_iter().zip(then) {
         t.row(
-            format!("votes/s, G={group}: this build / {label}"),
+            format!("votes/s, {runs}: this build / {label}"),
             format!(
                 "{:.0} / {:.0} = {:.2}x",
                 now.votes_per_second,
@@ -117,15 +124,28 @@ fn baseline_rows(t: &mut Table, s: &Suite, b: &Baseline) {
             ),
         );
         t.row(
-            format!("vote latency p99, G={group}: this build / {label} (ms)"),
+            format!("vote latency p99, {runs}: this build / {label} (ms)"),
             format!("{} / {}", ms(now.latency_us.p99), ms(then.latency_us.p99)),
         );
     }
-    for (group, cost) in [(GROUP, &b.redis_cost_g60), (3, &b.redis_cost_g3)] {
+    for (runs, cost) in runs(
+        &b.redis_cost_g60,
+        &b.redis_cost_g3,
+        &b.redis_cost_g60_together,
+    ) {
         if let Some(cost) = cost {
-            redis_cost::rows(t, &format!("G={group}, {label}"), cost);
+            redis_cost::rows(t, &format!("{runs}, {label}"), cost);
         }
     }
+}
+
+/// The suite's three vote runs' figures (`g60`, `g3`, `together`), each beside its name.
+fn runs<T>(g60: T, g3: T, together: T) -> [(String, T); 3] {
+    [
+        (format!("G={GROUP}"), g60),
+        ("G=3".to_owned(), g3),
+        (format!("G={GROUP} together"), together),
+    ]
 }
 
 /// The middle of sorted `values` (the mean of the two middle ones for an even count).
