@@ -21,7 +21,7 @@ use common::{
     HubProcess, RedisServer, TestHub, WsClient, bin_path, eventually, vote_params,
     without_rate_limits,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Two hubs on `redis` (rate limits off), and two sessions watching each.
 async fn two_hubs_watched(redis: &RedisServer) -> ([TestHub; 2], Vec<WsClient>) {
@@ -286,63 +286,10 @@ async fn a_refused_vote_gives_back_its_place_in_the_rate_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn votes_are_broadcast_over_the_cluster_only_while_a_dashboard_listens() {
-    const CHANNEL: &str = "cb:events:quorum.vote.recorded";
     let redis = RedisServer::start_cluster();
     let hub = TestHub::start_with(without_rate_limits(&redis)).await;
-    // A subscriber of our own on one node: a cluster delivers a publish on any node to it.
     let seeds = redis.cluster_seeds();
-    let client = redis::Client::open(seeds[0].as_str()).unwrap();
-    let mut pubsub = client.get_async_pubsub().await.unwrap();
-    pubsub.subscribe(CHANNEL).await.unwrap();
-    let mut messages = pubsub.into_on_message();
-    let mut voter = hub.client_as("quiet").await;
-    for n in 0..6 {
-        voter.vote("quiet", &format!("quiet-{n}"), "y", 2).await;
-    }
-    // A marker published on every node after the votes arrives after anything those
-    // nodes published before it.
-    for seed in &seeds {
-        let mut conn = redis::Client::open(seed.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg(CHANNEL)
-            .arg("marker")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
-    use futures::StreamExt;
-    for _ in &seeds {
-        let message = tokio::time::timeout(common::DEADLINE, messages.next())
-            .await
-            .expect("a marker")
-            .unwrap();
-        assert_eq!(
-            message.get_payload::<String>().unwrap(),
-            "marker",
-            "a vote was published with no dashboard listening"
-        );
-    }
-    // A dashboard on the hub: from its subscription on, votes are published.
-    let mut dashboard = hub.client().await;
-    dashboard
-        .result(
-            "system.subscribe",
-            json!({"events": ["quorum.vote.recorded"]}),
-        )
-        .await;
-    voter.vote("quiet", "watched", "y", 2).await;
-    let message = tokio::time::timeout(common::DEADLINE, messages.next())
-        .await
-        .expect("the vote")
-        .unwrap();
-    let record: Value = serde_json::from_str(&message.get_payload::<String>().unwrap()).unwrap();
-    assert_eq!(record["decision"], "watched");
-    let event = dashboard.next_notification().await;
-    assert_eq!(event["params"]["decision"], "watched", "{event}");
+    common::dashboards::votes_are_published_only_while_a_dashboard_listens(&hub, &seeds).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

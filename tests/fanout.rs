@@ -236,54 +236,10 @@ async fn dashboards_on_any_hub_see_votes_and_instances_they_subscribed_to() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_one_redis_votes_are_published_only_while_a_dashboard_listens() {
-    use futures::StreamExt;
-    const CHANNEL: &str = "cb:events:quorum.vote.recorded";
     let redis = RedisServer::start_single();
     let hub = TestHub::start(&redis).await;
-    let client = redis::Client::open(redis.url().as_str()).unwrap();
-    let mut pubsub = client.get_async_pubsub().await.unwrap();
-    pubsub.subscribe(CHANNEL).await.unwrap();
-    let mut messages = pubsub.into_on_message();
-    let mut voter = hub.client_as("quiet").await;
-    for n in 0..6 {
-        voter.vote("quiet", &format!("quiet-{n}"), "y", 2).await;
-    }
-    // Published after the votes, the marker arrives after anything they published.
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: i64 = redis::cmd("PUBLISH")
-        .arg(CHANNEL)
-        .arg("marker")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let first = tokio::time::timeout(common::DEADLINE, messages.next())
-        .await
-        .expect("the marker")
-        .unwrap();
-    assert_eq!(
-        first.get_payload::<String>().unwrap(),
-        "marker",
-        "a vote was published with no dashboard listening"
-    );
-    // A dashboard on the hub: from its subscription on, votes are published.
-    let mut dashboard = hub.client().await;
-    dashboard
-        .result(
-            "system.subscribe",
-            json!({"events": ["quorum.vote.recorded"]}),
-        )
+    common::dashboards::votes_are_published_only_while_a_dashboard_listens(&hub, &[redis.url()])
         .await;
-    voter.vote("quiet", "watched", "y", 2).await;
-    let message = tokio::time::timeout(common::DEADLINE, messages.next())
-        .await
-        .expect("the vote")
-        .unwrap();
-    let record: Value = serde_json::from_str(&message.get_payload::<String>().unwrap()).unwrap();
-    assert_eq!(record["decision"], "watched", "{record}");
-    assert_eq!(record["instanceId"], "quiet", "{record}");
-    let event = dashboard.next_notification().await;
-    assert_eq!(event["method"], "quorum.vote.recorded", "{event}");
-    assert_eq!(event["params"]["decision"], "watched", "{event}");
 }
 
 /// Above a thousand sessions a hub splits each event's writes across its cores and writes

@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod browser;
+pub mod dashboards;
 pub mod failover;
 pub mod http;
 pub mod hub;
